@@ -1,0 +1,148 @@
+"""Small readers for FHIR R4 data types the engine needs: dates, codings, references.
+
+Pure functions over plain dicts; nothing here knows about rules.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+_DATETIME_RE = re.compile(
+    r"^(\d{4})(?:-(\d{2})(?:-(\d{2})"
+    r"(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$"
+)
+
+#: Choice-type prefixes of the elements that carry a resource's clinical time.
+CLINICAL_TIME_FIELDS: dict[str, tuple[str, ...]] = {
+    "Condition": ("onset",),
+    "Observation": ("effective",),
+    "MedicationStatement": ("effective",),
+    "MedicationAdministration": ("effective",),
+    "MedicationRequest": ("authoredOn",),
+    "ServiceRequest": ("authoredOn",),
+    "MedicationDispense": ("whenHandedOver", "whenPrepared"),
+    "AllergyIntolerance": ("onset",),
+}
+
+
+def parse_datetime(value: Any) -> datetime | None:
+    """Parse a FHIR date, dateTime or instant into an aware datetime.
+
+    Partial dates (``2026``, ``2026-11``) mean their first instant; a value with no time
+    zone is read as UTC. Anything unparseable gives None (the resource then has no time).
+    """
+    if not isinstance(value, str):
+        return None
+    m = _DATETIME_RE.match(value.strip())
+    if not m:
+        return None
+    year, month, day, hour, minute, second, frac, zone = m.groups()
+    try:
+        tz = _parse_zone(zone)
+        micro = int((frac or "0")[:6].ljust(6, "0"))
+        return datetime(
+            int(year), int(month or 1), int(day or 1),
+            int(hour or 0), int(minute or 0), int(second or 0), micro, tzinfo=tz,
+        )
+    except ValueError:
+        return None
+
+
+def _parse_zone(zone: str | None) -> timezone:
+    """Turn ``Z`` / ``+hh:mm`` / nothing into a tzinfo (nothing means UTC)."""
+    if zone is None or zone == "Z":
+        return UTC
+    sign = 1 if zone[0] == "+" else -1
+    hours, minutes = int(zone[1:3]), int(zone[4:6])
+    return timezone(sign * timedelta(hours=hours, minutes=minutes))
+
+
+def youngest_birth_date(value: Any) -> date | None:
+    """The latest day a (possibly partial) FHIR birthDate can stand for.
+
+    ``1990`` gives 1990-12-31 and ``1990-06`` gives 1990-06-30, so an age computed from it
+    is the youngest the patient can be: an age threshold is never passed on a guess.
+    """
+    start = parse_datetime(value)
+    if start is None or not isinstance(value, str):
+        return None
+    text = value.strip()
+    if len(text) == 4:
+        return date(start.year, 12, 31)
+    if len(text) == 7:
+        first_of_next = date(start.year + start.month // 12, start.month % 12 + 1, 1)
+        return first_of_next - timedelta(days=1)
+    return start.date()
+
+
+def age_in_years(birth: date, on: date) -> int:
+    """Whole years from ``birth`` to ``on`` (a birthday on 29 Feb counts from 1 March)."""
+    years = on.year - birth.year
+    if (on.month, on.day) < (birth.month, birth.day):
+        years -= 1
+    return years
+
+
+def choice_time(resource: dict[str, Any], prefix: str) -> datetime | None:
+    """Read a time from a choice element (``onsetDateTime``, ``effectivePeriod.start``...)."""
+    if prefix in resource:  # plain element such as authoredOn
+        return parse_datetime(resource[prefix])
+    for suffix in ("DateTime", "Instant"):
+        if prefix + suffix in resource:
+            return parse_datetime(resource[prefix + suffix])
+    period = resource.get(prefix + "Period")
+    if isinstance(period, dict):
+        return parse_datetime(period.get("start"))
+    return None
+
+
+def clinical_time(resource: dict[str, Any]) -> datetime | None:
+    """The time a resource is about (onset, effective, authored, handed over), or None."""
+    for prefix in CLINICAL_TIME_FIELDS.get(resource.get("resourceType", ""), ()):
+        found = choice_time(resource, prefix)
+        if found is not None:
+            return found
+    return None
+
+
+def codings(concept: Any) -> Iterator[tuple[str, str]]:
+    """Yield (system, code) of each coding of a CodeableConcept that has both."""
+    if not isinstance(concept, dict):
+        return
+    for coding in concept.get("coding") or ():
+        if isinstance(coding, dict):
+            system, code = coding.get("system"), coding.get("code")
+            if isinstance(system, str) and isinstance(code, str):
+                yield system, code
+
+
+def status_code(value: Any) -> str | None:
+    """A status as a code: plain ``status`` strings, or the first code of a CodeableConcept."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        for coding in value.get("coding") or ():
+            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                return coding["code"]
+    return None
+
+
+def reference_string(value: Any) -> str | None:
+    """The ``reference`` of a Reference element, if it has one."""
+    if isinstance(value, dict) and isinstance(value.get("reference"), str):
+        return value["reference"].strip() or None
+    return None
+
+
+_TYPE_ID_TAIL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+
+
+def type_id_of(reference: str) -> str | None:
+    """``Type/id`` from a relative or absolute reference (``.../Condition/1/_history/2``)."""
+    if reference.startswith(("urn:", "#")):
+        return None
+    m = _TYPE_ID_TAIL.search(reference)
+    return f"{m.group(1)}/{m.group(2)}" if m else None

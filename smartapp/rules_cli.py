@@ -1,0 +1,229 @@
+"""``handoff rules``: check, test and run rule packs from the command line.
+
+Output is a contract other tools read (see ``rules/README.md``):
+
+* ``rules check [PACK]`` prints ``OK id=... version=... hash=sha256:...`` and exits 0, or
+  prints every problem as ``file:line: field: message`` and exits 2.
+* ``rules eval CHART --now T [--encounter ID] [--pack P] --json`` prints
+  ``{"pack": {"id", "version"}, "suggestions": [...]}``; a bad chart or pack exits 2 with
+  the reason on stderr and nothing on stdout.
+* ``rules test [CASES...]`` runs YAML cases, prints a diff per failure, exits 1 on any.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from pydantic import ValidationError
+
+from smartapp.engine import (
+    Chart,
+    ChartError,
+    Evaluation,
+    Pack,
+    PackError,
+    default_pack_path,
+    evaluate,
+    load_pack,
+)
+from smartapp.engine.cases import RuleCase, compare
+from smartapp.engine.pack import pack_json_schema, rules_dir
+from smartapp.engine.source import SourceDoc, SourceError, read_source
+
+PATH = click.Path(path_type=Path)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    """Print to stderr and exit."""
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+def _load_pack_or_exit(pack: Path | None, valuesets: Path | None, *, to_stderr: bool) -> Pack:
+    """Load a pack; on errors list them all and exit 2."""
+    try:
+        return load_pack(pack or default_pack_path(), valuesets)
+    except PackError as exc:
+        for issue in exc.issues:
+            click.echo(str(issue), err=to_stderr)
+        _fail(f"{len(exc.issues)} error(s) in the rule pack")
+
+
+def read_chart(path: Path) -> Chart:
+    """A chart from a JSON file holding a Bundle or a list of resources."""
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise ChartError(f"{path}: cannot read: {exc.strerror}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ChartError(f"{path}: not valid JSON: {exc}") from exc
+    try:
+        return Chart.from_resources(data) if isinstance(data, list) else Chart.from_bundle(data)
+    except ChartError as exc:
+        raise ChartError(f"{path}: {exc}") from exc
+
+
+def parse_now(text: str) -> datetime:
+    """An ISO 8601 time; one without a zone is UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise click.BadParameter(f"not an ISO 8601 time: {text!r}") from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@click.group(name="rules")
+def rules() -> None:
+    """Check, test and run the clinical rule packs."""
+
+
+@rules.command("check")
+@click.argument("pack", required=False, type=PATH)
+@click.option("--valuesets", type=PATH, help="Value set directory (default: beside packs/).")
+def check(pack: Path | None, valuesets: Path | None) -> None:
+    """Validate a pack (default: the default pack) and its value sets."""
+    loaded = _load_pack_or_exit(pack, valuesets, to_stderr=False)
+    click.echo(f"OK id={loaded.id} version={loaded.version} hash=sha256:{loaded.content_hash}")
+
+
+@rules.command("eval")
+@click.argument("chart", type=PATH)
+@click.option("--now", "now_text", required=True, help="Evaluation time, ISO 8601.")
+@click.option("--encounter", help="Current encounter id (default: latest open ED visit).")
+@click.option("--pack", type=PATH, help="Rule pack (default: the default pack).")
+@click.option("--valuesets", type=PATH, help="Value set directory (default: beside packs/).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def eval_command(
+    chart: Path, now_text: str, encounter: str | None, pack: Path | None,
+    valuesets: Path | None, as_json: bool,
+) -> None:
+    """Evaluate a chart (FHIR Bundle or JSON list of resources) and print suggestions."""
+    now = parse_now(now_text)
+    loaded = _load_pack_or_exit(pack, valuesets, to_stderr=True)
+    try:
+        result = evaluate(read_chart(chart), now, loaded, encounter)
+    except ChartError as exc:
+        _fail(f"error: {exc}")
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(render_text(result, chart))
+
+
+def render_text(result: Evaluation, chart: Path) -> str:
+    """A readable rendering of an evaluation for informatics staff."""
+    enc = result.encounter
+    lines = [
+        f"pack {result.pack_id} {result.pack_version} (sha256:{result.content_hash[:12]})",
+        f"chart {chart}  now {result.now.isoformat() if result.now else '?'}",
+        f"patient {(result.patient or {}).get('id', '(none)')}  encounter "
+        f"{enc.get('id') if enc else '(none: nothing counts as this visit)'}",
+        f"{len(result.suggestions)} suggestion(s)",
+    ]
+    for n, s in enumerate(result.suggestions, 1):
+        variant = f" [{s.variant}]" if s.variant else ""
+        lines.append(f"{n}. {s.kind}{variant}: {s.title}")
+        lines.append(f"   why:      {s.reason}")
+        lines.append(f"   evidence: {', '.join(s.evidence) or '(none)'}")
+        if s.cautions:
+            lines.append(f"   cautions: {', '.join(s.cautions)}")
+        lines.append(f"   decline:  {', '.join(d.label for d in s.decline_reasons)}")
+        lines.append(f"   rule:     {s.rule}")
+    return "\n".join(lines)
+
+
+@rules.command("test")
+@click.argument("cases", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--pack", type=PATH, help="Pack for cases that name none (default pack).")
+@click.option("--valuesets", type=PATH, help="Value set directory (default: beside packs/).")
+def test_command(cases: tuple[Path, ...], pack: Path | None, valuesets: Path | None) -> None:
+    """Run rule test cases (YAML files; default: every case in rules/tests/)."""
+    files = _case_files(cases or (rules_dir() / "tests",))
+    if not files:
+        _fail("no test cases found", code=1)
+    packs: dict[Path, Pack] = {}
+    failed = 0
+    for path in files:
+        name, problems = run_case(path, pack, valuesets, packs)
+        if problems:
+            failed += 1
+            click.echo(f"FAIL {name} ({path})")
+            for line in problems:
+                click.echo(f"    {line}")
+        else:
+            click.echo(f"PASS {name}")
+    click.echo(f"{len(files) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+def _case_files(paths: tuple[Path, ...]) -> list[Path]:
+    """Case files named, or found (``*.yaml``, ``*.yml``) under named directories."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")))
+        else:
+            found.append(path)
+    return found
+
+
+def run_case(
+    path: Path, pack: Path | None, valuesets: Path | None, packs: dict[Path, Pack]
+) -> tuple[str, list[str]]:
+    """Run one case file: its name and the list of problems (empty when it passes)."""
+    try:
+        doc, _raw = read_source(path)
+        case = RuleCase.model_validate(doc.data)
+    except SourceError as exc:
+        return path.stem, [str(exc.issue)]
+    except ValidationError as exc:
+        return path.stem, _case_issues(doc, exc)
+    name = case.name or path.stem
+    pack_path = (path.parent / case.pack) if case.pack else (pack or default_pack_path())
+    try:
+        if pack_path.resolve() not in packs:
+            packs[pack_path.resolve()] = load_pack(pack_path, valuesets)
+        loaded = packs[pack_path.resolve()]
+        result = evaluate(read_chart(path.parent / case.chart), case.now, loaded, case.encounter)
+    except PackError as exc:
+        return name, [str(i) for i in exc.issues]
+    except ChartError as exc:
+        return name, [f"chart error: {exc}"]
+    return name, compare(case.expected, result.suggestions)
+
+
+def _case_issues(doc: SourceDoc, exc: ValidationError) -> list[str]:
+    """Validation errors of a case file as ``file:line: field: message``."""
+    issues = []
+    for err in exc.errors(include_url=False):
+        loc = doc.locate(tuple(err["loc"]), missing=err["type"] == "missing")
+        issues.append(str(doc.issue(loc, err["msg"])))
+    return issues
+
+
+@rules.command("schema")
+@click.option("--write", is_flag=True, help="Write rules/schema/pack.schema.json.")
+def schema_command(write: bool) -> None:
+    """Print (or write) the JSON Schema of the pack format."""
+    text = schema_text()
+    if write:
+        target = rules_dir() / "schema" / "pack.schema.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        click.echo(f"wrote {target}")
+    else:
+        click.echo(text, nl=False)
+
+
+def schema_text(schema: dict[str, Any] | None = None) -> str:
+    """The pack schema as committed: indented JSON with a final newline."""
+    return json.dumps(schema or pack_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    rules()

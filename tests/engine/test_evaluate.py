@@ -1,0 +1,213 @@
+"""evaluate(): encounter selection, "this visit", evidence, result objects, purity."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smartapp.engine import (
+    Chart,
+    ChartError,
+    DeclineReason,
+    Pack,
+    Suggestion,
+    evaluate,
+    load_pack,
+)
+
+from .helpers import (
+    ED_VISIT,
+    ICD,
+    NOW,
+    PATIENT,
+    RULES,
+    RXNORM,
+    SCT,
+    SYNTHEA,
+    condition,
+    scenario_chart,
+)
+
+
+def kinds(chart: Chart, pack: Pack, encounter: str | None = "t-enc") -> dict[str, Suggestion]:
+    return {s.kind: s for s in evaluate(chart, NOW, pack, encounter).suggestions}
+
+
+def test_now_must_be_timezone_aware(pack: Pack) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        evaluate(scenario_chart("P01-oud-withdrawal"), datetime(2026, 11, 20, 15), pack)
+
+
+def test_unknown_encounter_is_an_error(pack: Pack) -> None:
+    with pytest.raises(ChartError, match="encounter 'nope' is not in the chart"):
+        evaluate(scenario_chart("P01-oud-withdrawal"), NOW, pack, "nope")
+    for given in ("Encounter/P01-enc", "urn:uuid:6642b30b-df0c-57f0-8eb4-8e99ff7e5cc1"):
+        result = evaluate(scenario_chart("P01-oud-withdrawal"), NOW, pack, given)
+        assert result.encounter is not None and result.encounter["id"] == "P01-enc"
+
+
+def _encounter(eid: str, start: str, status: str = "in-progress", code: str = "EMER",
+               r5: bool = False) -> dict[str, Any]:
+    cls: Any = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": code}
+    return {"resourceType": "Encounter", "id": eid, "status": status,
+            "class": [{"coding": [cls]}] if r5 else cls, "period": {"start": start}}
+
+
+def test_current_encounter_is_the_latest_open_ed_visit(pack: Pack) -> None:
+    chart = Chart.from_resources([
+        PATIENT,
+        _encounter("old-open", "2026-11-18T09:00:00Z"),
+        _encounter("current", "2026-11-20T10:00:00Z", status="triaged", r5=True),
+        _encounter("newer-finished", "2026-11-20T12:00:00Z", status="finished"),
+        _encounter("newer-clinic", "2026-11-20T13:00:00Z", code="AMB"),
+    ])
+    assert evaluate(chart, NOW, pack).encounter == chart.get("Encounter/current")
+
+
+def test_no_open_ed_visit_means_nothing_is_this_visit(pack: Pack) -> None:
+    overdose = condition("od", ICD, "T40.1X1A", onsetDateTime="2026-11-20T11:00:00Z")
+    result = evaluate(Chart.from_resources([PATIENT, overdose]), NOW, pack)
+    assert result.encounter is None and result.suggestions == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "this_visit"),
+    [
+        ({"encounter": {"reference": "Encounter/t-enc"}, "onsetDateTime": "2020-01-01"}, True),
+        ({"onsetDateTime": "2026-11-20T10:00:00Z"}, True),  # at the start counts
+        ({"onsetDateTime": "2026-11-20T09:59:59Z"}, False),
+        ({"onsetDateTime": "2026-11-20"}, False),  # a date is its first instant
+        ({"onsetDateTime": "2026-11-20T06:00:00-05:00"}, True),  # 11:00Z
+        ({"encounter": {"reference": "Encounter/other"}, "onsetDateTime": "2026-11-20T11:00:00Z"},
+         False),
+        ({"encounter": {"display": "ED visit"}, "onsetDateTime": "2026-11-20T11:00:00Z"}, False),
+        ({}, False),
+    ],
+)
+def test_this_visit(pack: Pack, extra: dict[str, Any], this_visit: bool) -> None:
+    overdose = condition("od", ICD, "T40.1X1A", **extra)
+    chart = Chart.from_resources([PATIENT, ED_VISIT, overdose])
+    assert ("moud-buprenorphine" in kinds(chart, pack)) is this_visit
+
+
+def test_medication_administration_uses_context_for_this_visit(pack: Pack) -> None:
+    overdose = condition("od", SCT, "55680006", encounter={"reference": "Encounter/t-enc"})
+    given = {"resourceType": "MedicationAdministration", "id": "ma", "status": "completed",
+             "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "7242"}]},
+             "context": {"reference": "Encounter/t-enc"}, "effectiveDateTime": "2019-01-01"}
+    got = kinds(Chart.from_resources([PATIENT, ED_VISIT, overdose, given]), pack)
+    assert got["moud-buprenorphine"].evidence == ("Condition/od", "MedicationAdministration/ma")
+    not_done = {**given, "status": "not-done"}
+    got = kinds(Chart.from_resources([PATIENT, ED_VISIT, overdose, not_done]), pack)
+    assert set(got) == {"prc-consult"}
+
+
+def test_naloxone_window_is_bounded_by_now(pack: Pack) -> None:
+    oud = condition("oud", ICD, "F11.20")
+
+    def order(authored: datetime) -> dict[str, Any]:
+        return {"resourceType": "MedicationRequest", "id": "nx", "status": "active",
+                "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1725064"}]},
+                "authoredOn": authored.isoformat()}
+
+    for authored, has_kit in [(NOW - timedelta(days=365), True), (NOW - timedelta(days=366), False),
+                              (NOW + timedelta(days=1), False)]:
+        chart = Chart.from_resources([PATIENT, ED_VISIT, oud, order(authored)])
+        assert ("naloxone-kit" not in kinds(chart, pack)) is has_kit, authored
+
+
+def test_unknown_birth_date_gates_age_rules_but_not_naloxone(pack: Pack) -> None:
+    patient = {k: v for k, v in PATIENT.items() if k != "birthDate"}
+    chart = Chart.from_resources([patient, ED_VISIT, condition("oud", ICD, "F11.20")])
+    assert set(kinds(chart, pack)) == {"naloxone-kit"}
+
+
+def test_suggestion_objects(pack: Pack) -> None:
+    result = evaluate(scenario_chart("P14-pregnant"), NOW, pack, "P14-enc")
+    bup = next(s for s in result.suggestions if s.kind == "moud-buprenorphine")
+    assert bup.to_json() == {"kind": "moud-buprenorphine", "variant": "ed-induction",
+                             "cautions": ["pregnancy"], "evidence": ["Condition/P14-cond1"],
+                             "rule": "moud-buprenorphine-oud"}
+    assert bup.title and bup.reason
+    assert bup.decline_reasons[-1] == DeclineReason("other", "Other", free_text=True)
+    assert [d.code for d in bup.decline_reasons] == [
+        "patient-declined", "in-treatment-elsewhere", "clinically-inappropriate",
+        "coach-unavailable", "other"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        bup.kind = "x"  # type: ignore[misc]
+    assert result.to_json()["pack"] == {"id": "handoff-default", "version": "1.0.0"}
+    assert result.content_hash == pack.content_hash and result.now == NOW
+
+
+def test_any_of_unions_evidence_of_every_true_branch(pack: Pack) -> None:
+    kit = kinds(scenario_chart("P15-fentanyl-positive"), pack, "P15-enc")["naloxone-kit"]
+    assert kit.evidence == ("Condition/P15-cond1", "Observation/P15-uds2")
+
+
+def test_not_and_all_of_in_a_custom_pack(tmp_path: Path) -> None:
+    """A pack of one's own: `not` adds no evidence, `all_of` adds all branches'."""
+    (tmp_path / "packs").mkdir()
+    (tmp_path / "packs" / "mini.yaml").write_text("""
+id: mini
+version: "0.1"
+current_encounter:
+  class: {system: "http://terminology.hl7.org/CodeSystem/v3-ActCode", code: EMER}
+  status: [in-progress]
+decline_reasons: [{code: nope, label: "No"}]
+facts:
+  oud:
+    condition:
+      valueset: oud-active
+      clinical_status: [active]
+      verification_status: {not: [refuted]}
+  pregnant:
+    condition: {valueset: pregnancy, clinical_status: [active], verification_status: [confirmed]}
+suggestions:
+  - id: r1
+    kind: only-if-not-pregnant
+    title: T
+    reason: R
+    when: {all_of: [oud, {not: pregnant}]}
+    decline_reasons: [nope]
+  - id: r2
+    kind: both
+    title: T
+    reason: R
+    when: {all_of: [oud, pregnant]}
+    decline_reasons: [nope]
+""")
+    mini = load_pack(tmp_path / "packs" / "mini.yaml", RULES / "valuesets")
+    assert set(mini.valuesets) == {"oud-active", "pregnancy"}
+    result = evaluate(scenario_chart("P14-pregnant"), NOW, mini, "P14-enc")
+    assert [(s.kind, s.evidence) for s in result.suggestions] == [
+        ("both", ("Condition/P14-cond1", "Condition/P14-cond2"))]
+    result = evaluate(scenario_chart("P01-oud-withdrawal"), NOW, mini, "P01-enc")
+    assert [(s.kind, s.evidence) for s in result.suggestions] == [
+        ("only-if-not-pregnant", ("Condition/P01-cond1",))]
+
+
+def test_evaluate_does_not_mutate_its_inputs(pack: Pack) -> None:
+    data = json.loads((RULES.parent.parent / "shared" / "scenarios" /
+                       "P05-heroin-overdose.json").read_text())
+    before = json.dumps(data, sort_keys=True)
+    chart = Chart.from_bundle(data)
+    first = evaluate(chart, NOW, pack, "P05-enc")
+    assert evaluate(chart, NOW, pack, "P05-enc") == first
+    assert json.dumps(data, sort_keys=True) == before
+
+
+def test_large_chart_evaluates_quickly(pack: Pack) -> None:
+    """Indexes are built once: evaluation cost does not scale with chart x rules."""
+    biggest = max(SYNTHEA.glob("*.json"), key=lambda p: p.stat().st_size)
+    chart = Chart.from_bundle(json.loads(biggest.read_text()))
+    assert len(chart) > 1000
+    start = time.perf_counter()
+    for _ in range(50):
+        evaluate(chart, NOW, pack)
+    assert time.perf_counter() - start < 5.0
