@@ -1,0 +1,37 @@
+"""Configuration defaults. Order of precedence (Flask tutorial style): these defaults,
+then `instance/config.py`, then `HANDOFF_*` environment variables, then a test dict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Defaults:
+    """Defaults that are safe for a local demo; production overrides them."""
+
+    # Signing key for the browser's session cookie; generated into the instance folder if unset.
+    SECRET_KEY: str | None = None
+    # 32-byte AES-GCM key (urlsafe base64) for tokens at rest; generated into instance if unset.
+    TOKEN_KEY: str | None = None
+    # SQLAlchemy URL; None means a SQLite file in the instance folder.
+    DATABASE_URL: str | None = None
+    # Where EHR registrations (launch/*.yaml) live.
+    LAUNCH_DIR: str = str(REPO_ROOT / "launch")
+    # Rule pack used for suggestions.
+    RULES_PACK: str = str(REPO_ROOT / "rules" / "packs" / "default.yaml")
+    # The app's public origin, used to build its redirect_uri (no trailing slash).
+    PUBLIC_URL: str = "http://127.0.0.1:8700"
+    # Timeouts (seconds) for every HTTP request to an EHR: (connect, read).
+    FHIR_CONNECT_TIMEOUT: float = 5.0
+    FHIR_READ_TIMEOUT: float = 20.0
+    # How far back observations are read for the chart (COWS, screens of this visit).
+    CHART_OBSERVATION_DAYS: int = 30
+    # A pending authorization (state) expires after this many seconds.
+    STATE_TTL_SECONDS: int = 600
+    # Identifier system for the referral identifiers Handoff assigns.
+    REFERRAL_IDENTIFIER_SYSTEM: str = "urn:handoff:referral"
+    SESSION_COOKIE_NAME: str = "handoff_session"
+    SESSION_COOKIE_HTTPONLY: bool = True
+    SESSION_COOKIE_SAMESITE: str = "Lax"

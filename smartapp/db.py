@@ -1,0 +1,144 @@
+"""Handoff's own store: launch contexts, pending authorizations, referrals, the referral log.
+
+Plain SQLAlchemy 2.0 so the same models serve the web app, the CLI and background workers.
+SQLite by default; PostgreSQL when DATABASE_URL says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class PendingAuthorization(Base):
+    """An authorization request in flight: its state, PKCE verifier and nonce (single use)."""
+
+    __tablename__ = "pending_authorization"
+
+    state: Mapped[str] = mapped_column(String(64), primary_key=True)
+    browser_id: Mapped[str] = mapped_column(String(64), index=True)
+    registration_id: Mapped[str] = mapped_column(String(100))
+    iss: Mapped[str] = mapped_column(String(500))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    nonce: Mapped[str] = mapped_column(String(64))
+    token_endpoint: Mapped[str] = mapped_column(String(500))
+    jwks_uri: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LaunchContext(Base):
+    """One launch: patient, encounter, user, granted scopes; tokens encrypted at rest."""
+
+    __tablename__ = "launch_context"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    browser_id: Mapped[str] = mapped_column(String(64), index=True)
+    registration_id: Mapped[str] = mapped_column(String(100))
+    iss: Mapped[str] = mapped_column(String(500))
+    patient_id: Mapped[str] = mapped_column(String(200))
+    encounter_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    user_ref: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    scope: Mapped[str] = mapped_column(Text, default="")
+    need_patient_banner: Mapped[int] = mapped_column(Integer, default=1)
+    token_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    token_endpoint: Mapped[str] = mapped_column(String(500))
+    access_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # What the screen showed last (the suggestions as JSON), so a signature refers to it.
+    shown: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class Referral(Base):
+    """A signed decision and the FHIR writes it needs: stored before any write is tried."""
+
+    __tablename__ = "referral"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # One referral per (EHR, encounter): a double click or re-sign finds this row.
+    visit_key: Mapped[str] = mapped_column(String(64), unique=True)
+    context_id: Mapped[str] = mapped_column(String(64), index=True)
+    iss: Mapped[str] = mapped_column(String(500))
+    patient_id: Mapped[str] = mapped_column(String(200))
+    encounter_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    user_ref: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    decision: Mapped[dict] = mapped_column(JSON)
+    bundle: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|written|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    written: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LogEvent(Base):
+    """An entry of the referral log (append-only; hash chaining arrives with the audit work)."""
+
+    __tablename__ = "log_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    type: Mapped[str] = mapped_column(String(50), index=True)
+    user_ref: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    iss: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    patient_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    encounter_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Database:
+    """An engine and a session factory; `session()` is a unit of work that commits or rolls back."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        connect_args = {"check_same_thread": False} if url.startswith("sqlite") else {}
+        self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_all(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        session = self._factory()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """WAL and a busy timeout so the web app and a worker can share one SQLite file."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

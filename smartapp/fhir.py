@@ -1,0 +1,240 @@
+"""FHIR R4 access over HTTP: read a patient's chart (one batch where the server allows it)
+and post a transaction. Errors become FhirError with the server's own message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
+
+import orjson
+import requests
+
+FHIR_JSON = "application/fhir+json"
+
+# Resource types the rules read, and how each is searched for one patient.
+CHART_TYPES = (
+    "Encounter",
+    "Condition",
+    "MedicationRequest",
+    "MedicationStatement",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "AllergyIntolerance",
+    "ServiceRequest",
+)
+
+
+class FhirError(Exception):
+    """A FHIR request failed. `transient` says whether retrying later may succeed."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        transient: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+@dataclass
+class FhirClient:
+    """A FHIR server base URL and a bearer token; every call has a timeout."""
+
+    base: str
+    access_token: str
+    timeout: tuple[float, float] = (5.0, 20.0)
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self.access_token}",
+            "Accept": FHIR_JSON,
+            "Content-Type": FHIR_JSON,
+        }
+
+    def _request(
+        self, method: str, url: str, body: dict | None = None, extra_headers: dict | None = None
+    ) -> dict:
+        headers = self._headers() | (extra_headers or {})
+        data = orjson.dumps(body) if body is not None else None
+        try:
+            response = requests.request(
+                method, url, data=data, headers=headers, timeout=self.timeout
+            )
+        except requests.Timeout as exc:
+            raise FhirError("The EHR did not answer in time.", transient=True) from exc
+        except requests.ConnectionError as exc:
+            raise FhirError("The EHR could not be reached.", transient=True) from exc
+        return _parse_response(response)
+
+    def get(self, path_or_url: str) -> dict:
+        url = path_or_url if path_or_url.startswith("http") else f"{self.base}/{path_or_url}"
+        return self._request("GET", url)
+
+    def post_bundle(self, bundle: dict) -> dict:
+        return self._request("POST", self.base, bundle)
+
+    def search_all(self, path: str, max_pages: int = 50) -> list[dict]:
+        """A search and every `next` page after it; returns the matching resources."""
+        resources: list[dict] = []
+        bundle = self.get(path)
+        for _ in range(max_pages):
+            resources.extend(_entries(bundle))
+            next_url = _next_link(bundle)
+            if not next_url:
+                break
+            bundle = self.get(next_url)
+        return resources
+
+    def read_chart(
+        self, patient_id: str, encounter_id: str | None, now: datetime, observation_days: int
+    ) -> list[dict]:
+        """Everything the rules need about one patient, in one batch request when possible."""
+        since = (now - timedelta(days=observation_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        searches = [f"Patient/{patient_id}"]
+        searches += [
+            f"{t}?{urlencode({'patient': patient_id, '_count': 500})}" for t in CHART_TYPES
+        ]
+        searches.append(
+            f"Observation?{urlencode({'patient': patient_id, 'date': f'ge{since}', '_count': 500})}"
+        )
+        if encounter_id:
+            by_visit = {"encounter": f"Encounter/{encounter_id}", "_count": 500}
+            searches.append(f"Observation?{urlencode(by_visit)}")
+        batch = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"request": {"method": "GET", "url": url}} for url in searches],
+        }
+        try:
+            response = self.post_bundle(batch)
+        except FhirError as exc:
+            if exc.status in (400, 404, 405, 422, 501):  # no batch support: one search at a time
+                return self._with_medications(_dedupe(self._read_one_by_one(searches)))
+            raise
+        resources = self._batch_results(searches, response)
+        return self._with_medications(_dedupe(resources))
+
+    def _batch_results(self, searches: list[str], response: dict) -> list[dict]:
+        """The resources of a batch-response, following each search's next pages."""
+        resources: list[dict] = []
+        for url, entry in zip(searches, response.get("entry", []), strict=False):
+            status = str(entry.get("response", {}).get("status", ""))
+            if not status.startswith("2"):
+                raise FhirError(
+                    f"The EHR refused to read {url.split('?')[0]} (HTTP {status}).",
+                    status=int(status[:3]) if status[:3].isdigit() else None,
+                )
+            resource = entry.get("resource") or {}
+            if resource.get("resourceType") == "Bundle":
+                resources.extend(_entries(resource))
+                next_url = _next_link(resource)
+                if next_url:
+                    resources.extend(self.search_all(next_url))
+            elif resource:
+                resources.append(resource)
+        return resources
+
+    def _with_medications(self, resources: list[dict]) -> list[dict]:
+        """Fetch Medications that orders reference but do not contain (Epic references them):
+        without them a methadone order would be invisible to the rules."""
+        have = {f"{r.get('resourceType')}/{r.get('id')}" for r in resources}
+        missing = sorted(
+            {
+                ref
+                for r in resources
+                if (ref := (r.get("medicationReference") or {}).get("reference", ""))
+                and not ref.startswith("#")
+                and _relative(ref) not in have
+            }
+        )
+        if not missing:
+            return resources
+        reads = [_relative(ref) for ref in missing]
+        batch = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"request": {"method": "GET", "url": url}} for url in reads],
+        }
+        try:
+            return resources + self._batch_results(reads, self.post_bundle(batch))
+        except FhirError as exc:
+            if exc.status in (400, 404, 405, 422, 501):
+                return resources + self._read_one_by_one(reads)
+            raise
+
+    def _read_one_by_one(self, searches: list[str]) -> list[dict]:
+        resources: list[dict] = []
+        for url in searches:
+            if "?" in url:
+                resources.extend(self.search_all(url))
+            else:
+                resources.append(self.get(url))
+        return resources
+
+
+def _parse_response(response: requests.Response) -> dict:
+    try:
+        body = orjson.loads(response.content) if response.content else {}
+    except orjson.JSONDecodeError:
+        body = None
+    if response.status_code < 300 and isinstance(body, dict):
+        return body
+    if response.status_code < 300:
+        raise FhirError(
+            "The EHR answered with something that is not FHIR JSON.", status=response.status_code
+        )
+    message = _outcome_text(body) or response.reason or "error"
+    transient = response.status_code in (408, 429) or response.status_code >= 500
+    retry_after = None
+    if response.headers.get("Retry-After", "").isdigit():
+        retry_after = float(response.headers["Retry-After"])
+    raise FhirError(
+        f"The EHR answered HTTP {response.status_code}: {message}",
+        status=response.status_code,
+        transient=transient,
+        retry_after=retry_after,
+    )
+
+
+def _outcome_text(body) -> str | None:
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return None
+    texts = [
+        issue.get("diagnostics") or issue.get("details", {}).get("text") or issue.get("code", "")
+        for issue in body.get("issue", [])
+    ]
+    return "; ".join(t for t in texts if t) or None
+
+
+def _entries(bundle: dict) -> list[dict]:
+    return [
+        e["resource"]
+        for e in bundle.get("entry", [])
+        if "resource" in e and e.get("search", {}).get("mode", "match") != "outcome"
+    ]
+
+
+def _next_link(bundle: dict) -> str | None:
+    for link in bundle.get("link", []):
+        if link.get("relation") == "next":
+            return link.get("url")
+    return None
+
+
+def _relative(reference: str) -> str:
+    """`Type/id` from a relative or absolute reference."""
+    parts = reference.split("/_history/")[0].rstrip("/").split("/")
+    return "/".join(parts[-2:])
+
+
+def _dedupe(resources: list[dict]) -> list[dict]:
+    seen: dict[tuple[str, str], dict] = {}
+    for resource in resources:
+        key = (resource.get("resourceType", ""), resource.get("id", ""))
+        seen.setdefault(key, resource)
+    return list(seen.values())

@@ -1,0 +1,154 @@
+"""SMART EHR launch: `/launch` (iss, launch) and `/callback` (code, state).
+
+After the callback the browser holds only an opaque session cookie; tokens stay in the database,
+encrypted. Each launch gets its own context id, so two tabs never mix two patients.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from flask import Blueprint, abort, current_app, redirect, request, url_for
+
+from smartapp import referral_log, smart
+from smartapp.db import LaunchContext, PendingAuthorization
+from smartapp.services import current_services
+from smartapp.web import browser_id
+
+bp = Blueprint("launch", __name__)
+log = logging.getLogger("handoff.launch")
+
+
+def redirect_uri() -> str:
+    return current_app.config["PUBLIC_URL"].rstrip("/") + "/callback"
+
+
+@bp.get("/launch")
+def launch():
+    """EHR launch: check the issuer is registered before sending it anything, then authorize."""
+    iss = request.args.get("iss", "").rstrip("/")
+    launch_value = request.args.get("launch")
+    if not iss:
+        log.warning("launch refused: no iss")
+        abort(400, description="Handoff must be launched from the EHR (no issuer was given).")
+    services = current_services()
+    registration = services.registry.for_issuer(iss)
+    if registration is None:
+        log.warning("launch refused: issuer not registered")
+        abort(
+            403,
+            description="This EHR is not registered with Handoff. Ask your IT team to "
+            "add it to Handoff's launch registrations.",
+        )
+    try:
+        config = smart.discover(iss, services.timeout)
+        auth = smart.authorization_request(registration, config, redirect_uri(), launch_value)
+    except smart.LaunchError as exc:
+        log.warning("launch failed at discovery: %s", exc)
+        abort(400, description=str(exc))
+    with services.db.session() as db:
+        db.add(
+            PendingAuthorization(
+                state=auth.state,
+                browser_id=browser_id(),
+                registration_id=registration.id,
+                iss=iss,
+                code_verifier=auth.code_verifier,
+                nonce=auth.nonce,
+                token_endpoint=config.token_endpoint,
+                jwks_uri=config.jwks_uri,
+            )
+        )
+    return redirect(auth.url)
+
+
+@bp.get("/callback")
+def callback():
+    """Check state (known, this browser, unused, fresh), trade the code, verify the id_token."""
+    services = current_services()
+    state = request.args.get("state", "")
+    with services.db.session() as db:
+        pending = db.get(PendingAuthorization, state) if state else None
+        if pending is not None:
+            db.delete(pending)  # single use, whatever happens next
+    if pending is None or pending.browser_id != browser_id():
+        log.warning("callback refused: unknown, reused or foreign state")
+        abort(
+            400,
+            description="This sign-in link is not valid (it was used already, or it was "
+            "started in another browser). Launch Handoff again from the chart.",
+        )
+    ttl = timedelta(seconds=current_app.config["STATE_TTL_SECONDS"])
+    created = (
+        pending.created_at if pending.created_at.tzinfo else pending.created_at.replace(tzinfo=UTC)
+    )
+    if datetime.now(UTC) - created > ttl:
+        log.warning("callback refused: state expired")
+        abort(400, description="The sign-in took too long. Launch Handoff again from the chart.")
+    if request.args.get("error"):
+        log.warning("callback: authorization denied by the EHR (%s)", request.args.get("error"))
+        abort(403, description="The EHR did not authorize Handoff for this patient.")
+    code = request.args.get("code")
+    if not code:
+        abort(400, description="The EHR returned no authorization code.")
+    registration = services.registry.by_id(pending.registration_id)
+    if registration is None:
+        abort(403, description="This EHR is no longer registered with Handoff.")
+    try:
+        token = smart.exchange_code(
+            registration,
+            pending.token_endpoint,
+            redirect_uri(),
+            code,
+            pending.code_verifier,
+            services.timeout,
+        )
+        claims = {}
+        if token.get("id_token") and pending.jwks_uri:
+            claims = smart.verify_id_token(
+                token["id_token"],
+                pending.jwks_uri,
+                pending.iss,
+                registration.client_id,
+                pending.nonce,
+                services.timeout,
+            )
+    except smart.LaunchError as exc:
+        log.warning("callback failed: %s", exc)
+        abort(400, description=str(exc))
+    if not token.get("patient"):
+        log.warning("callback: token response carries no patient context")
+        abort(400, description="The EHR did not say which patient this launch is for.")
+    context_id = secrets.token_urlsafe(24)
+    expires_in = token.get("expires_in")
+    with services.db.session() as db:
+        context = LaunchContext(
+            id=context_id,
+            browser_id=browser_id(),
+            registration_id=registration.id,
+            iss=pending.iss,
+            patient_id=str(token["patient"]),
+            encounter_id=token.get("encounter"),
+            user_ref=smart.fhir_user_reference(claims.get("fhirUser"), pending.iss),
+            scope=token.get("scope", ""),
+            need_patient_banner=1 if token.get("need_patient_banner", True) else 0,
+            token_ciphertext=services.cipher.encrypt(token, context_id),
+            token_endpoint=pending.token_endpoint,
+            access_expires_at=(datetime.now(UTC) + timedelta(seconds=int(expires_in)))
+            if expires_in
+            else None,
+        )
+        db.add(context)
+        referral_log.append(
+            db,
+            "launch",
+            user_ref=context.user_ref,
+            iss=context.iss,
+            patient_id=context.patient_id,
+            encounter_id=context.encounter_id,
+            data={"scope": context.scope, "registration": registration.id},
+        )
+    log.info("launch ok: context=%s registration=%s", context_id[:8], registration.id)
+    return redirect(url_for("screen.show", context_id=context_id))

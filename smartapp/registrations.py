@@ -1,0 +1,131 @@
+"""EHR registrations (launch/*.yaml): which issuers may launch Handoff and how to talk to each.
+
+Owned by the hospital's IT team as data; validated on load so a mistake names its file and field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_SCOPES = [
+    "launch",
+    "openid",
+    "fhirUser",
+    "patient/Patient.rs",
+    "patient/Encounter.rs",
+    "patient/Condition.rs",
+    "patient/Observation.rs",
+    "patient/MedicationRequest.rs",
+    "patient/MedicationStatement.rs",
+    "patient/MedicationAdministration.rs",
+    "patient/MedicationDispense.rs",
+    "patient/AllergyIntolerance.rs",
+    "patient/ServiceRequest.crs",
+    "patient/DocumentReference.crs",
+    "patient/Task.crs",
+    "patient/Provenance.c",
+]
+
+
+class RegistrationError(Exception):
+    """A registration file is missing, unreadable or invalid; the message names file and field."""
+
+
+class WriteSettings(BaseModel):
+    """Site choices for what Handoff writes (see shared spec writeback.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: Literal["fhir-rest"] = "fhir-rest"
+    service_request_code: dict = Field(
+        default_factory=lambda: {
+            "system": "http://snomed.info/sct",
+            "code": "461481000124109",
+            "display": "Referral to peer support",
+        }
+    )
+    note_type: dict = Field(
+        default_factory=lambda: {
+            "system": "http://loinc.org",
+            "code": "11488-4",
+            "display": "Consult note",
+        }
+    )
+    doc_status: Literal["final", "preliminary"] = "final"
+    # Who receives the referral and owns the Task: a FHIR Reference (reference and/or display).
+    coach_team: dict = Field(default_factory=lambda: {"display": "Peer recovery coach team"})
+    # The site's coach program is a 42 CFR Part 2 program: add the Part 2 labels.
+    part2_program: bool = False
+
+
+class Registration(BaseModel):
+    """One EHR that may launch Handoff."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    name: str
+    iss: str
+    client_id: str
+    auth_method: Literal["public"] = "public"
+    scopes: list[str] = Field(default_factory=lambda: list(DEFAULT_SCOPES))
+    frame_ancestors: list[str] = Field(default_factory=list)
+    write: WriteSettings = Field(default_factory=WriteSettings)
+
+    @field_validator("iss")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("iss must be an http(s) URL")
+        return value.rstrip("/")
+
+
+class Registry:
+    """All registrations, looked up by issuer (the allow-list) or by id."""
+
+    def __init__(self, registrations: list[Registration]) -> None:
+        self._by_iss = {reg.iss: reg for reg in registrations}
+        self._by_id = {reg.id: reg for reg in registrations}
+
+    def for_issuer(self, iss: str) -> Registration | None:
+        return self._by_iss.get(iss.rstrip("/"))
+
+    def by_id(self, registration_id: str) -> Registration | None:
+        return self._by_id.get(registration_id)
+
+    def __iter__(self):
+        return iter(self._by_id.values())
+
+
+def load_registry(folder: str | Path) -> Registry:
+    """Read every `*.yaml` in `folder`; any invalid file raises RegistrationError naming it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RegistrationError(f"{folder}: registration folder does not exist")
+    registrations = []
+    for path in sorted(folder.glob("*.yaml")):
+        registrations.append(load_registration(path))
+    ids = [reg.id for reg in registrations]
+    duplicates = {i for i in ids if ids.count(i) > 1}
+    if duplicates:
+        raise RegistrationError(f"{folder}: duplicate registration id(s) {sorted(duplicates)}")
+    return Registry(registrations)
+
+
+def load_registration(path: Path) -> Registration:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RegistrationError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return Registration.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise RegistrationError(f"{path}: {problems}") from exc

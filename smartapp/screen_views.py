@@ -1,0 +1,305 @@
+"""The physician's screen: suggestions with evidence, the opt-out coach referral, Sign.
+
+Web layer only: it reads the chart through `fhir`, decides through the engine, writes through
+the outbox, and records each step in the referral log.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+
+from smartapp import outbox, referral_log, smart, writeback
+from smartapp.db import LaunchContext
+from smartapp.describe import describe, in_words
+from smartapp.engine import Chart, ChartError, evaluate
+from smartapp.fhir import FhirClient, FhirError
+from smartapp.services import current_services
+from smartapp.web import browser_id, check_csrf
+
+bp = Blueprint("screen", __name__, url_prefix="/c")
+log = logging.getLogger("handoff.screen")
+
+OPIOID_KINDS = {"moud-buprenorphine", "moud-continue", "naloxone-kit"}
+MEDICATION_KINDS = {"moud-buprenorphine", "naloxone-kit"}
+
+
+def load_context(context_id: str) -> LaunchContext:
+    """The launch context, only for the browser that launched it."""
+    with current_services().db.session() as db:
+        context = db.get(LaunchContext, context_id)
+    if context is None or context.browser_id != browser_id():
+        log.warning("screen refused: unknown context or another browser's")
+        abort(
+            403,
+            description="This Handoff session is not yours or has ended. "
+            "Launch Handoff again from the patient's chart.",
+        )
+    return context
+
+
+def fhir_client(context: LaunchContext) -> FhirClient:
+    """A client with a live access token, refreshed shortly before it expires."""
+    services = current_services()
+    token = services.cipher.decrypt(context.token_ciphertext, context.id)
+    expires = context.access_expires_at
+    if expires is not None and expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    if expires is not None and expires - datetime.now(UTC) < timedelta(seconds=60):
+        registration = services.registry.by_id(context.registration_id)
+        if registration is None or not token.get("refresh_token"):
+            abort(
+                403, description="Your Handoff session has expired. Launch it again from the chart."
+            )
+        try:
+            fresh = smart.refresh(
+                registration, context.token_endpoint, token["refresh_token"], services.timeout
+            )
+        except smart.LaunchError as exc:
+            log.warning("refresh refused: %s", exc)
+            abort(
+                403, description="The EHR ended this session. Launch Handoff again from the chart."
+            )
+        token = token | fresh
+        with services.db.session() as db:
+            row = db.get(LaunchContext, context.id)
+            row.token_ciphertext = services.cipher.encrypt(token, context.id)
+            row.access_expires_at = datetime.now(UTC) + timedelta(
+                seconds=int(fresh.get("expires_in", 300))
+            )
+    return FhirClient(context.iss, token["access_token"], services.timeout)
+
+
+def visit_key(context: LaunchContext) -> str:
+    return writeback.referral_key(context.iss, context.encounter_id, context.patient_id, "visit")
+
+
+def build_shown(context: LaunchContext, now: datetime) -> dict:
+    """Read the chart, evaluate the pack, and describe what the physician will see."""
+    services = current_services()
+    client = fhir_client(context)
+    resources = client.read_chart(
+        context.patient_id, context.encounter_id, now, current_app.config["CHART_OBSERVATION_DAYS"]
+    )
+    chart = Chart.from_resources(resources)
+    evaluation = evaluate(chart, now, services.pack, encounter_id=context.encounter_id)
+    suggestions = []
+    for suggestion in evaluation.suggestions:
+        evidence = [describe(chart.get(ref), ref) for ref in suggestion.evidence]
+        for item in evidence:
+            item["words"] = in_words(item)
+        suggestions.append(
+            {
+                "kind": suggestion.kind,
+                "title": suggestion.title,
+                "reason": suggestion.reason,
+                "variant": suggestion.variant,
+                "cautions": list(suggestion.cautions),
+                "evidence": evidence,
+                "rule": suggestion.rule,
+                "decline_reasons": [
+                    {"code": r.code, "label": r.label, "free_text": r.free_text}
+                    for r in suggestion.decline_reasons
+                ],
+            }
+        )
+    patient = evaluation.patient or chart.get(f"Patient/{context.patient_id}") or {}
+    encounter = evaluation.encounter or {}
+    return {
+        "evaluated_at": now.isoformat(),
+        "pack": {
+            "id": services.pack.id,
+            "version": services.pack.version,
+            "hash": services.pack.content_hash,
+        },
+        "patient": patient_banner(patient),
+        "encounter": {"id": encounter.get("id"), "start": encounter.get("period", {}).get("start")},
+        "suggestions": suggestions,
+        "opioid": any(s["kind"] in OPIOID_KINDS for s in suggestions),
+    }
+
+
+def patient_banner(patient: dict) -> dict:
+    names = patient.get("name") or [{}]
+    name = names[0]
+    display = name.get("text") or " ".join([*name.get("given", []), name.get("family", "")]).strip()
+    mrn = next(
+        (i.get("value") for i in patient.get("identifier", []) if "MR" in str(i.get("type", {}))),
+        None,
+    )
+    return {
+        "name": display or "Unknown",
+        "birthDate": patient.get("birthDate"),
+        "gender": patient.get("gender"),
+        "mrn": mrn,
+    }
+
+
+@bp.get("/<context_id>")
+def show(context_id: str):
+    context = load_context(context_id)
+    services = current_services()
+    existing = outbox.for_visit(services.db, visit_key(context))
+    if existing is not None and context.shown:
+        return render_template(
+            "screen.html", context=context, shown=context.shown, referral=existing, errors=[]
+        )
+    now = datetime.now(UTC)
+    try:
+        shown = build_shown(context, now)
+    except FhirError as exc:
+        log.warning("chart read failed: http=%s", exc.status)
+        return render_template(
+            "error.html",
+            title="The chart could not be read",
+            message=f"{exc} Nothing was written. Try again in a moment.",
+        ), 502
+    except ChartError as exc:
+        log.warning("chart malformed: %s", exc.__class__.__name__)
+        return render_template(
+            "error.html",
+            title="The chart could not be understood",
+            message=f"The EHR sent data Handoff cannot read: {exc}. "
+            "Nothing was written; tell your informatics team.",
+        ), 502
+    with services.db.session() as db:
+        db.get(LaunchContext, context.id).shown = shown
+        referral_log.append(
+            db,
+            "suggestions-shown",
+            user_ref=context.user_ref,
+            iss=context.iss,
+            patient_id=context.patient_id,
+            encounter_id=context.encounter_id,
+            data={
+                "pack": shown["pack"],
+                "suggestions": [
+                    {k: s[k] for k in ("kind", "variant", "cautions", "rule")}
+                    | {"evidence": [e["reference"] for e in s["evidence"]]}
+                    for s in shown["suggestions"]
+                ],
+            },
+        )
+    return render_template(
+        "screen.html", context=context, shown=shown, referral=existing, errors=[]
+    )
+
+
+def read_decisions(shown: dict) -> tuple[list[writeback.ItemDecision], list[str]]:
+    """The form's choices per suggestion; errors in words for anything missing."""
+    decisions, errors = [], []
+    for suggestion in shown["suggestions"]:
+        kind = suggestion["kind"]
+        choice = request.form.get(f"decision-{kind}")
+        if choice not in ("accept", "decline"):
+            errors.append(f"{suggestion['title']}: choose to accept or decline.")
+            continue
+        if choice == "accept":
+            decisions.append(writeback.ItemDecision(kind=kind, accepted=True))
+            continue
+        code = request.form.get(f"reason-{kind}", "")
+        reason = next((r for r in suggestion["decline_reasons"] if r["code"] == code), None)
+        text = request.form.get(f"reason-text-{kind}", "").strip()[:500] or None
+        if reason is None:
+            errors.append(f"{suggestion['title']}: pick a reason for declining.")
+        elif reason["free_text"] and not text:
+            errors.append(f"{suggestion['title']}: say why in a few words.")
+        else:
+            decisions.append(
+                writeback.ItemDecision(
+                    kind=kind, accepted=False, decline_reason=reason["label"], decline_text=text
+                )
+            )
+    return decisions, errors
+
+
+@bp.post("/<context_id>/sign")
+def sign(context_id: str):
+    check_csrf()
+    context = load_context(context_id)
+    services = current_services()
+    shown = context.shown
+    if not shown:
+        abort(400, description="Nothing was shown yet for this launch. Reload the page.")
+    key = visit_key(context)
+    if outbox.for_visit(services.db, key) is not None:
+        return redirect(url_for("screen.show", context_id=context.id))
+    decisions, errors = read_decisions(shown)
+    mode = request.form.get("consult-mode", "in-person")
+    if mode not in writeback.CONSULT_MODES:
+        errors.append("Choose how the coach consult happens.")
+    if errors:
+        return render_template(
+            "screen.html", context=context, shown=shown, referral=None, errors=errors
+        ), 422
+    registration = services.registry.by_id(context.registration_id)
+    settings = registration.write
+    signed = writeback.SignedReferral(
+        iss=context.iss,
+        patient_id=context.patient_id,
+        encounter_id=context.encounter_id,
+        encounter_start=shown["encounter"].get("start"),
+        user_ref=context.user_ref,
+        user_name=None,
+        signed_at=datetime.now(UTC),
+        pack_id=shown["pack"]["id"],
+        pack_version=shown["pack"]["version"],
+        pack_hash=shown["pack"]["hash"],
+        shown=tuple(
+            writeback.ShownSuggestion(
+                kind=s["kind"],
+                title=s["title"],
+                reason=s["reason"],
+                variant=s["variant"],
+                cautions=tuple(s["cautions"]),
+                evidence=tuple(e["reference"] for e in s["evidence"]),
+                evidence_words=tuple(e["words"] for e in s["evidence"]),
+                rule=s["rule"],
+            )
+            for s in shown["suggestions"]
+        ),
+        decisions=tuple(decisions),
+        consult_mode=mode,
+        program=request.form.get("program", "").strip()[:200] or None,
+        opioid=shown["opioid"],
+    )
+    bundle = writeback.build_transaction(
+        signed,
+        writeback.WriteSettings(
+            identifier_system=current_app.config["REFERRAL_IDENTIFIER_SYSTEM"],
+            service_request_code=settings.service_request_code,
+            note_type=settings.note_type,
+            doc_status=settings.doc_status,
+            coach_team=settings.coach_team,
+            part2_program=settings.part2_program,
+        ),
+    )
+    decision_record = {
+        "pack": shown["pack"],
+        "consult_mode": mode,
+        "decisions": [
+            {
+                "kind": d.kind,
+                "accepted": d.accepted,
+                "reason": d.decline_reason,
+                "text": d.decline_text,
+            }
+            for d in decisions
+        ],
+    }
+    referral, created = outbox.submit(
+        services.db,
+        visit_key=key,
+        context_id=context.id,
+        iss=context.iss,
+        patient_id=context.patient_id,
+        encounter_id=context.encounter_id,
+        user_ref=context.user_ref,
+        decision=decision_record,
+        bundle=bundle,
+    )
+    if created:
+        outbox.deliver(services.db, referral.id, fhir_client(context))
+    return redirect(url_for("screen.show", context_id=context.id))

@@ -1,0 +1,48 @@
+"""The app's long-lived services (database, registrations, rule pack, token cipher), made once
+per app and reached through `current_services()` by views and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask, current_app
+
+from smartapp.db import Database
+from smartapp.engine import Pack, load_pack
+from smartapp.registrations import Registry, load_registry
+from smartapp.tokens import TokenCipher
+
+EXTENSION = "handoff"
+
+
+@dataclass
+class Services:
+    db: Database
+    registry: Registry
+    pack: Pack
+    cipher: TokenCipher
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        config = current_app.config
+        return (config["FHIR_CONNECT_TIMEOUT"], config["FHIR_READ_TIMEOUT"])
+
+
+def init_app(app: Flask) -> None:
+    url = (
+        app.config.get("DATABASE_URL") or f"sqlite:///{Path(app.instance_path) / 'handoff.sqlite'}"
+    )
+    app.config["DATABASE_URL"] = url
+    db = Database(url)
+    db.create_all()
+    app.extensions[EXTENSION] = Services(
+        db=db,
+        registry=load_registry(app.config["LAUNCH_DIR"]),
+        pack=load_pack(Path(app.config["RULES_PACK"])),
+        cipher=TokenCipher(app.config["TOKEN_KEY"]),
+    )
+
+
+def current_services() -> Services:
+    return current_app.extensions[EXTENSION]

@@ -1,0 +1,68 @@
+"""Cross-cutting web concerns: the browser's opaque session, CSRF, security headers, errors."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+
+from flask import Flask, abort, render_template, request, session
+
+log = logging.getLogger("handoff.web")
+
+
+def browser_id() -> str:
+    """An opaque id for this browser; launch contexts are bound to it."""
+    if "browser_id" not in session:
+        session["browser_id"] = secrets.token_urlsafe(32)
+    return session["browser_id"]
+
+
+def csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def check_csrf() -> None:
+    sent = request.form.get("csrf_token", "")
+    if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
+        log.warning("request refused: missing or wrong CSRF token path=%s", request.path)
+        abort(400, description="This form has expired. Reload the page and try again.")
+
+
+def init_app(app: Flask) -> None:
+    app.jinja_env.globals["csrf_token"] = csrf_token
+
+    @app.after_request
+    def security_headers(response):
+        from smartapp.services import current_services
+
+        ancestors = sorted({o for reg in current_services().registry for o in reg.frame_ancestors})
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "form-action 'self' " + " ".join(ancestors) + "; "
+            "frame-ancestors 'self' " + " ".join(ancestors)
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def error_page(exc):
+        code = getattr(exc, "code", 500) or 500
+        title = {400: "Request not accepted", 403: "Not allowed", 404: "Not found"}.get(
+            code, "Something went wrong"
+        )
+        message = (
+            getattr(exc, "description", None)
+            if code < 500
+            else (
+                "Handoff hit an unexpected error. Nothing was written to the chart. "
+                "Try again; if it persists, contact your informatics team."
+            )
+        )
+        return render_template("error.html", title=title, message=message), code
+
+    for code in (400, 403, 404, 405, 500):
+        app.register_error_handler(code, error_page)
