@@ -1,0 +1,1 @@
+"""SMART App Launch authorization server of the sandbox (authlib)."""

@@ -1,0 +1,254 @@
+"""authlib wiring: the authorization server, its grants and extensions, the bearer validator.
+
+Thin protocol objects over `OAuthStore`:
+- authorization code grant with PKCE S256 required (no `plain`, no missing challenge),
+- SMART launch checks on /authorize (`aud` is exactly the FHIR base, `launch` is live and
+  belongs to the signed-in user) and launch context in the token response,
+- OpenID Connect id_token (RS256, `fhirUser` claim) when `openid` is granted,
+- refresh grant with rotation, keeping the launch context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from authlib.common.security import generate_token
+from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
+from authlib.oauth2 import OAuth2Request
+from authlib.oauth2.rfc6749 import InvalidRequestError, grants, scope_to_list
+from authlib.oauth2.rfc6750 import BearerTokenGenerator, BearerTokenValidator
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oidc.core import UserInfo
+from authlib.oidc.core.grants import OpenIDCode
+from joserfc.jwk import RSAKey
+
+from smartapp.sandbox.auth.models import (
+    USERS,
+    AuthorizationCode,
+    EhrUser,
+    Launch,
+    OAuthClient,
+    OAuthStore,
+    Token,
+)
+
+ACCESS_TOKEN_LIFETIME_S = 3600
+PUBLIC_AND_CONFIDENTIAL = ["client_secret_basic", "client_secret_post", "none"]
+
+
+class SmartAuthorizationServer(AuthorizationServer):
+    """authlib's Flask server bound to the sandbox store and FHIR base."""
+
+    def __init__(self, store: OAuthStore, fhir_base: str, key: RSAKey) -> None:
+        super().__init__()
+        self.store = store
+        self.fhir_base = fhir_base
+        self.key = key
+
+    def query_client(self, client_id: str) -> OAuthClient | None:
+        return self.store.client(client_id)
+
+    def save_token(self, token: dict, request: OAuth2Request) -> None:
+        source = request.authorization_code or request.refresh_token
+        user = request.user
+        self.store.save_token(
+            token,
+            request.client.client_id,
+            user.id if user else None,
+            getattr(source, "patient", None),
+            getattr(source, "encounter", None),
+        )
+
+    def validate_requested_scope(self, scope: str) -> None:
+        """Unsupported scopes are dropped (granted = requested ∩ supported), not refused."""
+        return None
+
+
+class SmartAuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    """Code grant for public (PKCE) and confidential clients; codes carry launch context."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = PUBLIC_AND_CONFIDENTIAL
+    server: SmartAuthorizationServer
+
+    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        data = request.payload.data
+        context: dict = getattr(request, "smart_context", {}) or {}
+        self.server.store.save_code(
+            code=code,
+            client_id=request.client.client_id,
+            redirect_uri=request.payload.redirect_uri or "",
+            scope=request.scope or "",
+            user_id=request.user.id,
+            nonce=data.get("nonce"),
+            challenge=data.get("code_challenge"),
+            challenge_method=data.get("code_challenge_method"),
+            patient=context.get("patient"),
+            encounter=context.get("encounter"),
+            launch_id=context.get("launch_id"),
+        )
+
+    def query_authorization_code(self, code: str, client: OAuthClient) -> AuthorizationCode | None:
+        return self.server.store.code(code, client.client_id)
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        self.server.store.delete_code(authorization_code)
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> EhrUser | None:
+        return USERS.get(authorization_code.user_id)
+
+
+class SmartRefreshTokenGrant(grants.RefreshTokenGrant):
+    """Refresh with rotation: the old token is revoked, the context carried over."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = PUBLIC_AND_CONFIDENTIAL
+    INCLUDE_NEW_REFRESH_TOKEN = True
+    server: SmartAuthorizationServer
+
+    def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
+        return self.server.store.token_by_refresh(refresh_token)
+
+    def authenticate_user(self, refresh_token: Token) -> EhrUser | None:
+        return USERS.get(refresh_token.user_id or "")
+
+    def revoke_old_credential(self, refresh_token: Token) -> None:
+        self.server.store.revoke(refresh_token)
+
+
+class S256CodeChallenge(CodeChallenge):
+    """PKCE with S256 only, required on every authorization request."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant: grants.BaseGrant, redirect_uri: str | None) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("PKCE is required: missing 'code_challenge'")
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("'code_challenge_method' must be S256")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+class SmartLaunch:
+    """Grant extension: SMART checks on /authorize, launch context in token responses."""
+
+    def __init__(self, fhir_base: str, store: OAuthStore, style_url: str) -> None:
+        self.fhir_base = fhir_base
+        self.store = store
+        self.style_url = style_url
+
+    def __call__(self, grant: grants.BaseGrant) -> None:
+        grant.register_hook("after_validate_authorization_request_payload", self.check_request)
+        grant.register_hook("after_create_token_response", self.add_context)
+
+    def check_request(self, grant: grants.BaseGrant, _result: object) -> None:
+        """aud must be the FHIR base; a launch must be live and the signed-in user's."""
+        request = grant.request
+        data = request.payload.data
+        aud = data.get("aud")
+        if aud != self.fhir_base:
+            raise InvalidRequestError(
+                f"'aud' must be this server's FHIR base URL {self.fhir_base} (got {aud!r})"
+            )
+        launch_id = data.get("launch")
+        launch: Launch | None = None
+        if launch_id:
+            launch = self.store.launch(launch_id)
+            if launch is None or not launch.usable():
+                raise InvalidRequestError("'launch' is unknown, expired or already used")
+            user = request.user
+            if user is not None and user.id != launch.user_id:
+                raise InvalidRequestError("'launch' belongs to another EHR user session")
+        elif "launch" in scope_to_list(data.get("scope") or ""):
+            raise InvalidRequestError("scope 'launch' needs a 'launch' parameter (EHR launch)")
+        request.smart_launch = launch
+
+    def add_context(self, grant: grants.BaseGrant, result: tuple) -> None:
+        """patient, encounter, need_patient_banner, smart_style_url in the token response."""
+        status, token, _headers = result
+        if status != 200 or not isinstance(token, dict):
+            return
+        source = grant.request.authorization_code or grant.request.refresh_token
+        if source is None:
+            return
+        if source.patient:
+            token["patient"] = source.patient
+        if source.encounter:
+            token["encounter"] = source.encounter
+        token["need_patient_banner"] = True
+        token["smart_style_url"] = self.style_url
+
+
+class SmartOpenIDCode(OpenIDCode):
+    """id_token signed RS256 with the sandbox key; `fhirUser` is an absolute URL."""
+
+    def __init__(self, fhir_base: str, store: OAuthStore, key: RSAKey) -> None:
+        super().__init__(require_nonce=False)
+        self.fhir_base = fhir_base
+        self.store = store
+        self.key = key
+
+    def resolve_client_private_key(self, client: OAuthClient) -> RSAKey:
+        return self.key
+
+    def get_client_algorithm(self, client: OAuthClient) -> str:
+        return "RS256"
+
+    def get_client_claims(self, client: OAuthClient) -> dict:
+        return {"iss": self.fhir_base, "aud": client.get_client_id()}
+
+    def get_encode_header(self, client: OAuthClient) -> dict:
+        return {"alg": "RS256", "kid": self.key.thumbprint(), "typ": "JWT"}
+
+    def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
+        return self.store.nonce_used(request.payload.client_id, nonce)
+
+    def generate_user_info(self, user: EhrUser, scope: str) -> UserInfo:
+        return UserInfo(
+            sub=user.id,
+            fhirUser=f"{self.fhir_base}/{user.fhir_user}",
+            name=user.name,
+        )
+
+
+class SmartBearerValidator(BearerTokenValidator):
+    """Looks the bearer token up in the store; expiry and revocation checked by authlib."""
+
+    def __init__(self, store: OAuthStore, realm: str) -> None:
+        super().__init__(realm=realm)
+        self.store = store
+
+    def authenticate_token(self, token_string: str) -> Token | None:
+        return self.store.token_by_access(token_string)
+
+
+def create_authorization_server(
+    store: OAuthStore,
+    fhir_base: str,
+    key: RSAKey,
+    style_url: str,
+    lifetime: Callable[[], int],
+) -> SmartAuthorizationServer:
+    """The configured authlib server: grants, extensions and token generator."""
+    server = SmartAuthorizationServer(store, fhir_base, key)
+    server.register_token_generator(
+        "default",
+        BearerTokenGenerator(
+            access_token_generator=lambda **_: generate_token(42),
+            refresh_token_generator=lambda **_: generate_token(48),
+            expires_generator=lambda client, grant_type: lifetime(),
+        ),
+    )
+    launch = SmartLaunch(fhir_base, store, style_url)
+    server.register_grant(
+        SmartAuthorizationCodeGrant,
+        [S256CodeChallenge(required=True), SmartOpenIDCode(fhir_base, store, key), launch],
+    )
+    server.register_grant(SmartRefreshTokenGrant, [launch])
+    return server
+
+
+def create_resource_protector(store: OAuthStore, realm: str) -> ResourceProtector:
+    """The bearer-token guard of the FHIR API."""
+    protector = ResourceProtector()
+    protector.register_token_validator(SmartBearerValidator(store, realm))
+    return protector

@@ -1,0 +1,89 @@
+"""The CapabilityStatement: what this server really supports, derived from the param table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from smartapp.sandbox.fhir.params import COLUMN_PARAMS, params_for_type, types_with_params
+from smartapp.sandbox.fhir.resource_types import words
+from smartapp.sandbox.fhirtime import format_instant
+
+#: Always listed, whether or not data of that type is loaded yet.
+CORE_TYPES = words(
+    "Patient Practitioner Encounter Condition Observation MedicationRequest MedicationStatement "
+    "MedicationAdministration MedicationDispense AllergyIntolerance ServiceRequest "
+    "DocumentReference Task Provenance Procedure Immunization Medication Organization Location "
+    "CarePlan"
+)
+_INTERACTIONS = ("read", "vread", "search-type", "create", "update", "delete")
+
+
+def capability_statement(fhir_base: str, oauth: dict[str, str], stored: Iterable[str]) -> dict:
+    """CapabilityStatement for `fhir_base`; `oauth` maps SMART oauth-uris names to URLs."""
+    types = sorted(CORE_TYPES | types_with_params() | set(stored))
+    resources = []
+    for rtype in types:
+        params = [{"name": name, "type": kind} for name, kind in COLUMN_PARAMS.items()]
+        params += [{"name": p.name, "type": p.kind} for p in params_for_type(rtype)]
+        resources.append(
+            {
+                "type": rtype,
+                "interaction": [{"code": code} for code in _INTERACTIONS],
+                "versioning": "versioned",
+                "readHistory": False,
+                "updateCreate": True,
+                "conditionalCreate": True,
+                "conditionalUpdate": False,
+                "conditionalDelete": "not-supported",
+                "searchInclude": [
+                    f"{rtype}:{p.name}" for p in params_for_type(rtype) if p.kind == "reference"
+                ],
+                "searchParam": params,
+            }
+        )
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": format_instant(datetime.now(UTC)),
+        "publisher": "Handoff sandbox",
+        "kind": "instance",
+        "software": {"name": "Handoff sandbox EHR", "version": "0.1.0"},
+        "implementation": {"description": "Handoff sandbox EHR", "url": fhir_base},
+        "fhirVersion": "4.0.1",
+        "format": ["json", "application/fhir+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "security": {
+                    "cors": False,
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/"
+                                    "restful-security-service",
+                                    "code": "SMART-on-FHIR",
+                                }
+                            ],
+                            "text": "OAuth2 using SMART-on-FHIR profile",
+                        }
+                    ],
+                    "extension": [
+                        {
+                            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/"
+                            "oauth-uris",
+                            "extension": [
+                                {"url": name, "valueUri": url} for name, url in oauth.items()
+                            ],
+                        }
+                    ],
+                },
+                "resource": resources,
+                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+                "searchParam": [
+                    {"name": name, "type": kind} for name, kind in COLUMN_PARAMS.items()
+                ],
+            }
+        ],
+    }

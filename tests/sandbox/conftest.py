@@ -1,0 +1,197 @@
+"""Fixtures: a sandbox EHR on a real local port, and an HTTP-only SMART client for it.
+
+Tests talk to the sandbox only over HTTP with `requests`, as Handoff does.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from flask import Flask
+
+from smartapp.sandbox import SandboxClient, create_sandbox_app
+from smartapp.serving import ServerHandle, reserve_port, serve_in_thread
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+#: The fixed "now" most tests run at: 55 days 18.5 hours after the scenarios' own now.
+NOW = datetime(2027, 1, 15, 9, 30, tzinfo=UTC)
+CLIENT_ID = "handoff-test"
+CONFIDENTIAL_ID = "handoff-confidential"
+CONFIDENTIAL_SECRET = "s3cret-for-tests"
+APP_ORIGIN = "http://127.0.0.1:9"  # nothing listens there: tests stop at the redirect
+REDIRECT_URI = f"{APP_ORIGIN}/callback"
+LAUNCH_URL = f"{APP_ORIGIN}/launch"
+FHIR_JSON = "application/fhir+json"
+
+
+def pkce_pair() -> tuple[str, str]:
+    """(verifier, S256 challenge)."""
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+@dataclass
+class Launched:
+    """An EHR launch as the app receives it: iss and launch from the iframe src."""
+
+    iss: str
+    launch: str
+    frame_src: str
+    tab_href: str
+
+
+@dataclass
+class RunningSandbox:
+    """A sandbox served in a thread, plus a browser-like session signed in to it."""
+
+    base: str
+    app: Flask
+    handle: ServerHandle
+    browser: requests.Session = field(default_factory=requests.Session)
+
+    @property
+    def fhir(self) -> str:
+        return f"{self.base}/fhir"
+
+    def smart_config(self) -> dict:
+        return requests.get(f"{self.fhir}/.well-known/smart-configuration", timeout=10).json()
+
+    def launch(self, patient_id: str, app: str | None = None) -> Launched:
+        """Open the ED list (signs in) and the chart; read the iframe's EHR launch."""
+        assert self.browser.get(f"{self.base}/", timeout=10).status_code == 200
+        params = {"app": app} if app else {}
+        page = self.browser.get(f"{self.base}/chart/{patient_id}", params=params, timeout=10)
+        assert page.status_code == 200, page.text
+        frame = re.search(
+            r'<iframe id="handoff-frame" name="handoff-frame" src="([^"]+)"', page.text
+        )
+        tab = re.search(r'id="open-in-tab"[^>]*href="([^"]+)"', page.text)
+        assert frame and tab, page.text
+        src = html.unescape(frame.group(1))
+        query = parse_qs(urlsplit(src).query)
+        return Launched(query["iss"][0], query["launch"][0], src, html.unescape(tab.group(1)))
+
+    def authorize(self, **params: str) -> requests.Response:
+        """GET /auth/authorize in the signed-in browser, without following redirects."""
+        return self.browser.get(
+            self.smart_config()["authorization_endpoint"],
+            params=params,
+            allow_redirects=False,
+            timeout=10,
+        )
+
+    def authorize_params(
+        self, launched: Launched, scope: str, challenge: str, **extra: str
+    ) -> dict:
+        params = {
+            "response_type": "code",
+            "client_id": CLIENT_ID,
+            "redirect_uri": REDIRECT_URI,
+            "scope": scope,
+            "state": secrets.token_urlsafe(8),
+            "aud": launched.iss,
+            "launch": launched.launch,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+        params.update(extra)
+        return params
+
+    def exchange(self, code: str, verifier: str) -> requests.Response:
+        return requests.post(
+            self.smart_config()["token_endpoint"],
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": REDIRECT_URI,
+                "client_id": CLIENT_ID,
+                "code_verifier": verifier,
+            },
+            timeout=10,
+        )
+
+    def token(self, patient_id: str, scope: str, **extra: str) -> dict:
+        """The whole EHR launch: chart -> authorize -> code -> token response."""
+        launched = self.launch(patient_id)
+        verifier, challenge = pkce_pair()
+        response = self.authorize(**self.authorize_params(launched, scope, challenge, **extra))
+        assert response.status_code == 302, response.text
+        location = parse_qs(urlsplit(response.headers["Location"]).query)
+        assert "code" in location, response.headers["Location"]
+        token = self.exchange(location["code"][0], verifier)
+        assert token.status_code == 200, token.text
+        return token.json()
+
+    def api(self, token: dict | str) -> requests.Session:
+        """A requests session sending the bearer token and FHIR JSON headers."""
+        session = requests.Session()
+        access = token if isinstance(token, str) else token["access_token"]
+        session.headers.update(
+            {"Authorization": f"Bearer {access}", "Accept": FHIR_JSON, "Content-Type": FHIR_JSON}
+        )
+        return session
+
+
+def start_sandbox(
+    tmp: Path, seed: tuple[str, ...] = ("scenarios",), now: datetime | None = NOW
+) -> RunningSandbox:
+    """Build and serve a sandbox on a free port (its base URL is known before it starts)."""
+    port = reserve_port()
+    base = f"http://127.0.0.1:{port}"
+    app = create_sandbox_app(
+        base_url=base,
+        database_url=f"sqlite:///{tmp / 'sandbox.sqlite'}",
+        clients=[
+            SandboxClient(CLIENT_ID, [REDIRECT_URI], LAUNCH_URL, name="Handoff (test)"),
+            SandboxClient(
+                CONFIDENTIAL_ID,
+                [REDIRECT_URI],
+                LAUNCH_URL,
+                name="Handoff (confidential)",
+                auth_method="client_secret_basic",
+                client_secret=CONFIDENTIAL_SECRET,
+            ),
+        ],
+        shared_dir=SHARED,
+        seed=seed,
+        now=now,
+    )
+    handle = serve_in_thread(app, port=port)
+    return RunningSandbox(base=base, app=app, handle=handle)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+    """A scenarios-only sandbox at NOW, shared by the tests of one module."""
+    running = start_sandbox(tmp_path_factory.mktemp("sandbox"))
+    yield running
+    running.handle.stop()
+
+
+@pytest.fixture(scope="module")
+def user_api(sandbox: RunningSandbox) -> requests.Session:
+    """API session with user-level read/write to everything (the physician's view)."""
+    return sandbox.api(sandbox.token("P01-pt", "launch openid fhirUser user/*.cruds"))
+
+
+@pytest.fixture(scope="module")
+def p01_api(sandbox: RunningSandbox) -> requests.Session:
+    """API session confined to P01's compartment: reads plus ServiceRequest/DocumentReference
+    /Task/Provenance creation, like Handoff asks for."""
+    scope = (
+        "launch openid fhirUser patient/*.rs patient/ServiceRequest.c "
+        "patient/DocumentReference.c patient/Task.c patient/Provenance.c"
+    )
+    return sandbox.api(sandbox.token("P01-pt", scope))
