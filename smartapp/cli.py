@@ -55,6 +55,11 @@ def demo(
     from smartapp.sandbox import SandboxClient, create_sandbox_app
     from smartapp.serving import serve_in_thread
 
+    if not (shared_dir / "scenarios").is_dir():
+        raise click.UsageError(
+            f"The shared folder was not found at {shared_dir}: it holds the synthetic patients. "
+            "Pass --shared-dir PATH or set HANDOFF_SHARED_DIR."
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     ehr_url = f"http://{host}:{ehr_port}"
     app_url = f"http://{host}:{app_port}"

@@ -239,6 +239,13 @@ def seed(
     unknown = set(sets) - set(KNOWN_SETS)
     if unknown:
         raise ValueError(f"Unknown seed sets {sorted(unknown)}; known: {KNOWN_SETS}")
+    for name in sets:
+        folder = shared_dir / ("scenarios" if name == "scenarios" else "synthea")
+        if not any(folder.glob("*.json")):
+            raise FileNotFoundError(
+                f"Seed set {name!r}: no FHIR bundles in {folder}. Point the sandbox at the "
+                "shared folder that holds scenarios/ and synthea/."
+            )
     started = time.perf_counter()
     stamp = datetime.now(UTC)
     items: list[dict] = base_resources()
