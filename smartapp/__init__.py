@@ -25,6 +25,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
         app.config.update(test_config)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     _ensure_secrets(app)
+    _cookie_policy(app)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -39,6 +40,16 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     app.register_blueprint(launch_views.bp)
     app.register_blueprint(screen_views.bp)
     return app
+
+
+def _cookie_policy(app: Flask) -> None:
+    """HttpOnly always; Secure + SameSite=None on https (embedded in an EHR iframe)."""
+    https = app.config["PUBLIC_URL"].startswith("https://")
+    if app.config.get("SESSION_COOKIE_SECURE") is None:
+        app.config["SESSION_COOKIE_SECURE"] = https
+    if app.config.get("SESSION_COOKIE_SAMESITE") is None:
+        app.config["SESSION_COOKIE_SAMESITE"] = "None" if https else "Lax"
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
 
 
 def _ensure_secrets(app: Flask) -> None:

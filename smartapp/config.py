@@ -32,6 +32,11 @@ class Defaults:
     STATE_TTL_SECONDS: int = 600
     # Identifier system for the referral identifiers Handoff assigns.
     REFERRAL_IDENTIFIER_SYSTEM: str = "urn:handoff:referral"
+    # Folder of Handoff's private signing keys (private_key_jwt); None: instance/keys.
+    KEYS_DIR: str | None = None
     SESSION_COOKIE_NAME: str = "handoff_session"
     SESSION_COOKIE_HTTPONLY: bool = True
-    SESSION_COOKIE_SAMESITE: str = "Lax"
+    # Secure and SameSite follow PUBLIC_URL unless set: on https the cookie is Secure and
+    # SameSite=None so it survives inside an EHR's cross-site iframe; on a local http demo, Lax.
+    SESSION_COOKIE_SECURE: bool | None = None
+    SESSION_COOKIE_SAMESITE: str | None = None

@@ -91,20 +91,28 @@ class FhirClient:
         return resources
 
     def read_chart(
-        self, patient_id: str, encounter_id: str | None, now: datetime, observation_days: int
+        self,
+        patient_id: str,
+        encounter_id: str | None,
+        now: datetime,
+        observation_days: int,
+        types: tuple[str, ...] = ("Patient", "Observation", *CHART_TYPES),
     ) -> list[dict]:
-        """Everything the rules need about one patient, in one batch request when possible."""
+        """Everything the rules need about one patient, in one batch request when possible.
+        `types` limits the read to what the granted scopes allow."""
         since = (now - timedelta(days=observation_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        searches = [f"Patient/{patient_id}"]
+        searches = [f"Patient/{patient_id}"] if "Patient" in types else []
         searches += [
-            f"{t}?{urlencode({'patient': patient_id, '_count': 500})}" for t in CHART_TYPES
+            f"{t}?{urlencode({'patient': patient_id, '_count': 500})}"
+            for t in CHART_TYPES
+            if t in types
         ]
-        searches.append(
-            f"Observation?{urlencode({'patient': patient_id, 'date': f'ge{since}', '_count': 500})}"
-        )
-        if encounter_id:
-            by_visit = {"encounter": f"Encounter/{encounter_id}", "_count": 500}
-            searches.append(f"Observation?{urlencode(by_visit)}")
+        if "Observation" in types:
+            recent = {"patient": patient_id, "date": f"ge{since}", "_count": 500}
+            searches.append(f"Observation?{urlencode(recent)}")
+            if encounter_id:
+                by_visit = {"encounter": f"Encounter/{encounter_id}", "_count": 500}
+                searches.append(f"Observation?{urlencode(by_visit)}")
         batch = {
             "resourceType": "Bundle",
             "type": "batch",

@@ -10,10 +10,21 @@ import logging
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from flask import Blueprint, abort, current_app, redirect, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from smartapp import referral_log, smart
 from smartapp.db import LaunchContext, PendingAuthorization
+from smartapp.keys import KeyStoreError
+from smartapp.registrations import RegistrationError
 from smartapp.services import current_services
 from smartapp.web import browser_id
 
@@ -33,8 +44,14 @@ def launch():
     if not iss:
         log.warning("launch refused: no iss")
         abort(400, description="Handoff must be launched from the EHR (no issuer was given).")
-    services = current_services()
-    registration = services.registry.for_issuer(iss)
+    if not launch_value:
+        log.warning("launch refused: EHR launch without a launch value")
+        abort(
+            400,
+            description="The EHR did not send a launch context. Launch Handoff from the "
+            "patient's chart, or start it from Handoff's start page.",
+        )
+    registration = current_services().registry.for_issuer(iss)
     if registration is None:
         log.warning("launch refused: issuer not registered")
         abort(
@@ -42,19 +59,41 @@ def launch():
             description="This EHR is not registered with Handoff. Ask your IT team to "
             "add it to Handoff's launch registrations.",
         )
+    return start_authorization(registration, launch_value)
+
+
+@bp.get("/")
+def start_page():
+    """Standalone launch: pick the EHR; the EHR then asks for the patient."""
+    registrations = [r for r in current_services().registry if r.standalone]
+    return render_template("start.html", registrations=registrations)
+
+
+@bp.get("/start/<registration_id>")
+def standalone(registration_id: str):
+    registration = current_services().registry.by_id(registration_id)
+    if registration is None or not registration.standalone:
+        log.warning("standalone launch refused: unknown registration")
+        abort(404, description="No such EHR is registered for standalone launch.")
+    return start_authorization(registration, None)
+
+
+def start_authorization(registration, launch_value: str | None):
+    """Discovery, then redirect to the EHR's authorize endpoint; remember state and PKCE."""
+    services = current_services()
     try:
-        config = smart.discover(iss, services.timeout)
+        config = smart.discover(registration.iss, services.timeout)
         auth = smart.authorization_request(registration, config, redirect_uri(), launch_value)
     except smart.LaunchError as exc:
         log.warning("launch failed at discovery: %s", exc)
-        abort(400, description=str(exc))
+        abort(502, description=str(exc))
     with services.db.session() as db:
         db.add(
             PendingAuthorization(
                 state=auth.state,
                 browser_id=browser_id(),
                 registration_id=registration.id,
-                iss=iss,
+                iss=registration.iss,
                 code_verifier=auth.code_verifier,
                 nonce=auth.nonce,
                 token_endpoint=config.token_endpoint,
@@ -62,6 +101,14 @@ def launch():
             )
         )
     return redirect(auth.url)
+
+
+@bp.get("/.well-known/jwks.json")
+def jwks():
+    """Handoff's public keys, for EHRs that authenticate it with private_key_jwt."""
+    response = jsonify(current_services().keys.public_jwks())
+    response.headers["Cache-Control"] = "max-age=300"
+    return response
 
 
 @bp.get("/callback")
@@ -104,20 +151,23 @@ def callback():
             code,
             pending.code_verifier,
             services.timeout,
+            signing_key=services.signing_key(registration),
         )
-        claims = {}
-        if token.get("id_token") and pending.jwks_uri:
-            claims = smart.verify_id_token(
-                token["id_token"],
-                pending.jwks_uri,
-                pending.iss,
-                registration.client_id,
-                pending.nonce,
-                services.timeout,
-            )
-    except smart.LaunchError as exc:
-        log.warning("callback failed: %s", exc)
+    except (smart.LaunchError, KeyStoreError, RegistrationError) as exc:
+        log.warning("callback failed at token exchange: %s", exc)
         abort(400, description=str(exc))
+    try:
+        claims = verified_identity(token, pending, registration)
+    except smart.LaunchError as exc:
+        log.warning("callback refused: %s", exc)
+        abort(400, description=f"{exc} Handoff did not use the EHR's token.")
+    if not claims.get("fhirUser"):
+        log.warning("callback refused: identity token names no fhirUser")
+        abort(
+            400,
+            description="The EHR did not say who you are (no fhirUser). Handoff records "
+            "every decision under the user's name, so it cannot go on.",
+        )
     if not token.get("patient"):
         log.warning("callback: token response carries no patient context")
         abort(400, description="The EHR did not say which patient this launch is for.")
@@ -152,3 +202,22 @@ def callback():
         )
     log.info("launch ok: context=%s registration=%s", context_id[:8], registration.id)
     return redirect(url_for("screen.show", context_id=context_id))
+
+
+def verified_identity(token: dict, pending: PendingAuthorization, registration) -> dict:
+    """The id_token's claims, verified against the issuer's keys; no id_token is refused."""
+    if not token.get("id_token"):
+        raise smart.LaunchError("The EHR returned no identity token (id_token).")
+    if not pending.jwks_uri:
+        raise smart.LaunchError(
+            "The EHR publishes no keys (jwks_uri) to verify the user's identity."
+        )
+    issuer = pending.iss
+    return smart.verify_id_token(
+        token["id_token"],
+        pending.jwks_uri,
+        issuer,
+        registration.client_id,
+        pending.nonce,
+        current_services().timeout,
+    )

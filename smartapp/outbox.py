@@ -83,7 +83,8 @@ def deliver(db: Database, referral_id: str, client: FhirClient) -> Referral:
         written = _written(bundle, response)
         outcome = {"status": "written", "written": written, "last_error": None}
     except FhirError as exc:
-        status = "queued" if exc.transient else "failed"
+        # 401: the token expired under us; the caller refreshes and the write is tried again.
+        status = "queued" if exc.transient or exc.status == 401 else "failed"
         outcome = {"status": status, "written": None, "last_error": str(exc)}
         log.warning("write %s: referral=%s http=%s", status, referral_id[:8], exc.status)
     with db.session() as session:
@@ -106,6 +107,25 @@ def deliver(db: Database, referral_id: str, client: FhirClient) -> Referral:
                 "error": outcome["last_error"],
                 "written": outcome["written"],
             },
+        )
+    return referral
+
+
+def hold(db: Database, referral_id: str, reason: str) -> Referral:
+    """Keep a signed referral in Handoff only (the EHR cannot take it); visible, not retried."""
+    with db.session() as session:
+        referral = session.get(Referral, referral_id)
+        referral.status = "held"
+        referral.last_error = reason
+        referral.updated_at = utcnow()
+        referral_log.append(
+            session,
+            "write-held",
+            user_ref=referral.user_ref,
+            iss=referral.iss,
+            patient_id=referral.patient_id,
+            encounter_id=referral.encounter_id,
+            data={"referral": referral.id, "reason": reason},
         )
     return referral
 

@@ -5,11 +5,19 @@ Owned by the hospital's IT team as data; validated on load so a mistake names it
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_SCOPES = [
     "launch",
@@ -67,13 +75,24 @@ class Registration(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     name: str
+    # The EHR's FHIR base URL, exactly as it sends it in `iss`: the allow-list.
     iss: str
     client_id: str
-    auth_method: Literal["public"] = "public"
+    auth_method: Literal["public", "client_secret_basic", "private_key_jwt"] = "public"
+    # client_secret_basic: the NAME of the environment variable holding the secret (never the
+    # secret itself: registrations live in git).
+    client_secret_env: str | None = None
+    # private_key_jwt: the key id (kid) of Handoff's key registered with this EHR, and its alg.
+    key_id: str | None = None
+    signing_alg: Literal["RS384", "ES384"] = "RS384"
+    # Scopes in SMART v2 form; asked as v1 where the EHR does not advertise permission-v2.
     scopes: list[str] = Field(default_factory=lambda: list(DEFAULT_SCOPES))
+    # Origins allowed to embed Handoff in an iframe (Content-Security-Policy frame-ancestors).
     frame_ancestors: list[str] = Field(default_factory=list)
+    # Allow standalone launch (the physician opens Handoff and picks a patient at the EHR).
+    standalone: bool = True
     write: WriteSettings = Field(default_factory=WriteSettings)
 
     @field_validator("iss")
@@ -82,6 +101,32 @@ class Registration(BaseModel):
         if not value.startswith(("https://", "http://")):
             raise ValueError("iss must be an http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("frame_ancestors")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not value.startswith(("https://", "http://")) or any(c in value for c in " ;,'"):
+                raise ValueError(f"{value!r} is not an origin like https://ehr.example.org")
+        return values
+
+    @model_validator(mode="after")
+    def _auth_settings(self) -> Registration:
+        if self.auth_method == "client_secret_basic" and not self.client_secret_env:
+            raise ValueError("client_secret_basic needs client_secret_env (an env var name)")
+        if self.auth_method == "private_key_jwt" and not self.key_id:
+            raise ValueError("private_key_jwt needs key_id (see `handoff keys list`)")
+        return self
+
+    def client_secret(self) -> str:
+        """The secret from the environment; a clear error names the variable when unset."""
+        value = os.environ.get(self.client_secret_env or "", "")
+        if not value:
+            raise RegistrationError(
+                f"registration {self.id}: environment variable {self.client_secret_env} "
+                "(the client secret) is not set"
+            )
+        return value
 
 
 class Registry:

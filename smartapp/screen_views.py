@@ -15,7 +15,7 @@ from smartapp import outbox, referral_log, smart, writeback
 from smartapp.db import LaunchContext
 from smartapp.describe import describe, in_words
 from smartapp.engine import Chart, ChartError, evaluate
-from smartapp.fhir import FhirClient, FhirError
+from smartapp.fhir import CHART_TYPES, FhirClient, FhirError
 from smartapp.services import current_services
 from smartapp.web import browser_id, check_csrf
 
@@ -23,7 +23,10 @@ bp = Blueprint("screen", __name__, url_prefix="/c")
 log = logging.getLogger("handoff.screen")
 
 OPIOID_KINDS = {"moud-buprenorphine", "moud-continue", "naloxone-kit"}
-MEDICATION_KINDS = {"moud-buprenorphine", "naloxone-kit"}
+# Without these, Handoff cannot rule out methadone, other MOUD or an allergy to buprenorphine.
+MEDICATION_SAFETY_TYPES = {"MedicationRequest", "MedicationStatement", "AllergyIntolerance"}
+# What the fhir-rest write profile creates.
+WRITE_TYPES = ("ServiceRequest", "DocumentReference", "Task", "Provenance")
 
 
 def load_context(context_id: str) -> LaunchContext:
@@ -40,53 +43,109 @@ def load_context(context_id: str) -> LaunchContext:
     return context
 
 
-def fhir_client(context: LaunchContext) -> FhirClient:
-    """A client with a live access token, refreshed shortly before it expires."""
+def fhir_client(context: LaunchContext, force_refresh: bool = False) -> FhirClient:
+    """A client with a live access token, refreshed shortly before it expires (or now)."""
     services = current_services()
     token = services.cipher.decrypt(context.token_ciphertext, context.id)
     expires = context.access_expires_at
     if expires is not None and expires.tzinfo is None:
         expires = expires.replace(tzinfo=UTC)
-    if expires is not None and expires - datetime.now(UTC) < timedelta(seconds=60):
-        registration = services.registry.by_id(context.registration_id)
-        if registration is None or not token.get("refresh_token"):
-            abort(
-                403, description="Your Handoff session has expired. Launch it again from the chart."
-            )
-        try:
-            fresh = smart.refresh(
-                registration, context.token_endpoint, token["refresh_token"], services.timeout
-            )
-        except smart.LaunchError as exc:
-            log.warning("refresh refused: %s", exc)
-            abort(
-                403, description="The EHR ended this session. Launch Handoff again from the chart."
-            )
-        token = token | fresh
-        with services.db.session() as db:
-            row = db.get(LaunchContext, context.id)
-            row.token_ciphertext = services.cipher.encrypt(token, context.id)
-            row.access_expires_at = datetime.now(UTC) + timedelta(
-                seconds=int(fresh.get("expires_in", 300))
-            )
+    expiring = expires is not None and expires - datetime.now(UTC) < timedelta(seconds=60)
+    if force_refresh or expiring:
+        token = refreshed_token(context, token)
     return FhirClient(context.iss, token["access_token"], services.timeout)
+
+
+def refreshed_token(context: LaunchContext, token: dict) -> dict:
+    """Refresh at the EHR; a refusal ends the session with a clear page."""
+    services = current_services()
+    registration = services.registry.by_id(context.registration_id)
+    if registration is None or not token.get("refresh_token"):
+        log.warning("session ended: no refresh token")
+        abort(403, description="Your Handoff session has expired. Launch it again from the chart.")
+    try:
+        fresh = smart.refresh(
+            registration,
+            context.token_endpoint,
+            token["refresh_token"],
+            services.timeout,
+            signing_key=services.signing_key(registration),
+        )
+    except smart.LaunchError as exc:
+        log.warning("session ended: refresh refused (%s)", exc)
+        abort(403, description="The EHR ended this session. Launch Handoff again from the chart.")
+    token = token | fresh
+    with services.db.session() as db:
+        row = db.get(LaunchContext, context.id)
+        row.token_ciphertext = services.cipher.encrypt(token, context.id)
+        row.access_expires_at = datetime.now(UTC) + timedelta(
+            seconds=int(fresh.get("expires_in", 300))
+        )
+        context.token_ciphertext = row.token_ciphertext
+        context.access_expires_at = row.access_expires_at
+    log.info("session refreshed: context=%s", context.id[:8])
+    return token
+
+
+def with_fhir(context: LaunchContext, call):
+    """Run `call(client)`; on a 401 (token expired early or revoked) refresh once and retry."""
+    try:
+        return call(fhir_client(context))
+    except FhirError as exc:
+        if exc.status != 401:
+            raise
+        log.info("EHR answered 401: refreshing once")
+        return call(fhir_client(context, force_refresh=True))
 
 
 def visit_key(context: LaunchContext) -> str:
     return writeback.referral_key(context.iss, context.encounter_id, context.patient_id, "visit")
 
 
+def readable_types(scope: str) -> tuple[tuple[str, ...], list[str]]:
+    """The chart types the granted scopes let Handoff read, and those they do not."""
+    wanted = ("Patient", "Observation", *CHART_TYPES)
+    allowed = tuple(t for t in wanted if smart.may(scope, t, "r" if t == "Patient" else "s"))
+    return allowed, [t for t in wanted if t not in allowed]
+
+
+def missing_write_scopes(scope: str) -> list[str]:
+    return [t for t in WRITE_TYPES if not smart.may(scope, t, "c")]
+
+
 def build_shown(context: LaunchContext, now: datetime) -> dict:
     """Read the chart, evaluate the pack, and describe what the physician will see."""
     services = current_services()
-    client = fhir_client(context)
-    resources = client.read_chart(
-        context.patient_id, context.encounter_id, now, current_app.config["CHART_OBSERVATION_DAYS"]
+    allowed, unreadable = readable_types(context.scope)
+    resources = with_fhir(
+        context,
+        lambda client: client.read_chart(
+            context.patient_id,
+            context.encounter_id,
+            now,
+            current_app.config["CHART_OBSERVATION_DAYS"],
+            types=allowed,
+        ),
     )
     chart = Chart.from_resources(resources)
     evaluation = evaluate(chart, now, services.pack, encounter_id=context.encounter_id)
+    notices = []
+    if unreadable:
+        notices.append(
+            "The EHR did not let Handoff read: "
+            + ", ".join(unreadable)
+            + ". Suggestions may be incomplete."
+        )
+    withheld = sorted(set(unreadable) & MEDICATION_SAFETY_TYPES)
     suggestions = []
     for suggestion in evaluation.suggestions:
+        if suggestion.kind == "moud-buprenorphine" and withheld:
+            notices.append(
+                "Buprenorphine is not suggested: without "
+                + ", ".join(withheld)
+                + " Handoff cannot rule out methadone, other MOUD or an allergy."
+            )
+            continue
         evidence = [describe(chart.get(ref), ref) for ref in suggestion.evidence]
         for item in evidence:
             item["words"] = in_words(item)
@@ -105,6 +164,13 @@ def build_shown(context: LaunchContext, now: datetime) -> dict:
                 ],
             }
         )
+    missing_writes = missing_write_scopes(context.scope)
+    if missing_writes:
+        notices.append(
+            "Handoff can suggest but cannot write to this chart: the EHR did not grant "
+            "it write access to " + ", ".join(missing_writes) + ". A signed decision "
+            "is kept in Handoff's referral log only."
+        )
     patient = evaluation.patient or chart.get(f"Patient/{context.patient_id}") or {}
     encounter = evaluation.encounter or {}
     return {
@@ -118,6 +184,8 @@ def build_shown(context: LaunchContext, now: datetime) -> dict:
         "encounter": {"id": encounter.get("id"), "start": encounter.get("period", {}).get("start")},
         "suggestions": suggestions,
         "opioid": any(s["kind"] in OPIOID_KINDS for s in suggestions),
+        "notices": notices,
+        "can_write": not missing_writes,
     }
 
 
@@ -165,7 +233,11 @@ def show(context_id: str):
             "Nothing was written; tell your informatics team.",
         ), 502
     with services.db.session() as db:
-        db.get(LaunchContext, context.id).shown = shown
+        row = db.get(LaunchContext, context.id)
+        row.shown = shown
+        if row.encounter_id is None and shown["encounter"]["id"]:
+            # Standalone launch without an encounter: the visit the rules chose is this visit.
+            row.encounter_id = context.encounter_id = shown["encounter"]["id"]
         referral_log.append(
             db,
             "suggestions-shown",
@@ -300,6 +372,26 @@ def sign(context_id: str):
         decision=decision_record,
         bundle=bundle,
     )
-    if created:
-        outbox.deliver(services.db, referral.id, fhir_client(context))
+    if created and not shown.get("can_write", True):
+        outbox.hold(
+            services.db,
+            referral.id,
+            "The EHR did not grant Handoff write access; "
+            "the signed decision is kept in Handoff's referral log.",
+        )
+    elif created:
+        with_fhir(
+            context, lambda client: raise_if_retry(outbox.deliver(services.db, referral.id, client))
+        )
     return redirect(url_for("screen.show", context_id=context.id))
+
+
+def raise_if_retry(referral):
+    """Let `with_fhir` refresh and retry once when the write met an expired token."""
+    if (
+        referral is not None
+        and referral.status == "queued"
+        and "HTTP 401" in (referral.last_error or "")
+    ):
+        raise FhirError(referral.last_error, status=401)
+    return referral

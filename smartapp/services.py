@@ -10,6 +10,7 @@ from flask import Flask, current_app
 
 from smartapp.db import Database
 from smartapp.engine import Pack, load_pack
+from smartapp.keys import KeyStore
 from smartapp.registrations import Registry, load_registry
 from smartapp.tokens import TokenCipher
 
@@ -22,6 +23,13 @@ class Services:
     registry: Registry
     pack: Pack
     cipher: TokenCipher
+    keys: KeyStore
+
+    def signing_key(self, registration):
+        """The private key a private_key_jwt registration signs with (None otherwise)."""
+        if registration.auth_method != "private_key_jwt":
+            return None
+        return self.keys.private_key(registration.key_id)
 
     @property
     def timeout(self) -> tuple[float, float]:
@@ -41,6 +49,7 @@ def init_app(app: Flask) -> None:
         registry=load_registry(app.config["LAUNCH_DIR"]),
         pack=load_pack(Path(app.config["RULES_PACK"])),
         cipher=TokenCipher(app.config["TOKEN_KEY"]),
+        keys=KeyStore(app.config.get("KEYS_DIR") or Path(app.instance_path) / "keys"),
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import requests
 from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session
+from authlib.oauth2.rfc7523 import PrivateKeyJWT, private_key_jwt_sign
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -41,42 +42,163 @@ class AuthorizationRequest:
     nonce: str
 
 
-def discover(iss: str, timeout: tuple[float, float]) -> SmartConfiguration:
-    """Read `{iss}/.well-known/smart-configuration`."""
-    url = f"{iss}/.well-known/smart-configuration"
+OAUTH_URIS = "http://fhir-registry.smarthl7.org/StructureDefinition/oauth-uris"
+
+
+def _get_json(url: str, timeout: tuple[float, float]) -> dict | None:
+    """GET a JSON document; None when it is absent or not JSON."""
     try:
         response = requests.get(url, headers={"Accept": "application/json"}, timeout=timeout)
     except requests.RequestException as exc:
         raise LaunchError(
-            f"The EHR's SMART configuration could not be reached ({exc.__class__.__name__})."
+            f"The EHR could not be reached ({exc.__class__.__name__}). Try again in a moment."
         ) from exc
     if response.status_code != 200:
-        raise LaunchError(f"The EHR's SMART configuration answered HTTP {response.status_code}.")
+        return None
     try:
         data = response.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def discover(iss: str, timeout: tuple[float, float]) -> SmartConfiguration:
+    """`{iss}/.well-known/smart-configuration`, else the CapabilityStatement's oauth-uris."""
+    data = _get_json(f"{iss}/.well-known/smart-configuration", timeout)
+    if data and data.get("authorization_endpoint") and data.get("token_endpoint"):
+        jwks_uri = data.get("jwks_uri") or _openid_jwks(data.get("issuer") or iss, timeout)
         return SmartConfiguration(
             authorization_endpoint=data["authorization_endpoint"],
             token_endpoint=data["token_endpoint"],
-            jwks_uri=data.get("jwks_uri"),
+            jwks_uri=jwks_uri,
             issuer=data.get("issuer"),
             capabilities=tuple(data.get("capabilities", [])),
             code_challenge_methods=tuple(data.get("code_challenge_methods_supported", [])),
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    metadata = _get_json(f"{iss}/metadata", timeout)
+    uris = _oauth_uris(metadata or {})
+    if not uris.get("authorize") or not uris.get("token"):
         raise LaunchError(
-            "The EHR's SMART configuration is not valid JSON with the required endpoints."
-        ) from exc
+            "The EHR publishes no SMART configuration (neither .well-known/smart-configuration "
+            "nor OAuth URIs in its CapabilityStatement)."
+        )
+    return SmartConfiguration(
+        authorization_endpoint=uris["authorize"],
+        token_endpoint=uris["token"],
+        jwks_uri=_openid_jwks(iss, timeout),
+        issuer=None,
+        capabilities=(),
+        code_challenge_methods=(),
+    )
+
+
+def _oauth_uris(metadata: dict) -> dict[str, str]:
+    for rest in metadata.get("rest", []):
+        for extension in rest.get("security", {}).get("extension", []):
+            if extension.get("url") == OAUTH_URIS:
+                return {e.get("url"): e.get("valueUri") for e in extension.get("extension", [])}
+    return {}
+
+
+def _openid_jwks(issuer: str, timeout: tuple[float, float]) -> str | None:
+    data = _get_json(f"{issuer.rstrip('/')}/.well-known/openid-configuration", timeout)
+    return (data or {}).get("jwks_uri")
+
+
+def requested_scopes(registration: Registration, config: SmartConfiguration,
+                     standalone: bool) -> str:
+    """The registration's scopes, as v1 where the EHR does not advertise SMART v2; a
+    standalone launch asks the EHR to pick the patient (and encounter) instead of `launch`."""
+    scopes = list(registration.scopes)
+    if standalone:
+        scopes = [s for s in scopes if s != "launch"] + ["launch/patient", "launch/encounter"]
+    if "permission-v2" not in config.capabilities:
+        scopes = [v1 for scope in scopes for v1 in to_v1(scope)]
+    return " ".join(dict.fromkeys(scopes))
+
+
+def to_v1(scope: str) -> list[str]:
+    """`patient/Condition.rs` -> `patient/Condition.read`; `.crs` -> read and write."""
+    if "/" not in scope or "." not in scope or scope.startswith("launch"):
+        return [scope]
+    head, letters = scope.rsplit(".", 1)
+    letters = letters.split("?", 1)[0]
+    if letters in ("read", "write", "*"):
+        return [scope]
+    out = []
+    if set(letters) & set("rs"):
+        out.append(f"{head}.read")
+    if set(letters) & set("cud"):
+        out.append(f"{head}.write")
+    return out
+
+
+def may(granted: str, resource_type: str, action: str) -> bool:
+    """Whether granted scopes allow `action` ('r', 's', 'c', ...) on a type, for the patient
+    or the user, in v1 or v2 form."""
+    for scope in granted.split():
+        if "/" not in scope or "." not in scope:
+            continue
+        context, rest = scope.split("/", 1)
+        if context not in ("patient", "user"):
+            continue
+        type_, letters = rest.rsplit(".", 1)
+        letters = letters.split("?", 1)[0]
+        if type_ not in (resource_type, "*"):
+            continue
+        allowed = {"read": "rs", "write": "cud", "*": "cruds"}.get(letters, letters)
+        if action in allowed:
+            return True
+    return False
+
+
+class SmartPrivateKeyJWT(PrivateKeyJWT):
+    """authlib's private_key_jwt with SMART's rules: kid in the header, RS384 or ES384, and an
+    assertion that expires within 5 minutes (authlib's default is an hour); fresh jti each."""
+
+    def __init__(self, key, kid: str, alg: str) -> None:
+        super().__init__(alg=alg)
+        self._key = key
+        self._kid = kid
+
+    def sign(self, auth, token_endpoint):
+        return private_key_jwt_sign(
+            self._key,
+            client_id=auth.client_id,
+            token_endpoint=token_endpoint,
+            alg=self.alg,
+            header={"kid": self._kid, "typ": "JWT"},
+            expires_in=ASSERTION_LIFETIME_SECONDS,
+        )
+
+
+ASSERTION_LIFETIME_SECONDS = 300
 
 
 def _session(
-    registration: Registration, redirect_uri: str, scope: str | None = None
+    registration: Registration,
+    redirect_uri: str,
+    scope: str | None = None,
+    signing_key=None,
 ) -> OAuth2Session:
+    """An authlib session that authenticates to the token endpoint as registered."""
+    kwargs: dict = {}
+    if registration.auth_method == "client_secret_basic":
+        kwargs = {"client_secret": registration.client_secret(),
+                  "token_endpoint_auth_method": "client_secret_basic"}
+    elif registration.auth_method == "private_key_jwt":
+        if signing_key is None:
+            raise LaunchError(f"No signing key for registration {registration.id}.")
+        kwargs = {"token_endpoint_auth_method": SmartPrivateKeyJWT(
+            signing_key, registration.key_id, registration.signing_alg)}
+    else:
+        kwargs = {"token_endpoint_auth_method": "none"}
     return OAuth2Session(
         client_id=registration.client_id,
-        scope=scope if scope is not None else " ".join(registration.scopes),
+        scope=scope,
         redirect_uri=redirect_uri,
         code_challenge_method="S256",
-        token_endpoint_auth_method="none",
+        **kwargs,
     )
 
 
@@ -86,16 +208,20 @@ def authorization_request(
     redirect_uri: str,
     launch: str | None,
 ) -> AuthorizationRequest:
-    """Build the authorize URL with PKCE S256, a 256-bit state, a nonce and `aud` = iss."""
+    """The authorize URL with PKCE S256, a 256-bit state, a nonce and `aud` = iss.
+    Without `launch` it is a standalone launch: the EHR asks the user for the patient."""
     if config.code_challenge_methods and "S256" not in config.code_challenge_methods:
         raise LaunchError("The EHR does not support PKCE S256; Handoff will not launch without it.")
     state = secrets.token_urlsafe(32)
     nonce = secrets.token_urlsafe(32)
     code_verifier = generate_token(64)
+    scope = requested_scopes(registration, config, standalone=not launch)
     extra = {"aud": registration.iss, "nonce": nonce}
     if launch:
         extra["launch"] = launch
-    url, _ = _session(registration, redirect_uri).create_authorization_url(
+    session = OAuth2Session(client_id=registration.client_id, scope=scope,
+                            redirect_uri=redirect_uri, code_challenge_method="S256")
+    url, _ = session.create_authorization_url(
         config.authorization_endpoint, state=state, code_verifier=code_verifier, **extra
     )
     return AuthorizationRequest(url=url, state=state, code_verifier=code_verifier, nonce=nonce)
@@ -108,9 +234,10 @@ def exchange_code(
     code: str,
     code_verifier: str,
     timeout: tuple[float, float],
+    signing_key=None,
 ) -> dict:
-    """Trade the authorization code for tokens (PKCE verifier sent)."""
-    session = _session(registration, redirect_uri)
+    """Trade the authorization code for tokens (PKCE verifier sent, client authenticated)."""
+    session = _session(registration, redirect_uri, signing_key=signing_key)
     try:
         return dict(
             session.fetch_token(
@@ -125,6 +252,8 @@ def exchange_code(
         raise LaunchError(
             f"The EHR's token endpoint could not be reached ({exc.__class__.__name__})."
         ) from exc
+    except LaunchError:
+        raise
     except Exception as exc:  # authlib raises OAuthError subclasses with the server's error code
         error = getattr(exc, "error", None) or exc.__class__.__name__
         raise LaunchError(f"The EHR refused the token request ({error}).") from exc
@@ -135,9 +264,10 @@ def refresh(
     token_endpoint: str,
     refresh_token: str,
     timeout: tuple[float, float],
+    signing_key=None,
 ) -> dict:
     """Use the refresh token for a new access token."""
-    session = _session(registration, redirect_uri="", scope=None)
+    session = _session(registration, redirect_uri="", signing_key=signing_key)
     try:
         return dict(
             session.refresh_token(token_endpoint, refresh_token=refresh_token, timeout=timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 
 from flask import Flask, abort, render_template, request, session
@@ -31,8 +32,32 @@ def check_csrf() -> None:
         abort(400, description="This form has expired. Reload the page and try again.")
 
 
+QUERY = re.compile(r"\?[^\s\"]*")
+
+
+class RedactQueryStrings(logging.Filter):
+    """Access logs print request lines; query strings may hold a code, state or launch value,
+    so they are cut before any handler sees them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(QUERY.sub("?…", a) if isinstance(a, str) else a
+                                for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = QUERY.sub("?…", record.msg)
+        return True
+
+
+def redact_access_logs() -> None:
+    for name in ("werkzeug", "gunicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactQueryStrings) for f in logger.filters):
+            logger.addFilter(RedactQueryStrings())
+
+
 def init_app(app: Flask) -> None:
     app.jinja_env.globals["csrf_token"] = csrf_token
+    redact_access_logs()
 
     @app.after_request
     def security_headers(response):
@@ -64,5 +89,5 @@ def init_app(app: Flask) -> None:
         )
         return render_template("error.html", title=title, message=message), code
 
-    for code in (400, 403, 404, 405, 500):
+    for code in (400, 403, 404, 405, 500, 502):
         app.register_error_handler(code, error_page)

@@ -140,16 +140,19 @@ class OAuthStore:
                 row.client_id_issued_at = int(time.time())
                 row.launch_url = client.launch_url
                 grant_types = ["authorization_code", "refresh_token"]
-                row.set_client_metadata(
-                    {
-                        "client_name": client.name,
-                        "redirect_uris": list(client.redirect_uris),
-                        "grant_types": grant_types,
-                        "response_types": ["code"],
-                        "token_endpoint_auth_method": client.auth_method,
-                        "scope": "",
-                    }
-                )
+                metadata: dict = {
+                    "client_name": client.name,
+                    "redirect_uris": list(client.redirect_uris),
+                    "grant_types": grant_types,
+                    "response_types": ["code"],
+                    "token_endpoint_auth_method": client.auth_method,
+                    "scope": "",
+                }
+                if client.jwks_uri:
+                    metadata["jwks_uri"] = client.jwks_uri
+                if client.jwks:
+                    metadata["jwks"] = client.jwks
+                row.set_client_metadata(metadata)
                 self.session.add(row)
 
     def client(self, client_id: str) -> OAuthClient | None:
@@ -294,6 +297,23 @@ class OAuthStore:
             item.access_token_revoked_at = now
             item.refresh_token_revoked_at = now
             self.session.add(item)
+
+    def expire_access_tokens(self) -> int:
+        """Make every live access token expired now (refresh tokens stay usable).
+
+        authlib reads expiry as issued_at + expires_in, so issued_at is moved back.
+        """
+        now = int(time.time())
+        with self._writing():
+            rows = list(
+                self.session.scalars(
+                    select(Token).where(Token.access_token_revoked_at == 0, Token.expires_in > 0)
+                )
+            )
+            live = [row for row in rows if not row.is_expired()]
+            for row in live:
+                row.issued_at = now - row.expires_in - 1
+        return len(live)
 
     # -- keys and secrets ----------------------------------------------------------------
 

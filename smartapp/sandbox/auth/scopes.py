@@ -102,6 +102,31 @@ def granted_scopes(requested: str) -> str:
     return " ".join(seen)
 
 
+def is_v2_clinical(scope: str) -> bool:
+    """Is `scope` a clinical scope in the v2 letter form (`.rs`, `.c`, `.cruds`...)?"""
+    match = _SCOPE_RE.match(scope)
+    return match is not None and match.group(3) not in _PERMS
+
+
+def read_part(scope: str) -> str | None:
+    """`scope` without create/update/delete: `.cruds` -> `.rs`, `.*` -> `.read`; None when
+    nothing readable is left (`.write`, `.c`, `.cud`). Non-clinical scopes are unchanged."""
+    match = _SCOPE_RE.match(scope)
+    if match is None:
+        return scope
+    context, rtype, perms, query = match.groups()
+    if perms == "read":
+        return scope
+    if perms == "write":
+        return None
+    if perms == "*":
+        return f"{context}/{rtype}.read"
+    kept = "".join(letter for letter in perms if letter in "rs")
+    if not kept:
+        return None
+    return f"{context}/{rtype}.{kept}" + (f"?{query}" if query else "")
+
+
 class ScopeAccess:
     """The `Access` policy of one access token."""
 
