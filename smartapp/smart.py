@@ -42,7 +42,7 @@ class AuthorizationRequest:
     nonce: str
 
 
-OAUTH_URIS = "http://fhir-registry.smarthl7.org/StructureDefinition/oauth-uris"
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
 
 def _get_json(url: str, timeout: tuple[float, float]) -> dict | None:

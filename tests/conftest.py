@@ -26,28 +26,57 @@ def shared_dir() -> Path:
     return SHARED_DIR
 
 
-@pytest.fixture(scope="session")
-def app_port() -> int:
-    return reserve_port()
+APP_VARIANTS = ("public", "basic", "jwt")
+CLIENT_IDS = {"public": "handoff-test", "basic": "handoff-basic", "jwt": "handoff-jwt"}
+BASIC_SECRET_ENV = "HANDOFF_TEST_CLIENT_SECRET"
+BASIC_SECRET = "test-secret-3f9c2a7e5b1d"
 
 
 @pytest.fixture(scope="session")
-def sandbox(tmp_path_factory, shared_dir, app_port) -> Iterator[ServerHandle]:
-    """The sandbox EHR seeded with the 16 labelled scenarios, on its own port."""
+def app_ports() -> dict[str, int]:
+    """One port per app variant (one per client auth method), known before anything starts."""
+    return {variant: reserve_port() for variant in APP_VARIANTS}
+
+
+@pytest.fixture(scope="session")
+def app_port(app_ports) -> int:
+    return app_ports["public"]
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory, shared_dir, app_ports) -> Iterator[ServerHandle]:
+    """The sandbox EHR seeded with the 16 labelled scenarios, on its own port, with a client
+    registered for each auth method and its test controls (fault switches) on."""
     from smartapp.sandbox import SandboxClient, create_sandbox_app
 
     port = reserve_port()
     base_url = f"http://127.0.0.1:{port}"
-    app_url = f"http://127.0.0.1:{app_port}"
+    urls = {v: f"http://127.0.0.1:{p}" for v, p in app_ports.items()}
     folder = tmp_path_factory.mktemp("sandbox")
     ehr = create_sandbox_app(
         base_url=base_url,
         database_url=f"sqlite:///{folder / 'sandbox.sqlite'}",
         clients=[
             SandboxClient(
-                client_id="handoff-test",
-                redirect_uris=[f"{app_url}/callback"],
-                launch_url=f"{app_url}/launch",
+                client_id=CLIENT_IDS["public"],
+                redirect_uris=[f"{urls['public']}/callback"],
+                launch_url=f"{urls['public']}/launch",
+            ),
+            SandboxClient(
+                client_id=CLIENT_IDS["basic"],
+                redirect_uris=[f"{urls['basic']}/callback"],
+                launch_url=f"{urls['basic']}/launch",
+                name="Handoff (basic)",
+                auth_method="client_secret_basic",
+                client_secret=BASIC_SECRET,
+            ),
+            SandboxClient(
+                client_id=CLIENT_IDS["jwt"],
+                redirect_uris=[f"{urls['jwt']}/callback"],
+                launch_url=f"{urls['jwt']}/launch",
+                name="Handoff (JWT)",
+                auth_method="private_key_jwt",
+                jwks_uri=f"{urls['jwt']}/.well-known/jwks.json",
             ),
             SandboxClient(
                 client_id=TEST_READER,
@@ -58,40 +87,86 @@ def sandbox(tmp_path_factory, shared_dir, app_port) -> Iterator[ServerHandle]:
         ],
         shared_dir=shared_dir,
         seed=("scenarios",),
+        test_controls=True,
     )
     handle = serve_in_thread(ehr, "127.0.0.1", port)
     yield handle
     handle.stop()
 
 
-@pytest.fixture(scope="session")
-def launch_dir(tmp_path_factory, sandbox) -> Path:
-    """The sandbox registration, pointed at this test run's sandbox port."""
-    folder = tmp_path_factory.mktemp("launch")
+def write_registration(folder: Path, sandbox_url: str, **fields) -> Path:
+    """The repo's sandbox registration, pointed at this run's sandbox, with `fields` changed."""
+    folder.mkdir(parents=True, exist_ok=True)
     registration = yaml.safe_load((REPO_ROOT / "launch" / "sandbox.yaml").read_text())
-    registration.update(
-        iss=f"{sandbox.url}/fhir", client_id="handoff-test", frame_ancestors=[sandbox.url]
-    )
+    registration.update(iss=f"{sandbox_url}/fhir", frame_ancestors=[sandbox_url], **fields)
     (folder / "sandbox.yaml").write_text(yaml.safe_dump(registration))
     return folder
 
 
-@pytest.fixture(scope="session")
-def handoff(tmp_path_factory, launch_dir, app_port) -> Iterator[ServerHandle]:
-    """The Handoff app on its own port, with its own SQLite database."""
+def start_app(folder: Path, port: int, launch_dir: Path, **config) -> ServerHandle:
     from smartapp import create_app
 
-    folder = tmp_path_factory.mktemp("app")
     app = create_app(
         {
-            "PUBLIC_URL": f"http://127.0.0.1:{app_port}",
+            "PUBLIC_URL": f"http://127.0.0.1:{port}",
             "LAUNCH_DIR": str(launch_dir),
             "DATABASE_URL": f"sqlite:///{folder / 'handoff.sqlite'}",
+            **config,
         },
         instance_path=str(folder),
     )
-    handle = serve_in_thread(app, "127.0.0.1", app_port)
+    handle = serve_in_thread(app, "127.0.0.1", port)
     handle.app = app
+    return handle
+
+
+@pytest.fixture(scope="session")
+def launch_dir(tmp_path_factory, sandbox) -> Path:
+    return write_registration(
+        tmp_path_factory.mktemp("launch"), sandbox.url, client_id=CLIENT_IDS["public"]
+    )
+
+
+@pytest.fixture(scope="session")
+def handoff(tmp_path_factory, launch_dir, app_ports) -> Iterator[ServerHandle]:
+    """Handoff as a public client, on its own port, with its own SQLite database."""
+    handle = start_app(tmp_path_factory.mktemp("app"), app_ports["public"], launch_dir)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="session")
+def handoff_basic(tmp_path_factory, sandbox, app_ports) -> Iterator[ServerHandle]:
+    """Handoff as a confidential client with client_secret_basic (secret from the env)."""
+    os.environ[BASIC_SECRET_ENV] = BASIC_SECRET
+    launch = write_registration(
+        tmp_path_factory.mktemp("launch-basic"),
+        sandbox.url,
+        client_id=CLIENT_IDS["basic"],
+        auth_method="client_secret_basic",
+        client_secret_env=BASIC_SECRET_ENV,
+    )
+    handle = start_app(tmp_path_factory.mktemp("app-basic"), app_ports["basic"], launch)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="session", params=["RS384", "ES384"])
+def handoff_jwt(request, tmp_path_factory, sandbox, app_ports) -> Iterator[ServerHandle]:
+    """Handoff as a confidential client with private_key_jwt, for each SMART algorithm."""
+    from smartapp.keys import KeyStore
+
+    folder = tmp_path_factory.mktemp(f"app-jwt-{request.param}")
+    kid = KeyStore(folder / "keys").generate(request.param)
+    launch = write_registration(
+        tmp_path_factory.mktemp("launch-jwt"),
+        sandbox.url,
+        client_id=CLIENT_IDS["jwt"],
+        auth_method="private_key_jwt",
+        key_id=kid,
+        signing_alg=request.param,
+    )
+    handle = start_app(folder, app_ports["jwt"], launch)
     yield handle
     handle.stop()
 

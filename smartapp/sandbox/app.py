@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from smartapp.sandbox.auth import views as auth_views
@@ -20,7 +20,10 @@ from smartapp.sandbox.auth.server import (
 from smartapp.sandbox.chart import views as chart_views
 from smartapp.sandbox.config import SandboxClient
 from smartapp.sandbox.context import Sandbox
+from smartapp.sandbox.controls import CONTROL_PREFIX
+from smartapp.sandbox.controls import bp as controls_bp
 from smartapp.sandbox.db import Database
+from smartapp.sandbox.faults import Faults, RequestLog
 from smartapp.sandbox.fhir import api as fhir_api
 from smartapp.sandbox.fhir.errors import FhirError
 from smartapp.sandbox.fhir.service import FhirService
@@ -52,11 +55,15 @@ def create_sandbox_app(
     shared_dir: Path,
     seed: tuple[str, ...] = ("scenarios", "synthea"),
     now: datetime | None = None,
+    *,
+    test_controls: bool = False,
 ) -> Flask:
     """Build the sandbox EHR on its own origin `base_url` (FHIR base = base_url + "/fhir").
 
     Seeds `seed` data sets from `shared_dir` when the database is empty or stale, shifting
     dates to `now` (default: the current UTC time), and registers `clients`.
+    `test_controls` serves /_sandbox/ (fault switches, token expiry, request log) for tests;
+    off, those paths are 404.
     """
     base_url = base_url.rstrip("/")
     fhir_base = f"{base_url}/fhir"
@@ -89,12 +96,15 @@ def create_sandbox_app(
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
         SANDBOX_ACCESS_TOKEN_LIFETIME=ACCESS_TOKEN_LIFETIME_S,
     )
+    faults = Faults()
     server = create_authorization_server(
         store,
         fhir_base,
         key,
         style_url=f"{base_url}/smart-style.json",
         lifetime=lambda: int(app.config["SANDBOX_ACCESS_TOKEN_LIFETIME"]),
+        token_url=f"{base_url}/auth/token",
+        faults=faults,
     )
     protector = create_resource_protector(store, realm=fhir_base)
     app.extensions["sandbox"] = Sandbox(
@@ -105,6 +115,8 @@ def create_sandbox_app(
         server=server,
         protector=protector,
         fixed_now=now,
+        faults=faults,
+        requests=RequestLog(),
     )
     app.extensions["sandbox_fhir"] = fhir_api.FhirApi(
         service=service,
@@ -118,8 +130,30 @@ def create_sandbox_app(
     app.register_blueprint(fhir_api.bp)
     app.register_blueprint(auth_views.bp)
     app.register_blueprint(chart_views.bp)
+    if test_controls:
+        app.register_blueprint(controls_bp)
+        _install_request_log(app, app.extensions["sandbox"].requests)
     _install_hooks(app, db)
     return app
+
+
+def _install_request_log(app: Flask, log_: RequestLog) -> None:
+    """Log every request but the controls' own: method, path, time, auth scheme, status."""
+
+    @app.before_request
+    def _log_request() -> None:
+        if request.path == CONTROL_PREFIX or request.path.startswith(f"{CONTROL_PREFIX}/"):
+            return
+        g.sandbox_log_entry = log_.record(
+            request.method, request.path, request.headers.get("Authorization")
+        )
+
+    @app.after_request
+    def _log_status(response: Response) -> Response:
+        entry = g.pop("sandbox_log_entry", None)
+        if entry is not None:
+            log_.finish(entry, response.status_code)
+        return response
 
 
 def _install_hooks(app: Flask, db: Database) -> None:

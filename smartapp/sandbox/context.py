@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from authlib.integrations.flask_oauth2 import ResourceProtector
@@ -11,12 +11,14 @@ from flask import current_app
 from smartapp.sandbox.auth.models import OAuthStore
 from smartapp.sandbox.auth.server import SmartAuthorizationServer
 from smartapp.sandbox.db import Database
+from smartapp.sandbox.faults import Faults, RequestLog
 from smartapp.sandbox.fhir.service import FhirService
 
 
 @dataclass
 class Sandbox:
-    """Database, FHIR service, OAuth server and store of one sandbox app."""
+    """Database, FHIR service, OAuth server and store of one sandbox app, and its test
+    controls' state (faults and request log; served only when `test_controls`)."""
 
     base_url: str
     db: Database
@@ -25,6 +27,8 @@ class Sandbox:
     server: SmartAuthorizationServer
     protector: ResourceProtector
     fixed_now: datetime | None = None
+    faults: Faults = field(default_factory=Faults)
+    requests: RequestLog = field(default_factory=RequestLog)
 
     @property
     def fhir_base(self) -> str:

@@ -109,9 +109,13 @@ class RunningSandbox:
         params.update(extra)
         return params
 
+    @property
+    def token_url(self) -> str:
+        return f"{self.base}/auth/token"
+
     def exchange(self, code: str, verifier: str) -> requests.Response:
         return requests.post(
-            self.smart_config()["token_endpoint"],
+            self.token_url,
             data={
                 "grant_type": "authorization_code",
                 "code": code,
@@ -122,15 +126,23 @@ class RunningSandbox:
             timeout=10,
         )
 
-    def token(self, patient_id: str, scope: str, **extra: str) -> dict:
-        """The whole EHR launch: chart -> authorize -> code -> token response."""
-        launched = self.launch(patient_id)
+    def code(
+        self, patient_id: str, scope: str, client_id: str = CLIENT_ID, **extra: str
+    ) -> tuple[str, str]:
+        """EHR launch of `client_id` up to the code: (code, PKCE verifier)."""
+        launched = self.launch(patient_id, app=None if client_id == CLIENT_ID else client_id)
         verifier, challenge = pkce_pair()
-        response = self.authorize(**self.authorize_params(launched, scope, challenge, **extra))
+        params = self.authorize_params(launched, scope, challenge, client_id=client_id, **extra)
+        response = self.authorize(**params)
         assert response.status_code == 302, response.text
         location = parse_qs(urlsplit(response.headers["Location"]).query)
         assert "code" in location, response.headers["Location"]
-        token = self.exchange(location["code"][0], verifier)
+        return location["code"][0], verifier
+
+    def token(self, patient_id: str, scope: str, **extra: str) -> dict:
+        """The whole EHR launch: chart -> authorize -> code -> token response."""
+        code, verifier = self.code(patient_id, scope, **extra)
+        token = self.exchange(code, verifier)
         assert token.status_code == 200, token.text
         return token.json()
 
@@ -145,7 +157,11 @@ class RunningSandbox:
 
 
 def start_sandbox(
-    tmp: Path, seed: tuple[str, ...] = ("scenarios",), now: datetime | None = NOW
+    tmp: Path,
+    seed: tuple[str, ...] = ("scenarios",),
+    now: datetime | None = NOW,
+    extra_clients: tuple[SandboxClient, ...] = (),
+    test_controls: bool = False,
 ) -> RunningSandbox:
     """Build and serve a sandbox on a free port (its base URL is known before it starts)."""
     port = reserve_port()
@@ -163,10 +179,12 @@ def start_sandbox(
                 auth_method="client_secret_basic",
                 client_secret=CONFIDENTIAL_SECRET,
             ),
+            *extra_clients,
         ],
         shared_dir=SHARED,
         seed=seed,
         now=now,
+        test_controls=test_controls,
     )
     handle = serve_in_thread(app, port=port)
     return RunningSandbox(base=base, app=app, handle=handle)

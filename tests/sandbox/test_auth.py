@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+import logging
+import re
 import time
 import warnings
 from urllib.parse import parse_qs, urlsplit
@@ -239,11 +242,9 @@ def test_expired_access_token_is_refused(sandbox: RunningSandbox) -> None:
     assert response.status_code == 401
 
 
-@pytest.mark.parametrize("scope", ["openid fhirUser launch/patient patient/*.rs"])
-def test_standalone_launch_picks_a_patient(sandbox: RunningSandbox, scope: str) -> None:
-    sandbox.browser.get(f"{sandbox.base}/", timeout=10)
-    verifier, challenge = pkce_pair()
-    params = {
+def _standalone_params(sandbox: RunningSandbox, scope: str, challenge: str) -> dict:
+    """A standalone launch: `aud`, no `launch` parameter."""
+    return {
         "response_type": "code",
         "client_id": CLIENT_ID,
         "redirect_uri": REDIRECT_URI,
@@ -252,22 +253,101 @@ def test_standalone_launch_picks_a_patient(sandbox: RunningSandbox, scope: str) 
         "aud": sandbox.fhir,
         "code_challenge": challenge,
         "code_challenge_method": "S256",
+        "nonce": "standalone-nonce",
     }
+
+
+def _picker(page: str) -> tuple[str, dict[str, str]]:
+    """(CSRF token, {patient id: its row's HTML}) of the patient picker page."""
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf, page
+    rows = dict(re.findall(r'<tr data-patient-id="([^"]+)">(.*?)</tr>', page, re.S))
+    return html.unescape(csrf.group(1)), rows
+
+
+@pytest.mark.parametrize(
+    ("scope", "encounter"),
+    [
+        ("launch/patient openid fhirUser", None),
+        ("launch/patient launch/encounter openid fhirUser patient/*.rs", "P04-enc"),
+    ],
+)
+def test_standalone_launch_picks_a_patient(
+    sandbox: RunningSandbox, scope: str, encounter: str | None
+) -> None:
+    sandbox.browser.get(f"{sandbox.base}/", timeout=10)
+    verifier, challenge = pkce_pair()
+    params = _standalone_params(sandbox, scope, challenge)
     page = sandbox.authorize(**params)
     assert page.status_code == 200
-    assert 'name="patient_choice"' in page.text
+    csrf, rows = _picker(page.text)
+    assert {"P01-pt", "P04-pt"} <= set(rows)
+    for row in rows.values():
+        assert re.search(r"<button[^>]*>Select</button>", row), row
     url = sandbox.smart_config()["authorization_endpoint"]
     chosen = sandbox.browser.post(
         url,
         params=params,
-        data={"decision": "approve", "patient_choice": "P04-pt"},
+        data={"csrf_token": csrf, "decision": "approve", "patient_choice": "P04-pt"},
         allow_redirects=False,
         timeout=10,
     )
-    code = _redirect_query(chosen)["code"][0]
-    token = sandbox.exchange(code, verifier).json()
+    query = _redirect_query(chosen)
+    assert query["state"] == ["s1"]
+    token = sandbox.exchange(query["code"][0], verifier).json()
     assert token["patient"] == "P04-pt"
-    assert "encounter" not in token
+    assert token.get("encounter") == encounter
+    assert token["id_token"]
+    assert set(token["scope"].split()) == set(scope.split())
+
+
+def test_standalone_picker_refuses_a_post_without_its_csrf_token(
+    sandbox: RunningSandbox,
+) -> None:
+    sandbox.browser.get(f"{sandbox.base}/", timeout=10)
+    _, challenge = pkce_pair()
+    params = _standalone_params(sandbox, "launch/patient openid fhirUser", challenge)
+    csrf, _ = _picker(sandbox.authorize(**params).text)
+    url = sandbox.smart_config()["authorization_endpoint"]
+    for form in (
+        {"decision": "approve", "patient_choice": "P04-pt"},
+        {"csrf_token": csrf + "x", "decision": "approve", "patient_choice": "P04-pt"},
+    ):
+        forged = sandbox.browser.post(
+            url, params=params, data=form, allow_redirects=False, timeout=10
+        )
+        assert forged.status_code == 400
+        assert "Location" not in forged.headers
+        assert "CSRF" in forged.text
+    # Another browser (another EHR session) cannot reuse this session's token either.
+    other = requests.Session()
+    other.get(f"{sandbox.base}/", timeout=10)
+    stolen = other.post(
+        url,
+        params=params,
+        data={"csrf_token": csrf, "decision": "approve", "patient_choice": "P04-pt"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert stolen.status_code == 400
+
+
+def test_standalone_deny_redirects_access_denied(sandbox: RunningSandbox) -> None:
+    sandbox.browser.get(f"{sandbox.base}/", timeout=10)
+    _, challenge = pkce_pair()
+    params = _standalone_params(sandbox, "launch/patient openid fhirUser", challenge)
+    csrf, _ = _picker(sandbox.authorize(**params).text)
+    denied = sandbox.browser.post(
+        sandbox.smart_config()["authorization_endpoint"],
+        params=params,
+        data={"csrf_token": csrf, "decision": "deny"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    query = _redirect_query(denied)
+    assert query["error"] == ["access_denied"]
+    assert query["state"] == ["s1"]
+    assert "code" not in query
 
 
 def test_confidential_client_authenticates_with_its_secret(sandbox: RunningSandbox) -> None:
@@ -290,3 +370,24 @@ def test_confidential_client_authenticates_with_its_secret(sandbox: RunningSandb
     token = requests.post(url, data=form, auth=(CONFIDENTIAL_ID, CONFIDENTIAL_SECRET), timeout=10)
     assert token.status_code == 200, token.text
     assert token.json()["patient"] == "P06-pt"
+
+
+def test_issued_tokens_never_reach_the_logs(
+    sandbox: RunningSandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = sandbox.token("P01-pt", SCOPE)
+    refreshed = requests.post(
+        sandbox.token_url,
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": token["refresh_token"],
+            "client_id": CLIENT_ID,
+        },
+        timeout=10,
+    ).json()
+    assert any("Issue token" in r.getMessage() for r in caplog.records)  # authlib did log
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    secrets = [token["access_token"], token["refresh_token"], token["id_token"]]
+    secrets += [refreshed["access_token"], refreshed["refresh_token"]]
+    assert not [s for s in secrets if s in logged]

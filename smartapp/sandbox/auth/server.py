@@ -5,23 +5,36 @@ Thin protocol objects over `OAuthStore`:
 - SMART launch checks on /authorize (`aud` is exactly the FHIR base, `launch` is live and
   belongs to the signed-in user) and launch context in the token response,
 - OpenID Connect id_token (RS256, `fhirUser` claim) when `openid` is granted,
-- refresh grant with rotation, keeping the launch context.
+- refresh grant with rotation, keeping the launch context,
+- client authentication: public (`none`), `client_secret_basic`, `private_key_jwt`
+  (auth/client_auth.py),
+- the fault switches of faults.py that bend these rules for tests.
 """
 
 from __future__ import annotations
 
+import logging
+import secrets
+import threading
+import time
 from collections.abc import Callable
 
 from authlib.common.security import generate_token
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.oauth2 import OAuth2Request
-from authlib.oauth2.rfc6749 import InvalidRequestError, grants, scope_to_list
+from authlib.oauth2.rfc6749 import (
+    InvalidGrantError,
+    InvalidRequestError,
+    grants,
+    scope_to_list,
+)
 from authlib.oauth2.rfc6750 import BearerTokenGenerator, BearerTokenValidator
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
 from joserfc.jwk import RSAKey
 
+from smartapp.sandbox.auth.client_auth import SmartPrivateKeyJWT
 from smartapp.sandbox.auth.models import (
     USERS,
     AuthorizationCode,
@@ -31,19 +44,28 @@ from smartapp.sandbox.auth.models import (
     OAuthStore,
     Token,
 )
+from smartapp.sandbox.faults import Faults
 
 ACCESS_TOKEN_LIFETIME_S = 3600
-PUBLIC_AND_CONFIDENTIAL = ["client_secret_basic", "client_secret_post", "none"]
+#: Advertised token endpoint auth methods (client_secret_post also works when registered).
+ADVERTISED_AUTH_METHODS = ["private_key_jwt", "client_secret_basic", "none"]
+CLIENT_AUTH_METHODS = ["private_key_jwt", "client_secret_basic", "client_secret_post", "none"]
+#: What the id_token faults put in place of the true values.
+WRONG_AUD = "some-other-client"
+WRONG_ISS = "https://wrong-issuer.example/fhir"
 
 
 class SmartAuthorizationServer(AuthorizationServer):
     """authlib's Flask server bound to the sandbox store and FHIR base."""
 
-    def __init__(self, store: OAuthStore, fhir_base: str, key: RSAKey) -> None:
+    def __init__(
+        self, store: OAuthStore, fhir_base: str, key: RSAKey, faults: Faults | None = None
+    ) -> None:
         super().__init__()
         self.store = store
         self.fhir_base = fhir_base
         self.key = key
+        self.faults = faults or Faults()
 
     def query_client(self, client_id: str) -> OAuthClient | None:
         return self.store.client(client_id)
@@ -67,7 +89,7 @@ class SmartAuthorizationServer(AuthorizationServer):
 class SmartAuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     """Code grant for public (PKCE) and confidential clients; codes carry launch context."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = PUBLIC_AND_CONFIDENTIAL
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
     server: SmartAuthorizationServer
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
@@ -100,11 +122,13 @@ class SmartAuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 class SmartRefreshTokenGrant(grants.RefreshTokenGrant):
     """Refresh with rotation: the old token is revoked, the context carried over."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = PUBLIC_AND_CONFIDENTIAL
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True
     server: SmartAuthorizationServer
 
     def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
+        if self.server.faults.on("refuse_refresh"):
+            raise InvalidGrantError("The refresh token is refused (sandbox fault refuse_refresh)")
         return self.server.store.token_by_refresh(refresh_token)
 
     def authenticate_user(self, refresh_token: Token) -> EhrUser | None:
@@ -131,10 +155,13 @@ class S256CodeChallenge(CodeChallenge):
 class SmartLaunch:
     """Grant extension: SMART checks on /authorize, launch context in token responses."""
 
-    def __init__(self, fhir_base: str, store: OAuthStore, style_url: str) -> None:
+    def __init__(
+        self, fhir_base: str, store: OAuthStore, style_url: str, faults: Faults | None = None
+    ) -> None:
         self.fhir_base = fhir_base
         self.store = store
         self.style_url = style_url
+        self.faults = faults or Faults()
 
     def __call__(self, grant: grants.BaseGrant) -> None:
         grant.register_hook("after_validate_authorization_request_payload", self.check_request)
@@ -170,7 +197,7 @@ class SmartLaunch:
         source = grant.request.authorization_code or grant.request.refresh_token
         if source is None:
             return
-        if source.patient:
+        if source.patient and not self.faults.on("omit_patient"):
             token["patient"] = source.patient
         if source.encounter:
             token["encounter"] = source.encounter
@@ -179,22 +206,56 @@ class SmartLaunch:
 
 
 class SmartOpenIDCode(OpenIDCode):
-    """id_token signed RS256 with the sandbox key; `fhirUser` is an absolute URL."""
+    """id_token signed RS256 with the sandbox key; `fhirUser` is an absolute URL.
 
-    def __init__(self, fhir_base: str, store: OAuthStore, key: RSAKey) -> None:
+    The id_token faults make it wrong in one way each: signed by a key outside the JWKS
+    (same kid), another aud, another iss, exp in the past, another nonce.
+    """
+
+    def __init__(
+        self, fhir_base: str, store: OAuthStore, key: RSAKey, faults: Faults | None = None
+    ) -> None:
         super().__init__(require_nonce=False)
         self.fhir_base = fhir_base
         self.store = store
         self.key = key
+        self.faults = faults or Faults()
+        self._rogue_key: RSAKey | None = None
+        self._rogue_lock = threading.Lock()
+
+    def rogue_key(self) -> RSAKey:
+        """A signing key that is not in the JWKS (made on first use)."""
+        with self._rogue_lock:
+            if self._rogue_key is None:
+                self._rogue_key = RSAKey.generate_key(2048, private=True)
+            return self._rogue_key
 
     def resolve_client_private_key(self, client: OAuthClient) -> RSAKey:
+        if self.faults.on("id_token_bad_signature"):
+            return self.rogue_key()
         return self.key
 
     def get_client_algorithm(self, client: OAuthClient) -> str:
         return "RS256"
 
     def get_client_claims(self, client: OAuthClient) -> dict:
-        return {"iss": self.fhir_base, "aud": client.get_client_id()}
+        claims: dict = {"iss": self.fhir_base, "aud": client.get_client_id()}
+        if self.faults.on("id_token_wrong_iss"):
+            claims["iss"] = WRONG_ISS
+        if self.faults.on("id_token_wrong_aud"):
+            claims["aud"] = WRONG_AUD
+        if self.faults.on("id_token_expired"):
+            now = int(time.time())
+            claims.update(iat=now - 7200, exp=now - 3600, auth_time=now - 7200)
+        return claims
+
+    def get_authorization_code_claims(self, authorization_code: AuthorizationCode) -> dict:
+        claims = super().get_authorization_code_claims(authorization_code)
+        if self.faults.on("id_token_wrong_nonce"):
+            claims["nonce"] = f"not-your-nonce-{secrets.token_urlsafe(8)}"
+        elif self.faults.on("id_token_expired") and "auth_time" in claims:
+            claims["auth_time"] = min(claims["auth_time"], int(time.time()) - 7200)
+        return claims
 
     def get_encode_header(self, client: OAuthClient) -> dict:
         return {"alg": "RS256", "kid": self.key.thumbprint(), "typ": "JWT"}
@@ -221,27 +282,82 @@ class SmartBearerValidator(BearerTokenValidator):
         return self.store.token_by_access(token_string)
 
 
+#: authlib loggers whose debug lines print issued tokens ("Issue token {...} to client").
+_TOKEN_LOGGERS = (
+    "authlib.oauth2.rfc6749.grants.authorization_code",
+    "authlib.oauth2.rfc6749.grants.refresh_token",
+)
+_SECRET_FIELDS = ("access_token", "refresh_token", "id_token")
+
+
+class RedactTokens(logging.Filter):
+    """Masks token values in authlib's log records: an EHR never logs credentials."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, dict) for a in record.args):
+            record.args = tuple(
+                {k: ("<redacted>" if k in _SECRET_FIELDS else v) for k, v in arg.items()}
+                if isinstance(arg, dict)
+                else arg
+                for arg in record.args
+            )
+        return True
+
+
+def redact_token_logs() -> None:
+    """Install RedactTokens on authlib's token-issuing loggers (once per process)."""
+    for name in _TOKEN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
+
+
+class SmartTokenGenerator(BearerTokenGenerator):
+    """Opaque bearer tokens; the grant and lifetime bent by the faults when set."""
+
+    def __init__(self, faults: Faults, lifetime: Callable[[], int]) -> None:
+        super().__init__(
+            access_token_generator=lambda **_: generate_token(42),
+            refresh_token_generator=lambda **_: generate_token(48),
+            expires_generator=lambda client, grant_type: (
+                faults.get("access_token_lifetime") or lifetime()
+            ),
+        )
+        self.faults = faults
+
+    def get_allowed_scope(self, client: OAuthClient, scope: str) -> str:  # type: ignore[override]
+        """Requested ∩ supported, then narrowed by narrow_scopes / drop_write_scopes /
+        advertise_v1_only: the token response's `scope` is what is really granted."""
+        return self.faults.narrow_grant(BearerTokenGenerator.get_allowed_scope(client, scope))
+
+
 def create_authorization_server(
     store: OAuthStore,
     fhir_base: str,
     key: RSAKey,
     style_url: str,
     lifetime: Callable[[], int],
+    token_url: str,
+    faults: Faults | None = None,
 ) -> SmartAuthorizationServer:
-    """The configured authlib server: grants, extensions and token generator."""
-    server = SmartAuthorizationServer(store, fhir_base, key)
-    server.register_token_generator(
-        "default",
-        BearerTokenGenerator(
-            access_token_generator=lambda **_: generate_token(42),
-            refresh_token_generator=lambda **_: generate_token(48),
-            expires_generator=lambda client, grant_type: lifetime(),
-        ),
-    )
-    launch = SmartLaunch(fhir_base, store, style_url)
+    """The configured authlib server: grants, extensions, client auth and token generator.
+
+    `token_url` (the token endpoint's absolute URL) is the audience private_key_jwt client
+    assertions must name.
+    """
+    redact_token_logs()
+    faults = faults or Faults()
+    server = SmartAuthorizationServer(store, fhir_base, key, faults)
+    server.register_token_generator("default", SmartTokenGenerator(faults, lifetime))
+    server.register_client_auth_method("private_key_jwt", SmartPrivateKeyJWT(token_url))
+    launch = SmartLaunch(fhir_base, store, style_url, faults)
     server.register_grant(
         SmartAuthorizationCodeGrant,
-        [S256CodeChallenge(required=True), SmartOpenIDCode(fhir_base, store, key), launch],
+        [
+            S256CodeChallenge(required=True),
+            SmartOpenIDCode(fhir_base, store, key, faults),
+            launch,
+        ],
     )
     server.register_grant(SmartRefreshTokenGrant, [launch])
     return server

@@ -2,17 +2,22 @@
 
 Protocol decisions are authlib's (auth/server.py); this module only does HTTP and screens:
 EHR launches by the signed-in user are approved without a consent page, as EHRs do for
-provider apps; a standalone launch gets a short approval page with a patient picker when
-`launch/patient` is asked for.
+provider apps; a standalone launch gets an approval page (CSRF-protected) with a patient
+picker when `launch/patient` is asked for. The fault switches of faults.py that concern
+discovery and consent are applied here.
 """
 
 from __future__ import annotations
+
+import hmac
+import secrets
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import MissingAuthorizationError, scope_to_list
 from flask import (
     Blueprint,
     Response,
+    abort,
     jsonify,
     redirect,
     render_template,
@@ -21,10 +26,11 @@ from flask import (
     url_for,
 )
 
+from smartapp.sandbox.auth.client_auth import ALGORITHMS
 from smartapp.sandbox.auth.models import USERS, EhrUser
 from smartapp.sandbox.auth.scopes import CONTEXT_SCOPES, ScopeAccess
-from smartapp.sandbox.auth.server import PUBLIC_AND_CONFIDENTIAL
-from smartapp.sandbox.chart.data import ed_patients
+from smartapp.sandbox.auth.server import ADVERTISED_AUTH_METHODS
+from smartapp.sandbox.chart.data import picker_patients
 from smartapp.sandbox.config import DEMO_PHYSICIAN_ID
 from smartapp.sandbox.context import sandbox
 from smartapp.sandbox.fhir.access import Access
@@ -37,6 +43,7 @@ CAPABILITIES = [
     "launch-standalone",
     "client-public",
     "client-confidential-symmetric",
+    "client-confidential-asymmetric",
     "context-ehr-patient",
     "context-ehr-encounter",
     "context-standalone-patient",
@@ -59,6 +66,8 @@ EXAMPLE_SCOPES = [
     "user/*.rs",
     "user/*.cruds",
 ]
+EXAMPLE_SCOPES_V1 = ["patient/*.read", "patient/*.write", "user/*.read", "user/*.write"]
+CSRF_FIELD = "csrf_token"
 
 
 # -- EHR session -------------------------------------------------------------------------
@@ -100,20 +109,27 @@ def logout() -> Response:
 
 @bp.get("/fhir/.well-known/smart-configuration")
 def smart_configuration() -> Response:
-    """SMART App Launch discovery document."""
+    """SMART App Launch discovery document (faults: smart_config_unavailable,
+    advertise_v1_only)."""
     auth = sandbox()
+    if auth.faults.on("smart_config_unavailable"):
+        abort(404, description="No SMART configuration here (sandbox fault)")
+    v1_only = auth.faults.on("advertise_v1_only")
+    capabilities = [c for c in CAPABILITIES if not (v1_only and c == "permission-v2")]
     return jsonify(
         {
             "issuer": auth.fhir_base,
             "jwks_uri": auth.url("/auth/jwks"),
             "authorization_endpoint": auth.url("/auth/authorize"),
             "token_endpoint": auth.url("/auth/token"),
-            "token_endpoint_auth_methods_supported": PUBLIC_AND_CONFIDENTIAL,
+            "token_endpoint_auth_methods_supported": ADVERTISED_AUTH_METHODS,
+            "token_endpoint_auth_signing_alg_values_supported": list(ALGORITHMS),
             "grant_types_supported": ["authorization_code", "refresh_token"],
-            "scopes_supported": list(CONTEXT_SCOPES) + EXAMPLE_SCOPES,
+            "scopes_supported": list(CONTEXT_SCOPES)
+            + (EXAMPLE_SCOPES_V1 if v1_only else EXAMPLE_SCOPES),
             "response_types_supported": ["code"],
             "code_challenge_methods_supported": ["S256"],
-            "capabilities": CAPABILITIES,
+            "capabilities": capabilities,
         }
     )
 
@@ -150,9 +166,24 @@ def jwks() -> Response:
 # -- authorize and token --------------------------------------------------------------------
 
 
+def csrf_token() -> str:
+    """The EHR session's CSRF token (made on first use)."""
+    token = session.get(CSRF_FIELD)
+    if not token:
+        token = session[CSRF_FIELD] = secrets.token_urlsafe(32)
+    return token
+
+
+def csrf_ok() -> bool:
+    """Does the posted form carry this session's CSRF token?"""
+    expected = session.get(CSRF_FIELD)
+    sent = request.form.get(CSRF_FIELD, "")
+    return bool(expected) and hmac.compare_digest(sent.encode(), expected.encode())
+
+
 @bp.route("/auth/authorize", methods=["GET", "POST"])
 def authorize() -> Response | tuple[str, int] | str:
-    """Authorization endpoint (code flow, PKCE S256, SMART launch)."""
+    """Authorization endpoint (code flow, PKCE S256, SMART launch; fault: deny_consent)."""
     auth = sandbox()
     user = current_user()
     try:
@@ -163,6 +194,8 @@ def authorize() -> Response | tuple[str, int] | str:
         return render_template("auth_error.html", error=error), 400
     if user is None:
         return redirect(url_for("auth.login", next=request.full_path))
+    if auth.faults.on("deny_consent"):
+        return auth.server.create_authorization_response(grant=grant, grant_user=None)
     requested = scope_to_list(grant.request.payload.scope or "") or []
     launch = getattr(grant.request, "smart_launch", None)
     if launch is not None:
@@ -174,27 +207,35 @@ def authorize() -> Response | tuple[str, int] | str:
         return auth.server.create_authorization_response(grant=grant, grant_user=user)
     # Standalone launch: approval page, with a patient picker for launch/patient.
     wants_patient = "launch/patient" in requested
-    if request.method == "POST" and request.form.get("decision") == "deny":
-        return auth.server.create_authorization_response(grant=grant, grant_user=None)
-    if request.method == "POST" and request.form.get("decision") == "approve":
-        context: dict[str, str | None] = {}
-        if wants_patient:
-            chosen = request.form.get("patient_choice", "")
-            row = next((p for p in ed_patients(auth.service) if p.id == chosen), None)
-            if row is None:
-                return render_template("auth_error.html", error="Choose a patient"), 400
-            context["patient"] = chosen
-            if "launch/encounter" in requested:
-                context["encounter"] = row.encounter_id
-        grant.request.smart_context = context
-        return auth.server.create_authorization_response(grant=grant, grant_user=user)
-    patients = ed_patients(auth.service) if wants_patient else []
+    if request.method == "POST":
+        if not csrf_ok():
+            message = "The form was not sent from this EHR's page (CSRF token missing or wrong)"
+            return render_template("auth_error.html", error=message), 400
+        decision = request.form.get("decision")
+        if decision == "deny":
+            return auth.server.create_authorization_response(grant=grant, grant_user=None)
+        if decision == "approve":
+            context: dict[str, str | None] = {}
+            if wants_patient:
+                chosen = request.form.get("patient_choice", "")
+                rows = picker_patients(auth.service, auth.now())
+                row = next((p for p in rows if p.id == chosen), None)
+                if row is None:
+                    return render_template("auth_error.html", error="Choose a patient"), 400
+                context["patient"] = chosen
+                if "launch/encounter" in requested:
+                    context["encounter"] = row.encounter_id
+            grant.request.smart_context = context
+            return auth.server.create_authorization_response(grant=grant, grant_user=user)
+    patients = picker_patients(auth.service, auth.now()) if wants_patient else []
     return render_template(
         "authorize.html",
         client=grant.request.client,
         scopes=grant.request.scope.split() if grant.request.scope else [],
+        wants_patient=wants_patient,
         patients=patients,
         user=user,
+        csrf_token=csrf_token(),
     )
 
 

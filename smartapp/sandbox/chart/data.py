@@ -408,3 +408,39 @@ def chart_view(
             )
         )
     return view
+
+
+@dataclass
+class PickerPatient:
+    """One row of the standalone launch's patient picker."""
+
+    id: str
+    name: str
+    sex: str
+    birth_date: str | None
+    age: str
+    encounter_id: str | None  # the in-progress ED encounter, if any
+    reason: str = ""
+
+
+def picker_patients(service: FhirService, now: datetime | None = None) -> list[PickerPatient]:
+    """Every patient: those in the ED first (with their ED encounter), then the rest by name."""
+    now = now or datetime.now(UTC)
+    rows = [
+        PickerPatient(p.id, p.name, p.sex, p.birth_date, p.age, p.encounter_id, p.reason)
+        for p in ed_patients(service, now)
+    ]
+    in_ed = {row.id for row in rows}
+    others = [
+        PickerPatient(
+            id=patient["id"],
+            name=human_name(patient),
+            sex=patient.get("gender", "unknown"),
+            birth_date=patient.get("birthDate"),
+            age=age_text(patient.get("birthDate"), now),
+            encounter_id=None,
+        )
+        for patient in _search(service, "Patient", [("_count", "1000")])
+        if patient["id"] not in in_ed
+    ]
+    return rows + sorted(others, key=lambda row: (row.name, row.id))
