@@ -99,6 +99,56 @@ def demo(
         ehr_server.stop()
 
 
+@cli.group()
+def keys() -> None:
+    """Handoff's signing keys for private_key_jwt (published at /.well-known/jwks.json)."""
+
+
+def _key_store():
+    from smartapp import create_app
+    from smartapp.services import current_services
+
+    app = create_app()
+    with app.app_context():
+        return current_services().keys
+
+
+@keys.command("generate")
+@click.option("--alg", type=click.Choice(["RS384", "ES384"]), default="RS384", show_default=True)
+@click.option("--kid", default=None, help="Key id (default: alg-date-random).")
+def keys_generate(alg: str, kid: str | None) -> None:
+    """Create a signing key; register its kid with the EHR (registration `key_id`)."""
+    from smartapp.keys import KeyStoreError
+
+    store = _key_store()
+    try:
+        kid = store.generate(alg, kid)
+    except KeyStoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(kid)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """The published keys: kid and algorithm."""
+    store = _key_store()
+    for kid in store.kids():
+        click.echo(f"{kid}\t{store.algorithm(kid)}")
+
+
+@keys.command("retire")
+@click.argument("kid")
+def keys_retire(kid: str) -> None:
+    """Stop publishing and using a key (after the registration moved to a newer one)."""
+    from smartapp.keys import KeyStoreError
+
+    try:
+        _key_store().retire(kid)
+    except KeyStoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"retired {kid}")
+
+
 def write_demo_registration(folder: Path, ehr_url: str) -> Path:
     """The repo's sandbox registration, with the issuer adjusted to the demo's EHR port."""
     folder.mkdir(parents=True, exist_ok=True)
