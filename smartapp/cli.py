@@ -85,6 +85,9 @@ def demo(
     )
     ehr_server = serve_in_thread(ehr, host, ehr_port)
     app_server = serve_in_thread(app, host, app_port)
+    from smartapp.worker import OutboxWorker
+
+    worker = OutboxWorker(app).start()
     click.echo(f"Sandbox EHR ready in {time.monotonic() - started:.1f} s.")
     click.echo(f"Handoff app:  {app_url}")
     click.echo(f"Open the chart: {ehr_url}/")
@@ -95,8 +98,77 @@ def demo(
     except KeyboardInterrupt:
         click.echo("Stopping.")
     finally:
+        worker.stop()
         app_server.stop()
         ehr_server.stop()
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8700, show_default=True)
+@click.option(
+    "--worker/--no-worker",
+    default=True,
+    show_default=True,
+    help="Run the outbox worker in this process too.",
+)
+def serve(host: str, port: int, worker: bool) -> None:
+    """Serve Handoff (configured by instance/config.py and HANDOFF_* variables).
+    Production: gunicorn 'smartapp.wsgi:app' and `handoff outbox worker` beside it."""
+    from werkzeug.serving import run_simple
+
+    from smartapp import create_app
+    from smartapp.worker import OutboxWorker
+
+    app = create_app()
+    running = OutboxWorker(app).start() if worker else None
+    try:
+        run_simple(host, port, app, threaded=True, use_reloader=False)
+    finally:
+        if running:
+            running.stop()
+
+
+@cli.group()
+def outbox() -> None:
+    """The outbox of signed referrals waiting for, or refused by, the EHR."""
+
+
+@outbox.command("worker")
+@click.option("--poll", default=1.0, show_default=True, help="Seconds between passes.")
+def outbox_worker(poll: float) -> None:
+    """Deliver queued referrals until stopped (survives restarts: state is in the database)."""
+    from smartapp import create_app
+    from smartapp.worker import OutboxWorker
+
+    worker = OutboxWorker(create_app(), poll_seconds=poll)
+    try:
+        worker.run_forever()
+    except KeyboardInterrupt:
+        worker.stop()
+
+
+@outbox.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include written referrals.")
+def outbox_list(show_all: bool) -> None:
+    """Referrals by status, with the EHR's last message (no PHI beyond ids)."""
+    from sqlalchemy import select
+
+    from smartapp import create_app
+    from smartapp.db import Referral
+    from smartapp.services import current_services
+
+    app = create_app()
+    with app.app_context(), current_services().db.session() as session:
+        query = select(Referral).order_by(Referral.created_at)
+        if not show_all:
+            query = query.where(Referral.status != "written")
+        for referral in session.scalars(query):
+            click.echo(
+                f"{referral.id}\t{referral.status}\tattempts={referral.attempts}\t"
+                f"next={referral.next_attempt_at:%Y-%m-%dT%H:%M:%SZ}\t"
+                f"{referral.last_error or ''}"
+            )
 
 
 @cli.group()

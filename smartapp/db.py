@@ -72,7 +72,8 @@ class LaunchContext(Base):
 
 
 class Referral(Base):
-    """A signed decision and the FHIR writes it needs: stored before any write is tried."""
+    """A signed decision and the writes it needs: stored before any write is tried, then
+    worked by the outbox until every write has landed (or was refused for good)."""
 
     __tablename__ = "referral"
 
@@ -85,28 +86,32 @@ class Referral(Base):
     encounter_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     user_ref: Mapped[str | None] = mapped_column(String(500), nullable=True)
     decision: Mapped[dict] = mapped_column(JSON)
-    bundle: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|written|failed
+    # The write plan (smartapp.writeback.build_plan): each resource, its mode and status.
+    plan: Mapped[dict] = mapped_column(JSON)
+    # queued (to write) | written | failed (refused for good) | held (EHR cannot take it)
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    written: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # A worker's claim, so two workers (or a worker and the web app) never write at once.
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
+    @property
+    def written(self) -> list[dict]:
+        """What the EHR holds now: type, id, status per resource written over REST."""
+        return [
+            {"resourceType": op["type"], "id": op["id"], "status": op.get("http", "")}
+            for op in self.plan.get("operations", [])
+            if op["mode"] == "rest" and op["status"] == "written"
+        ]
 
-class LogEvent(Base):
-    """An entry of the referral log (append-only; hash chaining arrives with the audit work)."""
-
-    __tablename__ = "log_event"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    type: Mapped[str] = mapped_column(String(50), index=True)
-    user_ref: Mapped[str | None] = mapped_column(String(500), nullable=True)
-    iss: Mapped[str | None] = mapped_column(String(500), nullable=True)
-    patient_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    encounter_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    @property
+    def kept(self) -> list[dict]:
+        """What stays in Handoff's own store because the EHR cannot take it."""
+        return [op for op in self.plan.get("operations", []) if op["mode"] == "local"]
 
 
 class Database:
@@ -142,3 +147,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+# The referral log's tables live with the audit code (hash chain, checkpoints); importing them
+# here keeps `LogEvent` reachable as `smartapp.db.LogEvent` and puts both tables in `Base.metadata`.
+from smartapp.audit.models import LogEvent  # noqa: E402, F401

@@ -71,6 +71,30 @@ class FhirClient:
             raise FhirError("The EHR could not be reached.", transient=True) from exc
         return _parse_response(response)
 
+    def create(self, resource: dict, if_none_exist: str | None = None) -> dict:
+        """POST one resource (conditionally where asked); returns {"id", "status"}."""
+        url = f"{self.base}/{resource['resourceType']}"
+        headers = self._headers() | ({"If-None-Exist": if_none_exist} if if_none_exist else {})
+        try:
+            response = requests.post(
+                url, data=orjson.dumps(resource), headers=headers, timeout=self.timeout
+            )
+        except requests.Timeout as exc:
+            raise FhirError("The EHR did not answer in time.", transient=True) from exc
+        except requests.ConnectionError as exc:
+            raise FhirError("The EHR could not be reached.", transient=True) from exc
+        body = _parse_response(response) if response.content else {}
+        if response.status_code >= 300 and not body:
+            _parse_response(response)  # raises with the status
+        res_id = body.get("id") or _id_from_location(
+            response.headers.get("Location", ""), resource["resourceType"]
+        )
+        return {"id": res_id, "status": str(response.status_code)}
+
+    def find(self, resource_type: str, query: str) -> list[dict]:
+        """Resources of a type matching a search query (no paging: identifiers are unique)."""
+        return _entries(self.get(f"{resource_type}?{query}"))
+
     def get(self, path_or_url: str) -> dict:
         url = path_or_url if path_or_url.startswith("http") else f"{self.base}/{path_or_url}"
         return self._request("GET", url)
@@ -231,6 +255,16 @@ def _next_link(bundle: dict) -> str | None:
     for link in bundle.get("link", []):
         if link.get("relation") == "next":
             return link.get("url")
+    return None
+
+
+def _id_from_location(location: str, resource_type: str) -> str | None:
+    """`.../Type/id/_history/1` -> id."""
+    parts = location.split("/_history/")[0].rstrip("/").split("/")
+    if resource_type in parts:
+        index = parts.index(resource_type)
+        if index + 1 < len(parts):
+            return parts[index + 1]
     return None
 
 

@@ -1,22 +1,41 @@
-"""The outbox: a signed referral is stored before any write is tried, then delivered.
+"""The outbox: a signed referral is stored before any write is tried, then delivered until it
+lands. The only module that sends writes to an EHR.
 
-The only module that sends writes to an EHR. One row per visit (a unique key), so a double
-click or a second Sign finds the first referral instead of making another.
+- One row per visit (a unique key): a double click or a second Sign finds the first referral.
+- A lease on the row: two workers, or a worker and the web app, never write it at once.
+- Transient failures (timeout, connection refused or cut, 5xx, 429, an expired token) are retried
+  with exponential backoff and full jitter, honouring Retry-After; permanent refusals (4xx with an
+  OperationOutcome) are kept with the EHR's message for someone to act on.
+- Duplicates are impossible: a transaction with conditional creates where the EHR has them;
+  elsewhere a search by Handoff's identifier before every create.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import random
 import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from smartapp import referral_log
 from smartapp.db import Database, Referral, utcnow
-from smartapp.fhir import FhirClient, FhirError
+from smartapp.fhir import FhirClient, FhirError, _id_from_location
+from smartapp.writeback import transaction_bundle_from_operations
 
 log = logging.getLogger("handoff.outbox")
+
+LEASE = timedelta(seconds=90)
+BACKOFF_BASE_SECONDS = 2.0
+BACKOFF_CAP_SECONDS = 900.0
+
+
+class CredentialsUnavailable(Exception):
+    """No live token for the referral's EHR (the launch ended); wait for a new launch."""
 
 
 def submit(
@@ -29,9 +48,10 @@ def submit(
     encounter_id: str | None,
     user_ref: str | None,
     decision: dict,
-    bundle: dict,
+    plan: dict,
 ) -> tuple[Referral, bool]:
     """Store the signed referral; returns (row, created). An existing row for the visit wins."""
+    status = "queued" if any(op["mode"] == "rest" for op in plan["operations"]) else "held"
     try:
         with db.session() as session:
             referral = Referral(
@@ -43,8 +63,9 @@ def submit(
                 encounter_id=encounter_id,
                 user_ref=user_ref,
                 decision=decision,
-                bundle=bundle,
-                status="queued",
+                plan=plan,
+                status=status,
+                next_attempt_at=utcnow(),
             )
             session.add(referral)
             referral_log.append(
@@ -54,7 +75,14 @@ def submit(
                 iss=iss,
                 patient_id=patient_id,
                 encounter_id=encounter_id,
-                data={"referral": referral.id, **decision},
+                data={
+                    "referral": referral.id,
+                    "profile": plan["profile"],
+                    "kept_in_handoff": [
+                        op["type"] for op in plan["operations"] if op["mode"] == "local"
+                    ],
+                    **decision,
+                },
             )
         return referral, True
     except IntegrityError:
@@ -69,46 +97,9 @@ def for_visit(db: Database, visit_key: str) -> Referral | None:
         return session.scalar(select(Referral).where(Referral.visit_key == visit_key))
 
 
-def deliver(db: Database, referral_id: str, client: FhirClient) -> Referral:
-    """Send the referral's transaction once; record the outcome in the row and the log."""
+def get(db: Database, referral_id: str) -> Referral | None:
     with db.session() as session:
-        referral = session.get(Referral, referral_id)
-        if referral is None or referral.status == "written":
-            return referral
-        referral.attempts += 1
-        bundle = referral.bundle
-    outcome: dict
-    try:
-        response = client.post_bundle(bundle)
-        written = _written(bundle, response)
-        outcome = {"status": "written", "written": written, "last_error": None}
-    except FhirError as exc:
-        # 401: the token expired under us; the caller refreshes and the write is tried again.
-        status = "queued" if exc.transient or exc.status == 401 else "failed"
-        outcome = {"status": status, "written": None, "last_error": str(exc)}
-        log.warning("write %s: referral=%s http=%s", status, referral_id[:8], exc.status)
-    with db.session() as session:
-        referral = session.get(Referral, referral_id)
-        referral.status = outcome["status"]
-        referral.written = outcome["written"]
-        referral.last_error = outcome["last_error"]
-        referral.updated_at = utcnow()
-        referral_log.append(
-            session,
-            "write-attempt",
-            user_ref=referral.user_ref,
-            iss=referral.iss,
-            patient_id=referral.patient_id,
-            encounter_id=referral.encounter_id,
-            data={
-                "referral": referral.id,
-                "attempt": referral.attempts,
-                "outcome": outcome["status"],
-                "error": outcome["last_error"],
-                "written": outcome["written"],
-            },
-        )
-    return referral
+        return session.get(Referral, referral_id)
 
 
 def hold(db: Database, referral_id: str, reason: str) -> Referral:
@@ -130,23 +121,205 @@ def hold(db: Database, referral_id: str, reason: str) -> Referral:
     return referral
 
 
-def _written(bundle: dict, response: dict) -> list[dict]:
-    """Pair each entry we sent with the server's answer: type, id, HTTP status."""
-    written = []
-    for sent, answer in zip(bundle.get("entry", []), response.get("entry", []), strict=False):
+def due(db: Database, now: datetime | None = None, limit: int = 20) -> list[str]:
+    """Queued referrals whose next attempt is due and that nobody holds a lease on."""
+    now = now or utcnow()
+    with db.session() as session:
+        query = (
+            select(Referral.id)
+            .where(
+                Referral.status == "queued",
+                Referral.next_attempt_at <= now,
+                or_(Referral.lease_until.is_(None), Referral.lease_until < now),
+            )
+            .order_by(Referral.next_attempt_at)
+            .limit(limit)
+        )
+        return list(session.scalars(query))
+
+
+def claim(db: Database, referral_id: str, owner: str, now: datetime | None = None) -> bool:
+    """Take the lease if nobody holds it (an atomic compare-and-set on the row)."""
+    now = now or utcnow()
+    with db.session() as session:
+        result = session.execute(
+            update(Referral)
+            .where(
+                Referral.id == referral_id,
+                Referral.status == "queued",
+                or_(Referral.lease_until.is_(None), Referral.lease_until < now),
+            )
+            .values(lease_owner=owner, lease_until=now + LEASE)
+        )
+        return result.rowcount == 1
+
+
+def backoff_seconds(
+    attempts: int, retry_after: float | None = None, rng: random.Random | None = None
+) -> float:
+    """Exponential backoff with full jitter, capped; Retry-After wins when the EHR says so."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), BACKOFF_CAP_SECONDS)
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0))
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+def deliver(
+    db: Database,
+    referral_id: str,
+    client_for: Callable[[Referral], FhirClient],
+    owner: str | None = None,
+) -> Referral | None:
+    """One attempt at every pending write of the referral, under a lease."""
+    owner = owner or secrets.token_hex(8)
+    if not claim(db, referral_id, owner):
+        return get(db, referral_id)  # somebody else is writing it, or it is done
+    referral = get(db, referral_id)
+    plan = copy.deepcopy(referral.plan)
+    error: FhirError | None = None
+    write = _write_transaction if plan["transaction"] else _write_one_by_one
+    try:
+        try:
+            write(client_for(referral), plan)
+        except FhirError as exc:
+            if exc.status != 401:
+                raise
+            # The token expired under us: refresh once, then go on where we stopped.
+            write(client_for(referral, force_refresh=True), plan)
+    except FhirError as exc:
+        error = exc
+    except CredentialsUnavailable as exc:
+        error = FhirError(str(exc), status=None, transient=True, retry_after=60)
+    return _record_attempt(db, referral_id, owner, plan, error)
+
+
+def _write_transaction(client: FhirClient, plan: dict) -> None:
+    """All REST writes in one transaction of conditional creates (all or nothing)."""
+    pending = [op for op in plan["operations"] if op["mode"] == "rest"]
+    if not pending or all(op["status"] == "written" for op in pending):
+        return
+    local = _local_references(plan)
+    resolved = [op | {"resource": _resolve(op["resource"], {}, local)} for op in pending]
+    response = client.post_bundle(transaction_bundle_from_operations(resolved))
+    answers = response.get("entry", [])
+    if len(answers) != len(pending):
+        raise FhirError(
+            "The EHR's transaction response does not match what was sent.", transient=True
+        )
+    for op, answer in zip(pending, answers, strict=True):
         reply = answer.get("response", {})
-        location = reply.get("location", "")
         resource = answer.get("resource") or {}
-        type_ = sent["resource"]["resourceType"]
-        res_id = resource.get("id") or _id_from_location(location, type_)
-        written.append({"resourceType": type_, "id": res_id, "status": reply.get("status", "")})
-    return written
+        op["id"] = resource.get("id") or _id_from_location(reply.get("location", ""), op["type"])
+        op["http"] = reply.get("status", "")
+        op["status"] = "written"
 
 
-def _id_from_location(location: str, type_: str) -> str | None:
-    parts = location.split("/")
-    if type_ in parts:
-        index = parts.index(type_)
-        if index + 1 < len(parts):
-            return parts[index + 1]
-    return None
+def _write_one_by_one(client: FhirClient, plan: dict) -> None:
+    """One create per resource, in plan order. Without conditional create, a search by
+    Handoff's identifier first: the EHR may have committed an attempt whose answer was lost."""
+    local_refs = _local_references(plan)
+    written_refs = {
+        f"urn:uuid:{op['key']}": f"{op['type']}/{op['id']}"
+        for op in plan["operations"]
+        if op["mode"] == "rest" and op["status"] == "written"
+    }
+    for op in plan["operations"]:
+        if op["mode"] != "rest" or op["status"] == "written":
+            continue
+        resource = _resolve(copy.deepcopy(op["resource"]), written_refs, local_refs)
+        if plan["conditional_create"]:
+            result = client.create(resource, if_none_exist=op["conditional"])
+        else:
+            found = client.find(op["type"], op["conditional"])
+            result = (
+                {"id": found[0]["id"], "status": "200 (found)"}
+                if found
+                else client.create(resource)
+            )
+        op["id"], op["http"], op["status"] = result["id"], result["status"], "written"
+        written_refs[f"urn:uuid:{op['key']}"] = f"{op['type']}/{op['id']}"
+
+
+def _local_references(plan: dict) -> dict[str, dict]:
+    """Logical references (by identifier) to what stays in Handoff, for resources that point
+    at it: the EHR cannot resolve a `urn:uuid:` it never received."""
+    references = {}
+    for op in plan["operations"]:
+        if op["mode"] == "local":
+            ident = (op["resource"].get("identifier") or [None])[0]
+            display = {"display": f"{op['type']} kept in Handoff"}
+            references[f"urn:uuid:{op['key']}"] = display | ({"identifier": ident} if ident else {})
+    return references
+
+
+def _resolve(value, written: dict[str, str], local: dict[str, dict]):
+    """Swap `urn:uuid:` references for real ones (written) or logical ones (kept in Handoff)."""
+    if isinstance(value, dict):
+        reference = value.get("reference")
+        if isinstance(reference, str) and reference.startswith("urn:uuid:"):
+            if reference in written:
+                return value | {"reference": written[reference]}
+            if reference in local:
+                return {k: v for k, v in value.items() if k != "reference"} | local[reference]
+        return {k: _resolve(v, written, local) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, written, local) for v in value]
+    return value
+
+
+def _record_attempt(
+    db: Database, referral_id: str, owner: str, plan: dict, error: FhirError | None
+) -> Referral:
+    now = utcnow()
+    rest = [op for op in plan["operations"] if op["mode"] == "rest"]
+    with db.session() as session:
+        referral = session.get(Referral, referral_id)
+        if referral.lease_owner != owner:  # lease lost (we were too slow): the other one records
+            log.warning("lease lost: referral=%s", referral_id[:8])
+            return referral
+        referral.attempts += 1
+        referral.plan = plan
+        referral.lease_owner = None
+        referral.lease_until = None
+        referral.updated_at = now
+        if error is None:
+            referral.status = (
+                "written" if all(op["status"] == "written" for op in rest) else "queued"
+            )
+            referral.last_error = None
+        elif error.transient or error.status == 401:
+            referral.status = "queued"
+            referral.last_error = str(error)
+            referral.next_attempt_at = now + timedelta(
+                seconds=backoff_seconds(referral.attempts, error.retry_after)
+            )
+        else:
+            referral.status = "failed"
+            referral.last_error = str(error)
+        log.info(
+            "write attempt: referral=%s attempt=%d outcome=%s http=%s",
+            referral_id[:8],
+            referral.attempts,
+            referral.status,
+            getattr(error, "status", None),
+        )
+        referral_log.append(
+            session,
+            "write-attempt",
+            user_ref=referral.user_ref,
+            iss=referral.iss,
+            patient_id=referral.patient_id,
+            encounter_id=referral.encounter_id,
+            data={
+                "referral": referral.id,
+                "attempt": referral.attempts,
+                "outcome": referral.status,
+                "error": referral.last_error,
+                "http_status": getattr(error, "status", None),
+                "written": referral.written,
+                "next_attempt_at": referral.next_attempt_at.isoformat()
+                if referral.status == "queued"
+                else None,
+            },
+        )
+    return get(db, referral_id)

@@ -27,7 +27,7 @@ DEFAULT_SCOPES = [
     "patient/Encounter.rs",
     "patient/Condition.rs",
     "patient/Observation.rs",
-    "patient/MedicationRequest.rs",
+    "patient/MedicationRequest.crs",
     "patient/MedicationStatement.rs",
     "patient/MedicationAdministration.rs",
     "patient/MedicationDispense.rs",
@@ -48,7 +48,8 @@ class WriteSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    profile: Literal["fhir-rest"] = "fhir-rest"
+    # See smartapp/profiles.py: fhir-rest (a plain FHIR server), epic, oracle-health.
+    profile: Literal["fhir-rest", "epic", "oracle-health"] = "fhir-rest"
     service_request_code: dict = Field(
         default_factory=lambda: {
             "system": "http://snomed.info/sct",
@@ -68,6 +69,26 @@ class WriteSettings(BaseModel):
     coach_team: dict = Field(default_factory=lambda: {"display": "Peer recovery coach team"})
     # The site's coach program is a 42 CFR Part 2 program: add the Part 2 labels.
     part2_program: bool = False
+    # Draft MedicationRequests (status draft, intent proposal, no dose: the physician completes
+    # and signs them in the EHR) where the profile writes MedicationRequest. Codes default to the
+    # ingredient codes of the spec's value sets; a site may name its own orderable.
+    draft_medications: bool = True
+    medication_codes: dict[str, dict] = Field(
+        default_factory=lambda: {
+            "moud-buprenorphine": {
+                "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                "code": "1819",
+                "display": "buprenorphine",
+            },
+            "naloxone-kit": {
+                "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                "code": "7242",
+                "display": "naloxone",
+            },
+        }
+    )
+    # Oracle Health: the coach pool that receives the warm-handoff Communication.
+    coach_pool: dict | None = None
 
 
 class Registration(BaseModel):

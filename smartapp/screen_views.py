@@ -7,15 +7,15 @@ the outbox, and records each step in the referral log.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
-from smartapp import outbox, referral_log, smart, writeback
+from smartapp import outbox, profiles, referral_log, sessions, smart, writeback
 from smartapp.db import LaunchContext
 from smartapp.describe import describe, in_words
 from smartapp.engine import Chart, ChartError, evaluate
-from smartapp.fhir import CHART_TYPES, FhirClient, FhirError
+from smartapp.fhir import CHART_TYPES, FhirError
 from smartapp.services import current_services
 from smartapp.web import browser_id, check_csrf
 
@@ -25,8 +25,6 @@ log = logging.getLogger("handoff.screen")
 OPIOID_KINDS = {"moud-buprenorphine", "moud-continue", "naloxone-kit"}
 # Without these, Handoff cannot rule out methadone, other MOUD or an allergy to buprenorphine.
 MEDICATION_SAFETY_TYPES = {"MedicationRequest", "MedicationStatement", "AllergyIntolerance"}
-# What the fhir-rest write profile creates.
-WRITE_TYPES = ("ServiceRequest", "DocumentReference", "Task", "Provenance")
 
 
 def load_context(context_id: str) -> LaunchContext:
@@ -43,59 +41,20 @@ def load_context(context_id: str) -> LaunchContext:
     return context
 
 
-def fhir_client(context: LaunchContext, force_refresh: bool = False) -> FhirClient:
-    """A client with a live access token, refreshed shortly before it expires (or now)."""
-    services = current_services()
-    token = services.cipher.decrypt(context.token_ciphertext, context.id)
-    expires = context.access_expires_at
-    if expires is not None and expires.tzinfo is None:
-        expires = expires.replace(tzinfo=UTC)
-    expiring = expires is not None and expires - datetime.now(UTC) < timedelta(seconds=60)
-    if force_refresh or expiring:
-        token = refreshed_token(context, token)
-    return FhirClient(context.iss, token["access_token"], services.timeout)
-
-
-def refreshed_token(context: LaunchContext, token: dict) -> dict:
-    """Refresh at the EHR; a refusal ends the session with a clear page."""
-    services = current_services()
-    registration = services.registry.by_id(context.registration_id)
-    if registration is None or not token.get("refresh_token"):
-        log.warning("session ended: no refresh token")
-        abort(403, description="Your Handoff session has expired. Launch it again from the chart.")
-    try:
-        fresh = smart.refresh(
-            registration,
-            context.token_endpoint,
-            token["refresh_token"],
-            services.timeout,
-            signing_key=services.signing_key(registration),
-        )
-    except smart.LaunchError as exc:
-        log.warning("session ended: refresh refused (%s)", exc)
-        abort(403, description="The EHR ended this session. Launch Handoff again from the chart.")
-    token = token | fresh
-    with services.db.session() as db:
-        row = db.get(LaunchContext, context.id)
-        row.token_ciphertext = services.cipher.encrypt(token, context.id)
-        row.access_expires_at = datetime.now(UTC) + timedelta(
-            seconds=int(fresh.get("expires_in", 300))
-        )
-        context.token_ciphertext = row.token_ciphertext
-        context.access_expires_at = row.access_expires_at
-    log.info("session refreshed: context=%s", context.id[:8])
-    return token
-
-
 def with_fhir(context: LaunchContext, call):
-    """Run `call(client)`; on a 401 (token expired early or revoked) refresh once and retry."""
+    """Run `call(client)` with a live token; on a 401 (expired early, revoked) refresh once and
+    retry. A session the EHR ended gives a clear page."""
+    services = current_services()
     try:
-        return call(fhir_client(context))
-    except FhirError as exc:
-        if exc.status != 401:
-            raise
-        log.info("EHR answered 401: refreshing once")
-        return call(fhir_client(context, force_refresh=True))
+        try:
+            return call(sessions.client_for(services, context.id))
+        except FhirError as exc:
+            if exc.status != 401:
+                raise
+            log.info("EHR answered 401: refreshing once")
+            return call(sessions.client_for(services, context.id, force_refresh=True))
+    except sessions.SessionEnded as exc:
+        abort(403, description=str(exc))
 
 
 def visit_key(context: LaunchContext) -> str:
@@ -109,8 +68,10 @@ def readable_types(scope: str) -> tuple[tuple[str, ...], list[str]]:
     return allowed, [t for t in wanted if t not in allowed]
 
 
-def missing_write_scopes(scope: str) -> list[str]:
-    return [t for t in WRITE_TYPES if not smart.may(scope, t, "c")]
+def missing_write_scopes(scope: str, registration) -> list[str]:
+    """The resource types the EHR's write profile needs but the granted scopes do not allow."""
+    needed = profiles.profile(registration.write.profile).rest_types - {"MedicationRequest"}
+    return sorted(t for t in needed if not smart.may(scope, t, "c"))
 
 
 def build_shown(context: LaunchContext, now: datetime) -> dict:
@@ -164,7 +125,9 @@ def build_shown(context: LaunchContext, now: datetime) -> dict:
                 ],
             }
         )
-    missing_writes = missing_write_scopes(context.scope)
+    missing_writes = missing_write_scopes(
+        context.scope, services.registry.by_id(context.registration_id)
+    )
     if missing_writes:
         notices.append(
             "Handoff can suggest but cannot write to this chart: the EHR did not grant "
@@ -337,20 +300,16 @@ def sign(context_id: str):
         program=request.form.get("program", "").strip()[:200] or None,
         opioid=shown["opioid"],
     )
-    bundle = writeback.build_transaction(
-        signed,
-        writeback.WriteSettings(
-            identifier_system=current_app.config["REFERRAL_IDENTIFIER_SYSTEM"],
-            service_request_code=settings.service_request_code,
-            note_type=settings.note_type,
-            doc_status=settings.doc_status,
-            coach_team=settings.coach_team,
-            part2_program=settings.part2_program,
-        ),
+    plan = writeback.build_plan(
+        signed, write_settings(settings), profiles.profile(settings.profile)
     )
+    for op in plan["operations"]:
+        if op["mode"] == "rest" and not smart.may(context.scope, op["type"], "c"):
+            op["mode"], op["status"] = "local", "kept"  # not granted: kept in Handoff, shown
     decision_record = {
         "pack": shown["pack"],
         "consult_mode": mode,
+        "program": signed.program,
         "decisions": [
             {
                 "kind": d.kind,
@@ -370,28 +329,34 @@ def sign(context_id: str):
         encounter_id=context.encounter_id,
         user_ref=context.user_ref,
         decision=decision_record,
-        bundle=bundle,
+        plan=plan,
     )
-    if created and not shown.get("can_write", True):
+    if created and referral.status == "held":
         outbox.hold(
             services.db,
             referral.id,
             "The EHR did not grant Handoff write access; "
             "the signed decision is kept in Handoff's referral log.",
         )
-    elif created:
-        with_fhir(
-            context, lambda client: raise_if_retry(outbox.deliver(services.db, referral.id, client))
-        )
+    elif created and referral.status == "queued":
+        outbox.deliver(services.db, referral.id, client_for_referral)
     return redirect(url_for("screen.show", context_id=context.id))
 
 
-def raise_if_retry(referral):
-    """Let `with_fhir` refresh and retry once when the write met an expired token."""
-    if (
-        referral is not None
-        and referral.status == "queued"
-        and "HTTP 401" in (referral.last_error or "")
-    ):
-        raise FhirError(referral.last_error, status=401)
-    return referral
+def write_settings(settings) -> writeback.WriteSettings:
+    return writeback.WriteSettings(
+        identifier_system=current_app.config["REFERRAL_IDENTIFIER_SYSTEM"],
+        service_request_code=settings.service_request_code,
+        note_type=settings.note_type,
+        doc_status=settings.doc_status,
+        coach_team=settings.coach_team,
+        part2_program=settings.part2_program,
+        draft_medications=settings.draft_medications,
+        medication_codes=settings.medication_codes,
+        coach_pool=settings.coach_pool,
+    )
+
+
+def client_for_referral(referral, force_refresh: bool = False):
+    """Credentials for a referral's writes (see sessions.client_for_referral)."""
+    return sessions.client_for_referral(current_services(), referral, force_refresh)

@@ -12,6 +12,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from smartapp.profiles import PROFILES, WriteProfile
+
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 SNOMED = "http://snomed.info/sct"
@@ -59,6 +61,9 @@ class WriteSettings:
     doc_status: str
     coach_team: dict
     part2_program: bool
+    draft_medications: bool = False
+    medication_codes: dict = field(default_factory=dict)
+    coach_pool: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -111,9 +116,30 @@ def decision_for(referral: SignedReferral, kind: str) -> ItemDecision | None:
     return next((d for d in referral.decisions if d.kind == kind), None)
 
 
-def build_transaction(referral: SignedReferral, settings: WriteSettings) -> dict:
-    """The transaction Bundle: ServiceRequest (if the coach consult stands), DocumentReference,
-    Task and Provenance; conditional creates keyed on Handoff's identifiers."""
+@dataclass(frozen=True)
+class Planned:
+    """One resource Handoff will write, with its stable identifier and conditional query."""
+
+    key: str
+    resource: dict
+    conditional: str
+
+    @property
+    def type(self) -> str:
+        return self.resource["resourceType"]
+
+    @property
+    def full_url(self) -> str:
+        return f"urn:uuid:{self.key}"
+
+
+def plan_resources(
+    referral: SignedReferral, settings: WriteSettings, profile: WriteProfile | None = None
+) -> list[Planned]:
+    """Every resource of the referral, in write order; references between them are
+    `urn:uuid:<key>` until they are written. The profile only changes shapes (docStatus,
+    the handoff channel), never which facts are recorded."""
+    profile = profile or PROFILES["fhir-rest"]
     meta = {"security": security_labels(referral.opioid, settings.part2_program)}
     patient = {"reference": f"Patient/{referral.patient_id}"}
     encounter = (
@@ -121,96 +147,145 @@ def build_transaction(referral: SignedReferral, settings: WriteSettings) -> dict
     )
     requester = {"reference": referral.user_ref} if referral.user_ref else None
     signed = _iso(referral.signed_at)
-    entries: list[dict] = []
+    planned: list[Planned] = []
 
     def identifier(kind: str) -> dict:
         key = referral_key(referral.iss, referral.encounter_id, referral.patient_id, kind)
         return {"system": settings.identifier_system, "value": key}
 
-    def add(resource: dict, ident: dict) -> str:
-        full_url = f"urn:uuid:{ident['value']}"
-        entries.append(
-            {
-                "fullUrl": full_url,
-                "resource": resource,
-                "request": {
-                    "method": "POST",
-                    "url": resource["resourceType"],
-                    "ifNoneExist": f"identifier={ident['system']}|{ident['value']}",
-                },
-            }
-        )
-        return full_url
+    def add(resource: dict, ident: dict, by_tag: bool = False) -> str:
+        field_name = "_tag" if by_tag else "identifier"
+        item = Planned(ident["value"], resource, f"{field_name}={ident['system']}|{ident['value']}")
+        planned.append(item)
+        return item.full_url
 
-    targets: list[str] = []
+    def common(resource: dict) -> dict:
+        if encounter:
+            resource["encounter"] = encounter
+        if requester:
+            resource["requester"] = requester
+        return resource
+
+    mode_words = CONSULT_MODES.get(referral.consult_mode, "")
     prc = decision_for(referral, "prc-consult")
     prc_shown = next((s for s in referral.shown if s.kind == "prc-consult"), None)
     service_request_url = None
     if prc is not None and prc.accepted and prc_shown is not None:
         ident = identifier("prc-consult")
-        service_request = {
-            "resourceType": "ServiceRequest",
-            "meta": meta,
-            "identifier": [ident],
-            "status": "active",
-            "intent": "order",
-            "category": [
-                {
-                    "coding": [
-                        {
-                            "system": SNOMED,
-                            "code": "410606002",
-                            "display": "Social service procedure",
-                        }
-                    ]
-                }
-            ],
-            "priority": "urgent",
-            "code": {"coding": [settings.service_request_code]},
-            "subject": patient,
-            "authoredOn": signed,
-            "reasonReference": [
-                {"reference": ref} for ref in prc_shown.evidence if ref.startswith("Condition/")
-            ],
-            "performer": [settings.coach_team],
-            "note": [
-                {
-                    "text": "Peer recovery coach consult offered "
-                    f"{CONSULT_MODES.get(referral.consult_mode, '')}; "
-                    "the patient did not decline (opt-out)."
-                }
-            ],
-        }
-        if encounter:
-            service_request["encounter"] = encounter
-        if requester:
-            service_request["requester"] = requester
-        if not service_request["reasonReference"]:
-            del service_request["reasonReference"]
+        reasons = [{"reference": r} for r in prc_shown.evidence if r.startswith("Condition/")]
+        service_request = common(
+            {
+                "resourceType": "ServiceRequest",
+                "meta": meta,
+                "identifier": [ident],
+                "status": "active",
+                "intent": "order",
+                "category": [
+                    {
+                        "coding": [
+                            {
+                                "system": SNOMED,
+                                "code": "410606002",
+                                "display": "Social service procedure",
+                            }
+                        ]
+                    }
+                ],
+                "priority": "urgent",
+                "code": {"coding": [settings.service_request_code]},
+                "subject": patient,
+                "authoredOn": signed,
+                "performer": [settings.coach_team],
+                "note": [
+                    {
+                        "text": f"Peer recovery coach consult offered {mode_words}; "
+                        "the patient did not decline (opt-out)."
+                        + (f" Community program: {referral.program}." if referral.program else "")
+                    }
+                ],
+            }
+        )
+        if reasons:
+            service_request["reasonReference"] = reasons
         service_request_url = add(service_request, ident)
-        targets.append(service_request_url)
 
         task_ident = identifier("prc-consult-task")
-        task = {
-            "resourceType": "Task",
-            "meta": meta,
-            "identifier": [task_ident],
-            "status": "requested",
-            "intent": "order",
-            "priority": "urgent",
-            "code": {"coding": [{"system": TASK_CODE, "code": "fulfill"}]},
-            "focus": {"reference": service_request_url},
-            "for": patient,
-            "authoredOn": signed,
-            "owner": settings.coach_team,
-            "description": "Warm handoff: peer recovery coach consult "
-            + CONSULT_MODES.get(referral.consult_mode, ""),
-        }
-        if encounter:
-            task["encounter"] = encounter
-        if requester:
-            task["requester"] = requester
-        targets.append(add(task, task_ident))
+        add(
+            common(
+                {
+                    "resourceType": "Task",
+                    "meta": meta,
+                    "identifier": [task_ident],
+                    "status": "requested",
+                    "intent": "order",
+                    "priority": "urgent",
+                    "code": {"coding": [{"system": TASK_CODE, "code": "fulfill"}]},
+                    "focus": {"reference": service_request_url},
+                    "for": patient,
+                    "authoredOn": signed,
+                    "owner": settings.coach_team,
+                    "description": f"Warm handoff: peer recovery coach consult {mode_words}"
+                    + (f"; program: {referral.program}" if referral.program else ""),
+                }
+            ),
+            task_ident,
+        )
+
+        if profile.handoff_channel == "communication" and settings.coach_pool:
+            comm_ident = identifier("prc-consult-communication")
+            communication = {
+                "resourceType": "Communication",
+                "meta": meta,
+                "identifier": [comm_ident],
+                "status": "completed",
+                "priority": "urgent",
+                "subject": patient,
+                "recipient": [settings.coach_pool],
+                "sent": signed,
+                "basedOn": [{"reference": service_request_url}],
+                "payload": [
+                    {
+                        "contentString": "Warm handoff requested: peer recovery coach "
+                        f"consult {mode_words}"
+                        + (f"; program: {referral.program}" if referral.program else "")
+                        + ". Please see the patient in the ED."
+                    }
+                ],
+            }
+            if encounter:
+                communication["encounter"] = encounter
+            if requester:
+                communication["sender"] = requester
+            add(communication, comm_ident)
+
+    if settings.draft_medications:
+        for kind in ("moud-buprenorphine", "naloxone-kit"):
+            decision = decision_for(referral, kind)
+            code = settings.medication_codes.get(kind)
+            if decision is None or not decision.accepted or not code:
+                continue
+            ident = identifier(f"{kind}-draft")
+            add(
+                common(
+                    {
+                        "resourceType": "MedicationRequest",
+                        "meta": meta,
+                        "identifier": [ident],
+                        "status": "draft",
+                        "intent": "proposal",
+                        "medicationCodeableConcept": {"coding": [code]},
+                        "subject": patient,
+                        "authoredOn": signed,
+                        "note": [
+                            {
+                                "text": "Proposed by Handoff on the physician's decision; dose and "
+                                "instructions to be completed and signed in the EHR."
+                            }
+                        ],
+                    }
+                ),
+                ident,
+            )
 
     note_ident = identifier("linkage-note")
     text = note_text(referral)
@@ -219,7 +294,7 @@ def build_transaction(referral: SignedReferral, settings: WriteSettings) -> dict
         "meta": meta,
         "identifier": [note_ident],
         "status": "current",
-        "docStatus": settings.doc_status,
+        "docStatus": profile.forced_doc_status or settings.doc_status,
         "type": {"coding": [settings.note_type]},
         "category": [
             {
@@ -250,50 +325,95 @@ def build_transaction(referral: SignedReferral, settings: WriteSettings) -> dict
     if service_request_url:
         context["related"] = [{"reference": service_request_url}]
     document["context"] = context
-    targets.append(add(document, note_ident))
+    add(document, note_ident)
 
     provenance_ident = identifier("provenance")
-    provenance = {
-        "resourceType": "Provenance",
-        "meta": meta | {"tag": [provenance_ident]},
-        "target": [{"reference": url} for url in targets],
-        "recorded": signed,
-        "agent": [
-            {
-                "type": {"coding": [{"system": PROVENANCE_ROLE, "code": "author"}]},
-                "who": requester or {"display": referral.user_name or "unknown user"},
-            },
-            {
-                "type": {"coding": [{"system": PROVENANCE_ROLE, "code": "assembler"}]},
-                "who": {"display": "Handoff"},
-            },
-        ],
-        "entity": [
-            {
-                "role": "source",
-                "what": {
-                    "identifier": {
-                        "system": "urn:handoff:rule-pack",
-                        "value": f"{referral.pack_id}|{referral.pack_version}",
-                    },
-                    "display": f"Rule pack {referral.pack_id} {referral.pack_version} "
-                    f"(sha256 {referral.pack_hash[:12]})",
+    add(
+        {
+            "resourceType": "Provenance",
+            "meta": meta | {"tag": [provenance_ident]},
+            "target": [{"reference": item.full_url} for item in planned],
+            "recorded": signed,
+            "agent": [
+                {
+                    "type": {"coding": [{"system": PROVENANCE_ROLE, "code": "author"}]},
+                    "who": requester or {"display": referral.user_name or "unknown user"},
                 },
+                {
+                    "type": {"coding": [{"system": PROVENANCE_ROLE, "code": "assembler"}]},
+                    "who": {"display": "Handoff"},
+                },
+            ],
+            "entity": [
+                {
+                    "role": "source",
+                    "what": {
+                        "identifier": {
+                            "system": "urn:handoff:rule-pack",
+                            "value": f"{referral.pack_id}|{referral.pack_version}",
+                        },
+                        "display": f"Rule pack {referral.pack_id} {referral.pack_version} "
+                        f"(sha256 {referral.pack_hash[:12]})",
+                    },
+                }
+            ],
+        },
+        provenance_ident,
+        by_tag=True,
+    )
+    return planned
+
+
+def build_transaction(referral: SignedReferral, settings: WriteSettings) -> dict:
+    """The fhir-rest write: every planned resource in one transaction Bundle, each a
+    conditional create keyed on Handoff's identifier, so a retry creates nothing twice."""
+    return transaction_bundle(plan_resources(referral, settings))
+
+
+def transaction_bundle(planned: list[Planned]) -> dict:
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": item.full_url,
+                "resource": item.resource,
+                "request": {"method": "POST", "url": item.type, "ifNoneExist": item.conditional},
             }
+            for item in planned
         ],
     }
-    entries.append(
-        {
-            "fullUrl": f"urn:uuid:{provenance_ident['value']}",
-            "resource": provenance,
-            "request": {
-                "method": "POST",
-                "url": "Provenance",
-                "ifNoneExist": f"_tag={provenance_ident['system']}|{provenance_ident['value']}",
-            },
-        }
+
+
+def transaction_bundle_from_operations(operations: list[dict]) -> dict:
+    """The transaction for stored plan operations (the outbox keeps operations, not Planned)."""
+    return transaction_bundle(
+        [Planned(op["key"], op["resource"], op["conditional"]) for op in operations]
     )
-    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def build_plan(referral: SignedReferral, settings: WriteSettings, profile: WriteProfile) -> dict:
+    """What the outbox will do, as stored data: each resource, whether it goes to the EHR
+    (and how) or stays in Handoff, and its status."""
+    planned = plan_resources(referral, settings, profile)
+    return {
+        "profile": profile.name,
+        "transaction": profile.transaction,
+        "conditional_create": profile.conditional_create,
+        "order_route": profile.order_route,
+        "operations": [
+            {
+                "key": item.key,
+                "type": item.type,
+                "mode": "rest" if item.type in profile.rest_types else "local",
+                "conditional": item.conditional,
+                "resource": item.resource,
+                "status": "pending" if item.type in profile.rest_types else "kept",
+                "id": None,
+            }
+            for item in planned
+        ],
+    }
 
 
 def note_text(referral: SignedReferral) -> str:

@@ -49,11 +49,19 @@ def test_p01_launch_suggest_sign_and_read_back(page, sandbox, handoff):
 
     result = frame.locator("#result")
     expect(result).to_contain_text("Written to the chart", timeout=15000)
-    written = {
-        li.get_attribute("data-resource-type"): li.locator("code").inner_text()
-        for li in result.locator("li").all()
-    }
-    assert set(written) == {"ServiceRequest", "Task", "DocumentReference", "Provenance"}
+    items = [
+        (li.get_attribute("data-resource-type"), li.locator("code").inner_text())
+        for li in result.locator("li[data-resource-type]").all()
+    ]
+    written = dict(items)
+    assert sorted(t for t, _ in items) == [
+        "DocumentReference",
+        "MedicationRequest",
+        "MedicationRequest",
+        "Provenance",
+        "ServiceRequest",
+        "Task",
+    ]
     page.screenshot(path=str(ARTIFACTS / "p01-signed.png"), full_page=True)
 
     # Read back over HTTP from the sandbox FHIR server, with a token of our own.
@@ -92,6 +100,12 @@ def test_p01_launch_suggest_sign_and_read_back(page, sandbox, handoff):
     task = fhir.search(f"Task?patient=P01-pt&_id={written['Task']}")
     assert task and task[0]["focus"]["reference"] == f"ServiceRequest/{written['ServiceRequest']}"
     assert task[0]["status"] == "requested"
+
+    # Draft medication proposals for the physician to complete and sign in the EHR: no dose.
+    drafts = [fhir.get(f"MedicationRequest/{i}") for t, i in items if t == "MedicationRequest"]
+    assert {d["medicationCodeableConcept"]["coding"][0]["code"] for d in drafts} == {"1819", "7242"}
+    assert all(d["status"] == "draft" and d["intent"] == "proposal" for d in drafts)
+    assert all("dosageInstruction" not in d for d in drafts)
 
     # The same visit's ServiceRequest exists once, and the physician sees it in the chart.
     referrals = fhir.search(

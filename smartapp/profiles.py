@@ -1,0 +1,67 @@
+"""Write profiles: what each kind of EHR accepts (shared spec writeback.md, "EHRs differ").
+
+A profile says which resources go to the EHR over REST, which stay in Handoff's own store (the
+referral log and the coach worklist show them), and the shape rules the EHR enforces. Profiles
+are data; a registration in launch/ names one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WriteProfile:
+    name: str
+    # One transaction Bundle (all or nothing) instead of one request per resource.
+    transaction: bool
+    # The EHR honours If-None-Exist; otherwise Handoff searches by identifier before a retry.
+    conditional_create: bool
+    # Resource types written over REST; every other planned resource is kept in Handoff.
+    rest_types: frozenset[str]
+    # The warm handoff's channel at the EHR: a Task, a Communication to a coach pool, or none
+    # (then the Task lives in Handoff's coach worklist only).
+    handoff_channel: str | None
+    # docStatus the EHR requires (None: the registration's choice).
+    forced_doc_status: str | None = None
+    # Where the EHR takes no ServiceRequest, how the order reaches it instead (shown to users).
+    order_route: str = "rest"
+
+
+PROFILES: dict[str, WriteProfile] = {
+    "fhir-rest": WriteProfile(
+        name="fhir-rest",
+        transaction=True,
+        conditional_create=True,
+        rest_types=frozenset(
+            {"ServiceRequest", "DocumentReference", "Task", "Provenance", "MedicationRequest"}
+        ),
+        handoff_channel="task",
+    ),
+    # Epic: notes over REST (text/plain, existing encounter, preliminary = draft); no
+    # ServiceRequest, Task or Provenance create; no conditional create; orders come in as
+    # unsigned orders through CDS Hooks, which the physician signs in Epic.
+    "epic": WriteProfile(
+        name="epic",
+        transaction=False,
+        conditional_create=False,
+        rest_types=frozenset({"DocumentReference", "MedicationRequest"}),
+        handoff_channel=None,
+        order_route="cds-hooks",
+    ),
+    # Oracle Health: ServiceRequest read only; notes need docStatus final and period.end;
+    # Communication to a coach pool carries the warm handoff; Provenance create.
+    "oracle-health": WriteProfile(
+        name="oracle-health",
+        transaction=False,
+        conditional_create=False,
+        rest_types=frozenset({"DocumentReference", "Communication", "Provenance"}),
+        handoff_channel="communication",
+        forced_doc_status="final",
+        order_route="kept",
+    ),
+}
+
+
+def profile(name: str) -> WriteProfile:
+    return PROFILES[name]
