@@ -69,6 +69,17 @@ def ensure_chromium() -> None:
     run(*as_root("apt-get", "install", "-y", "-qq", "chromium", "fonts-liberation"), env=env)
 
 
+def ensure_test_tools() -> None:
+    """axe-core (accessibility checks in the browser tests), from the npm registry."""
+    tools = ROOT / "tests" / "js"
+    if not (tools / "node_modules" / "axe-core").exists():
+        if not shutil.which("npm"):
+            env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+            run(*as_root("apt-get", "update", "-qq"), env=env)
+            run(*as_root("apt-get", "install", "-y", "-qq", "nodejs", "npm"), env=env)
+        run("npm", "ci", "--no-audit", "--no-fund", cwd=tools)
+
+
 def demo(args: list[str]) -> None:
     ensure_installed("")
     os.execv(str(BIN / "handoff"), [str(BIN / "handoff"), "demo", *args])
@@ -77,6 +88,7 @@ def demo(args: list[str]) -> None:
 def test(args: list[str]) -> None:
     ensure_installed("[test,postgres]")
     ensure_chromium()
+    ensure_test_tools()
     run(str(BIN / "ruff"), "check", ".", cwd=ROOT)
     os.execv(str(BIN / "python"), [str(BIN / "python"), "-m", "pytest", *args])
 

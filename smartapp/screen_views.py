@@ -173,9 +173,16 @@ def show(context_id: str):
     context = load_context(context_id)
     services = current_services()
     existing = outbox.for_visit(services.db, visit_key(context))
-    if existing is not None and context.shown:
+    if existing is not None:
+        # Signed already (in this launch or an earlier one): show what was decided and where
+        # it stands, never the same suggestions as new.
         return render_template(
-            "screen.html", context=context, shown=context.shown, referral=existing, errors=[]
+            "screen.html",
+            context=context,
+            shown=existing.decision.get("shown") or context.shown,
+            referral=existing,
+            decided=decided(existing),
+            errors=[],
         )
     now = datetime.now(UTC)
     try:
@@ -218,8 +225,15 @@ def show(context_id: str):
             },
         )
     return render_template(
-        "screen.html", context=context, shown=shown, referral=existing, errors=[]
+        "screen.html", context=context, shown=shown, referral=None, decided={}, errors=[]
     )
+
+
+def decided(referral) -> dict:
+    """The signed decisions by suggestion kind, for showing a visit that was already signed."""
+    if referral is None:
+        return {}
+    return {d["kind"]: d for d in referral.decision.get("decisions", [])}
 
 
 def read_decisions(shown: dict) -> tuple[list[writeback.ItemDecision], list[str]]:
@@ -267,7 +281,7 @@ def sign(context_id: str):
         errors.append("Choose how the coach consult happens.")
     if errors:
         return render_template(
-            "screen.html", context=context, shown=shown, referral=None, errors=errors
+            "screen.html", context=context, shown=shown, referral=None, decided={}, errors=errors
         ), 422
     registration = services.registry.by_id(context.registration_id)
     settings = registration.write
@@ -310,6 +324,7 @@ def sign(context_id: str):
         "pack": shown["pack"],
         "consult_mode": mode,
         "program": signed.program,
+        "shown": shown,
         "decisions": [
             {
                 "kind": d.kind,

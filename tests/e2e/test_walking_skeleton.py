@@ -115,6 +115,15 @@ def test_p01_launch_suggest_sign_and_read_back(page, sandbox, handoff):
     page.goto(f"{sandbox.url}/chart/P01-pt")
     expect(page.locator("body")).to_contain_text("County bridge clinic")
 
+    # A re-launch for the same visit shows what was done and where it stands, not new work.
+    again = page.frame_locator("#handoff-frame")
+    expect(again.locator("#result")).to_contain_text("Written to the chart", timeout=15000)
+    expect(again.locator('fieldset[data-kind="prc-consult"] .decided')).to_contain_text(
+        "Accepted: coach consult telehealth, program: County bridge clinic")
+    expect(again.locator('fieldset[data-kind="moud-buprenorphine"] .decided')).to_contain_text(
+        "Accepted")
+    expect(again.get_by_role("button", name="Sign")).to_have_count(0)
+
 
 def test_p06_no_suggestion_signs_nothing_new(page, sandbox, handoff):
     frame = launch_from_chart(page, sandbox, "P06-pt")
