@@ -17,6 +17,8 @@ class Defaults:
     TOKEN_KEY: str | None = None
     # SQLAlchemy URL; None means a SQLite file in the instance folder.
     DATABASE_URL: str | None = None
+    # The community resource catalog (FHIR HealthcareService/Organization/Location JSON).
+    CATALOG_DIR: str = str(REPO_ROOT / "catalog" / "sample")
     # Where EHR registrations (launch/*.yaml) live.
     LAUNCH_DIR: str = str(REPO_ROOT / "launch")
     # Rule pack used for suggestions.

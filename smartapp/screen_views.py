@@ -229,6 +229,48 @@ def show(context_id: str):
     )
 
 
+def program_choices(now: datetime) -> dict:
+    """The catalog's programs for the picker, with whether each is open now."""
+    services = current_services()
+    if services.catalog is None:
+        return {"programs": [], "service_types": {}, "catalog_error": services.catalog_error}
+    from smartapp.catalog import SERVICE_TYPES
+
+    programs = [
+        {
+            "id": p.id,
+            "name": p.name,
+            "phone": p.phone,
+            "services": p.services,
+            "accepting_new": p.accepting_new,
+            "hours": p.hours,
+            "open": p.open_now(now),
+        }
+        for p in services.catalog.programs()
+    ]
+    return {"programs": programs, "service_types": SERVICE_TYPES, "catalog_error": None}
+
+
+@bp.context_processor
+def inject_programs() -> dict:
+    return program_choices(datetime.now(UTC))
+
+
+def chosen_program() -> str | None:
+    """The program the physician picked (from the catalog) or typed, as words for the note."""
+    services = current_services()
+    program_id = request.form.get("program", "").strip()
+    if program_id and services.catalog is not None:
+        try:
+            program = services.catalog.get(program_id)
+        except KeyError:
+            program = None
+        if program is not None:
+            return f"{program.name} ({program.phone})"
+    other = request.form.get("program-other", "").strip()[:200]
+    return other or None
+
+
 def decided(referral) -> dict:
     """The signed decisions by suggestion kind, for showing a visit that was already signed."""
     if referral is None:
@@ -311,7 +353,7 @@ def sign(context_id: str):
         ),
         decisions=tuple(decisions),
         consult_mode=mode,
-        program=request.form.get("program", "").strip()[:200] or None,
+        program=chosen_program(),
         opioid=shown["opioid"],
     )
     plan = writeback.build_plan(

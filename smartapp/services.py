@@ -8,6 +8,7 @@ from pathlib import Path
 
 from flask import Flask, current_app
 
+from smartapp.catalog import Catalog, CatalogError, load_catalog
 from smartapp.db import Database
 from smartapp.engine import Pack, load_pack
 from smartapp.keys import KeyStore
@@ -24,6 +25,8 @@ class Services:
     pack: Pack
     cipher: TokenCipher
     keys: KeyStore
+    catalog: Catalog | None
+    catalog_error: str | None
 
     def signing_key(self, registration):
         """The private key a private_key_jwt registration signs with (None otherwise)."""
@@ -44,12 +47,22 @@ def init_app(app: Flask) -> None:
     app.config["DATABASE_URL"] = url
     db = Database(url)
     db.create_all()
+    catalog, catalog_error = None, None
+    try:
+        catalog = load_catalog(app.config["CATALOG_DIR"])
+    except CatalogError as exc:
+        # A broken catalog must not stop referrals: the screen says so, and the coach program
+        # runs `python -m smartapp.catalog check` to see every problem.
+        catalog_error = str(exc).splitlines()[0]
+        app.logger.error("community resource catalog not loaded: %s", catalog_error)
     app.extensions[EXTENSION] = Services(
         db=db,
         registry=load_registry(app.config["LAUNCH_DIR"]),
         pack=load_pack(Path(app.config["RULES_PACK"])),
         cipher=TokenCipher(app.config["TOKEN_KEY"]),
         keys=KeyStore(app.config.get("KEYS_DIR") or Path(app.instance_path) / "keys"),
+        catalog=catalog,
+        catalog_error=catalog_error,
     )
 
 

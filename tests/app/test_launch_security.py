@@ -117,7 +117,7 @@ def test_narrowed_scopes_degrade_clearly(sandbox, handoff, controls):
         drop_write_scopes=True,
         narrow_scopes=["patient/MedicationRequest.rs", "patient/MedicationRequest.read"],
     )
-    launch = launch_flow.full(handoff.url, sandbox.url, "P01-pt")
+    launch = launch_flow.full(handoff.url, sandbox.url, "P11-pt")
     page = launch.final.text
     assert launch.final.status_code == 200
     assert "cannot write to this chart" in page

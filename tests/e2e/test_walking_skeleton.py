@@ -42,7 +42,13 @@ def test_p01_launch_suggest_sign_and_read_back(page, sandbox, handoff):
     bup.locator('input[value="accept"]').check()
     frame.locator('fieldset[data-kind="naloxone-kit"] input[value="accept"]').check()
     frame.locator('input[name="consult-mode"][value="telehealth"]').check()
-    frame.locator("#program").fill("County bridge clinic")
+    # The community program comes from the catalog, filtered to what is open and taking patients.
+    frame.locator("#program-service").select_option("buprenorphine")
+    frame.locator("#program-new").check()
+    visible = frame.locator("#program option:not([hidden])").all_inner_texts()
+    assert any("Example Bridge Clinic" in v for v in visible)
+    assert not any("Naltrexone" in v or "Residential" in v for v in visible)
+    frame.locator("#program").select_option("bridge-clinic")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "p01-suggestions.png"), full_page=True)
     frame.get_by_role("button", name="Sign").click()
@@ -93,7 +99,7 @@ def test_p01_launch_suggest_sign_and_read_back(page, sandbox, handoff):
     note = base64.b64decode(doc["content"][0]["attachment"]["data"]).decode("utf-8")
     assert "Peer recovery coach consult" in note
     assert "by telehealth" in note
-    assert "County bridge clinic" in note
+    assert "Example Bridge Clinic" in note
     assert "ed induction" in note
     assert "F11.20" in note
 
@@ -113,13 +119,13 @@ def test_p01_launch_suggest_sign_and_read_back(page, sandbox, handoff):
     )
     assert len(referrals) == 1
     page.goto(f"{sandbox.url}/chart/P01-pt")
-    expect(page.locator("body")).to_contain_text("County bridge clinic")
+    expect(page.locator("body")).to_contain_text("Example Bridge Clinic")
 
     # A re-launch for the same visit shows what was done and where it stands, not new work.
     again = page.frame_locator("#handoff-frame")
     expect(again.locator("#result")).to_contain_text("Written to the chart", timeout=15000)
     expect(again.locator('fieldset[data-kind="prc-consult"] .decided')).to_contain_text(
-        "Accepted: coach consult telehealth, program: County bridge clinic")
+        "Accepted: coach consult telehealth, program: Example Bridge Clinic")
     expect(again.locator('fieldset[data-kind="moud-buprenorphine"] .decided')).to_contain_text(
         "Accepted")
     expect(again.get_by_role("button", name="Sign")).to_have_count(0)
