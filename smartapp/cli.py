@@ -231,8 +231,15 @@ def write_demo_registration(folder: Path, ehr_url: str) -> Path:
     return folder
 
 
+def _mount_audit() -> None:
+    from smartapp.audit_cli import audit
+
+    cli.add_command(audit)
+
+
 def main() -> None:
     _mount_rules()
+    _mount_audit()
     cli(prog_name="handoff")
 
 

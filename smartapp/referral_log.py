@@ -1,7 +1,9 @@
 """The referral log: every step of a launch appends one event. The only place history is kept.
 
-Events name the user, patient, encounter and time. Tamper-evidence (hash chain, signed
-checkpoints) and the auditor's console build on this table.
+Events name the user, patient, encounter and time. The log is tamper-evident: each event is a
+link of a SHA-256 hash chain (`smartapp.audit.chain`), checkpoints signed with Ed25519 every N
+events, and `handoff audit verify` recomputes all of it. Events are Part 2 protected records:
+nothing here updates or deletes them.
 """
 
 from __future__ import annotations
@@ -9,7 +11,12 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from smartapp.db import LogEvent
+from smartapp.audit import chain
+from smartapp.audit.canonical import normalize_data
+from smartapp.audit.models import LogCheckpoint, LogEvent
+
+# Column limits (PostgreSQL enforces them; checking here fails early, before the caller's flush).
+_LIMITS = {"type": 50, "user_ref": 500, "iss": 500, "patient_id": 200, "encounter_id": 200}
 
 
 def append(
@@ -22,21 +29,54 @@ def append(
     encounter_id: str | None = None,
     data: dict | None = None,
 ) -> LogEvent:
-    """Add an event in the caller's unit of work (it commits with the change it records)."""
-    event = LogEvent(
-        type=type_,
-        user_ref=user_ref,
-        iss=iss,
+    """Add an event in the caller's unit of work (it commits with the change it records).
+
+    Its sequence number, time and hashes are assigned when the session flushes (normally at
+    commit), under the chain lock; until then `seq` and `hash` are None. Empty strings are
+    stored as None; `data` must be JSON (it is stored exactly as hashed).
+    """
+    values = {
+        "type": type_,
+        "user_ref": user_ref or None,
+        "iss": iss or None,
+        "patient_id": patient_id or None,
+        "encounter_id": encounter_id or None,
+    }
+    if not type_:
+        raise ValueError("a log event needs a type")
+    for name, value in values.items():
+        if value is not None and len(value) > _LIMITS[name]:
+            raise ValueError(f"log event {name} longer than {_LIMITS[name]} characters")
+    entry = LogEvent(**values, data=normalize_data(data))
+    chain.add(session, entry)
+    return entry
+
+
+def record_read(
+    session: Session,
+    auditor: str,
+    query_description: str,
+    *,
+    patient_id: str | None = None,
+) -> LogEvent:
+    """Record that an auditor read the log (who, and what they asked for): reads of Part 2
+    records are themselves audited. `patient_id` when the read was about one patient."""
+    return append(
+        session,
+        "audit-read",
+        user_ref=auditor,
         patient_id=patient_id,
-        encounter_id=encounter_id,
-        data=data or {},
+        data={"query": query_description},
     )
-    session.add(event)
-    return event
+
+
+def checkpoint(session: Session) -> LogCheckpoint | None:
+    """Sign the chain head now (on demand) with the configured key; None if the log is empty."""
+    return chain.checkpoint(session)
 
 
 def events(session: Session, patient_id: str | None = None) -> list[LogEvent]:
-    query = select(LogEvent).order_by(LogEvent.id)
+    query = select(LogEvent).order_by(LogEvent.seq)
     if patient_id is not None:
         query = query.where(LogEvent.patient_id == patient_id)
     return list(session.scalars(query))

@@ -1,0 +1,279 @@
+"""Linking events into the chain, inside the caller's transaction, without ever forking it.
+
+`append` only adds the event to the caller's session. The link (seq, time, prev_hash, hash) is
+made in a `before_flush` hook, under the chain lock, right before the INSERT; the lock is held
+until that transaction ends (commit or rollback) and no longer. So an event commits with the
+change it records, or not at all, and the lock covers only flush + commit.
+
+The chain lock:
+- PostgreSQL: `pg_advisory_xact_lock(ADVISORY_KEY)` in the caller's transaction; it is released
+  by the commit/rollback itself. Works across processes and hosts. The head is read after the
+  lock is granted; under READ COMMITTED (PostgreSQL's default, which `Database` keeps) that read
+  sees the previous holder's committed event.
+- SQLite: a process-wide lock per database file (threads queue on it instead of spinning in
+  SQLite's busy handler), then `BEGIN IMMEDIATE` so the write lock on the file is taken before
+  the head is read: another process appending to the same file waits (busy_timeout) instead of
+  forking the chain.
+- Belt and braces: `seq` is the primary key, so two links to the same head cannot both commit.
+
+Every `every` events (default 100) a checkpoint, signed with the app's key, is written in the
+same flush. The signer comes from `configure(engine, ...)` if called, else from the Flask app in
+context (`AUDIT_SIGNING_KEY`, `AUDIT_CHECKPOINT_EVERY`), else checkpoints are deferred: the next
+append that has a signer catches up (a checkpoint is due when >= `every` events are unsigned).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask, current_app, has_app_context
+from sqlalchemy import Connection, Engine, event, func, select, text
+from sqlalchemy.orm import Session, SessionTransaction
+
+from smartapp.audit.canonical import GENESIS, checkpoint_payload, event_hash
+from smartapp.audit.models import LogCheckpoint, LogEvent
+from smartapp.audit.signing import DEFAULT_KEY_FILE, Signer, load_signer
+from smartapp.db import Database, utcnow
+
+log = logging.getLogger("handoff.audit")
+
+DEFAULT_EVERY = 100
+# Advisory lock id for the chain (PostgreSQL): the bytes of "HandoffL", a signed 64-bit int.
+ADVISORY_KEY = int.from_bytes(b"HandoffL", "big", signed=True)
+LOCK_TIMEOUT = 30.0
+APP_EXTENSION = "handoff.audit"
+
+_PENDING = "handoff.audit.pending"  # session.info: events added, not yet linked
+_HELD = "handoff.audit.held"  # session.info: this session's transaction holds the chain lock
+
+
+class ChainLockError(RuntimeError):
+    """The chain lock could not be taken (timeout, or the same thread already holds it)."""
+
+
+class NoSignerError(RuntimeError):
+    """A checkpoint was asked for where no signing key is configured."""
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Who signs checkpoints, and how often."""
+
+    signer: Signer | None
+    every: int = DEFAULT_EVERY
+
+
+_configured: weakref.WeakKeyDictionary[Engine, Checkpointing] = weakref.WeakKeyDictionary()
+_warned_unsigned = False
+
+
+def configure(
+    bind: Engine | Database, *, signer: Signer | None, every: int = DEFAULT_EVERY
+) -> None:
+    """Set the checkpoint signer for one database (CLI, workers, tests); overrides the app's."""
+    if every < 1:
+        raise ValueError("checkpoints: every must be at least 1")
+    engine = bind.engine if isinstance(bind, Database) else bind
+    _configured[engine] = Checkpointing(signer, every)
+
+
+def signing_key_path(app: Flask) -> Path:
+    """`AUDIT_SIGNING_KEY` if set, else the PEM in the app's instance folder."""
+    configured = app.config.get("AUDIT_SIGNING_KEY")
+    return Path(configured) if configured else Path(app.instance_path) / DEFAULT_KEY_FILE
+
+
+def app_checkpointing(app: Flask) -> Checkpointing:
+    """The app's signer (its key generated on first use) and interval, made once per app."""
+    found = app.extensions.get(APP_EXTENSION)
+    if found is None:
+        every = int(app.config.get("AUDIT_CHECKPOINT_EVERY") or DEFAULT_EVERY)
+        found = Checkpointing(load_signer(signing_key_path(app)), max(every, 1))
+        app.extensions[APP_EXTENSION] = found
+    return found
+
+
+def _checkpointing(session: Session) -> Checkpointing | None:
+    bind = session.get_bind()
+    engine = bind.engine if isinstance(bind, Connection) else bind
+    found = _configured.get(engine)
+    if found is not None:
+        return found
+    if has_app_context():
+        return app_checkpointing(current_app)
+    global _warned_unsigned
+    if not _warned_unsigned:
+        _warned_unsigned = True
+        log.warning("no checkpoint signing key here (no app, not configured); checkpoints wait")
+    return None
+
+
+def add(session: Session, entry: LogEvent) -> None:
+    """Put an event in the caller's unit of work; it is linked when the session flushes."""
+    session.info.setdefault(_PENDING, []).append(entry)
+    session.add(entry)
+
+
+# -- the lock ---------------------------------------------------------------------------------
+
+
+class _ProcessLock:
+    """A lock for one SQLite file that knows its holder, so a thread asking twice (two sessions
+    appending at once in one thread: a certain deadlock on SQLite) fails fast instead."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.owner: int | None = None
+
+    def acquire(self) -> None:
+        me = threading.get_ident()
+        if self.owner == me:
+            raise ChainLockError(
+                "this thread already holds the referral log lock in another session; "
+                "finish that unit of work before appending in a second one"
+            )
+        if not self._lock.acquire(timeout=LOCK_TIMEOUT):
+            raise ChainLockError(f"referral log lock not granted within {LOCK_TIMEOUT:.0f} s")
+        self.owner = me
+
+    def release(self) -> None:
+        self.owner = None
+        self._lock.release()
+
+
+_file_locks: dict[str, _ProcessLock] = {}
+_file_locks_guard = threading.Lock()
+
+
+def _file_lock(engine: Engine) -> _ProcessLock:
+    """One lock per database file, shared by every engine on that file in this process."""
+    database = engine.url.database or ""
+    key = database if database in ("", ":memory:") else str(Path(database).resolve())
+    with _file_locks_guard:
+        return _file_locks.setdefault(key, _ProcessLock())
+
+
+def _lock(session: Session) -> None:
+    """Take the chain lock for the rest of this session's transaction (once)."""
+    if session.info.get(_HELD):
+        return
+    connection = session.connection()
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_KEY})
+        session.info[_HELD] = True
+        return
+    lock = _file_lock(connection.engine)
+    lock.acquire()
+    session.info[_HELD] = lock
+    if dialect == "sqlite":
+        try:
+            if not connection.connection.driver_connection.in_transaction:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            session.info.pop(_HELD, None)
+            lock.release()
+            raise
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _release(session: Session, transaction: SessionTransaction) -> None:
+    """The transaction is over (committed, rolled back or closed): let the next appender in."""
+    if transaction.parent is not None:
+        return
+    session.info.pop(_PENDING, None)
+    held = session.info.pop(_HELD, None)
+    if isinstance(held, _ProcessLock):
+        held.release()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_pending(session: Session) -> None:
+    """Rolled-back events were expunged with the rest; they must not be linked later."""
+    session.info.pop(_PENDING, None)
+
+
+# -- linking ----------------------------------------------------------------------------------
+
+
+_HEAD = (
+    select(LogEvent.seq, LogEvent.hash, select(func.max(LogCheckpoint.seq)).scalar_subquery())
+    .order_by(LogEvent.seq.desc())
+    .limit(1)
+)
+
+
+def read_head(session: Session) -> tuple[int, str, int]:
+    """(head seq, head hash, last checkpoint seq) in one round trip; (0, GENESIS, 0) if empty.
+
+    Core on the session's connection (same transaction), not ORM: this runs on every append.
+    """
+    row = session.connection().execute(_HEAD).first()
+    if row is None:
+        return 0, GENESIS, 0
+    return int(row[0]), row[1], int(row[2] or 0)
+
+
+@event.listens_for(Session, "before_flush")
+def _link(session: Session, _flush_context, _instances) -> None:
+    """Give each pending event its place in the chain, under the lock, just before the INSERT."""
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    new = session.new
+    pending = [entry for entry in pending if entry in new]
+    if not pending:
+        return
+    _lock(session)
+    seq, head, last_checkpoint = read_head(session)
+    for entry in pending:
+        seq += 1
+        entry.seq = seq
+        entry.at = utcnow()
+        entry.prev_hash = head
+        entry.hash = head = event_hash(entry)
+    checkpointing = _checkpointing(session)
+    if checkpointing and checkpointing.signer and seq - last_checkpoint >= checkpointing.every:
+        session.add(make_checkpoint(checkpointing.signer, seq, head, last_checkpoint))
+
+
+def make_checkpoint(signer: Signer, seq: int, hash_: str, prev_seq: int) -> LogCheckpoint:
+    at = utcnow()
+    payload = checkpoint_payload(
+        seq=seq, hash_=hash_, at=at, prev_seq=prev_seq, key_id=signer.key_id
+    )
+    return LogCheckpoint(
+        seq=seq,
+        hash=hash_,
+        at=at,
+        prev_seq=prev_seq,
+        key_id=signer.key_id,
+        signature=signer.sign(payload),
+    )
+
+
+def checkpoint(session: Session, signer: Signer | None = None) -> LogCheckpoint | None:
+    """Sign the current head now (on demand); None if the log is empty.
+
+    Returns the existing checkpoint if the head is already signed.
+    """
+    session.flush()
+    if signer is None:
+        checkpointing = _checkpointing(session)
+        signer = checkpointing.signer if checkpointing else None
+    if signer is None:
+        raise NoSignerError("no signing key: configure() one or run inside the app")
+    _lock(session)
+    seq, head, last_checkpoint = read_head(session)
+    if seq == 0:
+        return None
+    if last_checkpoint == seq:
+        return session.get(LogCheckpoint, seq)
+    made = make_checkpoint(signer, seq, head, last_checkpoint)
+    session.add(made)
+    session.flush()
+    return made

@@ -1,0 +1,403 @@
+"""Export of the referral log: FHIR R4 AuditEvent (NDJSON) following IHE BALP, or CSV.
+
+Each log event becomes one AuditEvent. Patterns follow IHE Basic Audit Log Patterns (BALP):
+writes to the EHR use the Create pattern, things shown to a user the Read pattern. The profiles
+are followed, not claimed in `meta.profile`: Handoff does not record the network addresses
+BALP requires of client and server, and failed writes are outside the (success-only) profiles.
+
+Mapping (DCM = DICOM codes; user types from v3-ParticipationType unless noted; "app"/"EHR" are
+the agent types of Handoff and of the EHR named by `iss`):
+
+| Handoff event     | type / subtype                     | action | outcome              |
+|-------------------|------------------------------------|--------|----------------------|
+| launch            | DCM 110114 User Authentication /   | E      | 0                    |
+|                   | DCM 110122 Login                   |        |                      |
+| suggestions-shown | rest / read (BALP PatientRead)     | R      | 0                    |
+| decision          | DCM 110110 Patient Record          | C      | 0                    |
+| write-attempt     | rest / create + transaction        | C      | written 0, queued 4  |
+|                   | (BALP PatientCreate)               |        | (retried), failed 8  |
+| write-held        | rest / create + transaction        | C      | 8 (never sent)       |
+| audit-read        | rest / read (BALP Read)            | R      | 0                    |
+| audit-export      | DCM 110106 Export                  | R      | 0                    |
+| anything else     | urn:handoff:...:event-type#<type>  | E      | 0                    |
+
+| Handoff event     | user  | app        | EHR        | entities besides patient, encounter |
+|-------------------|-------|------------|------------|-------------------------------------|
+| launch            | IRCP  | DCM 110152 | DCM 110153 | -                                   |
+| suggestions-shown | IRCP  | DCM 110152 | DCM 110153 | each evidence resource shown        |
+| decision          | AUT   | DCM 110150 | -          | the referral (Handoff identifier)   |
+| write-attempt     | AUT   | DCM 110153 | DCM 110152 | each resource written, else referral|
+| write-held        | AUT   | DCM 110153 | DCM 110152 | the referral                        |
+| audit-read        | IRCP  | DCM 110153 | -          | the referral log, with the query    |
+| audit-export      | INF   | DCM 110153 | -          | the export (range, count, sha256)   |
+| anything else     | AGNT* | DCM 110150 | DCM 110153 | -                                   |
+(* v3-RoleClass.) 110153 = Source Role ID, 110152 = Destination Role ID, 110150 = Application:
+as in BALP, the client of a Read is the destination and the server the source.
+
+Every AuditEvent also has: `id` = the event's chain hash; subtype `urn:handoff:referral-log:
+event-type#<type>` (the original type, always); the user (`who` = the fhirUser reference, or an
+identifier for non-FHIR users such as an OS account) with `requestor` true; Handoff as an agent
+and as `source.observer`; the patient (`type` 1 Person, `role` 1 Patient, `what` Patient/<id>)
+and the encounter (`type` 2 System Object, `role` 4 Domain Resource, `what` Encounter/<id>);
+`recorded` = the event time; `meta.security` R (restricted) and SUD (substance use disorder
+information sensitivity, 42 CFR Part 2); and an entity (`type` 4 Other) for the log entry whose
+`detail` carries seq, hash, prev_hash, event type and the canonical hashed bytes (base64), so
+each line can be matched back to the log and its hash recomputed without the database.
+Codes: DCM = http://dicom.nema.org/resources/ontology/DCM; user types from
+http://terminology.hl7.org/CodeSystem/v3-ParticipationType.
+
+CSV: one row per event: seq, time, type, user, iss, patient, encounter, prev_hash, hash, data
+(canonical JSON). Enough to recompute every hash (`csv_records`). Cells are not escaped against
+spreadsheet formulas: the export is evidence and stays byte-faithful.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any, TextIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from smartapp.audit.canonical import (
+    canonical_bytes,
+    canonical_json,
+    event_document,
+    format_time,
+    parse_time,
+)
+from smartapp.audit.models import LogEvent
+from smartapp.db import Database
+from smartapp.referral_log import append
+
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+RESTFUL = "http://hl7.org/fhir/restful-interaction"
+PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+ROLE_CLASS = "http://terminology.hl7.org/CodeSystem/v3-RoleClass"
+ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+HANDOFF_EVENT = "urn:handoff:referral-log:event-type"
+HANDOFF_LOG = "urn:handoff:referral-log"
+HANDOFF_APP = {"identifier": {"system": "urn:handoff:application", "value": "handoff"},
+               "display": "Handoff"}
+
+SECURITY = [
+    {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R",
+     "display": "restricted"},
+    {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "SUD",
+     "display": "substance use disorder information sensitivity"},
+]
+
+
+def _coding(system: str, code: str, display: str | None = None) -> dict:
+    return {"system": system, "code": code} | ({"display": display} if display else {})
+
+
+REST = _coding(EVENT_TYPE, "rest", "Restful Operation")
+READ = _coding(RESTFUL, "read", "read")
+CREATE = _coding(RESTFUL, "create", "create")
+TRANSACTION = _coding(RESTFUL, "transaction", "transaction")
+SOURCE_ROLE = _coding(DCM, "110153", "Source Role ID")
+DESTINATION_ROLE = _coding(DCM, "110152", "Destination Role ID")
+APPLICATION = _coding(DCM, "110150", "Application")
+AUTHOR = _coding(PARTICIPATION, "AUT", "author (originator)")
+RECIPIENT = _coding(PARTICIPATION, "IRCP", "information recipient")
+INFORMANT = _coding(PARTICIPATION, "INF", "informant")
+AGENT = _coding(ROLE_CLASS, "AGNT", "agent")
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """How one Handoff event type maps onto AuditEvent."""
+
+    type: dict
+    subtypes: tuple[dict, ...]
+    action: str
+    user: dict
+    app: dict | None  # Handoff's agent type
+    ehr: dict | None  # the EHR's agent type (when the event names an iss)
+
+
+PATTERNS: dict[str, Pattern] = {
+    "launch": Pattern(
+        _coding(DCM, "110114", "User Authentication"), (_coding(DCM, "110122", "Login"),),
+        "E", RECIPIENT, DESTINATION_ROLE, SOURCE_ROLE,
+    ),
+    "suggestions-shown": Pattern(REST, (READ,), "R", RECIPIENT, DESTINATION_ROLE, SOURCE_ROLE),
+    "decision": Pattern(_coding(DCM, "110110", "Patient Record"), (), "C", AUTHOR, APPLICATION,
+                        None),
+    "write-attempt": Pattern(REST, (CREATE, TRANSACTION), "C", AUTHOR, SOURCE_ROLE,
+                             DESTINATION_ROLE),
+    "write-held": Pattern(REST, (CREATE, TRANSACTION), "C", AUTHOR, SOURCE_ROLE,
+                          DESTINATION_ROLE),
+    "audit-read": Pattern(REST, (READ,), "R", RECIPIENT, SOURCE_ROLE, None),
+    "audit-export": Pattern(_coding(DCM, "110106", "Export"), (), "R", INFORMANT, SOURCE_ROLE,
+                            None),
+}
+WRITE_OUTCOMES = {"written": "0", "queued": "4", "failed": "8"}
+_REFERENCE = re.compile(r"^(https?://\S+/)?[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+
+
+def audit_event(event: Any) -> dict:
+    """The FHIR R4 AuditEvent for one log event (a `LogEvent` or a row with its columns)."""
+    pattern = PATTERNS.get(event.type) or Pattern(
+        _coding(HANDOFF_EVENT, event.type), (), "E", AGENT, APPLICATION, SOURCE_ROLE
+    )
+    data = event.data or {}
+    outcome, outcome_desc = _outcome(event.type, data)
+    resource: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": event.hash,
+        "meta": {"security": SECURITY},
+        "type": pattern.type,
+        "subtype": [*pattern.subtypes, _coding(HANDOFF_EVENT, event.type)],
+        "action": pattern.action,
+        "recorded": format_time(event.at),
+        "outcome": outcome,
+    }
+    if outcome_desc:
+        resource["outcomeDesc"] = outcome_desc
+    resource["agent"] = _agents(event, pattern)
+    resource["source"] = {
+        "observer": HANDOFF_APP,
+        "type": [_coding(SOURCE_TYPE, "4", "Application Server")],
+    }
+    resource["entity"] = _entities(event, data)
+    return resource
+
+
+def _outcome(type_: str, data: dict) -> tuple[str, str | None]:
+    if type_ == "write-attempt":
+        status = data.get("outcome")
+        return WRITE_OUTCOMES.get(status, "8"), data.get("error") or (
+            None if status == "written" else f"write {status}"
+        )
+    if type_ == "write-held":
+        return "8", f"held in Handoff, not sent to the EHR: {data.get('reason', '')}".rstrip(": ")
+    return "0", None
+
+
+def _who(user_ref: str) -> dict:
+    if _REFERENCE.match(user_ref):
+        return {"reference": user_ref}
+    return {"identifier": {"system": "urn:handoff:user", "value": user_ref}, "display": user_ref}
+
+
+def _agents(event: Any, pattern: Pattern) -> list[dict]:
+    agents = []
+    if event.user_ref:
+        agents.append({"type": {"coding": [pattern.user]}, "who": _who(event.user_ref),
+                       "requestor": True})
+    if pattern.app:
+        agents.append({"type": {"coding": [pattern.app]}, "who": HANDOFF_APP,
+                       "requestor": not event.user_ref})
+    if pattern.ehr and event.iss:
+        agents.append({
+            "type": {"coding": [pattern.ehr]},
+            "who": {"identifier": {"system": "urn:ietf:rfc:3986", "value": event.iss},
+                    "display": event.iss},
+            "requestor": False,
+            "network": {"address": event.iss, "type": "5"},
+        })
+    return agents
+
+
+def _entity(what: dict, type_code: str, role: str | None = None, **extra: Any) -> dict:
+    types = {"1": "Person", "2": "System Object", "4": "Other"}
+    roles = {"1": "Patient", "3": "Report", "4": "Domain Resource"}
+    entity: dict[str, Any] = {"what": what, "type": _coding(ENTITY_TYPE, type_code,
+                                                            types[type_code])}
+    if role:
+        entity["role"] = _coding(OBJECT_ROLE, role, roles[role])
+    return entity | extra
+
+
+def _entities(event: Any, data: dict) -> list[dict]:
+    entities = []
+    if event.patient_id:
+        entities.append(_entity({"reference": f"Patient/{event.patient_id}"}, "1", "1"))
+    if event.encounter_id:
+        entities.append(_entity({"reference": f"Encounter/{event.encounter_id}"}, "2", "4"))
+    for reference, role in _data_references(event.type, data):
+        entities.append(_entity(reference, "2", role))
+    if event.type == "audit-read":
+        entities.append(_entity(
+            {"identifier": {"system": HANDOFF_LOG, "value": "referral-log"},
+             "display": "Handoff referral log"},
+            "2", "3", description=str(data.get("query", "")) or None,
+        ))
+    if event.type == "audit-export":
+        described = {k: data[k] for k in ("from", "to", "format", "events", "sha256") if k in data}
+        entities.append(_entity(
+            {"display": "Handoff referral log export"}, "2", "3",
+            description=canonical_json(described),
+        ))
+    entities.append(_log_entry(event))
+    return [{k: v for k, v in e.items() if v is not None} for e in entities]
+
+
+def _data_references(type_: str, data: dict) -> Iterator[tuple[dict, str]]:
+    """The resources an event is about, as (Reference, object-role code)."""
+    if type_ == "suggestions-shown":
+        seen: set[str] = set()
+        for suggestion in data.get("suggestions", []):
+            for reference in suggestion.get("evidence", []):
+                if reference not in seen:
+                    seen.add(reference)
+                    yield {"reference": reference}, "4"
+        return
+    written = (data.get("written") or []) if type_ == "write-attempt" else []
+    for item in written:
+        if item.get("resourceType") and item.get("id"):
+            role = "3" if item["resourceType"] == "DocumentReference" else "4"
+            yield {"reference": f"{item['resourceType']}/{item['id']}"}, role
+    if not written and data.get("referral") and type_ in ("decision", "write-attempt",
+                                                             "write-held"):
+        yield {"identifier": {"system": "urn:handoff:referral", "value": str(data["referral"])},
+               "display": "Handoff referral"}, "4"
+
+
+def _log_entry(event: Any) -> dict:
+    """The chain link, so an exported line can be matched back and its hash recomputed."""
+    canonical = canonical_bytes(_document(event))
+    return _entity(
+        {"identifier": {"system": HANDOFF_LOG, "value": str(event.seq)}},
+        "4",
+        description=f"Handoff referral log entry #{event.seq}",
+        detail=[
+            {"type": "seq", "valueString": str(event.seq)},
+            {"type": "hash", "valueString": event.hash},
+            {"type": "prev_hash", "valueString": event.prev_hash},
+            {"type": "event-type", "valueString": event.type},
+            {"type": "canonical", "valueBase64Binary": base64.b64encode(canonical).decode()},
+        ],
+    )
+
+
+def _document(event: Any) -> dict:
+    return event_document(
+        seq=event.seq, at=event.at, type_=event.type, user_ref=event.user_ref, iss=event.iss,
+        patient_id=event.patient_id, encounter_id=event.encounter_id, data=event.data,
+        prev_hash=event.prev_hash,
+    )
+
+
+# -- files ------------------------------------------------------------------------------------
+
+CSV_COLUMNS = ("seq", "time", "type", "user", "iss", "patient", "encounter", "prev_hash", "hash",
+               "data")
+
+
+def csv_row(event: Any) -> list[str]:
+    return [str(event.seq), format_time(event.at), event.type, event.user_ref or "",
+            event.iss or "", event.patient_id or "", event.encounter_id or "", event.prev_hash,
+            event.hash, canonical_json(event.data or {})]
+
+
+def csv_records(stream: TextIO) -> list[SimpleNamespace]:
+    """Read an exported CSV back into event-like records (for checks and re-verification)."""
+    records = []
+    for row in csv.DictReader(stream):
+        records.append(SimpleNamespace(
+            seq=int(row["seq"]), at=parse_time(row["time"]), type=row["type"],
+            user_ref=row["user"] or None, iss=row["iss"] or None,
+            patient_id=row["patient"] or None, encounter_id=row["encounter"] or None,
+            prev_hash=row["prev_hash"], hash=row["hash"], data=json.loads(row["data"]),
+        ))
+    return records
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    events: int
+    first_seq: int | None
+    last_seq: int | None
+    sha256: str
+
+
+def select_events(session: Session, start: datetime | None, end: datetime | None):
+    """Events with start <= time < end, in chain order."""
+    query = select(LogEvent).order_by(LogEvent.seq)
+    if start is not None:
+        query = query.where(LogEvent.at >= start)
+    if end is not None:
+        query = query.where(LogEvent.at < end)
+    return session.scalars(query.execution_options(yield_per=1000))
+
+
+def write_export(
+    session: Session, out: TextIO, fmt: str, start: datetime | None, end: datetime | None
+) -> ExportResult:
+    """Write the events in range to `out` as ndjson or csv; returns count and the sha256."""
+    if fmt not in ("ndjson", "csv"):
+        raise ValueError(f"unknown export format {fmt!r}")
+    digest = hashlib.sha256()
+    count, first, last = 0, None, None
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    if fmt == "csv":
+        writer.writerow(CSV_COLUMNS)
+    for event in select_events(session, start, end):
+        if fmt == "csv":
+            writer.writerow(csv_row(event))
+        else:
+            buffer.write(json.dumps(audit_event(event), ensure_ascii=False,
+                                    separators=(",", ":")) + "\n")
+        count += 1
+        first = event.seq if first is None else first
+        last = event.seq
+        if buffer.tell() > 1 << 16:
+            _flush(buffer, out, digest)
+    _flush(buffer, out, digest)
+    return ExportResult(count, first, last, digest.hexdigest())
+
+
+def _flush(buffer: io.StringIO, out: TextIO, digest: Any) -> None:
+    text = buffer.getvalue()
+    out.write(text)
+    digest.update(text.encode("utf-8"))
+    buffer.seek(0)
+    buffer.truncate()
+
+
+def export(
+    db: Database,
+    out: TextIO,
+    *,
+    fmt: str,
+    start: datetime | None,
+    end: datetime | None,
+    user: str,
+    destination: str = "-",
+) -> ExportResult:
+    """Export, then log the export itself (who, what range, how many, the output's sha256)."""
+    with db.session() as session:
+        result = write_export(session, out, fmt, start, end)
+    with db.session() as session:
+        append(
+            session,
+            "audit-export",
+            user_ref=user,
+            data={
+                "from": format_time(start) if start else None,
+                "to": format_time(end) if end else None,
+                "format": fmt,
+                "events": result.events,
+                "first_seq": result.first_seq,
+                "last_seq": result.last_seq,
+                "sha256": result.sha256,
+                "out": destination,
+            },
+        )
+    return result
