@@ -8,12 +8,16 @@ Output is a contract other tools read (see ``rules/README.md``):
   ``{"pack": {"id", "version"}, "suggestions": [...]}``; a bad chart or pack exits 2 with
   the reason on stderr and nothing on stdout.
 * ``rules test [CASES...]`` runs YAML cases, prints a diff per failure, exits 1 on any.
+* ``rules backtest PATH [--pack P] [--compare P2] [--workers N] [--json]`` replays every
+  past ED visit of a folder of bundles or NDJSON files; unreadable input exits 2.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -204,6 +208,50 @@ def _case_issues(doc: SourceDoc, exc: ValidationError) -> list[str]:
         loc = doc.locate(tuple(err["loc"]), missing=err["type"] == "missing")
         issues.append(str(doc.issue(loc, err["msg"])))
     return issues
+
+
+@rules.command("backtest")
+@click.argument("path", type=PATH)
+@click.option("--pack", type=PATH, help="Rule pack (default: the default pack).")
+@click.option("--compare", "compare", type=PATH,
+              help="A second pack: list the visits whose suggestions differ.")
+@click.option("--valuesets", type=PATH, help="Value set directory (default: beside packs/).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Worker processes (default: every core; 1 runs in this process).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+def backtest_command(
+    path: Path, pack: Path | None, compare: Path | None, valuesets: Path | None,
+    workers: int | None, as_json: bool,
+) -> None:
+    """Replay every past ED visit under PATH (bundles, NDJSON) at its own time."""
+    from smartapp.backtest import BacktestError, render_text, report, run_backtest
+
+    packs = [_load_pack_or_exit(pack, valuesets, to_stderr=True)]
+    if compare is not None:
+        packs.append(_load_pack_or_exit(compare, valuesets, to_stderr=True))
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        bars: list[Any] = []
+
+        def on_tasks(count: int) -> None:
+            if sys.stderr.isatty() and count > 1:
+                bars.append(stack.enter_context(click.progressbar(
+                    length=count, label="replaying ED visits", file=sys.stderr)))
+
+        def progress(done: int) -> None:
+            for bar in bars:
+                bar.update(done)
+
+        try:
+            result = run_backtest(path, packs, workers, progress=progress, on_tasks=on_tasks)
+        except BacktestError as exc:
+            stack.close()
+            _fail(f"error: {exc}")
+    data = report(result)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(render_text(data, time.perf_counter() - started))
 
 
 @rules.command("schema")

@@ -109,7 +109,7 @@ def select_encounter(
         return chart.entry(key)
     candidates = [
         e for e in chart.of_type("Encounter")
-        if _has_class(e.resource, rule) and status_allows(rule.status, e.resource.get("status"))
+        if has_class(e.resource, rule) and status_allows(rule.status, e.resource.get("status"))
     ]
     if not candidates:
         return None
@@ -122,7 +122,7 @@ def _start_order(entry: ChartEntry) -> tuple[bool, float, str]:
     return started, entry.time.timestamp() if entry.time else 0.0, entry.key
 
 
-def _has_class(encounter: dict[str, Any], rule: CurrentEncounter) -> bool:
+def has_class(encounter: dict[str, Any], rule: CurrentEncounter) -> bool:
     """Encounter.class as an R4 Coding (or R5 list of CodeableConcepts) matches."""
     value = encounter.get("class")
     wanted = (rule.class_.system, rule.class_.code)

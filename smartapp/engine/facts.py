@@ -60,7 +60,6 @@ class FactContext:
         self.pack = pack
         self.encounter = encounter
         self._facts: dict[str, Truth] = {}
-        self._members: dict[str, tuple[ChartEntry, ...]] = {}
 
     # expressions --------------------------------------------------------------------
 
@@ -90,16 +89,8 @@ class FactContext:
         return [found[k] for k in sorted(found)]
 
     def _members_of(self, vs_id: str) -> tuple[ChartEntry, ...]:
-        """Chart entries with at least one coding in a value set (computed once)."""
-        if vs_id not in self._members:
-            valueset = self.pack.valuesets[vs_id]
-            hits: dict[str, ChartEntry] = {}
-            for system in valueset.systems:
-                for code in self.chart.codes_in_system(system):
-                    if valueset.contains(system, code):
-                        hits.update((e.key, e) for e in self.chart.with_code(system, code))
-            self._members[vs_id] = tuple(hits.values())
-        return self._members[vs_id]
+        """Chart entries with at least one coding in a value set (the chart memoises it)."""
+        return self.chart.members(self.pack.valuesets[vs_id])
 
     def this_visit(self, entry: ChartEntry) -> bool:
         """References the current encounter, or names none and happened since it began."""

@@ -10,7 +10,7 @@ code as written (dots included, case-sensitive). ``compose.exclude`` removes cod
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -150,10 +150,22 @@ class ValueSet:
         """Code systems this value set draws codes from."""
         return frozenset(self.includes)
 
+    _memo: dict[tuple[str, str], bool] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
     def contains(self, system: str, code: str) -> bool:
-        """Whether the coding (system, code) is a member."""
+        """Whether the coding (system, code) is a member (memoised: patterns are costly)."""
+        try:
+            return self._memo[system, code]
+        except KeyError:
+            pass
         inc = self.includes.get(system)
         if inc is None or not inc.matches(code):
-            return False
-        exc = self.excludes.get(system)
-        return exc is None or not exc.matches(code)
+            found = False
+        else:
+            exc = self.excludes.get(system)
+            found = exc is None or not exc.matches(code)
+        if len(self._memo) < 100_000:
+            self._memo[system, code] = found
+        return found

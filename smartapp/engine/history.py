@@ -1,0 +1,199 @@
+"""Replaying history: every past ED visit of a chart, evaluated at its own time.
+
+Pure: charts and packs in, per-visit suggestions out (reading files and running workers
+is ``smartapp.backtest``'s job). The semantics are documented in ``rules/README.md``
+("Replaying history"):
+
+* the visits are the chart's encounters of the pack's ED class (``current_encounter.class``,
+  by default EMER in ``v3-ActCode``), except those ``planned``, ``cancelled`` or
+  ``entered-in-error``;
+* a visit's **replay time** is its ``period.end`` (a launch happens during the visit; what
+  was recorded during it counts), or its ``period.start`` when it has no end (or an end
+  before its start); a visit with neither is skipped;
+* the visit is evaluated on the chart as it stood at that time (:meth:`Chart.as_of`), as
+  the launch context's encounter, in progress, with ``now`` = the replay time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from .chart import Chart, ChartItem, resource_key
+from .evaluate import Evaluation, evaluate, has_class
+from .fhir import parse_datetime, reference_string, type_id_of
+from .pack import CurrentEncounter, Pack
+
+#: Encounter statuses that mean the visit never happened: not replayed.
+NOT_A_VISIT = frozenset({"planned", "cancelled", "entered-in-error"})
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    """A past ED visit and the time it is replayed at."""
+
+    key: str  # Encounter/<id>
+    start: datetime | None
+    end: datetime | None
+    time: datetime  # the replay time: end, else start
+
+    @property
+    def id(self) -> str:
+        """The Encounter's id."""
+        return self.key.split("/", 1)[1]
+
+
+class Suggested(NamedTuple):
+    """A suggestion as a backtest compares it."""
+
+    kind: str
+    variant: str | None
+    cautions: tuple[str, ...]
+    evidence: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"kind", "variant", "cautions", "evidence"}``."""
+        return {"kind": self.kind, "variant": self.variant, "cautions": list(self.cautions),
+                "evidence": list(self.evidence)}
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """One visit replayed with one or more packs (``results[i]`` is ``packs[i]``'s)."""
+
+    patient: str | None  # Patient id
+    visit: Visit
+    results: tuple[tuple[Suggested, ...], ...]
+
+
+def ed_visits(chart: Chart, rule: CurrentEncounter) -> tuple[list[Visit], list[str]]:
+    """The chart's replayable ED visits (by start), and the keys of those skipped because
+    they carry no time at all."""
+    visits: list[Visit] = []
+    skipped: list[str] = []
+    for entry in chart.of_type("Encounter"):
+        resource = entry.resource
+        if not has_class(resource, rule) or resource.get("status") in NOT_A_VISIT:
+            continue
+        period = resource.get("period") if isinstance(resource.get("period"), dict) else {}
+        start, end = parse_datetime(period.get("start")), parse_datetime(period.get("end"))
+        time = end if end is not None and (start is None or end >= start) else start
+        if time is None:
+            skipped.append(entry.key)
+            continue
+        visits.append(Visit(entry.key, start, end, time))
+    visits.sort(key=lambda v: (v.time, v.key))
+    return visits, skipped
+
+
+def replay_visit(chart: Chart, visit: Visit, pack: Pack) -> Evaluation:
+    """Evaluate one visit at its replay time on the chart as it stood then."""
+    return evaluate(chart.as_of(visit.time, visit.key), visit.time, pack, visit.key)
+
+
+def replay(
+    chart: Chart, packs: Sequence[Pack], visits: Iterable[Visit] | None = None
+) -> list[Replayed]:
+    """Replay every ED visit of a chart (the first pack's ED class picks them)."""
+    if visits is None:
+        visits, _skipped = ed_visits(chart, packs[0].document.current_encounter)
+    patient = (chart.patient or {}).get("id")
+    out = []
+    for visit in visits:
+        view = chart.as_of(visit.time, visit.key)
+        results = tuple(
+            suggested(evaluate(view, visit.time, pack, visit.key)) for pack in packs
+        )
+        out.append(Replayed(patient, visit, results))
+    return out
+
+
+def suggested(evaluation: Evaluation) -> tuple[Suggested, ...]:
+    """The comparable form of an evaluation's suggestions."""
+    return tuple(
+        Suggested(s.kind, s.variant, s.cautions, s.evidence) for s in evaluation.suggestions
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# comparing two packs on one visit
+
+
+@dataclass(frozen=True)
+class Difference:
+    """How two packs' suggestions for one visit differ."""
+
+    added: tuple[Suggested, ...]  # kinds only the other pack suggests
+    removed: tuple[Suggested, ...]  # kinds only the base pack suggests
+    changed: tuple[tuple[Suggested, Suggested], ...]  # same kind: (base, other)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+
+def difference(base: Sequence[Suggested], other: Sequence[Suggested]) -> Difference:
+    """Kinds added and removed, and kinds whose variant, cautions or evidence changed."""
+    before = {s.kind: s for s in base}
+    after = {s.kind: s for s in other}
+    return Difference(
+        added=tuple(s for s in other if s.kind not in before),
+        removed=tuple(s for s in base if s.kind not in after),
+        changed=tuple(
+            (s, after[s.kind]) for s in base
+            if s.kind in after and after[s.kind] != s
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# resources of several patients (a bulk export, a multi-patient bundle)
+
+
+def split_by_patient(items: Iterable[ChartItem]) -> dict[str | None, list[ChartItem]]:
+    """Group resources by the patient they are about, keyed ``Patient/<id>``.
+
+    A Patient belongs to itself; another resource to the patient its ``subject`` or
+    ``patient`` references (``Patient/x``, an absolute URL, or a bundle ``urn:uuid:``
+    fullUrl). Resources about no patient are left out, except Medications, which go to
+    every patient (orders may reference them); with no patient at all, everything is one
+    group keyed None.
+    """
+    items = list(items)
+    aliases: dict[str, str] = {}
+    keys: list[str] = []
+    for full_url, resource, where in items:
+        key = resource_key(resource, full_url, where)
+        keys.append(key)
+        if full_url:
+            aliases[full_url] = key
+    groups: dict[str | None, list[ChartItem]] = {}
+    shared: list[ChartItem] = []
+    for item, key in zip(items, keys, strict=True):
+        resource = item[1]
+        if resource["resourceType"] == "Patient":
+            groups.setdefault(key, []).append(item)
+            continue
+        owner = _patient_of(resource, aliases)
+        if owner is not None:
+            groups.setdefault(owner, []).append(item)
+        elif resource["resourceType"] == "Medication":
+            shared.append(item)
+    if not groups:
+        return {None: items} if items else {}
+    for group in groups.values():
+        group.extend(shared)
+    return groups
+
+
+def _patient_of(resource: dict[str, Any], aliases: dict[str, str]) -> str | None:
+    """Key of the patient a resource's subject or patient references, if it is one."""
+    for element in ("subject", "patient"):
+        ref = reference_string(resource.get(element))
+        if ref is None:
+            continue
+        key = aliases.get(ref) or type_id_of(ref)
+        if key is not None and key.startswith("Patient/"):
+            return key
+    return None
