@@ -236,10 +236,15 @@ def _parse_response(response: requests.Response) -> dict:
 def _outcome_text(body) -> str | None:
     if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
         return None
-    texts = [
-        issue.get("diagnostics") or issue.get("details", {}).get("text") or issue.get("code", "")
-        for issue in body.get("issue", [])
-    ]
+    texts = []
+    for issue in body.get("issue", []):
+        text = (
+            issue.get("diagnostics")
+            or issue.get("details", {}).get("text")
+            or issue.get("code", "")
+        )
+        where = ", ".join(issue.get("expression", []))
+        texts.append(f"{text} ({where})" if where else text)
     return "; ".join(t for t in texts if t) or None
 
 

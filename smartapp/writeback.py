@@ -331,7 +331,9 @@ def plan_resources(
     add(
         {
             "resourceType": "Provenance",
-            "meta": meta | {"tag": [provenance_ident]},
+            # A tag is a Coding: Handoff's identifier as its code, so `_tag` finds it on a retry.
+            "meta": meta
+            | {"tag": [{"system": provenance_ident["system"], "code": provenance_ident["value"]}]},
             "target": [{"reference": item.full_url} for item in planned],
             "recorded": signed,
             "agent": [

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from smartapp.sandbox import SandboxClient, create_sandbox_app
+from smartapp.sandbox.fhir.write_rules import BEHAVIOURS, FHIR_REST
 from smartapp.sandbox.seed import KNOWN_SETS
 from smartapp.serving import serve_in_thread
 
@@ -42,6 +43,12 @@ def main(argv: list[str] | None = None) -> None:
         default="scenarios,synthea",
         help=f"comma-separated data sets among {', '.join(KNOWN_SETS)}",
     )
+    parser.add_argument(
+        "--write-behaviour",
+        default=FHIR_REST,
+        choices=BEHAVIOURS,
+        help="how the FHIR API takes writes: a plain FHIR server, or like Epic / Oracle Health",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     base_url = (args.base_url or f"http://{args.host}:{args.port}").rstrip("/")
@@ -60,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         clients=[client],
         shared_dir=args.shared_dir,
         seed=tuple(s for s in args.seed.split(",") if s),
+        write_behaviour=args.write_behaviour,
     )
     handle = serve_in_thread(app, host=args.host, port=args.port)
     print(f"Sandbox EHR on {base_url}/  (FHIR base {base_url}/fhir)  Ctrl-C to stop", flush=True)

@@ -27,6 +27,7 @@ from smartapp.sandbox.faults import Faults, RequestLog
 from smartapp.sandbox.fhir import api as fhir_api
 from smartapp.sandbox.fhir.errors import FhirError
 from smartapp.sandbox.fhir.service import FhirService
+from smartapp.sandbox.fhir.write_rules import FHIR_REST, rules_for
 from smartapp.sandbox.seed import needs_seeding
 from smartapp.sandbox.seed import seed as seed_data
 
@@ -57,6 +58,7 @@ def create_sandbox_app(
     now: datetime | None = None,
     *,
     test_controls: bool = False,
+    write_behaviour: str = FHIR_REST,
 ) -> Flask:
     """Build the sandbox EHR on its own origin `base_url` (FHIR base = base_url + "/fhir").
 
@@ -64,7 +66,11 @@ def create_sandbox_app(
     dates to `now` (default: the current UTC time), and registers `clients`.
     `test_controls` serves /_sandbox/ (fault switches, token expiry, request log) for tests;
     off, those paths are 404.
+    `write_behaviour` is how the FHIR API takes writes: "fhir-rest" (everything, like HAPI),
+    "epic" or "oracle-health" (their refusals and constraints: fhir/write_rules.py); the
+    `write_behaviour` fault switch overrides it while set.
     """
+    rules_for(write_behaviour)  # ValueError for an unknown behaviour
     base_url = base_url.rstrip("/")
     fhir_base = f"{base_url}/fhir"
     if now is not None and now.tzinfo is None:
@@ -97,6 +103,7 @@ def create_sandbox_app(
         SANDBOX_ACCESS_TOKEN_LIFETIME=ACCESS_TOKEN_LIFETIME_S,
     )
     faults = Faults()
+    service.write_rules = lambda: faults.write_rules(write_behaviour)
     server = create_authorization_server(
         store,
         fhir_base,

@@ -5,6 +5,8 @@ Registered only when the app is built with `test_controls=True`; otherwise /_san
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from flask import Blueprint, Response, jsonify, request
 
 from smartapp.sandbox.context import sandbox
@@ -36,6 +38,14 @@ def set_faults() -> Response | tuple[Response, int]:
     except FaultError as error:
         return jsonify({"error": "invalid_faults", "error_description": str(error)}), 400
     return jsonify(current)
+
+
+@bp.get("/write-rules")
+def get_write_rules() -> Response:
+    """The write rules in force (the behaviour plus the individual write switches)."""
+    rules = asdict(sandbox().service.write_rules())
+    rules["refuse_create"] = sorted(rules["refuse_create"])
+    return jsonify(rules)
 
 
 @bp.post("/expire-tokens")

@@ -14,6 +14,12 @@ The HTTP side is controls.py, only served when the app is built with `test_contr
   requests to /_sandbox/ itself are not logged. `DELETE` clears it (204).
 
 The state lives in memory on the app (`Sandbox.faults`, `Sandbox.requests`), behind locks.
+
+Write behaviour: `write_behaviour` ("fhir-rest", "epic", "oracle-health"; see
+fhir/write_rules.py) makes the FHIR API refuse writes like that EHR; unset, the app's own
+default (`create_sandbox_app(write_behaviour=...)`) applies. The individual write switches
+(`refuse_transactions`, `no_conditional_create`, `refuse_create`, `require_*`) add their
+restriction on top of whichever behaviour is in force; they never relax one.
 """
 
 from __future__ import annotations
@@ -25,11 +31,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from smartapp.sandbox.auth.scopes import is_v2_clinical, read_part
+from smartapp.sandbox.fhir.resource_types import NON_STORABLE_TYPES, R4_RESOURCE_TYPES
+from smartapp.sandbox.fhir.write_rules import BEHAVIOURS, WriteRules, rules_for
 
 REQUEST_LOG_SIZE = 200
 
 #: Fault name -> (kind, what it does). Kinds: "flag" (true/false), "scopes" (list of
-#: strings), "seconds" (positive integer).
+#: strings), "seconds" (positive integer), "behaviour" (one of BEHAVIOURS), "types" (list of
+#: R4 resource type names).
 FAULTS: dict[str, tuple[str, str]] = {
     "deny_consent": ("flag", "authorize redirects back with error=access_denied"),
     "narrow_scopes": ("scopes", "these scopes are dropped from every grant"),
@@ -44,7 +53,27 @@ FAULTS: dict[str, tuple[str, str]] = {
     "omit_patient": ("flag", "token responses carry no patient"),
     "smart_config_unavailable": ("flag", "/.well-known/smart-configuration answers 404"),
     "advertise_v1_only": ("flag", "discovery omits permission-v2; v2 scopes are not granted"),
+    # -- writes: behave like a given EHR (fhir/write_rules.py) ---------------------------
+    "write_behaviour": ("behaviour", "writes refused or constrained like that EHR"),
+    "refuse_transactions": ("flag", "transaction Bundles answer 405 (batch still works)"),
+    "no_conditional_create": ("flag", "If-None-Exist is ignored: a second POST duplicates"),
+    "refuse_create": ("types", "creating these resource types answers 405"),
+    "require_period_end": ("flag", "DocumentReference needs context.period.end (else 422)"),
+    "require_final": ("flag", "DocumentReference needs docStatus final (else 422)"),
+    "require_plain_text": ("flag", "DocumentReference content must be text/plain (else 422)"),
+    "require_encounter": ("flag", "DocumentReference needs an existing context.encounter"),
 }
+
+#: The write switches, each a keyword of WriteRules.with_switches.
+_WRITE_SWITCHES = (
+    "refuse_transactions",
+    "no_conditional_create",
+    "refuse_create",
+    "require_period_end",
+    "require_final",
+    "require_plain_text",
+    "require_encounter",
+)
 
 _KNOWN_SCHEMES = {s.lower(): s for s in ("Basic", "Bearer", "DPoP", "Digest", "Negotiate")}
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,19}$")
@@ -73,7 +102,17 @@ def validate_faults(value: object) -> dict[str, Any]:
             isinstance(setting, bool) or not isinstance(setting, int) or setting < 1
         ):
             raise FaultError(f"{name} must be a positive whole number of seconds")
-        checked[name] = list(setting) if kind == "scopes" else setting
+        if kind == "behaviour" and setting not in BEHAVIOURS:
+            raise FaultError(f"{name} must be one of {', '.join(BEHAVIOURS)}")
+        if kind == "types" and not (
+            isinstance(setting, list)
+            and all(
+                isinstance(t, str) and t in R4_RESOURCE_TYPES and t not in NON_STORABLE_TYPES
+                for t in setting
+            )
+        ):
+            raise FaultError(f"{name} must be a list of FHIR R4 resource type names")
+        checked[name] = list(setting) if kind in ("scopes", "types") else setting
     return checked
 
 
@@ -104,6 +143,15 @@ class Faults:
     def on(self, name: str) -> bool:
         """Is this fault switched on?"""
         return bool(self.get(name))
+
+    def write_rules(self, default: str = "fhir-rest") -> WriteRules:
+        """The write rules in force: `write_behaviour` (else `default`) plus the switches."""
+        faults = self.snapshot()
+        rules = rules_for(faults.get("write_behaviour") or default)
+        switches = {name: faults[name] for name in _WRITE_SWITCHES if faults.get(name)}
+        if "refuse_create" in switches:
+            switches["refuse_create"] = frozenset(switches["refuse_create"])
+        return rules.with_switches(**switches) if switches else rules
 
     def narrow_grant(self, scope: str) -> str:
         """The scope really granted under narrow_scopes, drop_write_scopes, advertise_v1_only."""

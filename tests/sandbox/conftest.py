@@ -162,6 +162,7 @@ def start_sandbox(
     now: datetime | None = NOW,
     extra_clients: tuple[SandboxClient, ...] = (),
     test_controls: bool = False,
+    write_behaviour: str = "fhir-rest",
 ) -> RunningSandbox:
     """Build and serve a sandbox on a free port (its base URL is known before it starts)."""
     port = reserve_port()
@@ -185,6 +186,7 @@ def start_sandbox(
         seed=seed,
         now=now,
         test_controls=test_controls,
+        write_behaviour=write_behaviour,
     )
     handle = serve_in_thread(app, port=port)
     return RunningSandbox(base=base, app=app, handle=handle)

@@ -130,7 +130,11 @@ def metadata() -> Response:
     with api.service.db.read() as conn:
         stored = conn.execute(resources.select().with_only_columns(resources.c.type).distinct())
         types = [row[0] for row in stored]
-    return fhir_response(capability_statement(api.service.fhir_base, api.oauth_uris, types))
+    return fhir_response(
+        capability_statement(
+            api.service.fhir_base, api.oauth_uris, types, rules=api.service.write_rules()
+        )
+    )
 
 
 @bp.post("")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from smartapp.sandbox.fhir.params import COLUMN_PARAMS, params_for_type, types_with_params
 from smartapp.sandbox.fhir.resource_types import words
+from smartapp.sandbox.fhir.write_rules import WriteRules
 from smartapp.sandbox.fhirtime import format_instant
 
 #: Always listed, whether or not data of that type is loaded yet.
@@ -14,26 +15,39 @@ CORE_TYPES = words(
     "Patient Practitioner Encounter Condition Observation MedicationRequest MedicationStatement "
     "MedicationAdministration MedicationDispense AllergyIntolerance ServiceRequest "
     "DocumentReference Task Provenance Procedure Immunization Medication Organization Location "
-    "CarePlan"
+    "CarePlan Communication"
 )
 _INTERACTIONS = ("read", "vread", "search-type", "create", "update", "delete")
 
 
-def capability_statement(fhir_base: str, oauth: dict[str, str], stored: Iterable[str]) -> dict:
-    """CapabilityStatement for `fhir_base`; `oauth` maps SMART oauth-uris names to URLs."""
+def capability_statement(
+    fhir_base: str,
+    oauth: dict[str, str],
+    stored: Iterable[str],
+    rules: WriteRules | None = None,
+) -> dict:
+    """CapabilityStatement for `fhir_base`; `oauth` maps SMART oauth-uris names to URLs;
+    `rules` (write_rules.py) take out the creates, transactions and conditional create that
+    the API refuses."""
+    rules = rules or WriteRules()
+    description = "Handoff sandbox EHR"
+    if rules.behaviour != "fhir-rest":
+        description += f" (writes behave like {rules.behaviour})"
     types = sorted(CORE_TYPES | types_with_params() | set(stored))
     resources = []
     for rtype in types:
         params = [{"name": name, "type": kind} for name, kind in COLUMN_PARAMS.items()]
         params += [{"name": p.name, "type": p.kind} for p in params_for_type(rtype)]
+        creatable = rtype not in rules.refuse_create
+        interactions = [c for c in _INTERACTIONS if creatable or c != "create"]
         resources.append(
             {
                 "type": rtype,
-                "interaction": [{"code": code} for code in _INTERACTIONS],
+                "interaction": [{"code": code} for code in interactions],
                 "versioning": "versioned",
                 "readHistory": False,
-                "updateCreate": True,
-                "conditionalCreate": True,
+                "updateCreate": creatable,
+                "conditionalCreate": creatable and rules.conditional_create,
                 "conditionalUpdate": False,
                 "conditionalDelete": "not-supported",
                 "searchInclude": [
@@ -49,7 +63,7 @@ def capability_statement(fhir_base: str, oauth: dict[str, str], stored: Iterable
         "publisher": "Handoff sandbox",
         "kind": "instance",
         "software": {"name": "Handoff sandbox EHR", "version": "0.1.0"},
-        "implementation": {"description": "Handoff sandbox EHR", "url": fhir_base},
+        "implementation": {"description": description, "url": fhir_base},
         "fhirVersion": "4.0.1",
         "format": ["json", "application/fhir+json"],
         "rest": [
@@ -80,7 +94,11 @@ def capability_statement(fhir_base: str, oauth: dict[str, str], stored: Iterable
                     ],
                 },
                 "resource": resources,
-                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+                "interaction": [
+                    {"code": code}
+                    for code in ("transaction", "batch")
+                    if code == "batch" or not rules.refuse_transactions
+                ],
                 "searchParam": [
                     {"name": name, "type": kind} for name, kind in COLUMN_PARAMS.items()
                 ],

@@ -8,7 +8,7 @@ Every method takes an `Access` that decides what the caller may see and write.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -32,6 +32,7 @@ from smartapp.sandbox.fhir.validation import (
     check_rules,
     check_structure,
 )
+from smartapp.sandbox.fhir.write_rules import WriteRules
 from smartapp.sandbox.fhirtime import format_instant, to_ms
 
 Key = tuple[str, str]
@@ -125,11 +126,21 @@ def new_id() -> str:
 
 
 class FhirService:
-    """The FHIR store of one sandbox: `fhir_base` is the absolute base URL of the API."""
+    """The FHIR store of one sandbox: `fhir_base` is the absolute base URL of the API.
 
-    def __init__(self, db: Database, fhir_base: str) -> None:
+    `write_rules` is asked on every write for what the API accepts (write_rules.py: a plain
+    FHIR server by default, or an Epic- or Oracle Health-like one).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        fhir_base: str,
+        write_rules: Callable[[], WriteRules] | None = None,
+    ) -> None:
         self.db = db
         self.fhir_base = fhir_base.rstrip("/")
+        self.write_rules: Callable[[], WriteRules] = write_rules or WriteRules
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -274,13 +285,17 @@ class FhirService:
         access: Access,
         pending: dict[Key, dict] | None,
     ) -> list[str | None]:
-        """Compartment (403), then rules and references (422); returns the patients."""
+        """Compartment (403), then rules, the EHR's shape constraints and references (422);
+        returns the patients."""
         patients = self.patients_of(conn, rtype, resource, pending)
         access.check_write(interaction, rtype, resource, patients)
         check_rules(rtype, resource)
-        check_references(
-            rtype, resource, self.split, lambda t, i: self._exists(conn, (t, i), pending)
-        )
+
+        def exists(target: str, ident: str) -> bool:
+            return self._exists(conn, (target, ident), pending)
+
+        self.write_rules().check_shape(rtype, resource, self.split, exists)
+        check_references(rtype, resource, self.split, exists)
         return patients
 
     # -- reads -----------------------------------------------------------------------------
@@ -485,11 +500,14 @@ class FhirService:
         assigned_id: str | None = None,
         pending: dict[Key, dict] | None = None,
     ) -> Outcome:
-        """POST Type (with optional If-None-Exist conditional create)."""
+        """POST Type (with optional If-None-Exist conditional create, unless the write rules
+        ignore it as an EHR without conditional create does)."""
         self.check_type(rtype)
+        rules = self.write_rules()
+        rules.check_create(rtype)
         resource = check_structure(rtype, resource)
         access.require(CREATE, rtype)
-        if if_none_exist:
+        if if_none_exist and rules.conditional_create:
             existing = self._conditional_match(conn, rtype, if_none_exist)
             if existing is not None:
                 return self._existing(*existing, access)
@@ -522,6 +540,8 @@ class FhirService:
         resource = check_structure(rtype, resource, expected_id=rid)
         access.require(UPDATE, rtype)
         previous = self._row(conn, rtype, rid)
+        if previous is None or previous.deleted:
+            self.write_rules().check_create(rtype)  # update-as-create is a create
         if if_match is not None:
             expected = if_match.removeprefix("W/").strip('"')
             if previous is None or previous.deleted or str(previous.version) != expected:
@@ -566,6 +586,7 @@ class FhirService:
         if not isinstance(entries, list):
             raise FhirError(400, "Bundle.entry must be an array", "structure")
         if kind == "transaction":
+            self.write_rules().check_transaction()
             return self.transaction(entries, access, minimal=minimal)
         if kind == "batch":
             return self.batch(entries, access, minimal=minimal)
@@ -744,7 +765,7 @@ class FhirService:
         """Resolve If-None-Exist and assign the id of a transaction POST before any write."""
         assert entry.rtype is not None
         self.check_type(entry.rtype)
-        if entry.if_none_exist:
+        if entry.if_none_exist and self.write_rules().conditional_create:
             try:
                 entry.existing = self._conditional_match(conn, entry.rtype, entry.if_none_exist)
             except FhirError as err:

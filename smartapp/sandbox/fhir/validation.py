@@ -118,6 +118,18 @@ CODES: dict[tuple[str, str], frozenset[str]] = {
             "option",
         }
     ),
+    ("Communication", "status"): frozenset(
+        {
+            "preparation",
+            "in-progress",
+            "not-done",
+            "on-hold",
+            "stopped",
+            "completed",
+            "entered-in-error",
+            "unknown",
+        }
+    ),
     ("Encounter", "status"): frozenset(
         {
             "planned",
