@@ -198,8 +198,12 @@ def _moment(end: bool):
     "--format", "fmt", type=click.Choice(["ndjson", "csv"]), default="ndjson", show_default=True
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout.")
-@click.option("--user", default=getpass.getuser, show_default="the OS user",
-              help="Who runs the export (recorded in the log).")
+@click.option(
+    "--user",
+    default=getpass.getuser,
+    show_default="the OS user",
+    help="Who runs the export (recorded in the log).",
+)
 @click.option("--database-url", help="SQLAlchemy URL (default: the app's database).")
 @click.pass_obj
 def export(
@@ -218,8 +222,9 @@ def export(
     with obj.app.app_context():  # the signing key, for the checkpoint the export may complete
         if out:
             with out.open("w", encoding="utf-8", newline="") as handle:
-                result = run_export(db, handle, fmt=fmt, start=start, end=end, user=user,
-                                    destination=str(out))
+                result = run_export(
+                    db, handle, fmt=fmt, start=start, end=end, user=user, destination=str(out)
+                )
         else:
             stream = click.get_text_stream("stdout")
             result = run_export(db, stream, fmt=fmt, start=start, end=end, user=user)

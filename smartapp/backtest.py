@@ -260,9 +260,14 @@ def run_backtest(
     visits = [v for o in outcomes for v in o.visits]
     visits.sort(key=lambda r: (r.visit.time, r.patient or "", r.visit.key))
     return Backtest(
-        path=path, packs=packs, bundle_files=len(bundles), ndjson_files=len(ndjson),
-        workers=used, patients=sum(o.patients for o in outcomes),
-        skipped=sum(o.skipped for o in outcomes), visits=visits,
+        path=path,
+        packs=packs,
+        bundle_files=len(bundles),
+        ndjson_files=len(ndjson),
+        workers=used,
+        patients=sum(o.patients for o in outcomes),
+        skipped=sum(o.skipped for o in outcomes),
+        visits=visits,
     )
 
 
@@ -353,15 +358,19 @@ def differences(result: Backtest) -> list[dict[str, Any]]:
         diff = difference(replayed.results[0], replayed.results[1])
         if not diff:
             continue
-        out.append({
-            "visit": replayed.visit.id,
-            "patient": replayed.patient,
-            "time": replayed.visit.time.isoformat(),
-            "added": [s.to_json() for s in diff.added],
-            "removed": [s.to_json() for s in diff.removed],
-            "changed": [{"kind": a.kind, "before": a.to_json(), "after": b.to_json()}
-                        for a, b in diff.changed],
-        })
+        out.append(
+            {
+                "visit": replayed.visit.id,
+                "patient": replayed.patient,
+                "time": replayed.visit.time.isoformat(),
+                "added": [s.to_json() for s in diff.added],
+                "removed": [s.to_json() for s in diff.removed],
+                "changed": [
+                    {"kind": a.kind, "before": a.to_json(), "after": b.to_json()}
+                    for a, b in diff.changed
+                ],
+            }
+        )
     return out
 
 
@@ -369,8 +378,11 @@ def report(result: Backtest) -> dict[str, Any]:
     """The ``--json`` report (documented in rules/README.md)."""
     years = Counter(str(r.visit.time.year) for r in result.visits)
     out: dict[str, Any] = {
-        "input": {"path": str(result.path), "bundle_files": result.bundle_files,
-                  "ndjson_files": result.ndjson_files},
+        "input": {
+            "path": str(result.path),
+            "bundle_files": result.bundle_files,
+            "ndjson_files": result.ndjson_files,
+        },
         "workers": result.workers,
         "patients": result.patients,
         "patients_with_visits": len({r.patient for r in result.visits}),
@@ -394,8 +406,12 @@ def render_text(data: dict[str, Any], seconds: float | None = None) -> str:
     base, other = data["pack"], data["compare"]
     inp = data["input"]
     files = ", ".join(
-        f"{n} {what}" for what, n in (("bundle files", inp["bundle_files"]),
-                                     ("NDJSON files", inp["ndjson_files"])) if n
+        f"{n} {what}"
+        for what, n in (
+            ("bundle files", inp["bundle_files"]),
+            ("NDJSON files", inp["ndjson_files"]),
+        )
+        if n
     )
     took = f" in {seconds:.2f} s" if seconds is not None else ""
     lines = [
@@ -415,20 +431,23 @@ def render_text(data: dict[str, Any], seconds: float | None = None) -> str:
     lines.append(header)
     lines.append(f"{'':<44}" + "".join(f"{p['version'][:22]:>24}" for p in packs))
     lines.append("-" * len(header))
-    lines.append(f"{'visits with any suggestion':<44}"
-                 + "".join(f"{p['visits_with_suggestions']:>24}" for p in packs))
-    kinds = list(base["counts"]) + [k for k in (other or {}).get("counts", {})
-                                    if k not in base["counts"]]
+    lines.append(
+        f"{'visits with any suggestion':<44}"
+        + "".join(f"{p['visits_with_suggestions']:>24}" for p in packs)
+    )
+    kinds = list(base["counts"]) + [
+        k for k in (other or {}).get("counts", {}) if k not in base["counts"]
+    ]
     for kind in kinds:
-        cells = [p["counts"].get(kind, {"visits": 0, "variants": {}, "cautions": {}})
-                 for p in packs]
+        cells = [
+            p["counts"].get(kind, {"visits": 0, "variants": {}, "cautions": {}}) for p in packs
+        ]
         lines.append(f"{kind:<44}" + "".join(f"{c['visits']:>24}" for c in cells))
         for part in ("variants", "cautions"):
             names = list(dict.fromkeys(n for c in cells for n in c[part]))
             for name in names:
                 label = f"  {'variant' if part == 'variants' else 'caution'} {name}"
-                lines.append(f"{label:<44}" + "".join(f"{c[part].get(name, 0):>24}"
-                                                      for c in cells))
+                lines.append(f"{label:<44}" + "".join(f"{c[part].get(name, 0):>24}" for c in cells))
     lines += ["", f"by year (replay time): ED visits, then suggestions ({base['id']})"]
     for year, visits in data["visits_by_year"].items():
         counts = base["by_year"].get(year, {}).get("counts", {})
@@ -437,18 +456,24 @@ def render_text(data: dict[str, Any], seconds: float | None = None) -> str:
             if not c["visits"]:
                 continue
             variants = [f"{v} {n}" for v, n in c["variants"].items() if n]
-            parts.append(f"{kind} {c['visits']}" + (f" ({', '.join(variants)})"
-                                                     if variants else ""))
+            parts.append(
+                f"{kind} {c['visits']}" + (f" ({', '.join(variants)})" if variants else "")
+            )
         lines.append(f"  {year}  {visits:>4} visits   " + ("; ".join(parts) or "-"))
     if other is not None:
         diffs = other["differences"]
-        lines += ["", f"{len(diffs)} visit(s) with different suggestions "
-                      f"({base['id']} {base['version']} -> {other['id']} {other['version']}):"]
+        lines += [
+            "",
+            f"{len(diffs)} visit(s) with different suggestions "
+            f"({base['id']} {base['version']} -> {other['id']} {other['version']}):",
+        ]
         for d in diffs:
             lines.append(f"  visit {d['visit']}  patient {d['patient']}  {d['time']}")
             for s in d["added"]:
-                lines.append(f"    + {_variant_label(s['kind'], s['variant'])}"
-                             + (f" cautions {s['cautions']}" if s["cautions"] else ""))
+                lines.append(
+                    f"    + {_variant_label(s['kind'], s['variant'])}"
+                    + (f" cautions {s['cautions']}" if s["cautions"] else "")
+                )
             for s in d["removed"]:
                 lines.append(f"    - {_variant_label(s['kind'], s['variant'])}")
             for c in d["changed"]:

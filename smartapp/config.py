@@ -34,6 +34,13 @@ class Defaults:
     STATE_TTL_SECONDS: int = 600
     # Identifier system for the referral identifiers Handoff assigns.
     REFERRAL_IDENTIFIER_SYSTEM: str = "urn:handoff:referral"
+    # Staff sign-in (coaches, auditors, program managers): the hospital's OpenID Connect
+    # provider. None disables the staff pages.
+    STAFF_OIDC_ISSUER: str | None = None
+    STAFF_OIDC_CLIENT_ID: str = "handoff-staff"
+    STAFF_OIDC_CLIENT_SECRET: str | None = None
+    STAFF_OIDC_CLIENT_SECRET_ENV: str | None = "HANDOFF_STAFF_CLIENT_SECRET"
+    STAFF_ROLES_CLAIM: str = "handoff_roles"
     # Folder of Handoff's private signing keys (private_key_jwt); None: instance/keys.
     KEYS_DIR: str | None = None
     SESSION_COOKIE_NAME: str = "handoff_session"

@@ -114,6 +114,25 @@ class Referral(Base):
         return [op for op in self.plan.get("operations", []) if op["mode"] == "local"]
 
 
+class CoachHandoff(Base):
+    """The coach team's side of a warm handoff (mirrors the FHIR Task's status)."""
+
+    __tablename__ = "coach_handoff"
+
+    referral_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # FHIR Task status: requested, accepted, in-progress, completed, rejected, cancelled.
+    status: Mapped[str] = mapped_column(String(20), default="requested", index=True)
+    coach_ref: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    coach_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    contacted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    contact_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    linked_program: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    linked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    closed_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Database:
     """An engine and a session factory; `session()` is a unit of work that commits or rolls back."""
 

@@ -57,8 +57,9 @@ class KeyStore:
     def private_key(self, kid: str) -> RSAKey | ECKey:
         path = self._path(kid)
         if not path.exists():
-            raise KeyStoreError(f"signing key {kid} not found in {self.folder} "
-                            "(run `handoff keys generate`)")
+            raise KeyStoreError(
+                f"signing key {kid} not found in {self.folder} (run `handoff keys generate`)"
+            )
         data = json.loads(path.read_text())
         return RSAKey.import_key(data) if data["kty"] == "RSA" else ECKey.import_key(data)
 

@@ -227,6 +227,9 @@ def _write_one_by_one(client: FhirClient, plan: dict) -> None:
         if op["mode"] != "rest" or op["status"] == "written":
             continue
         resource = _resolve(copy.deepcopy(op["resource"]), written_refs, local_refs)
+        if op["type"] == "Provenance":
+            # A Provenance is about what the EHR holds: what stayed in Handoff is not a target.
+            resource["target"] = [t for t in resource["target"] if "reference" in t]
         if plan["conditional_create"]:
             result = client.create(resource, if_none_exist=op["conditional"])
         else:

@@ -27,16 +27,15 @@ DEFAULT_SCOPES = [
     "patient/Encounter.rs",
     "patient/Condition.rs",
     "patient/Observation.rs",
-    "patient/MedicationRequest.crs",
+    "patient/MedicationRequest.rs",
     "patient/MedicationStatement.rs",
     "patient/MedicationAdministration.rs",
     "patient/MedicationDispense.rs",
     "patient/AllergyIntolerance.rs",
-    "patient/ServiceRequest.crs",
-    "patient/DocumentReference.crs",
-    "patient/Task.crs",
-    "patient/Provenance.c",
+    "patient/ServiceRequest.rs",
 ]
+# Write scopes are added from the registration's write profile (smart.requested_scopes):
+# create, and search to find an earlier attempt by Handoff's identifier before a retry.
 
 
 class RegistrationError(Exception):

@@ -103,8 +103,12 @@ def check(pack: Path | None, valuesets: Path | None) -> None:
 @click.option("--valuesets", type=PATH, help="Value set directory (default: beside packs/).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def eval_command(
-    chart: Path, now_text: str, encounter: str | None, pack: Path | None,
-    valuesets: Path | None, as_json: bool,
+    chart: Path,
+    now_text: str,
+    encounter: str | None,
+    pack: Path | None,
+    valuesets: Path | None,
+    as_json: bool,
 ) -> None:
     """Evaluate a chart (FHIR Bundle or JSON list of resources) and print suggestions."""
     now = parse_now(now_text)
@@ -213,15 +217,26 @@ def _case_issues(doc: SourceDoc, exc: ValidationError) -> list[str]:
 @rules.command("backtest")
 @click.argument("path", type=PATH)
 @click.option("--pack", type=PATH, help="Rule pack (default: the default pack).")
-@click.option("--compare", "compare", type=PATH,
-              help="A second pack: list the visits whose suggestions differ.")
+@click.option(
+    "--compare",
+    "compare",
+    type=PATH,
+    help="A second pack: list the visits whose suggestions differ.",
+)
 @click.option("--valuesets", type=PATH, help="Value set directory (default: beside packs/).")
-@click.option("--workers", type=click.IntRange(min=1),
-              help="Worker processes (default: every core; 1 runs in this process).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Worker processes (default: every core; 1 runs in this process).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 def backtest_command(
-    path: Path, pack: Path | None, compare: Path | None, valuesets: Path | None,
-    workers: int | None, as_json: bool,
+    path: Path,
+    pack: Path | None,
+    compare: Path | None,
+    valuesets: Path | None,
+    workers: int | None,
+    as_json: bool,
 ) -> None:
     """Replay every past ED visit under PATH (bundles, NDJSON) at its own time."""
     from smartapp.backtest import BacktestError, render_text, report, run_backtest
@@ -235,8 +250,13 @@ def backtest_command(
 
         def on_tasks(count: int) -> None:
             if sys.stderr.isatty() and count > 1:
-                bars.append(stack.enter_context(click.progressbar(
-                    length=count, label="replaying ED visits", file=sys.stderr)))
+                bars.append(
+                    stack.enter_context(
+                        click.progressbar(
+                            length=count, label="replaying ED visits", file=sys.stderr
+                        )
+                    )
+                )
 
         def progress(done: int) -> None:
             for bar in bars:

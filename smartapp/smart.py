@@ -105,16 +105,42 @@ def _openid_jwks(issuer: str, timeout: tuple[float, float]) -> str | None:
     return (data or {}).get("jwks_uri")
 
 
-def requested_scopes(registration: Registration, config: SmartConfiguration,
-                     standalone: bool) -> str:
+def requested_scopes(
+    registration: Registration, config: SmartConfiguration, standalone: bool
+) -> str:
     """The registration's scopes, as v1 where the EHR does not advertise SMART v2; a
     standalone launch asks the EHR to pick the patient (and encounter) instead of `launch`."""
-    scopes = list(registration.scopes)
+    from smartapp.profiles import profile
+
+    scopes = list(registration.scopes) + [
+        f"patient/{t}.cs" for t in sorted(profile(registration.write.profile).rest_types)
+    ]
+    scopes = merge_scopes(scopes)
     if standalone:
         scopes = [s for s in scopes if s != "launch"] + ["launch/patient", "launch/encounter"]
     if "permission-v2" not in config.capabilities:
         scopes = [v1 for scope in scopes for v1 in to_v1(scope)]
     return " ".join(dict.fromkeys(scopes))
+
+
+def merge_scopes(scopes: list[str]) -> list[str]:
+    """One v2 scope per context and type: `patient/X.rs` + `patient/X.cs` -> `patient/X.crs`."""
+    merged: dict[str, set[str]] = {}
+    order: list[str] = []
+    for scope in scopes:
+        head, _, letters = scope.rpartition(".")
+        if "/" not in head or "?" in letters or not set(letters) <= set("cruds"):
+            key, letters = scope, ""
+        else:
+            key = head
+        if key not in merged:
+            merged[key] = set()
+            order.append(key)
+        merged[key] |= set(letters)
+    return [
+        k + ("." + "".join(c for c in "cruds" if c in merged[k]) if merged[k] else "")
+        for k in order
+    ]
 
 
 def to_v1(scope: str) -> list[str]:
@@ -184,13 +210,18 @@ def _session(
     """An authlib session that authenticates to the token endpoint as registered."""
     kwargs: dict = {}
     if registration.auth_method == "client_secret_basic":
-        kwargs = {"client_secret": registration.client_secret(),
-                  "token_endpoint_auth_method": "client_secret_basic"}
+        kwargs = {
+            "client_secret": registration.client_secret(),
+            "token_endpoint_auth_method": "client_secret_basic",
+        }
     elif registration.auth_method == "private_key_jwt":
         if signing_key is None:
             raise LaunchError(f"No signing key for registration {registration.id}.")
-        kwargs = {"token_endpoint_auth_method": SmartPrivateKeyJWT(
-            signing_key, registration.key_id, registration.signing_alg)}
+        kwargs = {
+            "token_endpoint_auth_method": SmartPrivateKeyJWT(
+                signing_key, registration.key_id, registration.signing_alg
+            )
+        }
     else:
         kwargs = {"token_endpoint_auth_method": "none"}
     return OAuth2Session(
@@ -219,8 +250,12 @@ def authorization_request(
     extra = {"aud": registration.iss, "nonce": nonce}
     if launch:
         extra["launch"] = launch
-    session = OAuth2Session(client_id=registration.client_id, scope=scope,
-                            redirect_uri=redirect_uri, code_challenge_method="S256")
+    session = OAuth2Session(
+        client_id=registration.client_id,
+        scope=scope,
+        redirect_uri=redirect_uri,
+        code_challenge_method="S256",
+    )
     url, _ = session.create_authorization_url(
         config.authorization_endpoint, state=state, code_verifier=code_verifier, **extra
     )

@@ -41,8 +41,9 @@ class RedactQueryStrings(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(QUERY.sub("?…", a) if isinstance(a, str) else a
-                                for a in record.args)
+            record.args = tuple(
+                QUERY.sub("?…", a) if isinstance(a, str) else a for a in record.args
+            )
         if isinstance(record.msg, str):
             record.msg = QUERY.sub("?…", record.msg)
         return True

@@ -11,6 +11,7 @@ import yaml
 
 from smartapp.config import REPO_ROOT
 from smartapp.serving import ServerHandle, reserve_port, serve_in_thread
+from tests.peers import medplum  # noqa: F401  (the third-party FHIR server fixture)
 
 SHARED_DIR = Path(os.environ.get("HANDOFF_SHARED_DIR", REPO_ROOT.parent / "shared"))
 CHROMIUM = os.environ.get("HANDOFF_CHROMIUM", "/usr/bin/chromium")

@@ -89,14 +89,22 @@ OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 HANDOFF_EVENT = "urn:handoff:referral-log:event-type"
 HANDOFF_LOG = "urn:handoff:referral-log"
-HANDOFF_APP = {"identifier": {"system": "urn:handoff:application", "value": "handoff"},
-               "display": "Handoff"}
+HANDOFF_APP = {
+    "identifier": {"system": "urn:handoff:application", "value": "handoff"},
+    "display": "Handoff",
+}
 
 SECURITY = [
-    {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R",
-     "display": "restricted"},
-    {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "SUD",
-     "display": "substance use disorder information sensitivity"},
+    {
+        "system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+        "code": "R",
+        "display": "restricted",
+    },
+    {
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+        "code": "SUD",
+        "display": "substance use disorder information sensitivity",
+    },
 ]
 
 
@@ -131,19 +139,25 @@ class Pattern:
 
 PATTERNS: dict[str, Pattern] = {
     "launch": Pattern(
-        _coding(DCM, "110114", "User Authentication"), (_coding(DCM, "110122", "Login"),),
-        "E", RECIPIENT, DESTINATION_ROLE, SOURCE_ROLE,
+        _coding(DCM, "110114", "User Authentication"),
+        (_coding(DCM, "110122", "Login"),),
+        "E",
+        RECIPIENT,
+        DESTINATION_ROLE,
+        SOURCE_ROLE,
     ),
     "suggestions-shown": Pattern(REST, (READ,), "R", RECIPIENT, DESTINATION_ROLE, SOURCE_ROLE),
-    "decision": Pattern(_coding(DCM, "110110", "Patient Record"), (), "C", AUTHOR, APPLICATION,
-                        None),
-    "write-attempt": Pattern(REST, (CREATE, TRANSACTION), "C", AUTHOR, SOURCE_ROLE,
-                             DESTINATION_ROLE),
-    "write-held": Pattern(REST, (CREATE, TRANSACTION), "C", AUTHOR, SOURCE_ROLE,
-                          DESTINATION_ROLE),
+    "decision": Pattern(
+        _coding(DCM, "110110", "Patient Record"), (), "C", AUTHOR, APPLICATION, None
+    ),
+    "write-attempt": Pattern(
+        REST, (CREATE, TRANSACTION), "C", AUTHOR, SOURCE_ROLE, DESTINATION_ROLE
+    ),
+    "write-held": Pattern(REST, (CREATE, TRANSACTION), "C", AUTHOR, SOURCE_ROLE, DESTINATION_ROLE),
     "audit-read": Pattern(REST, (READ,), "R", RECIPIENT, SOURCE_ROLE, None),
-    "audit-export": Pattern(_coding(DCM, "110106", "Export"), (), "R", INFORMANT, SOURCE_ROLE,
-                            None),
+    "audit-export": Pattern(
+        _coding(DCM, "110106", "Export"), (), "R", INFORMANT, SOURCE_ROLE, None
+    ),
 }
 WRITE_OUTCOMES = {"written": "0", "queued": "4", "failed": "8"}
 _REFERENCE = re.compile(r"^(https?://\S+/)?[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
@@ -197,27 +211,35 @@ def _who(user_ref: str) -> dict:
 def _agents(event: Any, pattern: Pattern) -> list[dict]:
     agents = []
     if event.user_ref:
-        agents.append({"type": {"coding": [pattern.user]}, "who": _who(event.user_ref),
-                       "requestor": True})
+        agents.append(
+            {"type": {"coding": [pattern.user]}, "who": _who(event.user_ref), "requestor": True}
+        )
     if pattern.app:
-        agents.append({"type": {"coding": [pattern.app]}, "who": HANDOFF_APP,
-                       "requestor": not event.user_ref})
+        agents.append(
+            {"type": {"coding": [pattern.app]}, "who": HANDOFF_APP, "requestor": not event.user_ref}
+        )
     if pattern.ehr and event.iss:
-        agents.append({
-            "type": {"coding": [pattern.ehr]},
-            "who": {"identifier": {"system": "urn:ietf:rfc:3986", "value": event.iss},
-                    "display": event.iss},
-            "requestor": False,
-            "network": {"address": event.iss, "type": "5"},
-        })
+        agents.append(
+            {
+                "type": {"coding": [pattern.ehr]},
+                "who": {
+                    "identifier": {"system": "urn:ietf:rfc:3986", "value": event.iss},
+                    "display": event.iss,
+                },
+                "requestor": False,
+                "network": {"address": event.iss, "type": "5"},
+            }
+        )
     return agents
 
 
 def _entity(what: dict, type_code: str, role: str | None = None, **extra: Any) -> dict:
     types = {"1": "Person", "2": "System Object", "4": "Other"}
     roles = {"1": "Patient", "3": "Report", "4": "Domain Resource"}
-    entity: dict[str, Any] = {"what": what, "type": _coding(ENTITY_TYPE, type_code,
-                                                            types[type_code])}
+    entity: dict[str, Any] = {
+        "what": what,
+        "type": _coding(ENTITY_TYPE, type_code, types[type_code]),
+    }
     if role:
         entity["role"] = _coding(OBJECT_ROLE, role, roles[role])
     return entity | extra
@@ -232,17 +254,27 @@ def _entities(event: Any, data: dict) -> list[dict]:
     for reference, role in _data_references(event.type, data):
         entities.append(_entity(reference, "2", role))
     if event.type == "audit-read":
-        entities.append(_entity(
-            {"identifier": {"system": HANDOFF_LOG, "value": "referral-log"},
-             "display": "Handoff referral log"},
-            "2", "3", description=str(data.get("query", "")) or None,
-        ))
+        entities.append(
+            _entity(
+                {
+                    "identifier": {"system": HANDOFF_LOG, "value": "referral-log"},
+                    "display": "Handoff referral log",
+                },
+                "2",
+                "3",
+                description=str(data.get("query", "")) or None,
+            )
+        )
     if event.type == "audit-export":
         described = {k: data[k] for k in ("from", "to", "format", "events", "sha256") if k in data}
-        entities.append(_entity(
-            {"display": "Handoff referral log export"}, "2", "3",
-            description=canonical_json(described),
-        ))
+        entities.append(
+            _entity(
+                {"display": "Handoff referral log export"},
+                "2",
+                "3",
+                description=canonical_json(described),
+            )
+        )
     entities.append(_log_entry(event))
     return [{k: v for k, v in e.items() if v is not None} for e in entities]
 
@@ -262,10 +294,18 @@ def _data_references(type_: str, data: dict) -> Iterator[tuple[dict, str]]:
         if item.get("resourceType") and item.get("id"):
             role = "3" if item["resourceType"] == "DocumentReference" else "4"
             yield {"reference": f"{item['resourceType']}/{item['id']}"}, role
-    if not written and data.get("referral") and type_ in ("decision", "write-attempt",
-                                                             "write-held"):
-        yield {"identifier": {"system": "urn:handoff:referral", "value": str(data["referral"])},
-               "display": "Handoff referral"}, "4"
+    if (
+        not written
+        and data.get("referral")
+        and type_ in ("decision", "write-attempt", "write-held")
+    ):
+        yield (
+            {
+                "identifier": {"system": "urn:handoff:referral", "value": str(data["referral"])},
+                "display": "Handoff referral",
+            },
+            "4",
+        )
 
 
 def _log_entry(event: Any) -> dict:
@@ -287,34 +327,67 @@ def _log_entry(event: Any) -> dict:
 
 def _document(event: Any) -> dict:
     return event_document(
-        seq=event.seq, at=event.at, type_=event.type, user_ref=event.user_ref, iss=event.iss,
-        patient_id=event.patient_id, encounter_id=event.encounter_id, data=event.data,
+        seq=event.seq,
+        at=event.at,
+        type_=event.type,
+        user_ref=event.user_ref,
+        iss=event.iss,
+        patient_id=event.patient_id,
+        encounter_id=event.encounter_id,
+        data=event.data,
         prev_hash=event.prev_hash,
     )
 
 
 # -- files ------------------------------------------------------------------------------------
 
-CSV_COLUMNS = ("seq", "time", "type", "user", "iss", "patient", "encounter", "prev_hash", "hash",
-               "data")
+CSV_COLUMNS = (
+    "seq",
+    "time",
+    "type",
+    "user",
+    "iss",
+    "patient",
+    "encounter",
+    "prev_hash",
+    "hash",
+    "data",
+)
 
 
 def csv_row(event: Any) -> list[str]:
-    return [str(event.seq), format_time(event.at), event.type, event.user_ref or "",
-            event.iss or "", event.patient_id or "", event.encounter_id or "", event.prev_hash,
-            event.hash, canonical_json(event.data or {})]
+    return [
+        str(event.seq),
+        format_time(event.at),
+        event.type,
+        event.user_ref or "",
+        event.iss or "",
+        event.patient_id or "",
+        event.encounter_id or "",
+        event.prev_hash,
+        event.hash,
+        canonical_json(event.data or {}),
+    ]
 
 
 def csv_records(stream: TextIO) -> list[SimpleNamespace]:
     """Read an exported CSV back into event-like records (for checks and re-verification)."""
     records = []
     for row in csv.DictReader(stream):
-        records.append(SimpleNamespace(
-            seq=int(row["seq"]), at=parse_time(row["time"]), type=row["type"],
-            user_ref=row["user"] or None, iss=row["iss"] or None,
-            patient_id=row["patient"] or None, encounter_id=row["encounter"] or None,
-            prev_hash=row["prev_hash"], hash=row["hash"], data=json.loads(row["data"]),
-        ))
+        records.append(
+            SimpleNamespace(
+                seq=int(row["seq"]),
+                at=parse_time(row["time"]),
+                type=row["type"],
+                user_ref=row["user"] or None,
+                iss=row["iss"] or None,
+                patient_id=row["patient"] or None,
+                encounter_id=row["encounter"] or None,
+                prev_hash=row["prev_hash"],
+                hash=row["hash"],
+                data=json.loads(row["data"]),
+            )
+        )
     return records
 
 
@@ -352,8 +425,9 @@ def write_export(
         if fmt == "csv":
             writer.writerow(csv_row(event))
         else:
-            buffer.write(json.dumps(audit_event(event), ensure_ascii=False,
-                                    separators=(",", ":")) + "\n")
+            buffer.write(
+                json.dumps(audit_event(event), ensure_ascii=False, separators=(",", ":")) + "\n"
+            )
         count += 1
         first = event.seq if first is None else first
         last = event.seq

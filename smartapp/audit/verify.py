@@ -119,9 +119,7 @@ def verify(
     at_checkpoint: dict[int, tuple[str, str]] = {}  # seq -> (hash, type), as walked
 
     rows = iter(
-        session.execute(
-            select(*_COLUMNS).order_by(LogEvent.seq).execution_options(yield_per=2000)
-        )
+        session.execute(select(*_COLUMNS).order_by(LogEvent.seq).execution_options(yield_per=2000))
     )
     expected, prev_hash, prev_type = 1, GENESIS, None
     walked_to_end = True
@@ -141,12 +139,17 @@ def verify(
     _check_checkpoints(report, checkpoints, public_keys, at_checkpoint, walked_to_end)
     unsigned = report.head_seq - report.last_checkpoint
     if report.ok and max_unsigned is not None and unsigned >= max_unsigned:
-        report.breaks.append(Break(
-            "unsigned", report.last_checkpoint + 1, None,
-            f"{unsigned} events follow the last checkpoint (#{report.last_checkpoint}); the app "
-            f"signs every {max_unsigned}: checkpoints were removed (a rewrite of these events "
-            "would go unseen), or the log was written without a signing key",
-        ))
+        report.breaks.append(
+            Break(
+                "unsigned",
+                report.last_checkpoint + 1,
+                None,
+                f"{unsigned} events follow the last checkpoint (#{report.last_checkpoint}); "
+                "the app "
+                f"signs every {max_unsigned}: checkpoints were removed (a rewrite of these events "
+                "would go unseen), or the log was written without a signing key",
+            )
+        )
     elif report.ok and unsigned:
         report.warnings.append(
             f"{unsigned} event(s) after the last checkpoint "
@@ -171,23 +174,35 @@ def _check_checkpoints(
         )
         if key is None:
             given = ", ".join(sorted(keys)) or "none"
-            report.breaks.append(Break(
-                "checkpoint", cp.seq, None,
-                f"checkpoint #{cp.seq} is signed by key {cp.key_id}, not by a key given "
-                f"({given}): forged, or verify with that key's public half",
-            ))
+            report.breaks.append(
+                Break(
+                    "checkpoint",
+                    cp.seq,
+                    None,
+                    f"checkpoint #{cp.seq} is signed by key {cp.key_id}, not by a key given "
+                    f"({given}): forged, or verify with that key's public half",
+                )
+            )
         elif not verify_signature(key, payload, cp.signature):
-            report.breaks.append(Break(
-                "checkpoint", cp.seq, None,
-                f"checkpoint #{cp.seq}: the signature does not verify (checkpoint altered or "
-                "forged)",
-            ))
+            report.breaks.append(
+                Break(
+                    "checkpoint",
+                    cp.seq,
+                    None,
+                    f"checkpoint #{cp.seq}: the signature does not verify (checkpoint altered or "
+                    "forged)",
+                )
+            )
         if (cp.prev_seq or 0) != previous:
-            report.breaks.append(Break(
-                "checkpoint", previous + 1, None,
-                f"checkpoint #{cp.seq} follows checkpoint #{cp.prev_seq}, which is missing: "
-                f"signed checkpoints after #{previous} were removed",
-            ))
+            report.breaks.append(
+                Break(
+                    "checkpoint",
+                    previous + 1,
+                    None,
+                    f"checkpoint #{cp.seq} follows checkpoint #{cp.prev_seq}, which is missing: "
+                    f"signed checkpoints after #{previous} were removed",
+                )
+            )
         previous = cp.seq
         if cp.seq in at_checkpoint:
             found, type_ = at_checkpoint[cp.seq]
@@ -197,19 +212,27 @@ def _check_checkpoints(
                     report.last_checkpoint = cp.seq
             elif not rewritten:
                 rewritten = True
-                report.breaks.append(Break(
-                    "rewritten", last_good + 1, None,
-                    f"history rewritten before checkpoint #{cp.seq}: event #{cp.seq} ({type_}) "
-                    f"now hashes to {found[:16]}..., the signed checkpoint says "
-                    f"{cp.hash[:16]}...; the change lies within #{last_good + 1}..#{cp.seq}"
-                    + (f" (checkpoint #{last_good} still matches)" if last_good else ""),
-                ))
+                report.breaks.append(
+                    Break(
+                        "rewritten",
+                        last_good + 1,
+                        None,
+                        f"history rewritten before checkpoint #{cp.seq}: event #{cp.seq} ({type_}) "
+                        f"now hashes to {found[:16]}..., the signed checkpoint says "
+                        f"{cp.hash[:16]}...; the change lies within #{last_good + 1}..#{cp.seq}"
+                        + (f" (checkpoint #{last_good} still matches)" if last_good else ""),
+                    )
+                )
         elif walked_to_end and cp.seq > report.head_seq:
-            report.breaks.append(Break(
-                "removed", report.head_seq + 1, None,
-                f"{_span(report.head_seq + 1, cp.seq)} removed: checkpoint #{cp.seq} "
-                f"signed a head that is no longer in the log (it ends at #{report.head_seq})",
-            ))
+            report.breaks.append(
+                Break(
+                    "removed",
+                    report.head_seq + 1,
+                    None,
+                    f"{_span(report.head_seq + 1, cp.seq)} removed: checkpoint #{cp.seq} "
+                    f"signed a head that is no longer in the log (it ends at #{report.head_seq})",
+                )
+            )
 
 
 # -- diagnosis of the first break --------------------------------------------------------------
@@ -226,7 +249,9 @@ def _diagnose(
     """Name what happened at the first row that does not continue the verified chain."""
     if row.seq > k:
         return Break(
-            "removed", k, None,
+            "removed",
+            k,
+            None,
             f"{_span(k, row.seq - 1)} removed: the sequence jumps from #{k - 1} to "
             f"#{row.seq} ({row.type})",
         )
@@ -241,30 +266,40 @@ def _diagnose(
             and event_hash(following, seq=k) == following.hash
         ):
             return Break(
-                "inserted", k, row.type,
+                "inserted",
+                k,
+                row.type,
                 f"event #{k} ({row.type}) was inserted: the next one, #{following.seq} "
                 f"({following.type}), is the original #{k} renumbered",
             )
         return Break(
-            "changed", k, row.type,
+            "changed",
+            k,
+            row.type,
             f"event #{k} ({row.type}) was changed: its content no longer matches its hash",
         )
     if origin < k:
         first_type = _type_at(session, origin)
         return Break(
-            "inserted", origin, first_type,
+            "inserted",
+            origin,
+            first_type,
             f"{_inserted(origin, k - 1, first_type)}: #{k} ({row.type}) is the original "
             f"#{origin}, renumbered",
         )
     moved = _original_elsewhere(session, prev_hash, k)
     if moved is not None:
         return Break(
-            "reordered", k, row.type,
+            "reordered",
+            k,
+            row.type,
             f"events reordered: #{k} now holds the original #{origin} ({row.type}); the "
             f"original #{k} ({moved.type}) is now at #{moved.seq}",
         )
     return Break(
-        "removed", k, None,
+        "removed",
+        k,
+        None,
         f"{_span(k, origin - 1)} removed and the later events renumbered: #{k} "
         f"({row.type}) is the original #{origin}",
     )
@@ -276,19 +311,25 @@ def _broken_link(session: Session, row: Any, k: int, prev_type: str | None) -> B
     if pred is not None and pred.seq < k - 1:
         first_type = _type_at(session, pred.seq + 1)
         return Break(
-            "inserted", pred.seq + 1, first_type,
+            "inserted",
+            pred.seq + 1,
+            first_type,
             f"{_inserted(pred.seq + 1, k - 1, first_type)}: #{k} ({row.type}) chains to "
             f"#{pred.seq}",
         )
     if pred is not None and pred.seq > k:
         return Break(
-            "reordered", k, row.type,
+            "reordered",
+            k,
+            row.type,
             f"event #{k} ({row.type}) is out of order: it chains to #{pred.seq} ({pred.type}), "
             "which comes after it",
         )
     before = f"#{k - 1} ({prev_type})" if k > 1 else "the genesis value"
     return Break(
-        "inserted-or-reordered", k, row.type,
+        "inserted-or-reordered",
+        k,
+        row.type,
         f"event #{k} ({row.type}) has a valid hash of its own but does not chain to {before}: "
         "an event was inserted or the order changed here (or one of the two was rewritten "
         "with a recomputed hash)",

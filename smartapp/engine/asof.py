@@ -55,8 +55,9 @@ ENDED_STATEMENT = frozenset({"completed", "stopped"})
 UNDATED = datetime.max.replace(tzinfo=UTC)
 
 _ACTIVE_CONDITION = {
-    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                "code": "active"}]
+    "coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
+    ]
 }
 
 

@@ -49,9 +49,7 @@ class RuleCase(BaseModel):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def compare(
-    expected: Sequence[ExpectedSuggestion], actual: Sequence[Suggestion]
-) -> list[str]:
+def compare(expected: Sequence[ExpectedSuggestion], actual: Sequence[Suggestion]) -> list[str]:
     """Differences between expected and actual suggestions; empty when they match.
 
     ``-`` a missing suggestion, ``+`` an unexpected one, ``~`` a mismatch in one.
@@ -67,13 +65,19 @@ def compare(
         if got.variant != exp.variant:
             diff.append(f"~ {exp.kind}: variant: expected {exp.variant!r}, got {got.variant!r}")
         if sorted(got.cautions) != sorted(exp.cautions):
-            diff.append(f"~ {exp.kind}: cautions: expected {sorted(exp.cautions)}, "
-                        f"got {sorted(got.cautions)}")
+            diff.append(
+                f"~ {exp.kind}: cautions: expected {sorted(exp.cautions)}, "
+                f"got {sorted(got.cautions)}"
+            )
         if exp.evidence_any and not set(exp.evidence_any) & set(got.evidence):
-            diff.append(f"~ {exp.kind}: evidence: expected any of {list(exp.evidence_any)}, "
-                        f"got {list(got.evidence)}")
+            diff.append(
+                f"~ {exp.kind}: evidence: expected any of {list(exp.evidence_any)}, "
+                f"got {list(got.evidence)}"
+            )
     for got in actual:
         if got.kind not in wanted:
-            diff.append(f"+ unexpected {got.kind} (rule {got.rule}, variant {got.variant!r}, "
-                        f"evidence {list(got.evidence)})")
+            diff.append(
+                f"+ unexpected {got.kind} (rule {got.rule}, variant {got.variant!r}, "
+                f"evidence {list(got.evidence)})"
+            )
     return diff

@@ -321,9 +321,7 @@ def _revised(entry: ChartEntry, resource: dict[str, Any]) -> ChartEntry:
 class _ChartAsOf(Chart):
     """A chart as it stood at a time: a filtering view of a full chart (see Chart.as_of)."""
 
-    def __init__(
-        self, base: Chart, history: _History, time: datetime, current: str | None
-    ) -> None:
+    def __init__(self, base: Chart, history: _History, time: datetime, current: str | None) -> None:
         # Chart.__init__ is not called: queries are answered from the base's indexes.
         self._base = base
         self._hist = history
@@ -375,7 +373,8 @@ class _ChartAsOf(Chart):
 
     def codes_in_system(self, system: str) -> frozenset[str]:
         return frozenset(
-            code for code in self._base.codes_in_system(system)
+            code
+            for code in self._base.codes_in_system(system)
             if any(self._visible(e) for e in self._base.with_code(system, code))
         )
 
@@ -495,7 +494,7 @@ def _key_of(resource: dict[str, Any], full_url: str | None, where: str) -> str:
     if resource.get("id"):
         return f"{rtype}/{resource['id']}"
     if full_url and full_url.startswith("urn:uuid:"):
-        return f"{rtype}/{full_url[len('urn:uuid:'):]}"
+        return f"{rtype}/{full_url[len('urn:uuid:') :]}"
     tail = type_id_of(full_url) if full_url else None
     if tail and tail.startswith(rtype + "/"):
         return tail
@@ -529,9 +528,7 @@ class _Resolver:
         try:
             return self._canonical[reference]
         except KeyError:
-            found = self._canonical[reference] = (
-                self.resolve(reference) or type_id_of(reference)
-            )
+            found = self._canonical[reference] = self.resolve(reference) or type_id_of(reference)
             return found
 
     def target(self, value: Any) -> str | None:

@@ -108,7 +108,8 @@ def select_encounter(
             raise ChartError(f"encounter {encounter_id!r} is not in the chart")
         return chart.entry(key)
     candidates = [
-        e for e in chart.of_type("Encounter")
+        e
+        for e in chart.of_type("Encounter")
         if has_class(e.resource, rule) and status_allows(rule.status, e.resource.get("status"))
     ]
     if not candidates:

@@ -145,7 +145,8 @@ def _status(resource: dict[str, Any], element: str) -> str | None:
 def _condition(ctx: FactContext, expr: ConditionExpr) -> Truth:
     sel = expr.condition
     return _holds(
-        e for e in ctx.coded(sel.valueset, ("Condition",))
+        e
+        for e in ctx.coded(sel.valueset, ("Condition",))
         if status_allows(sel.clinical_status, _status(e.resource, "clinicalStatus"))
         and status_allows(sel.verification_status, _status(e.resource, "verificationStatus"))
         and ctx.timed(e, sel)
@@ -155,7 +156,8 @@ def _condition(ctx: FactContext, expr: ConditionExpr) -> Truth:
 def _observation(ctx: FactContext, expr: ObservationExpr) -> Truth:
     sel = expr.observation
     return _holds(
-        e for e in ctx.coded(sel.valueset, ("Observation",))
+        e
+        for e in ctx.coded(sel.valueset, ("Observation",))
         if status_allows(sel.status, _status(e.resource, "status"))
         and (sel.positive is None or is_positive(e.resource, sel.positive))
         and ctx.timed(e, sel)
@@ -204,7 +206,8 @@ def _latest_observation(ctx: FactContext, expr: LatestObservationExpr) -> Truth:
 def _medication(ctx: FactContext, expr: MedicationExpr) -> Truth:
     sel = expr.medication
     return _holds(
-        e for e in ctx.coded(sel.valueset, sel.status)
+        e
+        for e in ctx.coded(sel.valueset, sel.status)
         if status_allows(sel.status[e.resource_type], _status(e.resource, "status"))
         and ctx.timed(e, sel)
     )
@@ -213,7 +216,8 @@ def _medication(ctx: FactContext, expr: MedicationExpr) -> Truth:
 def _allergy(ctx: FactContext, expr: AllergyExpr) -> Truth:
     sel = expr.allergy
     return _holds(
-        e for e in ctx.coded(sel.valueset, ("AllergyIntolerance",))
+        e
+        for e in ctx.coded(sel.valueset, ("AllergyIntolerance",))
         if status_allows(sel.clinical_status, _status(e.resource, "clinicalStatus"))
         and status_allows(sel.verification_status, _status(e.resource, "verificationStatus"))
     )
@@ -222,7 +226,8 @@ def _allergy(ctx: FactContext, expr: AllergyExpr) -> Truth:
 def _service_request(ctx: FactContext, expr: ServiceRequestExpr) -> Truth:
     sel = expr.service_request
     return _holds(
-        e for e in ctx.coded(sel.valueset, ("ServiceRequest",))
+        e
+        for e in ctx.coded(sel.valueset, ("ServiceRequest",))
         if status_allows(sel.status, _status(e.resource, "status")) and ctx.timed(e, sel)
     )
 

@@ -54,8 +54,14 @@ def parse_datetime(value: Any) -> datetime | None:
         tz = _parse_zone(zone)
         micro = int((frac or "0")[:6].ljust(6, "0"))
         return datetime(
-            int(year), int(month or 1), int(day or 1),
-            int(hour or 0), int(minute or 0), int(second or 0), micro, tzinfo=tz,
+            int(year),
+            int(month or 1),
+            int(day or 1),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            micro,
+            tzinfo=tz,
         )
     except ValueError:
         return None

@@ -55,8 +55,12 @@ class Suggested(NamedTuple):
 
     def to_json(self) -> dict[str, Any]:
         """``{"kind", "variant", "cautions", "evidence"}``."""
-        return {"kind": self.kind, "variant": self.variant, "cautions": list(self.cautions),
-                "evidence": list(self.evidence)}
+        return {
+            "kind": self.kind,
+            "variant": self.variant,
+            "cautions": list(self.cautions),
+            "evidence": list(self.evidence),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +107,7 @@ def replay(
     out = []
     for visit in visits:
         view = chart.as_of(visit.time, visit.key)
-        results = tuple(
-            suggested(evaluate(view, visit.time, pack, visit.key)) for pack in packs
-        )
+        results = tuple(suggested(evaluate(view, visit.time, pack, visit.key)) for pack in packs)
         out.append(Replayed(patient, visit, results))
     return out
 
@@ -140,10 +142,7 @@ def difference(base: Sequence[Suggested], other: Sequence[Suggested]) -> Differe
     return Difference(
         added=tuple(s for s in other if s.kind not in before),
         removed=tuple(s for s in base if s.kind not in after),
-        changed=tuple(
-            (s, after[s.kind]) for s in base
-            if s.kind in after and after[s.kind] != s
-        ),
+        changed=tuple((s, after[s.kind]) for s in base if s.kind in after and after[s.kind] != s),
     )
 
 

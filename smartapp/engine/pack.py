@@ -68,13 +68,18 @@ ValueSetIds = Annotated[
     tuple[Annotated[str, Field(pattern=VALUESET_ID)], ...],
     BeforeValidator(lambda v: [v] if isinstance(v, str) else v),
     Field(min_length=1),
-    WithJsonSchema({
-        "anyOf": [
-            {"type": "string", "pattern": VALUESET_ID},
-            {"type": "array", "items": {"type": "string", "pattern": VALUESET_ID},
-             "minItems": 1},
-        ]
-    }),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": VALUESET_ID},
+                {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": VALUESET_ID},
+                    "minItems": 1,
+                },
+            ]
+        }
+    ),
 ]
 MedicationType = Literal[
     "MedicationRequest", "MedicationStatement", "MedicationAdministration", "MedicationDispense"
@@ -290,8 +295,7 @@ Expression = Annotated[
         _expression_tag,
         custom_error_type="expression",
         custom_error_message=(
-            "expected a fact name or a mapping with exactly one of: "
-            + ", ".join(EXPRESSION_MODELS)
+            "expected a fact name or a mapping with exactly one of: " + ", ".join(EXPRESSION_MODELS)
         ),
     ),
 ]
@@ -445,8 +449,9 @@ def load_pack(path: str | Path | None = None, valuesets_dir: str | Path | None =
 def _content_hash(pack_bytes: bytes, valueset_bytes: Mapping[str, bytes]) -> str:
     """sha256 over the pack file and the value set files it uses (in id order)."""
     digest = hashlib.sha256()
-    parts = [("pack", pack_bytes)] + [(f"valueset/{k}", valueset_bytes[k])
-                                      for k in sorted(valueset_bytes)]
+    parts = [("pack", pack_bytes)] + [
+        (f"valueset/{k}", valueset_bytes[k]) for k in sorted(valueset_bytes)
+    ]
     for name, data in parts:
         digest.update(f"{name}:{len(data)}\n".encode())
         digest.update(data)
@@ -508,7 +513,8 @@ def _validate(
         document = PackDocument.model_validate(doc.data)
     except ValidationError as exc:
         issues.extend(
-            issue for issue, path in _pydantic_issues(doc, exc, origins=origins)
+            issue
+            for issue, path in _pydantic_issues(doc, exc, origins=origins)
             if not any(path[: len(u)] == u for u in unknown)
         )
     used = _check_references(doc, known_valuesets, issues)
@@ -686,7 +692,7 @@ def _check_cycles(doc: SourceDoc, refs: Mapping[str, set[str]], issues: list[Iss
         if state.get(name) == 2 or name not in refs:
             return
         if state.get(name) == 1:
-            cycle = " -> ".join([*trail[trail.index(name):], name])
+            cycle = " -> ".join([*trail[trail.index(name) :], name])
             issues.append(doc.issue(("facts", name), f"fact refers to itself: {cycle}"))
             return
         state[name] = 1
@@ -723,9 +729,12 @@ def _check_unique(doc: SourceDoc, raw_rules: list[Any], issues: list[Issue]) -> 
             if not isinstance(value, str):
                 continue
             if value in first:
-                issues.append(doc.issue(("suggestions", i, attr),
-                                        f"duplicate {attr} {value!r} (also suggestions"
-                                        f"[{first[value]}])"))
+                issues.append(
+                    doc.issue(
+                        ("suggestions", i, attr),
+                        f"duplicate {attr} {value!r} (also suggestions[{first[value]}])",
+                    )
+                )
             first.setdefault(value, i)
 
 
@@ -738,8 +747,9 @@ def _check_decline_codes(
     for j, item in enumerate(raw if isinstance(raw, list) else []):
         code = item.get("code") if isinstance(item, dict) else None
         if code in codes:
-            issues.append(doc.issue(("decline_reasons", j, "code"),
-                                    f"duplicate decline reason {code!r}"))
+            issues.append(
+                doc.issue(("decline_reasons", j, "code"), f"duplicate decline reason {code!r}")
+            )
         if isinstance(code, str):
             codes.add(code)
     for i, rule in rules:

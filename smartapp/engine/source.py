@@ -154,8 +154,9 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, path: DataPath, doc: Source
             if not isinstance(key, str | int):
                 raise _marked(key_node, f"mapping key must be a string, got {key!r}")
             if key in out:
-                raise _marked(key_node, f"duplicate key {key!r} (first at line "
-                                        f"{doc.lines[(*path, key)]})")
+                raise _marked(
+                    key_node, f"duplicate key {key!r} (first at line {doc.lines[(*path, key)]})"
+                )
             doc.lines[(*path, key)] = line
             out[key] = _build(loader, value_node, (*path, key), doc)
         return out

@@ -18,8 +18,10 @@ def run(*args: str, env: dict) -> str:
 
 
 def test_generate_list_rotate_retire(tmp_path):
-    env = {"HANDOFF_KEYS_DIR": str(tmp_path / "keys"),
-           "DATABASE_URL": f"sqlite:///{tmp_path / 'h.sqlite'}"}
+    env = {
+        "HANDOFF_KEYS_DIR": str(tmp_path / "keys"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'h.sqlite'}",
+    }
     first = run("keys", "generate", "--alg", "RS384", env=env)
     second = run("keys", "generate", "--alg", "ES384", "--kid", "ec-2026-11", env=env)
     assert second == "ec-2026-11"
@@ -35,8 +37,10 @@ def test_generate_list_rotate_retire(tmp_path):
 
 
 def test_duplicate_kid_is_refused(tmp_path):
-    env = {"HANDOFF_KEYS_DIR": str(tmp_path / "keys"),
-           "DATABASE_URL": f"sqlite:///{tmp_path / 'h.sqlite'}"}
+    env = {
+        "HANDOFF_KEYS_DIR": str(tmp_path / "keys"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'h.sqlite'}",
+    }
     run("keys", "generate", "--kid", "k-0001", env=env)
     result = CliRunner().invoke(cli, ["keys", "generate", "--kid", "k-0001"], env=env)
     assert result.exit_code == 1 and "exists already" in result.output

@@ -115,7 +115,11 @@ def test_refused_refresh_ends_the_session_clearly(sandbox, handoff, controls, ca
 def test_narrowed_scopes_degrade_clearly(sandbox, handoff, controls):
     controls.faults(
         drop_write_scopes=True,
-        narrow_scopes=["patient/MedicationRequest.rs", "patient/MedicationRequest.read"],
+        narrow_scopes=[
+            "patient/MedicationRequest.crs",
+            "patient/MedicationRequest.read",
+            "patient/MedicationRequest.write",
+        ],
     )
     launch = launch_flow.full(handoff.url, sandbox.url, "P11-pt")
     page = launch.final.text
@@ -343,8 +347,12 @@ def test_security_headers_and_cookie_flags(sandbox, handoff, controls):
     launch = launch_flow.full(handoff.url, sandbox.url, "P02-pt")
     policy = launch.final.headers["Content-Security-Policy"]
     assert f"frame-ancestors 'self' {sandbox.url}" in policy
-    first = requests.get(f"{handoff.url}/launch", allow_redirects=False, timeout=10,
-                         params={"iss": f"{sandbox.url}/fhir", "launch": launch.launch_value})
+    first = requests.get(
+        f"{handoff.url}/launch",
+        allow_redirects=False,
+        timeout=10,
+        params={"iss": f"{sandbox.url}/fhir", "launch": launch.launch_value},
+    )
     cookie = first.headers["Set-Cookie"]
     assert cookie.startswith("handoff_session=") and "HttpOnly" in cookie
     assert "SameSite=Lax" in cookie  # a local http demo; https gets Secure; SameSite=None
@@ -353,8 +361,14 @@ def test_security_headers_and_cookie_flags(sandbox, handoff, controls):
 def test_cookie_policy_on_https(tmp_path):
     from smartapp import create_app
 
-    app = create_app({"PUBLIC_URL": "https://handoff.hospital.example", "TESTING": True,
-                      "DATABASE_URL": "sqlite://"}, instance_path=str(tmp_path))
+    app = create_app(
+        {
+            "PUBLIC_URL": "https://handoff.hospital.example",
+            "TESTING": True,
+            "DATABASE_URL": "sqlite://",
+        },
+        instance_path=str(tmp_path),
+    )
     assert app.config["SESSION_COOKIE_SECURE"] is True
     assert app.config["SESSION_COOKIE_SAMESITE"] == "None"
     assert app.config["SESSION_COOKIE_HTTPONLY"] is True

@@ -27,8 +27,18 @@ def python_files(folder: Path) -> list[Path]:
 
 
 def test_engine_imports_no_web_http_database_or_sandbox():
-    forbidden = ("flask", "requests", "httpx", "urllib.request", "sqlalchemy", "werkzeug",
-                 "smartapp.sandbox", "smartapp.fhir", "smartapp.db", "smartapp.web")
+    forbidden = (
+        "flask",
+        "requests",
+        "httpx",
+        "urllib.request",
+        "sqlalchemy",
+        "werkzeug",
+        "smartapp.sandbox",
+        "smartapp.fhir",
+        "smartapp.db",
+        "smartapp.web",
+    )
     files = python_files(PACKAGE / "engine")
     assert files
     for path in files:
@@ -44,9 +54,13 @@ def test_only_the_demo_command_imports_the_sandbox():
         if path.name == "cli.py":
             source = path.read_text()
             # Imported inside the demo command only, never at module level.
-            module_level = {n for n in ast.parse(source).body
-                            if isinstance(n, ast.ImportFrom) and n.module
-                            and n.module.startswith("smartapp.sandbox")}
+            module_level = {
+                n
+                for n in ast.parse(source).body
+                if isinstance(n, ast.ImportFrom)
+                and n.module
+                and n.module.startswith("smartapp.sandbox")
+            }
             assert not module_level
             continue
         assert not importers, f"{path.name} imports the sandbox"
@@ -60,7 +74,11 @@ def test_sandbox_imports_nothing_of_the_app_but_the_server_helper():
 
 
 def test_only_the_outbox_posts_bundles_to_an_ehr():
-    callers = [p.name for p in python_files(PACKAGE)
-               if "sandbox" not in p.parts and "post_bundle(" in p.read_text()
-               and p.name not in ("fhir.py",)]
+    callers = [
+        p.name
+        for p in python_files(PACKAGE)
+        if "sandbox" not in p.parts
+        and "post_bundle(" in p.read_text()
+        and p.name not in ("fhir.py",)
+    ]
     assert callers == ["outbox.py"]

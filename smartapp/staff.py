@@ -1,0 +1,138 @@
+"""Staff sign-in (coaches, auditors, program managers) with OpenID Connect against the
+hospital's identity provider. authlib does the protocol (discovery, state, nonce, PKCE, id_token
+checks); Handoff keeps only the user's id, name and roles in the session, never a token.
+
+Roles come from a claim of the id_token (STAFF_ROLES_CLAIM, a list of strings): `coach`,
+`auditor`, `program-manager`. Physicians use Handoff through the SMART launch, not here.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+from authlib.integrations.flask_client import OAuth
+from flask import Blueprint, abort, current_app, redirect, request, session, url_for
+
+from smartapp import referral_log
+from smartapp.services import current_services
+
+bp = Blueprint("staff", __name__, url_prefix="/staff")
+log = logging.getLogger("handoff.staff")
+oauth = OAuth()
+ROLES = ("coach", "auditor", "program-manager")
+
+
+def init_app(app) -> None:
+    oauth.init_app(app)
+    issuer = app.config.get("STAFF_OIDC_ISSUER")
+    if not issuer:
+        return
+    secret = app.config.get("STAFF_OIDC_CLIENT_SECRET") or os.environ.get(
+        app.config.get("STAFF_OIDC_CLIENT_SECRET_ENV") or "", ""
+    )
+    oauth.register(
+        "staff",
+        client_id=app.config["STAFF_OIDC_CLIENT_ID"],
+        client_secret=secret or None,
+        server_metadata_url=f"{issuer.rstrip('/')}/.well-known/openid-configuration",
+        client_kwargs={
+            "scope": "openid profile fhirUser",
+            "code_challenge_method": "S256",
+            "token_endpoint_auth_method": "client_secret_basic" if secret else "none",
+        },
+        overwrite=True,
+    )
+
+
+def current_staff() -> dict | None:
+    return session.get("staff")
+
+
+def require_role(*roles: str):
+    """Only signed-in staff with one of `roles`; others get sign-in or a clear refusal."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            staff = current_staff()
+            if staff is None:
+                return redirect(url_for("staff.login", next=request.path))
+            if not set(staff.get("roles", [])) & set(roles):
+                log.warning("staff refused: role %s needed, user has %s", roles, staff.get("roles"))
+                abort(403, description="Your role does not allow this page.")
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+@bp.get("/login")
+def login():
+    client = oauth.create_client("staff")
+    if client is None:
+        abort(404, description="Staff sign-in is not configured (STAFF_OIDC_ISSUER).")
+    session["staff_next"] = _safe_next(request.args.get("next"))
+    redirect_uri = current_app.config["PUBLIC_URL"].rstrip("/") + url_for("staff.callback")
+    return client.authorize_redirect(redirect_uri)
+
+
+@bp.get("/callback")
+def callback():
+    client = oauth.create_client("staff")
+    if client is None:
+        abort(404)
+    if request.args.get("error"):
+        log.warning("staff sign-in denied by the identity provider")
+        abort(403, description="The identity provider did not sign you in.")
+    try:
+        token = client.authorize_access_token()
+    except Exception as exc:  # authlib: mismatching state, bad id_token, refused code...
+        log.warning("staff sign-in failed: %s", exc.__class__.__name__)
+        abort(400, description="Sign-in failed. Start again.")
+    claims = token.get("userinfo") or {}
+    roles_claim = current_app.config.get("STAFF_ROLES_CLAIM", "handoff_roles")
+    roles = [r for r in claims.get(roles_claim, []) if r in ROLES]
+    session.clear()
+    session["staff"] = {
+        "sub": claims.get("sub"),
+        "name": claims.get("name") or claims.get("sub"),
+        "user_ref": claims.get("fhirUser") or f"urn:staff:{claims.get('sub')}",
+        "roles": roles,
+    }
+    with current_services().db.session() as db:
+        referral_log.append(
+            db, "staff-sign-in", user_ref=session["staff"]["user_ref"], data={"roles": roles}
+        )
+    log.info("staff signed in with roles %s", roles)
+    return redirect(session.pop("staff_next", None) or url_for("staff.home"))
+
+
+@bp.get("/")
+def home():
+    staff = current_staff()
+    if staff is None:
+        return redirect(url_for("staff.login"))
+    if "coach" in staff["roles"]:
+        return redirect(url_for("worklist.index"))
+    if "auditor" in staff["roles"] or "program-manager" in staff["roles"]:
+        return redirect(url_for("console.index"))
+    abort(403, description="Your account has no Handoff staff role.")
+
+
+@bp.post("/logout")
+def logout():
+    from smartapp.web import check_csrf
+
+    check_csrf()
+    session.clear()
+    return redirect(url_for("launch.start_page"))
+
+
+def _safe_next(target: str | None) -> str | None:
+    """Only local paths, so sign-in cannot be used to redirect elsewhere."""
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return None

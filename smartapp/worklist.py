@@ -1,0 +1,229 @@
+"""The coach team's worklist: open warm handoffs and what coaches do with them.
+
+Pure service functions over Handoff's store; every change is appended to the referral log and,
+where the Task was written to the EHR, queued in the outbox as an update of that Task.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from smartapp import referral_log
+from smartapp.db import CoachHandoff, Database, Referral, utcnow
+
+OPEN = ("requested", "accepted", "in-progress")
+CLOSE_REASONS = (
+    "Linked to a program",
+    "Patient declined the coach",
+    "Patient left before contact",
+    "Could not reach the patient",
+    "Admitted or transferred",
+    "Other",
+)
+ACTIONS = ("accept", "contact", "link", "close")
+
+
+class WorklistError(ValueError):
+    """A coach action that does not fit the handoff's state; the message says why."""
+
+
+@dataclass(frozen=True)
+class Item:
+    referral_id: str
+    patient_name: str
+    patient_id: str
+    encounter_start: str | None
+    mode: str
+    program: str | None
+    signed_at: datetime
+    status: str
+    coach_name: str | None
+    contacted_at: datetime | None
+    linked_program: str | None
+    delivery: str
+
+    def waiting_minutes(self, now: datetime) -> int:
+        signed = (
+            self.signed_at if self.signed_at.tzinfo else self.signed_at.replace(tzinfo=now.tzinfo)
+        )
+        return max(0, int((now - signed).total_seconds() // 60))
+
+
+def _coach_consult_accepted(referral: Referral) -> bool:
+    return any(
+        d["kind"] == "prc-consult" and d["accepted"] for d in referral.decision.get("decisions", [])
+    )
+
+
+def items(db: Database, include_closed: bool = False) -> list[Item]:
+    """Handoffs with an accepted coach consult, oldest first."""
+    with db.session() as session:
+        referrals = list(session.scalars(select(Referral).order_by(Referral.created_at)))
+        states = {h.referral_id: h for h in session.scalars(select(CoachHandoff))}
+    out = []
+    for referral in referrals:
+        if not _coach_consult_accepted(referral):
+            continue
+        state = states.get(referral.id)
+        status = state.status if state else "requested"
+        if status not in OPEN and not include_closed:
+            continue
+        shown = referral.decision.get("shown") or {}
+        out.append(
+            Item(
+                referral_id=referral.id,
+                patient_name=(shown.get("patient") or {}).get("name") or referral.patient_id,
+                patient_id=referral.patient_id,
+                encounter_start=(shown.get("encounter") or {}).get("start"),
+                mode=referral.decision.get("consult_mode", "in-person"),
+                program=referral.decision.get("program"),
+                signed_at=referral.created_at,
+                status=status,
+                coach_name=state.coach_name if state else None,
+                contacted_at=state.contacted_at if state else None,
+                linked_program=state.linked_program if state else None,
+                delivery=referral.status,
+            )
+        )
+    return out
+
+
+def loads(db: Database) -> dict[str, int]:
+    """Open handoffs per coach (accepted or in progress)."""
+    with db.session() as session:
+        rows = session.scalars(
+            select(CoachHandoff).where(CoachHandoff.status.in_(("accepted", "in-progress")))
+        )
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row.coach_name or "?"] = counts.get(row.coach_name or "?", 0) + 1
+    return counts
+
+
+def act(
+    db: Database,
+    referral_id: str,
+    action: str,
+    coach: dict,
+    *,
+    note: str | None = None,
+    program: str | None = None,
+    reason: str | None = None,
+) -> CoachHandoff:
+    """Apply one coach action; log it and queue the Task update for the EHR."""
+    if action not in ACTIONS:
+        raise WorklistError(f"Unknown action {action!r}.")
+    now = utcnow()
+    with db.session() as session:
+        referral = session.get(Referral, referral_id)
+        if referral is None or not _coach_consult_accepted(referral):
+            raise WorklistError("No such handoff.")
+        state = session.get(CoachHandoff, referral_id)
+        if state is None:
+            state = CoachHandoff(referral_id=referral_id, status="requested")
+            session.add(state)
+        if state.status not in OPEN:
+            raise WorklistError("This handoff is closed.")
+        if action == "accept":
+            if state.status != "requested":
+                raise WorklistError(f"Already accepted by {state.coach_name}.")
+            state.status, state.accepted_at = "accepted", now
+            state.coach_ref, state.coach_name = coach["user_ref"], coach["name"]
+        elif action == "contact":
+            _must_own(state, coach)
+            state.status, state.contacted_at = "in-progress", now
+            state.contact_note = (note or "").strip()[:1000] or None
+        elif action == "link":
+            _must_own(state, coach)
+            if not program:
+                raise WorklistError("Name the program the patient was linked to.")
+            state.linked_program, state.linked_at = program[:300], now
+            state.status = "completed"
+        elif action == "close":
+            _must_own(state, coach, allow_unaccepted=True)
+            if reason not in CLOSE_REASONS:
+                raise WorklistError("Pick a reason for closing.")
+            state.closed_reason = reason + (f": {note.strip()[:500]}" if note else "")
+            state.status = "completed" if reason == "Linked to a program" else "cancelled"
+        state.updated_at = now
+        _queue_task_update(referral, state)
+        referral_log.append(
+            session,
+            f"coach-{action}",
+            user_ref=coach["user_ref"],
+            iss=referral.iss,
+            patient_id=referral.patient_id,
+            encounter_id=referral.encounter_id,
+            data={
+                "referral": referral_id,
+                "task_status": state.status,
+                "note": note,
+                "program": program,
+                "reason": reason,
+            },
+        )
+        session.flush()
+        session.expunge(state)
+    return state
+
+
+def _must_own(state: CoachHandoff, coach: dict, allow_unaccepted: bool = False) -> None:
+    if state.status == "requested" and allow_unaccepted:
+        return
+    if state.status == "requested":
+        raise WorklistError("Accept the handoff first.")
+    if state.coach_ref != coach["user_ref"]:
+        raise WorklistError(f"This handoff belongs to {state.coach_name}.")
+
+
+def _queue_task_update(referral: Referral, state: CoachHandoff) -> None:
+    """Mirror the coach's state into the Task: at the EHR (an update in the outbox) where the
+    Task was written there, else in the copy Handoff keeps."""
+    plan = copy.deepcopy(referral.plan)
+    task_op = next(
+        (
+            op
+            for op in plan["operations"]
+            if op["type"] == "Task" and op.get("method", "POST") == "POST"
+        ),
+        None,
+    )
+    if task_op is None:
+        return
+    task = copy.deepcopy(task_op["resource"])
+    task["status"] = state.status
+    if state.coach_ref and not state.coach_ref.startswith("urn:"):
+        task["owner"] = {"reference": state.coach_ref, "display": state.coach_name}
+    notes = []
+    if state.contact_note:
+        notes.append({"text": f"Coach contact: {state.contact_note}"})
+    if state.linked_program:
+        task["output"] = [{"type": {"text": "Linked program"}, "valueString": state.linked_program}]
+    if state.closed_reason:
+        task["statusReason"] = {"text": state.closed_reason}
+    if notes:
+        task["note"] = notes
+    task["lastModified"] = state.updated_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if task_op["mode"] == "rest" and task_op.get("id"):
+        task["id"] = task_op["id"]
+        plan["operations"].append(
+            {
+                "key": f"{task_op['key']}-update-{len(plan['operations'])}",
+                "type": "Task",
+                "mode": "rest",
+                "method": "PUT",
+                "conditional": None,
+                "resource": task,
+                "status": "pending",
+                "id": task_op["id"],
+            }
+        )
+        referral.status = "queued"
+        referral.next_attempt_at = utcnow()
+    else:
+        task_op["resource"] = task
+    referral.plan = plan
