@@ -29,9 +29,10 @@ class Stack:
     database_url: str
 
     def reader(self, patient_id: str) -> FhirReader:
-        """A FHIR reader with a token of its own, straight to the sandbox (no faults)."""
-        token = token_for(self.ehr.url, patient_id, TEST_READER, TEST_READER_REDIRECT)
-        return FhirReader(f"{self.ehr.url}/fhir", token["access_token"])
+        """A FHIR reader with a token of its own (through the proxy, if any: its faults are
+        armed only for the requests a test names)."""
+        token = token_for(self.ehr_url, patient_id, TEST_READER, TEST_READER_REDIRECT)
+        return FhirReader(f"{self.ehr_url}/fhir", token["access_token"])
 
     def stop(self) -> None:
         self.app.stop()
