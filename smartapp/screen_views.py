@@ -144,11 +144,57 @@ def build_shown(context: LaunchContext, now: datetime) -> dict:
             "hash": services.pack.content_hash,
         },
         "patient": patient_banner(patient),
+        "demographics": demographics(patient, now),
         "encounter": {"id": encounter.get("id"), "start": encounter.get("period", {}).get("start")},
         "suggestions": suggestions,
         "opioid": any(s["kind"] in OPIOID_KINDS for s in suggestions),
         "notices": notices,
         "can_write": not missing_writes,
+    }
+
+
+US_CORE_RACE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
+US_CORE_ETHNICITY = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity"
+AGE_GROUPS = (
+    (0, 18, "<18"),
+    (18, 25, "18-24"),
+    (25, 35, "25-34"),
+    (35, 45, "35-44"),
+    (45, 55, "45-54"),
+    (55, 65, "55-64"),
+    (65, 200, "65+"),
+)
+
+
+def demographics(patient: dict, now: datetime) -> dict:
+    """Categories for the program's equity figures (race, ethnicity, sex, age group), taken
+    from US Core extensions where the chart carries them; never names or dates."""
+
+    def category(url: str) -> str | None:
+        for extension in patient.get("extension", []):
+            if extension.get("url") == url:
+                for part in extension.get("extension", []):
+                    if part.get("url") == "text" and part.get("valueString"):
+                        return part["valueString"]
+                for part in extension.get("extension", []):
+                    if part.get("url") == "ombCategory":
+                        return part.get("valueCoding", {}).get("display")
+        return None
+
+    age_group = None
+    birth = patient.get("birthDate")
+    if birth and len(birth) >= 4 and birth[:4].isdigit():
+        try:
+            born = datetime.fromisoformat(birth if len(birth) == 10 else f"{birth[:4]}-12-31")
+            age = now.year - born.year - ((now.month, now.day) < (born.month, born.day))
+            age_group = next(label for low, high, label in AGE_GROUPS if low <= age < high)
+        except (ValueError, StopIteration):
+            age_group = None
+    return {
+        "race": category(US_CORE_RACE),
+        "ethnicity": category(US_CORE_ETHNICITY),
+        "sex": patient.get("gender"),
+        "age_group": age_group,
     }
 
 
@@ -217,6 +263,8 @@ def show(context_id: str):
             encounter_id=context.encounter_id,
             data={
                 "pack": shown["pack"],
+                "demographics": shown.get("demographics"),
+                "encounter_start": shown["encounter"].get("start"),
                 "suggestions": [
                     {k: s[k] for k in ("kind", "variant", "cautions", "rule")}
                     | {"evidence": [e["reference"] for e in s["evidence"]]}
