@@ -106,6 +106,7 @@ class Referral(Base):
             {"resourceType": op["type"], "id": op["id"], "status": op.get("http", "")}
             for op in self.plan.get("operations", [])
             if op["mode"] == "rest" and op["status"] == "written"
+            and op.get("method", "POST") == "POST"
         ]
 
     @property

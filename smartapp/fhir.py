@@ -91,6 +91,12 @@ class FhirClient:
         )
         return {"id": res_id, "status": str(response.status_code)}
 
+    def update(self, resource: dict) -> dict:
+        """PUT a resource at its id (idempotent: a retry changes nothing more)."""
+        url = f"{self.base}/{resource['resourceType']}/{resource['id']}"
+        body = self._request("PUT", url, resource)
+        return {"id": body.get("id", resource["id"]), "status": "200"}
+
     def find(self, resource_type: str, query: str) -> list[dict]:
         """Resources of a type matching a search query (no paging: identifiers are unique)."""
         return _entries(self.get(f"{resource_type}?{query}"))

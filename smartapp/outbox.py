@@ -195,8 +195,13 @@ def deliver(
 
 def _write_transaction(client: FhirClient, plan: dict) -> None:
     """All REST writes in one transaction of conditional creates (all or nothing)."""
-    pending = [op for op in plan["operations"] if op["mode"] == "rest"]
+    pending = [
+        op
+        for op in plan["operations"]
+        if op["mode"] == "rest" and op.get("method", "POST") == "POST"
+    ]
     if not pending or all(op["status"] == "written" for op in pending):
+        _write_updates(client, plan)
         return
     local = _local_references(plan)
     resolved = [op | {"resource": _resolve(op["resource"], {}, local)} for op in pending]
@@ -212,6 +217,16 @@ def _write_transaction(client: FhirClient, plan: dict) -> None:
         op["id"] = resource.get("id") or _id_from_location(reply.get("location", ""), op["type"])
         op["http"] = reply.get("status", "")
         op["status"] = "written"
+    _write_updates(client, plan)
+
+
+def _write_updates(client: FhirClient, plan: dict) -> None:
+    """Updates of resources already at the EHR (the coach's Task changes), in order; PUT is
+    idempotent, so a retry after a lost answer does no harm."""
+    for op in plan["operations"]:
+        if op.get("method") == "PUT" and op["mode"] == "rest" and op["status"] != "written":
+            result = client.update(op["resource"])
+            op["http"], op["status"] = result["status"], "written"
 
 
 def _write_one_by_one(client: FhirClient, plan: dict) -> None:
@@ -225,6 +240,10 @@ def _write_one_by_one(client: FhirClient, plan: dict) -> None:
     }
     for op in plan["operations"]:
         if op["mode"] != "rest" or op["status"] == "written":
+            continue
+        if op.get("method") == "PUT":
+            result = client.update(op["resource"])
+            op["http"], op["status"] = result["status"], "written"
             continue
         resource = _resolve(copy.deepcopy(op["resource"]), written_refs, local_refs)
         if op["type"] == "Provenance":

@@ -112,8 +112,11 @@ def requested_scopes(
     standalone launch asks the EHR to pick the patient (and encounter) instead of `launch`."""
     from smartapp.profiles import profile
 
+    write_profile = profile(registration.write.profile)
     scopes = list(registration.scopes) + [
-        f"patient/{t}.cs" for t in sorted(profile(registration.write.profile).rest_types)
+        # create, and search by identifier; the coach's changes update the Task
+        f"patient/{t}.{'cus' if t == 'Task' else 'cs'}"
+        for t in sorted(write_profile.rest_types)
     ]
     scopes = merge_scopes(scopes)
     if standalone:

@@ -74,6 +74,19 @@ def full(app_url: str, ehr_url: str, patient_id: str) -> Launch:
     return launch
 
 
+def sign_all(launch: Launch, app_url: str) -> requests.Response:
+    """Accept every suggestion on the launch's screen and Sign (as a browser form post)."""
+    import re
+
+    page = launch.final.text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    form = {"csrf_token": token, "consult-mode": "in-person"}
+    for kind in re.findall(r'fieldset class="suggestion" data-kind="([^"]+)"', page):
+        form[f"decision-{kind}"] = "accept"
+    context_id = launch.final.url.rsplit("/", 1)[1]
+    return launch.browser.post(f"{app_url}/c/{context_id}/sign", data=form, timeout=30)
+
+
 class Controls:
     """The sandbox's fault switches and request log (only with test_controls=True)."""
 

@@ -4,7 +4,6 @@ proxy in front of the sandbox, and the app killed and restarted between attempts
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from smartapp import outbox
 from smartapp.db import Database, Referral
 from smartapp.worker import OutboxWorker
 from tests import launch_flow
+from tests.launch_flow import sign_all
 from tests.stacks import start_stack
 
 READ_TIMEOUT = 2.0
@@ -41,16 +41,6 @@ def open_screen(stack, patient_id: str, app_url: str | None = None):
     launch = launch_flow.full(app_url or stack.app.url, stack.ehr_url, patient_id)
     assert launch.final.status_code == 200, launch.final.text[:300]
     return launch
-
-
-def sign_all(launch, app_url: str) -> requests.Response:
-    page = launch.final.text
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    form = {"csrf_token": token, "consult-mode": "in-person"}
-    for kind in re.findall(r'fieldset class="suggestion" data-kind="([^"]+)"', page):
-        form[f"decision-{kind}"] = "accept"
-    context_id = launch.final.url.rsplit("/", 1)[1]
-    return launch.browser.post(f"{app_url}/c/{context_id}/sign", data=form, timeout=30)
 
 
 def referral_of(database_url: str, patient_id: str) -> Referral:
