@@ -172,6 +172,24 @@ def outbox_list(show_all: bool) -> None:
 
 
 @cli.group()
+def db() -> None:
+    """Handoff's database schema (Alembic migrations, also run on every start)."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the configured database (DATABASE_URL) to the newest schema."""
+    from smartapp import create_app
+    from smartapp.services import current_services
+
+    app = create_app()
+    with app.app_context():
+        database = current_services().db
+        database.migrate()
+        click.echo(f"schema at revision {database.current_revision()}")
+
+
+@cli.group()
 def keys() -> None:
     """Handoff's signing keys for private_key_jwt (published at /.well-known/jwks.json)."""
 

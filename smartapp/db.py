@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -146,7 +147,29 @@ class Database:
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_all(self) -> None:
-        Base.metadata.create_all(self.engine)
+        """Bring the schema to the newest migration (kept as create_all for callers)."""
+        self.migrate()
+
+    def migrate(self, revision: str = "head") -> None:
+        """Run Alembic migrations up to `revision` on this database."""
+        from alembic import command
+
+        with self.engine.begin() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            existing = set(inspect(connection).get_table_names())
+            if existing & set(Base.metadata.tables) and "alembic_version" not in existing:
+                raise RuntimeError(
+                    f"{self.url}: this database was made before Handoff had migrations; "
+                    "move it aside (it holds no data from a release) and start again."
+                )
+            command.upgrade(config, revision)
+
+    def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -159,6 +182,17 @@ class Database:
             raise
         finally:
             session.close()
+
+
+def alembic_config():
+    """Alembic's config pointing at smartapp/migrations (shipped inside the package)."""
+    from pathlib import Path
+
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    return config
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
