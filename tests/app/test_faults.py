@@ -158,9 +158,9 @@ def serve(stack, worker: bool) -> subprocess.Popen:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            requests.get(f"http://127.0.0.1:{stack.app_port}/", timeout=1)
+            requests.get(f"http://127.0.0.1:{stack.app_port}/", timeout=5)
             return process
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.2)
     process.kill()
     raise AssertionError("handoff serve did not start")

@@ -49,9 +49,9 @@ def gunicorn(port: int, env: dict) -> subprocess.Popen:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            requests.get(f"http://127.0.0.1:{port}/", timeout=1)
+            requests.get(f"http://127.0.0.1:{port}/", timeout=5)
             return process
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.2)
     process.kill()
     raise AssertionError("gunicorn did not start")
