@@ -12,6 +12,8 @@ import yaml
 
 from smartapp.config import REPO_ROOT
 
+DEMO_STAFF_SECRET = "handoff-staff-demo-secret"  # demo only: the sandbox's staff client
+
 
 @click.group()
 def cli() -> None:
@@ -74,13 +76,28 @@ def demo(
                 client_id="handoff-demo",
                 redirect_uris=[f"{app_url}/callback"],
                 launch_url=f"{app_url}/launch",
-            )
+            ),
+            SandboxClient(
+                client_id="handoff-staff",
+                redirect_uris=[f"{app_url}/staff/callback"],
+                launch_url=f"{app_url}/",
+                name="Handoff staff pages",
+                auth_method="client_secret_basic",
+                client_secret=DEMO_STAFF_SECRET,
+            ),
         ],
         shared_dir=shared_dir,
         seed=tuple(s for s in seed.split(",") if s),
     )
     app = create_app(
-        {"PUBLIC_URL": app_url, "LAUNCH_DIR": str(launch_dir)},
+        {
+            "PUBLIC_URL": app_url,
+            "LAUNCH_DIR": str(launch_dir),
+            # The sandbox is also the demo's identity provider for coaches and auditors.
+            "STAFF_OIDC_ISSUER": f"{ehr_url}/fhir",
+            "STAFF_OIDC_CLIENT_ID": "handoff-staff",
+            "STAFF_OIDC_CLIENT_SECRET": DEMO_STAFF_SECRET,
+        },
         instance_path=str(data_dir / "app"),
     )
     ehr_server = serve_in_thread(ehr, host, ehr_port)
@@ -90,6 +107,8 @@ def demo(
     worker = OutboxWorker(app).start()
     click.echo(f"Sandbox EHR ready in {time.monotonic() - started:.1f} s.")
     click.echo(f"Handoff app:  {app_url}")
+    click.echo(f"Coach worklist: {app_url}/worklist/  (sign in as a demo coach)")
+    click.echo(f"Auditor console: {app_url}/console/  (sign in as the demo auditor)")
     click.echo(f"Open the chart: {ehr_url}/")
     click.echo("Press Ctrl+C to stop.")
     try:

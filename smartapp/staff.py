@@ -76,7 +76,8 @@ def login():
         abort(404, description="Staff sign-in is not configured (STAFF_OIDC_ISSUER).")
     session["staff_next"] = _safe_next(request.args.get("next"))
     redirect_uri = current_app.config["PUBLIC_URL"].rstrip("/") + url_for("staff.callback")
-    return client.authorize_redirect(redirect_uri)
+    # prompt=login: a workstation's EHR session (often the physician's) is not the coach's.
+    return client.authorize_redirect(redirect_uri, prompt="login")
 
 
 @bp.get("/callback")
@@ -95,7 +96,8 @@ def callback():
     claims = token.get("userinfo") or {}
     roles_claim = current_app.config.get("STAFF_ROLES_CLAIM", "handoff_roles")
     roles = [r for r in claims.get(roles_claim, []) if r in ROLES]
-    session.clear()
+    target = session.get("staff_next")
+    session.clear()  # a new identity: nothing of the previous session carries over
     session["staff"] = {
         "sub": claims.get("sub"),
         "name": claims.get("name") or claims.get("sub"),
@@ -107,7 +109,7 @@ def callback():
             db, "staff-sign-in", user_ref=session["staff"]["user_ref"], data={"roles": roles}
         )
     log.info("staff signed in with roles %s", roles)
-    return redirect(session.pop("staff_next", None) or url_for("staff.home"))
+    return redirect(target or url_for("staff.home"))
 
 
 @bp.get("/")

@@ -31,6 +31,12 @@ APP_VARIANTS = ("public", "basic", "jwt")
 CLIENT_IDS = {"public": "handoff-test", "basic": "handoff-basic", "jwt": "handoff-jwt"}
 BASIC_SECRET_ENV = "HANDOFF_TEST_CLIENT_SECRET"
 BASIC_SECRET = "test-secret-3f9c2a7e5b1d"
+STAFF_SECRET = "staff-secret-8a1c"
+
+
+def launch_dir_issuer(launch_dir: Path) -> str:
+    """The sandbox's FHIR base (its OIDC issuer), as registered in `launch_dir`."""
+    return yaml.safe_load((launch_dir / "sandbox.yaml").read_text())["iss"]
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +91,14 @@ def sandbox(tmp_path_factory, shared_dir, app_ports) -> Iterator[ServerHandle]:
                 launch_url="http://127.0.0.1:9/launch",
                 name="Test reader",
             ),
+            SandboxClient(
+                client_id="handoff-staff",
+                redirect_uris=[f"{urls['public']}/staff/callback"],
+                launch_url=f"{urls['public']}/",
+                name="Handoff staff pages",
+                auth_method="client_secret_basic",
+                client_secret=STAFF_SECRET,
+            ),
         ],
         shared_dir=shared_dir,
         seed=("scenarios",),
@@ -130,8 +144,16 @@ def launch_dir(tmp_path_factory, sandbox) -> Path:
 
 @pytest.fixture(scope="session")
 def handoff(tmp_path_factory, launch_dir, app_ports) -> Iterator[ServerHandle]:
-    """Handoff as a public client, on its own port, with its own SQLite database."""
-    handle = start_app(tmp_path_factory.mktemp("app"), app_ports["public"], launch_dir)
+    """Handoff as a public client, on its own port, with its own SQLite database; the sandbox
+    is also its staff identity provider."""
+    handle = start_app(
+        tmp_path_factory.mktemp("app"),
+        app_ports["public"],
+        launch_dir,
+        STAFF_OIDC_ISSUER=f"{launch_dir_issuer(launch_dir)}",
+        STAFF_OIDC_CLIENT_ID="handoff-staff",
+        STAFF_OIDC_CLIENT_SECRET=STAFF_SECRET,
+    )
     yield handle
     handle.stop()
 

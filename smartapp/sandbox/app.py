@@ -33,7 +33,7 @@ from smartapp.sandbox.seed import seed as seed_data
 
 log = logging.getLogger(__name__)
 
-_CORS_PATHS = ("/fhir", "/auth/token", "/auth/jwks")
+_CORS_PATHS = ("/fhir", "/auth/token", "/auth/jwks", "/auth/userinfo")
 SMART_STYLE = {
     "color_background": "#f3f5f8",
     "color_error": "#9b2c2c",

@@ -8,6 +8,80 @@ DEMO_PHYSICIAN_ID = "demo-ed-physician"
 DEMO_PHYSICIAN_NAME = "Avery Demo, MD"
 HOSPITAL_ORG_ID = "sandbox-hospital"
 COACH_TEAM_ORG_ID = "peer-recovery-coach-team"
+#: The staff client `python -m smartapp.sandbox` registers, and its demo secret (README).
+STAFF_CLIENT_ID = "handoff-staff"
+DEMO_STAFF_CLIENT_SECRET = "handoff-staff-demo-secret"
+#: Environment variable both Handoff and the sandbox CLI read the staff client secret from.
+STAFF_CLIENT_SECRET_ENV = "HANDOFF_STAFF_CLIENT_SECRET"
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    """A person who can sign in to the sandbox EHR, with a seeded Practitioner of the same id.
+
+    `roles` go into the id_token claim `handoff_roles` (the hospital IdP's role claim for
+    Handoff's staff pages).
+    """
+
+    id: str
+    name: str
+    roles: tuple[str, ...]
+    family: str
+    given: tuple[str, ...]
+    suffix: tuple[str, ...] = ()
+    qualification: str | None = None
+    npi: str | None = None
+
+    def practitioner(self) -> dict:
+        """The FHIR Practitioner resource `fhirUser` points at."""
+        human: dict = {"use": "official", "text": self.name, "family": self.family}
+        human["given"] = list(self.given)
+        if self.suffix:
+            human["suffix"] = list(self.suffix)
+        resource: dict = {"resourceType": "Practitioner", "id": self.id, "active": True}
+        if self.npi:
+            resource["identifier"] = [
+                {"system": "http://hl7.org/fhir/sid/us-npi", "value": self.npi}
+            ]
+        resource["name"] = [human]
+        if self.qualification:
+            resource["qualification"] = [{"code": {"text": self.qualification}}]
+        return resource
+
+
+#: Everyone the sign-in page offers, the demo ED physician first (the default user).
+DEMO_USERS: tuple[DemoUser, ...] = (
+    DemoUser(
+        DEMO_PHYSICIAN_ID,
+        DEMO_PHYSICIAN_NAME,
+        ("physician",),
+        "Demo",
+        ("Avery",),
+        ("MD",),
+        qualification="Emergency Medicine",
+        npi="9999999991",
+    ),
+    DemoUser(
+        "demo-coach-1",
+        "Jordan Rivera, CPRS",
+        ("coach",),
+        "Rivera",
+        ("Jordan",),
+        ("CPRS",),
+        qualification="Certified Peer Recovery Specialist",
+    ),
+    DemoUser(
+        "demo-coach-2",
+        "Sam Lee, CPRS",
+        ("coach",),
+        "Lee",
+        ("Sam",),
+        ("CPRS",),
+        qualification="Certified Peer Recovery Specialist",
+    ),
+    DemoUser("demo-auditor", "Morgan Ellis", ("auditor",), "Ellis", ("Morgan",)),
+    DemoUser("demo-program-manager", "Pat Quinn", ("program-manager",), "Quinn", ("Pat",)),
+)
 
 #: Token endpoint authentication methods a registered client may use.
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")

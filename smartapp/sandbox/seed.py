@@ -29,6 +29,7 @@ from smartapp.sandbox.config import (
     COACH_TEAM_ORG_ID,
     DEMO_PHYSICIAN_ID,
     DEMO_PHYSICIAN_NAME,
+    DEMO_USERS,
     HOSPITAL_ORG_ID,
 )
 from smartapp.sandbox.db import Database, history, resources, search_index
@@ -43,6 +44,9 @@ RESEED_AFTER = timedelta(hours=12)
 #: they are a third of the Synthea rows and no clinical screen or rule reads them, so they are
 #: skipped by default to keep start-up fast.
 KNOWN_SETS = ("scenarios", "synthea", "synthea-billing")
+#: Version of base_resources(): a database seeded with another version is reseeded, so that
+#: new directory data (e.g. the staff Practitioners) appears without deleting the file.
+BASE_VERSION = 2
 BILLING_TYPES = frozenset({"Claim", "ExplanationOfBenefit"})
 ED_ENCOUNTER_NS = uuid.UUID("4f0c8b2e-8a51-4d0e-9a55-6b1c3f3f2a10")
 EMERGENCY_CLASS = {
@@ -74,24 +78,10 @@ class SeedReport:
 
 
 def base_resources() -> list[dict]:
-    """Directory data every sandbox has: the demo physician, the hospital, the coach team."""
+    """Directory data every sandbox has: a Practitioner per sandbox user (the demo physician,
+    the coaches, the auditor, the program manager), the hospital, the coach team."""
     return [
-        {
-            "resourceType": "Practitioner",
-            "id": DEMO_PHYSICIAN_ID,
-            "active": True,
-            "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "9999999991"}],
-            "name": [
-                {
-                    "use": "official",
-                    "text": DEMO_PHYSICIAN_NAME,
-                    "family": "Demo",
-                    "given": ["Avery"],
-                    "suffix": ["MD"],
-                }
-            ],
-            "qualification": [{"code": {"text": "Emergency Medicine"}}],
-        },
+        *(user.practitioner() for user in DEMO_USERS),
         {
             "resourceType": "Organization",
             "id": HOSPITAL_ORG_ID,
@@ -220,9 +210,12 @@ def seed_state(db: Database) -> dict | None:
 
 
 def needs_seeding(db: Database, sets: tuple[str, ...], now: datetime) -> bool:
-    """Empty, seeded for another `now` (more than 12 h away), or with other data sets."""
+    """Empty, seeded for another `now` (more than 12 h away), with other data sets or
+    another version of the base resources."""
     state = seed_state(db)
     if state is None or sorted(state.get("sets", [])) != sorted(sets):
+        return True
+    if state.get("base", 1) != BASE_VERSION:
         return True
     seeded_now = parse_instant(state.get("now", ""))
     return seeded_now is None or abs(now - seeded_now) > RESEED_AFTER
@@ -286,6 +279,7 @@ def seed(
         seconds = round(time.perf_counter() - started, 2)
         state = {
             "sets": list(sets),
+            "base": BASE_VERSION,
             "now": format_instant(now),
             "seeded_at": format_instant(stamp),
             "resources": len(prepared),

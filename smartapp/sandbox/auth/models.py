@@ -23,7 +23,7 @@ from sqlalchemy import Column, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, scoped_session
 
 from smartapp.sandbox.auth.scopes import granted_scopes
-from smartapp.sandbox.config import DEMO_PHYSICIAN_ID, DEMO_PHYSICIAN_NAME, SandboxClient
+from smartapp.sandbox.config import DEMO_USERS, SandboxClient
 from smartapp.sandbox.db import Base, Database
 
 LAUNCH_LIFETIME_S = 600
@@ -32,22 +32,24 @@ CODE_LIFETIME_S = 300
 
 @dataclass(frozen=True)
 class EhrUser:
-    """A signed-in EHR user; `fhir_user` is the relative FHIR reference (Practitioner/id)."""
+    """A signed-in EHR user; `fhir_user` is the relative FHIR reference (Practitioner/id);
+    `roles` are what the id_token claim `handoff_roles` carries."""
 
     id: str
     fhir_user: str
     name: str
+    roles: tuple[str, ...] = ()
 
     def get_user_id(self) -> str:
         """authlib's user interface."""
         return self.id
 
 
-#: The sandbox's users. One ED physician is all the demo needs.
+#: The sandbox's users, in sign-in page order: the ED physician (signed in by the track
+#: board), two peer recovery coaches, an auditor and a program manager (Handoff's staff).
 USERS: dict[str, EhrUser] = {
-    DEMO_PHYSICIAN_ID: EhrUser(
-        DEMO_PHYSICIAN_ID, f"Practitioner/{DEMO_PHYSICIAN_ID}", DEMO_PHYSICIAN_NAME
-    )
+    user.id: EhrUser(user.id, f"Practitioner/{user.id}", user.name, user.roles)
+    for user in DEMO_USERS
 }
 
 

@@ -102,6 +102,27 @@ def granted_scopes(requested: str) -> str:
     return " ".join(seen)
 
 
+def is_launch_scope(scope: str) -> bool:
+    """`launch`, `launch/patient`, `launch/encounter`...: asks for SMART launch context."""
+    return scope == "launch" or scope.startswith("launch/")
+
+
+def is_resource_scope(scope: str) -> bool:
+    """A FHIR resource scope (`patient/...`, `user/...`, `system/...`), granted or not."""
+    return scope.startswith(("patient/", "user/", "system/"))
+
+
+def is_sign_in_only(scope: str) -> bool:
+    """No launch and no FHIR resource scope in `scope` (e.g. `openid profile fhirUser`)."""
+    return not any(is_launch_scope(s) or is_resource_scope(s) for s in scope.split())
+
+
+def is_plain_openid(scope: str) -> bool:
+    """A plain OpenID Connect sign-in: `openid` and nothing SMART (no launch, no FHIR
+    resource scope): no `aud` needed, no patient picker, no launch context."""
+    return "openid" in scope.split() and is_sign_in_only(scope)
+
+
 def is_v2_clinical(scope: str) -> bool:
     """Is `scope` a clinical scope in the v2 letter form (`.rs`, `.c`, `.cruds`...)?"""
     match = _SCOPE_RE.match(scope)

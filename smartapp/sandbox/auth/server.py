@@ -3,8 +3,11 @@
 Thin protocol objects over `OAuthStore`:
 - authorization code grant with PKCE S256 required (no `plain`, no missing challenge),
 - SMART launch checks on /authorize (`aud` is exactly the FHIR base, `launch` is live and
-  belongs to the signed-in user) and launch context in the token response,
-- OpenID Connect id_token (RS256, `fhirUser` claim) when `openid` is granted,
+  belongs to the signed-in user) and launch context in the token response; a plain OpenID
+  Connect sign-in (no launch and no FHIR resource scope, no `launch`) needs no `aud` and
+  gets no launch context,
+- OpenID Connect id_token (RS256; `fhirUser`, `name`, `handoff_roles` claims) when `openid`
+  is granted,
 - refresh grant with rotation, keeping the launch context,
 - client authentication: public (`none`), `client_secret_basic`, `private_key_jwt`
   (auth/client_auth.py),
@@ -44,6 +47,7 @@ from smartapp.sandbox.auth.models import (
     OAuthStore,
     Token,
 )
+from smartapp.sandbox.auth.scopes import is_sign_in_only
 from smartapp.sandbox.faults import Faults
 
 ACCESS_TOKEN_LIFETIME_S = 3600
@@ -168,15 +172,21 @@ class SmartLaunch:
         grant.register_hook("after_create_token_response", self.add_context)
 
     def check_request(self, grant: grants.BaseGrant, _result: object) -> None:
-        """aud must be the FHIR base; a launch must be live and the signed-in user's."""
+        """aud must be the FHIR base; a launch must be live and the signed-in user's.
+
+        A sign-in that asks for no launch and no FHIR resource scope (plain OpenID Connect,
+        e.g. `openid profile fhirUser`) reaches no FHIR server: `aud` may be left out, but
+        when sent it must still be the FHIR base.
+        """
         request = grant.request
         data = request.payload.data
         aud = data.get("aud")
-        if aud != self.fhir_base:
+        launch_id = data.get("launch")
+        optional = not launch_id and is_sign_in_only(data.get("scope") or "")
+        if aud != self.fhir_base and not (aud is None and optional):
             raise InvalidRequestError(
                 f"'aud' must be this server's FHIR base URL {self.fhir_base} (got {aud!r})"
             )
-        launch_id = data.get("launch")
         launch: Launch | None = None
         if launch_id:
             launch = self.store.launch(launch_id)
@@ -197,6 +207,8 @@ class SmartLaunch:
         source = grant.request.authorization_code or grant.request.refresh_token
         if source is None:
             return
+        if not source.patient and is_sign_in_only(source.scope or ""):
+            return  # a plain sign-in: no launch, so no launch context at all
         if source.patient and not self.faults.on("omit_patient"):
             token["patient"] = source.patient
         if source.encounter:
@@ -264,11 +276,19 @@ class SmartOpenIDCode(OpenIDCode):
         return self.store.nonce_used(request.payload.client_id, nonce)
 
     def generate_user_info(self, user: EhrUser, scope: str) -> UserInfo:
-        return UserInfo(
-            sub=user.id,
-            fhirUser=f"{self.fhir_base}/{user.fhir_user}",
-            name=user.name,
-        )
+        return user_claims(user, self.fhir_base)
+
+
+def user_claims(user: EhrUser, fhir_base: str) -> UserInfo:
+    """What the id_token (and /auth/userinfo) says about `user`: `sub`, `name`, `fhirUser`
+    (absolute URL of the user's Practitioner) and `handoff_roles` (the hospital's roles for
+    Handoff's staff pages: coach, auditor, program-manager; physician)."""
+    return UserInfo(
+        sub=user.id,
+        fhirUser=f"{fhir_base}/{user.fhir_user}",
+        name=user.name,
+        handoff_roles=list(user.roles),
+    )
 
 
 class SmartBearerValidator(BearerTokenValidator):

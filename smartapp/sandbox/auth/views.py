@@ -1,19 +1,24 @@
-"""Auth blueprint: SMART discovery, /auth/authorize, /auth/token, JWKS, EHR sign-in.
+"""Auth blueprint: SMART and OpenID discovery, /auth/authorize, /auth/token, JWKS,
+/auth/userinfo, EHR sign-in.
 
 Protocol decisions are authlib's (auth/server.py); this module only does HTTP and screens:
 EHR launches by the signed-in user are approved without a consent page, as EHRs do for
-provider apps; a standalone launch gets an approval page (CSRF-protected) with a patient
-picker when `launch/patient` is asked for. The fault switches of faults.py that concern
-discovery and consent are applied here.
+provider apps, and so are plain OpenID Connect sign-ins (`openid profile fhirUser`, no
+launch, no FHIR scope: the hospital identity provider for Handoff's staff pages); a
+standalone launch gets an approval page (CSRF-protected) with a patient picker when
+`launch/patient` is asked for. The sign-in page (CSRF-protected) offers every sandbox user.
+The fault switches of faults.py that concern discovery and consent are applied here.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
+from urllib.parse import urlencode
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import MissingAuthorizationError, scope_to_list
+from authlib.oauth2.rfc6750 import InsufficientScopeError
 from flask import (
     Blueprint,
     Response,
@@ -28,8 +33,8 @@ from flask import (
 
 from smartapp.sandbox.auth.client_auth import ALGORITHMS
 from smartapp.sandbox.auth.models import USERS, EhrUser
-from smartapp.sandbox.auth.scopes import CONTEXT_SCOPES, ScopeAccess
-from smartapp.sandbox.auth.server import ADVERTISED_AUTH_METHODS
+from smartapp.sandbox.auth.scopes import CONTEXT_SCOPES, ScopeAccess, is_plain_openid
+from smartapp.sandbox.auth.server import ADVERTISED_AUTH_METHODS, user_claims
 from smartapp.sandbox.chart.data import picker_patients
 from smartapp.sandbox.config import DEMO_PHYSICIAN_ID
 from smartapp.sandbox.context import sandbox
@@ -68,6 +73,22 @@ EXAMPLE_SCOPES = [
 ]
 EXAMPLE_SCOPES_V1 = ["patient/*.read", "patient/*.write", "user/*.read", "user/*.write"]
 CSRF_FIELD = "csrf_token"
+#: The sign-in form's field naming the user to sign in as (one submit button per user).
+USER_FIELD = "user"
+#: Claims the id_token carries (and /auth/userinfo answers with).
+CLAIMS_SUPPORTED = [
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "iat",
+    "auth_time",
+    "nonce",
+    "at_hash",
+    "name",
+    "fhirUser",
+    "handoff_roles",
+]
 
 
 # -- EHR session -------------------------------------------------------------------------
@@ -85,16 +106,37 @@ def sign_in(user_id: str = DEMO_PHYSICIAN_ID) -> EhrUser:
     return USERS[user_id]
 
 
+def _local_target(target: str | None) -> str:
+    """`target` when it is a path on this origin, else the ED track board."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("chart.patients")
+
+
 @bp.route("/auth/login", methods=["GET", "POST"])
-def login() -> Response | str:
-    """Sign-in page: one button, the demo physician."""
-    target = request.values.get("next") or url_for("chart.patients")
-    if not target.startswith("/"):
-        target = url_for("chart.patients")
+def login() -> Response | tuple[str, int] | str:
+    """Sign-in page: pick the sandbox user to be (one button each), then back to `next`.
+
+    The form (POST, CSRF-protected) sends `csrf_token`, `next` and `user` (the button's
+    value, a user id; without it, the demo physician).
+    """
+    target = _local_target(request.values.get("next"))
     if request.method == "POST":
-        sign_in()
+        if not csrf_ok():
+            message = "The form was not sent from this EHR's page (CSRF token missing or wrong)"
+            return render_template("auth_error.html", error=message), 400
+        user_id = request.form.get(USER_FIELD) or DEMO_PHYSICIAN_ID
+        if user_id not in USERS:
+            return render_template("auth_error.html", error=f"No user {user_id!r}"), 400
+        sign_in(user_id)
         return redirect(target)
-    return render_template("login.html", next=target, user=USERS[DEMO_PHYSICIAN_ID])
+    return render_template(
+        "login.html",
+        next=target,
+        users=list(USERS.values()),
+        user=current_user(),
+        csrf_token=csrf_token(),
+    )
 
 
 @bp.post("/auth/logout")
@@ -136,19 +178,25 @@ def smart_configuration() -> Response:
 
 @bp.get("/fhir/.well-known/openid-configuration")
 def openid_configuration() -> Response:
-    """OpenID Connect discovery for the id_token issuer (the FHIR base)."""
+    """OpenID Connect discovery for the id_token issuer (the FHIR base): also the hospital
+    identity provider of Handoff's staff pages (`handoff_roles` claim)."""
     auth = sandbox()
     return jsonify(
         {
             "issuer": auth.fhir_base,
             "authorization_endpoint": auth.url("/auth/authorize"),
             "token_endpoint": auth.url("/auth/token"),
+            "userinfo_endpoint": auth.url("/auth/userinfo"),
             "jwks_uri": auth.url("/auth/jwks"),
             "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
+            "token_endpoint_auth_methods_supported": ADVERTISED_AUTH_METHODS,
+            "token_endpoint_auth_signing_alg_values_supported": list(ALGORITHMS),
             "scopes_supported": ["openid", "fhirUser", "profile"],
-            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nonce", "fhirUser", "name"],
+            "claims_supported": CLAIMS_SUPPORTED,
             "code_challenge_methods_supported": ["S256"],
         }
     )
@@ -193,7 +241,7 @@ def authorize() -> Response | tuple[str, int] | str:
             return auth.server.handle_error_response(None, error)
         return render_template("auth_error.html", error=error), 400
     if user is None:
-        return redirect(url_for("auth.login", next=request.full_path))
+        return redirect(url_for("auth.login", next=_authorize_again()))
     if auth.faults.on("deny_consent"):
         return auth.server.create_authorization_response(grant=grant, grant_user=None)
     requested = scope_to_list(grant.request.payload.scope or "") or []
@@ -204,6 +252,13 @@ def authorize() -> Response | tuple[str, int] | str:
             "encounter": launch.encounter,
             "launch_id": launch.launch_id,
         }
+        return auth.server.create_authorization_response(grant=grant, grant_user=user)
+    if is_plain_openid(grant.request.payload.scope or ""):
+        # Plain OpenID Connect sign-in (Handoff's staff pages): the hospital's own app, so no
+        # consent page, and no patient: the code carries no launch context.
+        if getattr(grant, "prompt", None) in ("login", "select_account"):
+            return redirect(url_for("auth.login", next=_authorize_again()))
+        grant.request.smart_context = {}
         return auth.server.create_authorization_response(grant=grant, grant_user=user)
     # Standalone launch: approval page, with a patient picker for launch/patient.
     wants_patient = "launch/patient" in requested
@@ -237,6 +292,39 @@ def authorize() -> Response | tuple[str, int] | str:
         user=user,
         csrf_token=csrf_token(),
     )
+
+
+def _authorize_again() -> str:
+    """This authorization request's path for after sign-in, without `prompt` (the sign-in
+    page is where `prompt=login` / `select_account` are honoured: asking again would loop)."""
+    query = [(k, v) for k, v in request.args.items(multi=True) if k != "prompt"]
+    return f"{request.path}?{urlencode(query)}"
+
+
+@bp.route("/auth/userinfo", methods=["GET", "POST"])
+def userinfo() -> Response | tuple[Response, int]:
+    """OpenID Connect UserInfo: the id_token's user claims, for a bearer token with `openid`."""
+    auth = sandbox()
+    try:
+        token = auth.protector.acquire_token(["openid"])
+    except OAuth2Error as error:
+        status, code = 401, "invalid_token"
+        if isinstance(error, MissingAuthorizationError):
+            code = ""
+        elif isinstance(error, InsufficientScopeError):
+            status, code = 403, "insufficient_scope"
+        refusal = jsonify({"error": code or "invalid_request"})
+        refusal.status_code = status
+        refusal.headers["WWW-Authenticate"] = f'Bearer realm="{auth.fhir_base}"' + (
+            f', error="{code}"' if code else ""
+        )
+        return refusal
+    user = USERS.get(token.user_id or "")
+    if user is None:
+        return jsonify({"error": "invalid_token"}), 401
+    response = jsonify(dict(user_claims(user, auth.fhir_base)))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.post("/auth/token")
