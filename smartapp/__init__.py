@@ -34,12 +34,13 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
 
     services.init_app(app)
 
-    from smartapp import launch_views, screen_views, staff, web, worklist_views
+    from smartapp import console_views, launch_views, screen_views, staff, web, worklist_views
 
     web.init_app(app)
     staff.init_app(app)
     app.register_blueprint(launch_views.bp)
     app.register_blueprint(screen_views.bp)
+    app.register_blueprint(console_views.bp)
     app.register_blueprint(staff.bp)
     app.register_blueprint(worklist_views.bp)
     return app
