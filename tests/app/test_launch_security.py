@@ -102,6 +102,19 @@ def test_refresh_when_the_access_token_expires(sandbox, handoff, controls):
     assert controls.token_requests() == before + 1  # one refresh, then the read went through
 
 
+def test_refresh_before_the_access_token_expires(sandbox, handoff, controls):
+    controls.faults(access_token_lifetime=30)  # inside Handoff's 60 s refresh margin
+    launch = launch_flow.full(handoff.url, sandbox.url, "P05-pt")
+    before = controls.token_requests()
+    refused = [r for r in controls.requests() if "/fhir" in r["path"] and r["status"] == 401]
+    again = launch.browser.get(launch.final.url, timeout=15)
+    assert_screen(again, "Test P05")
+    assert controls.token_requests() == before + 1  # refreshed before use...
+    assert [r for r in controls.requests() if "/fhir" in r["path"] and r["status"] == 401] == (
+        refused
+    )  # ...so the EHR never had to refuse an expired token
+
+
 def test_refused_refresh_ends_the_session_clearly(sandbox, handoff, controls, caplog):
     launch = launch_flow.full(handoff.url, sandbox.url, "P05-pt")
     controls.faults(refuse_refresh=True)

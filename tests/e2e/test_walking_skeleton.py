@@ -74,6 +74,23 @@ def test_p01_launch_suggest_sign_and_read_back(page, sandbox, handoff):
     token = token_for(sandbox.url, "P01-pt", TEST_READER, TEST_READER_REDIRECT)
     fhir = FhirReader(f"{sandbox.url}/fhir", token["access_token"])
 
+    # Everything written validates as FHIR R4 (fhirclient's models, strict).
+    from fhirclient.models.documentreference import DocumentReference
+    from fhirclient.models.medicationrequest import MedicationRequest
+    from fhirclient.models.provenance import Provenance
+    from fhirclient.models.servicerequest import ServiceRequest
+    from fhirclient.models.task import Task
+
+    models = {
+        "ServiceRequest": ServiceRequest,
+        "DocumentReference": DocumentReference,
+        "Task": Task,
+        "Provenance": Provenance,
+        "MedicationRequest": MedicationRequest,
+    }
+    for type_, id_ in items:
+        models[type_](fhir.get(f"{type_}/{id_}"), strict=True)
+
     sr = fhir.get(f"ServiceRequest/{written['ServiceRequest']}")
     assert sr["status"] == "active" and sr["intent"] == "order" and sr["priority"] == "urgent"
     assert sr["code"]["coding"][0]["system"] == "http://snomed.info/sct"
@@ -125,9 +142,11 @@ def test_p01_launch_suggest_sign_and_read_back(page, sandbox, handoff):
     again = page.frame_locator("#handoff-frame")
     expect(again.locator("#result")).to_contain_text("Written to the chart", timeout=15000)
     expect(again.locator('fieldset[data-kind="prc-consult"] .decided')).to_contain_text(
-        "Accepted: coach consult telehealth, program: Example Bridge Clinic")
+        "Accepted: coach consult telehealth, program: Example Bridge Clinic"
+    )
     expect(again.locator('fieldset[data-kind="moud-buprenorphine"] .decided')).to_contain_text(
-        "Accepted")
+        "Accepted"
+    )
     expect(again.get_by_role("button", name="Sign")).to_have_count(0)
 
 
