@@ -103,7 +103,12 @@ def event_hash(event: Any, seq: int | None = None) -> str:
 
     Recomputing at another `seq` is how verification recognises a moved event.
     """
-    document = event_document(
+    return hashlib.sha256(canonical_bytes(document_of(event, seq))).hexdigest()
+
+
+def document_of(event: Any, seq: int | None = None) -> dict:
+    """The hashed document of a `LogEvent` (or anything with its attributes)."""
+    return event_document(
         seq=event.seq if seq is None else seq,
         at=event.at,
         type_=event.type,
@@ -114,7 +119,6 @@ def event_hash(event: Any, seq: int | None = None) -> str:
         data=event.data,
         prev_hash=event.prev_hash,
     )
-    return hashlib.sha256(canonical_bytes(document)).hexdigest()
 
 
 def checkpoint_payload(*, seq: int, hash_: str, at: datetime, prev_seq: int, key_id: str) -> bytes:

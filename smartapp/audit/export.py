@@ -71,7 +71,7 @@ from sqlalchemy.orm import Session
 from smartapp.audit.canonical import (
     canonical_bytes,
     canonical_json,
-    event_document,
+    document_of,
     format_time,
     parse_time,
 )
@@ -310,7 +310,7 @@ def _data_references(type_: str, data: dict) -> Iterator[tuple[dict, str]]:
 
 def _log_entry(event: Any) -> dict:
     """The chain link, so an exported line can be matched back and its hash recomputed."""
-    canonical = canonical_bytes(_document(event))
+    canonical = canonical_bytes(document_of(event))
     return _entity(
         {"identifier": {"system": HANDOFF_LOG, "value": str(event.seq)}},
         "4",
@@ -322,20 +322,6 @@ def _log_entry(event: Any) -> dict:
             {"type": "event-type", "valueString": event.type},
             {"type": "canonical", "valueBase64Binary": base64.b64encode(canonical).decode()},
         ],
-    )
-
-
-def _document(event: Any) -> dict:
-    return event_document(
-        seq=event.seq,
-        at=event.at,
-        type_=event.type,
-        user_ref=event.user_ref,
-        iss=event.iss,
-        patient_id=event.patient_id,
-        encounter_id=event.encounter_id,
-        data=event.data,
-        prev_hash=event.prev_hash,
     )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .fhir import choice_time, clinical_time, parse_datetime, reference_string
+from .fhir import choice_time, clinical_time, parse_datetime, reference_string, status_code
 
 if TYPE_CHECKING:
     from .chart import Chart
@@ -92,16 +92,6 @@ def appears_at(resource: dict[str, Any], encounter_start: datetime | None) -> da
     return max(known) if known else None
 
 
-def _status(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        for coding in value.get("coding") or ():
-            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                return coding["code"]
-    return None
-
-
 def change_time(resource: dict[str, Any]) -> datetime | None:
     """When a resource took its recorded form, if it had an earlier one; else None.
 
@@ -124,7 +114,7 @@ def change_time(resource: dict[str, Any]) -> datetime | None:
         return None
     if rtype == "MedicationStatement":
         period = resource.get("effectivePeriod")
-        if _status(resource.get("status")) in ENDED_STATEMENT and isinstance(period, dict):
+        if status_code(resource.get("status")) in ENDED_STATEMENT and isinstance(period, dict):
             return parse_datetime(period.get("end"))
     return None
 
@@ -141,7 +131,7 @@ def earlier_form(resource: dict[str, Any]) -> dict[str, Any]:
     if rtype == "Condition":
         for name in [k for k in out if k.startswith("abatement")]:
             del out[name]
-        if _status(out.get("clinicalStatus")) in ENDED_CONDITION:
+        if status_code(out.get("clinicalStatus")) in ENDED_CONDITION:
             out["clinicalStatus"] = _ACTIVE_CONDITION
     elif rtype == "Patient":
         out.pop("deceasedBoolean", None)
