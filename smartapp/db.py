@@ -106,7 +106,8 @@ class Referral(Base):
         return [
             {"resourceType": op["type"], "id": op["id"], "status": op.get("http", "")}
             for op in self.plan.get("operations", [])
-            if op["mode"] == "rest" and op["status"] == "written"
+            if op["mode"] == "rest"
+            and op["status"] == "written"
             and op.get("method", "POST") == "POST"
         ]
 

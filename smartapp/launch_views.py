@@ -191,13 +191,10 @@ def callback():
             else None,
         )
         db.add(context)
-        referral_log.append(
+        referral_log.append_about(
             db,
             "launch",
-            user_ref=context.user_ref,
-            iss=context.iss,
-            patient_id=context.patient_id,
-            encounter_id=context.encounter_id,
+            context,
             data={"scope": context.scope, "registration": registration.id},
         )
     log.info("launch ok: context=%s registration=%s", context_id[:8], registration.id)

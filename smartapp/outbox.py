@@ -109,13 +109,10 @@ def hold(db: Database, referral_id: str, reason: str) -> Referral:
         referral.status = "held"
         referral.last_error = reason
         referral.updated_at = utcnow()
-        referral_log.append(
+        referral_log.append_about(
             session,
             "write-held",
-            user_ref=referral.user_ref,
-            iss=referral.iss,
-            patient_id=referral.patient_id,
-            encounter_id=referral.encounter_id,
+            referral,
             data={"referral": referral.id, "reason": reason},
         )
     return referral
@@ -325,13 +322,10 @@ def _record_attempt(
             referral.status,
             getattr(error, "status", None),
         )
-        referral_log.append(
+        referral_log.append_about(
             session,
             "write-attempt",
-            user_ref=referral.user_ref,
-            iss=referral.iss,
-            patient_id=referral.patient_id,
-            encounter_id=referral.encounter_id,
+            referral,
             data={
                 "referral": referral.id,
                 "attempt": referral.attempts,

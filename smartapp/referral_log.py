@@ -52,6 +52,22 @@ def append(
     return entry
 
 
+def append_about(
+    session: Session, type_: str, subject, data: dict | None = None, user_ref: str | None = None
+) -> LogEvent:
+    """`append` for an event about a launch or a referral (anything with `user_ref`, `iss`,
+    `patient_id` and `encounter_id`); `user_ref` names someone else who acted (a coach)."""
+    return append(
+        session,
+        type_,
+        user_ref=user_ref or subject.user_ref,
+        iss=subject.iss,
+        patient_id=subject.patient_id,
+        encounter_id=subject.encounter_id,
+        data=data,
+    )
+
+
 def record_read(
     session: Session,
     auditor: str,

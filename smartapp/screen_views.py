@@ -254,13 +254,10 @@ def show(context_id: str):
         if row.encounter_id is None and shown["encounter"]["id"]:
             # Standalone launch without an encounter: the visit the rules chose is this visit.
             row.encounter_id = context.encounter_id = shown["encounter"]["id"]
-        referral_log.append(
+        referral_log.append_about(
             db,
             "suggestions-shown",
-            user_ref=context.user_ref,
-            iss=context.iss,
-            patient_id=context.patient_id,
-            encounter_id=context.encounter_id,
+            context,
             data={
                 "pack": shown["pack"],
                 "demographics": shown.get("demographics"),

@@ -151,13 +151,11 @@ def act(
             state.status = "completed" if reason == "Linked to a program" else "cancelled"
         state.updated_at = now
         _queue_task_update(referral, state)
-        referral_log.append(
+        referral_log.append_about(
             session,
             f"coach-{action}",
+            referral,
             user_ref=coach["user_ref"],
-            iss=referral.iss,
-            patient_id=referral.patient_id,
-            encounter_id=referral.encounter_id,
             data={
                 "referral": referral_id,
                 "task_status": state.status,

@@ -26,8 +26,13 @@ def index():
     items = worklist.items(services.db, include_closed=show_closed)
     programs = services.catalog.programs() if services.catalog else []
     return render_template(
-        "worklist.html", items=items, loads=worklist.loads(services.db), now=now,
-        staff=current_staff(), programs=programs, reasons=worklist.CLOSE_REASONS,
+        "worklist.html",
+        items=items,
+        loads=worklist.loads(services.db),
+        now=now,
+        staff=current_staff(),
+        programs=programs,
+        reasons=worklist.CLOSE_REASONS,
         show_closed=show_closed,
     )
 
@@ -46,17 +51,25 @@ def act(referral_id: str, action: str):
             pass
     program = program or request.form.get("program-other", "").strip() or None
     try:
-        worklist.act(services.db, referral_id, action, current_staff(),
-                     note=request.form.get("note"), program=program,
-                     reason=request.form.get("reason"))
+        worklist.act(
+            services.db,
+            referral_id,
+            action,
+            current_staff(),
+            note=request.form.get("note"),
+            program=program,
+            reason=request.form.get("reason"),
+        )
     except worklist.WorklistError as exc:
         flash(str(exc), "error")
         return redirect(url_for("worklist.index"))
     referral = outbox.get(services.db, referral_id)
     if referral is not None and referral.status == "queued":
         # Try the Task update now; the worker retries if the EHR is away.
-        outbox.deliver(services.db, referral_id,
-                       lambda r, force_refresh=False: sessions.client_for_referral(
-                           services, r, force_refresh))
+        outbox.deliver(
+            services.db,
+            referral_id,
+            lambda r, force_refresh=False: sessions.client_for_referral(services, r, force_refresh),
+        )
     flash(f"Handoff updated: {action}.", "ok")
     return redirect(url_for("worklist.index"))

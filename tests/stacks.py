@@ -18,6 +18,23 @@ COACH_POOL = {
 }
 
 
+def started(process, url: str, seconds: float = 30.0):
+    """Wait until the server `process` answers at `url`; kill it and fail if it never does."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=5)
+            return process
+        except requests.RequestException:
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"the server for {url} did not start")
+
+
 @dataclass
 class Stack:
     ehr: ServerHandle

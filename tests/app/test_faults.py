@@ -18,7 +18,7 @@ from smartapp.db import Database, Referral
 from smartapp.worker import OutboxWorker
 from tests import launch_flow
 from tests.launch_flow import sign_all
-from tests.stacks import start_stack
+from tests.stacks import start_stack, started
 
 READ_TIMEOUT = 2.0
 
@@ -155,15 +155,7 @@ def serve(stack, worker: bool) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"http://127.0.0.1:{stack.app_port}/", timeout=5)
-            return process
-        except requests.RequestException:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError("handoff serve did not start")
+    return started(process, f"http://127.0.0.1:{stack.app_port}/")
 
 
 def test_app_killed_and_restarted_between_attempts(stack):

@@ -7,11 +7,9 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import requests
 import yaml
 from sqlalchemy import create_engine, func, make_url, select, text
 
@@ -21,6 +19,7 @@ from smartapp.db import Database, LogEvent
 from smartapp.serving import reserve_port, serve_in_thread
 from smartapp.tokens import TokenCipher
 from tests import launch_flow
+from tests.stacks import started
 
 PATIENTS = ["P01-pt", "P02-pt", "P03-pt", "P04-pt", "P05-pt", "P07-pt", "P11-pt", "P12-pt"]
 
@@ -46,15 +45,7 @@ def gunicorn(port: int, env: dict) -> subprocess.Popen:
         [sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", "4",
          "--bind", f"127.0.0.1:{port}", "smartapp.wsgi:app"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"http://127.0.0.1:{port}/", timeout=5)
-            return process
-        except requests.RequestException:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError("gunicorn did not start")
+    return started(process, f"http://127.0.0.1:{port}/")
 
 
 def test_two_instances_one_chain(tmp_path, shared_dir, pg_url):
