@@ -60,16 +60,19 @@ def init_app(app: Flask) -> None:
     app.jinja_env.globals["csrf_token"] = csrf_token
     redact_access_logs()
 
+    # The registrations are loaded once at start, so the policy is made once too.
+    from smartapp.services import EXTENSION
+
+    registry = app.extensions[EXTENSION].registry
+    ancestors = " ".join(sorted({o for reg in registry for o in reg.frame_ancestors}))
+    policy = (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"form-action 'self' {ancestors}; frame-ancestors 'self' {ancestors}"
+    )
+
     @app.after_request
     def security_headers(response):
-        from smartapp.services import current_services
-
-        ancestors = sorted({o for reg in current_services().registry for o in reg.frame_ancestors})
-        response.headers["Content-Security-Policy"] = (
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-            "form-action 'self' " + " ".join(ancestors) + "; "
-            "frame-ancestors 'self' " + " ".join(ancestors)
-        )
+        response.headers["Content-Security-Policy"] = policy
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Cache-Control"] = "no-store"
