@@ -320,6 +320,13 @@ class DeclineReasonSpec(Model):
     code: Slug
     label: str = Field(min_length=1)
     free_text: bool = False
+    # The suggestion kinds it may be offered for ("coach unavailable": the coach consult
+    # only); None: any kind.
+    applies_to: tuple[Slug, ...] | None = Field(default=None, min_length=1)
+
+    def applies(self, kind: str) -> bool:
+        """Whether this reason may be offered for a suggestion of `kind`."""
+        return self.applies_to is None or kind in self.applies_to
 
 
 class Rule(Model):
@@ -360,6 +367,7 @@ class PackDocument(Model):
 
 _EXPRESSION = TypeAdapter(Expression)
 _RULE = TypeAdapter(Rule)
+_DECLINE_REASON = TypeAdapter(DeclineReasonSpec)
 
 
 # ---------------------------------------------------------------------------------------
@@ -741,24 +749,43 @@ def _check_unique(doc: SourceDoc, raw_rules: list[Any], issues: list[Issue]) -> 
 def _check_decline_codes(
     doc: SourceDoc, rules: list[tuple[int, Rule]], issues: list[Issue]
 ) -> None:
-    """Decline reason codes are unique, and rules only use catalogued ones."""
+    """Decline reason codes are unique, rules only use catalogued ones, and only for the
+    kinds a reason applies to (each kind named in `applies_to` is a rule's kind)."""
     raw = doc.data.get("decline_reasons")
-    codes: set[str] = set()
+    kinds = {rule.kind for _, rule in rules}
+    scopes: dict[str, DeclineReasonSpec | None] = {}
     for j, item in enumerate(raw if isinstance(raw, list) else []):
         code = item.get("code") if isinstance(item, dict) else None
-        if code in codes:
+        if code in scopes:
             issues.append(
                 doc.issue(("decline_reasons", j, "code"), f"duplicate decline reason {code!r}")
             )
         if isinstance(code, str):
-            codes.add(code)
+            spec = _try(_DECLINE_REASON, item)
+            scopes[code] = spec
+            for m, kind in enumerate((spec.applies_to or ()) if spec else ()):
+                if kind not in kinds:
+                    issues.append(
+                        doc.issue(
+                            ("decline_reasons", j, "applies_to", m),
+                            f"unknown suggestion kind {kind!r}",
+                        )
+                    )
     for i, rule in rules:
         for k, code in enumerate(rule.decline_reasons):
             here = ("suggestions", i, "decline_reasons", k)
-            if code not in codes:
+            if code not in scopes:
                 issues.append(doc.issue(here, f"unknown decline reason {code!r}"))
             elif code in rule.decline_reasons[:k]:
                 issues.append(doc.issue(here, f"decline reason {code!r} listed twice"))
+            elif (spec := scopes[code]) is not None and not spec.applies(rule.kind):
+                issues.append(
+                    doc.issue(
+                        here,
+                        f"decline reason {code!r} does not apply to {rule.kind} "
+                        f"(applies_to: {', '.join(spec.applies_to or ())})",
+                    )
+                )
 
 
 # ---------------------------------------------------------------------------------------

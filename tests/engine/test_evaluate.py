@@ -138,6 +138,10 @@ def test_suggestion_objects(pack: Pack) -> None:
     assert bup.decline_reasons[-1] == DeclineReason("other", "Other", free_text=True)
     assert [d.code for d in bup.decline_reasons] == [
         "patient-declined", "in-treatment-elsewhere", "clinically-inappropriate",
+        "other"]  # "coach-unavailable" is for the coach consult only (issue 9 item 3)
+    prc = next(s for s in result.suggestions if s.kind == "prc-consult")
+    assert [d.code for d in prc.decline_reasons] == [
+        "patient-declined", "in-treatment-elsewhere", "clinically-inappropriate",
         "coach-unavailable", "other"]
     with pytest.raises(dataclasses.FrozenInstanceError):
         bup.kind = "x"  # type: ignore[misc]

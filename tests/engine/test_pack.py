@@ -50,8 +50,53 @@ def test_decline_reasons_are_the_specs(pack: Pack) -> None:
     assert labels == ["Patient declined", "Already in treatment elsewhere",
                       "Clinically inappropriate now", "Coach unavailable", "Other"]
     assert [d.free_text for d in pack.document.decline_reasons] == [False] * 4 + [True]
+    everyone = ("patient-declined", "in-treatment-elsewhere", "clinically-inappropriate",
+                "other")
     for rule in pack.rules:
-        assert rule.decline_reasons == tuple(d.code for d in pack.document.decline_reasons)
+        # "Coach unavailable" is a reason for the coach consult only (clinical-rules.md).
+        expected = (*everyone[:3], "coach-unavailable", "other") if rule.kind == "prc-consult" \
+            else everyone
+        assert rule.decline_reasons == expected, rule.kind
+
+
+def test_decline_reasons_are_scoped_by_kind(pack: Pack) -> None:
+    scope = {d.code: d.applies_to for d in pack.document.decline_reasons}
+    assert scope == {"patient-declined": None, "in-treatment-elsewhere": None,
+                     "clinically-inappropriate": None, "coach-unavailable": ("prc-consult",),
+                     "other": None}
+
+
+def test_a_reason_outside_its_scope_or_an_unknown_kind_is_an_error(tmp_path: Path) -> None:
+    path, text = _broken(
+        tmp_path,
+        ("    decline_reasons: &medication_reasons\n      - patient-declined\n",
+         "    decline_reasons: &medication_reasons\n      - patient-declined\n"
+         "      - coach-unavailable\n"),
+        ("applies_to: [prc-consult]}", "applies_to: [prc-consult, coach-visit]}"),
+    )
+    issues = _issues(path)
+    by_field = {i.field: i for i in issues}
+    scoped = by_field["suggestions[1].decline_reasons[1]"]
+    assert scoped.line == _line(text, "&medication_reasons") + 2
+    assert "decline reason 'coach-unavailable' does not apply to moud-buprenorphine" in (
+        scoped.message)
+    unknown = by_field["decline_reasons[3].applies_to[1]"]
+    assert unknown.line == _line(text, "coach-visit")
+    assert "unknown suggestion kind 'coach-visit'" in unknown.message
+
+
+def test_schema_knows_applies_to() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    validator = jsonschema.Draft202012Validator(pack_json_schema())
+    data = yaml.safe_load(DEFAULT)
+    assert data["decline_reasons"][3]["applies_to"] == ["prc-consult"]
+    assert list(validator.iter_errors(data)) == []
+    data["decline_reasons"][3]["applies_to"] = []
+    assert list(validator.iter_errors(data))
+    data["decline_reasons"][3]["applies_to"] = "prc-consult"
+    assert list(validator.iter_errors(data))
 
 
 def _copy_rules(tmp_path: Path) -> Path:
@@ -171,8 +216,10 @@ def test_every_error_is_listed_with_file_line_and_field(tmp_path: Path) -> None:
           "      - name: home-initiation\n        when: on_moud\n"),
          "        when: on_moud", "suggestions[1].variants[1].when",
          "the last variant is the default"),
-        (("    decline_reasons: *all_reasons\n\n  - id: moud-continue",
-          "    decline_reasons: [patient-declined, maybe-later]\n\n  - id: moud-continue"),
+        (("    decline_reasons: &medication_reasons\n      - patient-declined\n"
+          "      - in-treatment-elsewhere\n",
+          "    decline_reasons: &medication_reasons\n      - patient-declined\n"
+          "      - maybe-later\n"),
          "maybe-later", "suggestions[1].decline_reasons[1]",
          "unknown decline reason 'maybe-later'"),
         (("  cows_lookback: 12h", "  cows_lookback: 12 hours"),
