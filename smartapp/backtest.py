@@ -48,6 +48,7 @@ class PatientOutcome:
     visits: list[Replayed] = field(default_factory=list)
     skipped: int = 0
     source: str = ""  # the file (or NDJSON patient) it read: orders ties in the report
+    not_fhir: str | None = None  # why a bundle file was skipped (it is not FHIR at all)
 
 
 # ---------------------------------------------------------------------------------------
@@ -84,12 +85,38 @@ def _read_bytes(path: Path) -> bytes:
         raise BacktestError(f"{path}: cannot read: {exc.strerror}") from exc
 
 
+class NotFhirError(Exception):
+    """A ``*.json`` file that holds no FHIR at all (``expected.json``, a config file)."""
+
+
+def not_fhir_reason(data: object) -> str | None:
+    """Why parsed JSON is not FHIR content at all, or None when it is (or claims to be).
+
+    Only files with no ``resourceType`` anywhere at the top are skipped: a Patient, a
+    Bundle of an unread type or a list with one bad resource is FHIR and stays an error.
+    """
+    if isinstance(data, dict):
+        return None if "resourceType" in data else "not FHIR: a JSON object without resourceType"
+    if isinstance(data, list):
+        if not data:
+            return "not FHIR: an empty list"
+        if not any(isinstance(item, dict) and "resourceType" in item for item in data):
+            return "not FHIR: a list without resources"
+        return None
+    return f"not FHIR: a JSON {type(data).__name__}"
+
+
 def read_bundle_file(path: Path) -> list[ChartItem]:
-    """The resources of a JSON file holding a Bundle or a list of resources."""
+    """The resources of a JSON file holding a Bundle or a list of resources.
+
+    Raises NotFhirError for a file that is not FHIR, BacktestError for malformed FHIR."""
     try:
         data = orjson.loads(_read_bytes(path))
     except orjson.JSONDecodeError as exc:
         raise BacktestError(f"{path}: not valid JSON: {exc}") from exc
+    reason = not_fhir_reason(data)
+    if reason:
+        raise NotFhirError(reason)
     try:
         return resource_items(data) if isinstance(data, list) else bundle_items(data)
     except ChartError as exc:
@@ -180,7 +207,11 @@ def _task(task: tuple[str, Any]) -> PatientOutcome:
     with _no_gc():
         if kind == "bundle":
             path = Path(arg)
-            out = _replay_charts(charts_of(read_bundle_file(path), str(path)), _PACKS)
+            try:
+                items = read_bundle_file(path)
+            except NotFhirError as exc:
+                return PatientOutcome(source=str(path), not_fhir=str(exc))
+            out = _replay_charts(charts_of(items, str(path)), _PACKS)
             out.source = str(path)
             return out
         group = _GROUPS[arg] if isinstance(arg, int) else arg
@@ -214,6 +245,8 @@ class Backtest:
     patients: int
     skipped: int
     visits: list[Replayed]
+    # ``*.json`` files that are not FHIR (path, why), left out and listed in the report
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
 
 
 def run_backtest(
@@ -257,17 +290,22 @@ def run_backtest(
     finally:
         _init_worker([], [])  # let the NDJSON resources go
     outcomes.sort(key=lambda o: o.source)  # workers finish in any order
+    skipped_files = [(o.source, o.not_fhir) for o in outcomes if o.not_fhir]
+    if len(skipped_files) == len(bundles) and not ndjson:
+        names = "; ".join(f"skipped {name} ({why})" for name, why in skipped_files)
+        raise BacktestError(f"{path}: no FHIR bundles (*.json) or NDJSON files: {names}")
     visits = [v for o in outcomes for v in o.visits]
     visits.sort(key=lambda r: (r.visit.time, r.patient or "", r.visit.key))
     return Backtest(
         path=path,
         packs=packs,
-        bundle_files=len(bundles),
+        bundle_files=len(bundles) - len(skipped_files),
         ndjson_files=len(ndjson),
         workers=used,
         patients=sum(o.patients for o in outcomes),
         skipped=sum(o.skipped for o in outcomes),
         visits=visits,
+        skipped_files=skipped_files,
     )
 
 
@@ -382,6 +420,7 @@ def report(result: Backtest) -> dict[str, Any]:
             "path": str(result.path),
             "bundle_files": result.bundle_files,
             "ndjson_files": result.ndjson_files,
+            "skipped_files": [{"path": p, "reason": why} for p, why in result.skipped_files],
         },
         "workers": result.workers,
         "patients": result.patients,
@@ -401,6 +440,18 @@ def _variant_label(kind: str, variant: str | None) -> str:
     return f"{kind} [{variant}]" if variant else kind
 
 
+def _skipped_lines(skipped: list[dict[str, str]]) -> list[str]:
+    """What the text report says about files left out because they are not FHIR."""
+    if not skipped:
+        return []
+    head = "1 file" if len(skipped) == 1 else f"{len(skipped)} files"
+    if len(skipped) == 1:
+        return [f"skipped {head} that is not FHIR: {skipped[0]['path']} ({skipped[0]['reason']})"]
+    return [f"skipped {head} that are not FHIR:"] + [
+        f"  {s['path']} ({s['reason']})" for s in skipped
+    ]
+
+
 def render_text(data: dict[str, Any], seconds: float | None = None) -> str:
     """A readable rendering of :func:`report`'s output."""
     base, other = data["pack"], data["compare"]
@@ -416,6 +467,7 @@ def render_text(data: dict[str, Any], seconds: float | None = None) -> str:
     took = f" in {seconds:.2f} s" if seconds is not None else ""
     lines = [
         f"backtest of {inp['path']} ({files}), {data['workers']} worker(s){took}",
+        *_skipped_lines(inp.get("skipped_files", [])),
         f"pack     {base['id']} {base['version']} ({base['hash'][:19]})",
     ]
     if other:

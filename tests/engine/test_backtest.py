@@ -193,7 +193,8 @@ def test_json_report_shape(charts: Path, pack: Pack) -> None:
     data = _cli_json(str(charts))
     assert set(data) == {"input", "workers", "patients", "patients_with_visits", "visits",
                          "visits_skipped", "visits_by_year", "pack", "compare"}
-    assert data["input"] == {"path": str(charts), "bundle_files": 2, "ndjson_files": 0}
+    assert data["input"] == {"path": str(charts), "bundle_files": 2, "ndjson_files": 0,
+                             "skipped_files": []}
     assert data["compare"] is None and data["workers"] == min(os.cpu_count() or 1, 2)
     base = data["pack"]
     assert set(base) == {"id", "version", "hash", "path", "visits_with_suggestions",
@@ -216,7 +217,8 @@ def test_ndjson_gives_the_same_result_as_bundles(tmp_path: Path, charts: Path,
     assert _by_visit(run_backtest(ndjson, [pack], workers=1)) == EXPECTED
     from_bundles = _cli_json(str(charts), "--workers", "1")
     from_ndjson = _cli_json(str(ndjson), "--workers", "1")
-    assert from_ndjson["input"] == {"path": str(ndjson), "bundle_files": 0, "ndjson_files": 5}
+    assert from_ndjson["input"] == {"path": str(ndjson), "bundle_files": 0, "ndjson_files": 5,
+                                    "skipped_files": []}
     del from_bundles["input"], from_ndjson["input"]
     assert from_ndjson == from_bundles
 
