@@ -222,25 +222,39 @@ def _write_updates(client: FhirClient, plan: dict) -> None:
     idempotent, so a retry after a lost answer does no harm."""
     for op in plan["operations"]:
         if op.get("method") == "PUT" and op["mode"] == "rest" and op["status"] != "written":
-            result = client.update(op["resource"])
-            op["http"], op["status"] = result["status"], "written"
+            _write_update(client, plan, op)
+
+
+def _write_update(client: FhirClient, plan: dict, op: dict) -> None:
+    """PUT one update with its references to Handoff's resources as the EHR knows them
+    (`ServiceRequest/<server id>`, never the plan's `urn:uuid:`), and keep what was sent."""
+    op["resource"] = _resolve(op["resource"], _written_references(plan), _local_references(plan))
+    result = client.update(op["resource"])
+    op["http"], op["status"] = result["status"], "written"
+
+
+def _written_references(plan: dict) -> dict[str, str]:
+    """`urn:uuid:<key>` -> `Type/<server id>` for every resource the EHR already holds."""
+    return {
+        f"urn:uuid:{op['key']}": f"{op['type']}/{op['id']}"
+        for op in plan["operations"]
+        if op["mode"] == "rest"
+        and op["status"] == "written"
+        and op.get("id")
+        and op.get("method", "POST") == "POST"
+    }
 
 
 def _write_one_by_one(client: FhirClient, plan: dict) -> None:
     """One create per resource, in plan order. Without conditional create, a search by
     Handoff's identifier first: the EHR may have committed an attempt whose answer was lost."""
     local_refs = _local_references(plan)
-    written_refs = {
-        f"urn:uuid:{op['key']}": f"{op['type']}/{op['id']}"
-        for op in plan["operations"]
-        if op["mode"] == "rest" and op["status"] == "written"
-    }
+    written_refs = _written_references(plan)
     for op in plan["operations"]:
         if op["mode"] != "rest" or op["status"] == "written":
             continue
         if op.get("method") == "PUT":
-            result = client.update(op["resource"])
-            op["http"], op["status"] = result["status"], "written"
+            _write_update(client, plan, op)
             continue
         resource = _resolve(copy.deepcopy(op["resource"]), written_refs, local_refs)
         if op["type"] == "Provenance":

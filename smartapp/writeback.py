@@ -220,6 +220,7 @@ def plan_resources(
                     "intent": "order",
                     "priority": "urgent",
                     "code": {"coding": [{"system": TASK_CODE, "code": "fulfill"}]},
+                    "basedOn": [{"reference": service_request_url}],
                     "focus": {"reference": service_request_url},
                     "for": patient,
                     "authoredOn": signed,
