@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 
 from authlib.integrations.flask_client import OAuth
 from flask import Blueprint, abort, current_app, redirect, request, session, url_for
@@ -96,7 +97,7 @@ def callback():
     claims = token.get("userinfo") or {}
     roles_claim = current_app.config.get("STAFF_ROLES_CLAIM", "handoff_roles")
     roles = [r for r in claims.get(roles_claim, []) if r in ROLES]
-    target = session.get("staff_next")
+    target = _safe_next(session.get("staff_next"))  # checked again: the cookie is the browser's
     session.clear()  # a new identity: nothing of the previous session carries over
     session["staff"] = {
         "sub": claims.get("sub"),
@@ -133,8 +134,15 @@ def logout():
     return redirect(url_for("launch.start_page"))
 
 
+#: A same-origin path (and query): a single leading slash, then printable ASCII without
+#: backslashes. Browsers drop tabs and newlines and read `\\` as `/` before they follow a
+#: redirect, so `/\t/evil`, `/\\evil` or `/\n` must never reach a Location header.
+SAME_ORIGIN_PATH = re.compile(r"/(?![/\\])[!-\[\]-~]*")
+
+
 def _safe_next(target: str | None) -> str | None:
-    """Only local paths, so sign-in cannot be used to redirect elsewhere."""
-    if target and target.startswith("/") and not target.startswith("//"):
+    """`target` when it is a path on this origin, else None (sign-in then goes home), so
+    sign-in cannot be used to redirect elsewhere, nor to break the response."""
+    if target and SAME_ORIGIN_PATH.fullmatch(target):
         return target
     return None

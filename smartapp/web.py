@@ -75,7 +75,9 @@ def init_app(app: Flask) -> None:
         response.headers["Content-Security-Policy"] = policy
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["Cache-Control"] = "no-store"
+        # Pages hold PHI: never cached. A view that chose its own policy keeps it (the JWKS
+        # is public and EHRs should cache it).
+        response.headers.setdefault("Cache-Control", "no-store")
         return response
 
     def error_page(exc):
