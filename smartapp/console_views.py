@@ -613,6 +613,7 @@ def dashboard_page():
             start=search.start_at,
             end=search.end_at,
             min_cell=min_cell,
+            programs=_catalog_programs(),
         )
         period = "-".join(d.isoformat() for d in (search.start, search.end) if d) or "all time"
         referral_log.record_read(session, viewer, f"program dashboard ({period}), aggregates only")
@@ -623,6 +624,12 @@ def dashboard_page():
         charts=dashboard_charts(figures),
         titles=_rule_titles(),
     )
+
+
+def _catalog_programs() -> list[str]:
+    """The community catalog's program names: the only program names the dashboard shows."""
+    catalog = current_services().catalog
+    return [program.name for program in catalog.programs()] if catalog else []
 
 
 def _rule_titles() -> dict[str, str]:

@@ -6,7 +6,8 @@ numbers, strings). No patient identity leaves this module: patient and encounter
 only to join the events of one visit and to count the distinct patients behind a figure. The
 output holds no ids, names, free text typed by a physician, nor the time of any single visit.
 
-Unit: a *visit* is one (iss, patient, encounter) for which suggestions were shown. It belongs to
+Unit: a *visit* is one (iss, patient, encounter) for which at least one suggestion was shown (a
+launch whose screen suggested nothing is not a visit here, nor in any denominator). It belongs to
 the ISO week (and the period) in which suggestions were first shown for it; its decision and
 coach events count with it whenever they happened (a referral contacted the next week still
 counts for the week of the visit). A screen reloaded three times is one visit, not three.
@@ -18,6 +19,9 @@ counts for the week of the visit). A screen reloaded three times is one visit, n
   of what was shown). Time to contact: the first `coach-contact` minus ED arrival. Arrivals
   given as a date without a time are not used (no honest minute count can be made from them).
 - linked to a program: a `coach-link` event, or `coach-close` with "Linked to a program".
+  Programs are named only by the catalog (`programs`: the catalog's program names; a coach's
+  pick is stored as "Name (phone)"); anything else a coach typed is grouped as "Other" and never
+  leaves this module, nor does it without a catalog.
 
 Small-cell suppression (figures split by race, ethnicity, sex, age group, and by linked program):
 a figure with 1 to `min_cell - 1` distinct patients behind it is shown as "<{min_cell}", never
@@ -35,7 +39,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -43,6 +47,8 @@ from typing import Any
 DEFAULT_MIN_CELL = 5
 NOT_RECORDED = "Not recorded"
 COACH_KIND = "prc-consult"
+OTHER_PROGRAM = "Other"
+UNNAMED_PROGRAM = "Program not named"
 LINKED_REASON = "Linked to a program"
 DIMENSIONS = (
     ("race", "Race"),
@@ -176,6 +182,8 @@ def build_visits(events: Iterable[dict]) -> list[_Visit]:
     for event in ordered:
         kind, data, at = event["type"], event.get("data") or {}, as_utc(event["at"])
         if kind == "suggestions-shown":
+            if not data.get("suggestions"):
+                continue  # the rules suggested nothing: not a visit with suggestions
             visit = visits.get(_key(event))
             if visit is None:
                 visit = visits[_key(event)] = _Visit(
@@ -491,12 +499,29 @@ def _equity(visits: Sequence[_Visit], min_cell: int) -> list[dict]:
     return out
 
 
-def _programs(visits: Sequence[_Visit], min_cell: int) -> list[dict]:
-    """Handoffs linked per program, small cells suppressed (program names typed by coaches)."""
+def catalog_program(text: str | None, programs: Collection[str]) -> str:
+    """The catalog name a coach's program entry stands for; "Other" for free text.
+
+    A pick from the catalog is stored as "Name (phone)"; a typed entry counts only when it is a
+    catalog name (letter case aside). Free text can hold names and phone numbers: never shown.
+    """
+    text = (text or "").strip()
+    if not text:
+        return UNNAMED_PROGRAM
+    folded = text.casefold()
+    for name in programs:
+        if folded == name.casefold() or folded.startswith(name.casefold() + " ("):
+            return name
+    return OTHER_PROGRAM
+
+
+def _programs(visits: Sequence[_Visit], min_cell: int, programs: Collection[str]) -> list[dict]:
+    """Handoffs linked per catalog program (free text as "Other"), small cells suppressed."""
+    by_length = sorted(programs, key=len, reverse=True)  # "Bridge Clinic East" before "Bridge.."
     groups: dict[str, dict[str, tuple[int, set]]] = {}
     for visit in visits:
         if visit.coach_referral and visit.linked:
-            name = visit.program or "Program not named"
+            name = catalog_program(visit.program, by_length)
             count, patients = groups.get(name, {"linked": (0, set())})["linked"]
             groups[name] = {"linked": (count + 1, patients | {visit.patient})}
     names = sorted(groups, key=lambda n: (-groups[n]["linked"][0], n))
@@ -510,8 +535,12 @@ def summarize(
     start: datetime | None = None,
     end: datetime | None = None,
     min_cell: int = DEFAULT_MIN_CELL,
+    programs: Collection[str] = (),
 ) -> dict:
-    """Every dashboard figure for the visits first shown in [start, end) (None: open)."""
+    """Every dashboard figure for the visits first shown in [start, end) (None: open).
+
+    `programs`: the catalog's program names, the only program names the figures may carry.
+    """
     if min_cell < 1:
         raise ValueError("min_cell must be at least 1")
     visits = [
@@ -528,6 +557,6 @@ def summarize(
         "kinds": _kinds(visits),
         "rules": _rules(visits),
         "times": _times(visits, min_cell),
-        "programs": _programs(visits, min_cell),
+        "programs": _programs(visits, min_cell, programs),
         "equity": _equity(visits, min_cell),
     }

@@ -295,6 +295,8 @@ REASONS = (
     "Other",
 )
 PROGRAMS = ("Bridge Clinic", "Harbor Recovery", "Eastside MOUD Program", "Hope Peer Network")
+# The programs of the catalog these logs were written against (the dashboard names no others).
+CATALOG_PROGRAMS = PROGRAMS
 
 
 def busy_visits(count: int = 180, weeks: int = 10, seed: int = 7) -> tuple[Visit, ...]:

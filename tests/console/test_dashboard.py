@@ -17,7 +17,7 @@ EVENTS = logdata.as_dicts()
 
 @pytest.fixture(scope="module")
 def figures() -> dict:
-    return dashboard.summarize(EVENTS)
+    return dashboard.summarize(EVENTS, programs=logdata.CATALOG_PROGRAMS)
 
 
 def texts(dimension: dict) -> dict[str, list[str]]:
@@ -150,7 +150,7 @@ def test_linked_programs_are_suppressed(figures):
     at_5 = [(p["program"], p["linked"]["text"]) for p in figures["programs"]]
     assert at_5 == [("Bridge Clinic", "<5"), ("Harbor Recovery", "<5"),
                     ("Program not named", "<5")]
-    at_3 = dashboard.summarize(EVENTS, min_cell=3)["programs"]
+    at_3 = dashboard.summarize(EVENTS, min_cell=3, programs=logdata.CATALOG_PROGRAMS)["programs"]
     assert [(p["program"], p["linked"]["text"]) for p in at_3] == [
         ("Bridge Clinic", "3"), ("Harbor Recovery", "<3"), ("Program not named", "<3")
     ]
