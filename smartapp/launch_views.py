@@ -135,8 +135,12 @@ def callback():
         log.warning("callback refused: state expired")
         abort(400, description="The sign-in took too long. Launch Handoff again from the chart.")
     if request.args.get("error"):
-        log.warning("callback: authorization denied by the EHR (%s)", request.args.get("error"))
-        abort(403, description="The EHR did not authorize Handoff for this patient.")
+        said = smart.ehr_error(request.args.get("error"), request.args.get("error_description"))
+        log.warning("callback: authorization denied by the EHR (%s)", said)
+        abort(
+            403,
+            description=f"The EHR did not authorize Handoff for this patient. The EHR said: {said}",
+        )
     code = request.args.get("code")
     if not code:
         abort(400, description="The EHR returned no authorization code.")

@@ -6,6 +6,7 @@ wires them to SMART's conventions. No Flask here: the launch blueprint calls the
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -43,6 +44,30 @@ class AuthorizationRequest:
 
 
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
+#: How much of an EHR's error description is kept (shown and logged).
+EHR_ERROR_MAX_CHARS = 300
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def ehr_error(error: str | None, description: str | None = None) -> str:
+    """What the EHR said when it refused (OAuth `error` and `error_description`), as one line
+    safe for a log (no control characters, so no forged lines) and bounded in length. The page
+    escapes it like any text."""
+
+    def clean(text: str | None) -> str:
+        return " ".join(_CONTROL_CHARS.sub(" ", text or "").split())[:EHR_ERROR_MAX_CHARS]
+
+    code, said = clean(error) or "error", clean(description)
+    return f"{code}: {said}" if said else code
+
+
+def _oauth_error(exc: Exception) -> str:
+    """authlib's OAuthError carries the server's `error` and `error_description`."""
+    return ehr_error(
+        getattr(exc, "error", None) or exc.__class__.__name__, getattr(exc, "description", None)
+    )
 
 
 def _get_json(url: str, timeout: tuple[float, float]) -> dict | None:
@@ -293,8 +318,7 @@ def exchange_code(
     except LaunchError:
         raise
     except Exception as exc:  # authlib raises OAuthError subclasses with the server's error code
-        error = getattr(exc, "error", None) or exc.__class__.__name__
-        raise LaunchError(f"The EHR refused the token request ({error}).") from exc
+        raise LaunchError(f"The EHR refused the token request ({_oauth_error(exc)}).") from exc
 
 
 def refresh(
@@ -311,8 +335,7 @@ def refresh(
             session.refresh_token(token_endpoint, refresh_token=refresh_token, timeout=timeout)
         )
     except Exception as exc:
-        error = getattr(exc, "error", None) or exc.__class__.__name__
-        raise LaunchError(f"The EHR refused to refresh the session ({error}).") from exc
+        raise LaunchError(f"The EHR refused to refresh the session ({_oauth_error(exc)}).") from exc
 
 
 def verify_id_token(

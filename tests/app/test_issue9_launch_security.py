@@ -8,11 +8,12 @@ from __future__ import annotations
 import html
 import logging
 import re
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import pytest
 import requests
 
+from tests import launch_flow
 from tests.launch_flow import Controls
 
 
@@ -117,3 +118,53 @@ def test_jwks_is_cacheable_and_pages_are_not(sandbox, handoff):
     assert jwks.headers["Cache-Control"] == "max-age=300"
     page = requests.get(f"{handoff.url}/", timeout=10)
     assert page.headers["Cache-Control"] == "no-store"
+
+
+# --- 20: the EHR's own error text ------------------------------------------------------------
+
+
+def test_the_ehrs_authorize_error_is_shown_and_logged(sandbox, handoff, controls, caplog):
+    """A launch value used twice: the EHR redirects back with its error and description."""
+    first = launch_flow.authorize(launch_flow.start(handoff.url, sandbox.url, "P02-pt"))
+    query = urlencode({"iss": f"{sandbox.url}/fhir", "launch": first.launch_value})
+    again = launch_flow.Launch(browser=first.browser)
+    answer = launch_flow.follow(first.browser, f"{handoff.url}/launch?{query}")
+    again.authorize_url = answer.headers["Location"]
+    launch_flow.authorize(again)
+    assert "error_description=" in again.callback_url
+    page = launch_flow.finish(again)
+    assert page.status_code == 403
+    text = html.unescape(page.text)
+    assert "did not authorize" in text
+    assert "invalid_request" in text
+    assert "'launch' is unknown, expired or already used" in text
+    assert warned(caplog, "'launch' is unknown, expired or already used")
+
+
+def test_the_ehrs_error_description_is_escaped_and_cleaned(sandbox, handoff, controls, caplog):
+    launch = launch_flow.start(handoff.url, sandbox.url, "P02-pt")
+    state = launch.authorize_params["state"]
+    said = 'Invalid client_id "x". Expected "y" <script>alert(1)</script>\nFORGED log line'
+    answer = launch_flow.follow(
+        launch.browser,
+        f"{handoff.url}/callback?"
+        + urlencode({"state": state, "error": "invalid_client", "error_description": said}),
+    )
+    assert answer.status_code == 403
+    assert "<script>alert(1)</script>" not in answer.text
+    assert "&lt;script&gt;" in answer.text
+    text = html.unescape(answer.text)
+    assert 'Invalid client_id "x". Expected "y"' in text and "invalid_client" in text
+    lines = [r.getMessage() for r in caplog.records if 'Expected "y"' in r.getMessage()]
+    assert lines and all("\n" not in line for line in lines)  # no forged log line
+
+
+def test_the_token_endpoints_error_description_is_shown(sandbox, handoff_basic, monkeypatch):
+    from tests.conftest import BASIC_SECRET_ENV
+
+    monkeypatch.setenv(BASIC_SECRET_ENV, "not-the-secret")
+    launch = launch_flow.full(handoff_basic.url, sandbox.url, "P03-pt")
+    assert launch.final.status_code == 400
+    text = html.unescape(launch.final.text)
+    assert "refused the token request (invalid_client" in text
+    assert "secret" in text.split("invalid_client", 1)[1]  # the EHR's description of the check
