@@ -38,6 +38,14 @@ UNMATCHED_ENCOUNTER = "(unmatched encounter)"
 class ChartError(ValueError):
     """The chart input is malformed; the message names what is wrong and where."""
 
+    def __init__(self, message: str, kind: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind  # a short name for what is wrong, where the caller may need it
+
+
+#: Reports a resource left out of a lenient chart: (its key, what is wrong, in words).
+Unreadable = Callable[[str, str], None]
+
 
 class MultiplePatientsError(ChartError):
     """The resources are about more than one patient (so they are not one chart)."""
@@ -117,15 +125,23 @@ class Chart:
         return cls._build(resource_items(resources))
 
     @classmethod
-    def from_items(cls, items: Iterable[ChartItem]) -> Chart:
-        """Chart from items of :func:`bundle_items` / :func:`resource_items` (or a part)."""
-        return cls._build(items)
+    def from_items(
+        cls, items: Iterable[ChartItem], on_unreadable: Unreadable | None = None
+    ) -> Chart:
+        """Chart from items of :func:`bundle_items` / :func:`resource_items` (or a part).
+
+        With ``on_unreadable``, a resource the chart cannot take (two different versions of
+        one key, an order whose medication is not in the chart) is left out and reported as
+        ``on_unreadable(key, problem)`` instead of raising ChartError (see readable.py).
+        """
+        return cls._build(items, on_unreadable)
 
     @classmethod
-    def _build(cls, items: Iterable[ChartItem]) -> Chart:
+    def _build(cls, items: Iterable[ChartItem], on_unreadable: Unreadable | None = None) -> Chart:
         """Key every resource, resolve references, then index (one pass over the chart)."""
         keyed: dict[str, tuple[dict[str, Any], str]] = {}
         aliases: dict[str, str] = {}
+        conflicting: set[str] = set()
         for full_url, resource, where in items:
             rtype = resource["resourceType"]
             if rtype == "OperationOutcome":
@@ -137,19 +153,32 @@ class Chart:
             if prior is None:
                 keyed[key] = (resource, where)
             elif prior[0] is not resource and prior[0] != resource:
-                raise ChartError(f"{where}: {key} appears twice with different content")
+                if on_unreadable is None:
+                    raise ChartError(f"{where}: {key} appears twice with different content")
+                conflicting.add(key)  # which version is right is unknown: neither is read
             if full_url:
                 aliases[full_url] = key
+        for key in sorted(conflicting):
+            del keyed[key]
+            on_unreadable(key, "it appears twice with different content")
         resolver = _Resolver(keyed, aliases)
         target = resolver.target
         timed = CLINICAL_TIME_FIELDS
         entries: dict[str, ChartEntry] = {}
         patients: set[str] = set()
+        left_out: list[str] = []
         # one tight loop: this is most of the cost of evaluating a chart
         for key, (resource, _where) in keyed.items():
             rtype = resource["resourceType"]
             if rtype in MEDICATION_TYPES:
-                codes = _codes(resource, rtype, key, resolver)
+                try:
+                    codes = _codes(resource, rtype, key, resolver)
+                except ChartError as error:
+                    if on_unreadable is None:
+                        raise
+                    on_unreadable(key, _MEDICATION_PROBLEM.get(error.kind, str(error)))
+                    left_out.append(key)
+                    continue
             else:
                 concept = resource.get("code")
                 codes = coding_tuple(concept) if concept else ()
@@ -170,6 +199,8 @@ class Chart:
                     owner = target(value)
                     if owner is not None and owner.startswith("Patient/"):
                         patients.add(owner)
+        for key in left_out:
+            del keyed[key]  # references to it now resolve to nothing, as to any absent one
         if len(patients) > 1:
             names = ", ".join(sorted(patients)[:4])
             raise MultiplePatientsError(f"chart: resources of more than one patient ({names})")
@@ -571,7 +602,9 @@ def _medication_of(resource: dict[str, Any], key: str, resolver: _Resolver) -> d
     """
     ref = reference_string(resource.get("medicationReference"))
     if ref is None:
-        raise ChartError(f"{key}: has neither medicationCodeableConcept nor medicationReference")
+        raise ChartError(
+            f"{key}: has neither medicationCodeableConcept nor medicationReference", "no-medication"
+        )
     if ref.startswith("#"):
         for contained in resource.get("contained") or ():
             if isinstance(contained, dict) and contained.get("id") == ref[1:]:
@@ -580,7 +613,15 @@ def _medication_of(resource: dict[str, Any], key: str, resolver: _Resolver) -> d
         target = resolver.resolve(ref)
         if target is not None and target.startswith("Medication/"):
             return resolver.lookup(target)
-    raise ChartError(f"{key}: medicationReference {ref!r} is not in the chart")
+    raise ChartError(
+        f"{key}: medicationReference {ref!r} is not in the chart", "medication-missing"
+    )
+
+
+_MEDICATION_PROBLEM = {
+    "no-medication": "it names no medication",
+    "medication-missing": "the Medication it references is not in the chart",
+}
 
 
 def _encounter_of(resource: dict[str, Any], target: Callable[[Any], str | None]) -> str | None:
