@@ -59,13 +59,13 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, TextIO
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from smartapp.audit.canonical import (
@@ -385,9 +385,14 @@ class ExportResult:
     sha256: str
 
 
-def select_events(session: Session, start: datetime | None, end: datetime | None):
-    """Events with start <= time < end, in chain order."""
-    query = select(LogEvent).order_by(LogEvent.seq)
+def select_events(
+    session: Session,
+    start: datetime | None,
+    end: datetime | None,
+    where: Sequence[ColumnElement[bool]] = (),
+):
+    """Events with start <= time < end (and the `where` conditions), in chain order."""
+    query = select(LogEvent).where(*where).order_by(LogEvent.seq)
     if start is not None:
         query = query.where(LogEvent.at >= start)
     if end is not None:
@@ -396,9 +401,19 @@ def select_events(session: Session, start: datetime | None, end: datetime | None
 
 
 def write_export(
-    session: Session, out: TextIO, fmt: str, start: datetime | None, end: datetime | None
+    session: Session,
+    out: TextIO,
+    fmt: str,
+    start: datetime | None,
+    end: datetime | None,
+    where: Sequence[ColumnElement[bool]] = (),
+    keep: Callable[[Any], bool] | None = None,
 ) -> ExportResult:
-    """Write the events in range to `out` as ndjson or csv; returns count and the sha256."""
+    """Write the events in range to `out` as ndjson or csv; returns count and the sha256.
+
+    `where` (SQL conditions) and `keep` (a test on each event, for what SQL cannot say) narrow
+    the export to what a search found; without them it is every event in the range.
+    """
     if fmt not in ("ndjson", "csv"):
         raise ValueError(f"unknown export format {fmt!r}")
     digest = hashlib.sha256()
@@ -407,7 +422,9 @@ def write_export(
     writer = csv.writer(buffer)
     if fmt == "csv":
         writer.writerow(CSV_COLUMNS)
-    for event in select_events(session, start, end):
+    for event in select_events(session, start, end, where):
+        if keep is not None and not keep(event):
+            continue
         if fmt == "csv":
             writer.writerow(csv_row(event))
         else:
@@ -440,24 +457,26 @@ def export(
     end: datetime | None,
     user: str,
     destination: str = "-",
+    where: Sequence[ColumnElement[bool]] = (),
+    keep: Callable[[Any], bool] | None = None,
+    filter_description: str | None = None,
 ) -> ExportResult:
-    """Export, then log the export itself (who, what range, how many, the output's sha256)."""
+    """Export, then log the export itself (who, what range and filter, how many, the output's
+    sha256). `where`, `keep`: see `write_export`; `filter_description` says them in words."""
     with db.session() as session:
-        result = write_export(session, out, fmt, start, end)
+        result = write_export(session, out, fmt, start, end, where, keep)
+    data = {
+        "from": format_time(start) if start else None,
+        "to": format_time(end) if end else None,
+        "format": fmt,
+        "events": result.events,
+        "first_seq": result.first_seq,
+        "last_seq": result.last_seq,
+        "sha256": result.sha256,
+        "out": destination,
+    }
+    if filter_description:
+        data["filter"] = filter_description
     with db.session() as session:
-        append(
-            session,
-            "audit-export",
-            user_ref=user,
-            data={
-                "from": format_time(start) if start else None,
-                "to": format_time(end) if end else None,
-                "format": fmt,
-                "events": result.events,
-                "first_seq": result.first_seq,
-                "last_seq": result.last_seq,
-                "sha256": result.sha256,
-                "out": destination,
-            },
-        )
+        append(session, "audit-export", user_ref=user, data=data)
     return result

@@ -36,6 +36,7 @@ def make_app(folder: Path, **config) -> Flask:
     return create_app(
         {
             "TESTING": True,
+            "DEMO": True,  # keys beside the data in one temp folder: allowed in the demo only
             "SECRET_KEY": "console-tests",
             "DATABASE_URL": f"sqlite:///{folder / 'handoff.sqlite'}",
             "PUBLIC_URL": "http://127.0.0.1:8700",

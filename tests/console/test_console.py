@@ -196,11 +196,13 @@ def test_export_ndjson_download(app, auditor):
         'attachment; filename="handoff-referral-log-2024-05-06-2024-05-12.ndjson"'
     )
     lines = response.get_data(as_text=True).splitlines()
-    # The date range applies, not the other filters: an export is every event in the range.
+    # Every filter applies (issue 9 item 13): the decisions in the range, as the page shows.
     in_range = [
         p for p in logdata.planned()
         if datetime(2024, 5, 6, tzinfo=UTC) <= p.when < datetime(2024, 5, 13, tzinfo=UTC)
+        and p.type == "decision"
     ]
+    assert len(in_range) == 4
     assert len(lines) == len(in_range) == int(response.headers["X-Handoff-Export-Events"])
     for line in lines:
         parsed = AuditEvent(json.loads(line), strict=True)
@@ -240,7 +242,7 @@ def test_export_links_carry_the_date_range(auditor):
     assert len(links) == 2
     for link in links:
         assert "from=2024-05-06" in link and "to=2024-05-12" in link
-        assert "patient" not in link
+        assert "patient=pat-04-3f7b" in link  # issue 9 item 13: the export is what is filtered
 
 
 def test_console_pages_keep_the_csp(auditor, manager):
