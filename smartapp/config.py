@@ -49,3 +49,6 @@ class Defaults:
     # SameSite=None so it survives inside an EHR's cross-site iframe; on a local http demo, Lax.
     SESSION_COOKIE_SECURE: bool | None = None
     SESSION_COOKIE_SAMESITE: str | None = None
+    # How long Sign waits (seconds) for the chart write before the page says "queued,
+    # writing" and follows the write as it goes on (the spec sets no figure).
+    SIGN_WAIT_SECONDS: float = 4.0

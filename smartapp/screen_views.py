@@ -7,9 +7,19 @@ the outbox, and records each step in the referral log.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from smartapp import outbox, profiles, referral_log, sessions, signer, smart, writeback
 from smartapp.db import LaunchContext
@@ -231,6 +241,7 @@ def show(context_id: str):
             errors=[],
             choices={},
             signed=signed_words(existing),
+            writing=is_writing(existing),
         )
     now = datetime.now(UTC)
     try:
@@ -250,6 +261,8 @@ def show(context_id: str):
             message=f"The EHR sent data Handoff cannot read: {exc}. "
             "Nothing was written; tell your informatics team.",
         ), 502
+    # Who signs, read now with the chart, so that Sign itself waits for nothing but its write.
+    shown["signer_name"] = signer.display_name(services, context)
     with services.db.session() as db:
         row = db.get(LaunchContext, context.id)
         row.shown = shown
@@ -480,6 +493,7 @@ def already_signed(context: LaunchContext, shown: dict, referral, choices: dict)
         errors=[],
         choices={},
         signed=signed_words(referral),
+        writing=is_writing(referral),
         conflict=conflict,
     ), 409
 
@@ -547,7 +561,9 @@ def sign(context_id: str):
         encounter_id=context.encounter_id,
         encounter_start=shown["encounter"].get("start"),
         user_ref=context.user_ref,
-        user_name=signer.display_name(services, context),
+        user_name=shown["signer_name"] if "signer_name" in shown else signer.display_name(
+            services, context
+        ),
         signed_at=datetime.now(UTC),
         pack_id=shown["pack"]["id"],
         pack_version=shown["pack"]["version"],
@@ -612,8 +628,54 @@ def sign(context_id: str):
             "the signed decision is kept in Handoff's referral log.",
         )
     elif referral.status == "queued":
-        outbox.deliver(services.db, referral.id, client_for_referral)
+        # Wait a bounded time for the write; a slow EHR gets "queued, writing" and the page
+        # follows the delivery, which goes on beside the request (and in the outbox worker).
+        delivery = deliver_in_background(referral.id)
+        delivery.join(current_app.config["SIGN_WAIT_SECONDS"])
+        if delivery.is_alive():
+            log.info("sign answered before the write landed: referral=%s", referral.id[:8])
     return redirect(url_for("screen.show", context_id=context.id))
+
+
+def deliver_in_background(referral_id: str) -> threading.Thread:
+    """Start the referral's first write in a thread of its own (under the outbox's lease, so
+    no worker writes it at the same time); if this process dies, the lease runs out and the
+    outbox worker takes over."""
+    app = current_app._get_current_object()
+
+    def run() -> None:
+        with app.app_context():
+            try:
+                outbox.deliver(current_services().db, referral_id, client_for_referral)
+            except Exception:  # it stays queued; the outbox worker retries it
+                log.exception("delivery crashed: referral=%s", referral_id[:8])
+
+    thread = threading.Thread(target=run, name=f"sign-{referral_id[:8]}", daemon=True)
+    thread.start()
+    return thread
+
+
+def is_writing(referral, now: datetime | None = None) -> bool:
+    """Whether a delivery holds the referral's lease now (a write is under way)."""
+    until = referral.lease_until
+    if referral.status != "queued" or until is None:
+        return False
+    if until.tzinfo is None:  # SQLite gives naive UTC datetimes back
+        until = until.replace(tzinfo=UTC)
+    return until > (now or datetime.now(UTC))
+
+
+@bp.get("/<context_id>/status")
+def status(context_id: str):
+    """Where the visit's signed referral stands, for the page to follow a write that is still
+    under way (polled by handoff.js; the page reloads when it changes)."""
+    context = load_context(context_id)
+    referral = outbox.for_visit(current_services().db, visit_key(context))
+    if referral is None:
+        return jsonify(status="unsigned", attempts=0, writing=False)
+    return jsonify(
+        status=referral.status, attempts=referral.attempts, writing=is_writing(referral)
+    )
 
 
 def write_settings(settings) -> writeback.WriteSettings:

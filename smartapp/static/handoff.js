@@ -23,3 +23,32 @@
   }
   [service, openNow, takingNew].forEach(function (el) { el.addEventListener("change", apply); });
 })();
+
+// Follows a signed referral that is still being written: polls the screen's status endpoint
+// and reloads the page when the write lands (or anything about it changes).
+(function () {
+  "use strict";
+  var result = document.getElementById("result");
+  if (!result || !result.dataset.statusUrl || !window.fetch) { return; }
+  var shown = [result.dataset.status, result.dataset.attempts, result.dataset.writing].join("/");
+  var wait = 1000;
+  function again() {
+    wait = Math.min(wait * 1.5, 15000);
+    window.setTimeout(poll, wait);
+  }
+  function poll() {
+    window.fetch(result.dataset.statusUrl, {
+      credentials: "same-origin",
+      headers: { "Accept": "application/json" }
+    }).then(function (response) {
+      return response.ok ? response.json() : null;
+    }).then(function (now) {
+      if (now && [now.status, now.attempts, now.writing].join("/") !== shown) {
+        window.location.reload();
+      } else {
+        again();
+      }
+    }).catch(again);
+  }
+  window.setTimeout(poll, wait);
+})();

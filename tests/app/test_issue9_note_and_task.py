@@ -64,8 +64,10 @@ def proxied_stack(tmp_path_factory, shared_dir):
 def test_note_names_the_physician_from_the_id_token_when_fhiruser_is_unreadable(proxied_stack):
     """The EHR refuses to let Handoff read the Practitioner: the id_token's name claim."""
     stack = proxied_stack
-    launch = launch_flow.full(stack.app.url, stack.ehr_url, "P04-pt")
+    # Armed before the launch: the screen reads who signs with the chart (issue 9 item 26:
+    # Sign itself waits only for its write).
     stack.proxy.add_fault(method="GET", path="/fhir/Practitioner/", kind="status", status=403)
+    launch = launch_flow.full(stack.app.url, stack.ehr_url, "P04-pt")
     assert "Written to the chart" in sign_all(launch, stack.app.url).text
     assert stack.proxy.stats["status"] == 1
     [note] = stack.reader("P04-pt").search("DocumentReference?patient=P04-pt")
