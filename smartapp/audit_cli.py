@@ -234,6 +234,13 @@ def export(
         f"sha256 {result.sha256}",
         err=True,
     )
+    if result.broken:
+        seqs = ", ".join(f"#{seq}" for seq in result.broken)
+        click.echo(
+            f"warning: left out {len(result.broken)} event(s) that cannot be read: {seqs} "
+            "(damaged rows; run `handoff audit verify`)",
+            err=True,
+        )
 
 
 if __name__ == "__main__":

@@ -34,10 +34,12 @@ from sqlalchemy.orm import Session
 from werkzeug.routing import BuildError
 
 from smartapp import dashboard, referral_log
+from smartapp.audit import rows as stored
 from smartapp.audit.canonical import GENESIS, event_hash, format_time
 from smartapp.audit.chain import DEFAULT_EVERY, app_checkpointing
 from smartapp.audit.export import export as export_log
 from smartapp.audit.models import LogCheckpoint, LogEvent
+from smartapp.audit.rows import StoredEvent
 from smartapp.audit.verify import Report, verify
 from smartapp.services import current_services
 from smartapp.staff import current_staff, require_role
@@ -177,7 +179,8 @@ class Search:
         return found
 
     def query(self) -> Select:
-        return select(LogEvent).where(*self.conditions())
+        """The matching rows, read raw (`smartapp.audit.rows`): a damaged row is shown, marked."""
+        return stored.select_events(*self.conditions())
 
     @property
     def reads_data(self) -> bool:
@@ -190,8 +193,9 @@ class Search:
             f"{k}={v}" for k, v in self.args().items() if k not in ("page", "from", "to")
         )
 
-    def matches(self, event: LogEvent) -> bool:
-        """Kind and outcome, from the event's data (only asked when one of them is set)."""
+    def matches(self, event: StoredEvent) -> bool:
+        """Kind and outcome, from the event's data (only asked when one of them is set); an
+        event whose data cannot be read matches neither."""
         data = event.data or {}
         if event.type == "suggestions-shown":
             return not self.outcome and any(
@@ -214,7 +218,7 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def run_search(session: Session, search: Search, page_size: int) -> tuple[list[LogEvent], int]:
+def run_search(session: Session, search: Search, page_size: int) -> tuple[list[StoredEvent], int]:
     """One page of matching events, newest first, and how many match in all.
 
     Column filters run in SQL with LIMIT/OFFSET; a kind or outcome filter reads each candidate's
@@ -224,10 +228,12 @@ def run_search(session: Session, search: Search, page_size: int) -> tuple[list[L
     offset = (search.page - 1) * page_size
     if not search.reads_data:
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = session.scalars(query.order_by(LogEvent.seq.desc()).offset(offset).limit(page_size))
+        rows = stored.read(
+            session, query.order_by(LogEvent.seq.desc()).offset(offset).limit(page_size)
+        )
         return list(rows), total
     page, total = [], 0
-    stream = session.scalars(query.order_by(LogEvent.seq.desc()).execution_options(yield_per=500))
+    stream = stored.read(session, query.order_by(LogEvent.seq.desc()), 500)
     for event in stream:
         if search.matches(event):
             if offset <= total < offset + page_size:
@@ -245,8 +251,10 @@ def _kinds(items: Sequence[dict]) -> str:
     )
 
 
-def summary(event: LogEvent) -> str:
+def summary(event: LogEvent | StoredEvent) -> str:
     """A short line for the table: what happened, without repeating the columns."""
+    if getattr(event, "defect", None):
+        return f"broken: {event.defect}"
     data = event.data or {}
     kind = event.type
     if kind == "launch":
@@ -293,8 +301,10 @@ def summary(event: LogEvent) -> str:
     return text if len(text) <= 120 else text[:119] + "…"
 
 
-def shown_time(value: datetime) -> str:
-    """An event time for people: UTC, to the second."""
+def shown_time(value: datetime | None) -> str:
+    """An event time for people: UTC, to the second ("unreadable" for a damaged row)."""
+    if value is None:
+        return "unreadable"
     return format_time(value)[:19].replace("T", " ") + "Z"
 
 
@@ -505,9 +515,10 @@ def events():
     )
 
 
-def _row(event: LogEvent) -> dict:
+def _row(event: StoredEvent) -> dict:
     return {
         "seq": event.seq,
+        "broken": event.broken,
         "time": shown_time(event.at),
         "type": event.type,
         "user": event.user_ref or "",
@@ -528,33 +539,41 @@ def event_detail(seq: int):
     """One event: every column, its data, its hashes and whether the chain verifies up to it."""
     auditor = current_staff()["user_ref"]
     with current_services().db.session() as session:
-        event = session.get(LogEvent, seq)
+        event = stored.get(session, seq)
         if event is None:
             abort(404, description=f"There is no event #{seq} in the referral log.")
         report = chain_report(session)
-        previous = session.get(LogEvent, seq - 1) if seq > 1 else None
-        expected_prev = previous.hash if previous else (GENESIS if seq == 1 else None)
+        previous = session.scalar(select(LogEvent.hash).where(LogEvent.seq == seq - 1))
+        expected_prev = previous if seq > 1 else GENESIS
         checkpoint = session.scalar(
             select(LogCheckpoint).where(LogCheckpoint.seq >= seq).order_by(LogCheckpoint.seq)
         )
         detail = {
             **_row(event),
-            "at": format_time(event.at),
+            "at": format_time(event.at) if event.at else "",
             "iss": event.iss or "",
-            "data": json.dumps(event.data or {}, indent=2, sort_keys=True, ensure_ascii=False),
+            "data": _shown_data(event),
+            "defect": event.defect,
             "hash": event.hash,
             "prev_hash": event.prev_hash,
-            "hash_ok": event_hash(event) == event.hash,
+            "hash_ok": not event.broken and event_hash(event) == event.hash,
             "link_ok": event.prev_hash == expected_prev,
             "verified": verified_through(report, seq),
             "checkpoint": checkpoint.seq if checkpoint else None,
             "signed": checkpoint is not None and report.last_checkpoint >= checkpoint.seq,
         }
-        has_next = session.get(LogEvent, seq + 1) is not None
+        has_next = session.scalar(select(LogEvent.seq).where(LogEvent.seq == seq + 1)) is not None
         referral_log.record_read(
             session, auditor, f"event #{seq} ({event.type})", patient_id=event.patient_id
         )
     return render_template("console/event.html", event=detail, report=report, has_next=has_next)
+
+
+def _shown_data(event: StoredEvent) -> str:
+    """The event's data as indented JSON; for a damaged row, what the database holds."""
+    if event.broken:
+        return str(event.raw_data)
+    return json.dumps(event.data, indent=2, sort_keys=True, ensure_ascii=False)
 
 
 @bp.get("/export")
@@ -590,31 +609,32 @@ def export():
     )
     response.headers["X-Handoff-Export-Sha256"] = result.sha256
     response.headers["X-Handoff-Export-Events"] = str(result.events)
+    if result.broken:  # damaged rows, left out: named so the auditor can look at them
+        response.headers["X-Handoff-Export-Broken"] = " ".join(map(str, result.broken))
     return response
 
 
 # -- the dashboard ----------------------------------------------------------------------------
 
 
-def load_dashboard_events(session: Session) -> Iterator[dict]:
-    """The events the dashboard counts, as dicts (the aggregation is pure)."""
-    columns = (
-        LogEvent.seq,
-        LogEvent.at,
-        LogEvent.type,
-        LogEvent.iss,
-        LogEvent.patient_id,
-        LogEvent.encounter_id,
-        LogEvent.data,
-    )
-    rows = session.execute(
-        select(*columns)
-        .where(LogEvent.type.in_(DASHBOARD_TYPES))
-        .order_by(LogEvent.seq)
-        .execution_options(yield_per=2000)
-    )
-    for row in rows:
-        yield dict(row._mapping)
+def load_dashboard_events(session: Session, broken: list[int] | None = None) -> Iterator[dict]:
+    """The events the dashboard counts, as dicts (the aggregation is pure). Damaged rows are
+    left out; their seqs are added to `broken` when given."""
+    query = stored.select_events(LogEvent.type.in_(DASHBOARD_TYPES)).order_by(LogEvent.seq)
+    for event in stored.read(session, query, 2000):
+        if event.broken:
+            if broken is not None:
+                broken.append(event.seq)
+            continue
+        yield {
+            "seq": event.seq,
+            "at": event.at,
+            "type": event.type,
+            "iss": event.iss,
+            "patient_id": event.patient_id,
+            "encounter_id": event.encounter_id,
+            "data": event.data,
+        }
 
 
 @bp.get("/dashboard")
@@ -624,9 +644,10 @@ def dashboard_page():
     search = Search.from_args(request.args)
     min_cell = int(current_app.config.get("DASHBOARD_MIN_CELL") or dashboard.DEFAULT_MIN_CELL)
     viewer = current_staff()["user_ref"]
+    broken: list[int] = []
     with current_services().db.session() as session:
         figures = dashboard.summarize(
-            list(load_dashboard_events(session)),
+            list(load_dashboard_events(session, broken)),
             start=search.start_at,
             end=search.end_at,
             min_cell=min_cell,
@@ -640,6 +661,7 @@ def dashboard_page():
         figures=figures,
         charts=dashboard_charts(figures),
         titles=_rule_titles(),
+        unreadable=len(broken),
     )
 
 

@@ -34,14 +34,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
+from smartapp.audit import rows as stored
 from smartapp.audit.canonical import GENESIS, checkpoint_payload, event_hash
 from smartapp.audit.chain import DEFAULT_EVERY
 from smartapp.audit.models import LogCheckpoint, LogEvent
+from smartapp.audit.rows import StoredEvent
 from smartapp.audit.signing import key_id, verify_signature
 
 # How far a moved event is looked for (both ways) when its own hash fails at its seq.
 SEARCH = 256
-_COLUMNS = tuple(LogEvent.__table__.columns)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Break:
     """One finding: what happened, to which event (first affected seq), in words."""
 
     # changed | removed | inserted | reordered | inserted-or-reordered | rewritten | checkpoint
-    # | unsigned
+    # | unsigned | corrupt (a row that cannot be read: data not JSON, time not a time)
     kind: str
     seq: int
     type: str | None
@@ -118,13 +119,15 @@ def verify(
     wanted = {c.seq for c in checkpoints}
     at_checkpoint: dict[int, tuple[str, str]] = {}  # seq -> (hash, type), as walked
 
-    rows = iter(
-        session.execute(select(*_COLUMNS).order_by(LogEvent.seq).execution_options(yield_per=2000))
-    )
+    rows = iter(stored.read(session, stored.select_events().order_by(LogEvent.seq), 2000))
     expected, prev_hash, prev_type = 1, GENESIS, None
     walked_to_end = True
     for row in rows:
-        if row.seq != expected or row.prev_hash != prev_hash or event_hash(row) != row.hash:
+        if row.broken and row.seq == expected:
+            report.breaks.append(_unreadable(row))
+            walked_to_end = False
+            break
+        if row.seq != expected or row.prev_hash != prev_hash or _hash(row) != row.hash:
             report.breaks.append(
                 _diagnose(session, row, expected, prev_hash, prev_type, lambda: next(rows, None))
             )
@@ -238,6 +241,21 @@ def _check_checkpoints(
 # -- diagnosis of the first break --------------------------------------------------------------
 
 
+def _hash(row: StoredEvent, seq: int | None = None) -> str | None:
+    """The row's hash (as if at `seq`), None for a row that cannot be read."""
+    return None if row.broken else event_hash(row, seq)
+
+
+def _unreadable(row: StoredEvent) -> Break:
+    return Break(
+        "corrupt",
+        row.seq,
+        row.type,
+        f"event #{row.seq} ({row.type}) cannot be read: {row.defect} (the row was damaged or "
+        "altered in the database)",
+    )
+
+
 def _diagnose(
     session: Session,
     row: Any,
@@ -255,6 +273,8 @@ def _diagnose(
             f"{_span(k, row.seq - 1)} removed: the sequence jumps from #{k - 1} to "
             f"#{row.seq} ({row.type})",
         )
+    if row.broken:
+        return _unreadable(row)
     if event_hash(row) == row.hash:
         return _broken_link(session, row, k, prev_type)
     origin = _original_seq(session, row, k)
@@ -263,7 +283,7 @@ def _diagnose(
         if (
             following is not None
             and following.prev_hash == prev_hash
-            and event_hash(following, seq=k) == following.hash
+            and _hash(following, seq=k) == following.hash
         ):
             return Break(
                 "inserted",
@@ -365,14 +385,14 @@ def _original_seq(session: Session, row: Any, k: int) -> int | None:
 
 def _original_elsewhere(session: Session, prev_hash: str, k: int) -> Any | None:
     """The row that was at `k` (it chains to the hash before `k`), now at another seq."""
-    rows = session.execute(
-        select(*_COLUMNS).where(LogEvent.prev_hash == prev_hash, LogEvent.seq != k)
+    rows = stored.read(
+        session, stored.select_events(LogEvent.prev_hash == prev_hash, LogEvent.seq != k)
     )
-    return next((r for r in rows if event_hash(r, seq=k) == r.hash), None)
+    return next((r for r in rows if _hash(r, seq=k) == r.hash), None)
 
 
 def _by_hash(session: Session, hash_: str) -> Any | None:
-    return session.execute(select(*_COLUMNS).where(LogEvent.hash == hash_).limit(1)).first()
+    return next(stored.read(session, stored.select_events(LogEvent.hash == hash_).limit(1)), None)
 
 
 def _type_at(session: Session, seq: int) -> str | None:
