@@ -52,3 +52,8 @@ class Defaults:
     # How long Sign waits (seconds) for the chart write before the page says "queued,
     # writing" and follows the write as it goes on (the spec sets no figure).
     SIGN_WAIT_SECONDS: float = 4.0
+    # An access token is refreshed this long before it expires: a share of its lifetime, at
+    # most so many seconds (the spec sets no figure): a 2-minute token 12 s before its end, an
+    # hour's token 60 s before. Without a refresh token a token is used until it expires.
+    TOKEN_REFRESH_MARGIN_FRACTION: float = 0.1
+    TOKEN_REFRESH_MARGIN_MAX_SECONDS: int = 60

@@ -109,6 +109,9 @@ class Registration(BaseModel):
     signing_alg: Literal["RS384", "ES384"] = "RS384"
     # Scopes in SMART v2 form; asked as v1 where the EHR does not advertise permission-v2.
     scopes: list[str] = Field(default_factory=lambda: list(DEFAULT_SCOPES))
+    # Scopes asked in addition to `scopes` (which replaces the defaults when given), so a site
+    # adds one without repeating the defaults.
+    extra_scopes: list[str] = Field(default_factory=list)
     # Origins allowed to embed Handoff in an iframe (Content-Security-Policy frame-ancestors).
     frame_ancestors: list[str] = Field(default_factory=list)
     # Allow standalone launch (the physician opens Handoff and picks a patient at the EHR).

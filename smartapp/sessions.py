@@ -13,7 +13,11 @@ from smartapp.db import LaunchContext
 from smartapp.fhir import FhirClient
 
 log = logging.getLogger("handoff.sessions")
-REFRESH_MARGIN = timedelta(seconds=60)
+#: Refresh margin defaults (settings TOKEN_REFRESH_MARGIN_FRACTION / _MAX_SECONDS).
+REFRESH_MARGIN_FRACTION = 0.1
+REFRESH_MARGIN_MAX_SECONDS = 60
+#: The lifetime assumed when the EHR does not say (`expires_in`) how long a token lasts.
+ASSUMED_LIFETIME_SECONDS = 300
 
 
 class SessionEnded(Exception):
@@ -26,8 +30,40 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment
 
 
+def refresh_margin(lifetime_seconds: float, fraction: float, max_seconds: float) -> timedelta:
+    """How long before its expiry a token is refreshed: a share of its lifetime, capped, so a
+    short-lived token is not treated as dead for most of its life (a 60 s margin on a 2-minute
+    token would be half of it)."""
+    return timedelta(seconds=max(0.0, min(max_seconds, fraction * lifetime_seconds)))
+
+
+def _margin_settings() -> tuple[float, float]:
+    """(fraction, max seconds) from the app's settings; the defaults outside an app."""
+    from flask import current_app, has_app_context
+
+    if not has_app_context():
+        return REFRESH_MARGIN_FRACTION, REFRESH_MARGIN_MAX_SECONDS
+    config = current_app.config
+    return (
+        config.get("TOKEN_REFRESH_MARGIN_FRACTION", REFRESH_MARGIN_FRACTION),
+        config.get("TOKEN_REFRESH_MARGIN_MAX_SECONDS", REFRESH_MARGIN_MAX_SECONDS),
+    )
+
+
+def refresh_due(token: dict, expires: datetime | None, now: datetime) -> bool:
+    """Whether the token is inside its refresh margin (or past its expiry)."""
+    if expires is None:
+        return False
+    try:
+        lifetime = float(token.get("expires_in") or ASSUMED_LIFETIME_SECONDS)
+    except (TypeError, ValueError):
+        lifetime = ASSUMED_LIFETIME_SECONDS
+    return expires - now < refresh_margin(lifetime, *_margin_settings())
+
+
 def client_for(services, context_id: str, force_refresh: bool = False) -> FhirClient:
-    """A FHIR client for the context's EHR with a live access token."""
+    """A FHIR client for the context's EHR with a live access token: refreshed inside its
+    margin when the EHR gave a refresh token; without one, used until it really expires."""
     with services.db.session() as db:
         context = db.get(LaunchContext, context_id)
         if context is None:
@@ -35,7 +71,10 @@ def client_for(services, context_id: str, force_refresh: bool = False) -> FhirCl
         db.expunge(context)
     token = services.cipher.decrypt(context.token_ciphertext, context.id)
     expires = _aware(context.access_expires_at)
-    if force_refresh or (expires is not None and expires - datetime.now(UTC) < REFRESH_MARGIN):
+    now = datetime.now(UTC)
+    expired = expires is not None and expires <= now
+    due = bool(token.get("refresh_token")) and refresh_due(token, expires, now)
+    if force_refresh or expired or due:
         token = _refresh(services, context, token)
     return FhirClient(context.iss, token["access_token"], services.timeout)
 
@@ -63,7 +102,7 @@ def _refresh(services, context: LaunchContext, token: dict) -> dict:
         row = db.get(LaunchContext, context.id)
         row.token_ciphertext = services.cipher.encrypt(token, context.id)
         row.access_expires_at = datetime.now(UTC) + timedelta(
-            seconds=int(fresh.get("expires_in", 300))
+            seconds=int(fresh.get("expires_in", ASSUMED_LIFETIME_SECONDS))
         )
     log.info("session refreshed: context=%s", context.id[:8])
     return token

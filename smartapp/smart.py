@@ -133,16 +133,23 @@ def _openid_jwks(issuer: str, timeout: tuple[float, float]) -> str | None:
 def requested_scopes(
     registration: Registration, config: SmartConfiguration, standalone: bool
 ) -> str:
-    """The registration's scopes, as v1 where the EHR does not advertise SMART v2; a
-    standalone launch asks the EHR to pick the patient (and encounter) instead of `launch`."""
+    """The registration's scopes and its `extra_scopes`, as v1 where the EHR does not advertise
+    SMART v2; a standalone launch asks the EHR to pick the patient (and encounter) instead of
+    `launch`. `online_access` is asked where the EHR advertises it, for a refresh token that
+    keeps the session alive while the user is (short-lived access tokens would end it)."""
     from smartapp.profiles import profile
 
     write_profile = profile(registration.write.profile)
-    scopes = list(registration.scopes) + [
+    scopes = list(registration.scopes) + list(registration.extra_scopes) + [
         # create, and search by identifier; the coach's changes update the Task
         f"patient/{t}.{'cus' if t == 'Task' else 'cs'}"
         for t in sorted(write_profile.rest_types)
     ]
+    if "permission-online" in config.capabilities and not {
+        "online_access",
+        "offline_access",
+    } & set(scopes):
+        scopes.append("online_access")
     scopes = merge_scopes(scopes)
     if standalone:
         scopes = [s for s in scopes if s != "launch"] + ["launch/patient", "launch/encounter"]

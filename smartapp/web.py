@@ -6,6 +6,7 @@ import hmac
 import logging
 import re
 import secrets
+from collections.abc import MutableMapping
 
 from flask import Flask, abort, render_template, request, session
 
@@ -32,20 +33,33 @@ def check_csrf() -> None:
         abort(400, description="This form has expired. Reload the page and try again.")
 
 
-QUERY = re.compile(r"\?[^\s\"]*")
+# A query string runs to the next whitespace: a request line cannot hold a space, while a `"`
+# (sent raw by a client that does not encode it) is part of the query, not its end.
+QUERY = re.compile(r"\?\S*")
+
+
+def redact_query(text: str) -> str:
+    """`text` with every query string cut to `?…` (codes, state, launch values, searches)."""
+    return QUERY.sub("?…", text)
 
 
 class RedactQueryStrings(logging.Filter):
-    """Access logs print request lines; query strings may hold a code, state or launch value,
-    so they are cut before any handler sees them."""
+    """Access logs print request lines; query strings may hold a code, state, launch value or
+    an auditor's patient search, so they are cut before any handler sees them (positional
+    arguments as werkzeug logs them, a mapping as gunicorn's access logger passes its atoms)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
+        if isinstance(record.args, tuple) and record.args:
             record.args = tuple(
-                QUERY.sub("?…", a) if isinstance(a, str) else a for a in record.args
+                redact_query(a) if isinstance(a, str) else a for a in record.args
             )
-        if isinstance(record.msg, str):
-            record.msg = QUERY.sub("?…", record.msg)
+        elif isinstance(record.args, MutableMapping) and record.args:
+            # In place: gunicorn's mapping answers '-' for atoms a format names but lacks.
+            for key, value in list(record.args.items()):
+                if isinstance(value, str):
+                    record.args[key] = redact_query(value)
+        elif isinstance(record.msg, str):  # a message without arguments is its own text
+            record.msg = redact_query(record.msg)
         return True
 
 

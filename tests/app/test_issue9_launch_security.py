@@ -168,3 +168,222 @@ def test_the_token_endpoints_error_description_is_shown(sandbox, handoff_basic, 
     text = html.unescape(launch.final.text)
     assert "refused the token request (invalid_client" in text
     assert "secret" in text.split("invalid_client", 1)[1]  # the EHR's description of the check
+
+
+# --- 34: access logs keep no query string ----------------------------------------------------
+
+SECRETS = {
+    "code": "CODE-d41d8cd98f00b204",
+    "state": "STATE-e9800998ecf8427e",
+    "patient": "PATIENT-Q1x7",
+    "launch": "LAUNCH-5d41402abc4b2a76",
+}
+
+
+def secret_requests(app_url: str, sandbox_url: str) -> None:
+    """What passes through an access log: a callback, a launch (whose redirect carries state,
+    a PKCE challenge and the launch value), an auditor's search, an EHR page as Referer."""
+    referer = {"Referer": f"{sandbox_url}/chart/x?patient={SECRETS['patient']}"}
+    query = f"code={SECRETS['code']}&state={SECRETS['state']}&patient={SECRETS['patient']}"
+    requests.get(f"{app_url}/callback?{query}", headers=referer, timeout=10)
+    requests.get(
+        f"{app_url}/launch",
+        params={"iss": f"{sandbox_url}/fhir", "launch": SECRETS["launch"]},
+        allow_redirects=False,
+        timeout=10,
+    )
+    requests.get(f"{app_url}/console/events?patient={SECRETS['patient']}", timeout=10)
+
+
+def assert_no_secret(log: str) -> None:
+    for name, value in SECRETS.items():
+        assert value not in log, f"the {name} is in the access log:\n{log}"
+
+
+@pytest.mark.parametrize(
+    "log_format",
+    [
+        None,  # the format the shipped config sets
+        # an operator's own format with every atom that can carry a query string
+        '"%(r)s" %(U)s ?%(q)s "%(f)s" %({referer}i)s %({location}o)s %({raw_uri}e)s '
+        "%({query_string}e)s %({request_uri}e)s",
+    ],
+)
+def test_gunicorn_access_log_keeps_no_query_string(
+    tmp_path, sandbox, launch_dir, log_format
+):
+    import os
+    import secrets
+    import subprocess
+    import sys
+
+    from smartapp.config import REPO_ROOT
+    from smartapp.serving import reserve_port
+    from smartapp.tokens import TokenCipher
+    from tests.stacks import started
+
+    port = reserve_port()
+    access_log = tmp_path / "access.log"
+    data = tmp_path / "data"
+    data.mkdir()
+    command = [
+        sys.executable, "-m", "gunicorn", "-c", "python:smartapp.gunicorn_conf",
+        "--workers", "1", "--bind", f"127.0.0.1:{port}", "--access-logfile", str(access_log),
+    ]
+    if log_format:
+        command += ["--access-logformat", log_format]
+    env = os.environ | {
+        "DATABASE_URL": f"sqlite:///{data / 'handoff.sqlite'}",  # keys kept apart from data
+        "HANDOFF_LAUNCH_DIR": str(launch_dir),
+        "HANDOFF_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "HANDOFF_SECRET_KEY": secrets.token_urlsafe(32),
+        "HANDOFF_TOKEN_KEY": TokenCipher.new_key(),
+        "HANDOFF_KEYS_DIR": str(tmp_path / "keys"),
+        "HANDOFF_AUDIT_SIGNING_KEY": str(tmp_path / "audit-key.pem"),
+    }
+    process = subprocess.Popen(
+        [*command, "smartapp.wsgi:app"], env=env, cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "gunicorn.err", "w"),
+    )
+    try:
+        started(process, f"http://127.0.0.1:{port}/")
+        secret_requests(f"http://127.0.0.1:{port}", sandbox.url)
+    finally:
+        process.terminate()
+        process.wait(15)
+    log = access_log.read_text()
+    assert "GET /callback?" in log and "GET /console/events?" in log  # the lines are there
+    assert_no_secret(log)
+
+
+def test_dev_server_access_log_keeps_no_query_string(sandbox, handoff, caplog):
+    import socket
+
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    secret_requests(handoff.url, sandbox.url)
+    # A raw `"` in the query (a client that does not encode it) must not end the redaction.
+    host, port = handoff.url.removeprefix("http://").split(":")
+    raw = f'GET /callback?x="&code={SECRETS["code"]}&state={SECRETS["state"]} HTTP/1.1\r\n'
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall((raw + f"Host: {host}\r\nConnection: close\r\n\r\n").encode())
+        while sock.recv(65536):
+            pass
+    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert any("/callback?" in line for line in lines)
+    assert_no_secret("\n".join(lines))
+
+
+# --- 21: sessions that end before their time ---------------------------------------------------
+
+
+def context_of(handoff, launch) -> str:
+    return launch.final.url.rsplit("/", 1)[1]
+
+
+def set_expiry(handoff, context_id: str, seconds_left: float) -> None:
+    """Handoff's record of when the access token expires (the EHR's own clock is not moved)."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from smartapp.db import LaunchContext
+
+    with handoff.app.extensions["handoff"].db.session() as session:
+        session.execute(
+            update(LaunchContext)
+            .where(LaunchContext.id == context_id)
+            .values(access_expires_at=datetime.now(UTC) + timedelta(seconds=seconds_left))
+        )
+
+
+def referral_status(handoff, patient_id: str) -> str:
+    from sqlalchemy import select
+
+    from smartapp.db import Referral
+
+    with handoff.app.extensions["handoff"].db.session() as session:
+        rows = session.scalars(select(Referral).where(Referral.patient_id == patient_id)).all()
+        return rows[-1].status
+
+
+def test_online_access_is_asked_where_the_ehr_advertises_it(sandbox, handoff, controls):
+    scopes = launch_flow.start(handoff.url, sandbox.url, "P02-pt").authorize_params["scope"]
+    assert "online_access" in scopes.split()
+    controls.faults(smart_config_unavailable=True)  # no capabilities known: not asked
+    scopes = launch_flow.start(handoff.url, sandbox.url, "P02-pt").authorize_params["scope"]
+    assert "online_access" not in scopes.split()
+
+
+def test_the_launch_gets_a_refresh_token(sandbox, handoff, controls):
+    launch = launch_flow.full(handoff.url, sandbox.url, "P05-pt")
+    services = handoff.app.extensions["handoff"]
+    from smartapp.db import LaunchContext
+
+    with services.db.session() as session:
+        context = session.get(LaunchContext, context_of(handoff, launch))
+        token = services.cipher.decrypt(context.token_ciphertext, context.id)
+    assert token.get("refresh_token")
+    assert "online_access" in token["scope"].split()
+
+
+def test_sandbox_gives_no_refresh_token_without_online_or_offline_access(sandbox):
+    from tests.conftest import TEST_READER, TEST_READER_REDIRECT
+    from tests.smart_helpers import token_for
+
+    plain = token_for(sandbox.url, "P01-pt", TEST_READER, TEST_READER_REDIRECT)
+    assert "refresh_token" not in plain
+    online = token_for(
+        sandbox.url, "P01-pt", TEST_READER, TEST_READER_REDIRECT,
+        scope="launch openid fhirUser patient/*.rs online_access",
+    )
+    assert online["refresh_token"]
+
+
+def test_sign_at_65_seconds_of_a_2_minute_token_without_refresh(sandbox, handoff, controls):
+    """55 s are left: the token is still good, so it is used (the EHR refuses refreshes)."""
+    controls.faults(access_token_lifetime=120, refuse_refresh=True)
+    launch = launch_flow.full(handoff.url, sandbox.url, "P06-pt")
+    assert launch.final.status_code == 200
+    set_expiry(handoff, context_of(handoff, launch), 55)
+    before = controls.token_requests()
+    signed = launch_flow.sign_all(launch, handoff.url)
+    assert signed.status_code == 200
+    assert referral_status(handoff, "P06-pt") == "written", signed.text[-800:]
+    assert controls.token_requests() == before  # no refresh was needed
+
+
+def test_sign_near_the_end_of_a_2_minute_token_refreshes(sandbox, handoff, controls):
+    """Inside the margin (5 s left of 120 s), the refresh token keeps the session alive."""
+    controls.faults(access_token_lifetime=120)
+    launch = launch_flow.full(handoff.url, sandbox.url, "P08-pt")
+    set_expiry(handoff, context_of(handoff, launch), 5)
+    before = controls.token_requests()
+    signed = launch_flow.sign_all(launch, handoff.url)
+    assert signed.status_code == 200
+    assert referral_status(handoff, "P08-pt") == "written", signed.text[-800:]
+    assert controls.token_requests() == before + 1  # one refresh
+
+
+def test_extra_scopes_add_to_the_defaults(tmp_path, sandbox):
+    from smartapp.registrations import DEFAULT_SCOPES
+    from smartapp.serving import reserve_port
+    from smartapp.smart import may
+    from tests.conftest import CLIENT_IDS, start_app, write_registration
+
+    folder = write_registration(
+        tmp_path / "launch", sandbox.url, client_id=CLIENT_IDS["public"],
+        extra_scopes=["patient/Procedure.rs"],
+    )
+    app = start_app(tmp_path / "app", reserve_port(), folder)
+    try:
+        launch = launch_flow.start(app.url, sandbox.url, "P02-pt")
+    finally:
+        app.stop()
+    scopes = launch.authorize_params["scope"].split()
+    assert "patient/Procedure.rs" in scopes
+    for scope in DEFAULT_SCOPES:  # each default still asked (reads merged with writes)
+        if "/" in scope:
+            type_ = scope.split("/")[1].split(".")[0]
+            assert may(" ".join(scopes), type_, "r") and may(" ".join(scopes), type_, "s")
+        else:
+            assert scope in scopes

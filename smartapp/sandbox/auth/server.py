@@ -8,7 +8,8 @@ Thin protocol objects over `OAuthStore`:
   gets no launch context,
 - OpenID Connect id_token (RS256; `fhirUser`, `name`, `handoff_roles` claims) when `openid`
   is granted,
-- refresh grant with rotation, keeping the launch context,
+- refresh tokens only for `online_access` / `offline_access`; refresh grant with rotation,
+  keeping the launch context,
 - client authentication: public (`none`), `client_secret_basic`, `private_key_jwt`
   (auth/client_auth.py),
 - the fault switches of faults.py that bend these rules for tests.
@@ -54,6 +55,8 @@ ACCESS_TOKEN_LIFETIME_S = 3600
 #: Advertised token endpoint auth methods (client_secret_post also works when registered).
 ADVERTISED_AUTH_METHODS = ["private_key_jwt", "client_secret_basic", "none"]
 CLIENT_AUTH_METHODS = ["private_key_jwt", "client_secret_basic", "client_secret_post", "none"]
+#: The scopes that earn a refresh token.
+REFRESH_SCOPES = frozenset({"online_access", "offline_access"})
 #: What the id_token faults put in place of the true values.
 WRONG_AUD = "some-other-client"
 WRONG_ISS = "https://wrong-issuer.example/fhir"
@@ -344,6 +347,23 @@ class SmartTokenGenerator(BearerTokenGenerator):
             ),
         )
         self.faults = faults
+
+    def generate(  # type: ignore[override]
+        self,
+        grant_type: str,
+        client: OAuthClient,
+        user: EhrUser | None = None,
+        scope: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict:
+        """A refresh token only where the grant has `online_access` or `offline_access`, as
+        SMART App Launch says (an app that asks neither gets none)."""
+        granted = set(scope_to_list(self.get_allowed_scope(client, scope or "")) or [])
+        lasting = bool(granted & REFRESH_SCOPES)
+        return super().generate(
+            grant_type, client, user, scope, expires_in, include_refresh_token and lasting
+        )
 
     def get_allowed_scope(self, client: OAuthClient, scope: str) -> str:  # type: ignore[override]
         """Requested ∩ supported, then narrowed by narrow_scopes / drop_write_scopes /
