@@ -14,9 +14,9 @@ import logging
 
 import orjson
 
-from smartapp import sessions
+from smartapp import sessions, smart
 from smartapp.db import LaunchContext
-from smartapp.fhir import FhirError
+from smartapp.fhir import FhirClient, FhirError
 
 log = logging.getLogger("handoff.signer")
 
@@ -25,18 +25,28 @@ NAMED_TYPES = ("Practitioner", "Patient", "RelatedPerson", "Person")
 
 
 def display_name(services, context: LaunchContext) -> str | None:
-    """The signing user's display name: from the fhirUser resource, else the id_token."""
+    """The signing user's display name: from the fhirUser resource where the granted scopes
+    let Handoff read it, else from the launch's id_token."""
+    user_type = (context.user_ref or "").split("/", 1)[0]
     name = None
-    if context.user_ref and context.user_ref.split("/", 1)[0] in NAMED_TYPES:
+    if user_type in NAMED_TYPES and smart.may(context.scope, user_type, "r"):
         try:
-            user = sessions.client_for(services, context.id).get(context.user_ref)
-            name = human_name(user.get("name"))
-        except (FhirError, sessions.SessionEnded) as exc:
-            log.info("signer name not read from fhirUser (%s); using the id_token", exc)
+            name = fhir_user_name(sessions.client_for(services, context.id), context.user_ref)
+        except sessions.SessionEnded:
+            name = None
     if name:
         return name
     token = services.cipher.decrypt(context.token_ciphertext, context.id)
     return id_token_name(token.get("id_token"))
+
+
+def fhir_user_name(client: FhirClient, user_ref: str) -> str | None:
+    """The name of the fhirUser resource (`Practitioner/<id>`), None if it cannot be read."""
+    try:
+        return human_name(client.get(user_ref).get("name"))
+    except FhirError as exc:
+        log.info("signer name not read from fhirUser (%s); using the id_token", exc)
+        return None
 
 
 def human_name(names) -> str | None:

@@ -16,11 +16,13 @@ from smartapp import outbox, profiles, worklist
 from smartapp.db import Database, Referral
 from smartapp.fhir import FhirClient
 from smartapp.sandbox.config import DEMO_PHYSICIAN_NAME
-from smartapp.signer import human_name
+from smartapp.signer import fhir_user_name, human_name
 from smartapp.writeback import build_plan, referral_key
 from tests import launch_flow
 from tests.app.test_medplum_writeback import SETTINGS, signed_referral
+from tests.conftest import TEST_READER, TEST_READER_REDIRECT
 from tests.launch_flow import sign_all
+from tests.smart_helpers import token_for
 from tests.stacks import start_stack
 
 COACH = {"sub": "coach-9", "name": "Robin Coach, CPRS", "user_ref": "urn:staff:coach-9"}
@@ -54,25 +56,19 @@ def test_linkage_note_names_the_signing_physician(plain_stack):
     assert note["author"][0]["display"] == DEMO_PHYSICIAN_NAME
 
 
-@pytest.fixture(scope="module")
-def proxied_stack(tmp_path_factory, shared_dir):
-    stack = start_stack(tmp_path_factory.mktemp("issue9-proxied"), shared_dir, proxy=True)
-    yield stack
-    stack.stop()
-
-
-def test_note_names_the_physician_from_the_id_token_when_fhiruser_is_unreadable(proxied_stack):
-    """The EHR refuses to let Handoff read the Practitioner: the id_token's name claim."""
-    stack = proxied_stack
-    # Armed before the launch: the screen reads who signs with the chart (issue 9 item 26:
-    # Sign itself waits only for its write).
-    stack.proxy.add_fault(method="GET", path="/fhir/Practitioner/", kind="status", status=403)
-    launch = launch_flow.full(stack.app.url, stack.ehr_url, "P04-pt")
-    assert "Written to the chart" in sign_all(launch, stack.app.url).text
-    assert stack.proxy.stats["status"] == 1
-    [note] = stack.reader("P04-pt").search("DocumentReference?patient=P04-pt")
-    text = base64.b64decode(note["content"][0]["attachment"]["data"]).decode()
-    assert text.splitlines()[1].endswith(f" by {DEMO_PHYSICIAN_NAME}")
+def test_signer_name_read_from_the_fhiruser_resource(medplum, plain_stack):
+    """Where the EHR lets Handoff read the fhirUser, its name (Medplum, and the sandbox with a
+    token that may read Practitioners); where it refuses (a real 401 here), None, and the note
+    falls back to the id_token's name claim (the launch above is granted no Practitioner
+    read, so its note took that path)."""
+    readable = FhirClient(medplum.base_url, "no-auth-on-this-server")
+    assert fhir_user_name(readable, "Practitioner/demo-ed-physician") == DEMO_PHYSICIAN_NAME
+    sandbox = f"{plain_stack.ehr_url}/fhir"
+    token = token_for(plain_stack.ehr_url, "P04-pt", TEST_READER, TEST_READER_REDIRECT)
+    reader = FhirClient(sandbox, token["access_token"])
+    assert fhir_user_name(reader, "Practitioner/demo-ed-physician") == DEMO_PHYSICIAN_NAME
+    refused = FhirClient(sandbox, "not-a-token")
+    assert fhir_user_name(refused, "Practitioner/demo-ed-physician") is None
 
 
 def test_human_name_in_words():
