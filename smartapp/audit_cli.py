@@ -44,15 +44,17 @@ class _Context:
             from smartapp import create_app
 
             path = str(self.instance_path) if self.instance_path else None
-            self._app = create_app(instance_path=path)
+            self._app = create_app(instance_path=path, use="config")  # opens no database
         return self._app
 
     def database(self, url: str | None) -> Database:
         if url:
             return Database(url)
-        from smartapp.services import EXTENSION
+        from smartapp.services import EXTENSION, require_existing
 
-        return self.app.extensions[EXTENSION].db
+        db = self.app.extensions[EXTENSION].db
+        require_existing(db)  # says so (exit 1) rather than creating an empty log
+        return db
 
 
 @click.group()

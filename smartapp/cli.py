@@ -10,14 +10,37 @@ from pathlib import Path
 import click
 import yaml
 
-from smartapp.config import REPO_ROOT
+from smartapp.config import INSTANCE_ENV, REPO_ROOT, resolve_instance_path
 
 DEMO_STAFF_SECRET = "handoff-staff-demo-secret"  # demo only: the sandbox's staff client
+DEMO_CONFIG_MARK = "# Written by `handoff demo`"
 
 
 @click.group()
-def cli() -> None:
+@click.option(
+    "--instance-path",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar=INSTANCE_ENV,
+    help="The app's instance folder (settings, SQLite database, keys); relative paths are "
+    "from here. Default: HANDOFF_INSTANCE_PATH, else instance/ (where the demo runs).",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Also log each schema migration as it runs.")
+@click.pass_context
+def cli(ctx: click.Context, instance_path: Path | None, verbose: bool) -> None:
     """Handoff: ED linkage to peer recovery coaches and MOUD, as a SMART on FHIR app."""
+    ctx.obj = {"instance_path": instance_path, "verbose": verbose}
+    if instance_path:  # `handoff --instance-path X audit ...` means X there too
+        ctx.default_map = {"audit": {"instance_path": instance_path}}
+
+
+def _app(use: str = "serve"):
+    """The app as this command needs it (see smartapp.create_app `use`), for the instance the
+    `handoff` group was given (else HANDOFF_INSTANCE_PATH, else instance/)."""
+    from smartapp import create_app
+
+    options = click.get_current_context().find_root().obj or {}
+    settings = {"LOG_MIGRATIONS": True} if options.get("verbose") else None
+    return create_app(settings, instance_path=options.get("instance_path"), use=use)
 
 
 def _mount_rules() -> None:
@@ -32,10 +55,11 @@ def _mount_rules() -> None:
 @click.option("--app-port", default=8700, show_default=True, help="Port of the Handoff app.")
 @click.option(
     "--data-dir",
-    type=click.Path(path_type=Path),
-    default=REPO_ROOT / "instance",
-    show_default=True,
-    help="Where the demo keeps its databases.",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the demo keeps its databases: the app's instance folder, so every `handoff` "
+    "command finds the demo's data. Default: --instance-path, HANDOFF_INSTANCE_PATH, else "
+    "instance/.",
 )
 @click.option(
     "--shared-dir",
@@ -50,7 +74,7 @@ def _mount_rules() -> None:
     help="Data sets loaded into the sandbox EHR.",
 )
 def demo(
-    host: str, ehr_port: int, app_port: int, data_dir: Path, shared_dir: Path, seed: str
+    host: str, ehr_port: int, app_port: int, data_dir: Path | None, shared_dir: Path, seed: str
 ) -> None:
     """Start the sandbox EHR and Handoff on this machine, with synthetic patients."""
     from smartapp import create_app
@@ -62,10 +86,11 @@ def demo(
             f"The shared folder was not found at {shared_dir}: it holds the synthetic patients. "
             "Pass --shared-dir PATH or set HANDOFF_SHARED_DIR."
         )
-    data_dir.mkdir(parents=True, exist_ok=True)
+    root = click.get_current_context().find_root().obj or {}
+    data_dir = resolve_instance_path(data_dir or root.get("instance_path"))
     ehr_url = f"http://{host}:{ehr_port}"
     app_url = f"http://{host}:{app_port}"
-    launch_dir = write_demo_registration(data_dir / "launch", ehr_url)
+    write_demo_settings(data_dir, ehr_url, app_url)
     click.echo(f"Loading the sandbox EHR (seed: {seed}); the first start takes a little while...")
     started = time.monotonic()
     ehr = create_sandbox_app(
@@ -89,17 +114,7 @@ def demo(
         shared_dir=shared_dir,
         seed=tuple(s for s in seed.split(",") if s),
     )
-    app = create_app(
-        {
-            "PUBLIC_URL": app_url,
-            "LAUNCH_DIR": str(launch_dir),
-            # The sandbox is also the demo's identity provider for coaches and auditors.
-            "STAFF_OIDC_ISSUER": f"{ehr_url}/fhir",
-            "STAFF_OIDC_CLIENT_ID": "handoff-staff",
-            "STAFF_OIDC_CLIENT_SECRET": DEMO_STAFF_SECRET,
-        },
-        instance_path=str(data_dir / "app"),
-    )
+    app = create_app(instance_path=str(data_dir))  # the settings written above
     ehr_server = serve_in_thread(ehr, host, ehr_port)
     app_server = serve_in_thread(app, host, app_port)
     from smartapp.worker import OutboxWorker
@@ -110,6 +125,7 @@ def demo(
     click.echo(f"Coach worklist: {app_url}/worklist/  (sign in as a demo coach)")
     click.echo(f"Auditor console: {app_url}/console/  (sign in as the demo auditor)")
     click.echo(f"Open the chart: {ehr_url}/")
+    click.echo(f"Data: {data_dir} (other `handoff` commands: --instance-path {data_dir})")
     click.echo("Press Ctrl+C to stop.")
     try:
         while True:
@@ -132,14 +148,14 @@ def demo(
     help="Run the outbox worker in this process too.",
 )
 def serve(host: str, port: int, worker: bool) -> None:
-    """Serve Handoff (configured by instance/config.py and HANDOFF_* variables).
-    Production: gunicorn 'smartapp.wsgi:app' and `handoff outbox worker` beside it."""
+    """Serve Handoff (configured by instance/config.py and HANDOFF_* variables; PUBLIC_URL
+    must say where it is reached). Production: gunicorn 'smartapp.wsgi:app' and
+    `handoff outbox worker` beside it."""
     from werkzeug.serving import run_simple
 
-    from smartapp import create_app
     from smartapp.worker import OutboxWorker
 
-    app = create_app()
+    app = _app()
     running = OutboxWorker(app).start() if worker else None
     try:
         run_simple(host, port, app, threaded=True, use_reloader=False)
@@ -157,10 +173,9 @@ def outbox() -> None:
 @click.option("--poll", default=1.0, show_default=True, help="Seconds between passes.")
 def outbox_worker(poll: float) -> None:
     """Deliver queued referrals until stopped (survives restarts: state is in the database)."""
-    from smartapp import create_app
     from smartapp.worker import OutboxWorker
 
-    worker = OutboxWorker(create_app(), poll_seconds=poll)
+    worker = OutboxWorker(_app(), poll_seconds=poll)
     try:
         worker.run_forever()
     except KeyboardInterrupt:
@@ -173,11 +188,10 @@ def outbox_list(show_all: bool) -> None:
     """Referrals by status, with the EHR's last message (no PHI beyond ids)."""
     from sqlalchemy import select
 
-    from smartapp import create_app
     from smartapp.db import Referral
     from smartapp.services import current_services
 
-    app = create_app()
+    app = _app("existing")
     with app.app_context(), current_services().db.session() as session:
         query = select(Referral).order_by(Referral.created_at)
         if not show_all:
@@ -197,15 +211,52 @@ def db() -> None:
 
 @db.command("upgrade")
 def db_upgrade() -> None:
-    """Migrate the configured database (DATABASE_URL) to the newest schema."""
-    from smartapp import create_app
+    """Migrate the configured database (DATABASE_URL) to the newest schema. Every start does
+    it too (once, under a lock); run it as a one-shot step before starting if you prefer."""
     from smartapp.services import current_services
 
-    app = create_app()
+    app = _app("config")
     with app.app_context():
         database = current_services().db
+        before = database.current_revision() if database.exists() else None
         database.migrate()
-        click.echo(f"schema at revision {database.current_revision()}")
+        click.echo(f"schema at revision {database.current_revision()} (was {before or 'empty'})")
+
+
+@cli.group()
+def launch() -> None:
+    """Launch contexts: what Handoff keeps of each launch (PHI), and for how long."""
+
+
+@launch.command("purge")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Days; default: LAUNCH_CONTEXT_RETENTION_DAYS.",
+)
+def launch_purge(days: int | None) -> None:
+    """Delete launch contexts older than the retention period (run it daily). Contexts a
+    queued write still needs are kept; the referral log is never purged."""
+    from datetime import timedelta
+
+    from smartapp.retention import purge_launch_contexts
+    from smartapp.services import current_services
+
+    app = _app("existing")
+    with app.app_context():
+        days = app.config["LAUNCH_CONTEXT_RETENTION_DAYS"] if days is None else days
+        purged = purge_launch_contexts(
+            current_services().db,
+            older_than=timedelta(days=days),
+            state_ttl=timedelta(seconds=app.config["STATE_TTL_SECONDS"]),
+        )
+    click.echo(
+        f"purged {purged.contexts} launch contexts older than {days} days "
+        f"({purged.kept_for_outbox} kept for queued writes) and "
+        f"{purged.authorizations} expired authorizations"
+    )
 
 
 @cli.group()
@@ -214,10 +265,9 @@ def keys() -> None:
 
 
 def _key_store():
-    from smartapp import create_app
     from smartapp.services import current_services
 
-    app = create_app()
+    app = _app("config")
     with app.app_context():
         return current_services().keys
 
@@ -258,14 +308,58 @@ def keys_retire(kid: str) -> None:
     click.echo(f"retired {kid}")
 
 
+def demo_registration(ehr_url: str, **fields) -> dict:
+    """The sandbox EHR's registration, for the demo (and tests) only: it is written into the
+    demo's own folder, never into launch/, so production never accepts the sandbox."""
+    return {
+        "id": "sandbox",
+        "name": "Handoff sandbox EHR",
+        "iss": f"{ehr_url}/fhir",
+        "client_id": "handoff-demo",
+        "auth_method": "public",
+        # Origins allowed to embed Handoff in an iframe: the sandbox's chart page.
+        "frame_ancestors": [ehr_url],
+        "write": {
+            "profile": "fhir-rest",
+            "doc_status": "final",
+            "coach_team": {"display": "Peer recovery coach team"},
+            "part2_program": False,
+        },
+    } | fields
+
+
 def write_demo_registration(folder: Path, ehr_url: str) -> Path:
-    """The repo's sandbox registration, with the issuer adjusted to the demo's EHR port."""
+    """The demo's registration folder: the sandbox at the demo's EHR port, nothing else."""
     folder.mkdir(parents=True, exist_ok=True)
-    registration = yaml.safe_load((REPO_ROOT / "launch" / "sandbox.yaml").read_text())
-    registration["iss"] = f"{ehr_url}/fhir"
-    registration["frame_ancestors"] = [ehr_url]
-    (folder / "sandbox.yaml").write_text(yaml.safe_dump(registration, sort_keys=False))
+    text = yaml.safe_dump(demo_registration(ehr_url), sort_keys=False)
+    (folder / "sandbox.yaml").write_text(text)
     return folder
+
+
+def write_demo_settings(instance: Path, ehr_url: str, app_url: str) -> Path:
+    """The demo's settings as the instance's config.py, so every command run beside the demo
+    (`handoff audit verify`, `handoff outbox list`) reads the same instance as the app."""
+    instance.mkdir(parents=True, exist_ok=True)
+    config = instance / "config.py"
+    if config.exists() and not config.read_text().startswith(DEMO_CONFIG_MARK):
+        raise click.UsageError(
+            f"{config} holds settings that are not the demo's: give the demo its own folder "
+            "with --data-dir."
+        )
+    launch_dir = write_demo_registration(instance / "launch", ehr_url)
+    settings = {
+        "DEMO": True,
+        "PUBLIC_URL": app_url,
+        "LAUNCH_DIR": str(launch_dir),
+        # The sandbox is also the demo's identity provider for coaches and auditors.
+        "STAFF_OIDC_ISSUER": f"{ehr_url}/fhir",
+        "STAFF_OIDC_CLIENT_ID": "handoff-staff",
+        "STAFF_OIDC_CLIENT_SECRET": DEMO_STAFF_SECRET,
+    }
+    lines = [f"{DEMO_CONFIG_MARK} on every start: the demo's settings. Not for production."]
+    lines += [f"{name} = {value!r}" for name, value in settings.items()]
+    config.write_text("\n".join(lines) + "\n")
+    return config
 
 
 def _mount_audit() -> None:

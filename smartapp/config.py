@@ -3,9 +3,24 @@ then `instance/config.py`, then `HANDOFF_*` environment variables, then a test d
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The instance folder (instance/config.py, the SQLite database, generated keys) when neither
+# `--instance-path` nor HANDOFF_INSTANCE_PATH names one; `handoff demo` uses it too.
+DEFAULT_INSTANCE = REPO_ROOT / "instance"
+INSTANCE_ENV = "HANDOFF_INSTANCE_PATH"
+# Where `handoff demo` serves Handoff unless told otherwise (the demo's PUBLIC_URL).
+DEMO_PUBLIC_URL = "http://127.0.0.1:8700"
+
+
+def resolve_instance_path(given: str | os.PathLike | None = None) -> Path:
+    """The one place that decides the instance folder, for the app, the demo and every
+    command: `given`, else HANDOFF_INSTANCE_PATH, else instance/ beside the package. Relative
+    paths are taken from the current directory (Flask needs an absolute one)."""
+    chosen = given or os.environ.get(INSTANCE_ENV) or DEFAULT_INSTANCE
+    return Path(os.path.abspath(Path(chosen).expanduser()))
 
 
 class Defaults:
@@ -23,8 +38,9 @@ class Defaults:
     LAUNCH_DIR: str = str(REPO_ROOT / "launch")
     # Rule pack used for suggestions.
     RULES_PACK: str = str(REPO_ROOT / "rules" / "packs" / "default.yaml")
-    # The app's public origin, used to build its redirect_uri (no trailing slash).
-    PUBLIC_URL: str = "http://127.0.0.1:8700"
+    # The app's public origin, used to build its redirect_uri (no trailing slash). Required
+    # (a start-up error names it when unset), except in the demo.
+    PUBLIC_URL: str | None = None
     # Timeouts (seconds) for every HTTP request to an EHR: (connect, read).
     FHIR_CONNECT_TIMEOUT: float = 5.0
     FHIR_READ_TIMEOUT: float = 20.0
@@ -41,7 +57,9 @@ class Defaults:
     STAFF_OIDC_CLIENT_SECRET: str | None = None
     STAFF_OIDC_CLIENT_SECRET_ENV: str | None = "HANDOFF_STAFF_CLIENT_SECRET"
     STAFF_ROLES_CLAIM: str = "handoff_roles"
-    # Folder of Handoff's private signing keys (private_key_jwt); None: instance/keys.
+    # Folder of Handoff's private signing keys (private_key_jwt) and of the generated
+    # secrets.json (SECRET_KEY, TOKEN_KEY when not set); None: instance/keys. In production
+    # with SQLite it must not lie in the database's folder (keys apart from data).
     KEYS_DIR: str | None = None
     SESSION_COOKIE_NAME: str = "handoff_session"
     SESSION_COOKIE_HTTPONLY: bool = True
@@ -49,11 +67,37 @@ class Defaults:
     # SameSite=None so it survives inside an EHR's cross-site iframe; on a local http demo, Lax.
     SESSION_COOKIE_SECURE: bool | None = None
     SESSION_COOKIE_SAMESITE: str | None = None
+    # The demo (`handoff demo`, tests): the sandbox EHR is its only registration, PUBLIC_URL
+    # may default to the demo's, and keys may sit beside the data. Never set it in production.
+    DEMO: bool = False
+    # Launch contexts (patient and encounter ids, the user, the screen as shown, encrypted
+    # tokens) older than this many days are deleted by `handoff launch purge` (run it daily);
+    # contexts a queued write still needs are kept. The referral log is never purged.
+    LAUNCH_CONTEXT_RETENTION_DAYS: int = 7
+    # Show Alembic's INFO lines (each migration as it runs) in the log; `handoff --verbose`
+    # turns them on for one command. Quiet otherwise.
+    LOG_MIGRATIONS: bool = False
     # How long Sign waits (seconds) for the chart write before the page says "queued,
     # writing" and follows the write as it goes on (the spec sets no figure).
     SIGN_WAIT_SECONDS: float = 4.0
+    # After a create that got no answer in time (Epic, Oracle Health: no conditional create),
+    # how long (seconds) the EHR may still commit it: the outbox searches by Handoff's
+    # identifier but sends no second create before this has passed (the spec sets no figure).
+    OUTBOX_CONFIRM_WAIT_SECONDS: float = 120.0
     # An access token is refreshed this long before it expires: a share of its lifetime, at
     # most so many seconds (the spec sets no figure): a 2-minute token 12 s before its end, an
     # hour's token 60 s before. Without a refresh token a token is used until it expires.
     TOKEN_REFRESH_MARGIN_FRACTION: float = 0.1
     TOKEN_REFRESH_MARGIN_MAX_SECONDS: int = 60
+    # Size limits against an EHR or a client sending too much (the spec sets no figures):
+    # the largest request body Handoff takes (bytes; larger gets a 413 page; Handoff's own
+    # forms are a few kB) ...
+    MAX_CONTENT_LENGTH: int = 1024 * 1024
+    # ... the most one chart read may bring (bytes of the EHR's answers, all pages and
+    # Medications together; beyond it the read stops with a notice, or an error page if
+    # nothing could be read) and the most resources it may hold (beyond: a notice) ...
+    CHART_MAX_BYTES: int = 32 * 1024 * 1024
+    CHART_MAX_RESOURCES: int = 20_000
+    # ... and the longest text of one resource shown and logged (longer: cut, marked with the
+    # full text's length and SHA-256, and a notice names the resource).
+    RESOURCE_TEXT_MAX_CHARS: int = 1000

@@ -6,9 +6,11 @@ SQLite by default; PostgreSQL when DATABASE_URL says so.
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +22,8 @@ from sqlalchemy import (
     create_engine,
     event,
     inspect,
+    make_url,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -147,15 +151,36 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
 
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file, or None (PostgreSQL, or SQLite in memory)."""
+        return sqlite_file(self.url)
+
     def create_all(self) -> None:
         """Bring the schema to the newest migration (kept as create_all for callers)."""
         self.migrate()
 
+    def exists(self) -> bool:
+        """True when Handoff's schema is there; never creates a SQLite file to find out."""
+        path = self.sqlite_file
+        if path is not None and not path.is_file():
+            return False
+        with self.engine.connect() as connection:
+            return inspect(connection).has_table("alembic_version")
+
     def migrate(self, revision: str = "head") -> None:
-        """Run Alembic migrations up to `revision` on this database."""
+        """Run Alembic migrations up to `revision` on this database, exactly once however many
+        processes start together: they queue on a lock (a file lock beside a SQLite file, an
+        advisory lock on PostgreSQL) and the later ones find the schema already there."""
         from alembic import command
 
-        with self.engine.begin() as connection:
+        path = self.sqlite_file
+        if path is not None:
+            _private_sqlite_files(path)
+        with _file_lock(path), self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                lock = text("SELECT pg_advisory_xact_lock(:key)")
+                connection.execute(lock, {"key": MIGRATE_LOCK})
             config = alembic_config()
             config.attributes["connection"] = connection
             existing = set(inspect(connection).get_table_names())
@@ -197,11 +222,54 @@ def alembic_config():
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """WAL and a busy timeout so the web app and a worker can share one SQLite file."""
+    """WAL and a busy timeout so the web app and a worker can share one SQLite file (the
+    timeout first: switching a fresh file to WAL waits for the lock instead of failing)."""
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
+
+
+# The PostgreSQL advisory lock migrations queue on (any number; the same in every process).
+MIGRATE_LOCK = 0x48414E44  # "HAND"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (absolute), or None for other databases and `sqlite://`."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).absolute()
+
+
+def _private_sqlite_files(path: Path) -> None:
+    """The database file 0600 before SQLite first opens it (SQLite gives its -wal and -shm
+    files the database file's mode), in a 0700 folder when Handoff creates the folder; files
+    made by an older version are tightened too."""
+    from smartapp.startup import private_file, private_folder
+
+    private_folder(path.parent, tighten=False)
+    private_file(path)
+    for companion in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if companion.exists():
+            companion.chmod(0o600)
+
+
+@contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    """An exclusive lock on `<database>.lock` beside a SQLite file (nothing for PostgreSQL)."""
+    if path is None:
+        yield
+        return
+    from smartapp.startup import private_file
+
+    lock = private_file(path.with_name(path.name + ".lock"))
+    with lock.open("r") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # The referral log's tables live with the audit code (hash chain, checkpoints); importing them

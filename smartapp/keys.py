@@ -1,6 +1,6 @@
 """Handoff's signing keys for `private_key_jwt` client authentication.
 
-Private keys live in the key folder (one JWK file per key id, mode 0600); every key there is
+Private keys live in the key folder (0700; one JWK file per key id, mode 0600); every key there is
 published (public part only) at `/.well-known/jwks.json`. Rotation: generate a new key, register
 its kid with the EHR (or let the EHR fetch the JWKS), switch the registration's `key_id`, then
 retire the old key.
@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 from joserfc.jwk import ECKey, KeySet, RSAKey
+
+from smartapp.startup import private_folder, write_new_private_file
 
 ALGORITHMS = {"RS384": ("RSA", 2048), "ES384": ("EC", "P-384")}
 KID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{4,64}$")
@@ -46,9 +48,9 @@ class KeyStore:
         kty, size = ALGORITHMS[alg]
         key = RSAKey.generate_key(size) if kty == "RSA" else ECKey.generate_key(size)
         data = key.as_dict(private=True) | {"kid": kid, "alg": alg, "use": "sig"}
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data))
-        path.chmod(0o600)
+        private_folder(self.folder)
+        if not write_new_private_file(path, json.dumps(data)):  # 0600 from the first byte
+            raise KeyStoreError(f"key {kid} exists already")
         return kid
 
     def kids(self) -> list[str]:

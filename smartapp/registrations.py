@@ -129,6 +129,10 @@ class Registration(BaseModel):
     @classmethod
     def _origins(cls, values: list[str]) -> list[str]:
         for value in values:
+            if "*" in value:
+                raise ValueError(
+                    f"{value!r}: no wildcards; name each origin allowed to embed Handoff"
+                )
             if not value.startswith(("https://", "http://")) or any(c in value for c in " ;,'"):
                 raise ValueError(f"{value!r} is not an origin like https://ehr.example.org")
         return values
@@ -175,13 +179,32 @@ def load_registry(folder: str | Path) -> Registry:
     if not folder.is_dir():
         raise RegistrationError(f"{folder}: registration folder does not exist")
     registrations = []
+    files_by_iss: dict[str, list[str]] = {}
     for path in sorted(folder.glob("*.yaml")):
-        registrations.append(load_registration(path))
+        registration = load_registration(path)
+        registrations.append(registration)
+        files_by_iss.setdefault(registration.iss, []).append(path.name)
     ids = [reg.id for reg in registrations]
     duplicates = {i for i in ids if ids.count(i) > 1}
     if duplicates:
         raise RegistrationError(f"{folder}: duplicate registration id(s) {sorted(duplicates)}")
+    for iss, files in files_by_iss.items():
+        if len(files) > 1:
+            raise RegistrationError(
+                f"{folder}: {' and '.join(files)} register the same iss {iss}; "
+                "an issuer must name exactly one registration"
+            )
     return Registry(registrations)
+
+
+def missing_secrets(registry: Registry) -> list[str]:
+    """One message per client_secret_basic registration whose secret variable is unset."""
+    return [
+        f"registration {reg.id}: environment variable {reg.client_secret_env} "
+        "(its client secret, client_secret_env) is not set"
+        for reg in registry
+        if reg.auth_method == "client_secret_basic" and not os.environ.get(reg.client_secret_env)
+    ]
 
 
 def load_registration(path: Path) -> Registration:

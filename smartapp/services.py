@@ -12,7 +12,8 @@ from smartapp.catalog import Catalog, CatalogError, load_catalog
 from smartapp.db import Database
 from smartapp.engine import Pack, load_pack
 from smartapp.keys import KeyStore
-from smartapp.registrations import Registry, load_registry
+from smartapp.registrations import RegistrationError, Registry, load_registry, missing_secrets
+from smartapp.startup import StartupError
 from smartapp.tokens import TokenCipher
 
 EXTENSION = "handoff"
@@ -40,13 +41,18 @@ class Services:
         return (config["FHIR_CONNECT_TIMEOUT"], config["FHIR_READ_TIMEOUT"])
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, use: str = "serve") -> None:
+    """Open the database as `use` needs it (see `smartapp.create_app`), then load the
+    registrations, rule pack, catalog and keys; a start-up problem raises StartupError."""
     url = (
         app.config.get("DATABASE_URL") or f"sqlite:///{Path(app.instance_path) / 'handoff.sqlite'}"
     )
     app.config["DATABASE_URL"] = url
     db = Database(url)
-    db.create_all()
+    if use in ("serve", "migrate"):
+        db.migrate()
+    elif use == "existing":
+        require_existing(db)
     catalog, catalog_error = None, None
     try:
         catalog = load_catalog(app.config["CATALOG_DIR"])
@@ -57,13 +63,54 @@ def init_app(app: Flask) -> None:
         app.logger.error("community resource catalog not loaded: %s", catalog_error)
     app.extensions[EXTENSION] = Services(
         db=db,
-        registry=load_registry(app.config["LAUNCH_DIR"]),
+        registry=registrations_for(app, strict=use == "serve"),
         pack=load_pack(Path(app.config["RULES_PACK"])),
         cipher=TokenCipher(app.config["TOKEN_KEY"]),
-        keys=KeyStore(app.config.get("KEYS_DIR") or Path(app.instance_path) / "keys"),
+        keys=KeyStore(keys_dir(app)),
         catalog=catalog,
         catalog_error=catalog_error,
     )
+
+
+def keys_dir(app: Flask) -> Path:
+    """KEYS_DIR, else `keys/` in the instance folder: private JWKs and secrets.json."""
+    return Path(app.config.get("KEYS_DIR") or Path(app.instance_path) / "keys").absolute()
+
+
+def require_existing(db: Database) -> None:
+    """Commands that read Handoff's data never create an empty database by mistake."""
+    if not db.exists():
+        where = db.sqlite_file or db.engine.url.render_as_string(hide_password=True)
+        raise StartupError(
+            f"no Handoff database at {where}. Is this the app's instance? Pass "
+            "--instance-path (or set HANDOFF_INSTANCE_PATH or DATABASE_URL) to the folder the "
+            "app runs with; a new deployment runs `handoff db upgrade` first."
+        )
+
+
+def registrations_for(app: Flask, strict: bool) -> Registry:
+    """The registrations; serving (`strict`) also refuses an empty allow-list outside the demo
+    and a client secret missing from the environment, at start rather than at a launch.
+    Commands that do not launch anyone (audit, keys) only warn about a broken folder."""
+    folder = app.config["LAUNCH_DIR"]
+    try:
+        registry = load_registry(folder)
+    except RegistrationError as exc:
+        if strict:
+            raise StartupError(str(exc)) from exc
+        app.logger.warning("registrations not loaded: %s", exc)
+        return Registry([])
+    if not strict:
+        return registry
+    if not list(registry) and not app.config["DEMO"]:
+        raise StartupError(
+            f"no EHR registration in {folder} (LAUNCH_DIR): add one YAML file per EHR "
+            "(see launch/samples/); only the demo runs without one."
+        )
+    problems = missing_secrets(registry)
+    if problems:
+        raise StartupError("; ".join(problems))
+    return registry
 
 
 def current_services() -> Services:

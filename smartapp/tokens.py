@@ -8,9 +8,15 @@ import os
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+# What Handoff needs of a token response for the launch: credentials, and the verified id_token
+# (its `name` claim names the signer where the fhirUser resource cannot be read). The rest
+# (patient, encounter: stored as ids; an EHR's extra context such as location or department)
+# is not kept.
+KEPT_FIELDS = ("access_token", "refresh_token", "token_type", "expires_in", "scope", "id_token")
+
 
 class TokenCipher:
-    """Encrypt and decrypt a token response (a dict) bound to its launch context id."""
+    """Encrypt and decrypt a token response's credentials bound to its launch context id."""
 
     def __init__(self, key_b64: str) -> None:
         key = base64.urlsafe_b64decode(key_b64)
@@ -23,8 +29,9 @@ class TokenCipher:
         return base64.urlsafe_b64encode(AESGCM.generate_key(bit_length=256)).decode()
 
     def encrypt(self, token: dict, context_id: str) -> bytes:
+        """Only KEPT_FIELDS are stored: the launch context holds what the screen needs."""
         nonce = os.urandom(12)
-        plaintext = json.dumps(token).encode()
+        plaintext = json.dumps({k: token[k] for k in KEPT_FIELDS if k in token}).encode()
         return nonce + self._aead.encrypt(nonce, plaintext, context_id.encode())
 
     def decrypt(self, blob: bytes, context_id: str) -> dict:

@@ -111,9 +111,10 @@ def sandbox(tmp_path_factory, shared_dir, app_ports) -> Iterator[ServerHandle]:
 
 def write_registration(folder: Path, sandbox_url: str, **fields) -> Path:
     """The repo's sandbox registration, pointed at this run's sandbox, with `fields` changed."""
+    from smartapp.cli import demo_registration  # the sandbox is registered by the demo only
+
     folder.mkdir(parents=True, exist_ok=True)
-    registration = yaml.safe_load((REPO_ROOT / "launch" / "sandbox.yaml").read_text())
-    registration.update(iss=f"{sandbox_url}/fhir", frame_ancestors=[sandbox_url], **fields)
+    registration = demo_registration(sandbox_url, **fields)
     (folder / "sandbox.yaml").write_text(yaml.safe_dump(registration))
     return folder
 
@@ -126,6 +127,7 @@ def start_app(folder: Path, port: int, launch_dir: Path, **config) -> ServerHand
             "PUBLIC_URL": f"http://127.0.0.1:{port}",
             "LAUNCH_DIR": str(launch_dir),
             "DATABASE_URL": f"sqlite:///{folder / 'handoff.sqlite'}",
+            "DEMO": True,  # beside the sandbox EHR, keys in the data folder
             **config,
         },
         instance_path=str(folder),

@@ -14,7 +14,7 @@ import yaml
 from sqlalchemy import create_engine, func, make_url, select, text
 
 from smartapp.audit.signing import load_signer
-from smartapp.config import REPO_ROOT
+from smartapp.cli import demo_registration
 from smartapp.db import Database, LogEvent
 from smartapp.serving import reserve_port, serve_in_thread
 from smartapp.tokens import TokenCipher
@@ -63,8 +63,7 @@ def test_two_instances_one_chain(tmp_path, shared_dir, pg_url):
         shared_dir=shared_dir, seed=("scenarios",)), "127.0.0.1", ehr_port)
     launch_dir = tmp_path / "launch"
     launch_dir.mkdir()
-    registration = yaml.safe_load((REPO_ROOT / "launch" / "sandbox.yaml").read_text())
-    registration.update(iss=f"{ehr_url}/fhir", client_id="handoff-mi", frame_ancestors=[ehr_url])
+    registration = demo_registration(ehr_url, client_id="handoff-mi")
     (launch_dir / "sandbox.yaml").write_text(yaml.safe_dump(registration))
     key_path = tmp_path / "audit-key.pem"
     signer = load_signer(key_path)  # one signing key for the deployment

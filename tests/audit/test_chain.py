@@ -207,7 +207,7 @@ def test_record_read_logs_the_auditor_and_the_query(sqlite_db):
 
 def test_inside_the_app_the_key_is_generated_in_the_instance_folder(tmp_path):
     instance = tmp_path / "instance"
-    app = create_app({"AUDIT_CHECKPOINT_EVERY": 2}, instance_path=str(instance))
+    app = create_app({"AUDIT_CHECKPOINT_EVERY": 2, "DEMO": True}, instance_path=str(instance))
     from smartapp.services import current_services
 
     with app.app_context():
@@ -227,7 +227,8 @@ def test_inside_the_app_the_key_is_generated_in_the_instance_folder(tmp_path):
 
 def test_configured_key_path_is_used(tmp_path):
     configured = tmp_path / "elsewhere" / "key.pem"
-    app = create_app({"AUDIT_SIGNING_KEY": str(configured)}, instance_path=str(tmp_path / "i"))
+    app = create_app({"AUDIT_SIGNING_KEY": str(configured), "DEMO": True},
+                     instance_path=str(tmp_path / "i"))
     assert chain.signing_key_path(app) == configured
     signer = chain.app_checkpointing(app).signer
     assert configured.exists() and signer.key_id == chain.app_checkpointing(app).signer.key_id
