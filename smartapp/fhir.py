@@ -26,7 +26,12 @@ CHART_TYPES = (
 
 
 class FhirError(Exception):
-    """A FHIR request failed. `transient` says whether retrying later may succeed."""
+    """A FHIR request failed. `transient` says whether retrying later may succeed.
+
+    `unknown_outcome`: the request reached the EHR and a write may have been committed (the
+    answer was cut, unreadable, or did not come in time): read back before writing again.
+    `in_flight`: no answer came in time, so the EHR may still be working on it and commit later.
+    """
 
     def __init__(
         self,
@@ -34,11 +39,15 @@ class FhirError(Exception):
         status: int | None = None,
         transient: bool = False,
         retry_after: float | None = None,
+        unknown_outcome: bool = False,
+        in_flight: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.transient = transient
         self.retry_after = retry_after
+        self.unknown_outcome = unknown_outcome
+        self.in_flight = in_flight
 
 
 @dataclass
@@ -56,33 +65,45 @@ class FhirClient:
             "Content-Type": FHIR_JSON,
         }
 
-    def _request(
+    def _send(
         self, method: str, url: str, body: dict | None = None, extra_headers: dict | None = None
-    ) -> dict:
+    ) -> requests.Response:
+        """One HTTP exchange; every transport failure becomes a transient FhirError (never an
+        uncaught requests exception), saying whether a write may have landed meanwhile."""
         headers = self._headers() | (extra_headers or {})
         data = orjson.dumps(body) if body is not None else None
         try:
-            response = requests.request(
-                method, url, data=data, headers=headers, timeout=self.timeout
-            )
-        except requests.Timeout as exc:
-            raise FhirError("The EHR did not answer in time.", transient=True) from exc
-        except requests.ConnectionError as exc:
+            return requests.request(method, url, data=data, headers=headers, timeout=self.timeout)
+        except requests.ConnectTimeout as exc:  # before "connected": nothing was sent
             raise FhirError("The EHR could not be reached.", transient=True) from exc
-        return _parse_response(response)
+        except requests.Timeout as exc:
+            raise FhirError(
+                "The EHR did not answer in time.",
+                transient=True,
+                unknown_outcome=True,
+                in_flight=True,
+            ) from exc
+        except requests.ConnectionError as exc:
+            raise FhirError(
+                "The EHR could not be reached.", transient=True, unknown_outcome=True
+            ) from exc
+        except requests.RequestException as exc:  # e.g. ChunkedEncodingError: a cut answer
+            raise FhirError(
+                "The connection to the EHR broke off before its answer was complete.",
+                transient=True,
+                unknown_outcome=True,
+            ) from exc
+
+    def _request(
+        self, method: str, url: str, body: dict | None = None, extra_headers: dict | None = None
+    ) -> dict:
+        return _parse_response(self._send(method, url, body, extra_headers))
 
     def create(self, resource: dict, if_none_exist: str | None = None) -> dict:
         """POST one resource (conditionally where asked); returns {"id", "status"}."""
         url = f"{self.base}/{resource['resourceType']}"
-        headers = self._headers() | ({"If-None-Exist": if_none_exist} if if_none_exist else {})
-        try:
-            response = requests.post(
-                url, data=orjson.dumps(resource), headers=headers, timeout=self.timeout
-            )
-        except requests.Timeout as exc:
-            raise FhirError("The EHR did not answer in time.", transient=True) from exc
-        except requests.ConnectionError as exc:
-            raise FhirError("The EHR could not be reached.", transient=True) from exc
+        extra = {"If-None-Exist": if_none_exist} if if_none_exist else None
+        response = self._send("POST", url, resource, extra)
         body = _parse_response(response) if response.content else {}
         if response.status_code >= 300 and not body:
             _parse_response(response)  # raises with the status
@@ -223,8 +244,14 @@ def _parse_response(response: requests.Response) -> dict:
     if response.status_code < 300 and isinstance(body, dict):
         return body
     if response.status_code < 300:
+        # A success whose body cannot be read: the EHR may well have done it. Not a refusal:
+        # an unknown outcome, to confirm by reading back.
         raise FhirError(
-            "The EHR answered with something that is not FHIR JSON.", status=response.status_code
+            f"The EHR answered HTTP {response.status_code} with something that is not FHIR "
+            "JSON; Handoff checks the chart for what landed.",
+            status=response.status_code,
+            transient=True,
+            unknown_outcome=True,
         )
     message = _outcome_text(body) or response.reason or "error"
     transient = response.status_code in (408, 429) or response.status_code >= 500

@@ -32,6 +32,9 @@ log = logging.getLogger("handoff.outbox")
 LEASE = timedelta(seconds=90)
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 900.0
+# After a create that got no answer in time, how long the EHR may still commit it: no second
+# create of that resource before this has passed (config OUTBOX_CONFIRM_WAIT_SECONDS).
+CONFIRM_WAIT_SECONDS = 120.0
 
 
 class CredentialsUnavailable(Exception):
@@ -166,27 +169,43 @@ def deliver(
     referral_id: str,
     client_for: Callable[[Referral], FhirClient],
     owner: str | None = None,
+    confirm_wait: float | None = None,
 ) -> Referral | None:
-    """One attempt at every pending write of the referral, under a lease."""
+    """One attempt at every pending write of the referral, under a lease. `confirm_wait`:
+    seconds a create that got no answer in time may still land (CONFIRM_WAIT_SECONDS)."""
     owner = owner or secrets.token_hex(8)
     if not claim(db, referral_id, owner):
         return get(db, referral_id)  # somebody else is writing it, or it is done
     referral = get(db, referral_id)
     plan = copy.deepcopy(referral.plan)
     error: FhirError | None = None
-    write = _write_transaction if plan["transaction"] else _write_one_by_one
+    wait = timedelta(seconds=CONFIRM_WAIT_SECONDS if confirm_wait is None else confirm_wait)
+
+    def write(client: FhirClient) -> None:
+        if plan["transaction"]:
+            _write_transaction(client, plan)
+        else:
+            _write_one_by_one(client, plan, wait)
+
     try:
         try:
-            write(client_for(referral), plan)
+            write(client_for(referral))
         except FhirError as exc:
             if exc.status != 401:
                 raise
             # The token expired under us: refresh once, then go on where we stopped.
-            write(client_for(referral, force_refresh=True), plan)
+            write(client_for(referral, force_refresh=True))
     except FhirError as exc:
         error = exc
     except CredentialsUnavailable as exc:
         error = FhirError(str(exc), status=None, transient=True, retry_after=60)
+    except Exception:  # a bug mid-write: what was sent may have landed; retried, read back first
+        log.exception("write attempt crashed: referral=%s", referral_id[:8])
+        error = FhirError(
+            "Handoff hit an unexpected error while writing; it checks the chart and tries again.",
+            transient=True,
+            unknown_outcome=True,
+        )
     return _record_attempt(db, referral_id, owner, plan, error)
 
 
@@ -245,9 +264,11 @@ def _written_references(plan: dict) -> dict[str, str]:
     }
 
 
-def _write_one_by_one(client: FhirClient, plan: dict) -> None:
+def _write_one_by_one(client: FhirClient, plan: dict, confirm_wait: timedelta) -> None:
     """One create per resource, in plan order. Without conditional create, a search by
-    Handoff's identifier first: the EHR may have committed an attempt whose answer was lost."""
+    Handoff's identifier first: the EHR may have committed an attempt whose answer was lost.
+    A create that got no answer in time is not sent again until the search finds it or
+    `confirm_wait` has passed (the EHR may still be committing it)."""
     local_refs = _local_references(plan)
     written_refs = _written_references(plan)
     for op in plan["operations"]:
@@ -264,13 +285,39 @@ def _write_one_by_one(client: FhirClient, plan: dict) -> None:
             result = client.create(resource, if_none_exist=op["conditional"])
         else:
             found = client.find(op["type"], op["conditional"])
-            result = (
-                {"id": found[0]["id"], "status": "200 (found)"}
-                if found
-                else client.create(resource)
-            )
+            if found:
+                result = {"id": found[0]["id"], "status": "200 (found)"}
+            else:
+                _not_while_unconfirmed(op)
+                result = _create_once(client, resource, op, confirm_wait)
+        op.pop("unconfirmed_until", None)
         op["id"], op["http"], op["status"] = result["id"], result["status"], "written"
         written_refs[f"urn:uuid:{op['key']}"] = f"{op['type']}/{op['id']}"
+
+
+def _create_once(client: FhirClient, resource: dict, op: dict, confirm_wait: timedelta) -> dict:
+    """Create, remembering a create that got no answer in time: the EHR may commit it later,
+    so the op waits (`unconfirmed_until`) before another create may be sent."""
+    try:
+        return client.create(resource)
+    except FhirError as exc:
+        if exc.in_flight:
+            op["unconfirmed_until"] = (utcnow() + confirm_wait).isoformat()
+        raise
+
+
+def _not_while_unconfirmed(op: dict) -> None:
+    """Refuse a second create while an earlier one may still land (searched, not found yet)."""
+    until = op.get("unconfirmed_until")
+    if not until:
+        return
+    remaining = (datetime.fromisoformat(until) - utcnow()).total_seconds()
+    if remaining > 0:
+        raise FhirError(
+            f"An earlier {op['type']} write got no answer in time and is not in the chart "
+            "yet; Handoff checks again before writing it anew.",
+            transient=True,
+        )
 
 
 def _local_references(plan: dict) -> dict[str, dict]:

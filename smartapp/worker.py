@@ -41,6 +41,9 @@ class OutboxWorker:
                             services, r, force_refresh
                         ),
                         owner=self.owner,
+                        confirm_wait=self.app.config.get(
+                            "OUTBOX_CONFIRM_WAIT_SECONDS", outbox.CONFIRM_WAIT_SECONDS
+                        ),
                     )
                 except Exception:  # one bad row must not stop the others; it stays queued
                     log.exception("delivery crashed: referral=%s", referral_id[:8])

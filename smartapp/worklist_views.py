@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from smartapp import outbox, sessions, worklist
 from smartapp.services import current_services
@@ -70,6 +70,9 @@ def act(referral_id: str, action: str):
             services.db,
             referral_id,
             lambda r, force_refresh=False: sessions.client_for_referral(services, r, force_refresh),
+            confirm_wait=current_app.config.get(
+                "OUTBOX_CONFIRM_WAIT_SECONDS", outbox.CONFIRM_WAIT_SECONDS
+            ),
         )
     flash(f"Handoff updated: {action}.", "ok")
     return redirect(url_for("worklist.index"))

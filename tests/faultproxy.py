@@ -27,6 +27,13 @@ order they were added. Kinds:
   and the connection is closed: the key "did it land?" case (ConnectionError for the client).
   Keep `cut_at` inside the status line (< 12): a cut after the status line's CRLF looks like a
   complete, header-less answer to Python's http.client.
+- `cut_body` (`cut_at`, default 10 bytes): forwarded, the upstream's whole answer is read (it
+  has committed), then its status line and headers (with the full `Content-Length`) and only
+  the first `cut_at` bytes of its body are sent, and the connection is closed: the answer
+  breaks off mid-body (requests raises ChunkedEncodingError, not ConnectionError).
+- `garble` (`body`, default a truncated JSON text): forwarded (the upstream commits); a 2xx
+  answer reaches the client with its status and headers but `body` in place of its own (an
+  unreadable success); any other answer is passed on unchanged.
 - `refuse` (`seconds`): takes effect at once, not on a request: the listening socket is
   closed for `seconds` (connections are refused, ECONNREFUSED), then opened again on the same
   port. `method`, `path` and `times` are ignored.
@@ -60,7 +67,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
-KINDS = ("delay", "status", "reset", "drop_after_forward", "refuse")
+KINDS = ("delay", "status", "reset", "drop_after_forward", "cut_body", "garble", "refuse")
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -469,7 +476,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise OSError("request body too large")
         return self.rfile.read(length) if length > 0 else b""
 
-    def _send(self, status: int, reason: str, headers: list[tuple[str, str]], body: bytes) -> None:
+    def _send(
+        self,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        cut_body_at: int | None = None,
+    ) -> None:
+        """Send an answer; `cut_body_at` sends only that many bytes of the body (the
+        Content-Length still announces all of it)."""
         lines = [f"HTTP/1.1 {status} {reason}"]
         head_only = self.command == "HEAD" or status in (204, 304) or 100 <= status < 200
         for key, value in headers:
@@ -481,7 +497,8 @@ class _Handler(BaseHTTPRequestHandler):
             lines.append(f"Content-Length: {len(body)}")
         lines.append("Connection: close")
         payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(payload + (b"" if head_only else body))
+        sent = body if cut_body_at is None else body[: min(cut_body_at, max(len(body) - 1, 0))]
+        self.wfile.write(payload + (b"" if head_only else sent))
 
     def _proxy(self) -> None:
         proxy = self.proxy
@@ -522,6 +539,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(raw[: fault.cut_at])
                 self.half_close = True
                 return
+            if fault is not None and fault.kind == "cut_body":
+                self._send(status, reason, headers, data, cut_body_at=fault.cut_at)
+                self.half_close = True
+                return
+            if fault is not None and fault.kind == "garble" and 200 <= status < 300:
+                data = _garbled(fault.body)
+                headers = [(k, v) for k, v in headers if k.lower() != "content-encoding"]
             if self._delayed(fault, "response"):
                 return  # the proxy is closing
             self._send(status, reason, headers, data)
@@ -545,6 +569,15 @@ def _outcome(status: int, text: str) -> dict:
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": code, "diagnostics": f"fault proxy: {text}"}],
     }
+
+
+def _garbled(body: bytes | str | dict | None) -> bytes:
+    """The unreadable body a `garble` fault sends in place of a 2xx answer's own."""
+    if body is None:
+        return b'{"resourceType": "Bundle", "type": "transaction-resp'
+    if isinstance(body, dict):
+        return json.dumps(body).encode()
+    return body.encode() if isinstance(body, str) else body
 
 
 def _status_answer(fault: Fault) -> tuple[int, str, list[tuple[str, str]], bytes]:
