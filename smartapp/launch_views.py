@@ -26,7 +26,7 @@ from smartapp.db import LaunchContext, PendingAuthorization
 from smartapp.keys import KeyStoreError
 from smartapp.registrations import RegistrationError
 from smartapp.services import current_services
-from smartapp.web import browser_id
+from smartapp.web import browser_id, holds_browser_id, renew_browser_id
 
 bp = Blueprint("launch", __name__)
 log = logging.getLogger("handoff.launch")
@@ -120,7 +120,7 @@ def callback():
         pending = db.get(PendingAuthorization, state) if state else None
         if pending is not None:
             db.delete(pending)  # single use, whatever happens next
-    if pending is None or pending.browser_id != browser_id():
+    if pending is None or not holds_browser_id(pending.browser_id):
         log.warning("callback refused: unknown, reused or foreign state")
         abort(
             400,
@@ -177,10 +177,11 @@ def callback():
         abort(400, description="The EHR did not say which patient this launch is for.")
     context_id = secrets.token_urlsafe(24)
     expires_in = token.get("expires_in")
+    bound_to = renew_browser_id()  # a fresh session id for what this launch opens
     with services.db.session() as db:
         context = LaunchContext(
             id=context_id,
-            browser_id=browser_id(),
+            browser_id=bound_to,
             registration_id=registration.id,
             iss=pending.iss,
             patient_id=str(token["patient"]),

@@ -27,7 +27,7 @@ from smartapp.describe import describe, in_words
 from smartapp.engine import Chart, ChartError, evaluate
 from smartapp.fhir import CHART_TYPES, FhirError
 from smartapp.services import current_services
-from smartapp.web import browser_id, check_csrf
+from smartapp.web import check_csrf, holds_browser_id
 
 bp = Blueprint("screen", __name__, url_prefix="/c")
 log = logging.getLogger("handoff.screen")
@@ -41,7 +41,7 @@ def load_context(context_id: str) -> LaunchContext:
     """The launch context, only for the browser that launched it."""
     with current_services().db.session() as db:
         context = db.get(LaunchContext, context_id)
-    if context is None or context.browser_id != browser_id():
+    if context is None or not holds_browser_id(context.browser_id):
         log.warning("screen refused: unknown context or another browser's")
         abort(
             403,

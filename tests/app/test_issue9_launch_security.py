@@ -387,3 +387,48 @@ def test_extra_scopes_add_to_the_defaults(tmp_path, sandbox):
             assert may(" ".join(scopes), type_, "r") and may(" ".join(scopes), type_, "s")
         else:
             assert scope in scopes
+
+
+# --- 32: session fixation at the launch --------------------------------------------------------
+
+
+def session_cookie(browser: requests.Session) -> str | None:
+    return browser.cookies.get("handoff_session")
+
+
+def test_a_planted_cookie_does_not_open_the_victims_screen(sandbox, handoff, controls):
+    # The attacker gets a session of their own from Handoff...
+    attacker = requests.Session()
+    launch_flow.start(handoff.url, sandbox.url, "P01-pt", browser=attacker)
+    planted = session_cookie(attacker)
+    assert planted
+    # ...and plants it in the victim's browser, who then launches Handoff from the chart.
+    victim = requests.Session()
+    victim.cookies.set("handoff_session", planted, domain="127.0.0.1", path="/")
+    launch = launch_flow.authorize(
+        launch_flow.start(handoff.url, sandbox.url, "P09-pt", browser=victim)
+    )
+    screen = launch_flow.finish(launch)
+    assert screen.status_code == 200 and "Test P09" in screen.text
+    assert session_cookie(victim) != planted  # a fresh session was issued at the callback
+    stolen = attacker.get(screen.url, timeout=15)
+    assert stolen.status_code == 403
+    assert "Test P09" not in stolen.text
+    # Nor does a copy of the planted cookie in a third browser.
+    copy = requests.Session()
+    copy.cookies.set("handoff_session", planted, domain="127.0.0.1", path="/")
+    assert copy.get(screen.url, timeout=15).status_code == 403
+
+
+def test_an_earlier_launch_in_the_same_browser_still_works(sandbox, handoff, controls):
+    """A fresh session at each callback must not cut off the tab launched before it."""
+    first = launch_flow.full(handoff.url, sandbox.url, "P10-pt")
+    second = launch_flow.authorize(
+        launch_flow.start(handoff.url, sandbox.url, "P14-pt", browser=first.browser)
+    )
+    assert launch_flow.finish(second).status_code == 200
+    again = first.browser.get(first.final.url, timeout=15)
+    assert again.status_code == 200 and "Test P10" in again.text
+    signed = launch_flow.sign_all(first, handoff.url)  # the form rendered before the second
+    assert signed.status_code == 200
+    assert referral_status(handoff, "P10-pt") in ("written", "queued")
