@@ -23,9 +23,10 @@ from flask import (
 
 from smartapp import outbox, profiles, referral_log, sessions, signer, smart, writeback
 from smartapp.db import LaunchContext
-from smartapp.describe import describe, in_words
-from smartapp.engine import Chart, ChartError, evaluate
-from smartapp.fhir import CHART_TYPES, FhirError
+from smartapp.describe import demographics, describe, in_words, patient_banner
+from smartapp.engine import ChartError, evaluate
+from smartapp.engine.readable import readable_chart
+from smartapp.fhir import CHART_TYPES, ChartLimits, FhirError
 from smartapp.services import current_services
 from smartapp.web import check_csrf, holds_browser_id
 
@@ -88,7 +89,7 @@ def build_shown(context: LaunchContext, now: datetime) -> dict:
     """Read the chart, evaluate the pack, and describe what the physician will see."""
     services = current_services()
     allowed, unreadable = readable_types(context.scope)
-    resources = with_fhir(
+    read = with_fhir(
         context,
         lambda client: client.read_chart(
             context.patient_id,
@@ -96,18 +97,22 @@ def build_shown(context: LaunchContext, now: datetime) -> dict:
             now,
             current_app.config["CHART_OBSERVATION_DAYS"],
             types=allowed,
+            limits=ChartLimits.from_config(current_app.config),
         ),
     )
-    chart = Chart.from_resources(resources)
+    # What cannot be read is left out and named (issue 9 item 27); long texts are cut (28).
+    readable = readable_chart(read.resources, current_app.config["RESOURCE_TEXT_MAX_CHARS"])
+    chart = readable.chart
     evaluation = evaluate(chart, now, services.pack, encounter_id=context.encounter_id)
-    notices = []
+    notices = read.notices + readable.notices
     if unreadable:
         notices.append(
             "The EHR did not let Handoff read: "
             + ", ".join(unreadable)
             + ". Suggestions may be incomplete."
         )
-    withheld = sorted(set(unreadable) & MEDICATION_SAFETY_TYPES)
+    incomplete = set(unreadable) | read.incomplete | readable.incomplete_types
+    withheld = sorted(incomplete & MEDICATION_SAFETY_TYPES)
     suggestions = []
     for suggestion in evaluation.suggestions:
         if suggestion.kind == "moud-buprenorphine" and withheld:
@@ -160,67 +165,6 @@ def build_shown(context: LaunchContext, now: datetime) -> dict:
         "opioid": any(s["kind"] in OPIOID_KINDS for s in suggestions),
         "notices": notices,
         "can_write": not missing_writes,
-    }
-
-
-US_CORE_RACE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
-US_CORE_ETHNICITY = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity"
-AGE_GROUPS = (
-    (0, 18, "<18"),
-    (18, 25, "18-24"),
-    (25, 35, "25-34"),
-    (35, 45, "35-44"),
-    (45, 55, "45-54"),
-    (55, 65, "55-64"),
-    (65, 200, "65+"),
-)
-
-
-def demographics(patient: dict, now: datetime) -> dict:
-    """Categories for the program's equity figures (race, ethnicity, sex, age group), taken
-    from US Core extensions where the chart carries them; never names or dates."""
-
-    def category(url: str) -> str | None:
-        for extension in patient.get("extension", []):
-            if extension.get("url") == url:
-                for part in extension.get("extension", []):
-                    if part.get("url") == "text" and part.get("valueString"):
-                        return part["valueString"]
-                for part in extension.get("extension", []):
-                    if part.get("url") == "ombCategory":
-                        return part.get("valueCoding", {}).get("display")
-        return None
-
-    age_group = None
-    birth = patient.get("birthDate")
-    if birth and len(birth) >= 4 and birth[:4].isdigit():
-        try:
-            born = datetime.fromisoformat(birth if len(birth) == 10 else f"{birth[:4]}-12-31")
-            age = now.year - born.year - ((now.month, now.day) < (born.month, born.day))
-            age_group = next(label for low, high, label in AGE_GROUPS if low <= age < high)
-        except (ValueError, StopIteration):
-            age_group = None
-    return {
-        "race": category(US_CORE_RACE),
-        "ethnicity": category(US_CORE_ETHNICITY),
-        "sex": patient.get("gender"),
-        "age_group": age_group,
-    }
-
-
-def patient_banner(patient: dict) -> dict:
-    names = patient.get("name") or [{}]
-    name = names[0]
-    display = name.get("text") or " ".join([*name.get("given", []), name.get("family", "")]).strip()
-    mrn = next(
-        (i.get("value") for i in patient.get("identifier", []) if "MR" in str(i.get("type", {}))),
-        None,
-    )
-    return {
-        "name": display or "Unknown",
-        "birthDate": patient.get("birthDate"),
-        "gender": patient.get("gender"),
-        "mrn": mrn,
     }
 
 
@@ -277,6 +221,7 @@ def show(context_id: str):
                 "pack": shown["pack"],
                 "demographics": shown.get("demographics"),
                 "encounter_start": shown["encounter"].get("start"),
+                "notices": shown["notices"],  # what could not be read or was cut: no PHI
                 "suggestions": [
                     {k: s[k] for k in ("kind", "variant", "cautions", "rule")}
                     | {"evidence": [e["reference"] for e in s["evidence"]]}

@@ -121,6 +121,11 @@ def init_app(app: Flask) -> None:
         title = {400: "Request not accepted", 403: "Not allowed", 404: "Not found"}.get(
             code, "Something went wrong"
         )
+        if code == 413:  # MAX_CONTENT_LENGTH (issue 9 item 28)
+            title, exc.description = "Too much data", (
+                "What was sent is larger than Handoff accepts. Nothing was saved; "
+                "reload the page and try again."
+            )
         message = (
             getattr(exc, "description", None)
             if code < 500
@@ -131,5 +136,5 @@ def init_app(app: Flask) -> None:
         )
         return render_template("error.html", title=title, message=message), code
 
-    for code in (400, 403, 404, 405, 500, 502):
+    for code in (400, 403, 404, 405, 413, 500, 502):
         app.register_error_handler(code, error_page)
