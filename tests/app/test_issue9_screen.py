@@ -299,3 +299,36 @@ def test_sign_answers_within_its_deadline_and_the_write_lands_once_later(slow_st
         assert len(reader.search(f"{type_}?patient=P02-pt")) == 1, type_
     page = launch.browser.get(launch.final.url, timeout=10)
     assert "Written to the chart" in page.text and "data-status-url" not in page.text
+
+
+def test_two_windows_signing_at_once_one_is_written_the_other_is_told(stack):
+    """Item 2, the race: both windows press Sign together; one referral is written, and the
+    other window is told, with its own choices that were not sent."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    windows = [open_screen(stack, "P11-pt"), open_screen(stack, "P11-pt")]
+    forms = []
+    for i, window in enumerate(windows):
+        form = form_of(window.final.text)
+        kinds = re.findall(r'fieldset class="suggestion" data-kind="([^"]+)"', window.final.text)
+        form |= {f"decision-{k}": "accept" for k in kinds}
+        if i == 1:
+            form |= {"decision-prc-consult": "decline", "reason-prc-consult": "coach-unavailable"}
+        forms.append(form)
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(
+            lambda wf: wf[0].browser.post(sign_url(stack, wf[0]), data=wf[1], timeout=30),
+            zip(windows, forms, strict=True),
+        ))
+    assert sorted(a.status_code for a in answers) == [200, 409]
+    written = referral_of(stack, "P11-pt")
+    loser = next(a for a in answers if a.status_code == 409)
+    assert "This visit was already signed" in loser.text
+    prc_written = next(d for d in written.decision["decisions"] if d["kind"] == "prc-consult")
+    if prc_written["accepted"]:  # window A won: B's decline was not sent, and B is told
+        assert "Peer recovery coach consult: declined (Coach unavailable)" in loser.text
+    else:  # window B won: A's acceptance was not sent, and A is told
+        assert "Peer recovery coach consult: accepted" in loser.text.split("not sent")[1]
+    with Database(stack.database_url).session() as session:
+        rows = session.scalars(select(Referral).where(Referral.patient_id == "P11-pt")).all()
+    assert [r.id for r in rows] == [written.id]
