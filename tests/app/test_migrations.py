@@ -9,16 +9,20 @@ import secrets
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, make_url, text
 
-from smartapp.db import Base, Database
+from smartapp.db import Base, Database, alembic_config
 
 
 def assert_matches_models(database: Database) -> None:
     with database.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diff == []
-    assert database.current_revision() == "0001"
+    script = ScriptDirectory.from_config(alembic_config())
+    revisions = [r.revision for r in script.walk_revisions()]  # newest first
+    assert revisions[-1] == "0001" and len(script.get_heads()) == 1  # one line of migrations
+    assert database.current_revision() == script.get_current_head()
 
 
 def test_sqlite_migrates_to_the_models(tmp_path):
