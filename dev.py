@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
-"""Set-up and the two everyday commands, from a fresh machine with only python3 and pip.
+"""Set-up and the everyday commands, from a fresh machine with only python3 and pip.
 
-    python3 dev.py demo   # install, start the sandbox EHR + Handoff, print the chart URL
-    python3 dev.py test   # install (browser too), lint, run every test
+    python3 dev.py demo            # install, start the sandbox EHR + Handoff, print the chart URL
+    python3 dev.py test            # install (browser too), lint, run every test
+    python3 dev.py handoff ARGS    # install, then run the `handoff` command (e.g. rules check)
+    python3 dev.py lock            # re-resolve requirements*.lock after editing pyproject.toml
 
-Creates `.venv/` beside this file and installs Handoff into it (re-installs only when
-pyproject.toml changes). `test` also installs Debian's chromium for the browser tests.
+Creates `.venv/` beside this file and installs into it exactly the versions of the lock
+files, checked against their hashes (`requirements.lock` for the app and the `handoff`
+command, `requirements-test.lock` for the tests), then Handoff itself; it re-installs only
+when pyproject.toml or a lock file changes. `test` also installs Debian's chromium for the
+browser tests.
 """
 
 from __future__ import annotations
@@ -15,12 +20,19 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 CHROMIUM = "/usr/bin/chromium"
+# The locks: every package with its exact version and hashes, resolved from pyproject.toml.
+APP_LOCK = "requirements.lock"  # the dependencies
+TEST_LOCK = "requirements-test.lock"  # the dependencies and the extras test, postgres
+LOCKS = {APP_LOCK: "", TEST_LOCK: "[test,postgres]"}
+# pip-compile, for `lock` only (in a throw-away venv): its major version fixes the format.
+PIP_TOOLS = "pip-tools>=7.4,<8"
 
 
 def run(*args: str, **kwargs) -> None:
@@ -50,14 +62,26 @@ def ensure_venv() -> None:
         run(sys.executable, "-m", "venv", str(VENV))
 
 
-def ensure_installed(extras: str) -> None:
+def install_digest(lock: str) -> str:
+    """What the install stamp records: pyproject.toml and the lock, so editing either
+    re-installs."""
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", lock):
+        data = (ROOT / name).read_bytes()
+        digest.update(f"{name}:{len(data)}\n".encode() + data)
+    return digest.hexdigest()
+
+
+def ensure_installed(lock: str) -> None:
+    """The lock's exact versions (hashes checked), then Handoff itself, editable."""
     ensure_venv()
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    digest = install_digest(lock)
     stamp = VENV / ".handoff-installed"
     if stamp.exists() and stamp.read_text() == digest:
         return
-    run(str(BIN / "python"), "-m", "pip", "install", "-q", "--upgrade", "pip")
-    run(str(BIN / "python"), "-m", "pip", "install", "-q", "-e", f".{extras}", cwd=ROOT)
+    pip = (str(BIN / "python"), "-m", "pip", "install", "-q")
+    run(*pip, "--require-hashes", "-r", lock, cwd=ROOT)
+    run(*pip, "--no-deps", "-e", ".", cwd=ROOT)
     stamp.write_text(digest)
 
 
@@ -81,12 +105,34 @@ def ensure_test_tools() -> None:
 
 
 def demo(args: list[str]) -> None:
-    ensure_installed("")
+    ensure_installed(APP_LOCK)
     os.execv(str(BIN / "handoff"), [str(BIN / "handoff"), "demo", *args])
 
 
+def handoff(args: list[str]) -> None:
+    """The `handoff` command from the checkout, whatever the shell's PATH."""
+    ensure_installed(APP_LOCK)
+    os.execv(str(BIN / "handoff"), [str(BIN / "handoff"), *args])
+
+
+def lock(args: list[str]) -> None:
+    """Resolve pyproject.toml's dependencies again into the lock files (from PyPI)."""
+    with tempfile.TemporaryDirectory(prefix="handoff-lock-") as tmp:
+        tools = Path(tmp) / "venv"
+        run(sys.executable, "-m", "venv", str(tools))
+        run(str(tools / "bin" / "python"), "-m", "pip", "install", "-q", PIP_TOOLS)
+        for name, extras in LOCKS.items():
+            options = [f"--extra={e}" for e in extras.strip("[]").split(",") if e]
+            run(
+                str(tools / "bin" / "pip-compile"), "-q", "--generate-hashes", "--strip-extras",
+                "--no-emit-index-url", "--no-emit-find-links", "--allow-unsafe",
+                *options, *args, "--output-file", name, "pyproject.toml",
+                cwd=ROOT, env=os.environ | {"CUSTOM_COMPILE_COMMAND": "python3 dev.py lock"},
+            )
+
+
 def test(args: list[str]) -> None:
-    ensure_installed("[test,postgres]")
+    ensure_installed(TEST_LOCK)
     ensure_chromium()
     ensure_test_tools()
     run(str(BIN / "ruff"), "check", ".", cwd=ROOT)
@@ -94,7 +140,7 @@ def test(args: list[str]) -> None:
 
 
 def main() -> None:
-    commands = {"demo": demo, "test": test}
+    commands = {"demo": demo, "test": test, "handoff": handoff, "lock": lock}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     os.chdir(ROOT)
