@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 
 import pytest
 import requests
@@ -127,12 +128,22 @@ def test_task_keeps_its_referral_link_through_coach_updates_sandbox(plain_stack)
 def test_task_keeps_its_referral_link_through_coach_updates_medplum(tmp_path, medplum):
     db = Database(f"sqlite:///{tmp_path / 'handoff.sqlite'}")
     db.create_all()
-    referral = signed_referral(medplum.base_url)
+    # Another visit than test_medplum_writeback's (P01): Handoff's identifiers are per visit,
+    # and that test reads back the resources its own identifiers find on the shared server.
+    first = signed_referral(medplum.base_url)
+    referral = dataclasses.replace(
+        first,
+        patient_id="P05-pt",
+        encounter_id="P05-enc",
+        shown=tuple(
+            dataclasses.replace(s, evidence=("Condition/P05-cond1",)) for s in first.shown
+        ),
+    )
     plan = build_plan(referral, SETTINGS, profiles.profile("fhir-rest"))
     decision = {"decisions": [{"kind": "prc-consult", "accepted": True}]}
     row, _ = outbox.submit(
-        db, visit_key=referral_key(medplum.base_url, "P01-enc", "P01-pt", "task-history"),
-        context_id="ctx", iss=medplum.base_url, patient_id="P01-pt", encounter_id="P01-enc",
+        db, visit_key=referral_key(medplum.base_url, "P05-enc", "P05-pt", "visit"),
+        context_id="ctx", iss=medplum.base_url, patient_id="P05-pt", encounter_id="P05-enc",
         user_ref=referral.user_ref, decision=decision, plan=copy.deepcopy(plan))
     client = FhirClient(medplum.base_url, "no-auth-on-this-server")
     assert outbox.deliver(db, row.id, lambda r, force_refresh=False: client).status == "written"
