@@ -101,3 +101,6 @@ class Defaults:
     # ... and the longest text of one resource shown and logged (longer: cut, marked with the
     # full text's length and SHA-256, and a notice names the resource).
     RESOURCE_TEXT_MAX_CHARS: int = 1000
+    # The most notices that each name a resource Handoff could not read; past it, one more
+    # notice counts the rest by type (a chart of 10,000 malformed resources stays readable).
+    CHART_MAX_NOTICES: int = 20

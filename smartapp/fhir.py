@@ -355,8 +355,10 @@ class _ChartReader:
             return
         self._batch_results(searches, answer)
 
-    def _batch_results(self, searches: list[str], answer: dict) -> None:
-        """The resources of a batch-response, following each search's next pages."""
+    def _batch_results(self, searches: list[str], answer: dict, required: bool = True) -> None:
+        """The resources of a batch-response, following each search's next pages. A refused
+        read fails the chart read when `required`; otherwise it is skipped (a Medication the
+        EHR will not give: the order naming it is then left out, with a notice)."""
         entries = answer.get("entry", [])
         if not isinstance(entries, list):
             raise FhirError("The EHR's answer to the chart read is not a Bundle Handoff can read.")
@@ -371,6 +373,8 @@ class _ChartReader:
                 continue
             response = entry.get("response")
             status = str(response.get("status", "")) if isinstance(response, dict) else ""
+            if not status.startswith("2") and not required:
+                continue
             if not status.startswith("2"):
                 raise FhirError(
                     f"The EHR refused to read {url.split('?')[0]} (HTTP {status[:3] or '?'}).",
@@ -397,7 +401,10 @@ class _ChartReader:
                     self._cut(rtype)
                     return
             self._take(self._entries(bundle, rtype), rtype)
-            url, bundle = _next_page(bundle), None
+            url, readable = _next_page(bundle)
+            bundle = None
+            if not readable:  # a next page may exist that cannot be followed
+                self._unreadable(rtype, "its Bundle.link is not a list of links with URLs")
             if url is None:
                 return
             if self.cut:
@@ -432,9 +439,13 @@ class _ChartReader:
             if exc.status not in NO_BATCH:
                 raise
             for url in reads:
-                self._take([self._fetch("GET", f"{self.client.base}/{url}")], "Medication")
+                try:
+                    self._take([self._fetch("GET", f"{self.client.base}/{url}")], "Medication")
+                except FhirError as missing:
+                    if missing.status not in (403, 404, 410):
+                        raise
             return
-        self._batch_results(reads, answer)
+        self._batch_results(reads, answer, required=False)
 
     # parts -----------------------------------------------------------------------------
 
@@ -534,14 +545,19 @@ def _megabytes(size: int) -> str:
     return f"{size / (1024 * 1024):g} MB" if size >= 1024 * 1024 else f"{size:,} bytes"
 
 
-def _next_page(bundle: dict) -> str | None:
-    """The `next` link of a searchset, if it has a readable one."""
-    links = bundle.get("link")
-    for link in links if isinstance(links, list) else ():
-        if isinstance(link, dict) and link.get("relation") == "next":
+def _next_page(bundle: dict) -> tuple[str | None, bool]:
+    """The `next` link of a searchset (None: no next page), and whether `link` could be read
+    (a list of objects, the next one with a URL)."""
+    links = bundle.get("link", [])
+    if not isinstance(links, list):
+        return None, False
+    for link in links:
+        if not isinstance(link, dict):
+            return None, False
+        if link.get("relation") == "next":
             url = link.get("url")
-            return url if isinstance(url, str) and url else None
-    return None
+            return (url, True) if isinstance(url, str) and url else (None, False)
+    return None, True
 
 
 def _dedupe_resources(resources: list[dict]) -> list[dict]:

@@ -101,7 +101,11 @@ def build_shown(context: LaunchContext, now: datetime) -> dict:
         ),
     )
     # What cannot be read is left out and named (issue 9 item 27); long texts are cut (28).
-    readable = readable_chart(read.resources, current_app.config["RESOURCE_TEXT_MAX_CHARS"])
+    readable = readable_chart(
+        read.resources,
+        current_app.config["RESOURCE_TEXT_MAX_CHARS"],
+        current_app.config["CHART_MAX_NOTICES"],
+    )
     chart = readable.chart
     evaluation = evaluate(chart, now, services.pack, encounter_id=context.encounter_id)
     notices = read.notices + readable.notices

@@ -513,9 +513,12 @@ def _check_response(entry: dict[str, Any], where: str) -> None:
 
 def _check_outcome(outcome: dict[str, Any], where: str) -> None:
     """An OperationOutcome with an error or fatal issue means a failed search."""
-    for issue in outcome.get("issue") or ():
+    issues = outcome.get("issue")
+    for issue in issues if isinstance(issues, list) else ():
         if isinstance(issue, dict) and issue.get("severity") in ("error", "fatal"):
-            text = issue.get("diagnostics") or issue.get("code") or "error"
+            text = str(issue.get("diagnostics") or issue.get("code") or "error")
+            if len(text) > 200:  # the EHR's words, shown on an error page: bounded
+                text = text[:200] + "…"
             raise ChartError(f"{where}: OperationOutcome reports an error: {text}")
 
 

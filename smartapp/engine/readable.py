@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,8 @@ from .fhir import parse_datetime, youngest_birth_date
 
 #: What the screen shows of one text at most (setting RESOURCE_TEXT_MAX_CHARS overrides it).
 DEFAULT_TEXT_LIMIT = 1000
+#: How many notices name a resource each, at most (setting CHART_MAX_NOTICES overrides it).
+DEFAULT_NOTICE_LIMIT = 20
 #: A FHIR id (R4 ``id`` datatype).
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}\Z")
 #: Resources whose unreadable elements are ignored rather than the resource left out.
@@ -80,11 +83,21 @@ class ReadableChart:
     chart: Chart
     unreadable: list[Unreadable] = field(default_factory=list)
     cuts: list[TextCut] = field(default_factory=list)
+    notice_limit: int = DEFAULT_NOTICE_LIMIT
 
     @property
     def notices(self) -> list[str]:
-        """One sentence per problem, for the screen and the log."""
-        return [u.notice for u in self.unreadable] + [c.notice for c in self.cuts]
+        """One sentence per problem, for the screen and the log; past ``notice_limit``, one
+        sentence counts the rest by type (a chart of 10,000 bad resources is one line more)."""
+        found = [(u.resource_type, u.notice) for u in self.unreadable]
+        found += [(c.where.split("/")[0], c.notice) for c in self.cuts]
+        if len(found) <= self.notice_limit:
+            return [notice for _type, notice in found]
+        shown, rest = found[: self.notice_limit - 1], found[self.notice_limit - 1 :]
+        counts = Counter(rtype or "not a resource" for rtype, _notice in rest)
+        by_type = ", ".join(f"{rtype}: {n:,}" for rtype, n in sorted(counts.items()))
+        more = f"{len(rest):,} more resources could not be read in full ({by_type})."
+        return [notice for _type, notice in shown] + [more]
 
     @property
     def incomplete_types(self) -> set[str]:
@@ -92,7 +105,11 @@ class ReadableChart:
         return {u.resource_type for u in self.unreadable if u.left_out}
 
 
-def readable_chart(resources: Iterable[Any], text_limit: int = DEFAULT_TEXT_LIMIT) -> ReadableChart:
+def readable_chart(
+    resources: Iterable[Any],
+    text_limit: int = DEFAULT_TEXT_LIMIT,
+    notice_limit: int = DEFAULT_NOTICE_LIMIT,
+) -> ReadableChart:
     """A chart of the readable resources of a list (as an EHR's searches return them).
 
     Raises ChartError only for what no leaving-out can mend: resources of two patients, or
@@ -105,7 +122,7 @@ def readable_chart(resources: Iterable[Any], text_limit: int = DEFAULT_TEXT_LIMI
         resource = _readable(raw, i, unreadable)
         if resource is None:
             continue
-        where = f"{resource['resourceType']}/{resource['id']}"
+        where = f"{resource['resourceType']}/{resource.get('id')}"
         resource, count = cut_long_texts(resource, text_limit)
         if count:
             cuts.append(TextCut(where, count, text_limit))
@@ -116,7 +133,7 @@ def readable_chart(resources: Iterable[Any], text_limit: int = DEFAULT_TEXT_LIMI
         unreadable.append(Unreadable(key, types.get(key, key.split("/")[0]), problem))
 
     chart = Chart.from_items(items, on_unreadable=left_out)
-    return ReadableChart(chart, unreadable, cuts)
+    return ReadableChart(chart, unreadable, cuts, max(notice_limit, 1))
 
 
 def _readable(raw: Any, index: int, found: list[Unreadable]) -> dict[str, Any] | None:
@@ -125,6 +142,8 @@ def _readable(raw: Any, index: int, found: list[Unreadable]) -> dict[str, Any] |
         found.append(Unreadable(f"Item {index + 1} of the chart", "", "it is not a FHIR resource"))
         return None
     rtype = raw["resourceType"]
+    if rtype == "OperationOutcome":
+        return raw  # a note about a search: the chart reads it (an error fails the read)
     rid = raw.get("id")
     if not isinstance(rid, str) or not FHIR_ID.match(rid):
         problem = "it has no id" if rid is None else "its id is not a FHIR id"

@@ -251,6 +251,127 @@ def test_an_unreadable_medication_order_withholds_buprenorphine(stack, p01_answe
     assert suggested(launch.final.text) == ["prc-consult", "naloxone-kit"]
 
 
+def add_to_condition_search(resource: dict) -> Callable[[dict], None]:
+    """The chart does not care which search returned a resource: any searchset holds it."""
+
+    def change(answer: dict) -> None:
+        search_of(answer, "Condition")["resource"]["entry"].append({"resource": resource})
+
+    return change
+
+
+def set_in(rtype: str, path: tuple, value) -> Callable[[dict], None]:
+    def change(answer: dict) -> None:
+        target = resource_of(answer, rtype)
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return change
+
+
+def batch_response_a_string(answer: dict) -> None:
+    search_of(answer, "Condition")["response"] = "200 OK"
+
+
+def searchset_link_odd(answer: dict) -> None:
+    search_of(answer, "Condition")["resource"]["link"] = {"relation": "next", "url": 7}
+
+
+def searchset_entry_search_odd(answer: dict) -> None:
+    search_of(answer, "Condition")["resource"]["entry"][0]["search"] = "match"
+
+
+def fewer_answers_than_searches(answer: dict) -> None:
+    del answer["entry"][-1]
+
+
+MORE = [
+    ("gender-number", set_element("Patient", "gender", 1)),
+    ("deceased-string", set_element("Patient", "deceasedBoolean", "false")),
+    ("extension-dict", set_element("Patient", "extension", {"url": "x"})),
+    ("race-extension-odd", set_element("Patient", "extension", [
+        {"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
+         "extension": "White"}])),
+    ("encounter-class-string", set_element("Encounter", "class", "EMER")),
+    ("encounter-status-number", set_element("Encounter", "status", 3)),
+    ("encounter-period-start-number", set_element("Encounter", "period", {"start": 1})),
+    ("condition-subject-string", set_element("Condition", "subject", "Patient/P01-pt")),
+    ("condition-status-list", set_element("Condition", "clinicalStatus", ["active"])),
+    ("condition-onset-object", set_element("Condition", "onsetDateTime", {"when": "now"})),
+    ("condition-id-number", set_element("Condition", "id", 12)),
+    ("condition-id-object", set_element("Condition", "id", {"value": "c1"})),
+    ("condition-resource-type-number", set_element("Condition", "resourceType", 5)),
+    ("coding-code-number", set_in("Condition", ("code", "coding", 0, "code"), 1120)),
+    ("observation-quantity-string", set_element("Observation", "valueQuantity", "11")),
+    ("observation-value-text", set_in("Observation", ("valueQuantity",), {"value": "11"})),
+    ("observation-interpretation-dict", set_element("Observation", "interpretation", {})),
+    ("observation-effective-number", set_element("Observation", "effectiveDateTime", 5)),
+    ("medication-reference-string", add_to_condition_search(
+        {"resourceType": "MedicationRequest", "id": "m1", "status": "active",
+         "medicationReference": "Medication/x"})),
+    ("medication-reference-number", add_to_condition_search(
+        {"resourceType": "MedicationRequest", "id": "m2", "status": "active",
+         "medicationReference": {"reference": 42}})),
+    ("contained-dict", add_to_condition_search(
+        {"resourceType": "MedicationRequest", "id": "m3", "status": "active",
+         "medicationReference": {"reference": "#med"}, "contained": {"id": "med"}})),
+    ("nested-bundle", add_to_condition_search(
+        {"resourceType": "Bundle", "id": "b", "type": "searchset", "entry": "x"})),
+    ("entry-not-object", add_to_condition_search("x")),
+    ("link-not-a-list", searchset_link_odd),
+    ("fewer-answers-than-searches", fewer_answers_than_searches),
+    ("batch-response-a-string", batch_response_a_string),
+]
+
+
+@pytest.mark.parametrize("change", [pytest.param(c, id=i) for i, c in MORE])
+def test_no_malformed_answer_is_a_500(stack, p01_answer, change) -> None:
+    """More of the 30 hostile answers: each gets the screen with a notice naming what was not
+    read, or (an answer that is not a batch-response at all) a clear error page."""
+    answer = copy.deepcopy(p01_answer)
+    change(answer)
+    launch = launch_with_answer(stack, answer)
+    page = launch.final.text
+    assert launch.final.status_code in (200, 502), page[:500]
+    if launch.final.status_code == 502:
+        assert "The chart could not be read" in page
+    else:
+        assert notices(page), "a malformed answer was read without a word"
+
+
+def test_an_unreadable_search_mode_reads_as_a_match(stack, p01_answer) -> None:
+    """`entry.search` that is not an object loses nothing: the entry is read as a match."""
+    answer = copy.deepcopy(p01_answer)
+    searchset_entry_search_odd(answer)
+    launch = launch_with_answer(stack, answer)
+    assert launch.final.status_code == 200
+    assert suggested(launch.final.text) == P01_KINDS
+
+
+def test_an_order_whose_medication_the_ehr_does_not_have_is_named(stack, p01_answer) -> None:
+    """The Medication read is refused (404 in the batch): the order is left out, named, and
+    buprenorphine withheld, instead of the whole chart failing."""
+    answer = copy.deepcopy(p01_answer)
+    add_to_condition_search(
+        {
+            "resourceType": "MedicationRequest",
+            "id": "needs-med",
+            "status": "active",
+            "subject": {"reference": f"Patient/{PATIENT}"},
+            "medicationReference": {"reference": "Medication/not-in-this-ehr"},
+        }
+    )(answer)
+    launch = launch_with_answer(stack, answer)
+    assert launch.final.status_code == 200, launch.final.text[:300]
+    shown = notices(launch.final.text)
+    assert (
+        "MedicationRequest/needs-med could not be read and was left out: "
+        "the Medication it references is not in the chart." in shown
+    )
+    assert "moud-buprenorphine" not in suggested(launch.final.text)
+
+
 def test_a_batch_that_is_not_a_bundle_is_a_clear_error_page(stack, p01_answer) -> None:
     answer = copy.deepcopy(p01_answer)
     answer["entry"] = {"oops": True}

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from smartapp.engine import Chart, Pack, evaluate
+from smartapp.engine import Chart, ChartError, Pack, evaluate
 from smartapp.engine.readable import cut_text, readable_chart
 
 from .helpers import NOW, SCENARIOS
@@ -233,3 +233,35 @@ def test_a_readable_chart_is_the_strict_chart() -> None:
     assert readable.notices == []
     strict = Chart.from_resources(resources)
     assert [e.resource for e in readable.chart.of_all()] == [e.resource for e in strict.of_all()]
+
+
+def test_past_the_notice_limit_the_rest_is_counted_by_type() -> None:
+    resources = p01_resources()
+    resources += [
+        {"resourceType": "Condition", "id": f"bad{i}", "code": "F11.20"} for i in range(30)
+    ]
+    resources += [{"resourceType": "Observation", "id": f"obs{i}", "status": 1} for i in range(5)]
+    readable = readable_chart(resources, notice_limit=10)
+    assert len(readable.unreadable) == 35
+    assert len(readable.notices) == 10
+    assert readable.notices[0].startswith("Condition/bad0 could not be read")
+    assert readable.notices[-1] == (
+        "26 more resources could not be read in full (Condition: 21, Observation: 5)."
+    )
+    assert readable.incomplete_types == {"Condition", "Observation"}
+
+
+def test_an_operation_outcome_is_read_as_before() -> None:
+    """Information passes (with or without an id); an error still fails the read, its
+    diagnostics bounded; an `issue` that is not a list is no crash."""
+    info = {"resourceType": "OperationOutcome", "issue": [{"severity": "information"}]}
+    odd = {"resourceType": "OperationOutcome", "issue": 7}
+    readable = readable_chart([*p01_resources(), info, odd])
+    assert readable.notices == []
+    error = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "processing", "diagnostics": "x" * 100_000}],
+    }
+    with pytest.raises(ChartError) as failed:
+        readable_chart([*p01_resources(), error])
+    assert len(str(failed.value)) < 300
