@@ -288,31 +288,29 @@ def _write_one_by_one(client: FhirClient, plan: dict, confirm_wait: timedelta) -
             if found:
                 result = {"id": found[0]["id"], "status": "200 (found)"}
             else:
-                _not_while_unconfirmed(op)
-                result = _create_once(client, resource, op, confirm_wait)
-        op.pop("unconfirmed_until", None)
+                _not_while_unconfirmed(op, confirm_wait)
+                result = _create_once(client, resource, op)
+        op.pop("unanswered_at", None)
         op["id"], op["http"], op["status"] = result["id"], result["status"], "written"
         written_refs[f"urn:uuid:{op['key']}"] = f"{op['type']}/{op['id']}"
 
 
-def _create_once(client: FhirClient, resource: dict, op: dict, confirm_wait: timedelta) -> dict:
-    """Create, remembering a create that got no answer in time: the EHR may commit it later,
-    so the op waits (`unconfirmed_until`) before another create may be sent."""
+def _create_once(client: FhirClient, resource: dict, op: dict) -> dict:
+    """Create, remembering when a create got no answer in time (`unanswered_at`): the EHR may
+    commit it later, so another create waits (see _not_while_unconfirmed)."""
     try:
         return client.create(resource)
     except FhirError as exc:
         if exc.in_flight:
-            op["unconfirmed_until"] = (utcnow() + confirm_wait).isoformat()
+            op["unanswered_at"] = utcnow().isoformat()
         raise
 
 
-def _not_while_unconfirmed(op: dict) -> None:
-    """Refuse a second create while an earlier one may still land (searched, not found yet)."""
-    until = op.get("unconfirmed_until")
-    if not until:
-        return
-    remaining = (datetime.fromisoformat(until) - utcnow()).total_seconds()
-    if remaining > 0:
+def _not_while_unconfirmed(op: dict, confirm_wait: timedelta) -> None:
+    """Refuse a second create while an unanswered one may still land (searched for by
+    Handoff's identifier just before, not found yet)."""
+    unanswered = op.get("unanswered_at")
+    if unanswered and utcnow() < datetime.fromisoformat(unanswered) + confirm_wait:
         raise FhirError(
             f"An earlier {op['type']} write got no answer in time and is not in the chart "
             "yet; Handoff checks again before writing it anew.",

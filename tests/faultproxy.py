@@ -34,6 +34,9 @@ order they were added. Kinds:
 - `garble` (`body`, default a truncated JSON text): forwarded (the upstream commits); a 2xx
   answer reaches the client with its status and headers but `body` in place of its own (an
   unreadable success); any other answer is passed on unchanged.
+- `blackhole` (`seconds`): the request is read, held `seconds`, then the connection is closed
+  WITHOUT forwarding it: a client that timed out meanwhile cannot know that the upstream
+  never saw it (the "no answer, and it never landed" case).
 - `refuse` (`seconds`): takes effect at once, not on a request: the listening socket is
   closed for `seconds` (connections are refused, ECONNREFUSED), then opened again on the same
   port. `method`, `path` and `times` are ignored.
@@ -67,7 +70,16 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
-KINDS = ("delay", "status", "reset", "drop_after_forward", "cut_body", "garble", "refuse")
+KINDS = (
+    "delay",
+    "status",
+    "reset",
+    "drop_after_forward",
+    "cut_body",
+    "garble",
+    "blackhole",
+    "refuse",
+)
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -176,7 +188,7 @@ class FaultProxy:
             raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(KINDS)}")
         if not isinstance(times, int) or times < 1:
             raise ValueError("times must be a whole number >= 1")
-        if kind in ("delay", "refuse") and not 0 < seconds <= MAX_DELAY:
+        if kind in ("delay", "blackhole", "refuse") and not 0 < seconds <= MAX_DELAY:
             raise ValueError(f"{kind} needs 0 < seconds <= {MAX_DELAY}")
         if kind == "status" and not 100 <= status <= 599:
             raise ValueError("status must be an HTTP status code")
@@ -512,6 +524,10 @@ class _Handler(BaseHTTPRequestHandler):
                 proxy._count(fault.kind)
                 proxy._note(entry, fault=fault.kind)
             if fault is not None and fault.kind == "reset":
+                self.abort = True
+                return
+            if fault is not None and fault.kind == "blackhole":
+                proxy._closing.wait(fault.seconds)
                 self.abort = True
                 return
             if fault is not None and fault.kind == "status":

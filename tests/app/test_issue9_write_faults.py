@@ -166,3 +166,27 @@ def test_fault_after_commit_lands_once_epic(epic_stack, patient, fault):
     assert len(drafts) == sum(1 for key in counts if key.startswith("MedicationRequest"))
     page = launch.browser.get(launch.final.url, timeout=10)
     assert "Written to the chart" in page.text
+
+
+def test_unanswered_create_that_never_landed_is_written_after_the_confirm_wait(epic_stack):
+    """Item 25's other side: the draft order got no answer and never reached the EHR. The
+    retries search for it, send no second create while it might still land, and after
+    OUTBOX_CONFIRM_WAIT_SECONDS create it: once."""
+    stack = epic_stack
+    wait = stack.app.app.config["OUTBOX_CONFIRM_WAIT_SECONDS"]
+    launch = launch_flow.full(stack.app.url, stack.ehr_url, "P15-pt")
+    stack.proxy.add_fault(
+        kind="blackhole", method="POST", path="/fhir/MedicationRequest", seconds=LATE
+    )
+    started = time.monotonic()
+    assert_outcome_not_refused(sign_all(launch, stack.app.url))
+    assert stack.proxy.stats["blackhole"] == 1
+    first = referral_of(stack.database_url, "P15-pt")
+    assert first.status == "queued" and "did not answer in time" in first.last_error
+    done = deliver_until_settled(stack, "P15-pt")
+    assert done.status == "written", done.last_error
+    assert time.monotonic() - started >= wait  # no second create before the wait
+    assert done.attempts > 2  # searched (and waited) in between
+    counts = count_by_identifier(stack, "P15-pt")
+    assert any(key.startswith("MedicationRequest") for key in counts), counts
+    assert all(n == 1 for n in counts.values()), counts
