@@ -188,19 +188,34 @@ def _parse_response(response: requests.Response) -> dict:
     )
 
 
+OUTCOME_TEXT_MAX = 500  # characters of an OperationOutcome's text Handoff repeats
+
+
 def _outcome_text(body) -> str | None:
     if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
         return None
     texts = []
-    for issue in body.get("issue", []):
+    issues = body.get("issue")
+    for issue in issues if isinstance(issues, list) else ():
+        if not isinstance(issue, dict):  # a hostile outcome is read as far as it can be
+            continue
+        details = issue.get("details")
         text = (
             issue.get("diagnostics")
-            or issue.get("details", {}).get("text")
+            or (details.get("text") if isinstance(details, dict) else None)
             or issue.get("code", "")
         )
-        where = ", ".join(issue.get("expression", []))
+        expression = issue.get("expression")
+        where = (
+            ", ".join(e for e in expression if isinstance(e, str))
+            if isinstance(expression, list)
+            else ""
+        )
+        text = text if isinstance(text, str) else ""
         texts.append(f"{text} ({where})" if where else text)
-    return "; ".join(t for t in texts if t) or None
+    joined = "; ".join(t for t in texts if t)
+    # The EHR's words go on a page and into a log line: bounded (issue 9 item 28).
+    return (joined[:OUTCOME_TEXT_MAX] + "…" if len(joined) > OUTCOME_TEXT_MAX else joined) or None
 
 
 def _entries(bundle: dict) -> list[dict]:

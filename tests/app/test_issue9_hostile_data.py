@@ -472,3 +472,30 @@ def test_a_first_answer_past_the_byte_limit_is_a_clear_error_page(
     launch = launch_with_answer(stack, copy.deepcopy(p01_answer))
     assert launch.final.status_code == 502
     assert "The chart is larger than Handoff reads (more than 1,000 bytes)" in launch.final.text
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        pytest.param({"resourceType": "OperationOutcome", "issue": ["broken"]}, id="issue-string"),
+        pytest.param(
+            {"resourceType": "OperationOutcome", "issue": [{"details": "x", "expression": "y"}]},
+            id="details-string",
+        ),
+        pytest.param({"resourceType": "OperationOutcome", "issue": {"code": "x"}}, id="issue-dict"),
+        pytest.param(
+            {"resourceType": "OperationOutcome",
+             "issue": [{"severity": "error", "diagnostics": "z" * 5_000_000}]},
+            id="five-megabyte-diagnostics",
+        ),
+    ],
+)
+def test_a_malformed_or_huge_error_answer_is_a_bounded_error_page(stack, outcome) -> None:
+    """The EHR's own words on an error page come from its OperationOutcome: read safely and
+    bounded, so a hostile one is neither a 500 nor a 5 MB page."""
+    launch = launch_flow.authorize(launch_flow.start(stack.app.url, stack.ehr_url, PATIENT))
+    stack.proxy.add_fault("status", method="POST", path="/fhir", status=500, body=outcome)
+    launch_flow.finish(launch)
+    assert launch.final.status_code == 502, launch.final.text[:300]
+    assert "The chart could not be read" in launch.final.text
+    assert len(launch.final.content) < 20_000
