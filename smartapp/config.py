@@ -104,3 +104,8 @@ class Defaults:
     # The most notices that each name a resource Handoff could not read; past it, one more
     # notice counts the rest by type (a chart of 10,000 malformed resources stays readable).
     CHART_MAX_NOTICES: int = 20
+    # A staff session (coach, auditor, program manager) ends after this many seconds without a
+    # request, and this many seconds after sign-in whatever happens (a shift); the spec sets no
+    # figure. Sign-out ends it at once on the server.
+    STAFF_SESSION_IDLE_SECONDS: int = 1800
+    STAFF_SESSION_MAX_SECONDS: int = 43200

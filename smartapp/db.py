@@ -140,6 +140,33 @@ class CoachHandoff(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class StaffSession(Base):
+    """A signed-in staff member (coach, auditor, program manager), kept server side: the
+    browser holds only a random token whose SHA-256 is this row's id, so signing out (or an
+    idle or absolute limit) ends the session for every copy of the cookie."""
+
+    __tablename__ = "staff_session"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sub: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(300))
+    user_ref: Mapped[str] = mapped_column(String(500))
+    roles: Mapped[list] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class StaffSignIn(Base):
+    """A staff sign-in in flight: the OpenID Connect client's state data (PKCE verifier, nonce,
+    redirect URI) under its state key, server side; the browser holds only the key."""
+
+    __tablename__ = "staff_sign_in"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    data: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 class Database:
     """An engine and a session factory; `session()` is a unit of work that commits or rolls back."""
 

@@ -1,6 +1,9 @@
 """Staff sign-in (coaches, auditors, program managers) with OpenID Connect against the
 hospital's identity provider. authlib does the protocol (discovery, state, nonce, PKCE, id_token
-checks); Handoff keeps only the user's id, name and roles in the session, never a token.
+checks); its state data (PKCE verifier, nonce) waits in Handoff's database, not in the cookie.
+A signed-in staff member is a server-side session (smartapp.staff_sessions: idle and absolute
+limits, ended for every copy of the cookie at sign-out); the cookie holds only its random token,
+issued fresh at each sign-in. Never a token of the identity provider.
 
 Roles come from a claim of the id_token (STAFF_ROLES_CLAIM, a list of strings): `coach`,
 `auditor`, `program-manager`. Physicians use Handoff through the SMART launch, not here.
@@ -14,19 +17,21 @@ import os
 import re
 
 from authlib.integrations.flask_client import OAuth
-from flask import Blueprint, abort, current_app, redirect, request, session, url_for
+from flask import Blueprint, abort, current_app, g, redirect, request, session, url_for
 
-from smartapp import referral_log
+from smartapp import referral_log, staff_sessions
 from smartapp.services import current_services
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 log = logging.getLogger("handoff.staff")
 oauth = OAuth()
 ROLES = ("coach", "auditor", "program-manager")
+#: The session cookie's key for the staff session's token.
+SESSION_KEY = "staff_session"
 
 
 def init_app(app) -> None:
-    oauth.init_app(app)
+    oauth.init_app(app, cache=staff_sessions.SignInStore(lambda: current_services().db))
     issuer = app.config.get("STAFF_OIDC_ISSUER")
     if not issuer:
         return
@@ -47,8 +52,29 @@ def init_app(app) -> None:
     )
 
 
+def limits() -> staff_sessions.Limits:
+    from datetime import timedelta
+
+    config = current_app.config
+    return staff_sessions.Limits(
+        idle=timedelta(seconds=config["STAFF_SESSION_IDLE_SECONDS"]),
+        absolute=timedelta(seconds=config["STAFF_SESSION_MAX_SECONDS"]),
+    )
+
+
 def current_staff() -> dict | None:
-    return session.get("staff")
+    """The signed-in staff member (sub, name, user_ref, roles) of a live server-side session,
+    else None (a token whose session ended is dropped from the cookie)."""
+    if "staff" not in g:
+        token = session.get(SESSION_KEY)
+        found = None
+        if isinstance(token, str):
+            found = staff_sessions.find_session(current_services().db, token, limits())
+            if found is None:
+                log.info("staff session ended (signed out, idle or too old)")
+                session.pop(SESSION_KEY, None)
+        g.staff = found
+    return g.staff
 
 
 def require_role(*roles: str):
@@ -98,17 +124,21 @@ def callback():
     roles_claim = current_app.config.get("STAFF_ROLES_CLAIM", "handoff_roles")
     roles = [r for r in claims.get(roles_claim, []) if r in ROLES]
     target = _safe_next(session.get("staff_next"))  # checked again: the cookie is the browser's
-    session.clear()  # a new identity: nothing of the previous session carries over
-    session["staff"] = {
+    staff = {
         "sub": claims.get("sub"),
         "name": claims.get("name") or claims.get("sub"),
         "user_ref": claims.get("fhirUser") or f"urn:staff:{claims.get('sub')}",
         "roles": roles,
     }
-    with current_services().db.session() as db:
-        referral_log.append(
-            db, "staff-sign-in", user_ref=session["staff"]["user_ref"], data={"roles": roles}
-        )
+    services = current_services()
+    _end_staff_session()
+    # A new identity: nothing of the previous session carries over, and the session's token is
+    # fresh (a token planted in this browser before sign-in opens nothing).
+    session.clear()
+    session[SESSION_KEY] = staff_sessions.open_session(services.db, staff, limits())
+    g.staff = staff
+    with services.db.session() as db:
+        referral_log.append(db, "staff-sign-in", user_ref=staff["user_ref"], data={"roles": roles})
     log.info("staff signed in with roles %s", roles)
     return redirect(target or url_for("staff.home"))
 
@@ -130,8 +160,17 @@ def logout():
     from smartapp.web import check_csrf
 
     check_csrf()
+    _end_staff_session()
     session.clear()
     return redirect(url_for("launch.start_page"))
+
+
+def _end_staff_session() -> None:
+    """Delete this browser's staff session on the server (a copied cookie is refused after)."""
+    token = session.get(SESSION_KEY)
+    if isinstance(token, str):
+        staff_sessions.end_session(current_services().db, token)
+    g.pop("staff", None)
 
 
 #: A same-origin path (and query): a single leading slash, then printable ASCII without

@@ -432,3 +432,94 @@ def test_an_earlier_launch_in_the_same_browser_still_works(sandbox, handoff, con
     signed = launch_flow.sign_all(first, handoff.url)  # the form rendered before the second
     assert signed.status_code == 200
     assert referral_status(handoff, "P10-pt") in ("written", "queued")
+
+
+# --- 33 and 36: staff sessions on the server; the sign-in cookie carries no secret -------------
+
+
+def cookie_payload(value: str) -> str:
+    """What a Flask session cookie says (it is signed, not encrypted: anyone can read it)."""
+    import base64
+    import zlib
+
+    compressed = value.startswith(".")
+    body = value.lstrip(".").split(".")[0]
+    data = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    return (zlib.decompress(data) if compressed else data).decode()
+
+
+def logout_form_token(page: str) -> str:
+    match = re.search(
+        r'action="/staff/logout"><input type="hidden" name="csrf_token" value="([^"]+)"', page
+    ) or re.search(r'name="csrf_token" value="([^"]+)"', page)
+    return html.unescape(match[1])
+
+
+def copy_of(browser: requests.Session) -> requests.Session:
+    thief = requests.Session()
+    thief.cookies.set("handoff_session", session_cookie(browser), domain="127.0.0.1", path="/")
+    return thief
+
+
+def test_staff_sign_in_cookie_carries_no_pkce_verifier_or_nonce(sandbox, handoff):
+    browser = requests.Session()
+    start = browser.get(f"{handoff.url}/staff/login", allow_redirects=False, timeout=10)
+    assert start.status_code == 302
+    nonce = re.search(r"[?&]nonce=([^&]+)", start.headers["Location"])[1]
+    payload = cookie_payload(session_cookie(browser))
+    assert "code_verifier" not in payload and "nonce" not in payload and nonce not in payload
+    # ...and sign-in still works with them kept on the server.
+    _, done = staff_sign_in(handoff.url, "demo-auditor", browser=browser)
+    assert done.status_code == 302 and browser.get(f"{handoff.url}/console/").status_code == 200
+
+
+def test_sign_out_ends_the_staff_session_for_every_copy_of_the_cookie(sandbox, handoff):
+    browser, _ = staff_sign_in(handoff.url, "demo-auditor")
+    page = browser.get(f"{handoff.url}/console/", timeout=10)
+    assert page.status_code == 200
+    thief = copy_of(browser)
+    assert thief.get(f"{handoff.url}/console/", timeout=10).status_code == 200
+    out = browser.post(
+        f"{handoff.url}/staff/logout",
+        data={"csrf_token": logout_form_token(page.text)},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert out.status_code == 302
+    again = thief.get(f"{handoff.url}/console/", allow_redirects=False, timeout=10)
+    assert again.status_code == 302 and "/staff/login" in again.headers["Location"]
+
+
+@pytest.mark.parametrize("limit", ["idle", "absolute"])
+def test_staff_sessions_end_at_their_idle_and_absolute_limits(sandbox, handoff, limit):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from smartapp.db import StaffSession
+
+    browser, _ = staff_sign_in(handoff.url, "demo-program-manager")
+    assert browser.get(f"{handoff.url}/console/dashboard", timeout=10).status_code == 200
+    config = handoff.app.config
+    now = datetime.now(UTC)
+    if limit == "idle":  # no request for longer than the idle limit
+        values = {"last_seen_at": now - timedelta(seconds=config["STAFF_SESSION_IDLE_SECONDS"] + 5)}
+    else:  # in use all along, but signed in longer ago than the absolute limit
+        values = {"created_at": now - timedelta(seconds=config["STAFF_SESSION_MAX_SECONDS"] + 5)}
+    with handoff.app.extensions["handoff"].db.session() as session:
+        session.execute(update(StaffSession).values(**values))
+    ended = browser.get(f"{handoff.url}/console/dashboard", allow_redirects=False, timeout=10)
+    assert ended.status_code == 302 and "/staff/login" in ended.headers["Location"]
+
+
+def test_staff_sign_in_issues_a_fresh_session(sandbox, handoff):
+    """A staff cookie planted in another's browser gives the planter nothing of theirs."""
+    attacker, _ = staff_sign_in(handoff.url, "demo-coach-1")
+    planted = session_cookie(attacker)
+    victim = requests.Session()
+    victim.cookies.set("handoff_session", planted, domain="127.0.0.1", path="/")
+    staff_sign_in(handoff.url, "demo-auditor", browser=victim)
+    assert session_cookie(victim) != planted
+    assert victim.get(f"{handoff.url}/console/", timeout=10).status_code == 200
+    console = attacker.get(f"{handoff.url}/console/", allow_redirects=False, timeout=10)
+    assert console.status_code != 200 and "Morgan Ellis" not in console.text

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from smartapp.db import LogEvent
 from tests import launch_flow
 from tests.launch_flow import Controls
+from tests.staff_login import STAFF_KEY, staff_session_token
 
 COACH = {
     "sub": "coach-1",
@@ -30,7 +31,7 @@ def as_staff(app, staff: dict | None):
     client = app.test_client()
     with client.session_transaction() as session:
         if staff:
-            session["staff"] = staff
+            session[STAFF_KEY] = staff_session_token(app, staff)
         session["csrf"] = "t" * 43
     return client
 

@@ -16,6 +16,7 @@ from smartapp.services import current_services
 from tests.audit.conftest import fill
 from tests.audit.test_verify import EVENTS, run_verify, type_at
 from tests.console import logdata
+from tests.staff_login import STAFF_KEY, staff_session_token
 
 DAMAGE = {
     "data": ("data", "{not json", "its data is not JSON"),
@@ -85,7 +86,7 @@ def console_app(tmp_path, clock):
         engine = current_services().db.engine
     client = app.test_client()
     with client.session_transaction() as session:
-        session["staff"] = dict(STAFF["auditor"])
+        session[STAFF_KEY] = staff_session_token(app, STAFF["auditor"])
     return app, engine, client
 
 

@@ -13,6 +13,7 @@ from smartapp import create_app
 from smartapp.audit import chain
 from smartapp.services import current_services
 from tests.console import logdata
+from tests.staff_login import STAFF_KEY, staff_session_token
 
 STAFF = {
     "auditor": {
@@ -76,7 +77,7 @@ def client_as(app: Flask) -> Callable[[str | None], FlaskClient]:
         client = app.test_client()
         if role is not None:
             with client.session_transaction() as session:
-                session["staff"] = dict(STAFF[role])
+                session[STAFF_KEY] = staff_session_token(app, STAFF[role])
         return client
 
     return make

@@ -8,6 +8,7 @@ import json
 from smartapp import dashboard
 from smartapp.services import current_services
 from tests.console import logdata
+from tests.staff_login import STAFF_KEY, staff_session_token
 
 # Two launches where the rules suggested nothing (the screen said so): not "visits with
 # suggestions", and not in any equity denominator.
@@ -46,7 +47,7 @@ def test_headline_tile_counts_only_visits_with_suggestions(tmp_path, clock):
         logdata.fill(current_services().db, clock, logdata.VISITS + NOTHING_SHOWN)
     client = app.test_client()
     with client.session_transaction() as session:
-        session["staff"] = dict(STAFF["program-manager"])
+        session[STAFF_KEY] = staff_session_token(app, STAFF["program-manager"])
     html = client.get("/console/dashboard").get_data(as_text=True)
     assert "ED visits with suggestions</dt><dd>13</dd>" in html
 
@@ -94,7 +95,7 @@ def test_the_page_shows_catalog_programs_only(tmp_path, clock):
         logdata.fill(current_services().db, clock, PROGRAM_VISITS)
     client = app.test_client()
     with client.session_transaction() as session:
-        session["staff"] = dict(STAFF["program-manager"])
+        session[STAFF_KEY] = staff_session_token(app, STAFF["program-manager"])
     html = client.get("/console/dashboard").get_data(as_text=True)
     assert "Father Mike" not in html and "somewhere the coach typed" not in html
     assert '<th scope="row">Example Bridge Clinic</th>' in html  # in the sample catalog

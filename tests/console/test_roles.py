@@ -13,6 +13,7 @@ from smartapp.audit.models import LogEvent
 from smartapp.services import current_services
 from tests.console import logdata
 from tests.console.conftest import make_app
+from tests.staff_login import STAFF_KEY, staff_session_token
 
 EVENT_PAGES = ("/console/events", "/console/events/5", "/console/export?format=ndjson",
                "/console/export?format=csv")
@@ -78,8 +79,8 @@ def test_dashboard_threshold_is_configurable(tmp_path, clock):
         logdata.fill(current_services().db, clock)
     client = app.test_client()
     with client.session_transaction() as session:
-        session["staff"] = {"sub": "p", "name": "P", "user_ref": "urn:staff:p",
-                            "roles": ["program-manager"]}
+        session[STAFF_KEY] = staff_session_token(app, {
+            "sub": "p", "name": "P", "user_ref": "urn:staff:p", "roles": ["program-manager"]})
     html = client.get("/console/dashboard").get_data(as_text=True)
     assert_no_identity(html)
     assert "&lt;3" in html and "&lt;5" not in html

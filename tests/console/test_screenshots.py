@@ -17,6 +17,7 @@ from smartapp.serving import ServerHandle, serve_in_thread
 from tests.conftest import ARTIFACTS
 from tests.console import logdata
 from tests.console.conftest import STAFF, make_app
+from tests.staff_login import STAFF_KEY, staff_session_token
 
 AXE = REPO_ROOT / "tests" / "js" / "node_modules" / "axe-core" / "axe.min.js"
 
@@ -35,7 +36,8 @@ def busy_app(tmp_path: Path, clock: logdata.Clock) -> Iterator[ServerHandle]:
 
 def signed_in(browser, handle: ServerHandle, app: Flask, role: str):
     """A browser context carrying a staff session cookie (as after OIDC sign-in)."""
-    cookie = app.session_interface.get_signing_serializer(app).dumps({"staff": STAFF[role]})
+    token = staff_session_token(app, STAFF[role])
+    cookie = app.session_interface.get_signing_serializer(app).dumps({STAFF_KEY: token})
     context = browser.new_context(viewport={"width": 1366, "height": 900})
     context.add_cookies(
         [{"name": app.config["SESSION_COOKIE_NAME"], "value": cookie, "url": handle.url}]
