@@ -36,8 +36,10 @@ class Defaults:
     CATALOG_DIR: str = str(REPO_ROOT / "catalog" / "sample")
     # Where EHR registrations (launch/*.yaml) live.
     LAUNCH_DIR: str = str(REPO_ROOT / "launch")
-    # Rule pack used for suggestions.
-    RULES_PACK: str = str(REPO_ROOT / "rules" / "packs" / "default.yaml")
+    # The rules directory: its packs/default.yaml is the pack the app runs, its valuesets/ the
+    # value sets (env HANDOFF_RULES_DIR; `handoff rules ...` reads the same setting). None: the
+    # rules Handoff ships (rules/ of the checkout, or their copy in the installed package).
+    RULES_DIR: str | None = None
     # The app's public origin, used to build its redirect_uri (no trailing slash). Required
     # (a start-up error names it when unset), except in the demo.
     PUBLIC_URL: str | None = None

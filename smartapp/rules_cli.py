@@ -10,6 +10,10 @@ Output is a contract other tools read (see ``rules/README.md``):
 * ``rules test [CASES...]`` runs YAML cases, prints a diff per failure, exits 1 on any.
 * ``rules backtest PATH [--pack P] [--compare P2] [--workers N] [--json]`` replays every
   past ED visit of a folder of bundles or NDJSON files; unreadable input exits 2.
+
+Without ``--pack`` every command uses the pack the app runs: ``packs/default.yaml`` of the
+rules directory the settings name (``RULES_DIR``, ``HANDOFF_RULES_DIR``; see
+``smartapp.rules_setting``), else of the rules Handoff ships.
 """
 
 from __future__ import annotations
@@ -31,13 +35,14 @@ from smartapp.engine import (
     Evaluation,
     Pack,
     PackError,
-    default_pack_path,
     evaluate,
     load_pack,
 )
 from smartapp.engine.cases import RuleCase, compare
-from smartapp.engine.pack import pack_json_schema, rules_dir
+from smartapp.engine.location import RULES_DIR_ENV, RulesDirError, default_pack, is_packaged
+from smartapp.engine.pack import pack_json_schema
 from smartapp.engine.source import SourceDoc, SourceError, read_source
+from smartapp.rules_setting import configured_rules_dir, settings
 
 PATH = click.Path(path_type=Path)
 
@@ -48,10 +53,23 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-def _load_pack_or_exit(pack: Path | None, valuesets: Path | None, *, to_stderr: bool) -> Pack:
-    """Load a pack; on errors list them all and exit 2."""
+def configured_rules() -> Path:
+    """The rules directory the app would use: the settings of the instance folder the
+    ``handoff`` group was given (else HANDOFF_INSTANCE_PATH...), HANDOFF_RULES_DIR first.
+    A setting that names no rules directory exits 2 saying so."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root().obj if ctx else None
+    instance = root.get("instance_path") if isinstance(root, dict) else None
     try:
-        return load_pack(pack or default_pack_path(), valuesets)
+        return configured_rules_dir(settings(instance))
+    except RulesDirError as exc:
+        _fail(f"error: {exc}")
+
+
+def _load_pack_or_exit(pack: Path | None, valuesets: Path | None, *, to_stderr: bool) -> Pack:
+    """Load a pack (default: the app's); on errors list them all and exit 2."""
+    try:
+        return load_pack(pack or default_pack(configured_rules()), valuesets)
     except PackError as exc:
         for issue in exc.issues:
             click.echo(str(issue), err=to_stderr)
@@ -151,7 +169,18 @@ def render_text(result: Evaluation, chart: Path) -> str:
 @click.option("--valuesets", type=PATH, help="Value set directory (default: beside packs/).")
 def test_command(cases: tuple[Path, ...], pack: Path | None, valuesets: Path | None) -> None:
     """Run rule test cases (YAML files; default: every case in rules/tests/)."""
-    files = _case_files(cases or (rules_dir() / "tests",))
+    if not cases:
+        folder = configured_rules() / "tests"
+        if not folder.is_dir():
+            _fail(
+                f"no test cases: {folder} does not exist (the rules inside an installed "
+                f"package carry none); name case files, or set {RULES_DIR_ENV} to a rules "
+                "directory with tests/",
+                code=1,
+            )
+        cases = (folder,)
+    pack = pack or default_pack(configured_rules())
+    files = _case_files(cases)
     if not files:
         _fail("no test cases found", code=1)
     packs: dict[Path, Pack] = {}
@@ -183,7 +212,8 @@ def _case_files(paths: tuple[Path, ...]) -> list[Path]:
 def run_case(
     path: Path, pack: Path | None, valuesets: Path | None, packs: dict[Path, Pack]
 ) -> tuple[str, list[str]]:
-    """Run one case file: its name and the list of problems (empty when it passes)."""
+    """Run one case file (with its own pack, else ``pack``, else the app's): its name and
+    the list of problems (empty when it passes)."""
     try:
         doc, _raw = read_source(path)
         case = RuleCase.model_validate(doc.data)
@@ -192,7 +222,9 @@ def run_case(
     except ValidationError as exc:
         return path.stem, _case_issues(doc, exc)
     name = case.name or path.stem
-    pack_path = (path.parent / case.pack) if case.pack else (pack or default_pack_path())
+    pack_path = (
+        (path.parent / case.pack) if case.pack else (pack or default_pack(configured_rules()))
+    )
     try:
         if pack_path.resolve() not in packs:
             packs[pack_path.resolve()] = load_pack(pack_path, valuesets)
@@ -280,7 +312,13 @@ def schema_command(write: bool) -> None:
     """Print (or write) the JSON Schema of the pack format."""
     text = schema_text()
     if write:
-        target = rules_dir() / "schema" / "pack.schema.json"
+        rules = configured_rules()
+        if is_packaged(rules):
+            _fail(
+                f"error: {rules} is the copy of the rules inside the installed package; set "
+                f"{RULES_DIR_ENV} to the rules directory to write its schema/pack.schema.json"
+            )
+        target = rules / "schema" / "pack.schema.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         click.echo(f"wrote {target}")

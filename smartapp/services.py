@@ -10,9 +10,10 @@ from flask import Flask, current_app
 
 from smartapp.catalog import Catalog, CatalogError, load_catalog
 from smartapp.db import Database
-from smartapp.engine import Pack, load_pack
+from smartapp.engine import Pack
 from smartapp.keys import KeyStore
 from smartapp.registrations import RegistrationError, Registry, load_registry, missing_secrets
+from smartapp.rules_setting import load_app_pack
 from smartapp.startup import StartupError
 from smartapp.tokens import TokenCipher
 
@@ -64,7 +65,7 @@ def init_app(app: Flask, use: str = "serve") -> None:
     app.extensions[EXTENSION] = Services(
         db=db,
         registry=registrations_for(app, strict=use == "serve"),
-        pack=load_pack(Path(app.config["RULES_PACK"])),
+        pack=load_app_pack(app.config),
         cipher=TokenCipher(app.config["TOKEN_KEY"]),
         keys=KeyStore(keys_dir(app)),
         catalog=catalog,

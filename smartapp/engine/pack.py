@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from . import location
 from .source import DataPath, Issue, SourceDoc, SourceError, read_source
 from .valueset import VALUESET_ID, ValueSet, ValueSetFile
 
@@ -418,9 +418,9 @@ class Pack:
 
 
 def rules_dir() -> Path:
-    """The rules directory: ``$HANDOFF_RULES_DIR``, else ``rules/`` beside ``smartapp/``."""
-    env = os.environ.get("HANDOFF_RULES_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "rules"
+    """The rules directory: ``$HANDOFF_RULES_DIR``, else the rules Handoff ships (the
+    checkout's ``rules/``, or their copy in an installed wheel: ``engine.location``)."""
+    return location.rules_dir()
 
 
 def default_pack_path() -> Path:
