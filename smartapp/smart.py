@@ -33,6 +33,7 @@ class SmartConfiguration:
     issuer: str | None
     capabilities: tuple[str, ...]
     code_challenge_methods: tuple[str, ...]
+    scopes_supported: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ def discover(iss: str, timeout: tuple[float, float]) -> SmartConfiguration:
             issuer=data.get("issuer"),
             capabilities=tuple(data.get("capabilities", [])),
             code_challenge_methods=tuple(data.get("code_challenge_methods_supported", [])),
+            scopes_supported=tuple(data.get("scopes_supported", [])),
         )
     metadata = _get_json(f"{iss}/metadata", timeout)
     uris = _oauth_uris(metadata or {})
@@ -145,10 +147,11 @@ def requested_scopes(
         f"patient/{t}.{'cus' if t == 'Task' else 'cs'}"
         for t in sorted(write_profile.rest_types)
     ]
-    if "permission-online" in config.capabilities and not {
+    advertised = set(config.capabilities) | set(config.scopes_supported)
+    if advertised & {"permission-online", "online_access"} and not set(scopes) & {
         "online_access",
         "offline_access",
-    } & set(scopes):
+    }:
         scopes.append("online_access")
     scopes = merge_scopes(scopes)
     if standalone:

@@ -241,16 +241,17 @@ def test_gunicorn_access_log_keeps_no_query_string(
         "HANDOFF_KEYS_DIR": str(tmp_path / "keys"),
         "HANDOFF_AUDIT_SIGNING_KEY": str(tmp_path / "audit-key.pem"),
     }
-    process = subprocess.Popen(
-        [*command, "smartapp.wsgi:app"], env=env, cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "gunicorn.err", "w"),
-    )
-    try:
-        started(process, f"http://127.0.0.1:{port}/")
-        secret_requests(f"http://127.0.0.1:{port}", sandbox.url)
-    finally:
-        process.terminate()
-        process.wait(15)
+    with open(tmp_path / "gunicorn.err", "w") as errors:  # gunicorn's own log, for a failure
+        process = subprocess.Popen(
+            [*command, "smartapp.wsgi:app"], env=env, cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL, stderr=errors,
+        )
+        try:
+            started(process, f"http://127.0.0.1:{port}/")
+            secret_requests(f"http://127.0.0.1:{port}", sandbox.url)
+        finally:
+            process.terminate()
+            process.wait(15)
     log = access_log.read_text()
     assert "GET /callback?" in log and "GET /console/events?" in log  # the lines are there
     assert_no_secret(log)
@@ -523,3 +524,28 @@ def test_staff_sign_in_issues_a_fresh_session(sandbox, handoff):
     assert victim.get(f"{handoff.url}/console/", timeout=10).status_code == 200
     console = attacker.get(f"{handoff.url}/console/", allow_redirects=False, timeout=10)
     assert console.status_code != 200 and "Morgan Ellis" not in console.text
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "scopes_supported", "asked"),
+    [
+        (("permission-online",), (), True),
+        ((), ("openid", "online_access"), True),  # advertised among the scopes only
+        (("permission-offline",), ("offline_access",), False),
+        ((), (), False),
+    ],
+)
+def test_online_access_follows_what_the_ehr_advertises(capabilities, scopes_supported, asked):
+    from smartapp.registrations import Registration
+    from smartapp.smart import SmartConfiguration, requested_scopes
+
+    registration = Registration(id="x", name="X", iss="https://ehr.example/fhir", client_id="c")
+    config = SmartConfiguration(
+        "https://ehr.example/authorize", "https://ehr.example/token", None, None,
+        capabilities, ("S256",), scopes_supported,
+    )
+    assert ("online_access" in requested_scopes(registration, config, False).split()) is asked
+    # A registration that asks offline_access itself is not asked online_access on top.
+    offline = registration.model_copy(update={"extra_scopes": ["offline_access"]})
+    scopes = requested_scopes(offline, config, False).split()
+    assert "offline_access" in scopes and "online_access" not in scopes
