@@ -110,6 +110,14 @@ class FhirClient:
         res_id = body.get("id") or _id_from_location(
             response.headers.get("Location", ""), resource["resourceType"]
         )
+        if not res_id:  # a success that does not say what it created: read it back
+            raise FhirError(
+                f"The EHR answered HTTP {response.status_code} without saying which "
+                f"{resource['resourceType']} it created; Handoff checks the chart for it.",
+                status=response.status_code,
+                transient=True,
+                unknown_outcome=True,
+            )
         return {"id": res_id, "status": str(response.status_code)}
 
     def update(self, resource: dict) -> dict:

@@ -232,8 +232,24 @@ def _write_transaction(client: FhirClient, plan: dict) -> None:
         resource = answer.get("resource") or {}
         op["id"] = resource.get("id") or _id_from_location(reply.get("location", ""), op["type"])
         op["http"] = reply.get("status", "")
+    for op in pending:
+        if not op["id"]:  # the answer does not say which resource: read it back
+            op["id"], op["http"] = _read_back_id(client, op), "200 (found)"
         op["status"] = "written"
     _write_updates(client, plan)
+
+
+def _read_back_id(client: FhirClient, op: dict) -> str:
+    """The server id of a planned resource, found by Handoff's identifier (or _tag)."""
+    found = client.find(op["type"], op["conditional"])
+    if not found:
+        raise FhirError(
+            f"The EHR's answer did not say which {op['type']} it wrote, and it is not in the "
+            "chart yet; Handoff checks again.",
+            transient=True,
+            unknown_outcome=True,
+        )
+    return found[0]["id"]
 
 
 def _write_updates(client: FhirClient, plan: dict) -> None:

@@ -31,9 +31,10 @@ order they were added. Kinds:
   has committed), then its status line and headers (with the full `Content-Length`) and only
   the first `cut_at` bytes of its body are sent, and the connection is closed: the answer
   breaks off mid-body (requests raises ChunkedEncodingError, not ConnectionError).
-- `garble` (`body`, default a truncated JSON text): forwarded (the upstream commits); a 2xx
-  answer reaches the client with its status and headers but `body` in place of its own (an
-  unreadable success); any other answer is passed on unchanged.
+- `garble` (`body`, default a truncated JSON text; `headers`): forwarded (the upstream
+  commits); a 2xx answer reaches the client with its status and headers but `body` in place of
+  its own (an unreadable success), each of `headers` replacing the upstream's (an empty value
+  removes it, e.g. `{"Location": ""}`); any other answer is passed on unchanged.
 - `blackhole` (`seconds`): the request is read, held `seconds`, then the connection is closed
   WITHOUT forwarding it: a client that timed out meanwhile cannot know that the upstream
   never saw it (the "no answer, and it never landed" case).
@@ -561,7 +562,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fault is not None and fault.kind == "garble" and 200 <= status < 300:
                 data = _garbled(fault.body)
-                headers = [(k, v) for k, v in headers if k.lower() != "content-encoding"]
+                replaced = {"content-encoding", *(k.lower() for k in fault.headers)}
+                headers = [(k, v) for k, v in headers if k.lower() not in replaced]
+                headers += [(k, v) for k, v in fault.headers.items() if v]
             if self._delayed(fault, "response"):
                 return  # the proxy is closing
             self._send(status, reason, headers, data)

@@ -46,14 +46,19 @@ def deliver_until_settled(stack, patient_id: str, seconds: float = 30.0) -> Refe
 
 def count_by_identifier(stack, patient_id: str) -> dict[str, int]:
     """How many of each planned resource the EHR holds, found by Handoff's identifier (or,
-    for the Provenance, its _tag): each must be exactly 1 where it was sent."""
+    for the Provenance, its _tag): each must be exactly 1 where it was sent. Each one found
+    must also be the one Handoff recorded (its server id)."""
     fhir = stack.reader(patient_id)
     referral = referral_of(stack.database_url, patient_id)
-    return {
-        f"{op['type']}:{op['key'][:8]}": len(fhir.search(f"{op['type']}?{op['conditional']}"))
-        for op in referral.plan["operations"]
-        if op["mode"] == "rest" and op.get("method", "POST") == "POST"
-    }
+    counts = {}
+    for op in referral.plan["operations"]:
+        if op["mode"] != "rest" or op.get("method", "POST") != "POST":
+            continue
+        found = fhir.search(f"{op['type']}?{op['conditional']}")
+        counts[f"{op['type']}:{op['key'][:8]}"] = len(found)
+        if op["status"] == "written":
+            assert [r["id"] for r in found] == [op["id"]], (op["type"], op["id"])
+    return counts
 
 
 def assert_outcome_not_refused(page: requests.Response) -> None:
@@ -137,13 +142,23 @@ EPIC_FAULTS = [
         },
     ),
     ("P14-pt", {"kind": "cut_body", "path": "/fhir/MedicationRequest"}),
+    # item 24: a 201 that says nothing (no body, no Location): which note was created?
+    (
+        "P02-pt",
+        {
+            "kind": "garble",
+            "path": "/fhir/DocumentReference",
+            "body": b"",
+            "headers": {"Location": ""},
+        },
+    ),
 ]
 
 
 @pytest.mark.parametrize(
     ("patient", "fault"),
     EPIC_FAULTS,
-    ids=["garble-order", "garble-note", "late-order", "late-request", "cut-order"],
+    ids=["garble-order", "garble-note", "late-order", "late-request", "cut-order", "silent-note"],
 )
 def test_fault_after_commit_lands_once_epic(epic_stack, patient, fault):
     stack = epic_stack
