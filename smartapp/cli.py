@@ -91,6 +91,8 @@ def demo(
     ehr_url = f"http://{host}:{ehr_port}"
     app_url = f"http://{host}:{app_port}"
     write_demo_settings(data_dir, ehr_url, app_url)
+    if (data_dir / "app" / "handoff.sqlite").exists():
+        click.echo(f"Note: {data_dir / 'app'} holds an earlier demo's data, no longer read.")
     click.echo(f"Loading the sandbox EHR (seed: {seed}); the first start takes a little while...")
     started = time.monotonic()
     ehr = create_sandbox_app(

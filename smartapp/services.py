@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask, current_app
+from sqlalchemy.exc import SQLAlchemyError
 
 from smartapp.catalog import Catalog, CatalogError, load_catalog
 from smartapp.db import Database
@@ -80,8 +81,13 @@ def keys_dir(app: Flask) -> Path:
 
 def require_existing(db: Database) -> None:
     """Commands that read Handoff's data never create an empty database by mistake."""
-    if not db.exists():
-        where = db.sqlite_file or db.engine.url.render_as_string(hide_password=True)
+    where = db.sqlite_file or db.engine.url.render_as_string(hide_password=True)
+    try:
+        found = db.exists()
+    except SQLAlchemyError as exc:
+        problem = exc.__class__.__name__
+        raise StartupError(f"cannot open the database at {where}: {problem}") from exc
+    if not found:
         raise StartupError(
             f"no Handoff database at {where}. Is this the app's instance? Pass "
             "--instance-path (or set HANDOFF_INSTANCE_PATH or DATABASE_URL) to the folder the "
