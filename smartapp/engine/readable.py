@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .chart import MEDICATION_TYPES, Chart, ChartItem
-from .fhir import parse_datetime, youngest_birth_date
+from .fhir import parse_datetime, status_code, youngest_birth_date
 
 #: What the screen shows of one text at most (setting RESOURCE_TEXT_MAX_CHARS overrides it).
 DEFAULT_TEXT_LIMIT = 1000
@@ -268,10 +268,13 @@ def _quantity(value: Any) -> str | None:
 
 
 def _status(value: Any) -> str | None:
-    """A code, or a CodeableConcept (clinicalStatus): what status_code reads."""
+    """A code, or a CodeableConcept with a code (clinicalStatus): what status_code reads. A
+    status that reads as none would count as absent, which rules may allow."""
     if isinstance(value, str):
         return None
-    return None if _codeable_concept(value) is None else "is not a code or a CodeableConcept"
+    if _codeable_concept(value) is None and status_code(value) is not None:
+        return None
+    return "is not a code or a CodeableConcept with a code"
 
 
 def _encounter_class(value: Any) -> str | None:

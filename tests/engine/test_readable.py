@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from smartapp.engine import Chart, ChartError, Pack, evaluate
+from smartapp.engine.chart import MultiplePatientsError
 from smartapp.engine.readable import cut_text, readable_chart
 
-from .helpers import NOW, SCENARIOS
+from .helpers import EXPECTED, NOW, SCENARIOS
 
 P01 = json.loads((SCENARIOS / "P01-oud-withdrawal.json").read_text())
 P01_KINDS = ["prc-consult", "moud-buprenorphine", "naloxone-kit"]
@@ -137,9 +138,13 @@ def test_before_the_fix_a_malformed_code_vanished_silently(pack: Pack) -> None:
 @pytest.mark.parametrize(
     ("resource", "problem"),
     [
-        ({"clinicalStatus": ["active"]}, "clinicalStatus is not a code or a CodeableConcept"),
+        ({"clinicalStatus": ["active"]},
+         "clinicalStatus is not a code or a CodeableConcept with a code"),
         ({"verificationStatus": {"coding": "confirmed"}},
-         "verificationStatus is not a code or a CodeableConcept"),
+         "verificationStatus is not a code or a CodeableConcept with a code"),
+        ({"clinicalStatus": {}}, "clinicalStatus is not a code or a CodeableConcept with a code"),
+        ({"verificationStatus": {"text": "refuted"}},
+         "verificationStatus is not a code or a CodeableConcept with a code"),
         ({"onsetDateTime": 20261120}, "onsetDateTime is not a FHIR dateTime"),
         ({"onsetDateTime": "last week"}, "onsetDateTime is not a FHIR dateTime"),
         ({"subject": "Patient/P01-pt"}, "subject is not a Reference"),
@@ -265,3 +270,72 @@ def test_an_operation_outcome_is_read_as_before() -> None:
     with pytest.raises(ChartError) as failed:
         readable_chart([*p01_resources(), error])
     assert len(str(failed.value)) < 300
+
+
+HOSTILE_VALUES = ["x", 7, True, None, [], {}, ["x"], [{}], {"x": 1}, "y" * 2000]
+
+
+def _paths(value: Any, prefix: tuple = ()):
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _paths(item, (*prefix, i))
+
+
+def _at(root: Any, path: tuple) -> Any:
+    for key in path:
+        root = root[key]
+    return root
+
+
+def _outcome(result) -> list:
+    return sorted((s.kind, s.variant, s.evidence, s.cautions) for s in result.suggestions)
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    ["P01-oud-withdrawal", "P03-on-methadone", "P07-bup-allergy", "P12-overdose-naloxone-given"],
+)
+def test_any_element_of_the_wrong_shape_is_never_a_crash_nor_a_silent_change(
+    pack: Pack, scenario: str
+) -> None:
+    """Every element of a scenario's resources, in turn, given each hostile value: the chart
+    is read, evaluated, described and bannered without an exception, and where the value has
+    another JSON type than before and the suggestions change, a notice says why."""
+    from smartapp.describe import demographics, describe, in_words, patient_banner
+
+    chart = json.loads((SCENARIOS / f"{scenario}.json").read_text())
+    base = [e["resource"] for e in chart["entry"]]
+    visit = EXPECTED["cases"][scenario]["encounter"]
+    before = _outcome(evaluate(readable_chart(base).chart, NOW, pack, visit))
+    for i, resource in enumerate(base):
+        for path in list(_paths(resource)):
+            if path in ((), ("resourceType",)):
+                continue
+            original = _at(resource, path)
+            for value in HOSTILE_VALUES:
+                resources = copy.deepcopy(base)
+                _at(resources[i], path[:-1])[path[-1]] = value
+                try:
+                    readable = readable_chart(resources)
+                except MultiplePatientsError:
+                    # a patient id that is not the subjects': a clear error page, not a guess
+                    assert path == ("id",) or path[0] in ("subject", "patient")
+                    continue
+                if path == ("id",) and resource["id"] == visit:
+                    continue  # the visit itself left out: a clear "not in the chart" page
+                result = evaluate(readable.chart, NOW, pack, visit)
+                for suggestion in result.suggestions:
+                    for ref in suggestion.evidence:
+                        in_words(describe(readable.chart.get(ref), ref))
+                patient_banner(result.patient or {})
+                demographics(result.patient or {}, NOW)
+                status_string = path[-1] in ("clinicalStatus", "verificationStatus") and (
+                    isinstance(value, str)  # read as a code, like any unknown code: content
+                )
+                if type(value) is not type(original) and not status_string:
+                    changed = _outcome(result) != before
+                    assert readable.notices or not changed, (path, value)
