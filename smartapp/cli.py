@@ -151,8 +151,8 @@ def demo(
 )
 def serve(host: str, port: int, worker: bool) -> None:
     """Serve Handoff (configured by instance/config.py and HANDOFF_* variables; PUBLIC_URL
-    must say where it is reached). Production: gunicorn 'smartapp.wsgi:app' and
-    `handoff outbox worker` beside it."""
+    must say where it is reached). Production: gunicorn -c python:smartapp.gunicorn_conf
+    'smartapp.wsgi:app' and `handoff outbox worker` beside it."""
     from werkzeug.serving import run_simple
 
     from smartapp.worker import OutboxWorker

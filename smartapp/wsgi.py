@@ -1,5 +1,6 @@
-"""WSGI entry for production servers: `gunicorn 'smartapp.wsgi:app'` (run the outbox worker
-beside it with `handoff outbox worker`). Every worker may start at once: schema migrations run
+"""WSGI entry for production servers: `gunicorn -c python:smartapp.gunicorn_conf
+'smartapp.wsgi:app'` (its access log keeps no query string; run the outbox worker beside it
+with `handoff outbox worker`). Every worker may start at once: schema migrations run
 once, under a lock, and the others find them done. A setting that stops the start is printed as
 one line (no traceback) and the worker exits with gunicorn's boot-error code, so gunicorn stops."""
 
