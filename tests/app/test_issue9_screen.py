@@ -324,11 +324,12 @@ def test_two_windows_signing_at_once_one_is_written_the_other_is_told(stack):
     written = referral_of(stack, "P11-pt")
     loser = next(a for a in answers if a.status_code == 409)
     assert "This visit was already signed" in loser.text
+    not_sent = re.search(r'<ul class="conflict-not-sent">(.*?)</ul>', loser.text, re.S).group(1)
     prc_written = next(d for d in written.decision["decisions"] if d["kind"] == "prc-consult")
     if prc_written["accepted"]:  # window A won: B's decline was not sent, and B is told
-        assert "Peer recovery coach consult: declined (Coach unavailable)" in loser.text
+        assert not_sent == "<li>Peer recovery coach consult: declined (Coach unavailable)</li>"
     else:  # window B won: A's acceptance was not sent, and A is told
-        assert "Peer recovery coach consult: accepted" in loser.text.split("not sent")[1]
+        assert not_sent == "<li>Peer recovery coach consult: accepted</li>"
     with Database(stack.database_url).session() as session:
         rows = session.scalars(select(Referral).where(Referral.patient_id == "P11-pt")).all()
     assert [r.id for r in rows] == [written.id]
