@@ -423,6 +423,21 @@ def test_request_bodies_are_bounded_with_a_clear_page(stack, p01_answer) -> None
     assert "larger than Handoff accepts" in answer.text
     assert len(log_events(stack, "decision")) == decisions  # nothing was signed
 
+    def chunks():  # no Content-Length: refused without being read past the limit
+        for _ in range(64):
+            yield b"program-other=" + b"z" * 65_536 + b"&"
+
+    chunked = launch.browser.post(
+        f"{stack.app.url}/c/{context_id}/sign",
+        data=chunks(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=30,
+    )
+    # Without a Content-Length werkzeug stops reading at MAX_CONTENT_LENGTH (never past it)
+    # and parses what it read: here a form without its CSRF token, refused (400).
+    assert chunked.status_code in (400, 413)
+    assert len(log_events(stack, "decision")) == decisions
+
 
 @pytest.fixture
 def app_config(stack) -> Iterator[dict]:
