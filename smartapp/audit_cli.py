@@ -8,18 +8,32 @@ app's configuration (`create_app()`: DATABASE_URL, AUDIT_SIGNING_KEY, the instan
 
 from __future__ import annotations
 
+import base64
+import binascii
 import getpass
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from smartapp.audit.chain import DEFAULT_EVERY, app_checkpointing, signing_key_path
+from smartapp.audit.chain import (
+    DEFAULT_EVERY,
+    NoSignerError,
+    app_checkpointing,
+    demo_or_test,
+    signing_key_path,
+)
 from smartapp.audit.export import export as run_export
+from smartapp.audit.kept import KeptCheckpoint, KeptCheckpointError
+from smartapp.audit.kept import append as append_kept
+from smartapp.audit.kept import read as read_kept
 from smartapp.audit.models import LogCheckpoint
 from smartapp.audit.signing import SigningKeyError, key_id, load_public_key, load_signer
 from smartapp.audit.verify import schema_problem
@@ -76,9 +90,19 @@ def audit(ctx: click.Context, instance_path: Path | None) -> None:
     "--public-key",
     "public_keys",
     multiple=True,
+    metavar="PEM|BASE64",
+    help="The public key you trust the checkpoints to be signed with: a PEM file (from "
+    "`handoff audit public-key`), or the key in base64 (raw 32 bytes or DER); repeat after a "
+    "key rotation. Required when the log has checkpoints (in the demo: the app's own key).",
+)
+@click.option(
+    "--checkpoints",
+    "kept_files",
+    multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="PEM public key the checkpoints are signed with (repeat after a key rotation); "
-    "default: the app's own key.",
+    help="Checkpoints kept off the box (JSON lines, from `handoff audit checkpoint --export` "
+    "or the AUDIT_CHECKPOINT_SINK file): the log must reach the last one unchanged, and the "
+    "database's checkpoints must be these.",
 )
 @click.option(
     "--max-unsigned",
@@ -91,13 +115,16 @@ def audit(ctx: click.Context, instance_path: Path | None) -> None:
 def verify(
     obj: _Context,
     database_url: str | None,
-    public_keys: tuple[Path, ...],
+    public_keys: tuple[str, ...],
+    kept_files: tuple[Path, ...],
     max_unsigned: int | None,
 ) -> None:
-    """Recompute every hash and checkpoint signature; report the first break (exit 1)."""
+    """Recompute every hash and checkpoint signature, check the log against the kept
+    checkpoints and the referral tables; report the first break (exit 1)."""
     try:
-        keys = [load_public_key(path) for path in public_keys]
-    except SigningKeyError as exc:
+        keys = [trusted_key(value) for value in public_keys]
+        kept = _kept(kept_files)
+    except (SigningKeyError, KeptCheckpointError) as exc:
         raise click.UsageError(str(exc)) from exc
     db = obj.database(database_url)
     try:
@@ -107,14 +134,24 @@ def verify(
                 click.echo(f"BROKEN: {problem}")
                 sys.exit(1)
             signed = session.scalar(select(func.count()).select_from(LogCheckpoint))
-            if signed and not keys:
+            if (signed or kept) and not keys:
                 keys = [_app_public_key(obj)]
-            report = verify_log(session, keys, _max_unsigned(obj, max_unsigned))
+            report = verify_log(
+                session, keys, _max_unsigned(obj, max_unsigned), kept=kept, cross_check=True
+            )
     except SQLAlchemyError as exc:
         raise click.ClickException(f"cannot read the log: {exc.__class__.__name__}: {exc}") from exc
     click.echo(report.summary())
-    for finding in report.breaks[1:] if not report.ok else []:
-        click.echo(f"  also at #{finding.seq}: {finding.message}", err=True)
+    first = report.first
+    for finding in [b for b in report.breaks if b is not first]:
+        where = "" if finding.kind == "coverage" else f" at #{finding.seq}"
+        click.echo(f"  also{where}: {finding.message}", err=True)
+    if not kept:
+        click.echo(
+            "  note: no kept checkpoints given (--checkpoints FILE): events after the last "
+            "checkpoint in the database, and checkpoints removed with them, are not proven",
+            err=True,
+        )
     for warning in report.warnings:
         click.echo(f"  note: {warning}", err=True)
     sys.exit(0 if report.ok else 1)
@@ -128,15 +165,59 @@ def _max_unsigned(obj: _Context, given: int | None) -> int | None:
     return DEFAULT_EVERY
 
 
+def trusted_key(value: str) -> Ed25519PublicKey:
+    """A public key given on the command line: a PEM file, or base64 (raw 32 bytes or DER)."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        return load_public_key(path)
+    try:
+        raw = base64.b64decode(value, validate=True)
+        key = (
+            Ed25519PublicKey.from_public_bytes(raw)
+            if len(raw) == 32
+            else serialization.load_der_public_key(raw)
+        )
+    except (binascii.Error, ValueError, UnsupportedAlgorithm) as exc:
+        raise SigningKeyError(
+            f"--public-key {value[:40]!r}: neither a PEM file nor a base64 public key"
+        ) from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise SigningKeyError(f"--public-key {value[:40]!r}: not an Ed25519 public key")
+    return key
+
+
+def _kept(files: tuple[Path, ...]) -> list[KeptCheckpoint]:
+    """The kept checkpoints of every file given, by seq (one per seq)."""
+    found: dict[int, KeptCheckpoint] = {}
+    for path in files:
+        for cp in read_kept(path):
+            earlier = found.setdefault(cp.seq, cp)
+            if not earlier.same_as(cp):
+                raise KeptCheckpointError(
+                    f"the files given keep two different checkpoints #{cp.seq}"
+                )
+    return [found[seq] for seq in sorted(found)]
+
+
 def _app_public_key(obj: _Context):
+    """The app's own key: only in the demo and the tests. Elsewhere the key beside the app is
+    no independent check (whoever rewrote the log could have re-signed it with that key)."""
+    if not demo_or_test(obj.app):
+        raise click.UsageError(
+            "the log has signed checkpoints: pass --public-key PEM, the public key you trust "
+            "(from `handoff audit public-key`, kept apart from this machine); the app's own key "
+            "is not an independent check"
+        )
     path = signing_key_path(obj.app)
     try:
-        return load_signer(path, create=False).public_key
+        key = load_signer(path, create=False).public_key
     except SigningKeyError as exc:
         raise click.UsageError(
             f"the log has signed checkpoints but no public key was given and {exc}; "
             "pass --public-key PEM"
         ) from exc
+    click.echo("  note: checked with the app's own key (demo): not an independent check", err=True)
+    return key
 
 
 @audit.command("public-key")
@@ -147,8 +228,10 @@ def public_key(obj: _Context, out: Path | None) -> None:
 
     The private key is generated on first use if the app has none yet.
     """
-    signer = app_checkpointing(obj.app).signer
-    assert signer is not None
+    checkpointing = app_checkpointing(obj.app)
+    signer = checkpointing.signer
+    if signer is None:
+        raise click.ClickException(checkpointing.problem or "no signing key configured")
     if out:
         out.write_text(signer.public_pem())
         click.echo(f"public key {signer.key_id} written to {out}", err=True)
@@ -159,18 +242,52 @@ def public_key(obj: _Context, out: Path | None) -> None:
 
 @audit.command()
 @click.option("--database-url", help="SQLAlchemy URL (default: the app's database).")
+@click.option(
+    "--export",
+    "export_to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Then append every checkpoint this file does not hold yet to it (JSON lines, created "
+    "if missing): the auditor's copy, kept off the box, for `verify --checkpoints`.",
+)
 @click.pass_obj
-def checkpoint(obj: _Context, database_url: str | None) -> None:
+def checkpoint(obj: _Context, database_url: str | None, export_to: Path | None) -> None:
     """Sign the chain head now (checkpoints are also made every N events)."""
     from smartapp import referral_log
 
     db = obj.database(database_url)
-    with obj.app.app_context(), db.session() as session:
-        made = referral_log.checkpoint(session)
+    try:
+        with obj.app.app_context(), db.session() as session:
+            made = referral_log.checkpoint(session)
+    except NoSignerError as exc:
+        raise click.ClickException(str(exc)) from exc
     if made is None:
         click.echo("the log is empty: nothing to sign")
     else:
         click.echo(f"checkpoint #{made.seq} {made.hash} (key {made.key_id})")
+    if export_to:
+        _export_checkpoints(db, export_to)
+
+
+def _export_checkpoints(db: Database, path: Path) -> None:
+    """Append the database's checkpoints after the file's last one; refuse when the file's
+    checkpoints are not the database's (that is for `verify --checkpoints` to report)."""
+    try:
+        already = read_kept(path) if path.exists() else []
+    except KeptCheckpointError as exc:
+        raise click.ClickException(str(exc)) from exc
+    with db.session() as session:
+        stored = {cp.seq: cp for cp in session.scalars(select(LogCheckpoint))}
+        session.expunge_all()
+    for cp in already:
+        if cp.seq not in stored or not cp.same_as(stored[cp.seq]):
+            raise click.ClickException(
+                f"{path} keeps checkpoint #{cp.seq}, which the database does not hold as kept: "
+                "nothing appended; run `handoff audit verify --checkpoints` on it"
+            )
+    last = already[-1].seq if already else 0
+    added = append_kept(path, [stored[seq] for seq in sorted(stored) if seq > last])
+    newest = max(stored, default=last)
+    click.echo(f"kept {added} new checkpoint(s) in {path} (through #{newest})", err=True)
 
 
 def _moment(end: bool):

@@ -111,3 +111,15 @@ class Defaults:
     # figure. Sign-out ends it at once on the server.
     STAFF_SESSION_IDLE_SECONDS: int = 1800
     STAFF_SESSION_MAX_SECONDS: int = 43200
+    # The Ed25519 key (PEM, generated on first use) that signs the referral log's checkpoints.
+    # Required outside the demo and the tests, and never in the instance folder or the SQLite
+    # database's folder: whoever can copy or edit the data there could re-sign a rewritten log.
+    # None: the instance folder (demo and tests only). Auditors verify with its public half.
+    AUDIT_SIGNING_KEY: str | None = None
+    # A checkpoint is signed every this many events (and on demand: `handoff audit checkpoint`).
+    AUDIT_CHECKPOINT_EVERY: int = 100
+    # A file every committed checkpoint is appended to (JSON lines), to keep them off the box:
+    # put it on an append-only share, or let a log shipper forward it; `handoff audit verify
+    # --checkpoints FILE` checks the log against it. None: not kept here (auditors keep their
+    # own copy with `handoff audit checkpoint --export FILE`).
+    AUDIT_CHECKPOINT_SINK: str | None = None

@@ -20,6 +20,11 @@ Every `every` events (default 100) a checkpoint, signed with the app's key, is w
 same flush. The signer comes from `configure(engine, ...)` if called, else from the Flask app in
 context (`AUDIT_SIGNING_KEY`, `AUDIT_CHECKPOINT_EVERY`), else checkpoints are deferred: the next
 append that has a signer catches up (a checkpoint is due when >= `every` events are unsigned).
+
+Outside the demo and the tests the key must be configured and lie outside the instance folder
+and the database's folder (`signing_key_problem`): a key beside the data lets whoever copies or
+edits the data re-sign a rewritten log. Each checkpoint, once committed, is also appended to
+AUDIT_CHECKPOINT_SINK when set (`smartapp.audit.kept`: checkpoints kept off the box).
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask, current_app, has_app_context
-from sqlalchemy import Connection, Engine, event, func, select, text
+from sqlalchemy import Connection, Engine, event, func, make_url, select, text
 from sqlalchemy.orm import Session, SessionTransaction
 
+from smartapp.audit import kept
 from smartapp.audit.canonical import GENESIS, checkpoint_payload, event_hash
 from smartapp.audit.models import LogCheckpoint, LogEvent
 from smartapp.audit.signing import DEFAULT_KEY_FILE, Signer, load_signer
@@ -49,6 +55,7 @@ APP_EXTENSION = "handoff.audit"
 
 _PENDING = "handoff.audit.pending"  # session.info: events added, not yet linked
 _HELD = "handoff.audit.held"  # session.info: this session's transaction holds the chain lock
+_SIGNED = "handoff.audit.signed"  # session.info: checkpoints made, for the sink after commit
 
 
 class ChainLockError(RuntimeError):
@@ -65,6 +72,8 @@ class Checkpointing:
 
     signer: Signer | None
     every: int = DEFAULT_EVERY
+    sink: Path | None = None  # file each committed checkpoint is appended to
+    problem: str | None = None  # why there is no signer (a refused key location)
 
 
 _configured: weakref.WeakKeyDictionary[Engine, Checkpointing] = weakref.WeakKeyDictionary()
@@ -72,27 +81,79 @@ _warned_unsigned = False
 
 
 def configure(
-    bind: Engine | Database, *, signer: Signer | None, every: int = DEFAULT_EVERY
+    bind: Engine | Database,
+    *,
+    signer: Signer | None,
+    every: int = DEFAULT_EVERY,
+    sink: str | Path | None = None,
 ) -> None:
-    """Set the checkpoint signer for one database (CLI, workers, tests); overrides the app's."""
+    """Set the checkpoint signer (and sink) for one database (CLI, workers, tests); overrides
+    the app's."""
     if every < 1:
         raise ValueError("checkpoints: every must be at least 1")
     engine = bind.engine if isinstance(bind, Database) else bind
-    _configured[engine] = Checkpointing(signer, every)
+    _configured[engine] = Checkpointing(signer, every, Path(sink) if sink else None)
 
 
 def signing_key_path(app: Flask) -> Path:
-    """`AUDIT_SIGNING_KEY` if set, else the PEM in the app's instance folder."""
+    """`AUDIT_SIGNING_KEY` if set, else the PEM in the app's instance folder (demo, tests)."""
     configured = app.config.get("AUDIT_SIGNING_KEY")
     return Path(configured) if configured else Path(app.instance_path) / DEFAULT_KEY_FILE
 
 
+def data_folders(app: Flask) -> list[Path]:
+    """The folders that hold Handoff's data: the instance folder and the SQLite file's."""
+    folders = [Path(app.instance_path)]
+    url = app.config.get("DATABASE_URL")
+    if url and url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            folders.append(Path(database).expanduser().resolve().parent)
+    return folders
+
+
+def demo_or_test(app: Flask) -> bool:
+    return bool(app.config.get("DEMO") or app.testing)
+
+
+def signing_key_problem(app: Flask) -> str | None:
+    """Why the app may not sign with the key where it is; None when it may. In the demo and
+    the tests the key may sit beside the data; elsewhere it must be set, and apart from it."""
+    if demo_or_test(app):
+        return None
+    if not app.config.get("AUDIT_SIGNING_KEY"):
+        return (
+            "AUDIT_SIGNING_KEY is not set: outside the demo the referral log's signing key must "
+            "be kept apart from the data (whoever can copy or edit the data could re-sign a "
+            "rewritten log). Set AUDIT_SIGNING_KEY (HANDOFF_AUDIT_SIGNING_KEY) to a PEM path "
+            f"outside {app.instance_path}."
+        )
+    path = signing_key_path(app).expanduser().resolve()
+    for folder in data_folders(app):
+        if path.is_relative_to(folder.resolve()):
+            return (
+                f"AUDIT_SIGNING_KEY {path} lies in {folder}, with Handoff's data: whoever can "
+                "copy or edit the data could re-sign a rewritten log. Move the key to a folder "
+                "of its own and set AUDIT_SIGNING_KEY to it."
+            )
+    return None
+
+
 def app_checkpointing(app: Flask) -> Checkpointing:
-    """The app's signer (its key generated on first use) and interval, made once per app."""
+    """The app's signer (its key generated on first use), interval and sink, made once per app.
+
+    Where the key's location is refused (`signing_key_problem`) there is no signer and
+    `problem` says why: checkpoints wait (verify reports a long unsigned run), nothing fails.
+    """
     found = app.extensions.get(APP_EXTENSION)
     if found is None:
-        every = int(app.config.get("AUDIT_CHECKPOINT_EVERY") or DEFAULT_EVERY)
-        found = Checkpointing(load_signer(signing_key_path(app)), max(every, 1))
+        every = max(int(app.config.get("AUDIT_CHECKPOINT_EVERY") or DEFAULT_EVERY), 1)
+        sink = app.config.get("AUDIT_CHECKPOINT_SINK")
+        problem = signing_key_problem(app)
+        if problem:
+            log.error("checkpoints are not signed: %s", problem)
+        signer = None if problem else load_signer(signing_key_path(app))
+        found = Checkpointing(signer, every, Path(sink) if sink else None, problem)
         app.extensions[APP_EXTENSION] = found
     return found
 
@@ -195,6 +256,32 @@ def _release(session: Session, transaction: SessionTransaction) -> None:
 def _forget_pending(session: Session) -> None:
     """Rolled-back events were expunged with the rest; they must not be linked later."""
     session.info.pop(_PENDING, None)
+    session.info.pop(_SIGNED, None)
+
+
+@event.listens_for(Session, "after_commit")
+def _keep_signed(session: Session) -> None:
+    """Append the checkpoints this transaction committed to the sink (off the box). Never
+    before the commit: a rolled-back checkpoint kept outside would contradict the log."""
+    for sink, made in session.info.pop(_SIGNED, []):
+        try:
+            kept.append(sink, [made])
+        except OSError as exc:
+            log.error(
+                "checkpoint #%s was not kept in %s (%s); `handoff audit checkpoint --export` "
+                "can add it later",
+                made.seq,
+                sink,
+                exc.strerror,
+            )
+
+
+def _remember_for_sink(session: Session, checkpointing: Checkpointing | None, made) -> None:
+    if checkpointing and checkpointing.sink:
+        copy = kept.KeptCheckpoint(
+            made.seq, made.hash, made.at, made.prev_seq, made.key_id, made.signature
+        )
+        session.info.setdefault(_SIGNED, []).append((checkpointing.sink, copy))
 
 
 # -- linking ----------------------------------------------------------------------------------
@@ -238,7 +325,9 @@ def _link(session: Session, _flush_context, _instances) -> None:
         entry.hash = head = event_hash(entry)
     checkpointing = _checkpointing(session)
     if checkpointing and checkpointing.signer and seq - last_checkpoint >= checkpointing.every:
-        session.add(make_checkpoint(checkpointing.signer, seq, head, last_checkpoint))
+        made = make_checkpoint(checkpointing.signer, seq, head, last_checkpoint)
+        session.add(made)
+        _remember_for_sink(session, checkpointing, made)
 
 
 def make_checkpoint(signer: Signer, seq: int, hash_: str, prev_seq: int) -> LogCheckpoint:
@@ -262,11 +351,12 @@ def checkpoint(session: Session, signer: Signer | None = None) -> LogCheckpoint 
     Returns the existing checkpoint if the head is already signed.
     """
     session.flush()
+    checkpointing = _checkpointing(session)
     if signer is None:
-        checkpointing = _checkpointing(session)
         signer = checkpointing.signer if checkpointing else None
     if signer is None:
-        raise NoSignerError("no signing key: configure() one or run inside the app")
+        problem = checkpointing.problem if checkpointing else None
+        raise NoSignerError(problem or "no signing key: configure() one or run inside the app")
     _lock(session)
     seq, head, last_checkpoint = read_head(session)
     if seq == 0:
@@ -275,5 +365,6 @@ def checkpoint(session: Session, signer: Signer | None = None) -> LogCheckpoint 
         return session.get(LogCheckpoint, seq)
     made = make_checkpoint(signer, seq, head, last_checkpoint)
     session.add(made)
+    _remember_for_sink(session, checkpointing, made)
     session.flush()
     return made

@@ -20,8 +20,14 @@ changed, removed, inserted or reordered, by sequence number and type, and how:
                                               signs whenever `every` events are unsigned
 
 What a hash chain cannot show: events appended after the last checkpoint can be dropped or
-forged by someone with write access to the database; only the signed prefix is proven. Keep the
-latest checkpoint (the OK line prints the head) outside the database to close that window.
+forged by someone with write access to the database; only the signed prefix is proven, and only
+as far as the checkpoints are still there. Two more checks close that window:
+
+- kept checkpoints (`kept`, `smartapp.audit.kept`: a file the auditor keeps off the box): the
+  log must reach the last kept checkpoint and hash to it there (so every event up to it is
+  present and unchanged), and the database's checkpoints must be the kept ones;
+- the cross-check (`cross_check`, `smartapp.audit.coverage`): the referral and coach tables
+  must agree with the log that should cover them.
 """
 
 from __future__ import annotations
@@ -34,9 +40,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
+from smartapp.audit import coverage
 from smartapp.audit import rows as stored
 from smartapp.audit.canonical import GENESIS, checkpoint_payload, event_hash
 from smartapp.audit.chain import DEFAULT_EVERY
+from smartapp.audit.kept import KeptCheckpoint
 from smartapp.audit.models import LogCheckpoint, LogEvent
 from smartapp.audit.rows import StoredEvent
 from smartapp.audit.signing import key_id, verify_signature
@@ -50,7 +58,8 @@ class Break:
     """One finding: what happened, to which event (first affected seq), in words."""
 
     # changed | removed | inserted | reordered | inserted-or-reordered | rewritten | checkpoint
-    # | unsigned | corrupt (a row that cannot be read: data not JSON, time not a time)
+    # | unsigned | corrupt (a row that cannot be read: data not JSON, time not a time) | kept
+    # (a kept checkpoint that is not genuine) | coverage (the log disagrees with the tables)
     kind: str
     seq: int
     type: str | None
@@ -64,6 +73,7 @@ class Report:
     head_seq: int = 0
     head_hash: str = GENESIS
     last_checkpoint: int = 0
+    last_kept: int = 0  # the last checkpoint kept off the box that was checked, if any
     breaks: list[Break] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -73,17 +83,24 @@ class Report:
 
     @property
     def first(self) -> Break | None:
-        return min(self.breaks, key=lambda b: b.seq) if self.breaks else None
+        """The first break in the chain; else the first disagreement with the tables."""
+        chain = [b for b in self.breaks if b.kind != coverage.KIND]
+        if chain:
+            return min(chain, key=lambda b: b.seq)
+        return self.breaks[0] if self.breaks else None
 
     def summary(self) -> str:
         """The one line the CLI prints."""
         if self.ok:
+            kept = f", matches kept checkpoint #{self.last_kept}" if self.last_kept else ""
             return (
                 f"OK: {self.events} events, {self.checkpoints} checkpoints, "
-                f"head #{self.head_seq} {self.head_hash}"
+                f"head #{self.head_seq} {self.head_hash}{kept}"
             )
         first = self.first
         assert first is not None
+        if first.kind == coverage.KIND:
+            return f"BROKEN: the log does not cover the referral tables: {first.message}"
         named = f" ({first.type})" if first.type else ""
         return f"BROKEN at #{first.seq}{named}: {first.message}"
 
@@ -107,16 +124,20 @@ def verify(
     session: Session,
     public_keys: Sequence[Ed25519PublicKey] = (),
     max_unsigned: int | None = DEFAULT_EVERY,
+    kept: Sequence[KeptCheckpoint] = (),
+    cross_check: bool = False,
 ) -> Report:
     """Recompute the chain and check every checkpoint against it and against the keys.
 
     `max_unsigned`: how many events may follow the last checkpoint (the app's checkpoint
-    interval); None to allow any number (a log written without a signing key).
+    interval); None to allow any number (a log written without a signing key). `kept`: the
+    checkpoints an auditor kept outside the database. `cross_check`: compare the log with the
+    referral and coach tables (`smartapp.audit.coverage`).
     """
     report = Report()
     checkpoints = list(session.scalars(select(LogCheckpoint).order_by(LogCheckpoint.seq)))
     report.checkpoints = len(checkpoints)
-    wanted = {c.seq for c in checkpoints}
+    wanted = {c.seq for c in checkpoints} | {k.seq for k in kept}
     at_checkpoint: dict[int, tuple[str, str]] = {}  # seq -> (hash, type), as walked
 
     rows = iter(stored.read(session, stored.select_events().order_by(LogEvent.seq), 2000))
@@ -140,6 +161,12 @@ def verify(
     report.head_seq, report.head_hash = expected - 1, prev_hash
 
     _check_checkpoints(report, checkpoints, public_keys, at_checkpoint, walked_to_end)
+    _check_kept(report, kept, checkpoints, public_keys, at_checkpoint, walked_to_end)
+    if cross_check:
+        findings, note = coverage.check(session)
+        report.breaks.extend(Break(coverage.KIND, f.seq or 0, None, f.message) for f in findings)
+        if note:
+            report.warnings.append(note)
     unsigned = report.head_seq - report.last_checkpoint
     if report.ok and max_unsigned is not None and unsigned >= max_unsigned:
         report.breaks.append(
@@ -236,6 +263,91 @@ def _check_checkpoints(
                     f"signed a head that is no longer in the log (it ends at #{report.head_seq})",
                 )
             )
+
+
+def _check_kept(
+    report: Report,
+    kept: Sequence[KeptCheckpoint],
+    checkpoints: Sequence[LogCheckpoint],
+    public_keys: Sequence[Ed25519PublicKey],
+    at_checkpoint: dict[int, tuple[str, str]],
+    walked_to_end: bool,
+) -> None:
+    """The log against the checkpoints kept outside it: each must be genuine (signed by a key
+    given), in the database as kept, and the event at its seq must still hash to it."""
+    keys = {key_id(k): k for k in public_keys}
+    in_database = {c.seq: c for c in checkpoints}
+    last_good, genuine = 0, []
+    for cp in kept:
+        where = f"kept checkpoint #{cp.seq} (line {cp.line})"
+        key = keys.get(cp.key_id)
+        payload = checkpoint_payload(
+            seq=cp.seq, hash_=cp.hash, at=cp.at, prev_seq=cp.prev_seq, key_id=cp.key_id
+        )
+        if key is None or not verify_signature(key, payload, cp.signature):
+            report.breaks.append(
+                Break(
+                    "kept",
+                    cp.seq,
+                    None,
+                    f"{where} is not signed by a key given: the kept file was altered, or "
+                    "verify with the key that signed it",
+                )
+            )
+            continue
+        genuine.append(cp)
+        stored_cp = in_database.get(cp.seq)
+        if stored_cp is None and walked_to_end and cp.seq > report.head_seq:
+            pass  # its events are gone too: one "removed" finding below says both
+        elif stored_cp is None:
+            report.breaks.append(
+                Break(
+                    "checkpoint",
+                    cp.seq,
+                    None,
+                    f"checkpoint #{cp.seq} was removed from the database ({where} has it)",
+                )
+            )
+        elif not cp.same_as(stored_cp):
+            report.breaks.append(
+                Break(
+                    "checkpoint",
+                    cp.seq,
+                    None,
+                    f"checkpoint #{cp.seq} in the database is not the one kept ({where}): "
+                    "replaced or re-signed",
+                )
+            )
+        if cp.seq in at_checkpoint:
+            found, type_ = at_checkpoint[cp.seq]
+            if found == cp.hash:
+                last_good = report.last_kept = cp.seq
+                continue
+            report.breaks.append(
+                Break(
+                    "rewritten",
+                    last_good + 1,
+                    None,
+                    f"history rewritten before {where}: event #{cp.seq} ({type_}) now hashes to "
+                    f"{found[:16]}..., the kept checkpoint says {cp.hash[:16]}...; the change "
+                    f"lies within #{last_good + 1}..#{cp.seq}",
+                )
+            )
+            return
+    beyond = [cp for cp in genuine if cp.seq > report.head_seq]
+    if walked_to_end and beyond:
+        last = beyond[-1]
+        report.breaks.append(
+            Break(
+                "removed",
+                report.head_seq + 1,
+                None,
+                f"{_span(report.head_seq + 1, last.seq)} removed: the log ends at "
+                f"#{report.head_seq}, but kept checkpoint #{last.seq} (line {last.line}) signed "
+                f"#{last.seq}"
+                + ("" if last.seq in in_database else "; that checkpoint is gone from it too"),
+            )
+        )
 
 
 # -- diagnosis of the first break --------------------------------------------------------------
