@@ -447,9 +447,7 @@ def _skipped_lines(skipped: list[dict[str, str]]) -> list[str]:
     head = "1 file" if len(skipped) == 1 else f"{len(skipped)} files"
     if len(skipped) == 1:
         return [f"skipped {head} that is not FHIR: {skipped[0]['path']} ({_why(skipped[0])})"]
-    return [f"skipped {head} that are not FHIR:"] + [
-        f"  {s['path']} ({_why(s)})" for s in skipped
-    ]
+    return [f"skipped {head} that are not FHIR:"] + [f"  {s['path']} ({_why(s)})" for s in skipped]
 
 
 def _why(skipped: dict[str, str]) -> str:
