@@ -4,12 +4,18 @@ then `instance/config.py`, then `HANDOFF_*` environment variables, then a test d
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The instance folder (instance/config.py, the SQLite database, generated keys) when neither
-# `--instance-path` nor HANDOFF_INSTANCE_PATH names one; `handoff demo` uses it too.
-DEFAULT_INSTANCE = REPO_ROOT / "instance"
+# `--instance-path` nor HANDOFF_INSTANCE_PATH names one; `handoff demo` uses it too: instance/
+# in a checkout, Flask's <prefix>/var/smartapp-instance when installed from a wheel.
+DEFAULT_INSTANCE = (
+    REPO_ROOT / "instance"
+    if (REPO_ROOT / "pyproject.toml").is_file()
+    else Path(sys.prefix) / "var" / "smartapp-instance"
+)
 INSTANCE_ENV = "HANDOFF_INSTANCE_PATH"
 # Where `handoff demo` serves Handoff unless told otherwise (the demo's PUBLIC_URL).
 DEMO_PUBLIC_URL = "http://127.0.0.1:8700"
