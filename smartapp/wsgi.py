@@ -11,8 +11,22 @@ from smartapp.startup import StartupError
 
 WORKER_BOOT_ERROR = 3  # gunicorn halts instead of restarting a worker that exits with it
 
-try:
+
+
+def production_app():
+    """The app for a production server: never the demo (whose folder registers the sandbox)."""
     app = create_app()
+    if app.config["DEMO"]:
+        raise StartupError(
+            f"DEMO is set (in {app.instance_path}/config.py, written by `handoff demo`, or "
+            "HANDOFF_DEMO): a production server needs its own instance folder "
+            "(HANDOFF_INSTANCE_PATH) with its own settings."
+        )
+    return app
+
+
+try:
+    app = production_app()
 except StartupError as exc:
     print(f"handoff: cannot start: {exc.message}", file=sys.stderr, flush=True)
     raise SystemExit(WORKER_BOOT_ERROR) from exc

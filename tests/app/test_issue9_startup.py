@@ -176,6 +176,25 @@ def test_only_the_demo_registers_the_sandbox(tmp_path):
     demo.extensions["handoff"].db.engine.dispose()
 
 
+def test_gunicorn_refuses_the_demos_instance(tmp_path):
+    """The demo's folder (DEMO, the sandbox registered) is never served in production."""
+    from smartapp.cli import write_demo_settings
+
+    instance = tmp_path / "demo"
+    write_demo_settings(instance, "http://127.0.0.1:8800", "http://127.0.0.1:8700")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
+    clean.pop("DATABASE_URL", None)
+    served = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind", "127.0.0.1:0",
+         "smartapp.wsgi:app"],
+        env=clean | {"HANDOFF_INSTANCE_PATH": str(instance)},
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert served.returncode != 0
+    assert "handoff: cannot start: DEMO is set" in served.stderr
+    assert "Traceback" not in served.stderr
+
+
 # 19: registrations checked at start
 
 
