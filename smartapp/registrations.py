@@ -177,7 +177,10 @@ def load_registry(folder: str | Path) -> Registry:
     """Read every `*.yaml` in `folder`; any invalid file raises RegistrationError naming it."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise RegistrationError(f"{folder}: registration folder does not exist")
+        raise RegistrationError(
+            f"{folder}: registration folder does not exist; set LAUNCH_DIR (environment "
+            "HANDOFF_LAUNCH_DIR) to the folder of EHR registrations"
+        )
     registrations = []
     files_by_iss: dict[str, list[str]] = {}
     for path in sorted(folder.glob("*.yaml")):

@@ -153,3 +153,21 @@ def test_the_installed_app_starts_on_the_default_pack(installed: Installed) -> N
     assert "site-packages" in started["pack"] and "default_rules" in started["pack"]
     assert started["hash"] == load_pack(REPO / "rules" / "packs" / "default.yaml").content_hash
     assert os.path.isfile(started["pack"])
+
+
+def test_the_installed_app_names_the_launch_setting_when_it_finds_no_registrations(
+    installed: Installed,
+) -> None:
+    instance = installed.elsewhere / "demo-instance"
+    instance.mkdir(exist_ok=True)
+    (instance / "config.py").write_text("DEMO = True\n")
+    done = installed.run("--instance-path", str(instance), "serve", "--port", "8142")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "registration folder does not exist" in done.stderr
+    assert "LAUNCH_DIR (environment HANDOFF_LAUNCH_DIR)" in done.stderr
+    launch = installed.elsewhere / "launch-empty"
+    launch.mkdir(exist_ok=True)
+    upgraded = installed.run("--instance-path", str(instance), "db", "upgrade",
+                             env={"HANDOFF_LAUNCH_DIR": str(launch)})
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "registration" not in upgraded.stderr
