@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -29,7 +29,7 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 from werkzeug.routing import BuildError
 
@@ -163,24 +163,31 @@ class Search:
             allowed = {self.type} if allowed is None else allowed & {self.type}
         return None if allowed is None else tuple(sorted(allowed))
 
-    def conditions(self) -> list[ColumnElement[bool]]:
-        """The filter's column conditions, in SQL; kind and outcome are read from `data`."""
+    def conditions(self, names: Mapping[str, str] | None = None) -> list[ColumnElement[bool]]:
+        """The filter's column conditions, in SQL; kind and outcome are read from `data`.
+
+        The user filter finds a user by id or by name (`names`: reference -> display name, from
+        `referral_log.user_names`), any part of either, letter case aside.
+        """
         found: list[ColumnElement[bool]] = []
         if self.start_at:
             found.append(LogEvent.at >= self.start_at)
         if self.end_at:
             found.append(LogEvent.at < self.end_at)
         if self.user:
-            found.append(LogEvent.user_ref == self.user)
+            wanted = self.user.casefold()
+            named = sorted(ref for ref, name in (names or {}).items() if wanted in name.casefold())
+            by_id = func.lower(LogEvent.user_ref).contains(self.user.lower(), autoescape=True)
+            found.append(or_(by_id, LogEvent.user_ref.in_(named)) if named else by_id)
         if self.patient:
             found.append(LogEvent.patient_id == self.patient)
         if self.types is not None:
             found.append(LogEvent.type.in_(self.types))
         return found
 
-    def query(self) -> Select:
+    def query(self, names: Mapping[str, str] | None = None) -> Select:
         """The matching rows, read raw (`smartapp.audit.rows`): a damaged row is shown, marked."""
-        return stored.select_events(*self.conditions())
+        return stored.select_events(*self.conditions(names))
 
     @property
     def reads_data(self) -> bool:
@@ -218,13 +225,15 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def run_search(session: Session, search: Search, page_size: int) -> tuple[list[StoredEvent], int]:
+def run_search(
+    session: Session, search: Search, page_size: int, names: Mapping[str, str] | None = None
+) -> tuple[list[StoredEvent], int]:
     """One page of matching events, newest first, and how many match in all.
 
     Column filters run in SQL with LIMIT/OFFSET; a kind or outcome filter reads each candidate's
     data in Python (JSON queries differ between SQLite and PostgreSQL), streaming the rows.
     """
-    query = search.query()
+    query = search.query(names)
     offset = (search.page - 1) * page_size
     if not search.reads_data:
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
@@ -484,19 +493,20 @@ def events():
     page_size = int(current_app.config.get("CONSOLE_PAGE_SIZE") or PAGE_SIZE)
     auditor = current_staff()["user_ref"]
     with current_services().db.session() as session:
-        rows, total = run_search(session, search, page_size)
+        names = referral_log.user_names(session)
+        rows, total = run_search(session, search, page_size, names)
         report = chain_report(session)
         types = sorted(session.scalars(select(LogEvent.type).distinct()))
         users = list(
             session.scalars(
                 select(LogEvent.user_ref)
                 .distinct()
-                .where(LogEvent.type.in_(("launch", "decision")))
+                .where(LogEvent.type.in_(("launch", "decision", "staff-sign-in")))
                 .order_by(LogEvent.user_ref)
                 .limit(500)
             )
         )
-        table = [_row(e) for e in rows]
+        table = [_row(e, names) for e in rows]
         referral_log.record_read(session, auditor, search.describe(), patient_id=search.patient)
     pages = max(1, math.ceil(total / page_size))
     return render_template(
@@ -509,19 +519,20 @@ def events():
         pages=pages,
         report=report,
         types=types,
-        users=[u for u in users if u],
+        users=[{"ref": u, "name": names.get(u, "")} for u in users if u],
         kinds=_pack_kinds(),
         outcomes=OUTCOMES,
     )
 
 
-def _row(event: StoredEvent) -> dict:
+def _row(event: StoredEvent, names: Mapping[str, str]) -> dict:
     return {
         "seq": event.seq,
         "broken": event.broken,
         "time": shown_time(event.at),
         "type": event.type,
         "user": event.user_ref or "",
+        "user_name": names.get(event.user_ref or "", ""),
         "patient": event.patient_id or "",
         "encounter": event.encounter_id or "",
         "summary": summary(event),
@@ -542,6 +553,7 @@ def event_detail(seq: int):
         event = stored.get(session, seq)
         if event is None:
             abort(404, description=f"There is no event #{seq} in the referral log.")
+        names = referral_log.user_names(session)
         report = chain_report(session)
         previous = session.scalar(select(LogEvent.hash).where(LogEvent.seq == seq - 1))
         expected_prev = previous if seq > 1 else GENESIS
@@ -549,7 +561,7 @@ def event_detail(seq: int):
             select(LogCheckpoint).where(LogCheckpoint.seq >= seq).order_by(LogCheckpoint.seq)
         )
         detail = {
-            **_row(event),
+            **_row(event, names),
             "at": format_time(event.at) if event.at else "",
             "iss": event.iss or "",
             "data": _shown_data(event),
@@ -588,6 +600,8 @@ def export():
     if fmt not in EXPORT_TYPES:
         abort(400, description="Export as ndjson or csv.")
     search = Search.from_args(request.args)
+    with current_services().db.session() as session:
+        names = referral_log.user_names(session) if search.user else {}
     out = io.StringIO()
     result = export_log(
         current_services().db,
@@ -597,7 +611,7 @@ def export():
         end=search.end_at,
         user=current_staff()["user_ref"],
         destination="console download",
-        where=search.conditions(),
+        where=search.conditions(names),
         keep=search.matches if search.reads_data else None,
         filter_description=search.filter_words() or None,
     )

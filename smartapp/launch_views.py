@@ -201,6 +201,7 @@ def callback():
             "launch",
             context,
             data={"scope": context.scope, "registration": registration.id},
+            user_name=claims.get("name"),
         )
     log.info("launch ok: context=%s registration=%s", context_id[:8], registration.id)
     return redirect(url_for("screen.show", context_id=context_id))

@@ -138,7 +138,13 @@ def callback():
     session[SESSION_KEY] = staff_sessions.open_session(services.db, staff, limits())
     g.staff = staff
     with services.db.session() as db:
-        referral_log.append(db, "staff-sign-in", user_ref=staff["user_ref"], data={"roles": roles})
+        referral_log.append(
+            db,
+            "staff-sign-in",
+            user_ref=staff["user_ref"],
+            user_name=staff["name"],
+            data={"roles": roles},
+        )
     log.info("staff signed in with roles %s", roles)
     return redirect(target or url_for("staff.home"))
 
