@@ -38,7 +38,7 @@ from smartapp.audit import rows as stored
 from smartapp.audit.canonical import GENESIS, event_hash, format_time
 from smartapp.audit.chain import DEFAULT_EVERY, app_checkpointing
 from smartapp.audit.export import export as export_log
-from smartapp.audit.models import LogCheckpoint, LogEvent
+from smartapp.audit.models import LogEvent
 from smartapp.audit.rows import StoredEvent
 from smartapp.audit.verify import Report, verify
 from smartapp.services import current_services
@@ -557,9 +557,7 @@ def event_detail(seq: int):
         report = chain_report(session)
         previous = session.scalar(select(LogEvent.hash).where(LogEvent.seq == seq - 1))
         expected_prev = previous if seq > 1 else GENESIS
-        checkpoint = session.scalar(
-            select(LogCheckpoint).where(LogCheckpoint.seq >= seq).order_by(LogCheckpoint.seq)
-        )
+        checkpoint = next((c for c in stored.checkpoints(session) if c.seq >= seq), None)
         detail = {
             **_row(event, names),
             "at": format_time(event.at) if event.at else "",

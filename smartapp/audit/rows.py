@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, Select, String, Text, select, type_coerce
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-from smartapp.audit.models import LogEvent
+from smartapp.audit.models import LogCheckpoint, LogEvent
 
 _TABLE = LogEvent.__table__
 COLUMNS = (
@@ -108,6 +108,53 @@ def decode(row: Any, dialect: Dialect) -> StoredEvent:
         raw_at=row.at,
         raw_data=row.data,
     )
+
+
+@dataclass
+class StoredCheckpoint:
+    """One row of `log_checkpoint` as stored (the attributes of a `LogCheckpoint`); `at` is
+    None when `defect` is set."""
+
+    seq: int
+    hash: str
+    at: datetime | None
+    prev_seq: int
+    key_id: str
+    signature: str
+    defect: str | None = None
+
+
+_CHECKPOINTS = LogCheckpoint.__table__
+
+
+def checkpoints(session: Session) -> list[StoredCheckpoint]:
+    """Every checkpoint by seq, each decoded on its own (a damaged time is a `defect`)."""
+    dialect = session.get_bind().dialect
+    query = select(
+        _CHECKPOINTS.c.seq,
+        _CHECKPOINTS.c.hash,
+        type_coerce(_CHECKPOINTS.c.at, String).label("at"),
+        _CHECKPOINTS.c.prev_seq,
+        _CHECKPOINTS.c.key_id,
+        _CHECKPOINTS.c.signature,
+    ).order_by(_CHECKPOINTS.c.seq)
+    found = []
+    for row in session.execute(query):
+        at = _decode(_CHECKPOINTS.c.at, row.at, dialect)
+        found.append(
+            StoredCheckpoint(
+                seq=row.seq,
+                hash=row.hash,
+                at=at if isinstance(at, datetime) else None,
+                prev_seq=row.prev_seq or 0,
+                key_id=row.key_id,
+                signature=row.signature,
+                defect=None
+                if isinstance(at, datetime)
+                else f"its time ({_shown(row.at)}) is not a date and time",
+            )
+        )
+    return found
 
 
 _FAILED = object()

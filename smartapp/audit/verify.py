@@ -135,7 +135,20 @@ def verify(
     referral and coach tables (`smartapp.audit.coverage`).
     """
     report = Report()
-    checkpoints = list(session.scalars(select(LogCheckpoint).order_by(LogCheckpoint.seq)))
+    checkpoints: list[Any] = []
+    for cp in stored.checkpoints(session):
+        if cp.defect:
+            report.breaks.append(
+                Break(
+                    "corrupt",
+                    cp.prev_seq + 1,
+                    None,
+                    f"checkpoint #{cp.seq} cannot be read: {cp.defect}; events "
+                    f"#{cp.prev_seq + 1}..#{cp.seq} are not proven by it",
+                )
+            )
+        else:
+            checkpoints.append(cp)
     report.checkpoints = len(checkpoints)
     wanted = {c.seq for c in checkpoints} | {k.seq for k in kept}
     at_checkpoint: dict[int, tuple[str, str]] = {}  # seq -> (hash, type), as walked

@@ -52,6 +52,16 @@ def test_verify_names_the_damaged_event(log_db, sqlite_url, public_key_file, how
                            f"read: {DAMAGE[how][2]}"), line
 
 
+def test_a_damaged_checkpoint_row_is_named(log_db, sqlite_url, public_key_file):
+    with log_db.engine.begin() as connection:
+        connection.execute(text("UPDATE log_checkpoint SET at = 'soon' WHERE seq = 20"))
+    outcome = run_verify("in-process", sqlite_url, public_key_file)
+    assert outcome.code == 1 and "Traceback" not in outcome.stdout + outcome.stderr
+    assert outcome.stdout.startswith(
+        "BROKEN at #11: checkpoint #20 cannot be read: its time ('soon') is not a date and time; "
+        "events #11..#20 are not proven by it"), outcome.stdout
+
+
 def test_a_damaged_row_after_a_gap_still_names_the_gap(log_db, sqlite_url, public_key_file):
     damage(log_db.engine, 9, "data")
     with log_db.engine.begin() as connection:
@@ -133,3 +143,23 @@ def test_console_pages_show_the_damaged_event_as_broken(tmp_path, clock, how):
         as_text=True)
     assert decision not in [r.seq for r in csv_records(io.StringIO(csv_text))]
     assert auditor.get(f"/console/events/{decision + 1}").status_code == 200
+
+
+def test_console_pages_survive_a_damaged_checkpoint(tmp_path, clock):
+    app, engine, auditor = console_app(tmp_path, clock)
+    with app.app_context():
+        referral_log_checkpoint(app)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE log_checkpoint SET at = 'soon'"))
+    for url in ("/console/events", "/console/events/3", "/console/dashboard"):
+        response = auditor.get(url)
+        assert response.status_code == 200, url
+    assert "cannot be read: its time (&#39;soon&#39;)" in auditor.get(
+        "/console/events").get_data(as_text=True)
+
+
+def referral_log_checkpoint(app) -> None:
+    from smartapp import referral_log
+
+    with current_services().db.session() as session:
+        referral_log.checkpoint(session)
