@@ -17,6 +17,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from flask import (
@@ -34,10 +35,12 @@ from sqlalchemy.orm import Session
 from werkzeug.routing import BuildError
 
 from smartapp import dashboard, referral_log
+from smartapp.audit import kept
 from smartapp.audit import rows as stored
 from smartapp.audit.canonical import GENESIS, event_hash, format_time
 from smartapp.audit.chain import DEFAULT_EVERY, app_checkpointing
 from smartapp.audit.export import export as export_log
+from smartapp.audit.kept import KeptCheckpoint, KeptCheckpointError
 from smartapp.audit.models import LogEvent
 from smartapp.audit.rows import StoredEvent
 from smartapp.audit.verify import Report, verify
@@ -321,10 +324,26 @@ def shown_time(value: datetime | None) -> str:
 
 
 def chain_report(session: Session) -> Report:
-    """Verify the whole log with the app's checkpoint key (as `handoff audit verify` does)."""
+    """Verify the whole log with the app's checkpoint key (as `handoff audit verify` does),
+    and against the checkpoints kept in AUDIT_CHECKPOINT_SINK when the app can read it."""
     signer = app_checkpointing(current_app).signer
     every = int(current_app.config.get("AUDIT_CHECKPOINT_EVERY") or DEFAULT_EVERY)
-    return verify(session, [signer.public_key] if signer else [], every)
+    held, note = _kept_checkpoints()
+    report = verify(session, [signer.public_key] if signer else [], every, kept=held)
+    if note:
+        report.warnings.append(note)
+    return report
+
+
+def _kept_checkpoints() -> tuple[list[KeptCheckpoint], str | None]:
+    """The sink's kept checkpoints, if there is a sink and it can be read (else a note why)."""
+    sink = current_app.config.get("AUDIT_CHECKPOINT_SINK")
+    if not sink or not Path(sink).exists():
+        return [], None
+    try:
+        return kept.read(sink), None
+    except KeptCheckpointError as exc:
+        return [], f"kept checkpoints not checked: {exc}"
 
 
 def verified_through(report: Report, seq: int) -> bool:

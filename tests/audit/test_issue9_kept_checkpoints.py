@@ -347,3 +347,23 @@ def test_checkpoint_export_keeps_the_auditors_copy(tmp_path, tmp_path_factory, m
     result = CliRunner().invoke(audit, base)
     assert result.exit_code == 1 and "nothing appended" in result.output
     db.engine.dispose()
+
+
+def test_the_console_checks_the_log_against_the_sink(tmp_path):
+    from tests.console.conftest import STAFF, make_app
+    from tests.staff_login import STAFF_KEY, staff_session_token
+
+    sink = tmp_path / "offbox" / "checkpoints.jsonl"
+    app = make_app(tmp_path / "instance", AUDIT_CHECKPOINT_EVERY=5,
+                   AUDIT_CHECKPOINT_SINK=str(sink))
+    with app.app_context():
+        db = current_services().db
+        fill(db, 12)  # checkpoints #5 and #10, kept in the sink
+    auditor = app.test_client()
+    with auditor.session_transaction() as session:
+        session[STAFF_KEY] = staff_session_token(app, STAFF["auditor"])
+    assert "Chain verified." in auditor.get("/console/events").get_data(as_text=True)
+    cut_from(db, 10)
+    html = auditor.get("/console/events").get_data(as_text=True)
+    assert "Chain broken." in html and "event #10 removed: the log ends at #9" in html
+    db.engine.dispose()
