@@ -118,9 +118,10 @@ class Defaults:
     STAFF_SESSION_IDLE_SECONDS: int = 1800
     STAFF_SESSION_MAX_SECONDS: int = 43200
     # The Ed25519 key (PEM, generated on first use) that signs the referral log's checkpoints.
-    # Required outside the demo and the tests, and never in the instance folder or the SQLite
-    # database's folder: whoever can copy or edit the data there could re-sign a rewritten log.
-    # None: the instance folder (demo and tests only). Auditors verify with its public half.
+    # Outside the demo and the tests never in the SQLite database's folder (nothing is signed
+    # then): whoever can copy or edit the data there could re-sign a rewritten log. None: the
+    # instance folder (so, with the default database there, set it). Auditors verify with its
+    # public half.
     AUDIT_SIGNING_KEY: str | None = None
     # A checkpoint is signed every this many events (and on demand: `handoff audit checkpoint`).
     AUDIT_CHECKPOINT_EVERY: int = 100

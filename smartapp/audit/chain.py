@@ -21,10 +21,11 @@ same flush. The signer comes from `configure(engine, ...)` if called, else from 
 context (`AUDIT_SIGNING_KEY`, `AUDIT_CHECKPOINT_EVERY`), else checkpoints are deferred: the next
 append that has a signer catches up (a checkpoint is due when >= `every` events are unsigned).
 
-Outside the demo and the tests the key must be configured and lie outside the instance folder
-and the database's folder (`signing_key_problem`): a key beside the data lets whoever copies or
-edits the data re-sign a rewritten log. Each checkpoint, once committed, is also appended to
-AUDIT_CHECKPOINT_SINK when set (`smartapp.audit.kept`: checkpoints kept off the box).
+Outside the demo and the tests the key must not lie in the SQLite database's folder
+(`signing_key_problem`; by default it is in the instance folder, where the default database is
+too): a key beside the data lets whoever copies or edits the data re-sign a rewritten log.
+Each checkpoint, once committed, is also appended to AUDIT_CHECKPOINT_SINK when set
+(`smartapp.audit.kept`: checkpoints kept off the box).
 """
 
 from __future__ import annotations
@@ -101,15 +102,17 @@ def signing_key_path(app: Flask) -> Path:
     return Path(configured) if configured else Path(app.instance_path) / DEFAULT_KEY_FILE
 
 
-def data_folders(app: Flask) -> list[Path]:
-    """The folders that hold Handoff's data: the instance folder and the SQLite file's."""
-    folders = [Path(app.instance_path)]
-    url = app.config.get("DATABASE_URL")
-    if url and url.startswith("sqlite"):
-        database = make_url(url).database
-        if database and database != ":memory:":
-            folders.append(Path(database).expanduser().resolve().parent)
-    return folders
+def data_folder(app: Flask) -> Path | None:
+    """The folder of the SQLite database file (None for a server database): the data a copy of
+    which must not carry the key."""
+    default = f"sqlite:///{Path(app.instance_path) / 'handoff.sqlite'}"
+    url = app.config.get("DATABASE_URL") or default
+    if not url.startswith("sqlite"):
+        return None
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return None
+    return Path(database).expanduser().resolve().parent
 
 
 def demo_or_test(app: Flask) -> bool:
@@ -118,24 +121,18 @@ def demo_or_test(app: Flask) -> bool:
 
 def signing_key_problem(app: Flask) -> str | None:
     """Why the app may not sign with the key where it is; None when it may. In the demo and
-    the tests the key may sit beside the data; elsewhere it must be set, and apart from it."""
+    the tests the key may sit beside the data; elsewhere never in the SQLite database's folder
+    (the same rule start-up applies to every key), whatever the command."""
     if demo_or_test(app):
         return None
-    if not app.config.get("AUDIT_SIGNING_KEY"):
-        return (
-            "AUDIT_SIGNING_KEY is not set: outside the demo the referral log's signing key must "
-            "be kept apart from the data (whoever can copy or edit the data could re-sign a "
-            "rewritten log). Set AUDIT_SIGNING_KEY (HANDOFF_AUDIT_SIGNING_KEY) to a PEM path "
-            f"outside {app.instance_path}."
-        )
+    folder = data_folder(app)
     path = signing_key_path(app).expanduser().resolve()
-    for folder in data_folders(app):
-        if path.is_relative_to(folder.resolve()):
-            return (
-                f"AUDIT_SIGNING_KEY {path} lies in {folder}, with Handoff's data: whoever can "
-                "copy or edit the data could re-sign a rewritten log. Move the key to a folder "
-                "of its own and set AUDIT_SIGNING_KEY to it."
-            )
+    if folder is not None and path.is_relative_to(folder):
+        return (
+            f"the audit signing key {path} lies in {folder}, the folder of the database: "
+            "whoever can copy or edit the data could re-sign a rewritten log. Set "
+            "AUDIT_SIGNING_KEY (HANDOFF_AUDIT_SIGNING_KEY) to a path outside it."
+        )
     return None
 
 

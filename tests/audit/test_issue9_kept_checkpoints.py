@@ -273,21 +273,22 @@ def production_app(tmp_path: Path, **config):
 def test_the_signing_key_is_refused_beside_the_data_outside_the_demo(tmp_path, monkeypatch):
     monkeypatch.delenv("HANDOFF_DEMO", raising=False)
     (tmp_path / "data").mkdir()
-    unset = chain.app_checkpointing(production_app(tmp_path))
-    assert unset.signer is None and "AUDIT_SIGNING_KEY is not set" in unset.problem
+    # The default: key and database both in the instance folder.
+    beside = chain.app_checkpointing(production_app(tmp_path, DATABASE_URL=None))
+    assert beside.signer is None and "the folder of the database" in beside.problem
     assert not (tmp_path / "instance" / "audit-signing-key.pem").exists()
-    for inside in (tmp_path / "instance" / "k.pem", tmp_path / "data" / "k.pem"):
-        refused = chain.app_checkpointing(production_app(tmp_path, AUDIT_SIGNING_KEY=str(inside)))
-        assert refused.signer is None and "with Handoff's data" in refused.problem
-        assert not inside.exists()
-    apart = tmp_path / "keys" / "audit.pem"
-    fine = chain.app_checkpointing(production_app(tmp_path, AUDIT_SIGNING_KEY=str(apart)))
-    assert fine.signer is not None and fine.problem is None and apart.exists()
-    demo = chain.app_checkpointing(production_app(tmp_path, DEMO=True))
-    assert demo.signer is not None  # the demo keeps it in the instance folder
+    inside = tmp_path / "data" / "k.pem"
+    refused = chain.app_checkpointing(production_app(tmp_path, AUDIT_SIGNING_KEY=str(inside)))
+    assert refused.signer is None and "AUDIT_SIGNING_KEY" in refused.problem
+    assert not inside.exists()
+    for apart in (None, str(tmp_path / "keys" / "audit.pem")):  # instance folder, data elsewhere
+        fine = chain.app_checkpointing(production_app(tmp_path, AUDIT_SIGNING_KEY=apart))
+        assert fine.signer is not None and fine.problem is None
+    demo = chain.app_checkpointing(production_app(tmp_path, DATABASE_URL=None, DEMO=True))
+    assert demo.signer is not None  # the demo keeps it beside its data
     result = CliRunner().invoke(audit, ["--instance-path", str(tmp_path / "instance2"),
                                         "public-key"])
-    assert result.exit_code == 1 and "AUDIT_SIGNING_KEY is not set" in result.output
+    assert result.exit_code == 1 and "the folder of the database" in result.output
 
 
 def test_the_sink_keeps_every_committed_checkpoint(tmp_path, monkeypatch):
