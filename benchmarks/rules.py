@@ -35,8 +35,8 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from smartapp.backtest import run_backtest  # noqa: E402
 from smartapp.engine import Chart, Pack, evaluate, load_pack  # noqa: E402
+from smartapp.rulestools.backtest import run_backtest  # noqa: E402
 
 SYNTHEA = REPO.parent / "shared" / "synthea"
 SMALL = "Cary_O'Hara_e39beddb-dcad-4762-a3ca-b671a92a5f2d.json"
@@ -197,7 +197,8 @@ def main() -> None:
     runs = max(3, 9 // scale)
     result = run_backtest(args.synthea, [pack], args.workers)  # warm up, and count
     visits = len(result.visits)
-    # the backtest turns the collector off itself while it reads (see smartapp/backtest.py)
+    # the backtest turns the collector off itself while it reads
+    # (see smartapp/rulestools/backtest.py)
     times = best_times({
         "parse_gc": lambda: parse_files(files),
         "parse_nogc": lambda: without_gc(lambda: parse_files(files)),

@@ -61,7 +61,11 @@ def create_app(
 
     services.init_app(app, use)
 
-    from smartapp import console_views, launch_views, screen_views, staff, web, worklist_views
+    from smartapp import web
+    from smartapp.launch import views as launch_views
+    from smartapp.screen import views as screen_views
+    from smartapp.staff import auth as staff
+    from smartapp.staff import console_views, worklist_views
 
     web.init_app(app)
     staff.init_app(app)
@@ -133,8 +137,8 @@ def _ensure_secrets(app: Flask) -> None:
     git). Processes starting together agree: the first file written stands, the others read it."""
     if app.config.get("SECRET_KEY") and app.config.get("TOKEN_KEY"):
         return
+    from smartapp.launch.tokens import TokenCipher
     from smartapp.services import keys_dir
-    from smartapp.tokens import TokenCipher
 
     path = private_folder(keys_dir(app)) / "secrets.json"
     legacy = Path(app.instance_path) / "secrets.json"  # where versions before 9 kept it

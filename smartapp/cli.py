@@ -44,7 +44,7 @@ def _app(use: str = "serve"):
 
 
 def _mount_rules() -> None:
-    from smartapp.rules_cli import rules
+    from smartapp.rulestools.cli import rules
 
     cli.add_command(rules)
 
@@ -79,7 +79,7 @@ def demo(
     """Start the sandbox EHR and Handoff on this machine, with synthetic patients."""
     from smartapp import create_app
     from smartapp.sandbox import SandboxClient, create_sandbox_app
-    from smartapp.serving import serve_in_thread
+    from smartapp.web.serving import serve_in_thread
 
     if not (shared_dir / "scenarios").is_dir():
         raise click.UsageError(
@@ -119,7 +119,7 @@ def demo(
     app = create_app(instance_path=str(data_dir))  # the settings written above
     ehr_server = serve_in_thread(ehr, host, ehr_port)
     app_server = serve_in_thread(app, host, app_port)
-    from smartapp.worker import OutboxWorker
+    from smartapp.writeback.worker import OutboxWorker
 
     worker = OutboxWorker(app).start()
     click.echo(f"Sandbox EHR ready in {time.monotonic() - started:.1f} s.")
@@ -151,11 +151,11 @@ def demo(
 )
 def serve(host: str, port: int, worker: bool) -> None:
     """Serve Handoff (configured by instance/config.py and HANDOFF_* variables; PUBLIC_URL
-    must say where it is reached). Production: gunicorn -c python:smartapp.gunicorn_conf
+    must say where it is reached). Production: gunicorn -c python:smartapp.web.gunicorn_conf
     'smartapp.wsgi:app' and `handoff outbox worker` beside it."""
     from werkzeug.serving import run_simple
 
-    from smartapp.worker import OutboxWorker
+    from smartapp.writeback.worker import OutboxWorker
 
     app = _app()
     running = OutboxWorker(app).start() if worker else None
@@ -175,7 +175,7 @@ def outbox() -> None:
 @click.option("--poll", default=1.0, show_default=True, help="Seconds between passes.")
 def outbox_worker(poll: float) -> None:
     """Deliver queued referrals until stopped (survives restarts: state is in the database)."""
-    from smartapp.worker import OutboxWorker
+    from smartapp.writeback.worker import OutboxWorker
 
     worker = OutboxWorker(_app(), poll_seconds=poll)
     try:
@@ -243,7 +243,7 @@ def launch_purge(days: int | None) -> None:
     queued write still needs are kept; the referral log is never purged."""
     from datetime import timedelta
 
-    from smartapp.retention import purge_launch_contexts
+    from smartapp.launch.retention import purge_launch_contexts
     from smartapp.services import current_services
 
     app = _app("existing")
@@ -279,7 +279,7 @@ def _key_store():
 @click.option("--kid", default=None, help="Key id (default: alg-date-random).")
 def keys_generate(alg: str, kid: str | None) -> None:
     """Create a signing key; register its kid with the EHR (registration `key_id`)."""
-    from smartapp.keys import KeyStoreError
+    from smartapp.launch.keys import KeyStoreError
 
     store = _key_store()
     try:
@@ -301,7 +301,7 @@ def keys_list() -> None:
 @click.argument("kid")
 def keys_retire(kid: str) -> None:
     """Stop publishing and using a key (after the registration moved to a newer one)."""
-    from smartapp.keys import KeyStoreError
+    from smartapp.launch.keys import KeyStoreError
 
     try:
         _key_store().retire(kid)
@@ -365,7 +365,7 @@ def write_demo_settings(instance: Path, ehr_url: str, app_url: str) -> Path:
 
 
 def _mount_audit() -> None:
-    from smartapp.audit_cli import audit
+    from smartapp.audit.cli import audit
 
     cli.add_command(audit)
 

@@ -91,7 +91,7 @@ class Referral(Base):
     encounter_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     user_ref: Mapped[str | None] = mapped_column(String(500), nullable=True)
     decision: Mapped[dict] = mapped_column(JSON)
-    # The write plan (smartapp.writeback.build_plan): each resource, its mode and status.
+    # The write plan (smartapp.writeback.resources.build_plan): each resource, its mode and status.
     plan: Mapped[dict] = mapped_column(JSON)
     # queued (to write) | written | failed (refused for good) | held (EHR cannot take it)
     status: Mapped[str] = mapped_column(String(20), default="queued", index=True)

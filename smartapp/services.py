@@ -12,11 +12,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from smartapp.catalog import Catalog, CatalogError, load_catalog
 from smartapp.db import Database
 from smartapp.engine import Pack
-from smartapp.keys import KeyStore
-from smartapp.registrations import RegistrationError, Registry, load_registry, missing_secrets
-from smartapp.rules_setting import load_app_pack
+from smartapp.launch.keys import KeyStore
+from smartapp.launch.registrations import (
+    RegistrationError,
+    Registry,
+    load_registry,
+    missing_secrets,
+)
+from smartapp.launch.tokens import TokenCipher
+from smartapp.rulestools.setting import load_app_pack
 from smartapp.startup import StartupError
-from smartapp.tokens import TokenCipher
 
 EXTENSION = "handoff"
 

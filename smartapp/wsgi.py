@@ -1,4 +1,4 @@
-"""WSGI entry for production servers: `gunicorn -c python:smartapp.gunicorn_conf
+"""WSGI entry for production servers: `gunicorn -c python:smartapp.web.gunicorn_conf
 'smartapp.wsgi:app'` (its access log keeps no query string; run the outbox worker beside it
 with `handoff outbox worker`). Every worker may start at once: schema migrations run
 once, under a lock, and the others find them done. A setting that stops the start is printed as

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from smartapp.config import REPO_ROOT
-from smartapp.serving import ServerHandle, reserve_port, serve_in_thread
+from smartapp.web.serving import ServerHandle, reserve_port, serve_in_thread
 from tests.peers import medplum  # noqa: F401  (the third-party FHIR server fixture)
 
 SHARED_DIR = Path(os.environ.get("HANDOFF_SHARED_DIR", REPO_ROOT.parent / "shared"))
@@ -179,7 +179,7 @@ def handoff_basic(tmp_path_factory, sandbox, app_ports) -> Iterator[ServerHandle
 @pytest.fixture(scope="session", params=["RS384", "ES384"])
 def handoff_jwt(request, tmp_path_factory, sandbox, app_ports) -> Iterator[ServerHandle]:
     """Handoff as a confidential client with private_key_jwt, for each SMART algorithm."""
-    from smartapp.keys import KeyStore
+    from smartapp.launch.keys import KeyStore
 
     folder = tmp_path_factory.mktemp(f"app-jwt-{request.param}")
     kid = KeyStore(folder / "keys").generate(request.param)

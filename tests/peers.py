@@ -45,7 +45,7 @@ import pytest
 import requests
 
 from smartapp.sandbox.seed import base_resources, scenario_resources
-from smartapp.serving import reserve_port
+from smartapp.web.serving import reserve_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("HANDOFF_SHARED_DIR", REPO_ROOT.parent / "shared"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from smartapp.serving import ServerHandle, reserve_port, serve_in_thread
+from smartapp.web.serving import ServerHandle, reserve_port, serve_in_thread
 from tests.conftest import TEST_READER, TEST_READER_REDIRECT, start_app, write_registration
 from tests.faultproxy import FaultProxy
 from tests.smart_helpers import FhirReader, token_for

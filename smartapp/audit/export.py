@@ -76,9 +76,9 @@ from smartapp.audit.canonical import (
     format_time,
     parse_time,
 )
+from smartapp.audit.log import append
 from smartapp.audit.models import LogEvent
 from smartapp.db import Database
-from smartapp.referral_log import append
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"

@@ -1,7 +1,7 @@
 """The referral log's tables: `log_event` (the hash chain) and `log_checkpoint` (signatures).
 
 `LogEvent` is re-exported by `smartapp.db` under the same name, so `Database.create_all()` makes
-both tables. Rows are written only by `smartapp.referral_log.append` (through the chain in
+both tables. Rows are written only by `smartapp.audit.log.append` (through the chain in
 `smartapp.audit.chain`); nothing updates or deletes them.
 """
 

@@ -1,7 +1,7 @@
 """Replaying history: every past ED visit of a chart, evaluated at its own time.
 
 Pure: charts and packs in, per-visit suggestions out (reading files and running workers
-is ``smartapp.backtest``'s job). The semantics are documented in ``rules/README.md``
+is ``smartapp.rulestools.backtest``'s job). The semantics are documented in ``rules/README.md``
 ("Replaying history"):
 
 * the visits are the chart's encounters of the pack's ED class (``current_encounter.class``,

@@ -24,7 +24,7 @@ from smartapp.sandbox.config import (
 )
 from smartapp.sandbox.fhir.write_rules import BEHAVIOURS, FHIR_REST
 from smartapp.sandbox.seed import KNOWN_SETS
-from smartapp.serving import serve_in_thread
+from smartapp.web.serving import serve_in_thread
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

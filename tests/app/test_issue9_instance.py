@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 
-from smartapp.serving import reserve_port
+from smartapp.web.serving import reserve_port
 from tests import launch_flow
 from tests.stacks import started
 

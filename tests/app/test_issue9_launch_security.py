@@ -218,8 +218,8 @@ def test_gunicorn_access_log_keeps_no_query_string(
     import sys
 
     from smartapp.config import REPO_ROOT
-    from smartapp.serving import reserve_port
-    from smartapp.tokens import TokenCipher
+    from smartapp.launch.tokens import TokenCipher
+    from smartapp.web.serving import reserve_port
     from tests.stacks import started
 
     port = reserve_port()
@@ -227,7 +227,7 @@ def test_gunicorn_access_log_keeps_no_query_string(
     data = tmp_path / "data"
     data.mkdir()
     command = [
-        sys.executable, "-m", "gunicorn", "-c", "python:smartapp.gunicorn_conf",
+        sys.executable, "-m", "gunicorn", "-c", "python:smartapp.web.gunicorn_conf",
         "--workers", "1", "--bind", f"127.0.0.1:{port}", "--access-logfile", str(access_log),
     ]
     if log_format:
@@ -366,9 +366,9 @@ def test_sign_near_the_end_of_a_2_minute_token_refreshes(sandbox, handoff, contr
 
 
 def test_extra_scopes_add_to_the_defaults(tmp_path, sandbox):
-    from smartapp.registrations import DEFAULT_SCOPES
-    from smartapp.serving import reserve_port
-    from smartapp.smart import may
+    from smartapp.launch.client import may
+    from smartapp.launch.registrations import DEFAULT_SCOPES
+    from smartapp.web.serving import reserve_port
     from tests.conftest import CLIENT_IDS, start_app, write_registration
 
     folder = write_registration(
@@ -536,8 +536,8 @@ def test_staff_sign_in_issues_a_fresh_session(sandbox, handoff):
     ],
 )
 def test_online_access_follows_what_the_ehr_advertises(capabilities, scopes_supported, asked):
-    from smartapp.registrations import Registration
-    from smartapp.smart import SmartConfiguration, requested_scopes
+    from smartapp.launch.client import SmartConfiguration, requested_scopes
+    from smartapp.launch.registrations import Registration
 
     registration = Registration(id="x", name="X", iss="https://ehr.example/fhir", client_id="c")
     config = SmartConfiguration(

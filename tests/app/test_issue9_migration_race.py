@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, func, make_url, select, table, text
 
 from smartapp.db import Database, alembic_config
-from smartapp.serving import reserve_port
+from smartapp.web.serving import reserve_port
 
 ROUNDS = 2  # fresh databases per backend: the race is a matter of timing
 

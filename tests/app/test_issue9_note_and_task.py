@@ -13,12 +13,13 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from smartapp import outbox, profiles, worklist
 from smartapp.db import Database, Referral
-from smartapp.fhir import FhirClient
+from smartapp.fhir.client import FhirClient
+from smartapp.launch.signer import fhir_user_name, human_name
 from smartapp.sandbox.config import DEMO_PHYSICIAN_NAME
-from smartapp.signer import fhir_user_name, human_name
-from smartapp.writeback import build_plan, referral_key
+from smartapp.staff import worklist
+from smartapp.writeback import outbox, profiles
+from smartapp.writeback.resources import build_plan, referral_key
 from tests import launch_flow
 from tests.app.test_medplum_writeback import SETTINGS, signed_referral
 from tests.conftest import TEST_READER, TEST_READER_REDIRECT
@@ -102,7 +103,7 @@ def test_task_keeps_its_referral_link_through_coach_updates_sandbox(plain_stack)
     row = referral_of(stack.database_url, "P05-pt")
 
     def client(referral, force_refresh=False):
-        from smartapp.sessions import client_for_referral
+        from smartapp.launch.sessions import client_for_referral
 
         return client_for_referral(services, referral, force_refresh)
 

@@ -15,11 +15,12 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 
-from smartapp import create_app, referral_log
+from smartapp import create_app
+from smartapp.audit import log as referral_log
 from smartapp.config import DEMO_PUBLIC_URL, REPO_ROOT, Defaults
 from smartapp.db import LaunchContext, LogEvent, Referral
+from smartapp.launch.tokens import TokenCipher
 from smartapp.startup import StartupError
-from smartapp.tokens import TokenCipher
 
 EHR = "https://ehr.hospital.example"
 
@@ -98,7 +99,7 @@ def test_relative_instance_path_is_accepted(tmp_path, monkeypatch):
     assert upgraded.returncode == 0, upgraded.stderr
     assert (tmp_path / "inst" / "handoff.sqlite").is_file()
     verified = handoff(
-        "--instance-path", "inst", "verify", cwd=tmp_path, module="smartapp.audit_cli"
+        "--instance-path", "inst", "verify", cwd=tmp_path, module="smartapp.audit.cli"
     )
     assert verified.returncode == 0, verified.stderr
     assert verified.stdout.startswith("OK: 0 events") and "Traceback" not in verified.stderr

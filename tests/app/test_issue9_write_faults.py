@@ -12,9 +12,9 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from smartapp import outbox
 from smartapp.db import Database, Referral
-from smartapp.worker import OutboxWorker
+from smartapp.writeback import outbox
+from smartapp.writeback.worker import OutboxWorker
 from tests import launch_flow
 from tests.launch_flow import sign_all
 from tests.stacks import start_stack

@@ -8,7 +8,7 @@ import requests
 from click.testing import CliRunner
 
 from smartapp.cli import cli
-from smartapp.keys import KeyStore
+from smartapp.launch.keys import KeyStore
 
 
 def run(*args: str, env: dict) -> str:

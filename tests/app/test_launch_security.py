@@ -347,7 +347,7 @@ def test_client_assertion_claims(sandbox):
     from joserfc import jwt
     from joserfc.jwk import ECKey, RSAKey
 
-    from smartapp.smart import SmartPrivateKeyJWT
+    from smartapp.launch.client import SmartPrivateKeyJWT
 
     class Auth:
         client_id = "handoff-jwt"

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 import requests
 
-from smartapp import outbox, profiles
 from smartapp.db import Database
-from smartapp.fhir import FhirClient
-from smartapp.writeback import (
+from smartapp.fhir.client import FhirClient
+from smartapp.writeback import outbox, profiles
+from smartapp.writeback.resources import (
     ItemDecision,
     ShownSuggestion,
     SignedReferral,

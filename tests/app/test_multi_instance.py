@@ -16,8 +16,8 @@ from sqlalchemy import create_engine, func, make_url, select, text
 from smartapp.audit.signing import load_signer
 from smartapp.cli import demo_registration
 from smartapp.db import Database, LogEvent
-from smartapp.serving import reserve_port, serve_in_thread
-from smartapp.tokens import TokenCipher
+from smartapp.launch.tokens import TokenCipher
+from smartapp.web.serving import reserve_port, serve_in_thread
 from tests import launch_flow
 from tests.stacks import started
 
@@ -103,7 +103,7 @@ def test_two_instances_one_chain(tmp_path, shared_dir, pg_url):
     assert count == expected == 96  # no lost event
     assert seqs == list(range(seqs[0], seqs[0] + count))  # one line, no gap, no fork
     verify = subprocess.run(
-        [sys.executable, "-m", "smartapp.audit_cli", "verify", "--database-url", pg_url,
+        [sys.executable, "-m", "smartapp.audit.cli", "verify", "--database-url", pg_url,
          "--public-key", str(tmp_path / "audit-key.pub.pem")],
         capture_output=True, text=True, timeout=60, env=common)
     assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 import requests
 from sqlalchemy import func, select
 
-from smartapp import outbox, profiles
 from smartapp.db import Referral
-from smartapp.writeback import ItemDecision, SignedReferral, WriteSettings, build_plan
+from smartapp.writeback import outbox, profiles
+from smartapp.writeback.resources import ItemDecision, SignedReferral, WriteSettings, build_plan
 from tests import launch_flow
 from tests.conftest import TEST_READER, TEST_READER_REDIRECT
 from tests.launch_flow import Controls

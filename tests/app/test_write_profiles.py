@@ -108,8 +108,8 @@ def test_profile_end_to_end(browser, stack):
 def test_retry_without_conditional_create_searches_first(stack):
     """The EHR ignores If-None-Exist: a second delivery of a landed referral must find the
     note by identifier instead of writing it twice."""
-    from smartapp import outbox
-    from smartapp.sessions import client_for_referral
+    from smartapp.launch.sessions import client_for_referral
+    from smartapp.writeback import outbox
 
     services = stack.app.app.extensions["handoff"]
     with services.db.session() as session:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime
 
-from smartapp.writeback import (
+from smartapp.writeback.resources import (
     ItemDecision,
     ShownSuggestion,
     SignedReferral,

@@ -17,8 +17,8 @@ from pathlib import Path
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert, text
 from sqlalchemy.engine import make_url
 
-from smartapp import referral_log
 from smartapp.audit import chain
+from smartapp.audit import log as referral_log
 from smartapp.audit.signing import load_signer
 from smartapp.db import Database
 

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from smartapp import referral_log
 from smartapp.audit import chain
+from smartapp.audit import log as referral_log
 from smartapp.audit.signing import Signer, load_signer
 from smartapp.db import Database
 

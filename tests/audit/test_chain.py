@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import Column, MetaData, String, Table, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
-from smartapp import create_app, referral_log
+from smartapp import create_app
 from smartapp.audit import chain
+from smartapp.audit import log as referral_log
 from smartapp.audit.canonical import (
     GENESIS,
     canonical_json,

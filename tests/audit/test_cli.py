@@ -7,9 +7,9 @@ import stat
 
 from click.testing import CliRunner
 
-from smartapp import referral_log
+from smartapp.audit import log as referral_log
+from smartapp.audit.cli import audit
 from smartapp.audit.signing import load_public_key
-from smartapp.audit_cli import audit
 from smartapp.cli import cli
 from tests.audit.conftest import fill, open_log
 

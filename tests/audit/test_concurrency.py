@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from smartapp import referral_log
+from smartapp.audit import log as referral_log
 from smartapp.audit.models import LogCheckpoint
 from smartapp.audit.verify import verify
 from smartapp.config import REPO_ROOT

@@ -14,11 +14,11 @@ import pytest
 from click.testing import CliRunner
 from fhirclient.models.auditevent import AuditEvent
 
-from smartapp import referral_log
+from smartapp.audit import log as referral_log
 from smartapp.audit.canonical import GENESIS, event_hash, format_time, parse_time
+from smartapp.audit.cli import audit
 from smartapp.audit.export import csv_records, write_export
 from smartapp.audit.verify import verify
-from smartapp.audit_cli import audit
 
 ISS = "https://ehr.example.org/fhir"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
+from smartapp.audit.cli import audit
 from smartapp.audit.export import csv_records
-from smartapp.audit_cli import audit
 from smartapp.services import current_services
 from tests.audit.conftest import fill
 from tests.audit.test_verify import EVENTS, run_verify, type_at
@@ -159,7 +159,7 @@ def test_console_pages_survive_a_damaged_checkpoint(tmp_path, clock):
 
 
 def referral_log_checkpoint(app) -> None:
-    from smartapp import referral_log
+    from smartapp.audit import log as referral_log
 
     with current_services().db.session() as session:
         referral_log.checkpoint(session)

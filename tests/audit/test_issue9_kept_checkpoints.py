@@ -22,14 +22,16 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import delete, select, text
 
-from smartapp import create_app, outbox, referral_log
+from smartapp import create_app
 from smartapp.audit import chain, kept
+from smartapp.audit import log as referral_log
 from smartapp.audit.canonical import event_hash
+from smartapp.audit.cli import audit
 from smartapp.audit.models import LogCheckpoint, LogEvent
 from smartapp.audit.signing import load_signer
-from smartapp.audit_cli import audit
 from smartapp.db import Database, Referral
 from smartapp.services import current_services
+from smartapp.writeback import outbox
 from tests.audit.conftest import EVERY, fill, open_log
 from tests.audit.test_verify import EVENTS, rewrite_from, run_verify
 

@@ -20,9 +20,9 @@ from sqlalchemy import select, text
 
 from smartapp.audit.canonical import event_hash
 from smartapp.audit.chain import checkpoint
+from smartapp.audit.cli import audit
 from smartapp.audit.models import LogCheckpoint, LogEvent
 from smartapp.audit.signing import load_signer
-from smartapp.audit_cli import audit
 from smartapp.config import REPO_ROOT
 from smartapp.db import Database
 from tests.audit.conftest import EVERY, TYPES, fill, open_log
@@ -43,7 +43,7 @@ def run_verify(mode: str, url: str, public_key: Path, *more: str) -> Outcome:
         result = CliRunner().invoke(audit, args)
         return Outcome(result.exit_code, result.stdout, result.stderr)
     done = subprocess.run(
-        [sys.executable, "-m", "smartapp.audit_cli", *args],
+        [sys.executable, "-m", "smartapp.audit.cli", *args],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )
     return Outcome(done.returncode, done.stdout, done.stderr)

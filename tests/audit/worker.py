@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 import time
 
-from smartapp import referral_log
 from smartapp.audit import chain
+from smartapp.audit import log as referral_log
 from smartapp.audit.signing import load_signer
 from smartapp.db import Database
 

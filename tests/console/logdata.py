@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from smartapp import referral_log
+from smartapp.audit import log as referral_log
 from smartapp.db import Database
 
 ISS = "https://ehr.example.org/fhir"

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from smartapp import dashboard
-from smartapp.console_views import bar_chart, column_chart, dashboard_charts, nice_scale, summary
+from smartapp.staff import dashboard
+from smartapp.staff.console_views import (
+    bar_chart,
+    column_chart,
+    dashboard_charts,
+    nice_scale,
+    summary,
+)
 from tests.console import logdata
 
 

@@ -1,4 +1,4 @@
-"""The dashboard's aggregation (`smartapp.dashboard`), pure: figures worked out by hand from
+"""The dashboard's aggregation (`smartapp.staff.dashboard`), pure: figures worked out by hand from
 `logdata.VISITS` (13 visits of 12 patients over ISO weeks 2024-W18..W20), small-cell
 suppression, and that no patient identity leaves the module."""
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from smartapp import dashboard
+from smartapp.staff import dashboard
 from tests.console import logdata
 
 EVENTS = logdata.as_dicts()

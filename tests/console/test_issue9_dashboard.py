@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from smartapp import dashboard
 from smartapp.services import current_services
+from smartapp.staff import dashboard
 from tests.console import logdata
 from tests.staff_login import STAFF_KEY, staff_session_token
 

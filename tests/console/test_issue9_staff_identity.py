@@ -8,7 +8,7 @@ import re
 
 from sqlalchemy import select
 
-from smartapp import referral_log
+from smartapp.audit import log as referral_log
 from smartapp.audit.models import LogEvent
 from smartapp.services import current_services
 from tests import launch_flow

@@ -13,7 +13,7 @@ from flask import Flask
 
 from smartapp.config import REPO_ROOT
 from smartapp.services import current_services
-from smartapp.serving import ServerHandle, serve_in_thread
+from smartapp.web.serving import ServerHandle, serve_in_thread
 from tests.conftest import ARTIFACTS
 from tests.console import logdata
 from tests.console.conftest import STAFF, make_app

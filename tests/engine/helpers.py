@@ -29,10 +29,10 @@ def scenario_chart(name: str) -> Chart:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m smartapp.rules_cli`` as a subprocess from the repo root."""
+    """Run ``python -m smartapp.rulestools.cli`` as a subprocess from the repo root."""
     base = {k: v for k, v in os.environ.items() if k != "HANDOFF_RULES_DIR"}
     return subprocess.run(
-        [sys.executable, "-m", "smartapp.rules_cli", *args],
+        [sys.executable, "-m", "smartapp.rulestools.cli", *args],
         cwd=REPO, env={**base, **(env or {})}, capture_output=True, text=True, timeout=120,
     )
 

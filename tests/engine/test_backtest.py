@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from smartapp.backtest import BacktestError, report, run_backtest
 from smartapp.engine import Pack, load_pack
+from smartapp.rulestools.backtest import BacktestError, report, run_backtest
 
 from .helpers import ICD, RULES, RXNORM, SYNTHEA, run_cli
 

@@ -10,8 +10,8 @@ import json
 import shutil
 from pathlib import Path
 
-from smartapp.backtest import report, run_backtest
 from smartapp.engine import Pack
+from smartapp.rulestools.backtest import report, run_backtest
 
 from .helpers import SCENARIOS, run_cli
 from .test_backtest import write_bundles

@@ -12,7 +12,7 @@ import pytest
 from smartapp.engine import Pack, PackError, default_pack_path, load_pack
 from smartapp.engine.pack import pack_json_schema
 from smartapp.engine.source import Issue
-from smartapp.rules_cli import schema_text
+from smartapp.rulestools.cli import schema_text
 
 from .helpers import RULES
 

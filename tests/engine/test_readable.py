@@ -305,7 +305,7 @@ def test_any_element_of_the_wrong_shape_is_never_a_crash_nor_a_silent_change(
     """Every element of a scenario's resources, in turn, given each hostile value: the chart
     is read, evaluated, described and bannered without an exception, and where the value has
     another JSON type than before and the suggestions change, a notice says why."""
-    from smartapp.describe import demographics, describe, in_words, patient_banner
+    from smartapp.screen.describe import demographics, describe, in_words, patient_banner
 
     chart = json.loads((SCENARIOS / f"{scenario}.json").read_text())
     base = [e["resource"] for e in chart["entry"]]

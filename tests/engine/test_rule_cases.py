@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from smartapp.engine import Pack
-from smartapp.rules_cli import run_case
+from smartapp.rulestools.cli import run_case
 
 from .helpers import RULES, SCENARIOS
 

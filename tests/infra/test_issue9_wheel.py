@@ -92,7 +92,7 @@ def test_installed_rules_commands_run_on_the_default_pack(installed: Installed) 
     evaluated = installed.run("rules", "eval", str(P01), "--now", NOW, "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     from_checkout = subprocess.run(
-        [sys.executable, "-m", "smartapp.rules_cli", "eval", str(P01), "--now", NOW, "--json"],
+        [sys.executable, "-m", "smartapp.rulestools.cli", "eval", str(P01), "--now", NOW, "--json"],
         cwd=REPO, env=_clean_env(), capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(evaluated.stdout) == json.loads(from_checkout.stdout)
     expected = json.loads((SCENARIOS / "expected.json").read_text())["cases"][P01.stem]

@@ -249,9 +249,9 @@ def test_the_fault_proxy_works_in_front_of_it(medplum: PeerFhirServer) -> None:
 
 
 def handoff_bundle(patient: str, encounter: str) -> dict:
-    """What smartapp.writeback builds for a sample referral: consult accepted, bup and
+    """What smartapp.writeback.resources builds for a sample referral: consult accepted, bup and
     naloxone accepted with draft MedicationRequests."""
-    from smartapp.writeback import (
+    from smartapp.writeback.resources import (
         ItemDecision,
         ShownSuggestion,
         SignedReferral,
@@ -330,7 +330,7 @@ def tag_problems(outcome: dict) -> list[str]:
 
 
 def test_handoffs_bundle_as_built(medplum: PeerFhirServer) -> None:
-    """Handoff's transaction as smartapp.writeback builds it today."""
+    """Handoff's transaction as smartapp.writeback.resources builds it today."""
     bundle = handoff_bundle("P01-pt", "P01-enc")
     first = post(medplum, "", bundle)
     assert first.status_code == 200, (first.text, tag_problems(first.json()))

@@ -23,7 +23,7 @@ import requests
 from flask import Flask
 
 from smartapp.sandbox import SandboxClient, create_sandbox_app
-from smartapp.serving import ServerHandle, reserve_port, serve_in_thread
+from smartapp.web.serving import ServerHandle, reserve_port, serve_in_thread
 
 SHARED_DIR = Path(__file__).resolve().parents[2].parent / "shared"
 #: The sandbox tests pin search counts over a fixed set of charts: the first 16 labelled

@@ -21,7 +21,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
 from smartapp.sandbox import SandboxClient
-from smartapp.serving import ServerHandle, reserve_port, serve_in_thread
+from smartapp.web.serving import ServerHandle, reserve_port, serve_in_thread
 from tests.sandbox.conftest import (
     CLIENT_ID,
     CONFIDENTIAL_ID,

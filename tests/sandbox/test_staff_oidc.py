@@ -20,7 +20,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from smartapp.sandbox import SandboxClient
-from smartapp.serving import reserve_port, serve_in_thread
+from smartapp.web.serving import reserve_port, serve_in_thread
 from tests.sandbox.conftest import (
     APP_ORIGIN,
     CLIENT_ID,

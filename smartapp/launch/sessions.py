@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from smartapp import smart
 from smartapp.db import LaunchContext
-from smartapp.fhir import FhirClient
+from smartapp.fhir.client import FhirClient
+from smartapp.launch import client as smart
 
 log = logging.getLogger("handoff.sessions")
 #: Refresh margin defaults (settings TOKEN_REFRESH_MARGIN_FRACTION / _MAX_SECONDS).
@@ -129,7 +129,7 @@ def newest_context_for_visit(
 def client_for_referral(services, referral, force_refresh: bool = False) -> FhirClient:
     """Credentials for a referral's writes: its own launch, else the newest launch of the same
     visit; none alive means the write waits (queued, visible) for the next launch."""
-    from smartapp.outbox import CredentialsUnavailable
+    from smartapp.writeback.outbox import CredentialsUnavailable
 
     candidates = [
         referral.context_id,

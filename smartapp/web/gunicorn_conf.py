@@ -1,6 +1,6 @@
 """Gunicorn settings for Handoff in production:
 
-    gunicorn -c python:smartapp.gunicorn_conf 'smartapp.wsgi:app'
+    gunicorn -c python:smartapp.web.gunicorn_conf 'smartapp.wsgi:app'
 
 The access log must keep no query string: Handoff's URLs carry authorization codes, `state`,
 launch values and an auditor's `patient=` search, and the redirect after /launch carries them

@@ -22,10 +22,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from smartapp import referral_log
+from smartapp.audit import log as referral_log
 from smartapp.db import Database, Referral, utcnow
-from smartapp.fhir import FhirClient, FhirError, _id_from_location
-from smartapp.writeback import transaction_bundle_from_operations
+from smartapp.fhir.client import FhirClient, FhirError, _id_from_location
+from smartapp.writeback.resources import transaction_bundle_from_operations
 
 log = logging.getLogger("handoff.outbox")
 

@@ -21,10 +21,11 @@ from flask import (
     url_for,
 )
 
-from smartapp import referral_log, smart
+from smartapp.audit import log as referral_log
 from smartapp.db import LaunchContext, PendingAuthorization
-from smartapp.keys import KeyStoreError
-from smartapp.registrations import RegistrationError
+from smartapp.launch import client as smart
+from smartapp.launch.keys import KeyStoreError
+from smartapp.launch.registrations import RegistrationError
 from smartapp.services import current_services
 from smartapp.web import browser_id, holds_browser_id, renew_browser_id
 

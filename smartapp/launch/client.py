@@ -18,7 +18,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from smartapp.registrations import Registration
+from smartapp.launch.registrations import Registration
 
 
 class LaunchError(Exception):
@@ -139,7 +139,7 @@ def requested_scopes(
     SMART v2; a standalone launch asks the EHR to pick the patient (and encounter) instead of
     `launch`. `online_access` is asked where the EHR advertises it, for a refresh token that
     keeps the session alive while the user is (short-lived access tokens would end it)."""
-    from smartapp.profiles import profile
+    from smartapp.writeback.profiles import profile
 
     write_profile = profile(registration.write.profile)
     scopes = list(registration.scopes) + list(registration.extra_scopes) + [

@@ -13,7 +13,7 @@ Output is a contract other tools read (see ``rules/README.md``):
 
 Without ``--pack`` every command uses the pack the app runs: ``packs/default.yaml`` of the
 rules directory the settings name (``RULES_DIR``, ``HANDOFF_RULES_DIR``; see
-``smartapp.rules_setting``), else of the rules Handoff ships.
+``smartapp.rulestools.setting``), else of the rules Handoff ships.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from smartapp.engine.cases import RuleCase, compare
 from smartapp.engine.location import RULES_DIR_ENV, RulesDirError, default_pack, is_packaged
 from smartapp.engine.pack import pack_json_schema
 from smartapp.engine.source import SourceDoc, SourceError, read_source
-from smartapp.rules_setting import configured_rules_dir, settings
+from smartapp.rulestools.setting import configured_rules_dir, settings
 
 PATH = click.Path(path_type=Path)
 
@@ -271,7 +271,7 @@ def backtest_command(
     as_json: bool,
 ) -> None:
     """Replay every past ED visit under PATH (bundles, NDJSON) at its own time."""
-    from smartapp.backtest import BacktestError, render_text, report, run_backtest
+    from smartapp.rulestools.backtest import BacktestError, render_text, report, run_backtest
 
     packs = [_load_pack_or_exit(pack, valuesets, to_stderr=True)]
     if compare is not None:

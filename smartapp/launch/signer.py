@@ -14,9 +14,10 @@ import logging
 
 import orjson
 
-from smartapp import sessions, smart
 from smartapp.db import LaunchContext
-from smartapp.fhir import FhirClient, FhirError
+from smartapp.fhir.client import FhirClient, FhirError
+from smartapp.launch import client as smart
+from smartapp.launch import sessions
 
 log = logging.getLogger("handoff.signer")
 

@@ -4,7 +4,7 @@ Auditors (`auditor`) read events; every page that shows events appends an `audit
 naming the auditor and the query (reads of Part 2 records are themselves audited). They change
 nothing: the only non-navigation action is the export download, a GET that reads the log and is
 logged by the export function. Program managers (`program-manager`) see only the dashboard:
-aggregate figures from `smartapp.dashboard`, with no patient id, name or encounter anywhere.
+aggregate figures from `smartapp.staff.dashboard`, with no patient id, name or encounter anywhere.
 Charts are SVG drawn here from plain numbers (no script, no inline style: CSP stays
 `script-src 'self'; style-src 'self'`), each with a data table as its text alternative.
 """
@@ -34,8 +34,8 @@ from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 from werkzeug.routing import BuildError
 
-from smartapp import dashboard, referral_log
 from smartapp.audit import kept
+from smartapp.audit import log as referral_log
 from smartapp.audit import rows as stored
 from smartapp.audit.canonical import GENESIS, event_hash, format_time
 from smartapp.audit.chain import DEFAULT_EVERY, app_checkpointing
@@ -45,7 +45,8 @@ from smartapp.audit.models import LogEvent
 from smartapp.audit.rows import StoredEvent
 from smartapp.audit.verify import Report, verify
 from smartapp.services import current_services
-from smartapp.staff import current_staff, require_role
+from smartapp.staff import dashboard
+from smartapp.staff.auth import current_staff, require_role
 
 bp = Blueprint("console", __name__, url_prefix="/console")
 
@@ -671,7 +672,7 @@ def load_dashboard_events(session: Session, broken: list[int] | None = None) -> 
 @bp.get("/dashboard")
 @require_role(MANAGER, AUDITOR)
 def dashboard_page():
-    """Aggregate figures for the program; no patient identity (see `smartapp.dashboard`)."""
+    """Aggregate figures for the program; no patient identity (see `smartapp.staff.dashboard`)."""
     search = Search.from_args(request.args)
     min_cell = int(current_app.config.get("DASHBOARD_MIN_CELL") or dashboard.DEFAULT_MIN_CELL)
     viewer = current_staff()["user_ref"]

@@ -47,7 +47,7 @@ class WriteSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # See smartapp/profiles.py: fhir-rest (a plain FHIR server), epic, oracle-health.
+    # See smartapp/writeback/profiles.py: fhir-rest (a plain FHIR server), epic, oracle-health.
     profile: Literal["fhir-rest", "epic", "oracle-health"] = "fhir-rest"
     service_request_code: dict = Field(
         default_factory=lambda: {

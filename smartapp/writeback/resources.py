@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from smartapp.profiles import PROFILES, WriteProfile
+from smartapp.writeback.profiles import PROFILES, WriteProfile
 
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"

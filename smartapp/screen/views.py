@@ -21,14 +21,18 @@ from flask import (
     url_for,
 )
 
-from smartapp import outbox, profiles, referral_log, sessions, signer, smart, writeback
+from smartapp.audit import log as referral_log
 from smartapp.db import LaunchContext
-from smartapp.describe import demographics, describe, in_words, patient_banner
 from smartapp.engine import ChartError, evaluate
 from smartapp.engine.readable import readable_chart
-from smartapp.fhir import CHART_TYPES, ChartLimits, FhirError
+from smartapp.fhir.client import CHART_TYPES, ChartLimits, FhirError
+from smartapp.launch import client as smart
+from smartapp.launch import sessions, signer
+from smartapp.screen.describe import demographics, describe, in_words, patient_banner
 from smartapp.services import current_services
 from smartapp.web import check_csrf, holds_browser_id
+from smartapp.writeback import outbox, profiles
+from smartapp.writeback import resources as writeback
 
 bp = Blueprint("screen", __name__, url_prefix="/c")
 log = logging.getLogger("handoff.screen")

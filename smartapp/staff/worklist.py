@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from smartapp import referral_log
+from smartapp.audit import log as referral_log
 from smartapp.db import CoachHandoff, Database, Referral, utcnow
 
 OPEN = ("requested", "accepted", "in-progress")

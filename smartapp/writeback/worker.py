@@ -11,8 +11,9 @@ import threading
 
 from flask import Flask
 
-from smartapp import outbox, sessions
+from smartapp.launch import sessions
 from smartapp.services import current_services
+from smartapp.writeback import outbox
 
 log = logging.getLogger("handoff.worker")
 

@@ -1,7 +1,7 @@
 """Staff sign-in (coaches, auditors, program managers) with OpenID Connect against the
 hospital's identity provider. authlib does the protocol (discovery, state, nonce, PKCE, id_token
 checks); its state data (PKCE verifier, nonce) waits in Handoff's database, not in the cookie.
-A signed-in staff member is a server-side session (smartapp.staff_sessions: idle and absolute
+A signed-in staff member is a server-side session (smartapp.staff.sessions: idle and absolute
 limits, ended for every copy of the cookie at sign-out); the cookie holds only its random token,
 issued fresh at each sign-in. Never a token of the identity provider.
 
@@ -19,8 +19,9 @@ import re
 from authlib.integrations.flask_client import OAuth
 from flask import Blueprint, abort, current_app, g, redirect, request, session, url_for
 
-from smartapp import referral_log, staff_sessions
+from smartapp.audit import log as referral_log
 from smartapp.services import current_services
+from smartapp.staff import sessions as staff_sessions
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 log = logging.getLogger("handoff.staff")

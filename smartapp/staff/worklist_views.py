@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
-from smartapp import outbox, sessions, worklist
+from smartapp.launch import sessions
 from smartapp.services import current_services
-from smartapp.staff import current_staff, require_role
+from smartapp.staff import worklist
+from smartapp.staff.auth import current_staff, require_role
 from smartapp.web import check_csrf
+from smartapp.writeback import outbox
 
 bp = Blueprint("worklist", __name__, url_prefix="/worklist")
 log = logging.getLogger("handoff.worklist")

@@ -1,7 +1,7 @@
 """`handoff audit`: verify the referral log, export it, hand auditors the public key.
 
 Mounted in `smartapp.cli` with `cli.add_command(audit)`; also runnable on its own:
-`python -m smartapp.audit_cli verify ...`. `verify` with `--database-url` and `--public-key` needs
+`python -m smartapp.audit.cli verify ...`. `verify` with `--database-url` and `--public-key` needs
 nothing but the database and the public key (an auditor's machine); everything else reads the
 app's configuration (`create_app()`: DATABASE_URL, AUDIT_SIGNING_KEY, the instance folder).
 """
@@ -252,7 +252,7 @@ def public_key(obj: _Context, out: Path | None) -> None:
 @click.pass_obj
 def checkpoint(obj: _Context, database_url: str | None, export_to: Path | None) -> None:
     """Sign the chain head now (checkpoints are also made every N events)."""
-    from smartapp import referral_log
+    from smartapp.audit import log as referral_log
 
     db = obj.database(database_url)
     try:

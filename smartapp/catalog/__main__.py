@@ -1,0 +1,7 @@
+"""``python -m smartapp.catalog check|list FOLDER``: the catalog's command line (see `main`)."""
+
+import sys
+
+from smartapp.catalog import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""FHIR: the client that reads the patient's chart from the EHR and posts writes."""

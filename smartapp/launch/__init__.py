@@ -1,0 +1,1 @@
+"""Launch: the SMART on FHIR launch, its sessions, registrations, keys and tokens."""

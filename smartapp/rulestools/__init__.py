@@ -1,0 +1,1 @@
+"""Rules tools: the `handoff rules` command line, the backtest and the rules setting."""

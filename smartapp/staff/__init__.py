@@ -1,0 +1,1 @@
+"""Staff: sign-in, sessions, the coaches' worklist and the program console."""

@@ -1,0 +1,1 @@
+"""Writeback: the resources written to the EHR, the outbox and its worker."""
