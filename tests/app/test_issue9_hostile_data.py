@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from smartapp.audit.models import LogEvent
 from smartapp.db import Database
-from smartapp.fhir.client import chart_searches
+from smartapp.fhir.chart import chart_searches
 from tests import launch_flow
 from tests.conftest import TEST_READER, TEST_READER_REDIRECT
 from tests.smart_helpers import token_for
