@@ -2,6 +2,6 @@
 
 import sys
 
-from smartapp.catalog import main
+from smartapp.catalog.cli import main
 
 sys.exit(main())
