@@ -65,13 +65,13 @@ def create_app(
     from smartapp.launch import views as launch_views
     from smartapp.screen import views as screen_views
     from smartapp.staff import auth as staff
-    from smartapp.staff import console_views, worklist_views
+    from smartapp.staff import console, worklist_views
 
     web.init_app(app)
     staff.init_app(app)
     app.register_blueprint(launch_views.bp)
     app.register_blueprint(screen_views.bp)
-    app.register_blueprint(console_views.bp)
+    app.register_blueprint(console.bp)
     app.register_blueprint(staff.bp)
     app.register_blueprint(worklist_views.bp)
     return app

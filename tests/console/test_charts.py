@@ -5,12 +5,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from smartapp.staff import dashboard
-from smartapp.staff.console_views import (
+from smartapp.staff.console.summary import summary
+from smartapp.staff.dashboard.charts import (
     bar_chart,
     column_chart,
     dashboard_charts,
     nice_scale,
-    summary,
 )
 from tests.console import logdata
 

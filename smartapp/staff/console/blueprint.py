@@ -1,0 +1,52 @@
+"""The console blueprint ("console", /console), its roles and what every console page shares.
+
+Auditors (`auditor`) read events; program managers (`program-manager`) see only the dashboard.
+The auditor pages register in `smartapp.staff.console.views`, the dashboard page in
+`smartapp.staff.dashboard.views`, on this one blueprint, so their endpoints stay
+`console.<name>`.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, url_for
+from sqlalchemy.orm import Session
+from werkzeug.routing import BuildError
+
+from smartapp.audit.chain import DEFAULT_EVERY, app_checkpointing
+from smartapp.audit.verify import Report
+from smartapp.staff.auth import current_staff
+from smartapp.staff.console.chain_status import chain_report
+from smartapp.staff.dashboard.formatting import format_minutes, percent
+
+bp = Blueprint("console", __name__, url_prefix="/console")
+
+AUDITOR = "auditor"
+MANAGER = "program-manager"
+
+
+def _logout_url() -> str | None:
+    try:
+        return url_for("staff.logout")
+    except BuildError:
+        return None
+
+
+@bp.context_processor
+def console_globals() -> dict:
+    staff = current_staff() or {}
+    roles = staff.get("roles", [])
+    return {
+        "staff": staff,
+        "is_auditor": AUDITOR in roles,
+        "logout_url": _logout_url(),
+        "format_minutes": format_minutes,
+        "percent": percent,
+    }
+
+
+def app_chain_report(app: Flask, session: Session) -> Report:
+    """The chain status with the app's checkpoint key, interval and checkpoint sink."""
+    signer = app_checkpointing(app).signer
+    every = int(app.config.get("AUDIT_CHECKPOINT_EVERY") or DEFAULT_EVERY)
+    sink = app.config.get("AUDIT_CHECKPOINT_SINK")
+    return chain_report(session, [signer.public_key] if signer else [], every, sink)
