@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from gunicorn.glogging import Logger
 
-from smartapp.web import redact_query
+from smartapp.web.logs import redact_query
 
 # Access log to stdout (a container's log collector), error log to stderr.
 accesslog = "-"

@@ -21,7 +21,8 @@ class ServerHandle:
 
     @property
     def url(self) -> str:
-        return f"http://{self.server.server_address[0]}:{self.port}"
+        host = self.server.server_address[0]  # typed str | bytes; a TCP server's is a str
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{self.port}"
 
     def stop(self) -> None:
         self.server.shutdown()
