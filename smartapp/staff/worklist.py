@@ -1,19 +1,25 @@
 """The coach team's worklist: open warm handoffs and what coaches do with them.
 
-Pure service functions over Handoff's store; every change is appended to the referral log and,
-where the Task was written to the EHR, queued in the outbox as an update of that Task.
+Flask-free service functions over Handoff's store: the status transitions and who may make
+them (`apply_action`, pure), and `act`, which records one, appends it to the referral log and
+asks the outbox to queue the Task update (a PUT where the Task was written to the EHR).
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from smartapp.audit import log as referral_log
 from smartapp.db import CoachHandoff, Database, Referral, utcnow
+from smartapp.writeback import outbox
+from smartapp.writeback.task_update import TaskChanges
+
+if TYPE_CHECKING:
+    from smartapp.catalog import Catalog
 
 OPEN = ("requested", "accepted", "in-progress")
 CLOSE_REASONS = (
@@ -114,10 +120,10 @@ def act(
     program: str | None = None,
     reason: str | None = None,
 ) -> CoachHandoff:
-    """Apply one coach action; log it and queue the Task update for the EHR."""
+    """Apply one coach action; log it and ask the outbox to queue the Task update, in one
+    transaction (the coach's state, the log and the queued write commit together)."""
     if action not in ACTIONS:
         raise WorklistError(f"Unknown action {action!r}.")
-    now = utcnow()
     with db.session() as session:
         referral = session.get(Referral, referral_id)
         if referral is None or not _coach_consult_accepted(referral):
@@ -126,31 +132,8 @@ def act(
         if state is None:
             state = CoachHandoff(referral_id=referral_id, status="requested")
             session.add(state)
-        if state.status not in OPEN:
-            raise WorklistError("This handoff is closed.")
-        if action == "accept":
-            if state.status != "requested":
-                raise WorklistError(f"Already accepted by {state.coach_name}.")
-            state.status, state.accepted_at = "accepted", now
-            state.coach_ref, state.coach_name = coach["user_ref"], coach["name"]
-        elif action == "contact":
-            _must_own(state, coach)
-            state.status, state.contacted_at = "in-progress", now
-            state.contact_note = (note or "").strip()[:1000] or None
-        elif action == "link":
-            _must_own(state, coach)
-            if not program:
-                raise WorklistError("Name the program the patient was linked to.")
-            state.linked_program, state.linked_at = program[:300], now
-            state.status = "completed"
-        elif action == "close":
-            _must_own(state, coach, allow_unaccepted=True)
-            if reason not in CLOSE_REASONS:
-                raise WorklistError("Pick a reason for closing.")
-            state.closed_reason = reason + (f": {note.strip()[:500]}" if note else "")
-            state.status = "completed" if reason == "Linked to a program" else "cancelled"
-        state.updated_at = now
-        _queue_task_update(referral, state)
+        apply_action(state, action, coach, utcnow(), note=note, program=program, reason=reason)
+        outbox.enqueue_task_update(session, referral_id, task_changes(state))
         referral_log.append_about(
             session,
             f"coach-{action}",
@@ -169,6 +152,47 @@ def act(
     return state
 
 
+def apply_action(
+    state: CoachHandoff,
+    action: str,
+    coach: dict,
+    now: datetime,
+    *,
+    note: str | None = None,
+    program: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """The status transition of one coach action, with who may make it (pure: changes
+    `state` or raises WorklistError saying why not). requested -> accepted (any coach) ->
+    in-progress (contact) -> completed (linked); close from any open state, with a reason."""
+    if action not in ACTIONS:
+        raise WorklistError(f"Unknown action {action!r}.")
+    if state.status not in OPEN:
+        raise WorklistError("This handoff is closed.")
+    if action == "accept":
+        if state.status != "requested":
+            raise WorklistError(f"Already accepted by {state.coach_name}.")
+        state.status, state.accepted_at = "accepted", now
+        state.coach_ref, state.coach_name = coach["user_ref"], coach["name"]
+    elif action == "contact":
+        _must_own(state, coach)
+        state.status, state.contacted_at = "in-progress", now
+        state.contact_note = (note or "").strip()[:1000] or None
+    elif action == "link":
+        _must_own(state, coach)
+        if not program:
+            raise WorklistError("Name the program the patient was linked to.")
+        state.linked_program, state.linked_at = program[:300], now
+        state.status = "completed"
+    elif action == "close":
+        _must_own(state, coach, allow_unaccepted=True)
+        if reason not in CLOSE_REASONS:
+            raise WorklistError("Pick a reason for closing.")
+        state.closed_reason = reason + (f": {note.strip()[:500]}" if note else "")
+        state.status = "completed" if reason == "Linked to a program" else "cancelled"
+    state.updated_at = now
+
+
 def _must_own(state: CoachHandoff, coach: dict, allow_unaccepted: bool = False) -> None:
     if state.status == "requested" and allow_unaccepted:
         return
@@ -178,50 +202,27 @@ def _must_own(state: CoachHandoff, coach: dict, allow_unaccepted: bool = False) 
         raise WorklistError(f"This handoff belongs to {state.coach_name}.")
 
 
-def _queue_task_update(referral: Referral, state: CoachHandoff) -> None:
-    """Mirror the coach's state into the Task: at the EHR (an update in the outbox) where the
-    Task was written there, else in the copy Handoff keeps."""
-    plan = copy.deepcopy(referral.plan)
-    task_op = next(
-        (
-            op
-            for op in plan["operations"]
-            if op["type"] == "Task" and op.get("method", "POST") == "POST"
-        ),
-        None,
+def task_changes(state: CoachHandoff) -> TaskChanges:
+    """The coach's side of the handoff as the Task should show it."""
+    return TaskChanges(
+        status=state.status,
+        modified_at=state.updated_at,
+        owner_ref=state.coach_ref,
+        owner_name=state.coach_name,
+        contact_note=state.contact_note,
+        linked_program=state.linked_program,
+        closed_reason=state.closed_reason,
     )
-    if task_op is None:
-        return
-    task = copy.deepcopy(task_op["resource"])
-    task["status"] = state.status
-    if state.coach_ref and not state.coach_ref.startswith("urn:"):
-        task["owner"] = {"reference": state.coach_ref, "display": state.coach_name}
-    notes = []
-    if state.contact_note:
-        notes.append({"text": f"Coach contact: {state.contact_note}"})
-    if state.linked_program:
-        task["output"] = [{"type": {"text": "Linked program"}, "valueString": state.linked_program}]
-    if state.closed_reason:
-        task["statusReason"] = {"text": state.closed_reason}
-    if notes:
-        task["note"] = notes
-    task["lastModified"] = state.updated_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    if task_op["mode"] == "rest" and task_op.get("id"):
-        task["id"] = task_op["id"]
-        plan["operations"].append(
-            {
-                "key": f"{task_op['key']}-update-{len(plan['operations'])}",
-                "type": "Task",
-                "mode": "rest",
-                "method": "PUT",
-                "conditional": None,
-                "resource": task,
-                "status": "pending",
-                "id": task_op["id"],
-            }
-        )
-        referral.status = "queued"
-        referral.next_attempt_at = utcnow()
-    else:
-        task_op["resource"] = task
-    referral.plan = plan
+
+
+def program_label(catalog: Catalog | None, chosen: str | None, other: str | None) -> str | None:
+    """The program a coach linked the patient to, in words: a catalog program by its name
+    and phone, else what the coach typed."""
+    chosen = (chosen or "").strip()
+    if chosen and catalog is not None:
+        try:
+            program = catalog.get(chosen)
+            chosen = f"{program.name} ({program.phone})"
+        except KeyError:
+            pass
+    return chosen or (other or "").strip() or None

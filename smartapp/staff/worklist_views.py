@@ -6,14 +6,22 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
-from smartapp.launch import sessions
 from smartapp.services import current_services
 from smartapp.staff import worklist
 from smartapp.staff.auth import current_staff, require_role
 from smartapp.web import check_csrf
-from smartapp.writeback import outbox
+from smartapp.writeback.worker import deliver_now
 
 bp = Blueprint("worklist", __name__, url_prefix="/worklist")
 log = logging.getLogger("handoff.worklist")
@@ -44,37 +52,27 @@ def index():
 def act(referral_id: str, action: str):
     check_csrf()
     services = current_services()
-    program = request.form.get("program", "").strip()
-    if program and services.catalog is not None:
-        try:
-            chosen = services.catalog.get(program)
-            program = f"{chosen.name} ({chosen.phone})"
-        except KeyError:
-            pass
-    program = program or request.form.get("program-other", "").strip() or None
+    form = request.form
+    program = worklist.program_label(
+        services.catalog, form.get("program"), form.get("program-other")
+    )
+    coach = current_staff()
+    if coach is None:  # pragma: no cover - require_role let only a signed-in coach through
+        abort(403)
     try:
         worklist.act(
             services.db,
             referral_id,
             action,
-            current_staff(),
-            note=request.form.get("note"),
+            coach,
+            note=form.get("note"),
             program=program,
-            reason=request.form.get("reason"),
+            reason=form.get("reason"),
         )
     except worklist.WorklistError as exc:
         flash(str(exc), "error")
         return redirect(url_for("worklist.index"))
-    referral = outbox.get(services.db, referral_id)
-    if referral is not None and referral.status == "queued":
-        # Try the Task update now; the worker retries if the EHR is away.
-        outbox.deliver(
-            services.db,
-            referral_id,
-            lambda r, force_refresh=False: sessions.client_for_referral(services, r, force_refresh),
-            confirm_wait=current_app.config.get(
-                "OUTBOX_CONFIRM_WAIT_SECONDS", outbox.CONFIRM_WAIT_SECONDS
-            ),
-        )
+    # Try the Task update now; the worker retries if the EHR is away.
+    deliver_now(services, referral_id, current_app.config)
     flash(f"Handoff updated: {action}.", "ok")
     return redirect(url_for("worklist.index"))

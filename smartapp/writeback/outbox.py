@@ -16,16 +16,28 @@ import copy
 import logging
 import random
 import secrets
-from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any, Protocol, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from smartapp.audit import log as referral_log
 from smartapp.db import Database, Referral, utcnow
 from smartapp.fhir.client import FhirClient, FhirError, _id_from_location
+from smartapp.writeback.plan import (
+    Method,
+    Mode,
+    Operation,
+    Status,
+    WritePlan,
+    as_plan,
+    resolve_references,
+)
 from smartapp.writeback.resources import transaction_bundle_from_operations
+from smartapp.writeback.task_update import TaskChanges, apply_task_changes
 
 log = logging.getLogger("handoff.outbox")
 
@@ -41,6 +53,34 @@ class CredentialsUnavailable(Exception):
     """No live token for the referral's EHR (the launch ended); wait for a new launch."""
 
 
+class ClientFor(Protocol):
+    """A FHIR client with the referral's credentials; `force_refresh` after a 401."""
+
+    def __call__(self, referral: Referral, force_refresh: bool = False) -> FhirClient: ...
+
+
+# -- the plan on the row: the only place it is read from and written to the JSON column -----
+
+
+def plan_of(referral: Referral) -> WritePlan:
+    """The referral's plan (a copy: editing it changes the row only through store_plan)."""
+    return WritePlan.from_json(referral.plan)
+
+
+def store_plan(referral: Referral, plan: WritePlan) -> None:
+    referral.plan = plan.to_json()
+
+
+def _row(session: Session, referral_id: str) -> Referral:
+    referral = session.get(Referral, referral_id)
+    if referral is None:
+        raise LookupError(f"No referral {referral_id[:8]}.")
+    return referral
+
+
+# -- the queue ---------------------------------------------------------------------------
+
+
 def submit(
     db: Database,
     *,
@@ -51,10 +91,11 @@ def submit(
     encounter_id: str | None,
     user_ref: str | None,
     decision: dict,
-    plan: dict,
+    plan: WritePlan | dict[str, Any],
 ) -> tuple[Referral, bool]:
-    """Store the signed referral; returns (row, created). An existing row for the visit wins."""
-    status = "queued" if any(op["mode"] == "rest" for op in plan["operations"]) else "held"
+    """Store the signed referral; returns (row, created). An existing row for the visit wins.
+    `plan` is typed or its stored form (both are checked by parsing)."""
+    typed = as_plan(plan)
     try:
         with db.session() as session:
             referral = Referral(
@@ -66,10 +107,10 @@ def submit(
                 encounter_id=encounter_id,
                 user_ref=user_ref,
                 decision=decision,
-                plan=plan,
-                status=status,
+                status="queued" if typed.has_rest_writes else "held",
                 next_attempt_at=utcnow(),
             )
+            store_plan(referral, typed)
             session.add(referral)
             referral_log.append(
                 session,
@@ -80,10 +121,8 @@ def submit(
                 encounter_id=encounter_id,
                 data={
                     "referral": referral.id,
-                    "profile": plan["profile"],
-                    "kept_in_handoff": [
-                        op["type"] for op in plan["operations"] if op["mode"] == "local"
-                    ],
+                    "profile": typed.profile,
+                    "kept_in_handoff": [op.type for op in typed.kept],
                     **decision,
                 },
             )
@@ -108,7 +147,7 @@ def get(db: Database, referral_id: str) -> Referral | None:
 def hold(db: Database, referral_id: str, reason: str) -> Referral:
     """Keep a signed referral in Handoff only (the EHR cannot take it); visible, not retried."""
     with db.session() as session:
-        referral = session.get(Referral, referral_id)
+        referral = _row(session, referral_id)
         referral.status = "held"
         referral.last_error = reason
         referral.updated_at = utcnow()
@@ -119,6 +158,23 @@ def hold(db: Database, referral_id: str, reason: str) -> Referral:
             data={"referral": referral.id, "reason": reason},
         )
     return referral
+
+
+def enqueue_task_update(session: Session, referral_id: str, changes: TaskChanges) -> bool:
+    """Queue the coach's changes to the referral's Task, in the caller's transaction (so the
+    coach's state, its log entry and the queued write commit together). Where the EHR holds
+    the Task, a PUT is queued and the referral goes back to the queue (True); else the copy
+    kept in Handoff changes (False)."""
+    referral = _row(session, referral_id)
+    plan = plan_of(referral)
+    if plan.task_create() is None:
+        return False
+    queued = apply_task_changes(plan, changes)
+    if queued:
+        referral.status = "queued"
+        referral.next_attempt_at = utcnow()
+    store_plan(referral, plan)
+    return queued
 
 
 def due(db: Database, now: datetime | None = None, limit: int = 20) -> list[str]:
@@ -142,14 +198,18 @@ def claim(db: Database, referral_id: str, owner: str, now: datetime | None = Non
     """Take the lease if nobody holds it (an atomic compare-and-set on the row)."""
     now = now or utcnow()
     with db.session() as session:
-        result = session.execute(
-            update(Referral)
-            .where(
-                Referral.id == referral_id,
-                Referral.status == "queued",
-                or_(Referral.lease_until.is_(None), Referral.lease_until < now),
-            )
-            .values(lease_owner=owner, lease_until=now + LEASE)
+        # An UPDATE answers with a CursorResult (its row count); the stubs say Result.
+        result = cast(
+            "CursorResult[Any]",
+            session.execute(
+                update(Referral)
+                .where(
+                    Referral.id == referral_id,
+                    Referral.status == "queued",
+                    or_(Referral.lease_until.is_(None), Referral.lease_until < now),
+                )
+                .values(lease_owner=owner, lease_until=now + LEASE)
+            ),
         )
         return result.rowcount == 1
 
@@ -164,10 +224,13 @@ def backoff_seconds(
     return (rng or random).uniform(ceiling / 2, ceiling)
 
 
+# -- one delivery attempt ------------------------------------------------------------------
+
+
 def deliver(
     db: Database,
     referral_id: str,
-    client_for: Callable[[Referral], FhirClient],
+    client_for: ClientFor,
     owner: str | None = None,
     confirm_wait: float | None = None,
 ) -> Referral | None:
@@ -176,13 +239,22 @@ def deliver(
     owner = owner or secrets.token_hex(8)
     if not claim(db, referral_id, owner):
         return get(db, referral_id)  # somebody else is writing it, or it is done
-    referral = get(db, referral_id)
-    plan = copy.deepcopy(referral.plan)
-    error: FhirError | None = None
+    with db.session() as session:
+        referral = _row(session, referral_id)
+    plan = plan_of(referral)
     wait = timedelta(seconds=CONFIRM_WAIT_SECONDS if confirm_wait is None else confirm_wait)
+    error = _attempt(plan, referral, client_for, wait)
+    return _record_attempt(db, referral_id, owner, plan, error)
+
+
+def _attempt(
+    plan: WritePlan, referral: Referral, client_for: ClientFor, wait: timedelta
+) -> FhirError | None:
+    """Send the plan's pending writes (editing `plan` as they land); the error that stopped
+    them, if any. A 401 refreshes the token once and goes on where it stopped."""
 
     def write(client: FhirClient) -> None:
-        if plan["transaction"]:
+        if plan.transaction:
             _write_transaction(client, plan)
         else:
             _write_one_by_one(client, plan, wait)
@@ -193,34 +265,31 @@ def deliver(
         except FhirError as exc:
             if exc.status != 401:
                 raise
-            # The token expired under us: refresh once, then go on where we stopped.
             write(client_for(referral, force_refresh=True))
     except FhirError as exc:
-        error = exc
+        return exc
     except CredentialsUnavailable as exc:
-        error = FhirError(str(exc), status=None, transient=True, retry_after=60)
+        return FhirError(str(exc), status=None, transient=True, retry_after=60)
     except Exception:  # a bug mid-write: what was sent may have landed; retried, read back first
-        log.exception("write attempt crashed: referral=%s", referral_id[:8])
-        error = FhirError(
+        log.exception("write attempt crashed: referral=%s", referral.id[:8])
+        return FhirError(
             "Handoff hit an unexpected error while writing; it checks the chart and tries again.",
             transient=True,
             unknown_outcome=True,
         )
-    return _record_attempt(db, referral_id, owner, plan, error)
+    return None
 
 
-def _write_transaction(client: FhirClient, plan: dict) -> None:
-    """All REST writes in one transaction of conditional creates (all or nothing)."""
-    pending = [
-        op
-        for op in plan["operations"]
-        if op["mode"] == "rest" and op.get("method", "POST") == "POST"
-    ]
-    if not pending or all(op["status"] == "written" for op in pending):
+def _write_transaction(client: FhirClient, plan: WritePlan) -> None:
+    """All REST creates in one transaction of conditional creates (all or nothing)."""
+    pending = plan.rest_creates
+    if not pending or all(op.status == Status.WRITTEN for op in pending):
         _write_updates(client, plan)
         return
-    local = _local_references(plan)
-    resolved = [op | {"resource": _resolve(op["resource"], {}, local)} for op in pending]
+    local = plan.local_references()
+    resolved = [
+        replace(op, resource=resolve_references(op.resource, {}, local)) for op in pending
+    ]
     response = client.post_bundle(transaction_bundle_from_operations(resolved))
     answers = response.get("entry", [])
     if len(answers) != len(pending):
@@ -230,156 +299,125 @@ def _write_transaction(client: FhirClient, plan: dict) -> None:
     for op, answer in zip(pending, answers, strict=True):
         reply = answer.get("response", {})
         resource = answer.get("resource") or {}
-        op["id"] = resource.get("id") or _id_from_location(reply.get("location", ""), op["type"])
-        op["http"] = reply.get("status", "")
+        op.id = resource.get("id") or _id_from_location(reply.get("location", ""), op.type)
+        op.http = reply.get("status", "")
     for op in pending:
-        if not op["id"]:  # the answer does not say which resource: read it back
-            op["id"], op["http"] = _read_back_id(client, op), "200 (found)"
-        op["status"] = "written"
+        if not op.id:  # the answer does not say which resource: read it back
+            op.id, op.http = _read_back_id(client, op), "200 (found)"
+        op.status = Status.WRITTEN
     _write_updates(client, plan)
 
 
-def _read_back_id(client: FhirClient, op: dict) -> str:
+def _read_back_id(client: FhirClient, op: Operation) -> str:
     """The server id of a planned resource, found by Handoff's identifier (or _tag)."""
-    found = client.find(op["type"], op["conditional"])
+    found = client.find(op.type, op.conditional or "")
     if not found:
         raise FhirError(
-            f"The EHR's answer did not say which {op['type']} it wrote, and it is not in the "
+            f"The EHR's answer did not say which {op.type} it wrote, and it is not in the "
             "chart yet; Handoff checks again.",
             transient=True,
             unknown_outcome=True,
         )
-    return found[0]["id"]
+    return str(found[0]["id"])
 
 
-def _write_updates(client: FhirClient, plan: dict) -> None:
+def _write_updates(client: FhirClient, plan: WritePlan) -> None:
     """Updates of resources already at the EHR (the coach's Task changes), in order; PUT is
     idempotent, so a retry after a lost answer does no harm."""
-    for op in plan["operations"]:
-        if op.get("method") == "PUT" and op["mode"] == "rest" and op["status"] != "written":
+    for op in plan.operations:
+        if op.is_pending_update:
             _write_update(client, plan, op)
 
 
-def _write_update(client: FhirClient, plan: dict, op: dict) -> None:
+def _write_update(client: FhirClient, plan: WritePlan, op: Operation) -> None:
     """PUT one update with its references to Handoff's resources as the EHR knows them
     (`ServiceRequest/<server id>`, never the plan's `urn:uuid:`), and keep what was sent."""
-    op["resource"] = _resolve(op["resource"], _written_references(plan), _local_references(plan))
-    result = client.update(op["resource"])
-    op["http"], op["status"] = result["status"], "written"
+    op.resource = resolve_references(
+        op.resource, plan.written_references(), plan.local_references()
+    )
+    result = client.update(op.resource)
+    op.http, op.status = result["status"], Status.WRITTEN
 
 
-def _written_references(plan: dict) -> dict[str, str]:
-    """`urn:uuid:<key>` -> `Type/<server id>` for every resource the EHR already holds."""
-    return {
-        f"urn:uuid:{op['key']}": f"{op['type']}/{op['id']}"
-        for op in plan["operations"]
-        if op["mode"] == "rest"
-        and op["status"] == "written"
-        and op.get("id")
-        and op.get("method", "POST") == "POST"
-    }
-
-
-def _write_one_by_one(client: FhirClient, plan: dict, confirm_wait: timedelta) -> None:
+def _write_one_by_one(client: FhirClient, plan: WritePlan, confirm_wait: timedelta) -> None:
     """One create per resource, in plan order. Without conditional create, a search by
     Handoff's identifier first: the EHR may have committed an attempt whose answer was lost.
     A create that got no answer in time is not sent again until the search finds it or
     `confirm_wait` has passed (the EHR may still be committing it)."""
-    local_refs = _local_references(plan)
-    written_refs = _written_references(plan)
-    for op in plan["operations"]:
-        if op["mode"] != "rest" or op["status"] == "written":
+    local_refs = plan.local_references()
+    written_refs = plan.written_references()
+    for op in plan.operations:
+        if op.mode != Mode.REST or op.status == Status.WRITTEN:
             continue
-        if op.get("method") == "PUT":
+        if op.method == Method.UPDATE:
             _write_update(client, plan, op)
             continue
-        resource = _resolve(copy.deepcopy(op["resource"]), written_refs, local_refs)
-        if op["type"] == "Provenance":
+        resource = resolve_references(copy.deepcopy(op.resource), written_refs, local_refs)
+        if op.type == "Provenance":
             # A Provenance is about what the EHR holds: what stayed in Handoff is not a target.
             resource["target"] = [t for t in resource["target"] if "reference" in t]
-        if plan["conditional_create"]:
-            result = client.create(resource, if_none_exist=op["conditional"])
+        if plan.conditional_create:
+            result = client.create(resource, if_none_exist=op.conditional)
         else:
-            found = client.find(op["type"], op["conditional"])
+            found = client.find(op.type, op.conditional or "")
             if found:
                 result = {"id": found[0]["id"], "status": "200 (found)"}
             else:
                 _not_while_unconfirmed(op, confirm_wait)
                 result = _create_once(client, resource, op)
-        op.pop("unanswered_at", None)
-        op["id"], op["http"], op["status"] = result["id"], result["status"], "written"
-        written_refs[f"urn:uuid:{op['key']}"] = f"{op['type']}/{op['id']}"
+        op.mark_written(result["id"], result["status"])
+        written_refs[op.full_url] = f"{op.type}/{op.id}"
 
 
-def _create_once(client: FhirClient, resource: dict, op: dict) -> dict:
+def _create_once(client: FhirClient, resource: dict, op: Operation) -> dict:
     """Create, remembering when a create got no answer in time (`unanswered_at`): the EHR may
     commit it later, so another create waits (see _not_while_unconfirmed)."""
     try:
         return client.create(resource)
     except FhirError as exc:
         if exc.in_flight:
-            op["unanswered_at"] = utcnow().isoformat()
+            op.unanswered_at = utcnow().isoformat()
         raise
 
 
-def _not_while_unconfirmed(op: dict, confirm_wait: timedelta) -> None:
+def _not_while_unconfirmed(op: Operation, confirm_wait: timedelta) -> None:
     """Refuse a second create while an unanswered one may still land (searched for by
     Handoff's identifier just before, not found yet)."""
-    unanswered = op.get("unanswered_at")
+    unanswered = op.unanswered_at
     if unanswered and utcnow() < datetime.fromisoformat(unanswered) + confirm_wait:
         raise FhirError(
-            f"An earlier {op['type']} write got no answer in time and is not in the chart "
+            f"An earlier {op.type} write got no answer in time and is not in the chart "
             "yet; Handoff checks again before writing it anew.",
             transient=True,
         )
 
 
-def _local_references(plan: dict) -> dict[str, dict]:
-    """Logical references (by identifier) to what stays in Handoff, for resources that point
-    at it: the EHR cannot resolve a `urn:uuid:` it never received."""
-    references = {}
-    for op in plan["operations"]:
-        if op["mode"] == "local":
-            ident = (op["resource"].get("identifier") or [None])[0]
-            display = {"display": f"{op['type']} kept in Handoff"}
-            references[f"urn:uuid:{op['key']}"] = display | ({"identifier": ident} if ident else {})
-    return references
+def _local_references(plan: WritePlan | dict[str, Any]) -> dict[str, dict]:
+    """Logical references to what stays in Handoff (see WritePlan.local_references)."""
+    return as_plan(plan).local_references()
 
 
-def _resolve(value, written: dict[str, str], local: dict[str, dict]):
-    """Swap `urn:uuid:` references for real ones (written) or logical ones (kept in Handoff)."""
-    if isinstance(value, dict):
-        reference = value.get("reference")
-        if isinstance(reference, str) and reference.startswith("urn:uuid:"):
-            if reference in written:
-                return value | {"reference": written[reference]}
-            if reference in local:
-                return {k: v for k, v in value.items() if k != "reference"} | local[reference]
-        return {k: _resolve(v, written, local) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve(v, written, local) for v in value]
-    return value
+# The reference rewriting lives with the plan; this name is kept for existing callers.
+_resolve = resolve_references
 
 
 def _record_attempt(
-    db: Database, referral_id: str, owner: str, plan: dict, error: FhirError | None
+    db: Database, referral_id: str, owner: str, plan: WritePlan, error: FhirError | None
 ) -> Referral:
     now = utcnow()
-    rest = [op for op in plan["operations"] if op["mode"] == "rest"]
     with db.session() as session:
-        referral = session.get(Referral, referral_id)
+        referral = _row(session, referral_id)
         if referral.lease_owner != owner:  # lease lost (we were too slow): the other one records
             log.warning("lease lost: referral=%s", referral_id[:8])
             return referral
         referral.attempts += 1
-        referral.plan = plan
+        _merge_changes_made_meanwhile(plan, plan_of(referral))
+        store_plan(referral, plan)
         referral.lease_owner = None
         referral.lease_until = None
         referral.updated_at = now
         if error is None:
-            referral.status = (
-                "written" if all(op["status"] == "written" for op in rest) else "queued"
-            )
+            referral.status = "written" if plan.all_rest_written else "queued"
             referral.last_error = None
         elif error.transient or error.status == 401:
             referral.status = "queued"
@@ -390,27 +428,45 @@ def _record_attempt(
         else:
             referral.status = "failed"
             referral.last_error = str(error)
-        log.info(
-            "write attempt: referral=%s attempt=%d outcome=%s http=%s",
-            referral_id[:8],
-            referral.attempts,
-            referral.status,
-            getattr(error, "status", None),
-        )
-        referral_log.append_about(
-            session,
-            "write-attempt",
-            referral,
-            data={
-                "referral": referral.id,
-                "attempt": referral.attempts,
-                "outcome": referral.status,
-                "error": referral.last_error,
-                "http_status": getattr(error, "status", None),
-                "written": referral.written,
-                "next_attempt_at": referral.next_attempt_at.isoformat()
-                if referral.status == "queued"
-                else None,
-            },
-        )
-    return get(db, referral_id)
+        _log_attempt(session, referral, error)
+    result = get(db, referral_id)
+    assert result is not None  # recorded just now; referrals are never deleted
+    return result
+
+
+def _merge_changes_made_meanwhile(delivered: WritePlan, stored: WritePlan) -> None:
+    """Keep what the worklist queued while this attempt was writing: updates appended to
+    the stored plan since the attempt read it, and the copies kept in Handoff (which a
+    delivery never changes, a coach may). Without this the attempt's copy would drop them."""
+    known = {op.key for op in delivered.operations}
+    kept = {op.key: op for op in stored.kept}
+    for index, op in enumerate(delivered.operations):
+        if op.mode == Mode.LOCAL and op.key in kept:
+            delivered.operations[index] = kept[op.key]
+    delivered.operations += [op for op in stored.operations if op.key not in known]
+
+
+def _log_attempt(session: Session, referral: Referral, error: FhirError | None) -> None:
+    log.info(
+        "write attempt: referral=%s attempt=%d outcome=%s http=%s",
+        referral.id[:8],
+        referral.attempts,
+        referral.status,
+        getattr(error, "status", None),
+    )
+    referral_log.append_about(
+        session,
+        "write-attempt",
+        referral,
+        data={
+            "referral": referral.id,
+            "attempt": referral.attempts,
+            "outcome": referral.status,
+            "error": referral.last_error,
+            "http_status": getattr(error, "status", None),
+            "written": referral.written,
+            "next_attempt_at": referral.next_attempt_at.isoformat()
+            if referral.status == "queued"
+            else None,
+        },
+    )

@@ -8,14 +8,42 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask
 
+from smartapp.db import Referral
+from smartapp.fhir.client import FhirClient
 from smartapp.launch import sessions
-from smartapp.services import current_services
+from smartapp.services import Services, current_services
 from smartapp.writeback import outbox
 
 log = logging.getLogger("handoff.worker")
+
+
+def session_client(services: Services) -> outbox.ClientFor:
+    """The FHIR client for a referral's writes, from its launch's stored token."""
+
+    def client_for(referral: Referral, force_refresh: bool = False) -> FhirClient:
+        return sessions.client_for_referral(services, referral, force_refresh)
+
+    return client_for
+
+
+def confirm_wait(config: Mapping[str, Any]) -> float:
+    """OUTBOX_CONFIRM_WAIT_SECONDS (see outbox.CONFIRM_WAIT_SECONDS)."""
+    return float(config.get("OUTBOX_CONFIRM_WAIT_SECONDS", outbox.CONFIRM_WAIT_SECONDS))
+
+
+def deliver_now(services: Services, referral_id: str, config: Mapping[str, Any]) -> None:
+    """Try a queued referral's writes at once (after a coach's change, say); the worker
+    retries if the EHR is away."""
+    referral = outbox.get(services.db, referral_id)
+    if referral is not None and referral.status == "queued":
+        outbox.deliver(
+            services.db, referral_id, session_client(services), confirm_wait=confirm_wait(config)
+        )
 
 
 class OutboxWorker:
@@ -38,13 +66,9 @@ class OutboxWorker:
                     outbox.deliver(
                         services.db,
                         referral_id,
-                        lambda r, force_refresh=False: sessions.client_for_referral(
-                            services, r, force_refresh
-                        ),
+                        session_client(services),
                         owner=self.owner,
-                        confirm_wait=self.app.config.get(
-                            "OUTBOX_CONFIRM_WAIT_SECONDS", outbox.CONFIRM_WAIT_SECONDS
-                        ),
+                        confirm_wait=confirm_wait(self.app.config),
                     )
                 except Exception:  # one bad row must not stop the others; it stays queued
                     log.exception("delivery crashed: referral=%s", referral_id[:8])
