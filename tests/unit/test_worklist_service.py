@@ -1,0 +1,214 @@
+"""The coach worklist as a service, with no server: status transitions, who may do what, and
+the Task update it asks the outbox to queue (SQLite in a temporary folder)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import select
+
+from smartapp.db import CoachHandoff, Database, LogEvent
+from smartapp.staff import worklist
+from smartapp.staff.worklist import WorklistError, apply_action, program_label, task_changes
+from smartapp.writeback import outbox, profiles
+from smartapp.writeback.plan import Method, Mode, Status, WritePlan
+from smartapp.writeback.resources import ItemDecision, plan_writes
+from tests.unit.referrals import SETTINGS, referral
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 11, 20, 16, 0, tzinfo=UTC)
+COACH = {"user_ref": "urn:staff:coach-1", "name": "Jordan Rivera, CPRS"}
+OTHER = {"user_ref": "urn:staff:coach-2", "name": "Sam Lee, CPRS"}
+
+
+def handoff(status: str = "requested", owner: dict | None = None) -> CoachHandoff:
+    state = CoachHandoff(referral_id="r1", status=status)
+    if owner:
+        state.coach_ref, state.coach_name = owner["user_ref"], owner["name"]
+    return state
+
+
+# -- transitions and who may make them (pure) ----------------------------------------------
+
+
+def test_accept_contact_link():
+    state = handoff()
+    apply_action(state, "accept", COACH, NOW)
+    assert (state.status, state.coach_name, state.accepted_at) == ("accepted", COACH["name"], NOW)
+    apply_action(state, "contact", COACH, NOW, note="  Met at bedside  ")
+    assert (state.status, state.contact_note, state.contacted_at) == (
+        "in-progress", "Met at bedside", NOW
+    )
+    apply_action(state, "link", COACH, NOW, program="Bridge clinic (555)")
+    assert (state.status, state.linked_program) == ("completed", "Bridge clinic (555)")
+    assert state.updated_at == NOW
+
+
+@pytest.mark.parametrize(
+    ("state", "action", "coach", "extra", "message"),
+    [
+        (handoff(), "contact", COACH, {}, "Accept the handoff first."),
+        (handoff(), "link", COACH, {"program": "x"}, "Accept the handoff first."),
+        (handoff("accepted", COACH), "accept", OTHER, {}, "Already accepted by Jordan Rivera"),
+        (handoff("accepted", COACH), "contact", OTHER, {}, "belongs to Jordan Rivera"),
+        (handoff("in-progress", COACH), "close", OTHER, {"reason": "Other"}, "belongs to"),
+        (handoff("accepted", COACH), "link", COACH, {}, "Name the program"),
+        (handoff("accepted", COACH), "close", COACH, {"reason": "Bored"}, "Pick a reason"),
+        (handoff("completed", COACH), "contact", COACH, {}, "This handoff is closed."),
+        (handoff("cancelled"), "accept", COACH, {}, "This handoff is closed."),
+        (handoff(), "delete", COACH, {}, "Unknown action"),
+    ],
+)
+def test_refusals_say_why_and_change_nothing(state, action, coach, extra, message):
+    before = (state.status, state.coach_ref, state.contact_note, state.closed_reason)
+    with pytest.raises(WorklistError, match=message):
+        apply_action(state, action, coach, NOW, **extra)
+    assert (state.status, state.coach_ref, state.contact_note, state.closed_reason) == before
+
+
+def test_close_before_accepting_and_linked_closes_complete():
+    unaccepted = handoff()
+    apply_action(unaccepted, "close", COACH, NOW, reason="Patient left before contact")
+    assert unaccepted.status == "cancelled"
+    assert unaccepted.closed_reason == "Patient left before contact"
+    linked = handoff("in-progress", COACH)
+    apply_action(linked, "close", COACH, NOW, reason="Linked to a program", note=" by phone ")
+    assert (linked.status, linked.closed_reason) == ("completed", "Linked to a program: by phone")
+
+
+def test_task_changes_mirror_the_state():
+    state = handoff("in-progress", COACH)
+    state.contact_note, state.updated_at = "called", NOW
+    changes = task_changes(state)
+    assert (changes.status, changes.owner_ref, changes.contact_note, changes.modified_at) == (
+        "in-progress", COACH["user_ref"], "called", NOW
+    )
+
+
+def test_program_label_names_a_catalog_program_or_takes_the_typed_one():
+    bridge = SimpleNamespace(name="Example Bridge Clinic", phone="555-0100")
+
+    class Catalog:
+        def get(self, program_id: str):
+            if program_id != "bridge-clinic":
+                raise KeyError(program_id)
+            return bridge
+
+    catalog = Catalog()
+    assert program_label(catalog, "bridge-clinic", "x") == "Example Bridge Clinic (555-0100)"
+    assert program_label(catalog, " unknown ", None) == "unknown"
+    assert program_label(catalog, "", "  Typed program ") == "Typed program"
+    assert program_label(None, "bridge-clinic", None) == "bridge-clinic"
+    assert program_label(catalog, None, "  ") is None
+
+
+# -- act: the state, the log and the queued Task update in one go -----------------------------
+
+
+@pytest.fixture
+def db(tmp_path) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 'handoff.sqlite'}")
+    database.create_all()
+    return database
+
+
+def signed(db: Database, profile: str, task_written: bool, patient: str = "p1") -> str:
+    plan: WritePlan = plan_writes(referral(patient_id=patient), SETTINGS, profiles.profile(profile))
+    task = plan.task_create()
+    assert task is not None
+    if task_written:
+        for op in plan.operations:
+            if op.mode is Mode.REST:
+                op.mark_written(f"{op.type.lower()}-1", "201 Created")
+    decision = {
+        "decisions": [{"kind": "prc-consult", "accepted": True}],
+        "consult_mode": "telehealth",
+    }
+    row, created = outbox.submit(
+        db, visit_key=f"visit-{patient}", context_id="ctx", iss="http://ehr.test/fhir",
+        patient_id=patient, encounter_id="e1", user_ref="Practitioner/doc",
+        decision=decision, plan=plan,
+    )
+    assert created
+    if task_written:  # as after a delivery
+        with db.session() as session:
+            session.get(type(row), row.id).status = "written"
+    return row.id
+
+
+def test_act_on_a_task_at_the_ehr_queues_a_put_and_logs(db):
+    referral_id = signed(db, "fhir-rest", task_written=True)
+    state = worklist.act(db, referral_id, "accept", COACH)
+    assert state.status == "accepted"
+    row = outbox.get(db, referral_id)
+    assert row is not None and row.status == "queued"  # the outbox has a write to deliver
+    plan = outbox.plan_of(row)
+    update = plan.operations[-1]
+    assert (update.method, update.status, update.id) == (Method.UPDATE, Status.PENDING, "task-1")
+    assert update.resource["status"] == "accepted"
+    with db.session() as session:
+        events = [e.type for e in session.scalars(select(LogEvent).order_by(LogEvent.seq))]
+    assert events[-1] == "coach-accept"
+    worklist.act(db, referral_id, "contact", COACH, note="hello")
+    plan = outbox.plan_of(outbox.get(db, referral_id))
+    updates = [op for op in plan.operations if op.method is Method.UPDATE]
+    assert [u.resource["status"] for u in updates] == ["accepted", "in-progress"]
+
+
+def test_act_on_a_task_kept_in_handoff_changes_the_kept_copy(db):
+    referral_id = signed(db, "epic", task_written=False)
+    before = outbox.get(db, referral_id)
+    assert before is not None
+    worklist.act(db, referral_id, "accept", COACH)
+    row = outbox.get(db, referral_id)
+    assert row is not None and row.status == before.status  # nothing new for the EHR
+    plan = outbox.plan_of(row)
+    assert len(plan.operations) == len(outbox.plan_of(before).operations)
+    task = plan.task_create()
+    assert task is not None and task.mode is Mode.LOCAL and task.resource["status"] == "accepted"
+
+
+def test_a_refused_action_changes_nothing(db):
+    referral_id = signed(db, "fhir-rest", task_written=True)
+    before = outbox.get(db, referral_id)
+    assert before is not None
+    with pytest.raises(WorklistError, match="Accept the handoff first"):
+        worklist.act(db, referral_id, "contact", COACH)
+    with db.session() as session:
+        assert session.get(CoachHandoff, referral_id) is None
+    after = outbox.get(db, referral_id)
+    assert after is not None and (after.plan, after.status) == (before.plan, "written")
+    with pytest.raises(WorklistError, match="No such handoff"):
+        worklist.act(db, "nope", "accept", COACH)
+
+
+def test_items_and_loads(db):
+    first = signed(db, "fhir-rest", task_written=True, patient="p1")
+    second = signed(db, "epic", task_written=False, patient="p2")
+    worklist.act(db, first, "accept", COACH)
+    worklist.act(db, second, "close", OTHER, reason="Patient declined the coach")
+    open_items = worklist.items(db)
+    assert [(i.referral_id, i.status, i.mode) for i in open_items] == [
+        (first, "accepted", "telehealth")
+    ]
+    assert {i.referral_id for i in worklist.items(db, include_closed=True)} == {first, second}
+    assert worklist.loads(db) == {COACH["name"]: 1}
+
+
+def test_a_declined_consult_is_no_handoff(db):
+    plan = plan_writes(
+        referral([ItemDecision("prc-consult", False, "Patient declined")]),
+        SETTINGS,
+        profiles.profile("fhir-rest"),
+    )
+    row, _ = outbox.submit(
+        db, visit_key="v", context_id="c", iss="i", patient_id="p", encounter_id=None,
+        user_ref=None, decision={"decisions": [{"kind": "prc-consult", "accepted": False}]},
+        plan=plan,
+    )
+    assert worklist.items(db, include_closed=True) == []
+    with pytest.raises(WorklistError, match="No such handoff"):
+        worklist.act(db, row.id, "accept", COACH)
