@@ -253,7 +253,7 @@ def _session(
             "token_endpoint_auth_method": "client_secret_basic",
         }
     elif registration.auth_method == "private_key_jwt":
-        if signing_key is None:
+        if signing_key is None or registration.key_id is None:  # key_id: checked at loading
             raise LaunchError(f"No signing key for registration {registration.id}.")
         kwargs = {
             "token_endpoint_auth_method": SmartPrivateKeyJWT(

@@ -18,7 +18,7 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from smartapp.startup import private_folder, write_new_private_file
 
-ALGORITHMS = {"RS384": ("RSA", 2048), "ES384": ("EC", "P-384")}
+ALGORITHMS: dict[str, tuple[str, int | str]] = {"RS384": ("RSA", 2048), "ES384": ("EC", "P-384")}
 KID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{4,64}$")
 
 
@@ -46,7 +46,7 @@ class KeyStore:
         if path.exists():
             raise KeyStoreError(f"key {kid} exists already")
         kty, size = ALGORITHMS[alg]
-        key = RSAKey.generate_key(size) if kty == "RSA" else ECKey.generate_key(size)
+        key = _generate_key(kty, size)
         data = key.as_dict(private=True) | {"kid": kid, "alg": alg, "use": "sig"}
         private_folder(self.folder)
         if not write_new_private_file(path, json.dumps(data)):  # 0600 from the first byte
@@ -84,4 +84,11 @@ class KeyStore:
             keys.append(public | {"kid": kid, "alg": data["alg"], "use": "sig"})
         if not keys:
             return {"keys": []}
-        return KeySet.import_key_set({"keys": keys}).as_dict(private=False)
+        return dict(KeySet.import_key_set({"keys": keys}).as_dict(private=False))
+
+
+def _generate_key(kty: str, size: int | str) -> RSAKey | ECKey:
+    """A new private key: RSA of `size` bits, or EC on the curve `size` names."""
+    if kty == "RSA":
+        return RSAKey.generate_key(int(size))
+    return ECKey.generate_key(str(size))

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy import CursorResult, Delete, and_, delete, exists, func, or_, select
+from sqlalchemy.orm import Session
 
 from smartapp.db import Database, LaunchContext, PendingAuthorization, Referral
 
@@ -53,12 +54,21 @@ def purge_launch_contexts(
         kept = session.scalar(
             select(func.count()).select_from(LaunchContext).where(old, _needed_by_outbox())
         )
-        contexts = session.execute(
+        contexts = _deleted(
+            session,
             delete(LaunchContext)
             .where(old, ~_needed_by_outbox())
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        authorizations = session.execute(
-            delete(PendingAuthorization).where(PendingAuthorization.created_at < now - state_ttl)
-        ).rowcount
+            .execution_options(synchronize_session=False),
+        )
+        authorizations = _deleted(
+            session,
+            delete(PendingAuthorization).where(PendingAuthorization.created_at < now - state_ttl),
+        )
     return Purged(contexts=contexts, kept_for_outbox=kept or 0, authorizations=authorizations)
+
+
+def _deleted(session: Session, statement: Delete) -> int:
+    """Run a DELETE; how many rows it deleted (a DELETE's result is a CursorResult)."""
+    result = session.execute(statement)
+    assert isinstance(result, CursorResult)
+    return result.rowcount

@@ -28,11 +28,12 @@ NAMED_TYPES = ("Practitioner", "Patient", "RelatedPerson", "Person")
 def display_name(services, context: LaunchContext) -> str | None:
     """The signing user's display name: from the fhirUser resource where the granted scopes
     let Handoff read it, else from the launch's id_token."""
-    user_type = (context.user_ref or "").split("/", 1)[0]
+    user_ref = context.user_ref or ""
+    user_type = user_ref.split("/", 1)[0]
     name = None
     if user_type in NAMED_TYPES and smart.may(context.scope, user_type, "r"):
         try:
-            name = fhir_user_name(sessions.client_for(services, context.id), context.user_ref)
+            name = fhir_user_name(sessions.client_for(services, context.id), user_ref)
         except sessions.SessionEnded:
             name = None
     if name:

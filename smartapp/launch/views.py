@@ -7,8 +7,7 @@ encrypted. Each launch gets its own context id, so two tabs never mix two patien
 from __future__ import annotations
 
 import logging
-import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from flask import (
     Blueprint,
@@ -20,12 +19,10 @@ from flask import (
     request,
     url_for,
 )
+from werkzeug.wrappers import Response as WerkzeugResponse
 
-from smartapp.audit import log as referral_log
-from smartapp.db import LaunchContext, PendingAuthorization
-from smartapp.launch import client as smart
-from smartapp.launch.keys import KeyStoreError
-from smartapp.launch.registrations import RegistrationError
+from smartapp.launch import service
+from smartapp.launch.registrations import Registration
 from smartapp.services import current_services
 from smartapp.web import browser_id, holds_browser_id, renew_browser_id
 
@@ -34,7 +31,17 @@ log = logging.getLogger("handoff.launch")
 
 
 def redirect_uri() -> str:
+    """Where the EHR sends the browser back to: /callback under PUBLIC_URL."""
     return current_app.config["PUBLIC_URL"].rstrip("/") + "/callback"
+
+
+def launch_settings() -> service.LaunchSettings:
+    """The launch's settings from the app's configuration."""
+    return service.LaunchSettings(
+        redirect_uri=redirect_uri(),
+        state_ttl=timedelta(seconds=current_app.config["STATE_TTL_SECONDS"]),
+        timeout=current_services().timeout,
+    )
 
 
 @bp.get("/launch")
@@ -79,29 +86,15 @@ def standalone(registration_id: str):
     return start_authorization(registration, None)
 
 
-def start_authorization(registration, launch_value: str | None):
-    """Discovery, then redirect to the EHR's authorize endpoint; remember state and PKCE."""
-    services = current_services()
+def start_authorization(registration: Registration, launch_value: str | None) -> WerkzeugResponse:
+    """Discovery, then redirect to the EHR's authorize endpoint (state and PKCE kept)."""
     try:
-        config = smart.discover(registration.iss, services.timeout)
-        auth = smart.authorization_request(registration, config, redirect_uri(), launch_value)
-    except smart.LaunchError as exc:
-        log.warning("launch failed at discovery: %s", exc)
-        abort(502, description=str(exc))
-    with services.db.session() as db:
-        db.add(
-            PendingAuthorization(
-                state=auth.state,
-                browser_id=browser_id(),
-                registration_id=registration.id,
-                iss=registration.iss,
-                code_verifier=auth.code_verifier,
-                nonce=auth.nonce,
-                token_endpoint=config.token_endpoint,
-                jwks_uri=config.jwks_uri,
-            )
+        url = service.begin_authorization(
+            current_services(), registration, launch_value, launch_settings(), browser_id
         )
-    return redirect(auth.url)
+    except service.LaunchRefused as exc:
+        abort(exc.status, description=exc.description)
+    return redirect(url)
 
 
 @bp.get("/.well-known/jwks.json")
@@ -113,115 +106,18 @@ def jwks():
 
 
 @bp.get("/callback")
-def callback():
-    """Check state (known, this browser, unused, fresh), trade the code, verify the id_token."""
-    services = current_services()
-    state = request.args.get("state", "")
-    with services.db.session() as db:
-        pending = db.get(PendingAuthorization, state) if state else None
-        if pending is not None:
-            db.delete(pending)  # single use, whatever happens next
-    if pending is None or not holds_browser_id(pending.browser_id):
-        log.warning("callback refused: unknown, reused or foreign state")
-        abort(
-            400,
-            description="This sign-in link is not valid (it was used already, or it was "
-            "started in another browser). Launch Handoff again from the chart.",
-        )
-    ttl = timedelta(seconds=current_app.config["STATE_TTL_SECONDS"])
-    created = (
-        pending.created_at if pending.created_at.tzinfo else pending.created_at.replace(tzinfo=UTC)
+def callback() -> WerkzeugResponse:
+    """Check state (known, this browser, unused, fresh), trade the code, verify the id_token;
+    then show the screen of the new launch context."""
+    params = service.CallbackParams(
+        state=request.args.get("state", ""),
+        code=request.args.get("code"),
+        error=request.args.get("error"),
+        error_description=request.args.get("error_description"),
     )
-    if datetime.now(UTC) - created > ttl:
-        log.warning("callback refused: state expired")
-        abort(400, description="The sign-in took too long. Launch Handoff again from the chart.")
-    if request.args.get("error"):
-        said = smart.ehr_error(request.args.get("error"), request.args.get("error_description"))
-        log.warning("callback: authorization denied by the EHR (%s)", said)
-        abort(
-            403,
-            description=f"The EHR did not authorize Handoff for this patient. The EHR said: {said}",
-        )
-    code = request.args.get("code")
-    if not code:
-        abort(400, description="The EHR returned no authorization code.")
-    registration = services.registry.by_id(pending.registration_id)
-    if registration is None:
-        abort(403, description="This EHR is no longer registered with Handoff.")
+    browser = service.Browser(holds=holds_browser_id, renew=renew_browser_id)
     try:
-        token = smart.exchange_code(
-            registration,
-            pending.token_endpoint,
-            redirect_uri(),
-            code,
-            pending.code_verifier,
-            services.timeout,
-            signing_key=services.signing_key(registration),
-        )
-    except (smart.LaunchError, KeyStoreError, RegistrationError) as exc:
-        log.warning("callback failed at token exchange: %s", exc)
-        abort(400, description=str(exc))
-    try:
-        claims = verified_identity(token, pending, registration)
-    except smart.LaunchError as exc:
-        log.warning("callback refused: %s", exc)
-        abort(400, description=f"{exc} Handoff did not use the EHR's token.")
-    if not claims.get("fhirUser"):
-        log.warning("callback refused: identity token names no fhirUser")
-        abort(
-            400,
-            description="The EHR did not say who you are (no fhirUser). Handoff records "
-            "every decision under the user's name, so it cannot go on.",
-        )
-    if not token.get("patient"):
-        log.warning("callback: token response carries no patient context")
-        abort(400, description="The EHR did not say which patient this launch is for.")
-    context_id = secrets.token_urlsafe(24)
-    expires_in = token.get("expires_in")
-    bound_to = renew_browser_id()  # a fresh session id for what this launch opens
-    with services.db.session() as db:
-        context = LaunchContext(
-            id=context_id,
-            browser_id=bound_to,
-            registration_id=registration.id,
-            iss=pending.iss,
-            patient_id=str(token["patient"]),
-            encounter_id=token.get("encounter"),
-            user_ref=smart.fhir_user_reference(claims.get("fhirUser"), pending.iss),
-            scope=token.get("scope", ""),
-            need_patient_banner=1 if token.get("need_patient_banner", True) else 0,
-            token_ciphertext=services.cipher.encrypt(token, context_id),
-            token_endpoint=pending.token_endpoint,
-            access_expires_at=(datetime.now(UTC) + timedelta(seconds=int(expires_in)))
-            if expires_in
-            else None,
-        )
-        db.add(context)
-        referral_log.append_about(
-            db,
-            "launch",
-            context,
-            data={"scope": context.scope, "registration": registration.id},
-            user_name=claims.get("name"),
-        )
-    log.info("launch ok: context=%s registration=%s", context_id[:8], registration.id)
+        context_id = service.complete_launch(current_services(), params, launch_settings(), browser)
+    except service.LaunchRefused as exc:
+        abort(exc.status, description=exc.description)
     return redirect(url_for("screen.show", context_id=context_id))
-
-
-def verified_identity(token: dict, pending: PendingAuthorization, registration) -> dict:
-    """The id_token's claims, verified against the issuer's keys; no id_token is refused."""
-    if not token.get("id_token"):
-        raise smart.LaunchError("The EHR returned no identity token (id_token).")
-    if not pending.jwks_uri:
-        raise smart.LaunchError(
-            "The EHR publishes no keys (jwks_uri) to verify the user's identity."
-        )
-    issuer = pending.iss
-    return smart.verify_id_token(
-        token["id_token"],
-        pending.jwks_uri,
-        issuer,
-        registration.client_id,
-        pending.nonce,
-        current_services().timeout,
-    )

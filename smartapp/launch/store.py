@@ -1,0 +1,97 @@
+"""Where a launch keeps its state between requests: the pending authorization (state, PKCE
+verifier, nonce; single use) and the launch context (patient, user, scopes, encrypted tokens),
+logged in the referral log. The launch service uses these; views never touch the rows."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from smartapp.audit import log as referral_log
+from smartapp.db import LaunchContext, PendingAuthorization
+from smartapp.launch.client import AuthorizationRequest, SmartConfiguration, fhir_user_reference
+from smartapp.launch.registrations import Registration
+from smartapp.services import Services
+
+
+def remember_authorization(
+    services: Services,
+    registration: Registration,
+    config: SmartConfiguration,
+    auth: AuthorizationRequest,
+    browser_id: str,
+) -> None:
+    """Keep an authorization request in flight until its callback, bound to this browser."""
+    with services.db.session() as db:
+        db.add(
+            PendingAuthorization(
+                state=auth.state,
+                browser_id=browser_id,
+                registration_id=registration.id,
+                iss=registration.iss,
+                code_verifier=auth.code_verifier,
+                nonce=auth.nonce,
+                token_endpoint=config.token_endpoint,
+                jwks_uri=config.jwks_uri,
+            )
+        )
+
+
+def take_authorization(services: Services, state: str) -> PendingAuthorization | None:
+    """The authorization request of `state`, deleted as it is read: single use, whatever
+    happens next. None for an empty, unknown or used state."""
+    with services.db.session() as db:
+        pending = db.get(PendingAuthorization, state) if state else None
+        if pending is not None:
+            db.delete(pending)
+    return pending
+
+
+def _aware(moment: datetime) -> datetime:
+    """A stored time as UTC (SQLite gives it back without its zone)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def authorization_age(pending: PendingAuthorization, now: datetime) -> timedelta:
+    """How long ago the authorization request was made."""
+    return now - _aware(pending.created_at)
+
+
+def open_context(
+    services: Services,
+    pending: PendingAuthorization,
+    registration: Registration,
+    token: dict,
+    claims: dict,
+    browser_id: str,
+) -> str:
+    """Store the launch context (tokens encrypted, bound to this browser), log the launch in
+    the referral log, and return the new context's id."""
+    context_id = secrets.token_urlsafe(24)
+    expires_in = token.get("expires_in")
+    with services.db.session() as db:
+        context = LaunchContext(
+            id=context_id,
+            browser_id=browser_id,
+            registration_id=registration.id,
+            iss=pending.iss,
+            patient_id=str(token["patient"]),
+            encounter_id=token.get("encounter"),
+            user_ref=fhir_user_reference(claims.get("fhirUser"), pending.iss),
+            scope=token.get("scope", ""),
+            need_patient_banner=1 if token.get("need_patient_banner", True) else 0,
+            token_ciphertext=services.cipher.encrypt(token, context_id),
+            token_endpoint=pending.token_endpoint,
+            access_expires_at=(datetime.now(UTC) + timedelta(seconds=int(expires_in)))
+            if expires_in
+            else None,
+        )
+        db.add(context)
+        referral_log.append_about(
+            db,
+            "launch",
+            context,
+            data={"scope": context.scope, "registration": registration.id},
+            user_name=claims.get("name"),
+        )
+    return context_id
