@@ -372,4 +372,3 @@ def pydantic_problems(error: ValidationError) -> list[tuple[str, str]]:
             message = item["msg"].removeprefix("Value error, ")
         found.append((path, message))
     return found
-

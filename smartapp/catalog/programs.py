@@ -170,4 +170,3 @@ def address_text(address: _Address | None) -> str | None:
         return address.text
     region = " ".join(part for part in (address.state, address.postalCode) if part)
     return ", ".join(part for part in (*address.line, address.city, region) if part) or None
-

@@ -31,6 +31,7 @@ CHART_TYPES = (
     "ServiceRequest",
 )
 
+
 @dataclass(frozen=True)
 class ChartLimits:
     """How much of one chart Handoff reads (settings CHART_MAX_BYTES, CHART_MAX_RESOURCES)."""
@@ -391,4 +392,3 @@ def _relative(reference: str) -> str:
     """`Type/id` from a relative or absolute reference."""
     parts = reference.split("/_history/")[0].rstrip("/").split("/")
     return "/".join(parts[-2:])
-

@@ -18,6 +18,7 @@ __all__ = ["CHART_TYPES", "FHIR_JSON", "ChartLimits", "ChartRead", "FhirClient",
 
 FHIR_JSON = "application/fhir+json"
 
+
 @dataclass
 class FhirClient:
     """A FHIR server base URL and a bearer token; every call has a timeout."""
@@ -100,10 +101,12 @@ class FhirClient:
         return _entries(self.get(f"{resource_type}?{query}"))
 
     def get(self, path_or_url: str) -> dict:
+        """GET a path under the base, or an absolute URL (a next page)."""
         url = path_or_url if path_or_url.startswith("http") else f"{self.base}/{path_or_url}"
         return self._request("GET", url)
 
     def post_bundle(self, bundle: dict) -> dict:
+        """POST a batch or transaction Bundle to the base; returns the response Bundle."""
         return self._request("POST", self.base, bundle)
 
     def search_all(self, path: str, max_pages: int = 50) -> list[dict]:
@@ -134,8 +137,8 @@ class FhirClient:
         return read_chart(self, patient_id, encounter_id, now, observation_days, types, limits)
 
 
-
 def _entries(bundle: dict) -> list[dict]:
+    """The matching resources of a searchset (OperationOutcome entries left out)."""
     return [
         e["resource"]
         for e in bundle.get("entry", [])
@@ -144,6 +147,7 @@ def _entries(bundle: dict) -> list[dict]:
 
 
 def _next_link(bundle: dict) -> str | None:
+    """The URL of the searchset's next page, if any."""
     for link in bundle.get("link", []):
         if link.get("relation") == "next":
             return link.get("url")
@@ -158,4 +162,3 @@ def _id_from_location(location: str, resource_type: str) -> str | None:
         if index + 1 < len(parts):
             return parts[index + 1]
     return None
-

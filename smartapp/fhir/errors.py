@@ -34,7 +34,6 @@ class FhirError(Exception):
         self.in_flight = in_flight
 
 
-
 def parse_response(response: requests.Response) -> dict:
     """The JSON object of a successful answer; anything else raises FhirError (transient or
     not, with the unknown outcome of a success that cannot be read)."""
