@@ -1,1 +1,14 @@
-"""Writeback: the resources written to the EHR, the outbox and its worker."""
+"""Writeback: what Handoff writes to the EHR, the outbox that writes it, and its worker.
+
+- `resources`: a signed referral -> the typed plan (`plan_writes`) per write profile; the
+  names callers import (SignedReferral, ItemDecision, WriteSettings, build_plan, ...).
+- `referral`: the signed decision and the site's write settings; stable identifiers.
+- `shapes`: one builder per FHIR resource, with the security labels (42 CFR Part 2).
+- `note`: the linkage note's text.
+- `plan`: `WritePlan` and its operations; the JSON column's only (de)serialiser.
+- `profiles`: what each EHR takes (fhir-rest, epic, oracle-health).
+- `outbox`: the queue (submit, lease, retry backoff, deliver, enqueue_task_update).
+- `writers`: transaction, one by one (search first), updates.
+- `task_update`: a coach's changes mirrored into the Task.
+- `worker`: delivers queued referrals (a process or a thread).
+"""

@@ -1,5 +1,6 @@
 """The outbox: a signed referral is stored before any write is tried, then delivered until it
-lands. The only module that sends writes to an EHR.
+lands. Only the outbox sends writes to an EHR (`deliver`, with the ways of writing in
+`writers`); others ask it: `submit` a signed referral, `enqueue_task_update` a coach's change.
 
 - One row per visit (a unique key): a double click or a second Sign finds the first referral.
 - A lease on the row: two workers, or a worker and the web app, never write it at once.
@@ -8,15 +9,15 @@ lands. The only module that sends writes to an EHR.
   OperationOutcome) are kept with the EHR's message for someone to act on.
 - Duplicates are impossible: a transaction with conditional creates where the EHR has them;
   elsewhere a search by Handoff's identifier before every create.
+- The plan (`plan.WritePlan`) is read from and written to the row here only (`plan_of`,
+  `store_plan`).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import random
 import secrets
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
@@ -26,17 +27,9 @@ from sqlalchemy.orm import Session
 
 from smartapp.audit import log as referral_log
 from smartapp.db import Database, Referral, utcnow
-from smartapp.fhir.client import FhirClient, FhirError, _id_from_location
-from smartapp.writeback.plan import (
-    Method,
-    Mode,
-    Operation,
-    Status,
-    WritePlan,
-    as_plan,
-    resolve_references,
-)
-from smartapp.writeback.resources import transaction_bundle_from_operations
+from smartapp.fhir.client import FhirClient, FhirError
+from smartapp.writeback import writers
+from smartapp.writeback.plan import Delivery, Mode, WritePlan, as_plan, resolve_references
 from smartapp.writeback.task_update import TaskChanges, apply_task_changes
 
 log = logging.getLogger("handoff.outbox")
@@ -254,10 +247,10 @@ def _attempt(
     them, if any. A 401 refreshes the token once and goes on where it stopped."""
 
     def write(client: FhirClient) -> None:
-        if plan.transaction:
-            _write_transaction(client, plan)
+        if plan.delivery is Delivery.TRANSACTION:
+            writers.write_transaction(client, plan)
         else:
-            _write_one_by_one(client, plan, wait)
+            writers.write_one_by_one(client, plan, wait)
 
     try:
         try:
@@ -278,118 +271,6 @@ def _attempt(
             unknown_outcome=True,
         )
     return None
-
-
-def _write_transaction(client: FhirClient, plan: WritePlan) -> None:
-    """All REST creates in one transaction of conditional creates (all or nothing)."""
-    pending = plan.rest_creates
-    if not pending or all(op.status == Status.WRITTEN for op in pending):
-        _write_updates(client, plan)
-        return
-    local = plan.local_references()
-    resolved = [
-        replace(op, resource=resolve_references(op.resource, {}, local)) for op in pending
-    ]
-    response = client.post_bundle(transaction_bundle_from_operations(resolved))
-    answers = response.get("entry", [])
-    if len(answers) != len(pending):
-        raise FhirError(
-            "The EHR's transaction response does not match what was sent.", transient=True
-        )
-    for op, answer in zip(pending, answers, strict=True):
-        reply = answer.get("response", {})
-        resource = answer.get("resource") or {}
-        op.id = resource.get("id") or _id_from_location(reply.get("location", ""), op.type)
-        op.http = reply.get("status", "")
-    for op in pending:
-        if not op.id:  # the answer does not say which resource: read it back
-            op.id, op.http = _read_back_id(client, op), "200 (found)"
-        op.status = Status.WRITTEN
-    _write_updates(client, plan)
-
-
-def _read_back_id(client: FhirClient, op: Operation) -> str:
-    """The server id of a planned resource, found by Handoff's identifier (or _tag)."""
-    found = client.find(op.type, op.conditional or "")
-    if not found:
-        raise FhirError(
-            f"The EHR's answer did not say which {op.type} it wrote, and it is not in the "
-            "chart yet; Handoff checks again.",
-            transient=True,
-            unknown_outcome=True,
-        )
-    return str(found[0]["id"])
-
-
-def _write_updates(client: FhirClient, plan: WritePlan) -> None:
-    """Updates of resources already at the EHR (the coach's Task changes), in order; PUT is
-    idempotent, so a retry after a lost answer does no harm."""
-    for op in plan.operations:
-        if op.is_pending_update:
-            _write_update(client, plan, op)
-
-
-def _write_update(client: FhirClient, plan: WritePlan, op: Operation) -> None:
-    """PUT one update with its references to Handoff's resources as the EHR knows them
-    (`ServiceRequest/<server id>`, never the plan's `urn:uuid:`), and keep what was sent."""
-    op.resource = resolve_references(
-        op.resource, plan.written_references(), plan.local_references()
-    )
-    result = client.update(op.resource)
-    op.http, op.status = result["status"], Status.WRITTEN
-
-
-def _write_one_by_one(client: FhirClient, plan: WritePlan, confirm_wait: timedelta) -> None:
-    """One create per resource, in plan order. Without conditional create, a search by
-    Handoff's identifier first: the EHR may have committed an attempt whose answer was lost.
-    A create that got no answer in time is not sent again until the search finds it or
-    `confirm_wait` has passed (the EHR may still be committing it)."""
-    local_refs = plan.local_references()
-    written_refs = plan.written_references()
-    for op in plan.operations:
-        if op.mode != Mode.REST or op.status == Status.WRITTEN:
-            continue
-        if op.method == Method.UPDATE:
-            _write_update(client, plan, op)
-            continue
-        resource = resolve_references(copy.deepcopy(op.resource), written_refs, local_refs)
-        if op.type == "Provenance":
-            # A Provenance is about what the EHR holds: what stayed in Handoff is not a target.
-            resource["target"] = [t for t in resource["target"] if "reference" in t]
-        if plan.conditional_create:
-            result = client.create(resource, if_none_exist=op.conditional)
-        else:
-            found = client.find(op.type, op.conditional or "")
-            if found:
-                result = {"id": found[0]["id"], "status": "200 (found)"}
-            else:
-                _not_while_unconfirmed(op, confirm_wait)
-                result = _create_once(client, resource, op)
-        op.mark_written(result["id"], result["status"])
-        written_refs[op.full_url] = f"{op.type}/{op.id}"
-
-
-def _create_once(client: FhirClient, resource: dict, op: Operation) -> dict:
-    """Create, remembering when a create got no answer in time (`unanswered_at`): the EHR may
-    commit it later, so another create waits (see _not_while_unconfirmed)."""
-    try:
-        return client.create(resource)
-    except FhirError as exc:
-        if exc.in_flight:
-            op.unanswered_at = utcnow().isoformat()
-        raise
-
-
-def _not_while_unconfirmed(op: Operation, confirm_wait: timedelta) -> None:
-    """Refuse a second create while an unanswered one may still land (searched for by
-    Handoff's identifier just before, not found yet)."""
-    unanswered = op.unanswered_at
-    if unanswered and utcnow() < datetime.fromisoformat(unanswered) + confirm_wait:
-        raise FhirError(
-            f"An earlier {op.type} write got no answer in time and is not in the chart "
-            "yet; Handoff checks again before writing it anew.",
-            transient=True,
-        )
 
 
 def _local_references(plan: WritePlan | dict[str, Any]) -> dict[str, dict]:
