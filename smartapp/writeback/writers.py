@@ -12,7 +12,15 @@ from datetime import datetime, timedelta
 
 from smartapp.db import utcnow
 from smartapp.fhir.client import FhirClient, FhirError, _id_from_location
-from smartapp.writeback.plan import Method, Mode, Operation, Status, WritePlan, resolve_references
+from smartapp.writeback.plan import (
+    Delivery,
+    Method,
+    Mode,
+    Operation,
+    Status,
+    WritePlan,
+    resolve_references,
+)
 from smartapp.writeback.resources import transaction_bundle_from_operations
 
 
@@ -92,17 +100,26 @@ def write_one_by_one(client: FhirClient, plan: WritePlan, confirm_wait: timedelt
         if op.type == "Provenance":
             # A Provenance is about what the EHR holds: what stayed in Handoff is not a target.
             resource["target"] = [t for t in resource["target"] if "reference" in t]
-        if plan.conditional_create:
-            result = client.create(resource, if_none_exist=op.conditional)
-        else:
-            found = client.find(op.type, op.conditional or "")
-            if found:
-                result = {"id": found[0]["id"], "status": "200 (found)"}
-            else:
-                _not_while_unconfirmed(op, confirm_wait)
-                result = _create_once(client, resource, op)
+        result = _create(client, plan.delivery, op, resource, confirm_wait)
         op.mark_written(result["id"], result["status"])
         written_refs[op.full_url] = f"{op.type}/{op.id}"
+
+
+def _create(
+    client: FhirClient,
+    delivery: Delivery,
+    op: Operation,
+    resource: dict,
+    confirm_wait: timedelta,
+) -> dict:
+    """One create: conditional where the EHR honours it, else found by identifier first."""
+    if delivery is Delivery.CONDITIONAL_CREATE:
+        return client.create(resource, if_none_exist=op.conditional)
+    found = client.find(op.type, op.conditional or "")
+    if found:
+        return {"id": found[0]["id"], "status": "200 (found)"}
+    _not_while_unconfirmed(op, confirm_wait)
+    return _create_once(client, resource, op)
 
 
 def _create_once(client: FhirClient, resource: dict, op: Operation) -> dict:
