@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, jsonify, request
@@ -78,30 +79,13 @@ def create_sandbox_app(
     db = Database(database_url)
     db.create_all()
     service = FhirService(db, fhir_base)
-    seed_now = now or datetime.now(UTC)
-    sets = tuple(seed)
-    report = None
-    if needs_seeding(db, sets, seed_now):
-        report = seed_data(db, service, Path(shared_dir), sets, seed_now)
+    report = _seed(db, service, Path(shared_dir), tuple(seed), now or datetime.now(UTC))
     store = OAuthStore(db)
     store.register_clients(clients)
     key = store.signing_key()
-    secret_key = store.secret("flask_secret_key")
+    app = _flask_app(base_url, store.secret("flask_secret_key"))
     db.session.remove()  # start-up work is done; requests get their own sessions
 
-    app = Flask(
-        __name__, template_folder=str(Path(__file__).parent / "templates"), static_folder=None
-    )
-    port = urlsplit(base_url).port or 80
-    app.config.update(
-        SECRET_KEY=secret_key,
-        # Apps and the sandbox often share a host (127.0.0.1) and cookies ignore ports:
-        # a distinct name keeps the EHR session apart from the app's own session cookie.
-        SESSION_COOKIE_NAME=f"sandbox_ehr_session_{port}",
-        SESSION_COOKIE_SAMESITE="Lax",
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
-        SANDBOX_ACCESS_TOKEN_LIFETIME=ACCESS_TOKEN_LIFETIME_S,
-    )
     faults = Faults()
     service.write_rules = lambda: faults.write_rules(write_behaviour)
     server = create_authorization_server(
@@ -113,14 +97,13 @@ def create_sandbox_app(
         token_url=f"{base_url}/auth/token",
         faults=faults,
     )
-    protector = create_resource_protector(store, realm=fhir_base)
     app.extensions["sandbox"] = Sandbox(
         base_url=base_url,
         db=db,
         service=service,
         store=store,
         server=server,
-        protector=protector,
+        protector=create_resource_protector(store, realm=fhir_base),
         fixed_now=now,
         faults=faults,
         requests=RequestLog(),
@@ -134,14 +117,48 @@ def create_sandbox_app(
         },
     )
     app.extensions["sandbox_seed_report"] = report
+    _register_blueprints(app, test_controls)
+    _install_hooks(app, db)
+    return app
+
+
+def _seed(
+    db: Database, service: FhirService, shared_dir: Path, sets: tuple[str, ...], now: datetime
+) -> Any:
+    """Seed `sets` from `shared_dir` when the database is empty or stale; the seed report, or
+    None when nothing was seeded."""
+    if needs_seeding(db, sets, now):
+        return seed_data(db, service, shared_dir, sets, now)
+    return None
+
+
+def _flask_app(base_url: str, secret_key: str) -> Flask:
+    """The Flask app with the sandbox's templates and its own session cookie."""
+    app = Flask(
+        __name__, template_folder=str(Path(__file__).parent / "templates"), static_folder=None
+    )
+    port = urlsplit(base_url).port or 80
+    app.config.update(
+        SECRET_KEY=secret_key,
+        # Apps and the sandbox often share a host (127.0.0.1) and cookies ignore ports:
+        # a distinct name keeps the EHR session apart from the app's own session cookie.
+        SESSION_COOKIE_NAME=f"sandbox_ehr_session_{port}",
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        SANDBOX_ACCESS_TOKEN_LIFETIME=ACCESS_TOKEN_LIFETIME_S,
+    )
+    return app
+
+
+def _register_blueprints(app: Flask, test_controls: bool) -> None:
+    """The FHIR API, the authorization server, the chart screens; the test controls only
+    when asked (off, /_sandbox/ is 404)."""
     app.register_blueprint(fhir_api.bp)
     app.register_blueprint(auth_views.bp)
     app.register_blueprint(chart_views.bp)
     if test_controls:
         app.register_blueprint(controls_bp)
         _install_request_log(app, app.extensions["sandbox"].requests)
-    _install_hooks(app, db)
-    return app
 
 
 def _install_request_log(app: Flask, log_: RequestLog) -> None:

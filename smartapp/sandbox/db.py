@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -147,7 +148,7 @@ def _tune_sqlite(engine: Engine) -> None:
     """WAL, relaxed fsync, and explicit BEGIN (pysqlite's implicit one breaks isolation)."""
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: object, _record: object) -> None:
+    def _on_connect(dbapi_conn: Any, _record: object) -> None:  # a sqlite3.Connection
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")

@@ -33,7 +33,9 @@ from smartapp.sandbox.config import (
     HOSPITAL_ORG_ID,
 )
 from smartapp.sandbox.db import Database, history, resources, search_index
-from smartapp.sandbox.fhir.service import FhirService, PreparedResource, rewrite_references
+from smartapp.sandbox.fhir.bundle_entries import rewrite_references
+from smartapp.sandbox.fhir.results import PreparedResource
+from smartapp.sandbox.fhir.service import FhirService
 from smartapp.sandbox.fhirtime import format_instant, parse_instant, shift_resource_dates
 
 log = logging.getLogger(__name__)

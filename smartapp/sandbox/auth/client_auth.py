@@ -164,6 +164,8 @@ class SmartPrivateKeyJWT(JWTBearerClientAssertion):
                 key = KeySet.import_key_set({"keys": [data]}).keys[0]
             except (JoseError, ValueError, TypeError):
                 continue
+            if not isinstance(key, RSAKey | ECKey):  # the only key types _KEY_TYPES names
+                continue
             if isinstance(key, key_type) and (curve is None or data.get("crv") == curve):
                 return key
         raise refuse(f"The client's key {kid!r} cannot verify {alg} (wrong kty, crv, alg or use)")

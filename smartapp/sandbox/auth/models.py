@@ -19,7 +19,7 @@ from authlib.integrations.sqla_oauth2 import (
     OAuth2TokenMixin,
 )
 from joserfc.jwk import RSAKey
-from sqlalchemy import Column, Integer, String, Text, select
+from sqlalchemy import Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, scoped_session
 
 from smartapp.sandbox.auth.scopes import granted_scopes
@@ -58,7 +58,7 @@ class OAuthClient(Base, OAuth2ClientMixin):
 
     __tablename__ = "oauth_client"
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
-    launch_url = Column(Text, nullable=False, default="")
+    launch_url: Mapped[str] = mapped_column(Text, nullable=False, default="")
 
     def get_allowed_scope(self, scope: str) -> str:
         """Granted = requested ∩ supported (any client may ask for any supported scope)."""
@@ -70,9 +70,9 @@ class AuthorizationCode(Base, OAuth2AuthorizationCodeMixin):
 
     __tablename__ = "oauth_code"
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id = Column(String(64), nullable=False)
-    patient = Column(String(64))
-    encounter = Column(String(64))
+    user_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    patient: Mapped[str | None] = mapped_column(String(64))
+    encounter: Mapped[str | None] = mapped_column(String(64))
 
     def is_expired(self) -> bool:
         """Codes live CODE_LIFETIME_S seconds."""
@@ -84,9 +84,9 @@ class Token(Base, OAuth2TokenMixin):
 
     __tablename__ = "oauth_token"
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id = Column(String(64))
-    patient = Column(String(64))
-    encounter = Column(String(64))
+    user_id: Mapped[str | None] = mapped_column(String(64))
+    patient: Mapped[str | None] = mapped_column(String(64))
+    encounter: Mapped[str | None] = mapped_column(String(64))
 
 
 class Launch(Base):
@@ -118,7 +118,7 @@ class OAuthStore:
         return self.db.session
 
     @contextmanager
-    def _writing(self) -> Iterator[Session]:
+    def _writing(self) -> Iterator[scoped_session[Session]]:
         """Serialised ORM write: ends any open read snapshot first, commits at the end.
 
         SQLite refuses to turn a read transaction into a write one once another writer has

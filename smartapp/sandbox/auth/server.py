@@ -348,7 +348,7 @@ class SmartTokenGenerator(BearerTokenGenerator):
         )
         self.faults = faults
 
-    def generate(  # type: ignore[override]
+    def generate(
         self,
         grant_type: str,
         client: OAuthClient,
@@ -365,7 +365,7 @@ class SmartTokenGenerator(BearerTokenGenerator):
             grant_type, client, user, scope, expires_in, include_refresh_token and lasting
         )
 
-    def get_allowed_scope(self, client: OAuthClient, scope: str) -> str:  # type: ignore[override]
+    def get_allowed_scope(self, client: OAuthClient, scope: str) -> str:
         """Requested ∩ supported, then narrowed by narrow_scopes / drop_write_scopes /
         advertise_v1_only: the token response's `scope` is what is really granted."""
         return self.faults.narrow_grant(BearerTokenGenerator.get_allowed_scope(client, scope))

@@ -30,6 +30,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 
 from smartapp.sandbox.auth.client_auth import ALGORITHMS
 from smartapp.sandbox.auth.models import USERS, EhrUser
@@ -114,7 +115,7 @@ def _local_target(target: str | None) -> str:
 
 
 @bp.route("/auth/login", methods=["GET", "POST"])
-def login() -> Response | tuple[str, int] | str:
+def login() -> ResponseReturnValue:
     """Sign-in page: pick the sandbox user to be (one button each), then back to `next`.
 
     The form (POST, CSRF-protected) sends `csrf_token`, `next` and `user` (the button's
@@ -140,7 +141,7 @@ def login() -> Response | tuple[str, int] | str:
 
 
 @bp.post("/auth/logout")
-def logout() -> Response:
+def logout() -> ResponseReturnValue:
     """End the EHR session."""
     session.clear()
     return redirect(url_for("auth.login"))
@@ -226,11 +227,13 @@ def csrf_ok() -> bool:
     """Does the posted form carry this session's CSRF token?"""
     expected = session.get(CSRF_FIELD)
     sent = request.form.get(CSRF_FIELD, "")
-    return bool(expected) and hmac.compare_digest(sent.encode(), expected.encode())
+    if not expected:
+        return False
+    return hmac.compare_digest(sent.encode(), expected.encode())
 
 
 @bp.route("/auth/authorize", methods=["GET", "POST"])
-def authorize() -> Response | tuple[str, int] | str:
+def authorize() -> ResponseReturnValue:
     """Authorization endpoint (code flow, PKCE S256, SMART launch; fault: deny_consent)."""
     auth = sandbox()
     user = current_user()

@@ -290,20 +290,41 @@ class _Chart:
             self.names[ref] = str(label or concept(target.get("code")) or ref)
         return self.names[ref]
 
-    def item(self, resource: dict, when_text: str, title: str, **fields: str | None) -> Item:
+    def item(
+        self,
+        resource: dict,
+        when_text: str,
+        title: str,
+        *,
+        detail: str = "",
+        status: str = "",
+        body: str | None = None,
+    ) -> Item:
         """An Item for `resource`, flagged new when written after seeding."""
         updated = (resource.get("meta") or {}).get("lastUpdated", "")
         return Item(
             when(when_text),
             title,
+            detail=detail,
+            status=status,
+            body=body,
             ref=f"{resource['resourceType']}/{resource['id']}",
             new=bool(self.seeded_at) and updated > self.seeded_at,
-            **fields,
         )
 
 
 def _joined(*parts: object, sep: str = " · ") -> str:
     return sep.join(str(p) for p in parts if p)
+
+
+BY_DATE = ("_sort", "-date")
+# The medication resource types shown, with where each keeps its date (first found wins).
+MEDICATION_DATES = (
+    ("MedicationRequest", ("authoredOn",)),
+    ("MedicationStatement", ("effectiveDateTime", "effectivePeriod", "dateAsserted")),
+    ("MedicationAdministration", ("effectiveDateTime", "effectivePeriod")),
+    ("MedicationDispense", ("whenHandedOver",)),
+)
 
 
 def chart_view(
@@ -313,68 +334,88 @@ def chart_view(
     row = next((p for p in ed_patients(service, now) if p.id == patient_id), None)
     if row is None:
         return None
-    view = ChartView(patient=row)
     chart = _Chart(service, patient_id, seeded_at)
-    by_date = ("_sort", "-date")
+    return ChartView(
+        patient=row,
+        allergies=_allergies(chart),
+        problems=_problems(chart),
+        medications=_medications(chart),
+        orders=_orders(chart),
+        notes=_notes(chart),
+        tasks=_tasks(chart),
+        results=_results(chart),
+    )
 
-    for allergy in chart.search("AllergyIntolerance"):
-        view.allergies.append(
-            chart.item(
-                allergy,
-                allergy.get("recordedDate", ""),
-                concept(allergy.get("code")),
-                status=allergy.get("criticality", ""),
-            )
+
+def _allergies(chart: _Chart) -> list[Item]:
+    return [
+        chart.item(
+            allergy,
+            allergy.get("recordedDate", ""),
+            concept(allergy.get("code")),
+            status=allergy.get("criticality", ""),
         )
-    for condition in chart.search("Condition", by_date):
-        view.problems.append(
-            chart.item(
-                condition,
-                first_date(condition, "onsetDateTime", "onsetPeriod", "recordedDate"),
-                concept(condition.get("code")),
-                status=_joined(
-                    concept(condition.get("clinicalStatus")),
-                    concept(condition.get("verificationStatus")),
-                    sep=" / ",
-                ),
-            )
+        for allergy in chart.search("AllergyIntolerance")
+    ]
+
+
+def _problems(chart: _Chart) -> list[Item]:
+    return [
+        chart.item(
+            condition,
+            first_date(condition, "onsetDateTime", "onsetPeriod", "recordedDate"),
+            concept(condition.get("code")),
+            status=_joined(
+                concept(condition.get("clinicalStatus")),
+                concept(condition.get("verificationStatus")),
+                sep=" / ",
+            ),
         )
-    for rtype, date_keys in (
-        ("MedicationRequest", ("authoredOn",)),
-        ("MedicationStatement", ("effectiveDateTime", "effectivePeriod", "dateAsserted")),
-        ("MedicationAdministration", ("effectiveDateTime", "effectivePeriod")),
-        ("MedicationDispense", ("whenHandedOver",)),
-    ):
-        for med in chart.search(rtype, by_date):
-            view.medications.append(
-                chart.item(
-                    med,
-                    first_date(med, *date_keys),
-                    concept(med.get("medicationCodeableConcept"))
-                    or chart.name(med.get("medicationReference")),
-                    detail=rtype.removeprefix("Medication"),
-                    status=_joined(med.get("status"), med.get("intent"), sep=" "),
-                )
-            )
-    view.medications.sort(key=lambda item: item.when, reverse=True)
-    for order in chart.search("ServiceRequest", by_date):
-        view.orders.append(
-            chart.item(
-                order,
-                order.get("authoredOn", ""),
-                concept(order.get("code")),
-                detail=_joined(
-                    chart.name(order.get("requester")),
-                    ", ".join(chart.name(p) for p in order.get("performer") or []),
-                    order.get("priority"),
-                    " ".join(n.get("text", "") for n in order.get("note") or []),
-                ),
-                status=_joined(order.get("status"), order.get("intent"), sep=" "),
-            )
+        for condition in chart.search("Condition", BY_DATE)
+    ]
+
+
+def _medications(chart: _Chart) -> list[Item]:
+    """Requests, statements, administrations and dispenses together, newest first."""
+    items = [
+        chart.item(
+            med,
+            first_date(med, *date_keys),
+            concept(med.get("medicationCodeableConcept"))
+            or chart.name(med.get("medicationReference")),
+            detail=rtype.removeprefix("Medication"),
+            status=_joined(med.get("status"), med.get("intent"), sep=" "),
         )
-    for document in chart.search("DocumentReference", by_date):
+        for rtype, date_keys in MEDICATION_DATES
+        for med in chart.search(rtype, BY_DATE)
+    ]
+    items.sort(key=lambda item: item.when, reverse=True)
+    return items
+
+
+def _orders(chart: _Chart) -> list[Item]:
+    return [
+        chart.item(
+            order,
+            order.get("authoredOn", ""),
+            concept(order.get("code")),
+            detail=_joined(
+                chart.name(order.get("requester")),
+                ", ".join(chart.name(p) for p in order.get("performer") or []),
+                order.get("priority"),
+                " ".join(n.get("text", "") for n in order.get("note") or []),
+            ),
+            status=_joined(order.get("status"), order.get("intent"), sep=" "),
+        )
+        for order in chart.search("ServiceRequest", BY_DATE)
+    ]
+
+
+def _notes(chart: _Chart) -> list[Item]:
+    items = []
+    for document in chart.search("DocumentReference", BY_DATE):
         attachment = ((document.get("content") or [{}])[0]).get("attachment") or {}
-        view.notes.append(
+        items.append(
             chart.item(
                 document,
                 document.get("date", ""),
@@ -384,30 +425,36 @@ def chart_view(
                 body=note_text(document),
             )
         )
-    for task in chart.search("Task", by_date):
-        view.tasks.append(
-            chart.item(
-                task,
-                task.get("authoredOn") or task.get("lastModified") or "",
-                task.get("description") or concept(task.get("code")) or "Task",
-                detail=_joined(
-                    task.get("focus") and f"for {chart.name(task.get('focus'))}",
-                    task.get("owner") and f"owner {chart.name(task.get('owner'))}",
-                ),
-                status=_joined(task.get("status"), concept(task.get("businessStatus")), sep=" "),
-            )
+    return items
+
+
+def _tasks(chart: _Chart) -> list[Item]:
+    return [
+        chart.item(
+            task,
+            task.get("authoredOn") or task.get("lastModified") or "",
+            task.get("description") or concept(task.get("code")) or "Task",
+            detail=_joined(
+                task.get("focus") and f"for {chart.name(task.get('focus'))}",
+                task.get("owner") and f"owner {chart.name(task.get('owner'))}",
+            ),
+            status=_joined(task.get("status"), concept(task.get("businessStatus")), sep=" "),
         )
-    for observation in chart.search("Observation", by_date, count=15):
-        view.results.append(
-            chart.item(
-                observation,
-                first_date(observation, "effectiveDateTime", "effectivePeriod", "issued"),
-                concept(observation.get("code")),
-                detail=_value(observation),
-                status=observation.get("status", ""),
-            )
+        for task in chart.search("Task", BY_DATE)
+    ]
+
+
+def _results(chart: _Chart) -> list[Item]:
+    return [
+        chart.item(
+            observation,
+            first_date(observation, "effectiveDateTime", "effectivePeriod", "issued"),
+            concept(observation.get("code")),
+            detail=_value(observation),
+            status=observation.get("status", ""),
         )
-    return view
+        for observation in chart.search("Observation", BY_DATE, count=15)
+    ]
 
 
 @dataclass

@@ -20,6 +20,18 @@ CORE_TYPES = words(
 _INTERACTIONS = ("read", "vread", "search-type", "create", "update", "delete")
 
 
+SMART_SECURITY_SERVICE = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+            "code": "SMART-on-FHIR",
+        }
+    ],
+    "text": "OAuth2 using SMART-on-FHIR profile",
+}
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
 def capability_statement(
     fhir_base: str,
     oauth: dict[str, str],
@@ -34,28 +46,6 @@ def capability_statement(
     if rules.behaviour != "fhir-rest":
         description += f" (writes behave like {rules.behaviour})"
     types = sorted(CORE_TYPES | types_with_params() | set(stored))
-    resources = []
-    for rtype in types:
-        params = [{"name": name, "type": kind} for name, kind in COLUMN_PARAMS.items()]
-        params += [{"name": p.name, "type": p.kind} for p in params_for_type(rtype)]
-        creatable = rtype not in rules.refuse_create
-        interactions = [c for c in _INTERACTIONS if creatable or c != "create"]
-        resources.append(
-            {
-                "type": rtype,
-                "interaction": [{"code": code} for code in interactions],
-                "versioning": "versioned",
-                "readHistory": False,
-                "updateCreate": creatable,
-                "conditionalCreate": creatable and rules.conditional_create,
-                "conditionalUpdate": False,
-                "conditionalDelete": "not-supported",
-                "searchInclude": [
-                    f"{rtype}:{p.name}" for p in params_for_type(rtype) if p.kind == "reference"
-                ],
-                "searchParam": params,
-            }
-        )
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -69,31 +59,8 @@ def capability_statement(
         "rest": [
             {
                 "mode": "server",
-                "security": {
-                    "cors": False,
-                    "service": [
-                        {
-                            "coding": [
-                                {
-                                    "system": "http://terminology.hl7.org/CodeSystem/"
-                                    "restful-security-service",
-                                    "code": "SMART-on-FHIR",
-                                }
-                            ],
-                            "text": "OAuth2 using SMART-on-FHIR profile",
-                        }
-                    ],
-                    "extension": [
-                        {
-                            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/"
-                            "oauth-uris",
-                            "extension": [
-                                {"url": name, "valueUri": url} for name, url in oauth.items()
-                            ],
-                        }
-                    ],
-                },
-                "resource": resources,
+                "security": _security(oauth),
+                "resource": [_resource(rtype, rules) for rtype in types],
                 "interaction": [
                     {"code": code}
                     for code in ("transaction", "batch")
@@ -104,4 +71,40 @@ def capability_statement(
                 ],
             }
         ],
+    }
+
+
+def _security(oauth: dict[str, str]) -> dict:
+    """SMART on FHIR security, with the authorization server's endpoints (oauth-uris)."""
+    return {
+        "cors": False,
+        "service": [SMART_SECURITY_SERVICE],
+        "extension": [
+            {
+                "url": OAUTH_URIS,
+                "extension": [{"url": name, "valueUri": url} for name, url in oauth.items()],
+            }
+        ],
+    }
+
+
+def _resource(rtype: str, rules: WriteRules) -> dict:
+    """One resource type's interactions and search parameters, as the API serves them."""
+    params = [{"name": name, "type": kind} for name, kind in COLUMN_PARAMS.items()]
+    params += [{"name": p.name, "type": p.kind} for p in params_for_type(rtype)]
+    creatable = rtype not in rules.refuse_create
+    interactions = [c for c in _INTERACTIONS if creatable or c != "create"]
+    return {
+        "type": rtype,
+        "interaction": [{"code": code} for code in interactions],
+        "versioning": "versioned",
+        "readHistory": False,
+        "updateCreate": creatable,
+        "conditionalCreate": creatable and rules.conditional_create,
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        "searchInclude": [
+            f"{rtype}:{p.name}" for p in params_for_type(rtype) if p.kind == "reference"
+        ],
+        "searchParam": params,
     }

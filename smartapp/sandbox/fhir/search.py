@@ -11,20 +11,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, false, func, not_, or_, select, true
 
 from smartapp.sandbox.db import resources, search_index
 from smartapp.sandbox.fhir.errors import FhirError
+from smartapp.sandbox.fhir.indexing import index_rows, normalize_string, split_reference
 from smartapp.sandbox.fhir.params import (
     COLUMN_PARAMS,
     PARAMS_BY_NAME,
     IndexRow,
-    index_rows,
-    normalize_string,
     param_for,
     params_for_type,
-    split_reference,
 )
 from smartapp.sandbox.fhir.resource_types import R4_RESOURCE_TYPES
 from smartapp.sandbox.fhirtime import parse_range
@@ -373,11 +372,12 @@ def criteria_sql(rtype: str, criteria: Sequence[Criterion]) -> list[ColumnElemen
     return conditions
 
 
-def sort_sql(rtype: str, sort: Sequence[tuple[str, bool]]) -> list:
+def sort_sql(rtype: str, sort: Sequence[tuple[str, bool]]) -> list[ColumnElement[Any]]:
     """ORDER BY clauses; ties and the default order use lastUpdated then id."""
     r = resources.c
-    clauses = []
+    clauses: list[ColumnElement[Any]] = []
     for name, descending in sort:
+        col: ColumnElement[Any]
         if name == "_id":
             col = r.id
         elif name == "_lastUpdated":
@@ -410,7 +410,9 @@ def matches(rtype: str, resource: dict, criteria: Sequence[Criterion], local_bas
             ok = resource.get("id") in {p.value for p in crit.predicates}
         elif crit.name == "_lastUpdated":
             rng = parse_range(str((resource.get("meta") or {}).get("lastUpdated", "")))
-            ok = bool(rng) and any(_date_test(p.prefix, rng[0], rng[1], p) for p in crit.predicates)
+            ok = rng is not None and any(
+                _date_test(p.prefix, rng[0], rng[1], p) for p in crit.predicates
+            )
         else:
             mine = [row for row in rows if row[0] == crit.name]
             if crit.modifier == "missing":

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import NoReturn
 
 from smartapp.sandbox.fhir.errors import FhirError
 
@@ -126,7 +127,9 @@ class WriteRules:
         split: Callable[[str], tuple[str | None, str]],
         exists: Callable[[str, str], bool],
     ) -> None:
-        context = resource.get("context") if isinstance(resource.get("context"), dict) else {}
+        context = resource.get("context")
+        if not isinstance(context, dict):
+            context = {}
         if self.note_text_plain:
             for index, content in enumerate(resource.get("content") or []):
                 attachment = content.get("attachment") if isinstance(content, dict) else None
@@ -158,12 +161,14 @@ class WriteRules:
                 f"must be 'final', not {resource.get('docStatus')!r}",
             )
         if self.note_period_end:
-            period = context.get("period") if isinstance(context.get("period"), dict) else {}
+            period = context.get("period")
+            if not isinstance(period, dict):
+                period = {}
             if not period.get("end"):
                 _shape_error("DocumentReference.context.period.end", "is required")
 
 
-def _shape_error(expression: str, problem: str) -> None:
+def _shape_error(expression: str, problem: str) -> NoReturn:
     raise FhirError(422, f"{expression} {problem}", "business-rule", expression=expression)
 
 
