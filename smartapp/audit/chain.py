@@ -230,7 +230,9 @@ def _lock(session: Session) -> None:
     session.info[_HELD] = lock
     if dialect == "sqlite":
         try:
-            if not connection.connection.driver_connection.in_transaction:
+            driver = connection.connection.driver_connection
+            assert driver is not None  # a live pysqlite connection
+            if not driver.in_transaction:
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
             session.info.pop(_HELD, None)

@@ -345,8 +345,8 @@ def export(
                     db, handle, fmt=fmt, start=start, end=end, user=user, destination=str(out)
                 )
         else:
-            stream = click.get_text_stream("stdout")
-            result = run_export(db, stream, fmt=fmt, start=start, end=end, user=user)
+            # sys.stdout, as click's get_text_stream("stdout") (deprecated in Click 8.5) gave it
+            result = run_export(db, sys.stdout, fmt=fmt, start=start, end=end, user=user)
     span = f" (#{result.first_seq}..#{result.last_seq})" if result.events else ""
     click.echo(
         f"exported {result.events} events{span} as {fmt} to {out or 'stdout'}, "

@@ -195,7 +195,7 @@ def audit_event(event: Any) -> dict:
 def _outcome(type_: str, data: dict) -> tuple[str, str | None]:
     if type_ == "write-attempt":
         status = data.get("outcome")
-        return WRITE_OUTCOMES.get(status, "8"), data.get("error") or (
+        return WRITE_OUTCOMES.get(str(status), "8"), data.get("error") or (
             None if status == "written" else f"write {status}"
         )
     if type_ == "write-held":
@@ -473,7 +473,7 @@ def export(
     sha256). `where`, `keep`: see `write_export`; `filter_description` says them in words."""
     with db.session() as session:
         result = write_export(session, out, fmt, start, end, where, keep)
-    data = {
+    data: dict[str, Any] = {
         "from": format_time(start) if start else None,
         "to": format_time(end) if end else None,
         "format": fmt,

@@ -140,7 +140,7 @@ def user_names(session: Session) -> dict[str, str]:
     names: dict[str, str] = {}
     for event in stored.read(session, query.order_by(LogEvent.seq), 2000):
         name = (event.data or {}).get("user_name")
-        if isinstance(name, str) and name:
+        if isinstance(name, str) and name and event.user_ref:
             names[event.user_ref] = name
     return names
 

@@ -44,6 +44,13 @@ def console_globals() -> dict:
     }
 
 
+def signed_in() -> dict:
+    """The staff member of a page behind `require_role` (always signed in there)."""
+    staff = current_staff()
+    assert staff is not None  # require_role turned anyone else away
+    return staff
+
+
 def app_chain_report(app: Flask, session: Session) -> Report:
     """The chain status with the app's checkpoint key, interval and checkpoint sink."""
     signer = app_checkpointing(app).signer

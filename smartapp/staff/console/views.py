@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 
 from flask import Response, abort, current_app, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 
 from smartapp.audit import log as referral_log
 from smartapp.audit import rows as stored
 from smartapp.services import current_services
-from smartapp.staff.auth import current_staff, require_role
-from smartapp.staff.console.blueprint import AUDITOR, MANAGER, app_chain_report, bp
+from smartapp.staff.auth import require_role
+from smartapp.staff.console.blueprint import AUDITOR, MANAGER, app_chain_report, bp, signed_in
 from smartapp.staff.console.events import event_detail as describe_event
 from smartapp.staff.console.events import has_event, search_page
 from smartapp.staff.console.export import EXPORT_TYPES, export_download
@@ -26,20 +27,20 @@ from smartapp.staff.console.search import OUTCOMES, PAGE_SIZE, Search
 
 @bp.get("/")
 @require_role(AUDITOR, MANAGER)
-def index():
+def index() -> ResponseReturnValue:
     """Where staff land: auditors on the log search, program managers on the dashboard."""
-    if AUDITOR in current_staff()["roles"]:
+    if AUDITOR in signed_in()["roles"]:
         return redirect(url_for("console.events"))
     return redirect(url_for("console.dashboard_page"))
 
 
 @bp.get("/events")
 @require_role(AUDITOR)
-def events():
+def events() -> ResponseReturnValue:
     """Search the log; the page shows one page of matches and the chain's verification."""
     search = Search.from_args(request.args)
     page_size = int(current_app.config.get("CONSOLE_PAGE_SIZE") or PAGE_SIZE)
-    auditor = current_staff()["user_ref"]
+    auditor = signed_in()["user_ref"]
     with current_services().db.session() as session:
         page = search_page(session, search, page_size)
         report = app_chain_report(current_app, session)
@@ -67,9 +68,9 @@ def _pack_kinds() -> list[str]:
 
 @bp.get("/events/<int:seq>")
 @require_role(AUDITOR)
-def event_detail(seq: int):
+def event_detail(seq: int) -> ResponseReturnValue:
     """One event: every column, its data, its hashes and whether the chain verifies up to it."""
-    auditor = current_staff()["user_ref"]
+    auditor = signed_in()["user_ref"]
     with current_services().db.session() as session:
         event = stored.get(session, seq)
         if event is None:
@@ -85,7 +86,7 @@ def event_detail(seq: int):
 
 @bp.get("/export")
 @require_role(AUDITOR)
-def export():
+def export() -> ResponseReturnValue:
     """What the search on the page finds (every filter), as FHIR AuditEvent NDJSON (BALP) or
     CSV, as a file, in chain order (see `smartapp.staff.console.export`)."""
     fmt = request.args.get("format", "ndjson")
@@ -93,7 +94,7 @@ def export():
         abort(400, description="Export as ndjson or csv.")
     search = Search.from_args(request.args)
     download = export_download(
-        current_services().db, search, fmt, current_staff()["user_ref"]
+        current_services().db, search, fmt, signed_in()["user_ref"]
     )
     response = Response(download.body, mimetype=download.mimetype)
     response.headers.update(download.headers)

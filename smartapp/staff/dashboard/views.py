@@ -8,11 +8,12 @@ anywhere (see `smartapp.staff.dashboard.figures`). Charts are SVG drawn from pla
 from __future__ import annotations
 
 from flask import current_app, render_template, request
+from flask.typing import ResponseReturnValue
 
 from smartapp.audit import log as referral_log
 from smartapp.services import current_services
-from smartapp.staff.auth import current_staff, require_role
-from smartapp.staff.console.blueprint import AUDITOR, MANAGER, bp
+from smartapp.staff.auth import require_role
+from smartapp.staff.console.blueprint import AUDITOR, MANAGER, bp, signed_in
 from smartapp.staff.console.search import Search
 from smartapp.staff.dashboard.charts import dashboard_charts
 from smartapp.staff.dashboard.figures import DEFAULT_MIN_CELL
@@ -21,11 +22,11 @@ from smartapp.staff.dashboard.service import program_dashboard
 
 @bp.get("/dashboard")
 @require_role(MANAGER, AUDITOR)
-def dashboard_page():
+def dashboard_page() -> ResponseReturnValue:
     """Aggregate figures for the program; no patient identity (see `smartapp.staff.dashboard`)."""
     search = Search.from_args(request.args)
     min_cell = int(current_app.config.get("DASHBOARD_MIN_CELL") or DEFAULT_MIN_CELL)
-    viewer = current_staff()["user_ref"]
+    viewer = signed_in()["user_ref"]
     with current_services().db.session() as session:
         shown = program_dashboard(
             session,
