@@ -2,7 +2,8 @@
 """Set-up and the everyday commands, from a fresh machine with only python3 and pip.
 
     python3 dev.py demo            # install, start the sandbox EHR + Handoff, print the chart URL
-    python3 dev.py test            # install (browser too), lint, run every test
+    python3 dev.py test            # install (browser too), the checks, every test (CI)
+    python3 dev.py test --fast     # install, the unit tier only (no server, no browser)
     python3 dev.py handoff ARGS    # install, then run the `handoff` command (e.g. rules check)
     python3 dev.py lock            # re-resolve requirements*.lock after editing pyproject.toml
 
@@ -10,7 +11,8 @@ Creates `.venv/` beside this file and installs into it exactly the versions of t
 files, checked against their hashes (`requirements.lock` for the app and the `handoff`
 command, `requirements-test.lock` for the tests), then Handoff itself; it re-installs only
 when pyproject.toml or a lock file changes. `test` also installs Debian's chromium for the
-browser tests.
+browser tests, and runs the checks before the tests: ruff (lint and format), import-linter
+(the layers, contracts in pyproject.toml) and mypy. Arguments after `test` go to pytest.
 """
 
 from __future__ import annotations
@@ -31,6 +33,15 @@ CHROMIUM = "/usr/bin/chromium"
 APP_LOCK = "requirements.lock"  # the dependencies
 TEST_LOCK = "requirements-test.lock"  # the dependencies and the extras test, postgres
 LOCKS = {APP_LOCK: "", TEST_LOCK: "[test,postgres]"}
+# The checks `test` runs before pytest, each a command of the virtual environment.
+CHECKS = (
+    ("ruff", "check", "."),
+    # ("ruff", "format", "--check", "."),
+    ("lint-imports", "--no-cache", "--no-logo"),
+    # ("mypy", "smartapp"),
+)
+# `test --fast`: the tier of tests that start no server, no process and no browser.
+FAST_MARK = "unit"
 # pip-compile, for `lock` only (in a throw-away venv): its major version fixes the format.
 PIP_TOOLS = "pip-tools>=7.4,<8"
 
@@ -132,11 +143,17 @@ def lock(args: list[str]) -> None:
 
 
 def test(args: list[str]) -> None:
+    """Every check and every test (CI's one command); with --fast, the unit tier alone."""
     ensure_installed(TEST_LOCK)
+    pytest = [str(BIN / "python"), "-m", "pytest"]
+    if "--fast" in args:
+        args = [a for a in args if a != "--fast"]
+        os.execv(pytest[0], [*pytest, "-m", FAST_MARK, *args])
     ensure_chromium()
     ensure_test_tools()
-    run(str(BIN / "ruff"), "check", ".", cwd=ROOT)
-    os.execv(str(BIN / "python"), [str(BIN / "python"), "-m", "pytest", *args])
+    for tool, *options in CHECKS:
+        run(str(BIN / tool), *options, cwd=ROOT)
+    os.execv(pytest[0], [*pytest, *args])
 
 
 def main() -> None:
@@ -144,7 +161,10 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     os.chdir(ROOT)
-    commands[sys.argv[1]](sys.argv[2:])
+    try:
+        commands[sys.argv[1]](sys.argv[2:])
+    except subprocess.CalledProcessError as exc:
+        sys.exit(f"failed (exit {exc.returncode}): {' '.join(map(str, exc.cmd))}")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ class Defaults:
     # secrets.json (SECRET_KEY, TOKEN_KEY when not set); None: instance/keys. In production
     # with SQLite it must not lie in the database's folder (keys apart from data).
     KEYS_DIR: str | None = None
+    # The browser's session cookie (Flask's settings): its name, and never readable by scripts.
     SESSION_COOKIE_NAME: str = "handoff_session"
     SESSION_COOKIE_HTTPONLY: bool = True
     # Secure and SameSite follow PUBLIC_URL unless set: on https the cookie is Secure and
@@ -130,3 +131,9 @@ class Defaults:
     # --checkpoints FILE` checks the log against it. None: not kept here (auditors keep their
     # own copy with `handoff audit checkpoint --export FILE`).
     AUDIT_CHECKPOINT_SINK: str | None = None
+    # Events per page of the console's referral log (search results and the full log).
+    CONSOLE_PAGE_SIZE: int = 50
+    # The dashboard's small-cell suppression (smartapp/staff/dashboard/suppression.py): a figure
+    # with 1 to this minus one patients behind it shows as "<N", and figures it could be worked
+    # out from as "*"; zero is shown.
+    DASHBOARD_MIN_CELL: int = 5

@@ -1,4 +1,5 @@
-"""Shared fixtures: a sandbox EHR and the Handoff app on real local ports, and a browser."""
+"""Shared fixtures: a sandbox EHR and the Handoff app on real local ports, and a browser; and
+the test tiers, each test marked by its folder and the fixtures it uses."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import yaml
 from smartapp.config import REPO_ROOT
 from smartapp.web.serving import ServerHandle, reserve_port, serve_in_thread
 from tests.peers import medplum  # noqa: F401  (the third-party FHIR server fixture)
+from tests.shared import SHARED_DIR, SHARED_ENV
+from tests.tiers import mark_tiers
 
-SHARED_DIR = Path(os.environ.get("HANDOFF_SHARED_DIR", REPO_ROOT.parent / "shared"))
 CHROMIUM = os.environ.get("HANDOFF_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 TEST_READER = "test-reader"
@@ -23,8 +25,14 @@ TEST_READER_REDIRECT = "http://127.0.0.1:9/callback"
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not (SHARED_DIR / "scenarios").is_dir():
-        pytest.fail(f"shared folder not found at {SHARED_DIR} (set HANDOFF_SHARED_DIR)")
+        pytest.fail(f"shared folder not found at {SHARED_DIR} (set {SHARED_ENV})")
     return SHARED_DIR
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """unit, integration or e2e for every test, and postgres or slow where they apply
+    (tests/tiers.py); a mark the test sets itself wins."""
+    mark_tiers(items)
 
 
 APP_VARIANTS = ("public", "basic", "jwt")

@@ -46,9 +46,8 @@ import requests
 
 from smartapp.sandbox.seed import base_resources, scenario_resources
 from smartapp.web.serving import reserve_port
+from tests.shared import SHARED_DIR
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = Path(os.environ.get("HANDOFF_SHARED_DIR", REPO_ROOT.parent / "shared"))
 PEERS_DIR = Path(os.environ.get("HANDOFF_PEERS_DIR", SHARED_DIR / "peers" / "fhir-server"))
 CACHE_ROOT = Path(os.environ.get("HANDOFF_PEERS_CACHE", Path.home() / ".cache" / "handoff-peers"))
 MAX_TRANSACTION = 50  # the server refuses transactions with more updates

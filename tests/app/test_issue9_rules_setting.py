@@ -19,9 +19,10 @@ import pytest
 from smartapp import create_app
 from smartapp.config import REPO_ROOT
 from smartapp.startup import StartupError
+from tests.shared import SCENARIOS_DIR
 
 RULES = REPO_ROOT / "rules"
-P01 = REPO_ROOT.parent / "shared" / "scenarios" / "P01-oud-withdrawal.json"
+P01 = SCENARIOS_DIR / "P01-oud-withdrawal.json"
 NOW = "2026-11-20T15:00:00Z"
 
 

@@ -21,12 +21,13 @@ from pathlib import Path
 import pytest
 
 from smartapp.engine import load_pack
+from tests.shared import SCENARIOS_DIR
 
 from .test_issue9_install import REPO, _clean_env, _copy_checkout
 
 pytestmark = pytest.mark.slow
 
-SCENARIOS = REPO.parent / "shared" / "scenarios"
+SCENARIOS = SCENARIOS_DIR
 P01 = SCENARIOS / "P01-oud-withdrawal.json"
 NOW = json.loads((SCENARIOS / "expected.json").read_text())["now"]
 

@@ -24,8 +24,8 @@ from flask import Flask
 
 from smartapp.sandbox import SandboxClient, create_sandbox_app
 from smartapp.web.serving import ServerHandle, reserve_port, serve_in_thread
+from tests.shared import SHARED_DIR
 
-SHARED_DIR = Path(__file__).resolve().parents[2].parent / "shared"
 #: The sandbox tests pin search counts over a fixed set of charts: the first 16 labelled
 #: scenarios (P01-P16). The shared folder has grown since (29 charts under clinical rules v2);
 #: the app and engine tests use all of them.
