@@ -14,19 +14,18 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 
 from authlib.integrations.flask_client import OAuth
 from flask import Blueprint, abort, current_app, g, redirect, request, session, url_for
 
-from smartapp.audit import log as referral_log
 from smartapp.services import current_services
 from smartapp.staff import sessions as staff_sessions
+from smartapp.staff.identity import ROLES, record_sign_in, safe_next, staff_from_claims
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 log = logging.getLogger("handoff.staff")
 oauth = OAuth()
-ROLES = ("coach", "auditor", "program-manager")
+__all__ = ["ROLES", "bp", "current_staff", "init_app", "limits", "require_role"]
 #: The session cookie's key for the staff session's token.
 SESSION_KEY = "staff_session"
 
@@ -102,7 +101,7 @@ def login():
     client = oauth.create_client("staff")
     if client is None:
         abort(404, description="Staff sign-in is not configured (STAFF_OIDC_ISSUER).")
-    session["staff_next"] = _safe_next(request.args.get("next"))
+    session["staff_next"] = safe_next(request.args.get("next"))
     redirect_uri = current_app.config["PUBLIC_URL"].rstrip("/") + url_for("staff.callback")
     # prompt=login: a workstation's EHR session (often the physician's) is not the coach's.
     return client.authorize_redirect(redirect_uri, prompt="login")
@@ -122,15 +121,8 @@ def callback():
         log.warning("staff sign-in failed: %s", exc.__class__.__name__)
         abort(400, description="Sign-in failed. Start again.")
     claims = token.get("userinfo") or {}
-    roles_claim = current_app.config.get("STAFF_ROLES_CLAIM", "handoff_roles")
-    roles = [r for r in claims.get(roles_claim, []) if r in ROLES]
-    target = _safe_next(session.get("staff_next"))  # checked again: the cookie is the browser's
-    staff = {
-        "sub": claims.get("sub"),
-        "name": claims.get("name") or claims.get("sub"),
-        "user_ref": claims.get("fhirUser") or f"urn:staff:{claims.get('sub')}",
-        "roles": roles,
-    }
+    staff = staff_from_claims(claims, current_app.config.get("STAFF_ROLES_CLAIM", "handoff_roles"))
+    target = safe_next(session.get("staff_next"))  # checked again: the cookie is the browser's
     services = current_services()
     _end_staff_session()
     # A new identity: nothing of the previous session carries over, and the session's token is
@@ -138,15 +130,8 @@ def callback():
     session.clear()
     session[SESSION_KEY] = staff_sessions.open_session(services.db, staff, limits())
     g.staff = staff
-    with services.db.session() as db:
-        referral_log.append(
-            db,
-            "staff-sign-in",
-            user_ref=staff["user_ref"],
-            user_name=staff["name"],
-            data={"roles": roles},
-        )
-    log.info("staff signed in with roles %s", roles)
+    record_sign_in(services.db, staff)
+    log.info("staff signed in with roles %s", staff["roles"])
     return redirect(target or url_for("staff.home"))
 
 
@@ -178,17 +163,3 @@ def _end_staff_session() -> None:
     if isinstance(token, str):
         staff_sessions.end_session(current_services().db, token)
     g.pop("staff", None)
-
-
-#: A same-origin path (and query): a single leading slash, then printable ASCII without
-#: backslashes. Browsers drop tabs and newlines and read `\\` as `/` before they follow a
-#: redirect, so `/\t/evil`, `/\\evil` or `/\n` must never reach a Location header.
-SAME_ORIGIN_PATH = re.compile(r"/(?![/\\])[!-\[\]-~]*")
-
-
-def _safe_next(target: str | None) -> str | None:
-    """`target` when it is a path on this origin, else None (sign-in then goes home), so
-    sign-in cannot be used to redirect elsewhere, nor to break the response."""
-    if target and SAME_ORIGIN_PATH.fullmatch(target):
-        return target
-    return None
