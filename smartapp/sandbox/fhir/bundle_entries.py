@@ -31,9 +31,7 @@ def parse_entry(index: int, entry: object, fhir_base: str) -> BundleEntry:
     """One entry of a transaction or batch, checked: method, url, resource (400/405 else)."""
     where = f"Bundle.entry[{index}]"
     if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
-        raise FhirError(
-            400, f"{where}: entry.request is required", "required", expression=where
-        )
+        raise FhirError(400, f"{where}: entry.request is required", "required", expression=where)
     request = entry["request"]
     method = str(request.get("method", "")).upper()
     if method not in ("GET", "POST", "PUT", "DELETE"):
@@ -46,6 +44,30 @@ def parse_entry(index: int, entry: object, fhir_base: str) -> BundleEntry:
     url = request.get("url")
     if not isinstance(url, str) or not url:
         raise FhirError(400, f"{where}: request.url is required", "required", expression=where)
+    parts = urlsplit(url)
+    rtype, rid, vid, compartment = _target(url, fhir_base, where)
+    resource = entry.get("resource")
+    _check_target(method, rid, resource, url, where)
+    return BundleEntry(
+        index=index,
+        method=method,
+        rtype=rtype,
+        rid=rid,
+        vid=vid,
+        query=parts.query,
+        compartment=compartment,
+        resource=resource,
+        full_url=entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None,
+        if_none_exist=request.get("ifNoneExist"),
+        if_match=request.get("ifMatch"),
+    )
+
+
+def _target(
+    url: str, fhir_base: str, where: str
+) -> tuple[str, str | None, str | None, str | None]:
+    """(type, id, version id, compartment patient) of an entry's url: Type, Type/id,
+    Type/id/_history/vid or Patient/id/Type, relative or absolute on this server."""
     parts = urlsplit(url)
     path = parts.path
     if parts.scheme:
@@ -65,7 +87,13 @@ def parse_entry(index: int, entry: object, fhir_base: str) -> BundleEntry:
         raise FhirError(400, f"{where}: cannot interpret url '{url}'", expression=where)
     if rtype is None:
         raise FhirError(400, f"{where}: url '{url}' names no resource type", expression=where)
-    resource = entry.get("resource")
+    return rtype, rid, vid, compartment
+
+
+def _check_target(
+    method: str, rid: str | None, resource: object, url: str, where: str
+) -> None:
+    """POST to a type with a resource, PUT to Type/id with a resource, DELETE of Type/id."""
     if method in ("POST", "PUT"):
         if resource is None:
             raise FhirError(
@@ -83,23 +111,7 @@ def parse_entry(index: int, entry: object, fhir_base: str) -> BundleEntry:
                 expression=where,
             )
     if method == "DELETE" and rid is None:
-        raise FhirError(
-            400, f"{where}: DELETE needs Type/id", "not-supported", expression=where
-        )
-    return BundleEntry(
-        index=index,
-        method=method,
-        rtype=rtype,
-        rid=rid,
-        vid=vid,
-        query=parts.query,
-        compartment=compartment,
-        resource=resource,
-        full_url=entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None,
-        if_none_exist=request.get("ifNoneExist"),
-        if_match=request.get("ifMatch"),
-    )
-
+        raise FhirError(400, f"{where}: DELETE needs Type/id", "not-supported", expression=where)
 
 
 def rewrite_references(node: object, refmap: dict[str, str]) -> None:
