@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from smartapp.staff import dashboard
 from smartapp.staff.console.summary import summary
 from smartapp.staff.dashboard.charts import (
@@ -13,6 +15,8 @@ from smartapp.staff.dashboard.charts import (
     nice_scale,
 )
 from tests.console import logdata
+
+pytestmark = pytest.mark.unit  # pure geometry and text: no server
 
 
 def test_nice_scale():

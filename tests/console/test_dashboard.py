@@ -12,6 +12,8 @@ import pytest
 from smartapp.staff import dashboard
 from tests.console import logdata
 
+pytestmark = pytest.mark.unit  # the aggregation is pure: no server, no database
+
 EVENTS = logdata.as_dicts()
 
 
