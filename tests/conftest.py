@@ -29,6 +29,7 @@ def shared_dir() -> Path:
     return SHARED_DIR
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by the marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """unit, integration or e2e for every test, and postgres or slow where they apply
     (tests/tiers.py); a mark the test sets itself wins."""

@@ -157,7 +157,7 @@ def fhir_write_violations(root: Path) -> list[str]:
     for module in modules_:
         if any(within(module.name, p) for p in (WRITEBACK, FHIR_CLIENT, SANDBOX)):
             continue
-        for node, method in _writes(module.tree, returns_client):
+        for node, method in _writes(module.nodes, returns_client):
             found.append(
                 violation(module, node.lineno, f"calls a FHIR client's {method}() (only "
                           f"{WRITEBACK} writes to the EHR)")
@@ -169,7 +169,7 @@ def _functions_returning_client(modules_: Iterable[Module]) -> set[str]:
     """Names of the package's functions annotated to return a FhirClient."""
     names = set()
     for module in modules_:
-        for node in ast.walk(module.tree):
+        for node in module.nodes:
             if (
                 isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
                 and node.returns is not None
@@ -179,19 +179,20 @@ def _functions_returning_client(modules_: Iterable[Module]) -> set[str]:
     return names
 
 
-def _writes(tree: ast.Module, returns_client: set[str]) -> list[tuple[ast.Attribute, str]]:
-    clients = _client_names(tree, returns_client)
+def _writes(
+    nodes: tuple[ast.AST, ...], returns_client: set[str]
+) -> list[tuple[ast.Attribute, str]]:
+    """The write calls among a module's nodes, each with the method's name."""
+    clients = _client_names(nodes, returns_client)
     writes = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Attribute):
-            continue
-        method = node.attr
-        client_only = method in CLIENT_ONLY_WRITES
-        shared = method in SHARED_NAME_WRITES
-        if client_only or (shared and _is_client(node.value, clients, returns_client)):
-            writes.append((node, method))
-    for node in ast.walk(tree):
-        if (
+    for node in nodes:
+        if isinstance(node, ast.Attribute):
+            method = node.attr
+            client_only = method in CLIENT_ONLY_WRITES
+            shared = method in SHARED_NAME_WRITES
+            if client_only or (shared and _is_client(node.value, clients, returns_client)):
+                writes.append((node, method))
+        elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
             and node.func.attr in RAW_SENDS
@@ -203,11 +204,11 @@ def _writes(tree: ast.Module, returns_client: set[str]) -> list[tuple[ast.Attrib
     return writes
 
 
-def _client_names(tree: ast.Module, returns_client: set[str]) -> set[str]:
+def _client_names(nodes: tuple[ast.AST, ...], returns_client: set[str]) -> set[str]:
     """Names the module binds to a FHIR client: annotated `FhirClient`, or assigned from
     `FhirClient(...)` or from a function that returns one."""
     names = set()
-    for node in ast.walk(tree):
+    for node in nodes:
         if isinstance(node, ast.arg) and node.annotation is not None:
             if CLIENT_CLASS in ast.unparse(node.annotation):
                 names.add(node.arg)

@@ -20,6 +20,7 @@ class Module:
     path: Path
     name: str
     tree: ast.Module
+    nodes: tuple[ast.AST, ...]  # every node of the tree (ast.walk), walked once
 
     @property
     def relative(self) -> str:
@@ -48,8 +49,19 @@ def modules(root: Path, under: str = PACKAGE) -> Iterator[Module]:
         parts = list(path.relative_to(root).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        yield Module(root, path, ".".join(parts), tree)
+        tree, nodes = _parsed(path.read_text(encoding="utf-8"))
+        yield Module(root, path, ".".join(parts), tree, nodes)
+
+
+# Parsed sources by their text: a copy of the package parses only the files it changed.
+_PARSED: dict[str, tuple[ast.Module, tuple[ast.AST, ...]]] = {}
+
+
+def _parsed(text: str) -> tuple[ast.Module, tuple[ast.AST, ...]]:
+    if text not in _PARSED:
+        tree = ast.parse(text)
+        _PARSED[text] = (tree, tuple(ast.walk(tree)))
+    return _PARSED[text]
 
 
 def is_module(root: Path, dotted: str) -> bool:

@@ -63,7 +63,7 @@ def test_the_write_check_sees_the_outbox_writes():
     seen = {
         method
         for module in modules(REPO_ROOT, layers.WRITEBACK)
-        for _, method in layers._writes(module.tree, returns_client)
+        for _, method in layers._writes(module.nodes, returns_client)
     }
     assert {"create", "update", "post_bundle"} <= seen
 
