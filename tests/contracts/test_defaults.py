@@ -20,7 +20,7 @@ pytestmark = pytest.mark.unit
 SANDBOX = "smartapp.sandbox"
 # Read only to refuse it with a message naming its successor (RULES_DIR).
 RETIRED = frozenset({RETIRED_SETTING})
-CONFIG_NAMES = frozenset({"config", "cfg", "settings"})
+CONFIG_NAMES = frozenset({"config"})
 
 
 @dataclass(frozen=True)
