@@ -1,5 +1,7 @@
-"""The app's long-lived services (database, registrations, rule pack, token cipher), made once
-per app and reached through `current_services()` by views and the CLI."""
+"""The app's long-lived services (database, registrations, rule pack, token cipher, keys,
+catalog, the EHR timeouts), made once per app from its settings and reached through
+`current_services()` by views and the CLI. `Services` itself needs no Flask: the outbox
+worker and the commands use it as they find it."""
 
 from __future__ import annotations
 
@@ -7,13 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask, current_app
+from joserfc.jwk import ECKey, RSAKey
 from sqlalchemy.exc import SQLAlchemyError
 
 from smartapp.catalog import Catalog, CatalogError, load_catalog
+from smartapp.config import Defaults
 from smartapp.db import Database
 from smartapp.engine import Pack
 from smartapp.launch.keys import KeyStore
 from smartapp.launch.registrations import (
+    Registration,
     RegistrationError,
     Registry,
     load_registry,
@@ -35,17 +40,14 @@ class Services:
     keys: KeyStore
     catalog: Catalog | None
     catalog_error: str | None
+    # Every HTTP request to an EHR: (connect, read) seconds (FHIR_*_TIMEOUT).
+    timeout: tuple[float, float] = (Defaults.FHIR_CONNECT_TIMEOUT, Defaults.FHIR_READ_TIMEOUT)
 
-    def signing_key(self, registration):
+    def signing_key(self, registration: Registration) -> RSAKey | ECKey | None:
         """The private key a private_key_jwt registration signs with (None otherwise)."""
-        if registration.auth_method != "private_key_jwt":
+        if registration.auth_method != "private_key_jwt" or not registration.key_id:
             return None
         return self.keys.private_key(registration.key_id)
-
-    @property
-    def timeout(self) -> tuple[float, float]:
-        config = current_app.config
-        return (config["FHIR_CONNECT_TIMEOUT"], config["FHIR_READ_TIMEOUT"])
 
 
 def init_app(app: Flask, use: str = "serve") -> None:
@@ -76,6 +78,7 @@ def init_app(app: Flask, use: str = "serve") -> None:
         keys=KeyStore(keys_dir(app)),
         catalog=catalog,
         catalog_error=catalog_error,
+        timeout=(app.config["FHIR_CONNECT_TIMEOUT"], app.config["FHIR_READ_TIMEOUT"]),
     )
 
 
