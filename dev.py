@@ -36,7 +36,7 @@ LOCKS = {APP_LOCK: "", TEST_LOCK: "[test,postgres]"}
 # The checks `test` runs before pytest, each a command of the virtual environment.
 CHECKS = (
     ("ruff", "check", "."),
-    # ("ruff", "format", "--check", "."),
+    ("ruff", "format", "--check", "."),
     ("lint-imports", "--no-cache", "--no-logo"),
     # ("mypy", "smartapp"),
 )
