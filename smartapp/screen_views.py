@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
-from smartapp import outbox, profiles, referral_log, sessions, smart, writeback
+from smartapp import outbox, profiles, referral_log, sessions, signer, smart, writeback
 from smartapp.db import LaunchContext
 from smartapp.describe import describe, in_words
 from smartapp.engine import Chart, ChartError, evaluate
@@ -229,6 +229,8 @@ def show(context_id: str):
             referral=existing,
             decided=decided(existing),
             errors=[],
+            choices={},
+            signed=signed_words(existing),
         )
     now = datetime.now(UTC)
     try:
@@ -270,7 +272,13 @@ def show(context_id: str):
             },
         )
     return render_template(
-        "screen.html", context=context, shown=shown, referral=None, decided={}, errors=[]
+        "screen.html",
+        context=context,
+        shown=shown,
+        referral=None,
+        decided={},
+        errors=[],
+        choices=blank_choices(shown),
     )
 
 
@@ -323,6 +331,159 @@ def decided(referral) -> dict:
     return {d["kind"]: d for d in referral.decision.get("decisions", [])}
 
 
+# Opt-out: these are accepted unless the physician declines.
+PRESELECTED = {"prc-consult", "moud-continue"}
+
+
+def blank_choices(shown: dict) -> dict:
+    """The form as first shown: opt-out suggestions accepted, the rest left to choose."""
+    return {
+        "decisions": {
+            s["kind"]: {"choice": "accept" if s["kind"] in PRESELECTED else None}
+            for s in shown["suggestions"]
+        },
+        "consult_mode": "in-person",
+    }
+
+
+def form_choices(form, shown: dict) -> dict:
+    """Everything the physician put on the form, as sent (complete or not), so that an error
+    page or an "already signed" page shows it back instead of the defaults."""
+    decisions = {}
+    for suggestion in shown["suggestions"]:
+        kind = suggestion["kind"]
+        choice = form.get(f"decision-{kind}")
+        decisions[kind] = {
+            "choice": choice if choice in ("accept", "decline") else None,
+            "reason": form.get(f"reason-{kind}", ""),
+            "text": form.get(f"reason-text-{kind}", "")[:500],
+        }
+    return {
+        "decisions": decisions,
+        "consult_mode": form.get("consult-mode", ""),
+        "program": form.get("program", "").strip(),
+        "program_other": form.get("program-other", "").strip()[:200],
+    }
+
+
+def as_decision(suggestion: dict, chosen: dict) -> dict:
+    """A form choice in the shape of a signed decision (reason as its label), to compare with
+    what was signed; `accepted` is None when nothing was chosen."""
+    accepted = {"accept": True, "decline": False}.get(chosen.get("choice"))
+    label = next(
+        (r["label"] for r in suggestion["decline_reasons"] if r["code"] == chosen.get("reason")),
+        None,
+    )
+    declined = accepted is False
+    return {
+        "kind": suggestion["kind"],
+        "accepted": accepted,
+        "reason": label if declined else None,
+        "text": ((chosen.get("text") or "").strip()[:500] or None) if declined else None,
+    }
+
+
+def decision_words(title: str, decision: dict | None) -> str:
+    """One decision in plain words, e.g. "Naloxone kit: declined (Patient declined: ...)"."""
+    if decision is None or decision.get("accepted") is None:
+        return f"{title}: no choice made"
+    if decision["accepted"]:
+        return f"{title}: accepted"
+    why = ": ".join(x for x in (decision.get("reason"), decision.get("text")) if x)
+    return f"{title}: declined ({why or 'no reason given'})"
+
+
+def consult_words(mode: str | None, program: str | None) -> str:
+    return f"Coach consult: {(mode or 'not chosen').replace('-', ' ')}" + (
+        f", program: {program}" if program else ""
+    )
+
+
+def signed_words(referral) -> dict:
+    """Who signed the visit and when, in words for the page."""
+    created = referral.created_at
+    return {
+        "by": referral.user_ref or "an unknown user",
+        "at": created.strftime("%Y-%m-%d %H:%M UTC") if created else "an unknown time",
+    }
+
+
+def unsent_choices(shown: dict, choices: dict, referral, program: str | None) -> list[dict]:
+    """The choices of this window that differ from what was signed for the visit: none of them
+    was sent, so each must be shown to the physician."""
+    written = decided(referral)
+    differing = []
+    for suggestion in shown["suggestions"]:
+        mine = as_decision(suggestion, choices["decisions"].get(suggestion["kind"], {}))
+        theirs = written.get(suggestion["kind"])
+        if theirs is None or mine != {k: theirs.get(k) for k in mine}:
+            differing.append(mine | {"words": decision_words(suggestion["title"], mine)})
+    signed_decision = referral.decision
+    prc = written.get("prc-consult")
+    mine_prc = choices["decisions"].get("prc-consult", {}).get("choice") == "accept"
+    if mine_prc and prc and prc.get("accepted"):
+        mine_consult = (choices["consult_mode"] or None, program)
+        theirs_consult = (signed_decision.get("consult_mode"), signed_decision.get("program"))
+        if mine_consult != theirs_consult:
+            differing.append(
+                {"kind": "consult", "mode": mine_consult[0], "program": mine_consult[1]}
+                | {"words": consult_words(*mine_consult)}
+            )
+    return differing
+
+
+def already_signed(context: LaunchContext, shown: dict, referral, choices: dict):
+    """Sign on a visit that is signed already (another window, another launch, a race): the
+    physician is told by whom and when, what was written, and which of their choices were not
+    sent. A repeat of the same Sign in the same window (a double click) just shows the result."""
+    services = current_services()
+    not_sent = unsent_choices(shown, choices, referral, chosen_program())
+    if referral.context_id == context.id and not not_sent:
+        return redirect(url_for("screen.show", context_id=context.id))
+    log.warning(
+        "sign refused: visit already signed referral=%s differing=%d",
+        referral.id[:8],
+        len(not_sent),
+    )
+    with services.db.session() as db:
+        referral_log.append_about(
+            db,
+            "sign-after-signed",
+            context,
+            data={
+                "referral": referral.id,
+                "signed_by": referral.user_ref,
+                "not_sent": [{k: v for k, v in d.items() if k != "words"} for d in not_sent],
+            },
+        )
+    signed_shown = referral.decision.get("shown") or shown
+    titles = {s["kind"]: s["title"] for s in signed_shown["suggestions"]}
+    written = [
+        decision_words(titles.get(d["kind"], d["kind"]), d)
+        for d in referral.decision.get("decisions", [])
+    ]
+    if (decided(referral).get("prc-consult") or {}).get("accepted"):
+        written.append(
+            consult_words(referral.decision.get("consult_mode"), referral.decision.get("program"))
+        )
+    conflict = signed_words(referral) | {
+        "by_you": bool(referral.user_ref) and referral.user_ref == context.user_ref,
+        "written": written,
+        "not_sent": [d["words"] for d in not_sent],
+    }
+    return render_template(
+        "screen.html",
+        context=context,
+        shown=signed_shown,
+        referral=referral,
+        decided=decided(referral),
+        errors=[],
+        choices={},
+        signed=signed_words(referral),
+        conflict=conflict,
+    ), 409
+
+
 def read_decisions(shown: dict) -> tuple[list[writeback.ItemDecision], list[str]]:
     """The form's choices per suggestion; errors in words for anything missing."""
     decisions, errors = [], []
@@ -360,15 +521,23 @@ def sign(context_id: str):
     if not shown:
         abort(400, description="Nothing was shown yet for this launch. Reload the page.")
     key = visit_key(context)
-    if outbox.for_visit(services.db, key) is not None:
-        return redirect(url_for("screen.show", context_id=context.id))
+    choices = form_choices(request.form, shown)
+    existing = outbox.for_visit(services.db, key)
+    if existing is not None:
+        return already_signed(context, shown, existing, choices)
     decisions, errors = read_decisions(shown)
     mode = request.form.get("consult-mode", "in-person")
     if mode not in writeback.CONSULT_MODES:
         errors.append("Choose how the coach consult happens.")
     if errors:
         return render_template(
-            "screen.html", context=context, shown=shown, referral=None, decided={}, errors=errors
+            "screen.html",
+            context=context,
+            shown=shown,
+            referral=None,
+            decided={},
+            errors=errors,
+            choices=choices,
         ), 422
     registration = services.registry.by_id(context.registration_id)
     settings = registration.write
@@ -378,7 +547,7 @@ def sign(context_id: str):
         encounter_id=context.encounter_id,
         encounter_start=shown["encounter"].get("start"),
         user_ref=context.user_ref,
-        user_name=None,
+        user_name=signer.display_name(services, context),
         signed_at=datetime.now(UTC),
         pack_id=shown["pack"]["id"],
         pack_version=shown["pack"]["version"],
@@ -433,14 +602,16 @@ def sign(context_id: str):
         decision=decision_record,
         plan=plan,
     )
-    if created and referral.status == "held":
+    if not created:  # another window signed the visit between our check and our submit
+        return already_signed(context, shown, referral, choices)
+    if referral.status == "held":
         outbox.hold(
             services.db,
             referral.id,
             "The EHR did not grant Handoff write access; "
             "the signed decision is kept in Handoff's referral log.",
         )
-    elif created and referral.status == "queued":
+    elif referral.status == "queued":
         outbox.deliver(services.db, referral.id, client_for_referral)
     return redirect(url_for("screen.show", context_id=context.id))
 

@@ -145,7 +145,13 @@ def plan_resources(
     encounter = (
         {"reference": f"Encounter/{referral.encounter_id}"} if referral.encounter_id else None
     )
-    requester = {"reference": referral.user_ref} if referral.user_ref else None
+    # The signing physician, by reference and by name (the name from their fhirUser).
+    requester = (
+        {"reference": referral.user_ref}
+        | ({"display": referral.user_name} if referral.user_name else {})
+        if referral.user_ref
+        else None
+    )
     signed = _iso(referral.signed_at)
     planned: list[Planned] = []
 

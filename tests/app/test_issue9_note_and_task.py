@@ -5,6 +5,7 @@ and at the Medplum peer."""
 
 from __future__ import annotations
 
+import base64
 import copy
 
 import pytest
@@ -14,6 +15,8 @@ from sqlalchemy import select
 from smartapp import outbox, profiles, worklist
 from smartapp.db import Database, Referral
 from smartapp.fhir import FhirClient
+from smartapp.sandbox.config import DEMO_PHYSICIAN_NAME
+from smartapp.signer import human_name
 from smartapp.writeback import build_plan, referral_key
 from tests import launch_flow
 from tests.app.test_medplum_writeback import SETTINGS, signed_referral
@@ -33,6 +36,51 @@ def plain_stack(tmp_path_factory, shared_dir):
     stack = start_stack(tmp_path_factory.mktemp("issue9-plain"), shared_dir)
     yield stack
     stack.stop()
+
+
+# -- item 4: the note names the signing physician --------------------------------------------
+
+
+def test_linkage_note_names_the_signing_physician(plain_stack):
+    stack = plain_stack
+    launch = launch_flow.full(stack.app.url, stack.ehr_url, "P04-pt")
+    signed = sign_all(launch, stack.app.url)
+    assert "Written to the chart" in signed.text
+    fhir = stack.reader("P04-pt")
+    [note] = fhir.search("DocumentReference?patient=P04-pt")
+    text = base64.b64decode(note["content"][0]["attachment"]["data"]).decode()
+    assert text.splitlines()[1].endswith(f" by {DEMO_PHYSICIAN_NAME}")
+    assert note["author"][0]["reference"] == "Practitioner/demo-ed-physician"
+    assert note["author"][0]["display"] == DEMO_PHYSICIAN_NAME
+
+
+@pytest.fixture(scope="module")
+def proxied_stack(tmp_path_factory, shared_dir):
+    stack = start_stack(tmp_path_factory.mktemp("issue9-proxied"), shared_dir, proxy=True)
+    yield stack
+    stack.stop()
+
+
+def test_note_names_the_physician_from_the_id_token_when_fhiruser_is_unreadable(proxied_stack):
+    """The EHR refuses to let Handoff read the Practitioner: the id_token's name claim."""
+    stack = proxied_stack
+    launch = launch_flow.full(stack.app.url, stack.ehr_url, "P04-pt")
+    stack.proxy.add_fault(method="GET", path="/fhir/Practitioner/", kind="status", status=403)
+    assert "Written to the chart" in sign_all(launch, stack.app.url).text
+    assert stack.proxy.stats["status"] == 1
+    [note] = stack.reader("P04-pt").search("DocumentReference?patient=P04-pt")
+    text = base64.b64decode(note["content"][0]["attachment"]["data"]).decode()
+    assert text.splitlines()[1].endswith(f" by {DEMO_PHYSICIAN_NAME}")
+
+
+def test_human_name_in_words():
+    assert human_name([{"use": "official", "text": " Avery Demo, MD "}]) == "Avery Demo, MD"
+    assert human_name(
+        [{"use": "old", "family": "X"}, {"use": "official", "family": "Demo",
+                                          "given": ["Avery", "J"], "suffix": ["MD"]}]
+    ) == "Avery J Demo, MD"
+    assert human_name([{"family": 3}]) is None
+    assert human_name("Avery") is None
 
 
 # -- item 5: the Task keeps its link to the referral through coach updates -----------------
