@@ -21,7 +21,7 @@ NOW_TEXT = EXPECTED["now"]
 def test_check_default_pack_prints_one_ok_line(pack: Pack) -> None:
     proc = run_cli("check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout == (f"OK id=handoff-default version=1.0.0 "
+    assert proc.stdout == (f"OK id=handoff-default version=2.0.0 "
                            f"hash=sha256:{pack.content_hash}\n")
 
 
@@ -46,7 +46,7 @@ def test_check_lists_every_error_with_file_line_field(tmp_path: Path) -> None:
     assert "unknown fact 'on_mod'" in proc.stdout
     assert "on_mod" in src[fields["suggestions[2].when"] - 1]
     within = [f for f in fields if f.endswith(".within")]
-    assert len(within) == 2 and all("$naloxone_lookback" in src[fields[f] - 1] for f in within)
+    assert len(within) == 4 and all("$naloxone_lookback" in src[fields[f] - 1] for f in within)
     assert "3 error(s)" not in proc.stdout and "error(s)" in proc.stderr
 
 

@@ -71,15 +71,27 @@ def test_current_encounter_is_the_latest_open_ed_visit(pack: Pack) -> None:
 
 
 def test_no_open_ed_visit_means_nothing_is_this_visit(pack: Pack) -> None:
+    """v2: the overdose is then not this visit (no buprenorphine) but, in the last 365
+    days, a recent overdose: the coach consult and a kit."""
     overdose = condition("od", ICD, "T40.1X1A", onsetDateTime="2026-11-20T11:00:00Z")
     result = evaluate(Chart.from_resources([PATIENT, overdose]), NOW, pack)
-    assert result.encounter is None and result.suggestions == []
+    assert result.encounter is None
+    assert [s.kind for s in result.suggestions] == ["prc-consult", "naloxone-kit"]
 
 
 @pytest.mark.parametrize(
     ("extra", "this_visit"),
     [
-        ({"encounter": {"reference": "Encounter/t-enc"}, "onsetDateTime": "2020-01-01"}, True),
+        # v2: a Condition timed more than 24 h before the start is history, whatever it
+        # references (v1 read this one as this visit)
+        ({"encounter": {"reference": "Encounter/t-enc"}, "onsetDateTime": "2020-01-01"}, False),
+        ({"encounter": {"reference": "Encounter/t-enc"},
+          "onsetDateTime": "2026-11-19T10:00:00Z"}, True),  # exactly 24 h before: this visit
+        ({"encounter": {"reference": "Encounter/t-enc"},
+          "onsetDateTime": "2026-11-19T09:59:59Z"}, False),
+        ({"encounter": {"reference": "Encounter/t-enc"}, "recordedDate": "2026-11-20"}, True),
+        ({"encounter": {"reference": "Encounter/t-enc"}, "recordedDate": "2026-11-18"}, False),
+        ({"encounter": {"reference": "Encounter/t-enc"}}, True),  # no time at all
         ({"onsetDateTime": "2026-11-20T10:00:00Z"}, True),  # at the start counts
         ({"onsetDateTime": "2026-11-20T09:59:59Z"}, False),
         ({"onsetDateTime": "2026-11-20"}, False),  # a date is its first instant
@@ -105,7 +117,8 @@ def test_medication_administration_uses_context_for_this_visit(pack: Pack) -> No
     assert got["moud-buprenorphine"].evidence == ("Condition/od", "MedicationAdministration/ma")
     not_done = {**given, "status": "not-done"}
     got = kinds(Chart.from_resources([PATIENT, ED_VISIT, overdose, not_done]), pack)
-    assert set(got) == {"prc-consult"}
+    # v2: the overdose this visit triggers a kit as well
+    assert set(got) == {"prc-consult", "naloxone-kit"}
 
 
 def test_naloxone_window_is_bounded_by_now(pack: Pack) -> None:
@@ -113,6 +126,7 @@ def test_naloxone_window_is_bounded_by_now(pack: Pack) -> None:
 
     def order(authored: datetime) -> dict[str, Any]:
         return {"resourceType": "MedicationRequest", "id": "nx", "status": "active",
+                "intent": "order",
                 "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1725064"}]},
                 "authoredOn": authored.isoformat()}
 
@@ -132,7 +146,9 @@ def test_suggestion_objects(pack: Pack) -> None:
     result = evaluate(scenario_chart("P14-pregnant"), NOW, pack, "P14-enc")
     bup = next(s for s in result.suggestions if s.kind == "moud-buprenorphine")
     assert bup.to_json() == {"kind": "moud-buprenorphine", "variant": "ed-induction",
-                             "cautions": ["pregnancy"], "evidence": ["Condition/P14-cond1"],
+                             "cautions": ["pregnancy"],
+                             "caution_evidence": {"pregnancy": ["Condition/P14-cond2"]},
+                             "evidence": ["Condition/P14-cond1"],
                              "rule": "moud-buprenorphine-oud"}
     assert bup.title and bup.reason
     assert bup.decline_reasons[-1] == DeclineReason("other", "Other", free_text=True)
@@ -145,7 +161,7 @@ def test_suggestion_objects(pack: Pack) -> None:
         "coach-unavailable", "other"]
     with pytest.raises(dataclasses.FrozenInstanceError):
         bup.kind = "x"  # type: ignore[misc]
-    assert result.to_json()["pack"] == {"id": "handoff-default", "version": "1.0.0"}
+    assert result.to_json()["pack"] == {"id": "handoff-default", "version": "2.0.0"}
     assert result.content_hash == pack.content_hash and result.now == NOW
 
 

@@ -21,7 +21,7 @@ VALUESETS = RULES / "valuesets"
 
 
 def test_default_pack_identity(pack: Pack) -> None:
-    assert (pack.id, pack.version) == ("handoff-default", "1.0.0")
+    assert (pack.id, pack.version) == ("handoff-default", "2.0.0")
     assert len(pack.content_hash) == 64 and int(pack.content_hash, 16) >= 0
     assert [r.kind for r in pack.rules] == [
         "prc-consult", "moud-buprenorphine", "moud-continue", "naloxone-kit"]
@@ -208,7 +208,8 @@ def test_every_error_is_listed_with_file_line_and_field(tmp_path: Path) -> None:
         (("  prc_min_age: 18\n", "  prc_min_age: 18\n  unused_age: 3\n"),
          "unused_age", "parameters.unused_age", "parameter is never used"),
         (("{age_at_least: $prc_min_age}", "{age_at_least: $prc_min_ag}"),
-         "$prc_min_ag}", "suggestions[0].when.all_of[1].age_at_least", "unknown parameter"),
+         "$prc_min_ag}", "suggestions[0].withheld_when[1].when.not.age_at_least",
+         "unknown parameter"),
         (("  oud_evidence:\n    any_of:\n      - oud_active_dx",
           "  oud_evidence:\n    any_of:\n      - sud_evidence"),
          "  oud_evidence:", "facts.oud_evidence", "fact refers to itself"),
