@@ -14,7 +14,7 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from smartapp import outbox, profiles, referral_log, sessions, signer, smart, writeback
 from smartapp.db import LaunchContext
 from smartapp.describe import describe, in_words
-from smartapp.engine import Chart, ChartError, evaluate
+from smartapp.engine import Chart, ChartError, Notice, evaluate
 from smartapp.fhir import CHART_TYPES, FhirError
 from smartapp.services import current_services
 from smartapp.web import browser_id, check_csrf
@@ -23,8 +23,21 @@ bp = Blueprint("screen", __name__, url_prefix="/c")
 log = logging.getLogger("handoff.screen")
 
 OPIOID_KINDS = {"moud-buprenorphine", "moud-continue", "naloxone-kit"}
-# Without these, Handoff cannot rule out methadone, other MOUD or an allergy to buprenorphine.
-MEDICATION_SAFETY_TYPES = {"MedicationRequest", "MedicationStatement", "AllergyIntolerance"}
+# The engine's notices and withheld reasons in the physician's words (the decision is the
+# engine's: what it withholds or cautions is shown, never changed, here).
+NOTICE_WORDS = {
+    "not-current-ed-visit": "This encounter is not an ED visit in progress: the suggestions "
+    "are for it all the same. Check that it is the visit you mean.",
+    "deceased": "The chart records this patient as deceased: nothing is suggested.",
+}
+WITHHELD_WORDS = {
+    "deceased": "the patient is recorded as deceased",
+    "already-referred": "a coach referral is already placed for this visit",
+    "under-age": "the patient is under the age the rules set",
+    "on-moud": "the patient is already on medication for OUD",
+    "allergy": "the chart records a buprenorphine allergy",
+    "has-naloxone": "a naloxone kit was already prescribed or dispensed",
+}
 
 
 def load_context(context_id: str) -> LaunchContext:
@@ -74,6 +87,23 @@ def missing_write_scopes(scope: str, registration) -> list[str]:
     return sorted(t for t in needed if not smart.may(scope, t, "c"))
 
 
+def evaluation_notices(shown: dict) -> list[str]:
+    """The engine's notice codes of a shown screen (none for one shown before v2)."""
+    return list(shown.get("notice_codes", []))
+
+
+def notice_text(notice: Notice) -> str:
+    """An engine notice as the sentence the physician reads."""
+    if notice.unread:
+        return (
+            "The EHR did not let Handoff read: "
+            + ", ".join(notice.unread)
+            + ". Suggestions may be incomplete; ask about methadone, buprenorphine, "
+            "naltrexone and allergies before starting buprenorphine."
+        )
+    return NOTICE_WORDS.get(notice.code, notice.code)
+
+
 def build_shown(context: LaunchContext, now: datetime) -> dict:
     """Read the chart, evaluate the pack, and describe what the physician will see."""
     services = current_services()
@@ -89,24 +119,12 @@ def build_shown(context: LaunchContext, now: datetime) -> dict:
         ),
     )
     chart = Chart.from_resources(resources)
-    evaluation = evaluate(chart, now, services.pack, encounter_id=context.encounter_id)
-    notices = []
-    if unreadable:
-        notices.append(
-            "The EHR did not let Handoff read: "
-            + ", ".join(unreadable)
-            + ". Suggestions may be incomplete."
-        )
-    withheld = sorted(set(unreadable) & MEDICATION_SAFETY_TYPES)
+    evaluation = evaluate(
+        chart, now, services.pack, encounter_id=context.encounter_id, unread=unreadable
+    )
+    notices = [notice_text(n) for n in evaluation.notices]
     suggestions = []
     for suggestion in evaluation.suggestions:
-        if suggestion.kind == "moud-buprenorphine" and withheld:
-            notices.append(
-                "Buprenorphine is not suggested: without "
-                + ", ".join(withheld)
-                + " Handoff cannot rule out methadone, other MOUD or an allergy."
-            )
-            continue
         evidence = [describe(chart.get(ref), ref) for ref in suggestion.evidence]
         for item in evidence:
             item["words"] = in_words(item)
@@ -147,8 +165,19 @@ def build_shown(context: LaunchContext, now: datetime) -> dict:
         "demographics": demographics(patient, now),
         "encounter": {"id": encounter.get("id"), "start": encounter.get("period", {}).get("start")},
         "suggestions": suggestions,
+        "withheld": [
+            {
+                "kind": w.kind,
+                "reason": w.reason,
+                "reasons": [b.reason for b in w.reasons],
+                "words": WITHHELD_WORDS.get(w.reason, w.reason),
+                "evidence": list(w.evidence),
+            }
+            for w in evaluation.withheld
+        ],
         "opioid": any(s["kind"] in OPIOID_KINDS for s in suggestions),
         "notices": notices,
+        "notice_codes": [n.code for n in evaluation.notices],
         "can_write": not missing_writes,
     }
 
@@ -269,6 +298,11 @@ def show(context_id: str):
                     | {"evidence": [e["reference"] for e in s["evidence"]]}
                     for s in shown["suggestions"]
                 ],
+                "withheld": [
+                    {k: w[k] for k in ("kind", "reason", "reasons", "evidence")}
+                    for w in shown.get("withheld", [])
+                ],
+                "notices": evaluation_notices(shown),
             },
         )
     return render_template(

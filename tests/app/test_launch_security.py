@@ -139,9 +139,12 @@ def test_narrowed_scopes_degrade_clearly(sandbox, handoff, controls):
     assert launch.final.status_code == 200
     assert "cannot write to this chart" in page
     assert "did not let Handoff read: MedicationRequest" in page
-    # Without the medication list, buprenorphine is withheld (methadone cannot be ruled out).
-    assert 'data-kind="moud-buprenorphine"' not in page
-    assert "Buprenorphine is not suggested" in page
+    # v2 (chart-incomplete): without the medication list buprenorphine is still suggested
+    # (withholding it would silence it wherever fewer scopes are granted), decided in the
+    # engine, with the chart-incomplete caution and the notice naming what was not read.
+    assert 'data-kind="moud-buprenorphine"' in page
+    assert 'data-caution="chart-incomplete"' in page
+    assert "ask about methadone, buprenorphine, naltrexone and allergies" in page
     assert 'data-kind="prc-consult"' in page
 
 
