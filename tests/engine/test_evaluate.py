@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from smartapp.engine import (
+    Blocked,
     Chart,
     ChartError,
     DeclineReason,
@@ -231,3 +232,65 @@ def test_large_chart_evaluates_quickly(pack: Pack) -> None:
     for _ in range(50):
         evaluate(chart, NOW, pack)
     assert time.perf_counter() - start < 5.0
+
+
+# ---------------------------------------------------------------------------------------
+# version 2: withheld suggestions, notices and chart completeness
+
+
+def test_withheld_lists_every_reason_in_order_with_its_evidence(pack: Pack) -> None:
+    """P26: on naltrexone and allergic: reason on-moud first, the allergy never hidden."""
+    result = evaluate(scenario_chart("P26-withheld-two-reasons"), NOW, pack, "P26-enc")
+    (bup,) = result.withheld
+    assert bup.to_json() == {
+        "kind": "moud-buprenorphine", "reason": "on-moud",
+        "evidence": ["MedicationRequest/P26-mr3"],
+        "reasons": [{"reason": "on-moud", "evidence": ["MedicationRequest/P26-mr3"]},
+                    {"reason": "allergy", "evidence": ["AllergyIntolerance/P26-al2"]}]}
+    assert bup.trigger == ("Condition/P26-cond1",) and bup.rule == "moud-buprenorphine-oud"
+    assert result.notices == []
+
+
+def test_deceased_withholds_each_triggered_kind_and_notices(pack: Pack) -> None:
+    result = evaluate(scenario_chart("P16-deceased"), NOW, pack, "P16-enc")
+    assert result.suggestions == []
+    assert [n.to_json() for n in result.notices] == [{"code": "deceased"}]
+    for withheld in result.withheld:
+        assert withheld.reasons[0] == Blocked("deceased", ("Patient/P16-pt",))
+
+
+def test_unread_medications_caution_raise_the_threshold_and_notice(pack: Pack) -> None:
+    """P01 (COWS 11): without the medication list, still suggested, but home initiation
+    (threshold 13) with chart-incomplete; the notice lists every unread type, sorted."""
+    chart = scenario_chart("P01-oud-withdrawal")
+    result = evaluate(chart, NOW, pack, "P01-enc", unread=["Observation", "MedicationRequest"])
+    bup = next(s for s in result.suggestions if s.kind == "moud-buprenorphine")
+    assert (bup.variant, bup.cautions) == ("home-initiation", ("chart-incomplete",))
+    assert bup.caution_evidence == {"chart-incomplete": ()}
+    assert [n.to_json() for n in result.notices] == [
+        {"code": "chart-incomplete", "unread": ["MedicationRequest", "Observation"]}]
+    assert result.unread == ("MedicationRequest", "Observation")
+    only_labs = evaluate(chart, NOW, pack, "P01-enc", unread=["ServiceRequest"])
+    bup = next(s for s in only_labs.suggestions if s.kind == "moud-buprenorphine")
+    assert (bup.variant, bup.cautions) == ("ed-induction", ())
+
+
+def test_caution_evidence_names_what_each_caution_rests_on(pack: Pack) -> None:
+    result = evaluate(scenario_chart("P23-recent-methadone-cows-10"), NOW, pack, "P23-enc")
+    bup = next(s for s in result.suggestions if s.kind == "moud-buprenorphine")
+    assert bup.caution_evidence == {"recent-methadone": ("MedicationAdministration/P23-ma2",)}
+    result = evaluate(scenario_chart("P05-heroin-overdose"), NOW, pack, "P05-enc")
+    bup = next(s for s in result.suggestions if s.kind == "moud-buprenorphine")
+    assert "Condition/P05-cond1" in bup.caution_evidence["confirm-oud"]
+
+
+def test_launch_encounter_that_is_not_an_open_ed_visit_is_noticed(pack: Pack) -> None:
+    clinic = _encounter("clinic", "2026-11-20T10:00:00Z", code="AMB")
+    chart = Chart.from_resources([PATIENT, clinic, condition("oud", ICD, "F11.20")])
+    assert [n.code for n in evaluate(chart, NOW, pack, "clinic").notices] == [
+        "not-current-ed-visit"]
+    finished = _encounter("done", "2026-11-20T10:00:00Z", status="finished")
+    chart = Chart.from_resources([PATIENT, finished])
+    assert [n.code for n in evaluate(chart, NOW, pack, "done").notices] == [
+        "not-current-ed-visit"]
+    assert evaluate(chart, NOW, pack).notices == []  # no launch encounter: no notice
