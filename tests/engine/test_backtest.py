@@ -10,6 +10,7 @@ import copy
 import json
 import os
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 from smartapp.backtest import BacktestError, report, run_backtest
 from smartapp.engine import Pack, load_pack
 
-from .helpers import ICD, RULES, RXNORM, SYNTHEA, run_cli
+from .helpers import ICD, RULES, RXNORM, SCENARIOS, SYNTHEA, run_cli
 
 EMER = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"}
 AMB = {**EMER, "code": "AMB"}
@@ -195,13 +196,13 @@ def test_counts_overall_and_by_year(charts: Path) -> None:
 def test_json_report_shape(charts: Path, pack: Pack) -> None:
     data = _cli_json(str(charts))
     assert set(data) == {"input", "workers", "patients", "patients_with_visits", "visits",
-                         "visits_skipped", "visits_by_year", "pack", "compare"}
+                         "visits_skipped", "visits_by_year", "pack", "compare", "per_visit"}
     assert data["input"] == {"path": str(charts), "bundle_files": 2, "ndjson_files": 0,
                              "skipped_files": []}
     assert data["compare"] is None and data["workers"] == min(os.cpu_count() or 1, 2)
     base = data["pack"]
     assert set(base) == {"id", "version", "hash", "path", "visits_with_suggestions",
-                         "counts", "by_year"}
+                         "counts", "by_year", "during"}
     assert (base["id"], base["version"]) == ("handoff-default", "2.0.0")
     assert base["hash"] == f"sha256:{pack.content_hash}"
     for counts in [base["counts"]] + [y["counts"] for y in base["by_year"].values()]:
@@ -283,7 +284,9 @@ def test_compare_lists_exactly_the_visits_that_differ(charts: Path, tmp_path: Pa
         "ed-induction": 1, "home-initiation": 2}
     assert compare["differences"] == [{
         "visit": "a1", "patient": "pa", "time": "2020-01-10T14:00:00+00:00",
-        "added": [], "removed": [],
+        # the moment it first differs: when the COWS of 6 was recorded
+        "moment": "2020-01-10T12:00:00+00:00",
+        "added": [], "removed": [], "withheld": [],
         "changed": [{
             "kind": "moud-buprenorphine",
             "before": {"kind": "moud-buprenorphine", "variant": "home-initiation",
@@ -311,8 +314,15 @@ def test_compare_added_and_removed_kinds(charts: Path, pack: Pack, tmp_path: Pat
     diffs = report(result)["compare"]["differences"]
     assert [(d["visit"], [s["kind"] for s in d["removed"]], d["added"], d["changed"])
             for d in diffs] == [("b3", ["naloxone-kit"], [], []),
+                                ("b4", [], [], []),
                                 ("a1", ["naloxone-kit"], [], []),
-                                ("a2", ["naloxone-kit"], [], [])]
+                                ("a2", ["naloxone-kit"], [], []),
+                                ("c3", [], [], [])]
+    # b4 and c3: no kit either way, but the base pack withholds it: reported
+    assert diffs[1]["withheld"] == [
+        {"kind": "naloxone-kit", "before": ["has-naloxone"], "after": []}]
+    assert diffs[4]["withheld"] == [
+        {"kind": "naloxone-kit", "before": ["deceased"], "after": []}]
 
 
 def test_text_report(charts: Path) -> None:
@@ -439,3 +449,102 @@ def test_synthea_overdose_and_opioid_abuse_visits_are_found(pack: Pack) -> None:
     # before a visit, bring the coach and a kit
     assert {k: v["visits"] for k, v in counts.items()} == {
         "prc-consult": 129, "moud-buprenorphine": 3, "moud-continue": 0, "naloxone-kit": 130}
+
+
+# ---------------------------------------------------------------------------------------
+# within the visit: every moment the chart changed (issue 12 item 4)
+
+
+def test_each_visit_is_replayed_at_every_moment_it_changed(charts: Path, pack: Pack) -> None:
+    """a1: arrival, the overdose, the COWS, discharge; the coach is first suggested when the
+    overdose is recorded (10:30), not at arrival."""
+    result = run_backtest(charts, [pack], workers=1)
+    a1 = next(r for r in result.visits if r.visit.id == "a1")
+    assert [t.isoformat() for t in a1.visit.moments] == [
+        "2020-01-10T10:00:00+00:00", "2020-01-10T10:30:00+00:00",
+        "2020-01-10T12:00:00+00:00", "2020-01-10T14:00:00+00:00"]
+    (timeline,) = a1.timelines
+    assert [m.outcome.suggested for m in timeline][0] == ()  # nothing at arrival
+    assert timeline[-1].outcome.suggested == a1.results[0]
+    data = report(result)
+    (row,) = [v for v in data["per_visit"] if v["visit"] == "a1"]
+    assert row["moments"] == 4 and row["start"] == "2020-01-10T10:00:00+00:00"
+    assert row["packs"][0]["first_suggested"] == {
+        "prc-consult": "2020-01-10T10:30:00+00:00",
+        "moud-buprenorphine": "2020-01-10T10:30:00+00:00",
+        "naloxone-kit": "2020-01-10T10:30:00+00:00"}
+    during = data["pack"]["during"]
+    assert during["counts"]["prc-consult"]["visits"] >= data["pack"]["counts"]["prc-consult"][
+        "visits"]
+
+
+def test_an_open_visit_is_replayed_until_its_last_change(pack: Pack) -> None:
+    """A visit still in progress (no end): its replay time is the last time the chart
+    changed since its start (P01: the COWS at 13:00), so what was recorded is seen."""
+    result = run_backtest(SCENARIOS / "P01-oud-withdrawal.json", [pack], workers=1)
+    (visit,) = result.visits
+    assert visit.visit.end is None
+    assert visit.visit.time == datetime(2026, 11, 20, 13, 0, tzinfo=UTC)
+    assert [(s.kind, s.variant) for s in visit.results[0]] == [
+        ("prc-consult", None), ("moud-buprenorphine", "ed-induction"), ("naloxone-kit", None)]
+
+
+def test_cows_threshold_change_shows_on_the_public_charts(tmp_path: Path, pack: Pack) -> None:
+    """COWS 12 instead of 8: exactly the scenarios with a COWS of 8 to 11 this visit change
+    from ED induction to home initiation, each from the moment the COWS was recorded."""
+    other = load_pack(_cows_pack(tmp_path, 12), RULES / "valuesets")
+    data = report(run_backtest(SCENARIOS, [pack, other], workers=1))
+    diffs = data["compare"]["differences"]
+    assert {d["visit"] for d in diffs} == {"P01-enc", "P08-enc", "P25-enc"}
+    for d in diffs:
+        (change,) = d["changed"]
+        assert (change["before"]["variant"], change["after"]["variant"]) == (
+            "ed-induction", "home-initiation")
+        chart = json.loads((SCENARIOS / _scenario(d["patient"])).read_text())
+        cows = [e["resource"] for e in chart["entry"]
+                if e["resource"]["resourceType"] == "Observation"
+                and e["resource"]["code"]["coding"][0]["code"] == "cows-total"]
+        assert d["moment"] == max(
+            datetime.fromisoformat(c["effectiveDateTime"]) for c in cows).isoformat()
+
+
+def _scenario(patient: str) -> str:
+    """A scenario's file name from its patient id (``P01-pt`` -> ``P01-oud-....json``)."""
+    (path,) = SCENARIOS.glob(f"{patient[:3]}-*.json")
+    return path.name
+
+
+def test_cows_threshold_change_on_synthea(tmp_path: Path, pack: Pack) -> None:
+    """Synthea records no COWS: a threshold change alone changes nothing there. With a COWS
+    of 10 added mid-visit to a Synthea opioid-abuse patient's ED visit (a fixture), COWS 11
+    instead of 8 changes exactly that visit, from that moment."""
+    other = load_pack(_cows_pack(tmp_path, 11), RULES / "valuesets")
+    plain = report(run_backtest(SYNTHEA, [pack, other], workers=2))
+    assert plain["compare"]["differences"] == []
+    visit, path = _synthea_abuse_visit(pack)
+    bundle = orjson.loads(path.read_bytes())
+    enc = next(e for e in bundle["entry"] if e["resource"]["id"] == visit.id)
+    start = datetime.fromisoformat(enc["resource"]["period"]["start"])
+    when = (start + (visit.time - start) / 2).isoformat()
+    bundle["entry"].append({"fullUrl": "urn:uuid:fixture-cows", "resource": {
+        "resourceType": "Observation", "id": "fixture-cows", "status": "final", "code": COWS,
+        "subject": {"reference": bundle["entry"][0]["fullUrl"]},
+        "encounter": {"reference": enc["fullUrl"]},
+        "effectiveDateTime": when, "valueQuantity": {"value": 10}}})
+    folder = tmp_path / "synthea-cows"
+    folder.mkdir()
+    (folder / path.name).write_bytes(orjson.dumps(bundle))
+    diffs = report(run_backtest(folder, [pack, other], workers=1))["compare"]["differences"]
+    assert [(d["visit"], d["moment"]) for d in diffs] == [(visit.id, when)]
+    (change,) = diffs[0]["changed"]
+    assert (change["before"]["variant"], change["after"]["variant"]) == (
+        "ed-induction", "home-initiation")
+
+
+def _synthea_abuse_visit(pack: Pack) -> tuple[Any, Path]:
+    """The first Synthea ED visit at which buprenorphine is suggested, and its file."""
+    for path in sorted(SYNTHEA.glob("*.json")):
+        for replayed in run_backtest(path, [pack], workers=1).visits:
+            if any(s.kind == "moud-buprenorphine" for s in replayed.results[0]):
+                return replayed.visit, path
+    raise AssertionError("no Synthea visit with buprenorphine")
