@@ -199,7 +199,7 @@ def _replay_charts(charts: Iterable[Chart], packs: Sequence[Pack]) -> PatientOut
     rule = packs[0].document.current_encounter
     for chart in charts:
         out.patients += 1
-        visits, skipped = ed_visits(chart, rule)
+        visits, skipped = ed_visits(chart, rule, packs)
         out.skipped += len(skipped)
         out.visits.extend(replay(chart, packs, visits))
     return out

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from . import asof
-from .chart import MEDICATION_TYPES, Chart, ChartItem, resource_key
+from .chart import MEDICATION_TYPES, Chart, ChartEntry, ChartItem, resource_key
 from .evaluate import Evaluation, evaluate, has_class
 from .fhir import parse_datetime, reference_string, type_id_of
 from .pack import CurrentEncounter, Pack
@@ -110,22 +110,38 @@ class Replayed:
     timelines: tuple[tuple[Moment, ...], ...] = ()
 
 
-def change_times(chart: Chart) -> list[datetime]:
+def change_times(chart: Chart, packs: Sequence[Pack] = ()) -> list[datetime]:
     """Sorted distinct times at which a resource the rules read entered the chart or took
-    its recorded status (an abatement, a death, an end)."""
+    its recorded status (an abatement, a death, an end).
+
+    With ``packs``, only resources that can change their outcome count: the patient, the
+    encounters, and resources coded in a value set a pack uses (others leave every fact
+    as it was, so replaying at their times would only repeat an outcome).
+    """
+    if packs:
+        keys: dict[str, ChartEntry] = {}
+        for pack in packs:
+            for valueset in pack.valuesets.values():
+                keys.update((e.key, e) for e in chart.members(valueset))
+        for rtype in ("Patient", "Encounter"):
+            keys.update((e.key, e) for e in chart.of_type(rtype))
+        entries: Iterable[ChartEntry] = keys.values()
+    else:
+        entries = (e for e in chart.of_all() if e.resource_type in READ_TYPES)
     times: set[datetime] = set()
-    for entry in chart.of_all():
-        if entry.resource_type not in READ_TYPES:
-            continue
+    for entry in entries:
         for time in (chart.appears_at(entry.key), asof.change_time(entry.resource)):
             if time is not None and time != asof.UNDATED:
                 times.add(time)
     return sorted(times)
 
 
-def ed_visits(chart: Chart, rule: CurrentEncounter) -> tuple[list[Visit], list[str]]:
-    """The chart's replayable ED visits (by replay time), each with its moments, and the
-    keys of those skipped because they carry no time at all."""
+def ed_visits(
+    chart: Chart, rule: CurrentEncounter, packs: Sequence[Pack] = ()
+) -> tuple[list[Visit], list[str]]:
+    """The chart's replayable ED visits (by replay time), each with its moments (the times
+    the chart changed during it, for ``packs``: see :func:`change_times`), and the keys of
+    those skipped because they carry no time at all."""
     visits: list[Visit] = []
     skipped: list[str] = []
     times: list[datetime] | None = None
@@ -139,7 +155,7 @@ def ed_visits(chart: Chart, rule: CurrentEncounter) -> tuple[list[Visit], list[s
             skipped.append(entry.key)
             continue
         if times is None:
-            times = change_times(chart)
+            times = change_times(chart, packs)
         visits.append(_visit(entry.key, start, end, times))
     visits.sort(key=lambda v: (v.time, v.key))
     return visits, skipped
@@ -170,7 +186,7 @@ def replay(
 ) -> list[Replayed]:
     """Replay every ED visit of a chart (the first pack's ED class picks them)."""
     if visits is None:
-        visits, _skipped = ed_visits(chart, packs[0].document.current_encounter)
+        visits, _skipped = ed_visits(chart, packs[0].document.current_encounter, packs)
     patient = (chart.patient or {}).get("id")
     out = []
     for visit in visits:
