@@ -175,6 +175,47 @@ def render_text(result: Evaluation, chart: Path) -> str:
     return "\n".join(lines)
 
 
+@rules.command("explain")
+@click.argument("chart", type=PATH)
+@click.option("--now", "now_text", required=True, help="Evaluation time, ISO 8601.")
+@click.option("--encounter", help="Current encounter id (default: latest open ED visit).")
+@click.option(
+    "--unread",
+    "unread_text",
+    multiple=True,
+    help="Resource types that could not be read completely: TYPE[,TYPE...] (repeatable).",
+)
+@click.option("--pack", type=PATH, help="Rule pack (default: the default pack).")
+@click.option("--valuesets", type=PATH, help="Value set directory (default: beside packs/).")
+@click.option("--verbose", is_flag=True, help="Also the branches that did not decide.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def explain_command(
+    chart: Path,
+    now_text: str,
+    encounter: str | None,
+    unread_text: tuple[str, ...],
+    pack: Path | None,
+    valuesets: Path | None,
+    verbose: bool,
+    as_json: bool,
+) -> None:
+    """For each kind: why it was suggested, withheld or not triggered, naming the facts,
+    values and resources that decided."""
+    from smartapp.engine.explain import explain, render
+
+    now = parse_now(now_text)
+    unread = parse_types(unread_text)
+    loaded = _load_pack_or_exit(pack, valuesets, to_stderr=True)
+    try:
+        result = explain(read_chart(chart), now, loaded, encounter, unread=unread)
+    except ChartError as exc:
+        _fail(f"error: {exc}")
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(render(result, verbose=verbose))
+
+
 @rules.command("test")
 @click.argument("cases", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--pack", type=PATH, help="Pack for cases that name none (default pack).")
