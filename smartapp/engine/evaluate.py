@@ -177,7 +177,7 @@ def evaluate(
     encounter = select_encounter(chart, rule, encounter_id)
     missing = tuple(sorted({t.strip() for t in unread if t and t.strip()}))
     ctx = FactContext(chart, now, pack, encounter, frozenset(missing))
-    everything = _blocks(ctx, pack.document.withhold_all)
+    everything = _blocks(ctx, pack.document.withholds_all())
     suggestions: list[Suggestion] = []
     withheld: list[Withheld] = []
     for item in pack.rules:

@@ -126,7 +126,7 @@ def explain(
 def _explain_rule(ctx: FactContext, rule: Rule, suggestion: Any, withheld: bool) -> KindExplanation:
     """A kind's trigger, withheld reasons, variant and cautions."""
     outcome = "suggested" if suggestion else "withheld" if withheld else "not-triggered"
-    blocks = [*ctx.pack.document.withhold_all, *rule.withheld_when]
+    blocks = [*ctx.pack.document.withholds_all(), *rule.withheld_when]
     return KindExplanation(
         kind=rule.kind,
         rule=rule.id,

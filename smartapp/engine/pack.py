@@ -37,6 +37,8 @@ NAME = r"^[a-z][a-z0-9_]*$"
 SLUG = r"^[a-z0-9][a-z0-9-]*$"
 #: Status code that matches a resource without that status element.
 ABSENT = "absent"
+#: Reason (and notice) of a version 1 pack's ``no_suggestions_when``.
+NO_SUGGESTIONS = "no-suggestions"
 #: Keys whose values name value sets (one id or a list).
 VALUESET_KEYS = frozenset({"valueset", "history_codes"})
 _PARAM_REF = re.compile(r"^\$([a-z][a-z0-9_]*)$")
@@ -430,6 +432,16 @@ class PackDocument(Model):
     parameters: dict[Annotated[str, Field(pattern=NAME)], Any] = Field(default_factory=dict)
     current_encounter: CurrentEncounter
     withhold_all: tuple[Withhold, ...] = ()
+    # version 1 form of withhold_all: when true, every triggered kind is withheld with the
+    # reason (and notice) `no-suggestions`
+    no_suggestions_when: Expression | None = None
+
+    def withholds_all(self) -> tuple[Withhold, ...]:
+        """``withhold_all``, then a version 1 ``no_suggestions_when`` as ``no-suggestions``."""
+        if self.no_suggestions_when is None:
+            return self.withhold_all
+        return (*self.withhold_all, Withhold(reason=NO_SUGGESTIONS, when=self.no_suggestions_when))
+
     decline_reasons: tuple[DeclineReasonSpec, ...] = Field(min_length=1)
     facts: dict[FactName, Expression] = Field(default_factory=dict)
     suggestions: tuple[Rule, ...] = Field(min_length=1)
@@ -687,6 +699,10 @@ def _check_references(doc: SourceDoc, known_valuesets: set[str], issues: list[Is
         if expr is not None:
             pieces.append((("facts", name), expr))
             fact_refs[name] = {ref for ref, _ in _fact_refs(expr, ())}
+    if "no_suggestions_when" in data:
+        expr = _try(_EXPRESSION, data["no_suggestions_when"])
+        if expr is not None:
+            pieces.append((("no_suggestions_when",), expr))
     raw_all = data.get("withhold_all") if isinstance(data.get("withhold_all"), list) else []
     for j, raw in enumerate(raw_all):
         withhold = _try(_WITHHOLD, raw)

@@ -313,3 +313,25 @@ def test_tab_indented_json_value_sets_load(tmp_path: Path, pack: Pack) -> None:
     loaded = load_pack(rules / "packs" / "default.yaml")
     assert loaded.valuesets["pregnancy"].contains("http://snomed.info/sct", "77386006")
     assert loaded.content_hash != pack.content_hash  # bytes changed, so the hash did
+
+
+def test_a_version_1_pack_still_loads_and_withholds_with_no_suggestions(tmp_path: Path) -> None:
+    """``no_suggestions_when`` (version 1): every triggered kind withheld, reason and notice
+    ``no-suggestions``; ``unless`` reported as ``excluded``."""
+    from smartapp.engine import evaluate
+
+    from .helpers import NOW, scenario_chart
+
+    text = DEFAULT.replace("withhold_all:\n  - {reason: deceased, when: deceased}\n",
+                           "no_suggestions_when: deceased\n")
+    text = text.replace("    withheld_when:\n      - {reason: has-naloxone, when: has_naloxone}\n",
+                        "    unless: has_naloxone\n")
+    path = tmp_path / "packs" / "v1.yaml"
+    path.parent.mkdir()
+    path.write_text(text)
+    old = load_pack(path, VALUESETS)
+    dead = evaluate(scenario_chart("P16-deceased"), NOW, old, "P16-enc")
+    assert {w.reason for w in dead.withheld} == {"no-suggestions"}
+    assert [n.code for n in dead.notices] == ["no-suggestions"]
+    kit = evaluate(scenario_chart("P11-has-naloxone"), NOW, old, "P11-enc")
+    assert [(w.kind, w.reason) for w in kit.withheld] == [("naloxone-kit", "excluded")]
