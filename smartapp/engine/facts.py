@@ -200,7 +200,7 @@ class FactContext:
             if earlier:
                 entries.extend(
                     e
-                    for e in self.chart.of_type("Encounter")
+                    for e in self.chart.with_element("Encounter", "reasonCode")
                     if current is None or e.key != current.key
                 )
             found = self._reasons[earlier] = tuple(
