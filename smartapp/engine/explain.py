@@ -20,6 +20,7 @@ from .facts import FactContext, Truth, numeric_value
 from .fhir import age_in_years, status_code, youngest_birth_date
 from .pack import (
     AgeAtLeast,
+    AgeUnder,
     AllergyExpr,
     AllOf,
     AnyOf,
@@ -312,6 +313,11 @@ def _age(ctx: FactContext, expr: AgeAtLeast, _truth: Truth) -> tuple[str, str]:
     return f"age at least {expr.age_at_least}", f"age {age}"
 
 
+def _age_under(ctx: FactContext, expr: AgeUnder, truth: Truth) -> tuple[str, str]:
+    _text, detail = _age(ctx, AgeAtLeast(age_at_least=expr.age_under), truth)
+    return f"age under {expr.age_under} (or unknown)", detail
+
+
 def _deceased(ctx: FactContext, _expr: PatientDeceased, _truth: Truth) -> tuple[str, str]:
     patient = ctx.chart.patient or {}
     found = patient.get("deceasedDateTime") or patient.get("deceasedBoolean")
@@ -332,6 +338,7 @@ _DESCRIBERS: dict[type, Any] = {
     AllergyExpr: _allergy,
     ServiceRequestExpr: _service_request,
     AgeAtLeast: _age,
+    AgeUnder: _age_under,
     PatientDeceased: _deceased,
     ChartIncomplete: _incomplete,
 }

@@ -24,6 +24,7 @@ from .fhir import (
 )
 from .pack import (
     AgeAtLeast,
+    AgeUnder,
     AllergyExpr,
     AllOf,
     AnyOf,
@@ -421,6 +422,15 @@ def _age_at_least(ctx: FactContext, expr: AgeAtLeast) -> Truth:
     return Truth(age_in_years(birth, ctx.now.date()) >= expr.age_at_least)
 
 
+def _age_under(ctx: FactContext, expr: AgeUnder) -> Truth:
+    """Younger than N, or no usable birth date; the Patient is the evidence."""
+    patients = ctx.chart.of_type("Patient")
+    birth = youngest_birth_date(patients[0].resource.get("birthDate")) if patients else None
+    if birth is not None and age_in_years(birth, ctx.now.date()) >= expr.age_under:
+        return FALSE
+    return Truth(True, frozenset({patients[0].key}) if patients else frozenset())
+
+
 def _patient_deceased(ctx: FactContext, _expr: PatientDeceased) -> Truth:
     """Deceased, with the Patient as evidence."""
     patients = ctx.chart.of_type("Patient")
@@ -445,6 +455,7 @@ _HANDLERS: dict[type, Any] = {
     AllergyExpr: _allergy,
     ServiceRequestExpr: _service_request,
     AgeAtLeast: _age_at_least,
+    AgeUnder: _age_under,
     PatientDeceased: _patient_deceased,
     ChartIncomplete: _chart_incomplete,
 }

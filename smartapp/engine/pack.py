@@ -286,6 +286,13 @@ class AgeAtLeast(Model):
     age_at_least: int = Field(ge=0, le=150)
 
 
+class AgeUnder(Model):
+    """Younger than this in whole years at *now*, or of unknown age (it cannot be confirmed);
+    evidence: the Patient. The withheld reason ``under-age`` uses it."""
+
+    age_under: int = Field(ge=0, le=150)
+
+
 class PatientDeceased(Model):
     """The patient has deceasedBoolean true or any deceasedDateTime (evidence: the Patient)."""
 
@@ -311,6 +318,7 @@ EXPRESSION_MODELS: dict[str, type[Model]] = {
     "allergy": AllergyExpr,
     "service_request": ServiceRequestExpr,
     "age_at_least": AgeAtLeast,
+    "age_under": AgeUnder,
     "patient_deceased": PatientDeceased,
     "chart_incomplete": ChartIncomplete,
 }
@@ -339,6 +347,7 @@ Expression = Annotated[
     | Annotated[AllergyExpr, Tag("allergy")]
     | Annotated[ServiceRequestExpr, Tag("service_request")]
     | Annotated[AgeAtLeast, Tag("age_at_least")]
+    | Annotated[AgeUnder, Tag("age_under")]
     | Annotated[PatientDeceased, Tag("patient_deceased")]
     | Annotated[ChartIncomplete, Tag("chart_incomplete")],
     Discriminator(

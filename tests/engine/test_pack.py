@@ -207,8 +207,8 @@ def test_every_error_is_listed_with_file_line_and_field(tmp_path: Path) -> None:
     [
         (("  prc_min_age: 18\n", "  prc_min_age: 18\n  unused_age: 3\n"),
          "unused_age", "parameters.unused_age", "parameter is never used"),
-        (("{age_at_least: $prc_min_age}", "{age_at_least: $prc_min_ag}"),
-         "$prc_min_ag}", "suggestions[0].withheld_when[1].when.not.age_at_least",
+        (("{age_under: $prc_min_age}", "{age_under: $prc_min_ag}"),
+         "$prc_min_ag}", "suggestions[0].withheld_when[1].when.age_under",
          "unknown parameter"),
         (("  oud_evidence:\n    any_of:\n      - oud_active_dx",
           "  oud_evidence:\n    any_of:\n      - sud_evidence"),
