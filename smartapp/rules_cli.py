@@ -7,9 +7,13 @@ Output is a contract other tools read (see ``rules/README.md``):
 * ``rules eval CHART --now T [--encounter ID] [--unread TYPES] [--pack P] --json`` prints
   ``{"pack": {"id", "version"}, "suggestions": [...], "withheld": [...], "notices": [...]}``;
   a bad chart or pack exits 2 with the reason on stderr and nothing on stdout.
-* ``rules test [CASES...]`` runs YAML cases, prints a diff per failure, exits 1 on any.
+* ``rules explain CHART --now T [...]`` prints, for each kind, why it was suggested,
+  withheld or not triggered (the same engine call as ``eval``).
+* ``rules test [CASES...]`` runs YAML cases (suggestions, withheld reasons, notices),
+  prints a diff per failure, exits 1 on any.
 * ``rules backtest PATH [--pack P] [--compare P2] [--workers N] [--json]`` replays every
-  past ED visit of a folder of bundles or NDJSON files; unreadable input exits 2.
+  past ED visit of a folder of bundles or NDJSON files at each moment the chart changed
+  during it; unreadable input exits 2.
 """
 
 from __future__ import annotations
