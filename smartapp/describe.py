@@ -25,7 +25,7 @@ TYPE_WORDS = {
     "MedicationDispense": "Dispensed",
     "AllergyIntolerance": "Allergy",
     "ServiceRequest": "Order",
-    "Encounter": "Visit",
+    "Encounter": "Visit reason",
 }
 
 
@@ -43,7 +43,8 @@ def concept_text(concept: dict | None) -> str:
 
 
 def resource_code(resource: dict) -> str:
-    for key in ("code", "medicationCodeableConcept", "vaccineCode", "type"):
+    # an Encounter is evidence through its reason for visit (rules v2): show that first
+    for key in ("code", "medicationCodeableConcept", "vaccineCode", "reasonCode", "type"):
         value = resource.get(key)
         if isinstance(value, dict):
             return concept_text(value)
