@@ -294,3 +294,20 @@ def test_launch_encounter_that_is_not_an_open_ed_visit_is_noticed(pack: Pack) ->
     assert [n.code for n in evaluate(chart, NOW, pack, "done").notices] == [
         "not-current-ed-visit"]
     assert evaluate(chart, NOW, pack).notices == []  # no launch encounter: no notice
+
+
+def test_diagnosis_and_reason_references_resolve_through_urn_uuid(pack: Pack) -> None:
+    """A transaction bundle: the encounter's diagnosis names the Condition by its urn:uuid
+    fullUrl; a D-coded reason of the visit is history (a recent overdose), not this visit."""
+    od = condition("od", ICD, "T40.1X1A", onsetDateTime="2026-11-20T09:00:00Z")
+    visit = {**ED_VISIT, "diagnosis": [{"condition": {"reference": "urn:uuid:od-1"}}]}
+    data = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:pt-1", "resource": PATIENT},
+        {"fullUrl": "urn:uuid:enc-1", "resource": visit},
+        {"fullUrl": "urn:uuid:od-1", "resource": od}]}
+    got = kinds(Chart.from_bundle(data), pack)
+    assert got["moud-buprenorphine"].evidence == ("Condition/od",)
+    later = {**ED_VISIT, "reasonCode": [{"coding": [{"system": ICD, "code": "T40.1X1D"}]}]}
+    got = kinds(Chart.from_resources([PATIENT, later]), pack)
+    assert set(got) == {"prc-consult", "naloxone-kit"}
+    assert got["naloxone-kit"].evidence == ("Encounter/t-enc",)
