@@ -111,6 +111,7 @@ class Chart:
         # value set membership, once per value set object (see members())
         self._members: dict[int, tuple[Any, tuple[ChartEntry, ...]]] = {}
         self._history: _History | None = None
+        self._with: dict[tuple[str, str], tuple[ChartEntry, ...]] = {}
 
     # construction -------------------------------------------------------------------
 
@@ -236,6 +237,17 @@ class Chart:
     def codes_in_system(self, system: str) -> frozenset[str]:
         """Distinct codes of one code system used anywhere in the chart's codes."""
         return self._codes_by_system.get(system, frozenset())
+
+    def with_element(self, resource_type: str, element: str) -> tuple[ChartEntry, ...]:
+        """Entries of one type whose resource has this (non-empty) element, in chart order
+        (memoised: encounters with a ``reasonCode`` are asked for at every evaluation)."""
+        key = (resource_type, element)
+        found = self._with.get(key)
+        if found is None:
+            found = self._with[key] = tuple(
+                e for e in self.of_type(resource_type) if e.resource.get(element)
+            )
+        return found
 
     @property
     def patient(self) -> dict[str, Any] | None:
@@ -401,6 +413,9 @@ class _ChartAsOf(Chart):
 
     def with_code(self, system: str, code: str) -> tuple[ChartEntry, ...]:
         return self._cut(self._base.with_code(system, code))
+
+    def with_element(self, resource_type: str, element: str) -> tuple[ChartEntry, ...]:
+        return self._cut(self._base.with_element(resource_type, element))
 
     def codes_in_system(self, system: str) -> frozenset[str]:
         return frozenset(

@@ -26,6 +26,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
+    model_validator,
 )
 
 from . import location
@@ -36,6 +37,10 @@ NAME = r"^[a-z][a-z0-9_]*$"
 SLUG = r"^[a-z0-9][a-z0-9-]*$"
 #: Status code that matches a resource without that status element.
 ABSENT = "absent"
+#: Reason (and notice) of a version 1 pack's ``no_suggestions_when``.
+NO_SUGGESTIONS = "no-suggestions"
+#: Keys whose values name value sets (one id or a list).
+VALUESET_KEYS = frozenset({"valueset", "history_codes"})
 _PARAM_REF = re.compile(r"^\$([a-z][a-z0-9_]*)$")
 _DURATION = re.compile(r"^\s*(\d+)\s*(m|h|d)\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -143,16 +148,37 @@ class PositiveResult(Model):
 
 
 class _Timed(Model):
+    """Time filters shared by selectors: this visit, not this visit, a look-back window."""
+
     this_visit: bool = False
+    not_this_visit: bool = False
     within: Duration | None = None
+
+    @model_validator(mode="after")
+    def _one_visit_filter(self) -> _Timed:
+        if self.this_visit and self.not_this_visit:
+            raise ValueError("this_visit and not_this_visit exclude each other")
+        if getattr(self, "prehospital", None) is not None and not self.this_visit:
+            raise ValueError("prehospital widens this_visit: it needs this_visit: true")
+        return self
 
 
 class ConditionSelector(_Timed):
-    """Conditions coded in a value set, filtered by clinical and verification status."""
+    """Conditions coded in a value set, filtered by clinical and verification status.
+
+    The current encounter's ``reasonCode`` codes count as active conditions this visit
+    (``current_encounter.reason_codes``); ``earlier_encounter_reasons`` adds the
+    ``reasonCode`` of every other encounter, at its start (recent overdose).
+    ``history_codes``: codes in these value sets are never *this visit* (a T40 code of a
+    subsequent encounter or sequela is history even when recorded today). Without
+    ``clinical_status`` any clinical status passes (an overdose is an event).
+    """
 
     valueset: ValueSetIds
-    clinical_status: StatusFilter
+    clinical_status: StatusFilter | None = None
     verification_status: StatusFilter
+    history_codes: ValueSetIds | None = None
+    earlier_encounter_reasons: bool = False
 
 
 class ObservationSelector(_Timed):
@@ -173,10 +199,24 @@ class LatestObservationSelector(_Timed):
 
 
 class MedicationSelector(_Timed):
-    """Medication resources of the listed types whose status that type's filter accepts."""
+    """Medication resources of the listed types whose status that type's filter accepts.
+
+    ``intent`` filters MedicationRequests by intent (drafts: ``proposal``, ``plan``).
+    ``prehospital``: with ``this_visit``, a resource with no encounter reference timed in
+    ``[start - prehospital, start]`` also counts (naloxone given by EMS before arrival).
+    ``supply_covers_now``: only resources whose supply still covers *now*: clinical time at
+    or before *now*, and that time plus its supply (``daysSupply``,
+    ``expectedSupplyDuration``; else this default) at or after *now*.
+    ``supply_ended_within``: the end of its supply or effective period (else its clinical
+    time) is at or after ``now - window`` (a supply that has not run out counts).
+    """
 
     valueset: ValueSetIds
     status: dict[MedicationType, StatusFilter] = Field(min_length=1)
+    intent: StatusFilter | None = None
+    prehospital: Duration | None = None
+    supply_covers_now: Duration | None = None
+    supply_ended_within: Duration | None = None
 
 
 class AllergySelector(Model):
@@ -246,10 +286,25 @@ class AgeAtLeast(Model):
     age_at_least: int = Field(ge=0, le=150)
 
 
+class AgeUnder(Model):
+    """Younger than this in whole years at *now*, or of unknown age (it cannot be confirmed);
+    evidence: the Patient. The withheld reason ``under-age`` uses it."""
+
+    age_under: int = Field(ge=0, le=150)
+
+
 class PatientDeceased(Model):
-    """The patient has deceasedBoolean true or any deceasedDateTime."""
+    """The patient has deceasedBoolean true or any deceasedDateTime (evidence: the Patient)."""
 
     patient_deceased: Literal[True]
+
+
+class ChartIncomplete(Model):
+    """The caller could not read all of these resource types (scope, refusal, paging...)."""
+
+    chart_incomplete: tuple[Annotated[str, Field(pattern=r"^[A-Z][A-Za-z]+$")], ...] = Field(
+        min_length=1
+    )
 
 
 EXPRESSION_MODELS: dict[str, type[Model]] = {
@@ -263,7 +318,9 @@ EXPRESSION_MODELS: dict[str, type[Model]] = {
     "allergy": AllergyExpr,
     "service_request": ServiceRequestExpr,
     "age_at_least": AgeAtLeast,
+    "age_under": AgeUnder,
     "patient_deceased": PatientDeceased,
+    "chart_incomplete": ChartIncomplete,
 }
 _MODEL_TAGS = {model: tag for tag, model in EXPRESSION_MODELS.items()}
 
@@ -290,7 +347,9 @@ Expression = Annotated[
     | Annotated[AllergyExpr, Tag("allergy")]
     | Annotated[ServiceRequestExpr, Tag("service_request")]
     | Annotated[AgeAtLeast, Tag("age_at_least")]
-    | Annotated[PatientDeceased, Tag("patient_deceased")],
+    | Annotated[AgeUnder, Tag("age_under")]
+    | Annotated[PatientDeceased, Tag("patient_deceased")]
+    | Annotated[ChartIncomplete, Tag("chart_incomplete")],
     Discriminator(
         _expression_tag,
         custom_error_type="expression",
@@ -329,8 +388,19 @@ class DeclineReasonSpec(Model):
         return self.applies_to is None or kind in self.applies_to
 
 
+class Withhold(Model):
+    """A reason that withholds a suggestion whose trigger holds; reported, never silent."""
+
+    reason: Slug
+    when: Expression
+
+
 class Rule(Model):
-    """One suggestion rule: when it fires, what it suggests, and what blocks it."""
+    """One suggestion rule: when it fires, what it suggests, and what withholds it.
+
+    ``withheld_when`` lists the reasons in the order they are reported; ``unless`` (the
+    version 1 form) is a single reason reported as ``excluded``.
+    """
 
     id: Slug
     kind: Slug
@@ -338,16 +408,27 @@ class Rule(Model):
     reason: str = Field(min_length=1)
     when: Expression
     unless: Expression | None = None
+    withheld_when: tuple[Withhold, ...] = ()
     variants: tuple[Variant, ...] | None = Field(default=None, min_length=1)
     cautions: dict[Slug, Expression] = Field(default_factory=dict)
     decline_reasons: tuple[Slug, ...] = Field(min_length=1)
 
 
 class CurrentEncounter(Model):
-    """How to pick the current encounter when the launch gives none."""
+    """How to pick the current encounter when the launch gives none, and what it counts.
+
+    ``class`` and ``status`` also decide the ``not-current-ed-visit`` notice for a launch
+    encounter. ``reason_codes``: its ``reasonCode`` codes count as active conditions this
+    visit; ``diagnoses``: the Conditions its ``diagnosis`` references are this visit;
+    ``condition_history``: a Condition timed more than this before its start is never this
+    visit, whatever it references.
+    """
 
     class_: Coding = Field(alias="class")
     status: tuple[str, ...] = Field(min_length=1)
+    reason_codes: bool = False
+    diagnoses: bool = False
+    condition_history: Duration | None = None
 
 
 class PackDocument(Model):
@@ -359,7 +440,17 @@ class PackDocument(Model):
     description: str | None = None
     parameters: dict[Annotated[str, Field(pattern=NAME)], Any] = Field(default_factory=dict)
     current_encounter: CurrentEncounter
+    withhold_all: tuple[Withhold, ...] = ()
+    # version 1 form of withhold_all: when true, every triggered kind is withheld with the
+    # reason (and notice) `no-suggestions`
     no_suggestions_when: Expression | None = None
+
+    def withholds_all(self) -> tuple[Withhold, ...]:
+        """``withhold_all``, then a version 1 ``no_suggestions_when`` as ``no-suggestions``."""
+        if self.no_suggestions_when is None:
+            return self.withhold_all
+        return (*self.withhold_all, Withhold(reason=NO_SUGGESTIONS, when=self.no_suggestions_when))
+
     decline_reasons: tuple[DeclineReasonSpec, ...] = Field(min_length=1)
     facts: dict[FactName, Expression] = Field(default_factory=dict)
     suggestions: tuple[Rule, ...] = Field(min_length=1)
@@ -367,6 +458,7 @@ class PackDocument(Model):
 
 _EXPRESSION = TypeAdapter(Expression)
 _RULE = TypeAdapter(Rule)
+_WITHHOLD = TypeAdapter(Withhold)
 _DECLINE_REASON = TypeAdapter(DeclineReasonSpec)
 
 
@@ -620,6 +712,11 @@ def _check_references(doc: SourceDoc, known_valuesets: set[str], issues: list[Is
         expr = _try(_EXPRESSION, data["no_suggestions_when"])
         if expr is not None:
             pieces.append((("no_suggestions_when",), expr))
+    raw_all = data.get("withhold_all") if isinstance(data.get("withhold_all"), list) else []
+    for j, raw in enumerate(raw_all):
+        withhold = _try(_WITHHOLD, raw)
+        if withhold is not None:
+            pieces.append((("withhold_all", j, "when"), withhold.when))
     raw_rules = data.get("suggestions") if isinstance(data.get("suggestions"), list) else []
     rules = [(i, r) for i, raw in enumerate(raw_rules) if (r := _try(_RULE, raw)) is not None]
     for i, rule in rules:
@@ -645,6 +742,8 @@ def _rule_expressions(rule: Rule, path: DataPath) -> Iterator[tuple[DataPath, An
     yield (*path, "when"), rule.when
     if rule.unless is not None:
         yield (*path, "unless"), rule.unless
+    for j, withhold in enumerate(rule.withheld_when):
+        yield (*path, "withheld_when", j, "when"), withhold.when
     for j, variant in enumerate(rule.variants or ()):
         if variant.when is not None:
             yield (*path, "variants", j, "when"), variant.when
@@ -671,7 +770,7 @@ def _fact_refs(expr: Any, path: DataPath) -> Iterator[tuple[str, DataPath]]:
 
 
 def _valueset_refs(data: Any, path: DataPath) -> Iterator[tuple[DataPath, str]]:
-    """Every value set id named by a ``valueset`` key, read from the raw data.
+    """Every value set id named by a ``valueset`` or ``history_codes`` key, from raw data.
 
     Raw, so an unknown id is reported even where the selector has other errors.
     """
@@ -679,7 +778,7 @@ def _valueset_refs(data: Any, path: DataPath) -> Iterator[tuple[DataPath, str]]:
         for key, value in data.items():
             if key == "parameters" and not path:
                 continue
-            if key == "valueset":
+            if key in VALUESET_KEYS:
                 ids = [value] if isinstance(value, str) else value
                 for i, vs_id in enumerate(ids if isinstance(ids, list) else []):
                     if isinstance(vs_id, str):

@@ -25,9 +25,13 @@ import orjson
 from smartapp.engine import Chart, ChartError, Pack
 from smartapp.engine.chart import ChartItem, MultiplePatientsError, bundle_items, resource_items
 from smartapp.engine.history import (
+    Moment,
+    Outcome,
     Replayed,
     difference,
     ed_visits,
+    first_difference,
+    first_suggested,
     replay,
     split_by_patient,
 )
@@ -195,7 +199,7 @@ def _replay_charts(charts: Iterable[Chart], packs: Sequence[Pack]) -> PatientOut
     rule = packs[0].document.current_encounter
     for chart in charts:
         out.patients += 1
-        visits, skipped = ed_visits(chart, rule)
+        visits, skipped = ed_visits(chart, rule, packs)
         out.skipped += len(skipped)
         out.visits.extend(replay(chart, packs, visits))
     return out
@@ -361,8 +365,32 @@ def _add(counts: dict[str, dict[str, Any]], suggestions: Iterable[Any]) -> None:
             kind["cautions"][caution] = kind["cautions"].get(caution, 0) + 1
 
 
+def _during_counts(pack: Pack, timelines: Iterable[Sequence[Moment]]) -> dict[str, Any]:
+    """Visits with each kind suggested at any moment of the visit (with every variant and
+    caution it had at some moment)."""
+    counts = _kind_counts(pack)
+    with_any = 0
+    for timeline in timelines:
+        seen: dict[str, Any] = {}
+        for moment in timeline:
+            for s in moment.outcome.suggested:
+                variants, cautions = seen.setdefault(s.kind, (set(), set()))
+                if s.variant is not None:
+                    variants.add(s.variant)
+                cautions.update(s.cautions)
+        with_any += bool(seen)
+        for kind, (variants, cautions) in seen.items():
+            found = counts.setdefault(kind, {"visits": 0, "variants": {}, "cautions": {}})
+            found["visits"] += 1
+            for name in variants:
+                found["variants"][name] = found["variants"].get(name, 0) + 1
+            for name in cautions:
+                found["cautions"][name] = found["cautions"].get(name, 0) + 1
+    return {"visits_with_suggestions": with_any, "counts": counts}
+
+
 def pack_report(result: Backtest, index: int) -> dict[str, Any]:
-    """Counts of one pack: overall and by year of the replay time."""
+    """Counts of one pack at the replay time (overall and by year), and during the visits."""
     pack = result.packs[index]
     overall = _kind_counts(pack)
     by_year: dict[str, dict[str, Any]] = {}
@@ -386,27 +414,75 @@ def pack_report(result: Backtest, index: int) -> dict[str, Any]:
         "visits_with_suggestions": with_any,
         "counts": overall,
         "by_year": dict(sorted(by_year.items())),
+        "during": _during_counts(pack, (r.timelines[index] for r in result.visits)),
     }
 
 
 def differences(result: Backtest) -> list[dict[str, Any]]:
-    """Visits where the compared pack's suggestions differ from the base pack's."""
+    """Visits where the compared pack's outcome (suggestions, variants, cautions, evidence
+    or withheld reasons) differs from the base pack's at some moment, with the first such
+    moment and the difference then."""
     out = []
     for replayed in result.visits:
-        diff = difference(replayed.results[0], replayed.results[1])
-        if not diff:
+        found = first_difference(replayed.timelines[0], replayed.timelines[1])
+        if found is None:
             continue
+        moment, before, after = found
+        diff = difference(before.suggested, after.suggested)
         out.append(
             {
                 "visit": replayed.visit.id,
                 "patient": replayed.patient,
                 "time": replayed.visit.time.isoformat(),
+                "moment": moment.isoformat(),
                 "added": [s.to_json() for s in diff.added],
                 "removed": [s.to_json() for s in diff.removed],
                 "changed": [
                     {"kind": a.kind, "before": a.to_json(), "after": b.to_json()}
                     for a, b in diff.changed
                 ],
+                "withheld": withheld_difference(before, after),
+            }
+        )
+    return out
+
+
+def withheld_difference(before: Outcome, after: Outcome) -> list[dict[str, Any]]:
+    """Kinds whose withheld reasons differ: ``{"kind", "before", "after"}`` (reason lists,
+    empty when the kind is not withheld)."""
+    a, b = dict(before.withheld), dict(after.withheld)
+    kinds = list(dict.fromkeys([*a, *b]))
+    return [
+        {"kind": k, "before": list(a.get(k, ())), "after": list(b.get(k, ()))}
+        for k in kinds
+        if a.get(k, ()) != b.get(k, ())
+    ]
+
+
+def per_visit(result: Backtest) -> list[dict[str, Any]]:
+    """Each visit: its moments, and for each pack every kind suggested at some moment with
+    the first moment it was, and the withheld kinds with their reasons at the replay time."""
+    out = []
+    for replayed in result.visits:
+        visit = replayed.visit
+        packs = []
+        for timeline in replayed.timelines:
+            first = first_suggested(timeline)
+            packs.append(
+                {
+                    "first_suggested": {k: t.isoformat() for k, t in first.items()},
+                    "at_replay_time": [s.kind for s in timeline[-1].outcome.suggested],
+                    "withheld": {k: list(r) for k, r in timeline[-1].outcome.withheld},
+                }
+            )
+        out.append(
+            {
+                "visit": visit.id,
+                "patient": replayed.patient,
+                "start": visit.start.isoformat() if visit.start else None,
+                "time": visit.time.isoformat(),
+                "moments": len(visit.moments) or 1,
+                "packs": packs,
             }
         )
     return out
@@ -430,6 +506,7 @@ def report(result: Backtest) -> dict[str, Any]:
         "visits_by_year": dict(sorted(years.items())),
         "pack": pack_report(result, 0),
         "compare": None,
+        "per_visit": per_visit(result),
     }
     if len(result.packs) > 1:
         out["compare"] = {**pack_report(result, 1), "differences": differences(result)}
@@ -502,6 +579,21 @@ def render_text(data: dict[str, Any], seconds: float | None = None) -> str:
             for name in names:
                 label = f"  {'variant' if part == 'variants' else 'caution'} {name}"
                 lines.append(f"{label:<44}" + "".join(f"{c[part].get(name, 0):>24}" for c in cells))
+    lines += ["", "suggested at any moment of the visit (arrival, each change, discharge):"]
+    lines.append(
+        f"{'visits with any suggestion':<44}"
+        + "".join(f"{p['during']['visits_with_suggestions']:>24}" for p in packs)
+    )
+    for kind in kinds:
+        cells = [p["during"]["counts"].get(kind, {"visits": 0}) for p in packs]
+        lines.append(f"{kind:<44}" + "".join(f"{c['visits']:>24}" for c in cells))
+    earlier = _suggested_before_discharge(data.get("per_visit", []))
+    if earlier:
+        lines += ["", f"{len(earlier)} visit(s) where a kind was suggested during the visit "
+                  f"but not at discharge ({base['id']}):"]
+        lines += [f"  {line}" for line in earlier[:20]]
+        if len(earlier) > 20:
+            lines.append(f"  ... and {len(earlier) - 20} more (see --json per_visit)")
     lines += ["", f"by year (replay time): ED visits, then suggestions ({base['id']})"]
     for year, visits in data["visits_by_year"].items():
         counts = base["by_year"].get(year, {}).get("counts", {})
@@ -522,7 +614,10 @@ def render_text(data: dict[str, Any], seconds: float | None = None) -> str:
             f"({base['id']} {base['version']} -> {other['id']} {other['version']}):",
         ]
         for d in diffs:
-            lines.append(f"  visit {d['visit']}  patient {d['patient']}  {d['time']}")
+            lines.append(
+                f"  visit {d['visit']}  patient {d['patient']}  {d['time']}"
+                + (f"  (first differs at {d['moment']})" if d.get("moment") else "")
+            )
             for s in d["added"]:
                 lines.append(
                     f"    + {_variant_label(s['kind'], s['variant'])}"
@@ -535,4 +630,23 @@ def render_text(data: dict[str, Any], seconds: float | None = None) -> str:
                 for part in ("variant", "cautions", "evidence"):
                     if a[part] != b[part]:
                         lines.append(f"    ~ {c['kind']}: {part} {a[part]} -> {b[part]}")
+            for w in d.get("withheld", []):
+                lines.append(f"    ! {w['kind']} withheld: {w['before']} -> {w['after']}")
     return "\n".join(lines)
+
+
+def _suggested_before_discharge(visits: list[dict[str, Any]]) -> list[str]:
+    """Lines for visits where the base pack suggested a kind at some moment but not at
+    the replay time (it was shown during the visit, then no longer)."""
+    out = []
+    for v in visits:
+        base = v["packs"][0]
+        gone = [k for k in base["first_suggested"] if k not in base["at_replay_time"]]
+        for kind in gone:
+            out.append(
+                f"visit {v['visit']}  patient {v['patient']}  {kind} from "
+                f"{base['first_suggested'][kind]}, not at {v['time']}"
+                + (f" (withheld: {', '.join(base['withheld'][kind])})"
+                   if kind in base["withheld"] else "")
+            )
+    return out

@@ -23,7 +23,7 @@ from flask import (
 
 from smartapp.audit import log as referral_log
 from smartapp.db import LaunchContext
-from smartapp.engine import ChartError, evaluate
+from smartapp.engine import ChartError, Notice, evaluate
 from smartapp.engine.readable import readable_chart
 from smartapp.fhir.client import CHART_TYPES, ChartLimits, FhirError
 from smartapp.launch import client as smart
@@ -38,8 +38,21 @@ bp = Blueprint("screen", __name__, url_prefix="/c")
 log = logging.getLogger("handoff.screen")
 
 OPIOID_KINDS = {"moud-buprenorphine", "moud-continue", "naloxone-kit"}
-# Without these, Handoff cannot rule out methadone, other MOUD or an allergy to buprenorphine.
-MEDICATION_SAFETY_TYPES = {"MedicationRequest", "MedicationStatement", "AllergyIntolerance"}
+# The engine's notices and withheld reasons in the physician's words (the decision is the
+# engine's: what it withholds or cautions is shown, never changed, here).
+NOTICE_WORDS = {
+    "not-current-ed-visit": "This encounter is not an ED visit in progress: the suggestions "
+    "are for it all the same. Check that it is the visit you mean.",
+    "deceased": "The chart records this patient as deceased: nothing is suggested.",
+}
+WITHHELD_WORDS = {
+    "deceased": "the patient is recorded as deceased",
+    "already-referred": "a coach referral is already placed for this visit",
+    "under-age": "the patient is under the age the rules set",
+    "on-moud": "the patient is already on medication for OUD",
+    "allergy": "the chart records a buprenorphine allergy",
+    "has-naloxone": "a naloxone kit was already prescribed or dispensed",
+}
 
 
 def load_context(context_id: str) -> LaunchContext:
@@ -89,6 +102,18 @@ def missing_write_scopes(scope: str, registration) -> list[str]:
     return sorted(t for t in needed if not smart.may(scope, t, "c"))
 
 
+def notice_text(notice: Notice) -> str:
+    """An engine notice as the sentence the physician reads."""
+    if notice.unread:
+        return (
+            "The EHR did not let Handoff read: "
+            + ", ".join(notice.unread)
+            + ". Suggestions may be incomplete; ask about methadone, buprenorphine, "
+            "naltrexone and allergies before starting buprenorphine."
+        )
+    return NOTICE_WORDS.get(notice.code, notice.code)
+
+
 def build_shown(context: LaunchContext, now: datetime) -> dict:
     """Read the chart, evaluate the pack, and describe what the physician will see."""
     services = current_services()
@@ -111,25 +136,15 @@ def build_shown(context: LaunchContext, now: datetime) -> dict:
         current_app.config["CHART_MAX_NOTICES"],
     )
     chart = readable.chart
-    evaluation = evaluate(chart, now, services.pack, encounter_id=context.encounter_id)
-    notices = read.notices + readable.notices
-    if unreadable:
-        notices.append(
-            "The EHR did not let Handoff read: "
-            + ", ".join(unreadable)
-            + ". Suggestions may be incomplete."
-        )
+    # Chart completeness is the engine's input (rules v2): what the scopes did not allow, and
+    # what could not be read, decide cautions, the COWS threshold and the notice there.
     incomplete = set(unreadable) | read.incomplete | readable.incomplete_types
-    withheld = sorted(incomplete & MEDICATION_SAFETY_TYPES)
+    evaluation = evaluate(
+        chart, now, services.pack, encounter_id=context.encounter_id, unread=sorted(incomplete)
+    )
+    notices = read.notices + readable.notices + [notice_text(n) for n in evaluation.notices]
     suggestions = []
     for suggestion in evaluation.suggestions:
-        if suggestion.kind == "moud-buprenorphine" and withheld:
-            notices.append(
-                "Buprenorphine is not suggested: without "
-                + ", ".join(withheld)
-                + " Handoff cannot rule out methadone, other MOUD or an allergy."
-            )
-            continue
         evidence = [describe(chart.get(ref), ref) for ref in suggestion.evidence]
         for item in evidence:
             item["words"] = in_words(item)
@@ -170,8 +185,19 @@ def build_shown(context: LaunchContext, now: datetime) -> dict:
         "demographics": demographics(patient, now),
         "encounter": {"id": encounter.get("id"), "start": encounter.get("period", {}).get("start")},
         "suggestions": suggestions,
+        "withheld": [
+            {
+                "kind": w.kind,
+                "reason": w.reason,
+                "reasons": [b.reason for b in w.reasons],
+                "words": WITHHELD_WORDS.get(w.reason, w.reason),
+                "evidence": list(w.evidence),
+            }
+            for w in evaluation.withheld
+        ],
         "opioid": any(s["kind"] in OPIOID_KINDS for s in suggestions),
         "notices": notices,
+        "notice_codes": [n.code for n in evaluation.notices],
         "can_write": not missing_writes,
     }
 
@@ -235,6 +261,11 @@ def show(context_id: str):
                     | {"evidence": [e["reference"] for e in s["evidence"]]}
                     for s in shown["suggestions"]
                 ],
+                "withheld": [
+                    {k: w[k] for k in ("kind", "reason", "reasons", "evidence")}
+                    for w in shown.get("withheld", [])
+                ],
+                "notice_codes": list(shown.get("notice_codes", [])),
             },
         )
     return render_template(
