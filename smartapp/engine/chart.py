@@ -141,7 +141,8 @@ class Chart:
                 aliases[full_url] = key
         for key in sorted(conflicting):
             del keyed[key]
-            on_unreadable(key, "it appears twice with different content")
+            if on_unreadable is not None:  # always: only a lenient chart keeps conflicts
+                on_unreadable(key, "it appears twice with different content")
         resolver = Resolver(keyed, aliases)
         target = resolver.target
         timed = CLINICAL_TIME_FIELDS

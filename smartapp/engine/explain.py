@@ -273,7 +273,7 @@ def _medication(ctx: FactContext, expr: MedicationExpr, truth: Truth) -> tuple[s
     for e in ctx.coded(sel.valueset, sel.status):
         status = status_code(e.resource.get("status"))
         intent = status_code(e.resource.get("intent"))
-        why = _status_miss(sel.status[e.resource_type], status, "status") or (
+        why = _status_miss(sel.status_of(e.resource_type), status, "status") or (
             _status_miss(sel.intent, intent, "intent")
             if e.resource_type == "MedicationRequest"
             else None

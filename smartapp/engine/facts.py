@@ -348,7 +348,7 @@ def _medication(ctx: FactContext, expr: MedicationExpr) -> Truth:
     return _holds(
         e
         for e in ctx.coded(sel.valueset, sel.status)
-        if status_allows(sel.status[e.resource_type], _status(e.resource, "status"))
+        if status_allows(sel.status_of(e.resource_type), _status(e.resource, "status"))
         and _intent_allows(sel, e)
         and ctx.timed(e, sel)
         and _supply_allows(sel, e, ctx.now)

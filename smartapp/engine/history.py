@@ -149,7 +149,8 @@ def ed_visits(
         resource = entry.resource
         if not has_class(resource, rule) or resource.get("status") in NOT_A_VISIT:
             continue
-        period = resource.get("period") if isinstance(resource.get("period"), dict) else {}
+        raw = resource.get("period")
+        period: dict[str, Any] = raw if isinstance(raw, dict) else {}
         start, end = parse_datetime(period.get("start")), parse_datetime(period.get("end"))
         if start is None and end is None:
             skipped.append(entry.key)

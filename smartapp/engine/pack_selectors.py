@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -206,6 +206,11 @@ class MedicationSelector(_Timed):
     prehospital: Duration | None = None
     supply_covers_now: Duration | None = None
     supply_ended_within: Duration | None = None
+
+    def status_of(self, resource_type: str) -> tuple[str, ...] | StatusNot:
+        """The status filter for a resource type (one of ``status``' keys: the chart's
+        entries are chosen by them)."""
+        return self.status[cast(MedicationType, resource_type)]
 
 
 class AllergySelector(Model):

@@ -290,7 +290,7 @@ def _human_name(value: Any) -> str | None:
 
 
 def _identifier(value: Any) -> str | None:
-    parts = {"system": _string, "value": _string, "type": _codeable_concept}
+    parts: dict[str, Check] = {"system": _string, "value": _string, "type": _codeable_concept}
     return _object(value, parts, "Identifier")
 
 
@@ -302,7 +302,7 @@ def _extension(value: Any) -> str | None:
 
 def _contained(value: Any) -> str | None:
     """Contained resources (a medication's Medication): objects with a readable code."""
-    parts = {"id": _string, "code": _codeable_concept}
+    parts: dict[str, Check] = {"id": _string, "code": _codeable_concept}
     return _list_of(lambda v: _object(v, parts, "resource"), "resources")(value)
 
 
