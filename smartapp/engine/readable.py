@@ -14,7 +14,7 @@ Each becomes an :class:`Unreadable` naming the resource and the element, never i
 so its notice can go to the screen and to the log. Texts longer than a limit are cut, with a
 marker holding their length and SHA-256, so one resource cannot flood the screen or the log.
 
-Pure: plain dicts in, a :class:`Chart` and notices out. The strict readers in chart.py stay
+Pure: plain dicts in, a :class:`Chart` and notices out. The strict readers (chart_input.py) stay
 as they are for rule test cases, where malformed input is an author's error.
 """
 
