@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from smartapp.audit import log as referral_log
 from smartapp.db import LaunchContext, Referral
-from smartapp.engine import Chart, evaluate
+from smartapp.engine import Chart, Pack, evaluate
 from smartapp.engine.readable import readable_chart
 from smartapp.fhir.client import ChartLimits, ChartRead, FhirClient, FhirError
 from smartapp.launch import client as smart
@@ -126,26 +126,49 @@ def build_shown(
     Raises FhirError (the chart could not be read), ChartError (it could not be understood)
     or sessions.SessionEnded."""
     read, unreadable = read_chart(services, context, settings, now)
+    registration = services.registry.by_id(context.registration_id)
+    if registration is None:
+        raise LookupError(f"no registration {context.registration_id!r} for this launch")
+    return shown_from_read(
+        read,
+        unreadable,
+        services.pack,
+        settings,
+        now,
+        encounter_id=context.encounter_id,
+        patient_id=context.patient_id,
+        missing_writes=missing_write_scopes(context.scope, registration),
+    )
+
+
+def shown_from_read(
+    read: ChartRead,
+    unreadable: list[str],
+    pack: Pack,
+    settings: ScreenSettings,
+    now: datetime,
+    encounter_id: str | None,
+    patient_id: str,
+    missing_writes: list[str],
+) -> dict:
+    """What the physician sees for a chart as read (by the launch, or from a CDS Hooks
+    prefetch): made readable, evaluated, described. Pure: no I/O, `now` is given.
+    `unreadable`: the types the granted scopes did not let Handoff read."""
     # What cannot be read is left out and named (issue 9 item 27); long texts are cut (28).
     readable = readable_chart(read.resources, settings.text_max_chars, settings.max_notices)
     chart: Chart = readable.chart
     # Chart completeness is the engine's input (rules v2): what the scopes did not allow, and
     # what could not be read, decide cautions, the COWS threshold and the notice there.
     incomplete = set(unreadable) | read.incomplete | readable.incomplete_types
-    evaluation = evaluate(
-        chart, now, services.pack, encounter_id=context.encounter_id, unread=sorted(incomplete)
-    )
-    registration = services.registry.by_id(context.registration_id)
-    if registration is None:
-        raise LookupError(f"no registration {context.registration_id!r} for this launch")
+    evaluation = evaluate(chart, now, pack, encounter_id=encounter_id, unread=sorted(incomplete))
     return describe_evaluation(
         evaluation,
         chart,
-        services.pack,
+        pack,
         now,
         notices=read.notices + readable.notices,
-        patient_id=context.patient_id,
-        missing_writes=missing_write_scopes(context.scope, registration),
+        patient_id=patient_id,
+        missing_writes=missing_writes,
     )
 
 
