@@ -4,17 +4,28 @@ Pure functions only (no web, HTTP or database); the pack loader is the only file
 """
 
 from .chart import Chart, ChartError
-from .evaluate import DeclineReason, Evaluation, Suggestion, evaluate
+from .evaluate import (
+    Blocked,
+    DeclineReason,
+    Evaluation,
+    Notice,
+    Suggestion,
+    Withheld,
+    evaluate,
+)
 from .pack import Pack, PackError, default_pack_path, load_pack
 
 __all__ = [
+    "Blocked",
     "Chart",
     "ChartError",
     "DeclineReason",
     "Evaluation",
+    "Notice",
     "Pack",
     "PackError",
     "Suggestion",
+    "Withheld",
     "default_pack_path",
     "evaluate",
     "load_pack",

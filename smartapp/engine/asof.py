@@ -87,7 +87,8 @@ def appears_at(resource: dict[str, Any], encounter_start: datetime | None) -> da
     if rtype == "Encounter":
         return encounter_appears(resource)
     times = [clinical_time(resource), encounter_start]
-    times.extend(_element_time(resource, e) for e in RECORDED_TIME_ELEMENTS.get(rtype, ()))
+    recorded = RECORDED_TIME_ELEMENTS.get(rtype, ()) if isinstance(rtype, str) else ()
+    times.extend(_element_time(resource, e) for e in recorded)
     known = [t for t in times if t is not None]
     return max(known) if known else None
 
@@ -190,6 +191,6 @@ def cut_bundle(
         if appears is not None and appears > time:
             continue
         then = in_progress(resource) if entry.key == current else resource_as_of(resource, time)
-        for url in urls.get(entry.key) or [None]:
+        for url in urls.get(entry.key) or (None,):
             entries.append({"fullUrl": url, "resource": then} if url else {"resource": then})
     return {"resourceType": "Bundle", "type": "collection", "entry": entries}

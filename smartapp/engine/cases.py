@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .evaluate import Suggestion
+from .evaluate import Evaluation, Suggestion, Withheld
 
 
 class ExpectedSuggestion(BaseModel):
@@ -29,8 +29,18 @@ class ExpectedSuggestion(BaseModel):
     evidence_any: tuple[str, ...] = ()
 
 
+class ExpectedWithheld(BaseModel):
+    """One expected withheld suggestion: its kind and its first reason."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    reason: str
+
+
 class RuleCase(BaseModel):
-    """A rule test case file: a chart, a time, an encounter and the expected suggestions."""
+    """A rule test case file: a chart, a time, an encounter, the types the caller could not
+    read, and the expected suggestions, withheld suggestions and (when given) notices."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -40,7 +50,12 @@ class RuleCase(BaseModel):
     now: datetime
     encounter: str | None = None
     pack: str | None = Field(default=None, description="pack file, relative to the case file")
+    unread: tuple[str, ...] = ()
     expected: tuple[ExpectedSuggestion, ...] = ()
+    withheld: tuple[ExpectedWithheld, ...] = ()
+    notices: tuple[str, ...] | None = Field(
+        default=None, description="notice codes, in order; omitted: not checked"
+    )
 
     @field_validator("now")
     @classmethod
@@ -80,4 +95,36 @@ def compare(expected: Sequence[ExpectedSuggestion], actual: Sequence[Suggestion]
                 f"+ unexpected {got.kind} (rule {got.rule}, variant {got.variant!r}, "
                 f"evidence {list(got.evidence)})"
             )
+    return diff
+
+
+def compare_withheld(expected: Sequence[ExpectedWithheld], actual: Sequence[Withheld]) -> list[str]:
+    """Differences in withheld suggestions (kind and first reason); empty when they match."""
+    diff: list[str] = []
+    by_kind = {w.kind: w for w in actual}
+    for exp in expected:
+        got = by_kind.get(exp.kind)
+        if got is None:
+            diff.append(f"- missing    withheld {exp.kind} ({exp.reason})")
+        elif got.reason != exp.reason:
+            diff.append(
+                f"~ withheld {exp.kind}: reason: expected {exp.reason!r}, got {got.reason!r}"
+            )
+    wanted = {e.kind for e in expected}
+    for got in actual:
+        if got.kind not in wanted:
+            diff.append(
+                f"+ unexpected withheld {got.kind} ({', '.join(r.reason for r in got.reasons)})"
+            )
+    return diff
+
+
+def compare_case(case: RuleCase, result: Evaluation) -> list[str]:
+    """Every difference between a case and an evaluation: suggestions, withheld, notices."""
+    diff = compare(case.expected, result.suggestions)
+    diff += compare_withheld(case.withheld, result.withheld)
+    if case.notices is not None:
+        got = [n.code for n in result.notices]
+        if got != list(case.notices):
+            diff.append(f"~ notices: expected {list(case.notices)}, got {got}")
     return diff

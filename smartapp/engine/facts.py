@@ -13,15 +13,27 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .chart import Chart, ChartEntry
-from .fhir import age_in_years, codings, status_code, youngest_birth_date
+from .fhir import (
+    age_in_years,
+    coding_tuple,
+    codings,
+    effective_end,
+    status_code,
+    supply_length,
+    youngest_birth_date,
+)
 from .pack import (
     AgeAtLeast,
+    AgeUnder,
     AllergyExpr,
     AllOf,
     AnyOf,
+    ChartIncomplete,
     ConditionExpr,
+    ConditionSelector,
     LatestObservationExpr,
     MedicationExpr,
+    MedicationSelector,
     Not,
     ObservationExpr,
     Pack,
@@ -50,16 +62,36 @@ def _holds(entries: Iterable[ChartEntry]) -> Truth:
 
 
 class FactContext:
-    """Everything an expression needs: the chart, *now*, the pack and the current visit."""
+    """Everything an expression needs: the chart, *now*, the pack, the current visit and
+    the resource types the caller could not read completely (``unread``)."""
 
     def __init__(
-        self, chart: Chart, now: datetime, pack: Pack, encounter: ChartEntry | None
+        self,
+        chart: Chart,
+        now: datetime,
+        pack: Pack,
+        encounter: ChartEntry | None,
+        unread: frozenset[str] = frozenset(),
     ) -> None:
         self.chart = chart
         self.now = now
         self.pack = pack
         self.encounter = encounter
+        self.unread = unread
         self._facts: dict[str, Truth] = {}
+        rule = pack.document.current_encounter
+        start = encounter.time if encounter is not None else None
+        self._history_cut = (
+            start - rule.condition_history
+            if start is not None and rule.condition_history is not None
+            else None
+        )
+        self._diagnoses = (
+            diagnosis_keys(chart, encounter.resource)
+            if encounter is not None and rule.diagnoses
+            else frozenset()
+        )
+        self._reasons: dict[bool, tuple[ChartEntry, ...]] = {}
 
     # expressions --------------------------------------------------------------------
 
@@ -93,13 +125,37 @@ class FactContext:
         return self.chart.members(self.pack.valuesets[vs_id])
 
     def this_visit(self, entry: ChartEntry) -> bool:
-        """References the current encounter, or names none and happened since it began."""
+        """Whether a resource is *this visit* (rules/README.md, "this_visit").
+
+        A Condition timed more than ``condition_history`` before the visit's start never
+        is; one the encounter's ``diagnosis`` lists is; otherwise a resource that references
+        an encounter is this visit when it is the current one, and one that references none
+        when its clinical time is at or after the visit's start.
+        """
         if self.encounter is None:
             return False
+        if (
+            self._history_cut is not None
+            and entry.time is not None
+            and entry.time < self._history_cut
+            and entry.resource_type == "Condition"
+        ):
+            return False
+        if entry.key in self._diagnoses:
+            return True
         if entry.encounter is not None:
             return entry.encounter == self.encounter.key
         start = self.encounter.time
         return entry.time is not None and start is not None and entry.time >= start
+
+    def prehospital(self, entry: ChartEntry, window: timedelta | None) -> bool:
+        """No encounter reference, timed in ``[start - window, start]`` of the visit."""
+        if window is None or self.encounter is None or entry.encounter is not None:
+            return False
+        start = self.encounter.time
+        return (
+            entry.time is not None and start is not None and start - window <= entry.time <= start
+        )
 
     def within(self, entry: ChartEntry, window: timedelta | None) -> bool:
         """Clinical time in [now - window, now]; always true without a window."""
@@ -107,11 +163,51 @@ class FactContext:
             return True
         return entry.time is not None and self.now - window <= entry.time <= self.now
 
-    def timed(self, entry: ChartEntry, selector: Any) -> bool:
-        """Apply a selector's ``this_visit`` and ``within`` filters."""
-        if selector.this_visit and not self.this_visit(entry):
-            return False
+    def timed(
+        self, entry: ChartEntry, selector: Any, history: tuple[str, ...] | None = None
+    ) -> bool:
+        """Apply a selector's ``this_visit``/``not_this_visit`` and ``within`` filters.
+
+        ``history``: value sets whose codes are never this visit (``history_codes``).
+        """
+        if selector.this_visit or selector.not_this_visit:
+            here = self.this_visit(entry) and not (history and self.in_any(entry, history))
+            if selector.this_visit and not (
+                here or self.prehospital(entry, getattr(selector, "prehospital", None))
+            ):
+                return False
+            if selector.not_this_visit and here:
+                return False
         return self.within(entry, selector.within)
+
+    def in_any(self, entry: ChartEntry, valuesets: tuple[str, ...]) -> bool:
+        """Whether any coding of the entry is in any of these value sets."""
+        sets = [self.pack.valuesets[v] for v in valuesets]
+        return any(vs.contains(system, code) for vs in sets for system, code in entry.codes)
+
+    def reason_entries(self, earlier: bool) -> tuple[ChartEntry, ...]:
+        """Encounters' ``reasonCode`` as condition-like entries keyed by the Encounter.
+
+        The current encounter's (when the pack counts them), and with ``earlier`` every
+        other encounter's too; each timed at its encounter's start.
+        """
+        found = self._reasons.get(earlier)
+        if found is None:
+            rule = self.pack.document.current_encounter
+            current = self.encounter
+            entries = []
+            if current is not None and rule.reason_codes:
+                entries.append(current)
+            if earlier:
+                entries.extend(
+                    e
+                    for e in self.chart.with_element("Encounter", "reasonCode")
+                    if current is None or e.key != current.key
+                )
+            found = self._reasons[earlier] = tuple(
+                r for e in entries if (r := reason_entry(e)) is not None
+            )
+        return found
 
 
 # ---------------------------------------------------------------------------------------
@@ -142,15 +238,59 @@ def _status(resource: dict[str, Any], element: str) -> str | None:
     return status_code(resource.get(element))
 
 
+def diagnosis_keys(chart: Chart, encounter: dict[str, Any]) -> frozenset[str]:
+    """Keys of the Conditions an encounter's ``diagnosis`` list references."""
+    keys = set()
+    for item in encounter.get("diagnosis") or ():
+        ref = item.get("condition") if isinstance(item, dict) else None
+        target = ref.get("reference") if isinstance(ref, dict) else None
+        key = chart.resolve(target.strip()) if isinstance(target, str) else None
+        if key is not None and key.startswith("Condition/"):
+            keys.add(key)
+    return frozenset(keys)
+
+
+def reason_entry(encounter: ChartEntry) -> ChartEntry | None:
+    """An encounter's ``reasonCode`` codes as an entry that references the encounter itself
+    (so it is this visit exactly when the encounter is the current one)."""
+    reasons = encounter.resource.get("reasonCode")
+    if not isinstance(reasons, list):
+        return None
+    codes = tuple(c for concept in reasons for c in coding_tuple(concept))
+    if not codes:
+        return None
+    return ChartEntry(encounter.key, encounter.resource, codes, encounter.time, encounter.key)
+
+
+#: Statuses an encounter reason reads with: an active condition, verification absent.
+_REASON_STATUS = ("active", None)
+
+
+def _condition_statuses(sel: ConditionSelector, clinical: str | None, verif: str | None) -> bool:
+    """Clinical status (any, without a filter) and verification status pass the selector."""
+    return (sel.clinical_status is None or status_allows(sel.clinical_status, clinical)) and (
+        status_allows(sel.verification_status, verif)
+    )
+
+
 def _condition(ctx: FactContext, expr: ConditionExpr) -> Truth:
+    """Conditions, and encounter reasons read as active conditions (evidence: Encounter)."""
     sel = expr.condition
-    return _holds(
+    hits = [
         e
         for e in ctx.coded(sel.valueset, ("Condition",))
-        if status_allows(sel.clinical_status, _status(e.resource, "clinicalStatus"))
-        and status_allows(sel.verification_status, _status(e.resource, "verificationStatus"))
-        and ctx.timed(e, sel)
-    )
+        if _condition_statuses(
+            sel, _status(e.resource, "clinicalStatus"), _status(e.resource, "verificationStatus")
+        )
+        and ctx.timed(e, sel, sel.history_codes)
+    ]
+    if _condition_statuses(sel, *_REASON_STATUS):
+        hits.extend(
+            e
+            for e in ctx.reason_entries(sel.earlier_encounter_reasons)
+            if ctx.in_any(e, sel.valueset) and ctx.timed(e, sel, sel.history_codes)
+        )
+    return _holds(hits)
 
 
 def _observation(ctx: FactContext, expr: ObservationExpr) -> Truth:
@@ -208,9 +348,50 @@ def _medication(ctx: FactContext, expr: MedicationExpr) -> Truth:
     return _holds(
         e
         for e in ctx.coded(sel.valueset, sel.status)
-        if status_allows(sel.status[e.resource_type], _status(e.resource, "status"))
+        if status_allows(sel.status_of(e.resource_type), _status(e.resource, "status"))
+        and _intent_allows(sel, e)
         and ctx.timed(e, sel)
+        and _supply_allows(sel, e, ctx.now)
     )
+
+
+def _intent_allows(sel: MedicationSelector, entry: ChartEntry) -> bool:
+    """A MedicationRequest's intent passes the selector's intent filter (others always)."""
+    if sel.intent is None or entry.resource_type != "MedicationRequest":
+        return True
+    return status_allows(sel.intent, _status(entry.resource, "intent"))
+
+
+def _supply_allows(sel: MedicationSelector, entry: ChartEntry, now: datetime) -> bool:
+    """The selector's supply filters: covering *now*, or ended within the window."""
+    if sel.supply_covers_now is not None and not supply_covers(entry, now, sel.supply_covers_now):
+        return False
+    if sel.supply_ended_within is not None:
+        end = supply_end(entry)
+        started = entry.time is None or entry.time <= now
+        return started and end is not None and end >= now - sel.supply_ended_within
+    return True
+
+
+def supply_covers(entry: ChartEntry, now: datetime, default: timedelta) -> bool:
+    """Handed over (or authored) at or before *now*, and its supply (else ``default``)
+    reaches *now*: ``time + supply >= now``."""
+    if entry.time is None or entry.time > now:
+        return False
+    length = supply_length(entry.resource)
+    return entry.time + (length if length is not None else default) >= now
+
+
+def supply_end(entry: ChartEntry) -> datetime | None:
+    """When a medication stopped acting: the end of its effective period, else its time
+    plus its supply (``daysSupply``, ``expectedSupplyDuration``), else its time."""
+    end = effective_end(entry.resource)
+    if end is not None:
+        return end
+    if entry.time is None:
+        return None
+    length = supply_length(entry.resource)
+    return entry.time + length if length is not None else entry.time
 
 
 def _allergy(ctx: FactContext, expr: AllergyExpr) -> Truth:
@@ -241,10 +422,26 @@ def _age_at_least(ctx: FactContext, expr: AgeAtLeast) -> Truth:
     return Truth(age_in_years(birth, ctx.now.date()) >= expr.age_at_least)
 
 
+def _age_under(ctx: FactContext, expr: AgeUnder) -> Truth:
+    """Younger than N, or no usable birth date; the Patient is the evidence."""
+    patients = ctx.chart.of_type("Patient")
+    birth = youngest_birth_date(patients[0].resource.get("birthDate")) if patients else None
+    if birth is not None and age_in_years(birth, ctx.now.date()) >= expr.age_under:
+        return FALSE
+    return Truth(True, frozenset({patients[0].key}) if patients else frozenset())
+
+
 def _patient_deceased(ctx: FactContext, _expr: PatientDeceased) -> Truth:
-    patient = ctx.chart.patient or {}
+    """Deceased, with the Patient as evidence."""
+    patients = ctx.chart.of_type("Patient")
+    patient = patients[0].resource if patients else {}
     deceased = patient.get("deceasedBoolean") is True or bool(patient.get("deceasedDateTime"))
-    return Truth(deceased)
+    return Truth(True, frozenset({patients[0].key})) if deceased else FALSE
+
+
+def _chart_incomplete(ctx: FactContext, expr: ChartIncomplete) -> Truth:
+    """Any of these types is among those the caller could not read (no evidence)."""
+    return Truth(any(t in ctx.unread for t in expr.chart_incomplete))
 
 
 _HANDLERS: dict[type, Any] = {
@@ -258,5 +455,7 @@ _HANDLERS: dict[type, Any] = {
     AllergyExpr: _allergy,
     ServiceRequestExpr: _service_request,
     AgeAtLeast: _age_at_least,
+    AgeUnder: _age_under,
     PatientDeceased: _patient_deceased,
+    ChartIncomplete: _chart_incomplete,
 }

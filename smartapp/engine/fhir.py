@@ -22,7 +22,7 @@ _FULL_DATETIME_RE = re.compile(
 
 #: Choice-type prefixes of the elements that carry a resource's clinical time.
 CLINICAL_TIME_FIELDS: dict[str, tuple[str, ...]] = {
-    "Condition": ("onset",),
+    "Condition": ("onset", "recordedDate"),
     "Observation": ("effective",),
     "MedicationStatement": ("effective",),
     "MedicationAdministration": ("effective",),
@@ -178,3 +178,59 @@ def type_id_of(reference: str) -> str | None:
         return None
     m = _TYPE_ID_TAIL.search(reference)
     return f"{m.group(1)}/{m.group(2)}" if m else None
+
+
+#: Units of a Quantity or Duration read as a length of time (UCUM codes and plain words).
+_TIME_UNITS: dict[str, timedelta] = {
+    "min": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "hour": timedelta(hours=1),
+    "hours": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "day": timedelta(days=1),
+    "days": timedelta(days=1),
+    "wk": timedelta(weeks=1),
+    "week": timedelta(weeks=1),
+    "weeks": timedelta(weeks=1),
+    "mo": timedelta(days=30),
+    "month": timedelta(days=30),
+    "months": timedelta(days=30),
+}
+
+
+def quantity_duration(value: Any) -> timedelta | None:
+    """A Quantity or Duration (``daysSupply``, ``expectedSupplyDuration``) as a timedelta.
+
+    The UCUM ``code`` decides, else the ``unit`` text; with neither, days (a supply is
+    counted in days). None when there is no non-negative number or the unit is not a time.
+    """
+    if not isinstance(value, dict):
+        return None
+    number = value.get("value")
+    if isinstance(number, bool) or not isinstance(number, int | float) or number < 0:
+        return None
+    unit = value.get("code") or value.get("unit") or "d"
+    step = _TIME_UNITS.get(str(unit).strip().lower())
+    return None if step is None else step * number
+
+
+#: Where each medication type records the length of its supply.
+_SUPPLY_ELEMENTS: dict[str, tuple[str, ...]] = {
+    "MedicationDispense": ("daysSupply",),
+    "MedicationRequest": ("dispenseRequest", "expectedSupplyDuration"),
+}
+
+
+def supply_length(resource: dict[str, Any]) -> timedelta | None:
+    """How long a dispense (``daysSupply``) or an order (``expectedSupplyDuration``) lasts."""
+    path = _SUPPLY_ELEMENTS.get(resource.get("resourceType", ""))
+    value: Any = resource
+    for name in path or ():
+        value = value.get(name) if isinstance(value, dict) else None
+    return quantity_duration(value) if path else None
+
+
+def effective_end(resource: dict[str, Any]) -> datetime | None:
+    """The end of a statement's or an administration's ``effectivePeriod``, if it has one."""
+    period = resource.get("effectivePeriod")
+    return parse_datetime(period.get("end")) if isinstance(period, dict) else None

@@ -8,26 +8,44 @@ is ``smartapp.rulestools.backtest``'s job). The semantics are documented in ``ru
   by default EMER in ``v3-ActCode``), except those ``planned``, ``cancelled`` or
   ``entered-in-error``;
 * a visit's **replay time** is its ``period.end`` (a launch happens during the visit; what
-  was recorded during it counts), or its ``period.start`` when it has no end (or an end
-  before its start); a visit with neither is skipped;
-* the visit is evaluated on the chart as it stood at that time (:meth:`Chart.as_of`), as
-  the launch context's encounter, in progress, with ``now`` = the replay time.
+  was recorded during it counts), or, when it has no end (or an end before its start), the
+  last time the chart changed at or after its ``period.start`` (else that start); a visit
+  with no time at all is skipped;
+* the visit is evaluated at each of its **moments**: its start (arrival), every time a
+  resource the rules read entered the chart (or changed status) during it, and the replay
+  time (discharge); at each, on the chart as it stood then (:meth:`Chart.as_of`), as the
+  launch context's encounter, in progress, with ``now`` = that moment. The outcome at the
+  replay time is the visit's result; the outcomes in between make its timeline.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from .chart import Chart, ChartItem, resource_key
+from . import asof
+from .chart import MEDICATION_TYPES, Chart, ChartEntry, ChartItem, resource_key
 from .evaluate import Evaluation, evaluate, has_class
 from .fhir import parse_datetime, reference_string, type_id_of
 from .pack import CurrentEncounter, Pack
 
 #: Encounter statuses that mean the visit never happened: not replayed.
 NOT_A_VISIT = frozenset({"planned", "cancelled", "entered-in-error"})
+#: Resource types the rules read: only their arrival (or change) can change an outcome.
+READ_TYPES = frozenset(
+    {
+        "Patient",
+        "Encounter",
+        "Condition",
+        "Observation",
+        "AllergyIntolerance",
+        "ServiceRequest",
+        *MEDICATION_TYPES,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +55,8 @@ class Visit:
     key: str  # Encounter/<id>
     start: datetime | None
     end: datetime | None
-    time: datetime  # the replay time: end, else start
+    time: datetime  # the replay time: end, else the last change since the start, else start
+    moments: tuple[datetime, ...] = ()  # arrival, each change during the visit, discharge
 
     @property
     def id(self) -> str:
@@ -63,33 +82,99 @@ class Suggested(NamedTuple):
         }
 
 
+class Outcome(NamedTuple):
+    """What one pack gave at one moment: suggestions, and withheld kinds with their reasons."""
+
+    suggested: tuple[Suggested, ...]
+    withheld: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+class Moment(NamedTuple):
+    """A moment of a visit at which a pack's outcome became ``outcome``."""
+
+    time: datetime
+    outcome: Outcome
+
+
 @dataclass(frozen=True, slots=True)
 class Replayed:
-    """One visit replayed with one or more packs (``results[i]`` is ``packs[i]``'s)."""
+    """One visit replayed with one or more packs (``results[i]`` is ``packs[i]``'s).
+
+    ``results``: the suggestions at the replay time (discharge). ``timelines[i]``: pack
+    ``i``'s outcome at the visit's first moment, then at each moment it changed.
+    """
 
     patient: str | None  # Patient id
     visit: Visit
     results: tuple[tuple[Suggested, ...], ...]
+    timelines: tuple[tuple[Moment, ...], ...] = ()
 
 
-def ed_visits(chart: Chart, rule: CurrentEncounter) -> tuple[list[Visit], list[str]]:
-    """The chart's replayable ED visits (by start), and the keys of those skipped because
-    they carry no time at all."""
+def change_times(chart: Chart, packs: Sequence[Pack] = ()) -> list[datetime]:
+    """Sorted distinct times at which a resource the rules read entered the chart or took
+    its recorded status (an abatement, a death, an end).
+
+    With ``packs``, only resources that can change their outcome count: the patient, the
+    encounters, and resources coded in a value set a pack uses (others leave every fact
+    as it was, so replaying at their times would only repeat an outcome).
+    """
+    if packs:
+        keys: dict[str, ChartEntry] = {}
+        for pack in packs:
+            for valueset in pack.valuesets.values():
+                keys.update((e.key, e) for e in chart.members(valueset))
+        for rtype in ("Patient", "Encounter"):
+            keys.update((e.key, e) for e in chart.of_type(rtype))
+        entries: Iterable[ChartEntry] = keys.values()
+    else:
+        entries = (e for e in chart.of_all() if e.resource_type in READ_TYPES)
+    times: set[datetime] = set()
+    for entry in entries:
+        for time in (chart.appears_at(entry.key), asof.change_time(entry.resource)):
+            if time is not None and time != asof.UNDATED:
+                times.add(time)
+    return sorted(times)
+
+
+def ed_visits(
+    chart: Chart, rule: CurrentEncounter, packs: Sequence[Pack] = ()
+) -> tuple[list[Visit], list[str]]:
+    """The chart's replayable ED visits (by replay time), each with its moments (the times
+    the chart changed during it, for ``packs``: see :func:`change_times`), and the keys of
+    those skipped because they carry no time at all."""
     visits: list[Visit] = []
     skipped: list[str] = []
+    times: list[datetime] | None = None
     for entry in chart.of_type("Encounter"):
         resource = entry.resource
         if not has_class(resource, rule) or resource.get("status") in NOT_A_VISIT:
             continue
-        period = resource.get("period") if isinstance(resource.get("period"), dict) else {}
+        raw = resource.get("period")
+        period: dict[str, Any] = raw if isinstance(raw, dict) else {}
         start, end = parse_datetime(period.get("start")), parse_datetime(period.get("end"))
-        time = end if end is not None and (start is None or end >= start) else start
-        if time is None:
+        if start is None and end is None:
             skipped.append(entry.key)
             continue
-        visits.append(Visit(entry.key, start, end, time))
+        if times is None:
+            times = change_times(chart, packs)
+        visits.append(_visit(entry.key, start, end, times))
     visits.sort(key=lambda v: (v.time, v.key))
     return visits, skipped
+
+
+def _visit(
+    key: str, start: datetime | None, end: datetime | None, times: list[datetime]
+) -> Visit:
+    """A visit with its replay time and moments (``times``: the chart's change times)."""
+    if end is not None and (start is None or end >= start):
+        time = end
+    else:
+        assert start is not None
+        later = times[bisect_left(times, start) :]
+        time = later[-1] if later else start
+    first = start if start is not None else time
+    inside = times[bisect_left(times, first) : bisect_right(times, time)]
+    return Visit(key, start, end, time, tuple(sorted({first, *inside, time})))
 
 
 def replay_visit(chart: Chart, visit: Visit, pack: Pack) -> Evaluation:
@@ -102,14 +187,66 @@ def replay(
 ) -> list[Replayed]:
     """Replay every ED visit of a chart (the first pack's ED class picks them)."""
     if visits is None:
-        visits, _skipped = ed_visits(chart, packs[0].document.current_encounter)
+        visits, _skipped = ed_visits(chart, packs[0].document.current_encounter, packs)
     patient = (chart.patient or {}).get("id")
     out = []
     for visit in visits:
-        view = chart.as_of(visit.time, visit.key)
-        results = tuple(suggested(evaluate(view, visit.time, pack, visit.key)) for pack in packs)
-        out.append(Replayed(patient, visit, results))
+        timelines = replay_moments(chart, visit, packs)
+        results = tuple(timeline[-1].outcome.suggested for timeline in timelines)
+        out.append(Replayed(patient, visit, results, timelines))
     return out
+
+
+def replay_moments(
+    chart: Chart, visit: Visit, packs: Sequence[Pack]
+) -> tuple[tuple[Moment, ...], ...]:
+    """Each pack's timeline over the visit's moments (the last is the replay time)."""
+    timelines: list[list[Moment]] = [[] for _ in packs]
+    for time in visit.moments or (visit.time,):
+        view = chart.as_of(time, visit.key)
+        for timeline, pack in zip(timelines, packs, strict=True):
+            found = outcome(evaluate(view, time, pack, visit.key))
+            if not timeline or timeline[-1].outcome != found:
+                timeline.append(Moment(time, found))
+    return tuple(tuple(timeline) for timeline in timelines)
+
+
+def outcome(evaluation: Evaluation) -> Outcome:
+    """The comparable form of an evaluation: suggestions and withheld reasons."""
+    return Outcome(
+        suggested(evaluation),
+        tuple((w.kind, tuple(b.reason for b in w.reasons)) for w in evaluation.withheld),
+    )
+
+
+def outcome_at(timeline: Sequence[Moment], time: datetime) -> Outcome | None:
+    """The outcome a timeline had at ``time`` (None before its first moment)."""
+    found = None
+    for moment in timeline:
+        if moment.time > time:
+            break
+        found = moment.outcome
+    return found
+
+
+def first_difference(
+    base: Sequence[Moment], other: Sequence[Moment]
+) -> tuple[datetime, Outcome, Outcome] | None:
+    """The first moment at which two packs' outcomes differ, with both outcomes."""
+    for time in sorted({m.time for m in base} | {m.time for m in other}):
+        a, b = outcome_at(base, time), outcome_at(other, time)
+        if a is not None and b is not None and a != b:
+            return time, a, b
+    return None
+
+
+def first_suggested(timeline: Sequence[Moment]) -> dict[str, datetime]:
+    """Each kind suggested at some moment, with the first moment it was."""
+    first: dict[str, datetime] = {}
+    for moment in timeline:
+        for s in moment.outcome.suggested:
+            first.setdefault(s.kind, moment.time)
+    return first
 
 
 def suggested(evaluation: Evaluation) -> tuple[Suggested, ...]:

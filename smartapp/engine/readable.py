@@ -14,7 +14,7 @@ Each becomes an :class:`Unreadable` naming the resource and the element, never i
 so its notice can go to the screen and to the log. Texts longer than a limit are cut, with a
 marker holding their length and SHA-256, so one resource cannot flood the screen or the log.
 
-Pure: plain dicts in, a :class:`Chart` and notices out. The strict readers in chart.py stay
+Pure: plain dicts in, a :class:`Chart` and notices out. The strict readers (chart_input.py) stay
 as they are for rule test cases, where malformed input is an author's error.
 """
 
@@ -290,7 +290,7 @@ def _human_name(value: Any) -> str | None:
 
 
 def _identifier(value: Any) -> str | None:
-    parts = {"system": _string, "value": _string, "type": _codeable_concept}
+    parts: dict[str, Check] = {"system": _string, "value": _string, "type": _codeable_concept}
     return _object(value, parts, "Identifier")
 
 
@@ -302,7 +302,7 @@ def _extension(value: Any) -> str | None:
 
 def _contained(value: Any) -> str | None:
     """Contained resources (a medication's Medication): objects with a readable code."""
-    parts = {"id": _string, "code": _codeable_concept}
+    parts: dict[str, Check] = {"id": _string, "code": _codeable_concept}
     return _list_of(lambda v: _object(v, parts, "resource"), "resources")(value)
 
 

@@ -62,7 +62,8 @@ class SourceDoc:
         Parts that are not in the data (union tags, validator names) are skipped; for a
         missing field the last part is kept, since it names the field that is absent.
         """
-        node, path = self.data, ()
+        node: Any = self.data
+        path: DataPath = ()
         for i, part in enumerate(loc):
             if _has(node, part):
                 node, path = node[part], (*path, part)

@@ -5,6 +5,9 @@ bulk-export NDJSON (``*.ndjson``: one resource per line, resources of many patie
 grouped by their ``subject``/``patient`` reference), replays each ED visit at its own
 time with the pure engine (``smartapp.engine.history``), on a pool of worker processes,
 and sums the results. The report's shapes are documented in ``rules/README.md``.
+
+Input is read in ``backtest_input``, the ``--json`` report built in ``backtest_report`` and
+rendered as text in ``backtest_render``; their public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -13,31 +16,55 @@ import gc
 import multiprocessing
 import os
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from smartapp.engine import Chart, ChartError, Pack
-from smartapp.engine.chart import ChartItem, MultiplePatientsError, bundle_items, resource_items
-from smartapp.engine.history import (
-    Replayed,
-    difference,
-    ed_visits,
-    replay,
-    split_by_patient,
+from smartapp.engine import Chart, Pack
+from smartapp.engine.chart import ChartItem
+from smartapp.engine.history import Replayed, ed_visits, replay, split_by_patient
+from smartapp.rulestools.backtest_input import (
+    BUNDLE_SUFFIXES,
+    NDJSON_SUFFIXES,
+    BacktestError,
+    NotFhirError,
+    charts_of,
+    find_inputs,
+    not_fhir_reason,
+    read_bundle_file,
+    read_ndjson_files,
+)
+from smartapp.rulestools.backtest_render import render_text
+from smartapp.rulestools.backtest_report import (
+    differences,
+    pack_report,
+    per_visit,
+    report,
+    withheld_difference,
 )
 
-BUNDLE_SUFFIXES = (".json",)
-NDJSON_SUFFIXES = (".ndjson",)
-
-
-class BacktestError(Exception):
-    """The input cannot be read: the message names the file and what is wrong."""
+__all__ = [
+    "BUNDLE_SUFFIXES",
+    "NDJSON_SUFFIXES",
+    "Backtest",
+    "BacktestError",
+    "NotFhirError",
+    "PatientOutcome",
+    "charts_of",
+    "differences",
+    "find_inputs",
+    "not_fhir_reason",
+    "pack_report",
+    "per_visit",
+    "read_bundle_file",
+    "read_ndjson_files",
+    "render_text",
+    "report",
+    "run_backtest",
+    "withheld_difference",
+]
 
 
 @dataclass
@@ -49,116 +76,6 @@ class PatientOutcome:
     skipped: int = 0
     source: str = ""  # the file (or NDJSON patient) it read: orders ties in the report
     not_fhir: str | None = None  # why a bundle file was skipped (it is not FHIR at all)
-
-
-# ---------------------------------------------------------------------------------------
-# finding and reading input
-
-
-def find_inputs(path: Path) -> tuple[list[Path], list[Path]]:
-    """Bundle files and NDJSON files under ``path`` (a folder, searched recursively, or
-    one file), sorted by name. BacktestError when there is nothing readable."""
-    if not path.exists():
-        raise BacktestError(f"{path}: no such file or folder")
-    if not os.access(path, os.R_OK):
-        raise BacktestError(f"{path}: permission denied")
-    if path.is_file():
-        files = [path]
-    elif path.is_dir():
-        try:
-            files = sorted(p for p in path.rglob("*") if p.is_file())
-        except OSError as exc:
-            raise BacktestError(f"{path}: cannot list the folder: {exc.strerror}") from exc
-    else:
-        raise BacktestError(f"{path}: not a file or folder")
-    bundles = [p for p in files if p.name.lower().endswith(BUNDLE_SUFFIXES)]
-    ndjson = [p for p in files if p.name.lower().endswith(NDJSON_SUFFIXES)]
-    if not bundles and not ndjson:
-        raise BacktestError(f"{path}: no FHIR bundles (*.json) or NDJSON files (*.ndjson)")
-    return bundles, ndjson
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise BacktestError(f"{path}: cannot read: {exc.strerror}") from exc
-
-
-class NotFhirError(Exception):
-    """A ``*.json`` file that holds no FHIR at all (``expected.json``, a config file)."""
-
-
-def not_fhir_reason(data: object) -> str | None:
-    """Why parsed JSON is not FHIR content at all, or None when it is (or claims to be).
-
-    Only files with no ``resourceType`` anywhere at the top are skipped: a Patient, a
-    Bundle of an unread type or a list with one bad resource is FHIR and stays an error.
-    """
-    if isinstance(data, dict):
-        return None if "resourceType" in data else "not FHIR: a JSON object without resourceType"
-    if isinstance(data, list):
-        if not data:
-            return "not FHIR: an empty list"
-        if not any(isinstance(item, dict) and "resourceType" in item for item in data):
-            return "not FHIR: a list without resources"
-        return None
-    return f"not FHIR: a JSON {type(data).__name__}"
-
-
-def read_bundle_file(path: Path) -> list[ChartItem]:
-    """The resources of a JSON file holding a Bundle or a list of resources.
-
-    Raises NotFhirError for a file that is not FHIR, BacktestError for malformed FHIR."""
-    try:
-        data = orjson.loads(_read_bytes(path))
-    except orjson.JSONDecodeError as exc:
-        raise BacktestError(f"{path}: not valid JSON: {exc}") from exc
-    reason = not_fhir_reason(data)
-    if reason:
-        raise NotFhirError(reason)
-    try:
-        return resource_items(data) if isinstance(data, list) else bundle_items(data)
-    except ChartError as exc:
-        raise BacktestError(f"{path}: {exc}") from exc
-
-
-def read_ndjson_files(paths: Iterable[Path]) -> list[ChartItem]:
-    """The resources of NDJSON files, one per line (blank lines are ignored)."""
-    items: list[ChartItem] = []
-    for path in paths:
-        data = _read_bytes(path)
-        for number, line in enumerate(data.splitlines(), 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                resource = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise BacktestError(f"{where}: not valid JSON: {exc}") from exc
-            if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
-                raise BacktestError(f"{where}: a Bundle (NDJSON holds one resource a line)")
-            try:
-                resource_items([resource])
-            except ChartError as exc:
-                message = str(exc).removeprefix("resources[0]: ")
-                raise BacktestError(f"{where}: {message}") from exc
-            items.append((None, resource, where))
-    return items
-
-
-def charts_of(items: list[ChartItem], source: str) -> Iterator[Chart]:
-    """One chart per patient: the whole file when it is one patient's, else split."""
-    try:
-        try:
-            yield Chart.from_items(items)
-            return
-        except MultiplePatientsError:
-            pass
-        for group in split_by_patient(items).values():
-            yield Chart.from_items(group)
-    except ChartError as exc:
-        raise BacktestError(f"{source}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------
@@ -195,7 +112,7 @@ def _replay_charts(charts: Iterable[Chart], packs: Sequence[Pack]) -> PatientOut
     rule = packs[0].document.current_encounter
     for chart in charts:
         out.patients += 1
-        visits, skipped = ed_visits(chart, rule)
+        visits, skipped = ed_visits(chart, rule, packs)
         out.skipped += len(skipped)
         out.visits.extend(replay(chart, packs, visits))
     return out
@@ -333,206 +250,3 @@ def _run_pool(
             if progress:
                 progress(1)
     return outcomes
-
-
-# ---------------------------------------------------------------------------------------
-# the report
-
-
-def _kind_counts(pack: Pack) -> dict[str, dict[str, Any]]:
-    """Zeroed counts for every kind of a pack, with its declared variants and cautions."""
-    return {
-        rule.kind: {
-            "visits": 0,
-            "variants": {v.name: 0 for v in rule.variants or ()},
-            "cautions": {name: 0 for name in rule.cautions},
-        }
-        for rule in pack.rules
-    }
-
-
-def _add(counts: dict[str, dict[str, Any]], suggestions: Iterable[Any]) -> None:
-    for s in suggestions:
-        kind = counts.setdefault(s.kind, {"visits": 0, "variants": {}, "cautions": {}})
-        kind["visits"] += 1
-        if s.variant is not None:
-            kind["variants"][s.variant] = kind["variants"].get(s.variant, 0) + 1
-        for caution in s.cautions:
-            kind["cautions"][caution] = kind["cautions"].get(caution, 0) + 1
-
-
-def pack_report(result: Backtest, index: int) -> dict[str, Any]:
-    """Counts of one pack: overall and by year of the replay time."""
-    pack = result.packs[index]
-    overall = _kind_counts(pack)
-    by_year: dict[str, dict[str, Any]] = {}
-    with_any = 0
-    for replayed in result.visits:
-        found = replayed.results[index]
-        year = by_year.setdefault(
-            str(replayed.visit.time.year),
-            {"visits_with_suggestions": 0, "counts": _kind_counts(pack)},
-        )
-        _add(overall, found)
-        _add(year["counts"], found)
-        if found:
-            with_any += 1
-            year["visits_with_suggestions"] += 1
-    return {
-        "id": pack.id,
-        "version": pack.version,
-        "hash": f"sha256:{pack.content_hash}",
-        "path": str(pack.path) if pack.path else None,
-        "visits_with_suggestions": with_any,
-        "counts": overall,
-        "by_year": dict(sorted(by_year.items())),
-    }
-
-
-def differences(result: Backtest) -> list[dict[str, Any]]:
-    """Visits where the compared pack's suggestions differ from the base pack's."""
-    out = []
-    for replayed in result.visits:
-        diff = difference(replayed.results[0], replayed.results[1])
-        if not diff:
-            continue
-        out.append(
-            {
-                "visit": replayed.visit.id,
-                "patient": replayed.patient,
-                "time": replayed.visit.time.isoformat(),
-                "added": [s.to_json() for s in diff.added],
-                "removed": [s.to_json() for s in diff.removed],
-                "changed": [
-                    {"kind": a.kind, "before": a.to_json(), "after": b.to_json()}
-                    for a, b in diff.changed
-                ],
-            }
-        )
-    return out
-
-
-def report(result: Backtest) -> dict[str, Any]:
-    """The ``--json`` report (documented in rules/README.md)."""
-    years = Counter(str(r.visit.time.year) for r in result.visits)
-    out: dict[str, Any] = {
-        "input": {
-            "path": str(result.path),
-            "bundle_files": result.bundle_files,
-            "ndjson_files": result.ndjson_files,
-            "skipped_files": [{"path": p, "reason": why} for p, why in result.skipped_files],
-        },
-        "workers": result.workers,
-        "patients": result.patients,
-        "patients_with_visits": len({r.patient for r in result.visits}),
-        "visits": len(result.visits),
-        "visits_skipped": result.skipped,
-        "visits_by_year": dict(sorted(years.items())),
-        "pack": pack_report(result, 0),
-        "compare": None,
-    }
-    if len(result.packs) > 1:
-        out["compare"] = {**pack_report(result, 1), "differences": differences(result)}
-    return out
-
-
-def _variant_label(kind: str, variant: str | None) -> str:
-    return f"{kind} [{variant}]" if variant else kind
-
-
-def _skipped_lines(skipped: list[dict[str, str]]) -> list[str]:
-    """What the text report says about files left out because they are not FHIR."""
-    if not skipped:
-        return []
-    head = "1 file" if len(skipped) == 1 else f"{len(skipped)} files"
-    if len(skipped) == 1:
-        return [f"skipped {head} that is not FHIR: {skipped[0]['path']} ({_why(skipped[0])})"]
-    return [f"skipped {head} that are not FHIR:"] + [f"  {s['path']} ({_why(s)})" for s in skipped]
-
-
-def _why(skipped: dict[str, str]) -> str:
-    return skipped["reason"].removeprefix("not FHIR: ")
-
-
-def render_text(data: dict[str, Any], seconds: float | None = None) -> str:
-    """A readable rendering of :func:`report`'s output."""
-    base, other = data["pack"], data["compare"]
-    inp = data["input"]
-    files = ", ".join(
-        f"{n} {what}"
-        for what, n in (
-            ("bundle files", inp["bundle_files"]),
-            ("NDJSON files", inp["ndjson_files"]),
-        )
-        if n
-    )
-    took = f" in {seconds:.2f} s" if seconds is not None else ""
-    lines = [
-        f"backtest of {inp['path']} ({files}), {data['workers']} worker(s){took}",
-        *_skipped_lines(inp.get("skipped_files", [])),
-        f"pack     {base['id']} {base['version']} ({base['hash'][:19]})",
-    ]
-    if other:
-        lines.append(f"compare  {other['id']} {other['version']} ({other['hash'][:19]})")
-    lines += [
-        f"patients {data['patients']} read, {data['patients_with_visits']} with ED visits",
-        f"visits   {data['visits']} ED visits replayed"
-        + (f", {data['visits_skipped']} skipped (no time)" if data["visits_skipped"] else ""),
-        "",
-    ]
-    packs = [base] + ([other] if other else [])
-    header = f"{'suggestion':<44}" + "".join(f"{p['id'][:22]:>24}" for p in packs)
-    lines.append(header)
-    lines.append(f"{'':<44}" + "".join(f"{p['version'][:22]:>24}" for p in packs))
-    lines.append("-" * len(header))
-    lines.append(
-        f"{'visits with any suggestion':<44}"
-        + "".join(f"{p['visits_with_suggestions']:>24}" for p in packs)
-    )
-    kinds = list(base["counts"]) + [
-        k for k in (other or {}).get("counts", {}) if k not in base["counts"]
-    ]
-    for kind in kinds:
-        cells = [
-            p["counts"].get(kind, {"visits": 0, "variants": {}, "cautions": {}}) for p in packs
-        ]
-        lines.append(f"{kind:<44}" + "".join(f"{c['visits']:>24}" for c in cells))
-        for part in ("variants", "cautions"):
-            names = list(dict.fromkeys(n for c in cells for n in c[part]))
-            for name in names:
-                label = f"  {'variant' if part == 'variants' else 'caution'} {name}"
-                lines.append(f"{label:<44}" + "".join(f"{c[part].get(name, 0):>24}" for c in cells))
-    lines += ["", f"by year (replay time): ED visits, then suggestions ({base['id']})"]
-    for year, visits in data["visits_by_year"].items():
-        counts = base["by_year"].get(year, {}).get("counts", {})
-        parts = []
-        for kind, c in counts.items():
-            if not c["visits"]:
-                continue
-            variants = [f"{v} {n}" for v, n in c["variants"].items() if n]
-            parts.append(
-                f"{kind} {c['visits']}" + (f" ({', '.join(variants)})" if variants else "")
-            )
-        lines.append(f"  {year}  {visits:>4} visits   " + ("; ".join(parts) or "-"))
-    if other is not None:
-        diffs = other["differences"]
-        lines += [
-            "",
-            f"{len(diffs)} visit(s) with different suggestions "
-            f"({base['id']} {base['version']} -> {other['id']} {other['version']}):",
-        ]
-        for d in diffs:
-            lines.append(f"  visit {d['visit']}  patient {d['patient']}  {d['time']}")
-            for s in d["added"]:
-                lines.append(
-                    f"    + {_variant_label(s['kind'], s['variant'])}"
-                    + (f" cautions {s['cautions']}" if s["cautions"] else "")
-                )
-            for s in d["removed"]:
-                lines.append(f"    - {_variant_label(s['kind'], s['variant'])}")
-            for c in d["changed"]:
-                a, b = c["before"], c["after"]
-                for part in ("variant", "cautions", "evidence"):
-                    if a[part] != b[part]:
-                        lines.append(f"    ~ {c['kind']}: {part} {a[part]} -> {b[part]}")
-    return "\n".join(lines)

@@ -4,12 +4,16 @@ Output is a contract other tools read (see ``rules/README.md``):
 
 * ``rules check [PACK]`` prints ``OK id=... version=... hash=sha256:...`` and exits 0, or
   prints every problem as ``file:line: field: message`` and exits 2.
-* ``rules eval CHART --now T [--encounter ID] [--pack P] --json`` prints
-  ``{"pack": {"id", "version"}, "suggestions": [...]}``; a bad chart or pack exits 2 with
-  the reason on stderr and nothing on stdout.
-* ``rules test [CASES...]`` runs YAML cases, prints a diff per failure, exits 1 on any.
+* ``rules eval CHART --now T [--encounter ID] [--unread TYPES] [--pack P] --json`` prints
+  ``{"pack": {"id", "version"}, "suggestions": [...], "withheld": [...], "notices": [...]}``;
+  a bad chart or pack exits 2 with the reason on stderr and nothing on stdout.
+* ``rules explain CHART --now T [...]`` prints, for each kind, why it was suggested,
+  withheld or not triggered (the same engine call as ``eval``).
+* ``rules test [CASES...]`` runs YAML cases (suggestions, withheld reasons, notices),
+  prints a diff per failure, exits 1 on any.
 * ``rules backtest PATH [--pack P] [--compare P2] [--workers N] [--json]`` replays every
-  past ED visit of a folder of bundles or NDJSON files; unreadable input exits 2.
+  past ED visit of a folder of bundles or NDJSON files at each moment the chart changed
+  during it; unreadable input exits 2.
 
 Without ``--pack`` every command uses the pack the app runs: ``packs/default.yaml`` of the
 rules directory the settings name (``RULES_DIR``, ``HANDOFF_RULES_DIR``; see
@@ -38,7 +42,7 @@ from smartapp.engine import (
     evaluate,
     load_pack,
 )
-from smartapp.engine.cases import RuleCase, compare
+from smartapp.engine.cases import RuleCase, compare_case
 from smartapp.engine.location import RULES_DIR_ENV, RulesDirError, default_pack, is_packaged
 from smartapp.engine.pack import pack_json_schema
 from smartapp.engine.source import SourceDoc, SourceError, read_source
@@ -117,6 +121,12 @@ def check(pack: Path | None, valuesets: Path | None) -> None:
 @click.argument("chart", type=PATH)
 @click.option("--now", "now_text", required=True, help="Evaluation time, ISO 8601.")
 @click.option("--encounter", help="Current encounter id (default: latest open ED visit).")
+@click.option(
+    "--unread",
+    "unread_text",
+    multiple=True,
+    help="Resource types that could not be read completely: TYPE[,TYPE...] (repeatable).",
+)
 @click.option("--pack", type=PATH, help="Rule pack (default: the default pack).")
 @click.option("--valuesets", type=PATH, help="Value set directory (default: beside packs/).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -124,21 +134,33 @@ def eval_command(
     chart: Path,
     now_text: str,
     encounter: str | None,
+    unread_text: tuple[str, ...],
     pack: Path | None,
     valuesets: Path | None,
     as_json: bool,
 ) -> None:
-    """Evaluate a chart (FHIR Bundle or JSON list of resources) and print suggestions."""
+    """Evaluate a chart (FHIR Bundle or JSON list of resources) and print suggestions,
+    withheld suggestions and notices."""
     now = parse_now(now_text)
+    unread = parse_types(unread_text)
     loaded = _load_pack_or_exit(pack, valuesets, to_stderr=True)
     try:
-        result = evaluate(read_chart(chart), now, loaded, encounter)
+        result = evaluate(read_chart(chart), now, loaded, encounter, unread=unread)
     except ChartError as exc:
         _fail(f"error: {exc}")
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
         click.echo(render_text(result, chart))
+
+
+def parse_types(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--unread`` values (comma-separated, repeatable) as FHIR resource type names."""
+    types = [t.strip() for value in values for t in value.split(",") if t.strip()]
+    for name in types:
+        if not name[:1].isupper() or not name.isalpha():
+            raise click.BadParameter(f"not a FHIR resource type: {name!r}", param_hint="--unread")
+    return tuple(dict.fromkeys(types))
 
 
 def render_text(result: Evaluation, chart: Path) -> str:
@@ -149,8 +171,11 @@ def render_text(result: Evaluation, chart: Path) -> str:
         f"chart {chart}  now {result.now.isoformat() if result.now else '?'}",
         f"patient {(result.patient or {}).get('id', '(none)')}  encounter "
         f"{enc.get('id') if enc else '(none: nothing counts as this visit)'}",
-        f"{len(result.suggestions)} suggestion(s)",
     ]
+    for notice in result.notices:
+        unread = f": {', '.join(notice.unread)}" if notice.unread else ""
+        lines.append(f"NOTICE {notice.code}{unread}")
+    lines.append(f"{len(result.suggestions)} suggestion(s)")
     for n, s in enumerate(result.suggestions, 1):
         variant = f" [{s.variant}]" if s.variant else ""
         lines.append(f"{n}. {s.kind}{variant}: {s.title}")
@@ -158,9 +183,59 @@ def render_text(result: Evaluation, chart: Path) -> str:
         lines.append(f"   evidence: {', '.join(s.evidence) or '(none)'}")
         if s.cautions:
             lines.append(f"   cautions: {', '.join(s.cautions)}")
+        for caution in s.cautions:
+            refs = ", ".join(s.caution_evidence.get(caution, ())) or "(no chart evidence)"
+            lines.append(f"     {caution}: {refs}")
         lines.append(f"   decline:  {', '.join(d.label for d in s.decline_reasons)}")
         lines.append(f"   rule:     {s.rule}")
+    if result.withheld:
+        lines.append(f"{len(result.withheld)} withheld")
+    for w in result.withheld:
+        lines.append(f"-  {w.kind}: not suggested because {w.reason}")
+        for blocked in w.reasons:
+            lines.append(f"   {blocked.reason}: {', '.join(blocked.evidence) or '(no evidence)'}")
     return "\n".join(lines)
+
+
+@rules.command("explain")
+@click.argument("chart", type=PATH)
+@click.option("--now", "now_text", required=True, help="Evaluation time, ISO 8601.")
+@click.option("--encounter", help="Current encounter id (default: latest open ED visit).")
+@click.option(
+    "--unread",
+    "unread_text",
+    multiple=True,
+    help="Resource types that could not be read completely: TYPE[,TYPE...] (repeatable).",
+)
+@click.option("--pack", type=PATH, help="Rule pack (default: the default pack).")
+@click.option("--valuesets", type=PATH, help="Value set directory (default: beside packs/).")
+@click.option("--verbose", is_flag=True, help="Also the branches that did not decide.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def explain_command(
+    chart: Path,
+    now_text: str,
+    encounter: str | None,
+    unread_text: tuple[str, ...],
+    pack: Path | None,
+    valuesets: Path | None,
+    verbose: bool,
+    as_json: bool,
+) -> None:
+    """For each kind: why it was suggested, withheld or not triggered, naming the facts,
+    values and resources that decided."""
+    from smartapp.engine.explain import explain, render
+
+    now = parse_now(now_text)
+    unread = parse_types(unread_text)
+    loaded = _load_pack_or_exit(pack, valuesets, to_stderr=True)
+    try:
+        result = explain(read_chart(chart), now, loaded, encounter, unread=unread)
+    except ChartError as exc:
+        _fail(f"error: {exc}")
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(render(result, verbose=verbose))
 
 
 @rules.command("test")
@@ -229,12 +304,13 @@ def run_case(
         if pack_path.resolve() not in packs:
             packs[pack_path.resolve()] = load_pack(pack_path, valuesets)
         loaded = packs[pack_path.resolve()]
-        result = evaluate(read_chart(path.parent / case.chart), case.now, loaded, case.encounter)
+        chart = read_chart(path.parent / case.chart)
+        result = evaluate(chart, case.now, loaded, case.encounter, unread=case.unread)
     except PackError as exc:
         return name, [str(i) for i in exc.issues]
     except ChartError as exc:
         return name, [f"chart error: {exc}"]
-    return name, compare(case.expected, result.suggestions)
+    return name, compare_case(case, result)
 
 
 def _case_issues(doc: SourceDoc, exc: ValidationError) -> list[str]:

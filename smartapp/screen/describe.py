@@ -30,7 +30,7 @@ TYPE_WORDS = {
     "MedicationDispense": "Dispensed",
     "AllergyIntolerance": "Allergy",
     "ServiceRequest": "Order",
-    "Encounter": "Visit",
+    "Encounter": "Visit reason",
 }
 
 
@@ -59,7 +59,8 @@ def concept_text(concept: Any) -> str:
 
 
 def resource_code(resource: dict) -> str:
-    for key in ("code", "medicationCodeableConcept", "vaccineCode", "type"):
+    # an Encounter is evidence through its reason for visit (rules v2): show that first
+    for key in ("code", "medicationCodeableConcept", "vaccineCode", "reasonCode", "type"):
         value = resource.get(key)
         if isinstance(value, dict):
             return concept_text(value)

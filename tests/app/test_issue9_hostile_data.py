@@ -225,8 +225,10 @@ def test_malformed_chart_data_is_named_and_the_rest_evaluated(
     assert HOSTILE_NAME not in json.dumps(event.data)
 
 
-def test_an_unreadable_medication_order_withholds_buprenorphine(stack, p01_answer) -> None:
-    """A MedicationRequest left out could be methadone: buprenorphine is not suggested."""
+def test_an_unreadable_medication_order_makes_the_chart_incomplete(stack, p01_answer) -> None:
+    """A MedicationRequest left out could be methadone. Clinical rules v2 (chart
+    completeness): buprenorphine is still suggested, decided in the engine, with the
+    chart-incomplete caution and the notice naming the medication list."""
     answer = copy.deepcopy(p01_answer)
     search = search_of(answer, "Condition")["resource"]  # any searchset holds it as well
     search["entry"].append(
@@ -247,8 +249,13 @@ def test_an_unreadable_medication_order_withholds_buprenorphine(stack, p01_answe
         "MedicationRequest/hostile-mr could not be read and was left out: "
         "medicationCodeableConcept is not a CodeableConcept." in shown
     )
-    assert any(n.startswith("Buprenorphine is not suggested") for n in shown)
-    assert suggested(launch.final.text) == ["prc-consult", "naloxone-kit"]
+    assert any(
+        n.startswith("The EHR did not let Handoff read: MedicationRequest")
+        and "ask about methadone" in n
+        for n in shown
+    )
+    assert suggested(launch.final.text) == ["prc-consult", "moud-buprenorphine", "naloxone-kit"]
+    assert 'data-caution="chart-incomplete"' in launch.final.text
 
 
 def add_to_condition_search(resource: dict) -> Callable[[dict], None]:
@@ -350,8 +357,9 @@ def test_an_unreadable_search_mode_reads_as_a_match(stack, p01_answer) -> None:
 
 
 def test_an_order_whose_medication_the_ehr_does_not_have_is_named(stack, p01_answer) -> None:
-    """The Medication read is refused (404 in the batch): the order is left out, named, and
-    buprenorphine withheld, instead of the whole chart failing."""
+    """The Medication read is refused (404 in the batch): the order is left out and named
+    instead of the whole chart failing; the medication list is incomplete, so buprenorphine
+    carries the chart-incomplete caution (clinical rules v2)."""
     answer = copy.deepcopy(p01_answer)
     add_to_condition_search(
         {
@@ -369,7 +377,8 @@ def test_an_order_whose_medication_the_ehr_does_not_have_is_named(stack, p01_ans
         "MedicationRequest/needs-med could not be read and was left out: "
         "the Medication it references is not in the chart." in shown
     )
-    assert "moud-buprenorphine" not in suggested(launch.final.text)
+    assert "moud-buprenorphine" in suggested(launch.final.text)
+    assert 'data-caution="chart-incomplete"' in launch.final.text
 
 
 def test_a_batch_that_is_not_a_bundle_is_a_clear_error_page(stack, p01_answer) -> None:

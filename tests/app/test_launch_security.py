@@ -147,10 +147,28 @@ def test_narrowed_scopes_degrade_clearly(sandbox, handoff, controls):
     assert launch.final.status_code == 200
     assert "cannot write to this chart" in page
     assert "did not let Handoff read: MedicationRequest" in page
-    # Without the medication list, buprenorphine is withheld (methadone cannot be ruled out).
-    assert 'data-kind="moud-buprenorphine"' not in page
-    assert "Buprenorphine is not suggested" in page
+    # v2 (chart-incomplete): without the medication list buprenorphine is still suggested
+    # (withholding it would silence it wherever fewer scopes are granted), decided in the
+    # engine, with the chart-incomplete caution and the notice naming what was not read.
+    assert 'data-kind="moud-buprenorphine"' in page
+    assert 'data-caution="chart-incomplete"' in page
+    assert "ask about methadone, buprenorphine, naltrexone and allergies" in page
     assert 'data-kind="prc-consult"' in page
+
+
+def test_withheld_suggestions_are_shown_with_their_reasons(sandbox, handoff, controls):
+    """v2: a suggestion the engine withholds is shown as not suggested, with its reason
+    (P26: on naltrexone and allergic: buprenorphine withheld, reason on-moud), and logged."""
+    launch = launch_flow.full(handoff.url, sandbox.url, "P26-pt")
+    page = launch.final.text
+    assert_screen(launch.final, "Test P26")
+    assert 'data-kind="moud-buprenorphine"' not in page
+    assert 'data-withheld="moud-buprenorphine" data-reason="on-moud"' in page
+    assert 'data-kind="moud-continue"' in page
+    (context,) = [c for c in contexts(handoff) if c.patient_id == "P26-pt"]
+    withheld = context.shown["withheld"]
+    assert [(w["kind"], w["reasons"]) for w in withheld] == [
+        ("moud-buprenorphine", ["on-moud", "allergy"])]
 
 
 # --- launches that must fail ----------------------------------------------------------------

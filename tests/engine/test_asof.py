@@ -186,7 +186,8 @@ def test_replay_is_not_the_current_chart(pack: Pack) -> None:
             today = evaluate(chart, when, pack, visit.key)
             assert today.suggestions == []
             if replayed.suggestions:
-                assert [s.kind for s in replayed.suggestions] == ["prc-consult"]
+                # v2: the overdose this visit brings a kit too
+                assert [s.kind for s in replayed.suggestions] == ["prc-consult", "naloxone-kit"]
                 assert entry.key in replayed.suggestions[0].evidence
                 return
     pytest.fail("no deceased Synthea patient with an adult overdose ED visit")

@@ -10,6 +10,7 @@ import copy
 import json
 import os
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 from smartapp.engine import Pack, load_pack
 from smartapp.rulestools.backtest import BacktestError, report, run_backtest
 
-from .helpers import ICD, RULES, RXNORM, SYNTHEA, run_cli
+from .helpers import ICD, RULES, RXNORM, SCENARIOS, SYNTHEA, run_cli
 
 EMER = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"}
 AMB = {**EMER, "code": "AMB"}
@@ -54,7 +55,8 @@ def _cows(oid: str, pid: str, enc: str, when: str, value: int) -> dict[str, Any]
             "effectiveDateTime": when, "valueQuantity": {"value": value}}
 
 
-# A: heroin overdose at ED visit a1 (COWS 6), nothing at a2; an AMB and a cancelled visit.
+# A: heroin overdose at ED visit a1 (COWS 6); at a2, eight months later, that overdose is a
+# recent overdose (v2: coach and kit); an AMB and a cancelled visit.
 PATIENT_A = [
     {"resourceType": "Patient", "id": "pa", "birthDate": "1985-05-05"},
     _enc("a1", "pa", "2020-01-10T10:00:00Z", "2020-01-10T14:00:00Z"),
@@ -65,7 +67,8 @@ PATIENT_A = [
     _enc("a4", "pa", "2020-07-01T09:00:00Z", None, status="cancelled"),
 ]
 # B: OUD diagnosed at a clinic visit *after* ED visit b1 (so b1 gets nothing); a naloxone
-# prescription after b3 (it must not block b3's kit) that does block b4's.
+# kit prescription after b3 (it must not block b3's kit) that does block b4's (v2: only a
+# take-home kit blocks one, so the order is the nasal spray, no longer a vial).
 PATIENT_B = [
     {"resourceType": "Patient", "id": "pb", "birthDate": "1990-02-02"},
     _enc("b1", "pb", "2019-03-01T08:00:00Z", "2019-03-01T10:00:00Z"),
@@ -76,7 +79,7 @@ PATIENT_B = [
     _cows("b3-cows", "pb", "b3", "2019-07-01T08:30:00Z", 4),
     {"resourceType": "MedicationRequest", "id": "b-nalox", "status": "active",
      "intent": "order", "subject": {"reference": "Patient/pb"},
-     "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1191222"}]},
+     "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1725059"}]},
      "authoredOn": "2019-08-01T10:00:00Z"},
     _enc("b4", "pb", "2019-09-01T08:00:00Z", "2019-09-01T09:00:00Z"),
 ]
@@ -97,7 +100,7 @@ BUPE_HOME = ("moud-buprenorphine", "home-initiation")
 #: visit id -> (kind, variant) expected
 EXPECTED = {
     "a1": {("prc-consult", None), BUPE_HOME, ("naloxone-kit", None)},
-    "a2": set(),
+    "a2": {("prc-consult", None), ("naloxone-kit", None)},  # v2: recent overdose
     "b1": set(),
     "b3": {("prc-consult", None), BUPE_HOME, ("naloxone-kit", None)},
     "b4": {("prc-consult", None), BUPE_HOME},
@@ -172,34 +175,35 @@ def test_counts_overall_and_by_year(charts: Path) -> None:
     assert (data["visits"], data["visits_skipped"]) == (7, 1)
     assert data["visits_by_year"] == {"2019": 3, "2020": 3, "2021": 1}
     base = data["pack"]
-    assert base["visits_with_suggestions"] == 4
+    assert base["visits_with_suggestions"] == 5
     counts = base["counts"]
     assert {k: v["visits"] for k, v in counts.items()} == {
-        "prc-consult": 4, "moud-buprenorphine": 3, "moud-continue": 0, "naloxone-kit": 2}
+        "prc-consult": 5, "moud-buprenorphine": 3, "moud-continue": 0, "naloxone-kit": 3}
     assert counts["moud-buprenorphine"]["variants"] == {"ed-induction": 0, "home-initiation": 3}
     assert counts["moud-buprenorphine"]["cautions"] == {
-        "pregnancy": 0, "sedatives": 0, "hepatic": 0}
+        "pregnancy": 0, "sedatives": 0, "hepatic": 0, "alcohol": 0, "recent-methadone": 0,
+        "confirm-oud": 1, "chart-incomplete": 0}
     years = {y: {k: v["visits"] for k, v in d["counts"].items() if v["visits"]}
              for y, d in base["by_year"].items()}
     assert years == {
         "2019": {"prc-consult": 2, "moud-buprenorphine": 2, "naloxone-kit": 1},
-        "2020": {"prc-consult": 2, "moud-buprenorphine": 1, "naloxone-kit": 1},
+        "2020": {"prc-consult": 3, "moud-buprenorphine": 1, "naloxone-kit": 2},
         "2021": {},
     }
-    assert [d["visits_with_suggestions"] for d in base["by_year"].values()] == [2, 2, 0]
+    assert [d["visits_with_suggestions"] for d in base["by_year"].values()] == [2, 3, 0]
 
 
 def test_json_report_shape(charts: Path, pack: Pack) -> None:
     data = _cli_json(str(charts))
     assert set(data) == {"input", "workers", "patients", "patients_with_visits", "visits",
-                         "visits_skipped", "visits_by_year", "pack", "compare"}
+                         "visits_skipped", "visits_by_year", "pack", "compare", "per_visit"}
     assert data["input"] == {"path": str(charts), "bundle_files": 2, "ndjson_files": 0,
                              "skipped_files": []}
     assert data["compare"] is None and data["workers"] == min(os.cpu_count() or 1, 2)
     base = data["pack"]
     assert set(base) == {"id", "version", "hash", "path", "visits_with_suggestions",
-                         "counts", "by_year"}
-    assert (base["id"], base["version"]) == ("handoff-default", "1.0.0")
+                         "counts", "by_year", "during"}
+    assert (base["id"], base["version"]) == ("handoff-default", "2.0.0")
     assert base["hash"] == f"sha256:{pack.content_hash}"
     for counts in [base["counts"]] + [y["counts"] for y in base["by_year"].values()]:
         assert list(counts) == ["prc-consult", "moud-buprenorphine", "moud-continue",
@@ -242,7 +246,8 @@ def test_ndjson_medications_are_shared_by_every_patient(tmp_path: Path, pack: Pa
     # on methadone: continue it; no buprenorphine offer
     assert found["a1"] == {("prc-consult", None), ("moud-continue", None),
                            ("naloxone-kit", None)}
-    assert found["a2"] == found["b1"] == {("moud-continue", None)}
+    assert found["b1"] == {("moud-continue", None)}
+    assert found["a2"] == {("prc-consult", None), ("moud-continue", None), ("naloxone-kit", None)}
     assert found["c1"] == EXPECTED["c1"]
 
 
@@ -264,7 +269,7 @@ def _cows_pack(tmp_path: Path, threshold: int) -> Path:
     path = tmp_path / "rules" / "packs" / f"cows{threshold}.yaml"
     path.parent.mkdir(parents=True)
     path.write_text(text.replace("  cows_threshold: 8\n", f"  cows_threshold: {threshold}\n")
-                    .replace("version: 1.0.0", f"version: 1.0.0-cows{threshold}"))
+                    .replace("version: 2.0.0", f"version: 2.0.0-cows{threshold}"))
     (tmp_path / "rules" / "valuesets").symlink_to(RULES / "valuesets")
     return path
 
@@ -274,18 +279,20 @@ def test_compare_lists_exactly_the_visits_that_differ(charts: Path, tmp_path: Pa
     other = _cows_pack(tmp_path, 5)
     data = _cli_json(str(charts), "--compare", str(other))
     compare = data["compare"]
-    assert compare["version"] == "1.0.0-cows5"
+    assert compare["version"] == "2.0.0-cows5"
     assert compare["counts"]["moud-buprenorphine"]["variants"] == {
         "ed-induction": 1, "home-initiation": 2}
     assert compare["differences"] == [{
         "visit": "a1", "patient": "pa", "time": "2020-01-10T14:00:00+00:00",
-        "added": [], "removed": [],
+        # the moment it first differs: when the COWS of 6 was recorded
+        "moment": "2020-01-10T12:00:00+00:00",
+        "added": [], "removed": [], "withheld": [],
         "changed": [{
             "kind": "moud-buprenorphine",
             "before": {"kind": "moud-buprenorphine", "variant": "home-initiation",
-                       "cautions": [], "evidence": ["Condition/a1-od"]},
+                       "cautions": ["confirm-oud"], "evidence": ["Condition/a1-od"]},
             "after": {"kind": "moud-buprenorphine", "variant": "ed-induction",
-                      "cautions": [], "evidence": ["Condition/a1-od"]},
+                      "cautions": ["confirm-oud"], "evidence": ["Condition/a1-od"]},
         }],
     }]
     text = run_cli("backtest", str(charts), "--compare", str(other), "--workers", "1").stdout
@@ -295,16 +302,10 @@ def test_compare_lists_exactly_the_visits_that_differ(charts: Path, tmp_path: Pa
 
 
 def test_compare_added_and_removed_kinds(charts: Path, pack: Pack, tmp_path: Path) -> None:
-    """A pack without the naloxone rule: the kit is 'removed' at exactly a1 and b3."""
+    """A pack without the naloxone rule: the kit is 'removed' at exactly b3, a1 and a2."""
     text = (RULES / "packs" / "default.yaml").read_text()
     start = text.index("  - id: naloxone-kit-at-risk")
-    no_kit = text[:start].replace("version: 1.0.0", "version: 0.9.0")
-    no_kit = no_kit.replace("  naloxone_lookback: 365d\n", "").replace(
-        "  naloxone_request_statuses: [active, on-hold, completed]\n", "").replace(
-        "  naloxone_dispense_statuses: {not: [entered-in-error, cancelled, declined]}\n", "")
-    start = no_kit.index("  has_naloxone:")
-    end = no_kit.index("  on_benzodiazepine:")
-    no_kit = no_kit[:start] + no_kit[end:]
+    no_kit = text[:start].replace("version: 2.0.0", "version: 0.9.0")
     path = tmp_path / "packs" / "no-kit.yaml"
     path.parent.mkdir()
     path.write_text(no_kit)
@@ -313,7 +314,15 @@ def test_compare_added_and_removed_kinds(charts: Path, pack: Pack, tmp_path: Pat
     diffs = report(result)["compare"]["differences"]
     assert [(d["visit"], [s["kind"] for s in d["removed"]], d["added"], d["changed"])
             for d in diffs] == [("b3", ["naloxone-kit"], [], []),
-                                ("a1", ["naloxone-kit"], [], [])]
+                                ("b4", [], [], []),
+                                ("a1", ["naloxone-kit"], [], []),
+                                ("a2", ["naloxone-kit"], [], []),
+                                ("c3", [], [], [])]
+    # b4 and c3: no kit either way, but the base pack withholds it: reported
+    assert diffs[1]["withheld"] == [
+        {"kind": "naloxone-kit", "before": ["has-naloxone"], "after": []}]
+    assert diffs[4]["withheld"] == [
+        {"kind": "naloxone-kit", "before": ["deceased"], "after": []}]
 
 
 def test_text_report(charts: Path) -> None:
@@ -324,7 +333,7 @@ def test_text_report(charts: Path) -> None:
     assert "patients 3 read, 3 with ED visits" in out
     assert "visits   7 ED visits replayed, 1 skipped (no time)" in out
     lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
-    assert lines["prc-consult"] == ["4"] and lines["naloxone-kit"] == ["2"]
+    assert lines["prc-consult"] == ["5"] and lines["naloxone-kit"] == ["3"]
     assert "  2019     3 visits   prc-consult 2; moud-buprenorphine 2 (home-initiation 2); " \
            "naloxone-kit 1" in out
     assert proc.stderr == ""  # no progress bar when stderr is not a terminal
@@ -399,14 +408,17 @@ def test_synthea_overdose_and_opioid_abuse_visits_are_found(pack: Pack) -> None:
         replayed = visits[eid]  # every overdose ED visit is replayed...
         assert replayed.patient == pid
         found = {s.kind: s for s in replayed.results[0]}
-        # ... overdose alone (no naloxone given) is SUD, not OUD, evidence: a coach, no MOUD
-        assert set(found) <= {"prc-consult"}
-        if found:
+        # ... overdose alone (no naloxone given) is SUD, not OUD, evidence: a coach, no MOUD;
+        # v2: an overdose this visit always triggers a kit, at any age
+        assert set(found) <= {"prc-consult", "naloxone-kit"}
+        assert f"Condition/{cid}" in found["naloxone-kit"].evidence
+        if "prc-consult" in found:
             adults += 1
             assert f"Condition/{cid}" in found["prc-consult"].evidence
     assert adults == 28  # the other two were 15 and 17 years old
     # Synthea codes repeat overdoses only as the ED encounter's reasonCode (83 of 113
-    # visits): they are replayed too, but the default pack reads Conditions, not reasons
+    # visits): v2 reads the current encounter's reasonCode as a condition this visit, so
+    # each of them is an overdose this visit (a kit, the Encounter its evidence)
     reason_visits = [
         e["resource"]["id"] for p in sorted(SYNTHEA.glob("*.json"))
         for e in orjson.loads(p.read_bytes())["entry"]
@@ -415,6 +427,15 @@ def test_synthea_overdose_and_opioid_abuse_visits_are_found(pack: Pack) -> None:
                 for c in r["coding"])
     ]
     assert len(reason_visits) == 113 and set(reason_visits) <= set(visits)
+    without_kit = []
+    for eid in reason_visits:
+        kit = {s.kind: s for s in visits[eid].results[0]}.get("naloxone-kit")
+        if kit is None:
+            without_kit.append(eid)
+        else:
+            assert f"Encounter/{eid}" in kit.evidence
+    # one patient died during that visit (before its end, the replay time): withheld
+    assert len(without_kit) == 1
     abuse_patients = {pid for pid, _c, _e in _synthea_conditions({"5602001"})}
     assert len(abuse_patients) == 4
     abuse_visits = [r for r in result.visits if r.patient in abuse_patients]
@@ -424,5 +445,106 @@ def test_synthea_overdose_and_opioid_abuse_visits_are_found(pack: Pack) -> None:
             ("prc-consult", None), BUPE_HOME, ("naloxone-kit", None)}
         assert all(any(e.startswith("Condition/") for e in s.evidence) for s in r.results[0])
     counts = report(result)["pack"]["counts"]
+    # v1: 34, 3, 0, 3. v2: overdoses coded as the visit's reason, and overdoses in the year
+    # before a visit, bring the coach and a kit
     assert {k: v["visits"] for k, v in counts.items()} == {
-        "prc-consult": 34, "moud-buprenorphine": 3, "moud-continue": 0, "naloxone-kit": 3}
+        "prc-consult": 129, "moud-buprenorphine": 3, "moud-continue": 0, "naloxone-kit": 130}
+
+
+# ---------------------------------------------------------------------------------------
+# within the visit: every moment the chart changed (issue 12 item 4)
+
+
+def test_each_visit_is_replayed_at_every_moment_it_changed(charts: Path, pack: Pack) -> None:
+    """a1: arrival, the overdose, the COWS, discharge; the coach is first suggested when the
+    overdose is recorded (10:30), not at arrival."""
+    result = run_backtest(charts, [pack], workers=1)
+    a1 = next(r for r in result.visits if r.visit.id == "a1")
+    assert [t.isoformat() for t in a1.visit.moments] == [
+        "2020-01-10T10:00:00+00:00", "2020-01-10T10:30:00+00:00",
+        "2020-01-10T12:00:00+00:00", "2020-01-10T14:00:00+00:00"]
+    (timeline,) = a1.timelines
+    assert [m.outcome.suggested for m in timeline][0] == ()  # nothing at arrival
+    assert timeline[-1].outcome.suggested == a1.results[0]
+    data = report(result)
+    (row,) = [v for v in data["per_visit"] if v["visit"] == "a1"]
+    assert row["moments"] == 4 and row["start"] == "2020-01-10T10:00:00+00:00"
+    assert row["packs"][0]["first_suggested"] == {
+        "prc-consult": "2020-01-10T10:30:00+00:00",
+        "moud-buprenorphine": "2020-01-10T10:30:00+00:00",
+        "naloxone-kit": "2020-01-10T10:30:00+00:00"}
+    during = data["pack"]["during"]
+    assert during["counts"]["prc-consult"]["visits"] >= data["pack"]["counts"]["prc-consult"][
+        "visits"]
+
+
+def test_an_open_visit_is_replayed_until_its_last_change(pack: Pack) -> None:
+    """A visit still in progress (no end): its replay time is the last time the chart
+    changed since its start (P01: the COWS at 13:00), so what was recorded is seen."""
+    result = run_backtest(SCENARIOS / "P01-oud-withdrawal.json", [pack], workers=1)
+    (visit,) = result.visits
+    assert visit.visit.end is None
+    assert visit.visit.time == datetime(2026, 11, 20, 13, 0, tzinfo=UTC)
+    assert [(s.kind, s.variant) for s in visit.results[0]] == [
+        ("prc-consult", None), ("moud-buprenorphine", "ed-induction"), ("naloxone-kit", None)]
+
+
+def test_cows_threshold_change_shows_on_the_public_charts(tmp_path: Path, pack: Pack) -> None:
+    """COWS 12 instead of 8: exactly the scenarios with a COWS of 8 to 11 this visit change
+    from ED induction to home initiation, each from the moment the COWS was recorded."""
+    other = load_pack(_cows_pack(tmp_path, 12), RULES / "valuesets")
+    data = report(run_backtest(SCENARIOS, [pack, other], workers=1))
+    diffs = data["compare"]["differences"]
+    assert {d["visit"] for d in diffs} == {"P01-enc", "P08-enc", "P25-enc"}
+    for d in diffs:
+        (change,) = d["changed"]
+        assert (change["before"]["variant"], change["after"]["variant"]) == (
+            "ed-induction", "home-initiation")
+        chart = json.loads((SCENARIOS / _scenario(d["patient"])).read_text())
+        cows = [e["resource"] for e in chart["entry"]
+                if e["resource"]["resourceType"] == "Observation"
+                and e["resource"]["code"]["coding"][0]["code"] == "cows-total"]
+        assert d["moment"] == max(
+            datetime.fromisoformat(c["effectiveDateTime"]) for c in cows).isoformat()
+
+
+def _scenario(patient: str) -> str:
+    """A scenario's file name from its patient id (``P01-pt`` -> ``P01-oud-....json``)."""
+    (path,) = SCENARIOS.glob(f"{patient[:3]}-*.json")
+    return path.name
+
+
+def test_cows_threshold_change_on_synthea(tmp_path: Path, pack: Pack) -> None:
+    """Synthea records no COWS: a threshold change alone changes nothing there. With a COWS
+    of 10 added mid-visit to a Synthea opioid-abuse patient's ED visit (a fixture), COWS 11
+    instead of 8 changes exactly that visit, from that moment."""
+    other = load_pack(_cows_pack(tmp_path, 11), RULES / "valuesets")
+    plain = report(run_backtest(SYNTHEA, [pack, other], workers=2))
+    assert plain["compare"]["differences"] == []
+    visit, path = _synthea_abuse_visit(pack)
+    bundle = orjson.loads(path.read_bytes())
+    enc = next(e for e in bundle["entry"] if e["resource"]["id"] == visit.id)
+    start = datetime.fromisoformat(enc["resource"]["period"]["start"])
+    when = (start + (visit.time - start) / 2).isoformat()
+    bundle["entry"].append({"fullUrl": "urn:uuid:fixture-cows", "resource": {
+        "resourceType": "Observation", "id": "fixture-cows", "status": "final", "code": COWS,
+        "subject": {"reference": bundle["entry"][0]["fullUrl"]},
+        "encounter": {"reference": enc["fullUrl"]},
+        "effectiveDateTime": when, "valueQuantity": {"value": 10}}})
+    folder = tmp_path / "synthea-cows"
+    folder.mkdir()
+    (folder / path.name).write_bytes(orjson.dumps(bundle))
+    diffs = report(run_backtest(folder, [pack, other], workers=1))["compare"]["differences"]
+    assert [(d["visit"], d["moment"]) for d in diffs] == [(visit.id, when)]
+    (change,) = diffs[0]["changed"]
+    assert (change["before"]["variant"], change["after"]["variant"]) == (
+        "ed-induction", "home-initiation")
+
+
+def _synthea_abuse_visit(pack: Pack) -> tuple[Any, Path]:
+    """The first Synthea ED visit at which buprenorphine is suggested, and its file."""
+    for path in sorted(SYNTHEA.glob("*.json")):
+        for replayed in run_backtest(path, [pack], workers=1).visits:
+            if any(s.kind == "moud-buprenorphine" for s in replayed.results[0]):
+                return replayed.visit, path
+    raise AssertionError("no Synthea visit with buprenorphine")

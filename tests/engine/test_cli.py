@@ -21,7 +21,7 @@ NOW_TEXT = EXPECTED["now"]
 def test_check_default_pack_prints_one_ok_line(pack: Pack) -> None:
     proc = run_cli("check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout == (f"OK id=handoff-default version=1.0.0 "
+    assert proc.stdout == (f"OK id=handoff-default version=2.0.0 "
                            f"hash=sha256:{pack.content_hash}\n")
 
 
@@ -46,7 +46,7 @@ def test_check_lists_every_error_with_file_line_field(tmp_path: Path) -> None:
     assert "unknown fact 'on_mod'" in proc.stdout
     assert "on_mod" in src[fields["suggestions[2].when"] - 1]
     within = [f for f in fields if f.endswith(".within")]
-    assert len(within) == 2 and all("$naloxone_lookback" in src[fields[f] - 1] for f in within)
+    assert len(within) == 4 and all("$naloxone_lookback" in src[fields[f] - 1] for f in within)
     assert "3 error(s)" not in proc.stdout and "error(s)" in proc.stderr
 
 
@@ -179,3 +179,27 @@ def test_schema_command_prints_the_committed_schema() -> None:
     proc = run_cli("schema")
     assert proc.returncode == 0
     assert proc.stdout == (RULES / "schema" / "pack.schema.json").read_text()
+
+
+def test_eval_unread_types_reach_the_engine() -> None:
+    """--unread (comma-separated, repeatable): caution, raised threshold and the notice."""
+    proc = run_cli("eval", P01, "--now", NOW_TEXT, "--json",
+                   "--unread", "MedicationRequest,AllergyIntolerance", "--unread", "Observation")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    bup = next(s for s in out["suggestions"] if s["kind"] == "moud-buprenorphine")
+    assert (bup["variant"], bup["cautions"]) == ("home-initiation", ["chart-incomplete"])
+    assert bup["caution_evidence"] == {"chart-incomplete": []}
+    assert out["notices"] == [{"code": "chart-incomplete", "unread": [
+        "AllergyIntolerance", "MedicationRequest", "Observation"]}]
+    text = run_cli("eval", P01, "--now", NOW_TEXT, "--unread", "MedicationStatement").stdout
+    assert "NOTICE chart-incomplete: MedicationStatement" in text
+    bad = run_cli("eval", P01, "--now", NOW_TEXT, "--unread", "medication request")
+    assert bad.returncode == 2 and bad.stdout == "" and "--unread" in bad.stderr
+
+
+def test_eval_text_shows_withheld_with_every_reason() -> None:
+    chart = str(SCENARIOS / "P26-withheld-two-reasons.json")
+    out = run_cli("eval", chart, "--now", NOW_TEXT).stdout
+    assert "-  moud-buprenorphine: not suggested because on-moud" in out
+    assert "   allergy: AllergyIntolerance/P26-al2" in out

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from smartapp.engine import (
+    Blocked,
     Chart,
     ChartError,
     DeclineReason,
@@ -71,15 +72,27 @@ def test_current_encounter_is_the_latest_open_ed_visit(pack: Pack) -> None:
 
 
 def test_no_open_ed_visit_means_nothing_is_this_visit(pack: Pack) -> None:
+    """v2: the overdose is then not this visit (no buprenorphine) but, in the last 365
+    days, a recent overdose: the coach consult and a kit."""
     overdose = condition("od", ICD, "T40.1X1A", onsetDateTime="2026-11-20T11:00:00Z")
     result = evaluate(Chart.from_resources([PATIENT, overdose]), NOW, pack)
-    assert result.encounter is None and result.suggestions == []
+    assert result.encounter is None
+    assert [s.kind for s in result.suggestions] == ["prc-consult", "naloxone-kit"]
 
 
 @pytest.mark.parametrize(
     ("extra", "this_visit"),
     [
-        ({"encounter": {"reference": "Encounter/t-enc"}, "onsetDateTime": "2020-01-01"}, True),
+        # v2: a Condition timed more than 24 h before the start is history, whatever it
+        # references (v1 read this one as this visit)
+        ({"encounter": {"reference": "Encounter/t-enc"}, "onsetDateTime": "2020-01-01"}, False),
+        ({"encounter": {"reference": "Encounter/t-enc"},
+          "onsetDateTime": "2026-11-19T10:00:00Z"}, True),  # exactly 24 h before: this visit
+        ({"encounter": {"reference": "Encounter/t-enc"},
+          "onsetDateTime": "2026-11-19T09:59:59Z"}, False),
+        ({"encounter": {"reference": "Encounter/t-enc"}, "recordedDate": "2026-11-20"}, True),
+        ({"encounter": {"reference": "Encounter/t-enc"}, "recordedDate": "2026-11-18"}, False),
+        ({"encounter": {"reference": "Encounter/t-enc"}}, True),  # no time at all
         ({"onsetDateTime": "2026-11-20T10:00:00Z"}, True),  # at the start counts
         ({"onsetDateTime": "2026-11-20T09:59:59Z"}, False),
         ({"onsetDateTime": "2026-11-20"}, False),  # a date is its first instant
@@ -105,7 +118,8 @@ def test_medication_administration_uses_context_for_this_visit(pack: Pack) -> No
     assert got["moud-buprenorphine"].evidence == ("Condition/od", "MedicationAdministration/ma")
     not_done = {**given, "status": "not-done"}
     got = kinds(Chart.from_resources([PATIENT, ED_VISIT, overdose, not_done]), pack)
-    assert set(got) == {"prc-consult"}
+    # v2: the overdose this visit triggers a kit as well
+    assert set(got) == {"prc-consult", "naloxone-kit"}
 
 
 def test_naloxone_window_is_bounded_by_now(pack: Pack) -> None:
@@ -113,6 +127,7 @@ def test_naloxone_window_is_bounded_by_now(pack: Pack) -> None:
 
     def order(authored: datetime) -> dict[str, Any]:
         return {"resourceType": "MedicationRequest", "id": "nx", "status": "active",
+                "intent": "order",
                 "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1725064"}]},
                 "authoredOn": authored.isoformat()}
 
@@ -132,7 +147,9 @@ def test_suggestion_objects(pack: Pack) -> None:
     result = evaluate(scenario_chart("P14-pregnant"), NOW, pack, "P14-enc")
     bup = next(s for s in result.suggestions if s.kind == "moud-buprenorphine")
     assert bup.to_json() == {"kind": "moud-buprenorphine", "variant": "ed-induction",
-                             "cautions": ["pregnancy"], "evidence": ["Condition/P14-cond1"],
+                             "cautions": ["pregnancy"],
+                             "caution_evidence": {"pregnancy": ["Condition/P14-cond2"]},
+                             "evidence": ["Condition/P14-cond1"],
                              "rule": "moud-buprenorphine-oud"}
     assert bup.title and bup.reason
     assert bup.decline_reasons[-1] == DeclineReason("other", "Other", free_text=True)
@@ -145,7 +162,7 @@ def test_suggestion_objects(pack: Pack) -> None:
         "coach-unavailable", "other"]
     with pytest.raises(dataclasses.FrozenInstanceError):
         bup.kind = "x"  # type: ignore[misc]
-    assert result.to_json()["pack"] == {"id": "handoff-default", "version": "1.0.0"}
+    assert result.to_json()["pack"] == {"id": "handoff-default", "version": "2.0.0"}
     assert result.content_hash == pack.content_hash and result.now == NOW
 
 
@@ -215,3 +232,82 @@ def test_large_chart_evaluates_quickly(pack: Pack) -> None:
     for _ in range(50):
         evaluate(chart, NOW, pack)
     assert time.perf_counter() - start < 5.0
+
+
+# ---------------------------------------------------------------------------------------
+# version 2: withheld suggestions, notices and chart completeness
+
+
+def test_withheld_lists_every_reason_in_order_with_its_evidence(pack: Pack) -> None:
+    """P26: on naltrexone and allergic: reason on-moud first, the allergy never hidden."""
+    result = evaluate(scenario_chart("P26-withheld-two-reasons"), NOW, pack, "P26-enc")
+    (bup,) = result.withheld
+    assert bup.to_json() == {
+        "kind": "moud-buprenorphine", "reason": "on-moud",
+        "evidence": ["MedicationRequest/P26-mr3"],
+        "reasons": [{"reason": "on-moud", "evidence": ["MedicationRequest/P26-mr3"]},
+                    {"reason": "allergy", "evidence": ["AllergyIntolerance/P26-al2"]}]}
+    assert bup.trigger == ("Condition/P26-cond1",) and bup.rule == "moud-buprenorphine-oud"
+    assert result.notices == []
+
+
+def test_deceased_withholds_each_triggered_kind_and_notices(pack: Pack) -> None:
+    result = evaluate(scenario_chart("P16-deceased"), NOW, pack, "P16-enc")
+    assert result.suggestions == []
+    assert [n.to_json() for n in result.notices] == [{"code": "deceased"}]
+    for withheld in result.withheld:
+        assert withheld.reasons[0] == Blocked("deceased", ("Patient/P16-pt",))
+
+
+def test_unread_medications_caution_raise_the_threshold_and_notice(pack: Pack) -> None:
+    """P01 (COWS 11): without the medication list, still suggested, but home initiation
+    (threshold 13) with chart-incomplete; the notice lists every unread type, sorted."""
+    chart = scenario_chart("P01-oud-withdrawal")
+    result = evaluate(chart, NOW, pack, "P01-enc", unread=["Observation", "MedicationRequest"])
+    bup = next(s for s in result.suggestions if s.kind == "moud-buprenorphine")
+    assert (bup.variant, bup.cautions) == ("home-initiation", ("chart-incomplete",))
+    assert bup.caution_evidence == {"chart-incomplete": ()}
+    assert [n.to_json() for n in result.notices] == [
+        {"code": "chart-incomplete", "unread": ["MedicationRequest", "Observation"]}]
+    assert result.unread == ("MedicationRequest", "Observation")
+    only_labs = evaluate(chart, NOW, pack, "P01-enc", unread=["ServiceRequest"])
+    bup = next(s for s in only_labs.suggestions if s.kind == "moud-buprenorphine")
+    assert (bup.variant, bup.cautions) == ("ed-induction", ())
+
+
+def test_caution_evidence_names_what_each_caution_rests_on(pack: Pack) -> None:
+    result = evaluate(scenario_chart("P23-recent-methadone-cows-10"), NOW, pack, "P23-enc")
+    bup = next(s for s in result.suggestions if s.kind == "moud-buprenorphine")
+    assert bup.caution_evidence == {"recent-methadone": ("MedicationAdministration/P23-ma2",)}
+    result = evaluate(scenario_chart("P05-heroin-overdose"), NOW, pack, "P05-enc")
+    bup = next(s for s in result.suggestions if s.kind == "moud-buprenorphine")
+    assert "Condition/P05-cond1" in bup.caution_evidence["confirm-oud"]
+
+
+def test_launch_encounter_that_is_not_an_open_ed_visit_is_noticed(pack: Pack) -> None:
+    clinic = _encounter("clinic", "2026-11-20T10:00:00Z", code="AMB")
+    chart = Chart.from_resources([PATIENT, clinic, condition("oud", ICD, "F11.20")])
+    assert [n.code for n in evaluate(chart, NOW, pack, "clinic").notices] == [
+        "not-current-ed-visit"]
+    finished = _encounter("done", "2026-11-20T10:00:00Z", status="finished")
+    chart = Chart.from_resources([PATIENT, finished])
+    assert [n.code for n in evaluate(chart, NOW, pack, "done").notices] == [
+        "not-current-ed-visit"]
+    assert evaluate(chart, NOW, pack).notices == []  # no launch encounter: no notice
+
+
+def test_diagnosis_and_reason_references_resolve_through_urn_uuid(pack: Pack) -> None:
+    """A transaction bundle: the encounter's diagnosis names the Condition by its urn:uuid
+    fullUrl; a D-coded reason of the visit is history (a recent overdose), not this visit."""
+    od = condition("od", ICD, "T40.1X1A", onsetDateTime="2026-11-20T09:00:00Z")
+    visit = {**ED_VISIT, "diagnosis": [{"condition": {"reference": "urn:uuid:od-1"}}]}
+    data = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:pt-1", "resource": PATIENT},
+        {"fullUrl": "urn:uuid:enc-1", "resource": visit},
+        {"fullUrl": "urn:uuid:od-1", "resource": od}]}
+    got = kinds(Chart.from_bundle(data), pack)
+    assert got["moud-buprenorphine"].evidence == ("Condition/od",)
+    later = {**ED_VISIT, "reasonCode": [{"coding": [{"system": ICD, "code": "T40.1X1D"}]}]}
+    got = kinds(Chart.from_resources([PATIENT, later]), pack)
+    assert set(got) == {"prc-consult", "naloxone-kit"}
+    assert got["naloxone-kit"].evidence == ("Encounter/t-enc",)

@@ -21,7 +21,7 @@ VALUESETS = RULES / "valuesets"
 
 
 def test_default_pack_identity(pack: Pack) -> None:
-    assert (pack.id, pack.version) == ("handoff-default", "1.0.0")
+    assert (pack.id, pack.version) == ("handoff-default", "2.0.0")
     assert len(pack.content_hash) == 64 and int(pack.content_hash, 16) >= 0
     assert [r.kind for r in pack.rules] == [
         "prc-consult", "moud-buprenorphine", "moud-continue", "naloxone-kit"]
@@ -207,8 +207,9 @@ def test_every_error_is_listed_with_file_line_and_field(tmp_path: Path) -> None:
     [
         (("  prc_min_age: 18\n", "  prc_min_age: 18\n  unused_age: 3\n"),
          "unused_age", "parameters.unused_age", "parameter is never used"),
-        (("{age_at_least: $prc_min_age}", "{age_at_least: $prc_min_ag}"),
-         "$prc_min_ag}", "suggestions[0].when.all_of[1].age_at_least", "unknown parameter"),
+        (("{age_under: $prc_min_age}", "{age_under: $prc_min_ag}"),
+         "$prc_min_ag}", "suggestions[0].withheld_when[1].when.age_under",
+         "unknown parameter"),
         (("  oud_evidence:\n    any_of:\n      - oud_active_dx",
           "  oud_evidence:\n    any_of:\n      - sud_evidence"),
          "  oud_evidence:", "facts.oud_evidence", "fact refers to itself"),
@@ -312,3 +313,25 @@ def test_tab_indented_json_value_sets_load(tmp_path: Path, pack: Pack) -> None:
     loaded = load_pack(rules / "packs" / "default.yaml")
     assert loaded.valuesets["pregnancy"].contains("http://snomed.info/sct", "77386006")
     assert loaded.content_hash != pack.content_hash  # bytes changed, so the hash did
+
+
+def test_a_version_1_pack_still_loads_and_withholds_with_no_suggestions(tmp_path: Path) -> None:
+    """``no_suggestions_when`` (version 1): every triggered kind withheld, reason and notice
+    ``no-suggestions``; ``unless`` reported as ``excluded``."""
+    from smartapp.engine import evaluate
+
+    from .helpers import NOW, scenario_chart
+
+    text = DEFAULT.replace("withhold_all:\n  - {reason: deceased, when: deceased}\n",
+                           "no_suggestions_when: deceased\n")
+    text = text.replace("    withheld_when:\n      - {reason: has-naloxone, when: has_naloxone}\n",
+                        "    unless: has_naloxone\n")
+    path = tmp_path / "packs" / "v1.yaml"
+    path.parent.mkdir()
+    path.write_text(text)
+    old = load_pack(path, VALUESETS)
+    dead = evaluate(scenario_chart("P16-deceased"), NOW, old, "P16-enc")
+    assert {w.reason for w in dead.withheld} == {"no-suggestions"}
+    assert [n.code for n in dead.notices] == ["no-suggestions"]
+    kit = evaluate(scenario_chart("P11-has-naloxone"), NOW, old, "P11-enc")
+    assert [(w.kind, w.reason) for w in kit.withheld] == [("naloxone-kit", "excluded")]

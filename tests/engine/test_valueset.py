@@ -59,6 +59,33 @@ def test_opioid_overdose_intent_digit(code: str, member: bool, pack: Pack) -> No
     assert pack.valuesets["opioid-overdose"].contains(ICD, code) is member
 
 
+STIMULANT_CODES = {
+    # cocaine and the psychostimulants the spec lists, intent 1-4
+    "T40.5X1A": True, "T40.5X4D": True, "T43.601A": True, "T43.621A": True,
+    "T43.641A": True, "T43.651A": True, "T43.692S": True,
+    # caffeine and methylphenidate, adverse effects and underdosing, opioids: never
+    "T43.611A": False, "T43.631A": False, "T40.5X5A": False, "T43.626A": False,
+    "T40.1X1A": False,
+}
+
+
+@pytest.mark.parametrize(("code", "member"), sorted(STIMULANT_CODES.items()))
+def test_stimulant_overdose_codes(code: str, member: bool, pack: Pack) -> None:
+    assert pack.valuesets["stimulant-overdose"].contains(ICD, code) is member
+
+
+@pytest.mark.parametrize(
+    ("code", "later"),
+    [("T40.1X1D", True), ("T40.411S", True), ("T43.621D", True), ("T40.1X1A", False),
+     ("T43.621A", False), ("F11.20", False)],
+)
+def test_subsequent_encounter_and_sequela_codes_are_history(
+    code: str, later: bool, pack: Pack
+) -> None:
+    """A D or S 7th character is never an overdose this visit (history_codes)."""
+    assert pack.valuesets["poisoning-subsequent"].contains(ICD, code) is later
+
+
 @pytest.mark.parametrize(
     ("valueset", "code", "member"),
     [
@@ -68,8 +95,18 @@ def test_opioid_overdose_intent_digit(code: str, member: bool, pack: Pack) -> No
         ("oud-active", "F11.188", True),
         ("oud-active", "F11.11", False),  # excluded: remission
         ("oud-active", "F11.21", False),
+        ("oud-active", "F11.91", False),  # v2: in remission
         ("oud-active", "F11.3", False),
         ("oud-remission", "F11.21", True),
+        ("oud-remission", "F11.91", True),
+        ("alcohol-use-disorder", "F10.20", True),
+        ("alcohol-use-disorder", "F10.11", False),
+        ("alcohol-use-disorder", "F10.21", False),
+        ("pregnancy", "Z33.1", True),
+        ("pregnancy", "Z33.3", True),
+        ("pregnancy", "O94", False),  # sequelae, long after
+        ("hepatic", "K76.82", True),
+        ("hepatic", "K76.8", False),
         ("oud-remission", "F11.20", False),
         ("sud-other", "F10.20", True),
         ("sud-other", "F19.21", True),
@@ -102,9 +139,24 @@ def _spec_rows() -> dict[str, str]:
 SPEC_ROWS = _spec_rows()
 
 
+#: Value sets beside the table's groups: one the spec names in its derived facts, and the
+#: pack's own reading of "a D or S code counts only towards a recent overdose".
+EXTRA_VALUESETS = {"moud-extended-release", "poisoning-subsequent"}
+
+
 def test_every_spec_group_has_a_value_set() -> None:
-    assert len(SPEC_ROWS) == 15
-    assert {p.stem for p in (RULES / "valuesets").glob("*.json")} == set(SPEC_ROWS)
+    assert len(SPEC_ROWS) == 18
+    files = {p.stem for p in (RULES / "valuesets").glob("*.json")}
+    assert files == set(SPEC_ROWS) | EXTRA_VALUESETS
+
+
+def test_extended_release_codes_match_the_spec() -> None:
+    text = (SHARED / "spec" / "clinical-rules.md").read_text()
+    m = re.search(r"value set `moud-extended-release`: RxNorm ([\d, ]+)", text)
+    assert m is not None
+    data = json.loads((RULES / "valuesets" / "moud-extended-release.json").read_text())
+    codes = {c["code"] for inc in data["compose"]["include"] for c in inc["concept"]}
+    assert codes == set(re.findall(r"\d+", m.group(1)))
 
 
 @pytest.mark.parametrize("group", sorted(SPEC_ROWS))
@@ -119,11 +171,41 @@ def test_numeric_codes_match_the_spec_exactly(group: str) -> None:
     assert file_codes == spec_codes
 
 
-@pytest.mark.parametrize("group", ["oud-active", "oud-remission", "sud-other"])
-def test_icd_codes_match_the_spec(group: str) -> None:
-    spec = set(re.findall(r"F1\d\.[0-9*]+\*?", SPEC_ROWS[group]))
+ICD_GROUPS = sorted(
+    g for g, row in SPEC_ROWS.items() if "ICD-10-CM" in row and not re.search(r"T4\d\.", row)
+)
+POISONING_GROUPS = sorted(g for g, row in SPEC_ROWS.items() if re.search(r"T4\d\.", row))
+
+
+def _icd(group: str) -> tuple[set[str], set[str]]:
+    """ICD-10-CM codes a value set includes and excludes."""
     data = json.loads((RULES / "valuesets" / f"{group}.json").read_text())
     listed = {c["code"] for inc in data["compose"]["include"] if inc["system"] == ICD
               for c in inc["concept"]}
-    excluded = {c["code"] for exc in data["compose"].get("exclude", []) for c in exc["concept"]}
+    excluded = {c["code"] for exc in data["compose"].get("exclude", []) for c in exc["concept"]
+                if exc["system"] == ICD}
+    return listed, excluded
+
+
+def test_icd_groups_of_the_spec() -> None:
+    assert set(ICD_GROUPS) >= {"oud-active", "oud-remission", "sud-other", "pregnancy",
+                               "hepatic", "alcohol-use-disorder"}
+    assert set(POISONING_GROUPS) == {"opioid-overdose", "stimulant-overdose"}
+
+
+@pytest.mark.parametrize("group", ICD_GROUPS)
+def test_icd_codes_match_the_spec(group: str) -> None:
+    """Every ICD-10-CM code or pattern of the row, included or excluded, and no other."""
+    spec = set(re.findall(r"\b([A-Z]\d[0-9A-Z](?:\.[0-9A-Z]*)?\*?|[A-Z]\*)", SPEC_ROWS[group]))
+    listed, excluded = _icd(group)
     assert listed | excluded == spec
+
+
+@pytest.mark.parametrize("group", POISONING_GROUPS)
+def test_poisoning_stems_match_the_spec(group: str) -> None:
+    """Each T40/T43 stem the row lists (before "never"), with intent 1-4 and a 7th character."""
+    wanted = SPEC_ROWS[group].split("never", 1)[0]
+    stems = set(re.findall(r"\bT4\d\.\d[0-9X]\b", wanted))
+    listed, excluded = _icd(group)
+    assert listed == {f"{stem}[1-4]?" for stem in stems}
+    assert not excluded

@@ -1,0 +1,133 @@
+"""A chart as it stood at a time (``Chart.as_of``): a filtering view over the full chart's
+indexes, with what the views of one chart share computed once (``History``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from . import asof
+from .chart import Chart
+from .chart_types import ChartEntry, ValueSetLike
+
+
+class History:
+    """What as-of views of one chart need, computed lazily and shared by all views."""
+
+    def __init__(self, chart: Chart) -> None:
+        self._entries = chart._entries
+        self._appears: dict[str, datetime | None] = {}
+        self._changes: dict[str, tuple[datetime | None, ChartEntry | None]] = {}
+
+    def appears(self, entry: ChartEntry) -> datetime | None:
+        """When the entry's resource entered the chart (see asof.appears_at)."""
+        key = entry.key
+        try:
+            return self._appears[key]
+        except KeyError:
+            pass
+        start = None
+        if entry.encounter is not None:
+            target = self._entries.get(entry.encounter)
+            if target is not None and target.resource["resourceType"] == "Encounter":
+                start = asof.encounter_appears(target.resource)
+        found = self._appears[key] = asof.appears_at(entry.resource, start)
+        return found
+
+    def then(self, entry: ChartEntry, time: datetime) -> ChartEntry:
+        """The entry as it stood at ``time``: its earlier form before its change time."""
+        change = self._changes.get(entry.key)
+        if change is None:
+            when = asof.change_time(entry.resource)
+            earlier = None if when is None else revised(entry, asof.earlier_form(entry.resource))
+            change = self._changes[entry.key] = (when, earlier)
+        when, earlier = change
+        return earlier if earlier is not None and when is not None and time < when else entry
+
+
+def revised(entry: ChartEntry, resource: dict[str, Any]) -> ChartEntry:
+    """The entry with another version of its resource (same code, time and encounter)."""
+    return ChartEntry(entry.key, resource, entry.codes, entry.time, entry.encounter)
+
+
+class ChartAsOf(Chart):
+    """A chart as it stood at a time: a filtering view of a full chart (see Chart.as_of)."""
+
+    def __init__(self, base: Chart, history: History, time: datetime, current: str | None) -> None:
+        # Chart.__init__ is not called: queries are answered from the base's indexes.
+        self._base = base
+        self._hist = history
+        self._time = time
+        self._current: ChartEntry | None = None
+        key = base.resolve(asof.encounter_key(current)) if current else None
+        if key is not None and key.startswith("Encounter/"):
+            entry = base._entries[key]
+            self._current = revised(entry, asof.in_progress(entry.resource))
+        self._members = {}
+        self._history = history
+
+    def _visible(self, entry: ChartEntry) -> bool:
+        appears = self._hist.appears(entry)
+        return appears is None or appears <= self._time
+
+    def _then(self, entry: ChartEntry) -> ChartEntry:
+        current = self._current
+        if current is not None and entry.key == current.key:
+            return current
+        return self._hist.then(entry, self._time)
+
+    def _cut(self, entries: Iterable[ChartEntry]) -> tuple[ChartEntry, ...]:
+        return tuple(self._then(e) for e in entries if self._visible(e))
+
+    def __len__(self) -> int:
+        return sum(1 for e in self._base._entries.values() if self._visible(e))
+
+    def resolve(self, reference: str) -> str | None:
+        key = self._base.resolve(reference)
+        return key if key is not None and self._visible(self._base._entries[key]) else None
+
+    def get(self, reference: str) -> dict[str, Any] | None:
+        key = self.resolve(reference)
+        return self._then(self._base._entries[key]).resource if key else None
+
+    def entry(self, key: str) -> ChartEntry | None:
+        found = self._base._entries.get(key)
+        return self._then(found) if found is not None and self._visible(found) else None
+
+    def of_all(self) -> tuple[ChartEntry, ...]:
+        return self._cut(self._base._entries.values())
+
+    def of_type(self, resource_type: str) -> tuple[ChartEntry, ...]:
+        return self._cut(self._base.of_type(resource_type))
+
+    def with_code(self, system: str, code: str) -> tuple[ChartEntry, ...]:
+        return self._cut(self._base.with_code(system, code))
+
+    def with_element(self, resource_type: str, element: str) -> tuple[ChartEntry, ...]:
+        return self._cut(self._base.with_element(resource_type, element))
+
+    def codes_in_system(self, system: str) -> frozenset[str]:
+        return frozenset(
+            code
+            for code in self._base.codes_in_system(system)
+            if any(self._visible(e) for e in self._base.with_code(system, code))
+        )
+
+    @property
+    def patient(self) -> dict[str, Any] | None:
+        patients = self.of_type("Patient")
+        return patients[0].resource if patients else None
+
+    def members(self, valueset: ValueSetLike) -> tuple[ChartEntry, ...]:
+        return self._cut(self._base.members(valueset))
+
+    def as_of(self, time: datetime, current_encounter: str | None = None) -> Chart:
+        raise TypeError("a chart as of a time is a view: call as_of on the full chart")
+
+    def appears_at(self, key: str) -> datetime | None:
+        return self._base.appears_at(key)
+
+    def full_urls(self) -> dict[str, list[str]]:
+        keys = {e.key for e in self.of_all()}
+        return {k: v for k, v in self._base.full_urls().items() if k in keys}

@@ -1,0 +1,434 @@
+"""The screen's workflow, without Flask: `present` (read the chart, make it readable, evaluate,
+describe what the physician sees, record it) and `sign` (check the decisions, build and submit
+the referral, record it). The launch screen calls them; a CDS Hooks entry point or the CLI can
+call the same code with the services, settings and clock they hold.
+
+Decisions about the patient are the engine's (`engine.evaluate`, `engine.labels`); what is
+shown is described in `screen.shown`; the form and its checks are in `screen.decisions`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from smartapp.audit import log as referral_log
+from smartapp.db import LaunchContext, Referral
+from smartapp.engine import Chart, Pack, evaluate
+from smartapp.engine.readable import readable_chart
+from smartapp.fhir.client import ChartLimits, ChartRead, FhirClient, FhirError
+from smartapp.launch import client as smart
+from smartapp.launch import sessions, signer
+from smartapp.screen import decisions as forms
+from smartapp.screen.shown import (
+    describe_evaluation,
+    missing_write_scopes,
+    readable_types,
+    shown_log_data,
+)
+from smartapp.writeback import outbox, profiles
+from smartapp.writeback import resources as writeback
+
+if TYPE_CHECKING:
+    from smartapp.services import Services
+
+log = logging.getLogger("handoff.screen")
+
+HELD_REASON = (
+    "The EHR did not grant Handoff write access; "
+    "the signed decision is kept in Handoff's referral log."
+)
+
+
+@dataclass(frozen=True)
+class ScreenSettings:
+    """The settings the screen's workflow reads (from the app's configuration)."""
+
+    observation_days: int
+    text_max_chars: int
+    max_notices: int
+    chart_limits: ChartLimits
+    identifier_system: str
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ScreenSettings:
+        return cls(
+            observation_days=config["CHART_OBSERVATION_DAYS"],
+            text_max_chars=config["RESOURCE_TEXT_MAX_CHARS"],
+            max_notices=config["CHART_MAX_NOTICES"],
+            chart_limits=ChartLimits.from_config(config),
+            identifier_system=config["REFERRAL_IDENTIFIER_SYSTEM"],
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# the launch and its visit
+
+
+def find_context(services: Services, context_id: str) -> LaunchContext | None:
+    """The launch context (the caller checks that it belongs to the browser asking)."""
+    with services.db.session() as db:
+        return db.get(LaunchContext, context_id)
+
+
+def visit_key(context: LaunchContext) -> str:
+    return writeback.referral_key(context.iss, context.encounter_id, context.patient_id, "visit")
+
+
+def signed_referral(services: Services, context: LaunchContext) -> Referral | None:
+    """The referral signed for the context's visit (in this launch or an earlier one)."""
+    return outbox.for_visit(services.db, visit_key(context))
+
+
+# ---------------------------------------------------------------------------------------
+# present
+
+
+def with_fhir(services: Services, context: LaunchContext, call: Callable[[FhirClient], Any]):
+    """Run `call(client)` with a live token; on a 401 (expired early, revoked) refresh once and
+    retry. A session the EHR ended raises sessions.SessionEnded."""
+    try:
+        return call(sessions.client_for(services, context.id))
+    except FhirError as exc:
+        if exc.status != 401:
+            raise
+        log.info("EHR answered 401: refreshing once")
+        return call(sessions.client_for(services, context.id, force_refresh=True))
+
+
+def read_chart(
+    services: Services, context: LaunchContext, settings: ScreenSettings, now: datetime
+) -> tuple[ChartRead, list[str]]:
+    """The chart as the granted scopes let Handoff read it, and the types they do not."""
+    allowed, unreadable = readable_types(context.scope)
+    read = with_fhir(
+        services,
+        context,
+        lambda client: client.read_chart(
+            context.patient_id,
+            context.encounter_id,
+            now,
+            settings.observation_days,
+            types=allowed,
+            limits=settings.chart_limits,
+        ),
+    )
+    return read, unreadable
+
+
+def build_shown(
+    services: Services, context: LaunchContext, settings: ScreenSettings, now: datetime
+) -> dict:
+    """Read the chart, evaluate the pack, and describe what the physician will see.
+    Raises FhirError (the chart could not be read), ChartError (it could not be understood)
+    or sessions.SessionEnded."""
+    read, unreadable = read_chart(services, context, settings, now)
+    registration = services.registry.by_id(context.registration_id)
+    if registration is None:
+        raise LookupError(f"no registration {context.registration_id!r} for this launch")
+    return shown_from_read(
+        read,
+        unreadable,
+        services.pack,
+        settings,
+        now,
+        encounter_id=context.encounter_id,
+        patient_id=context.patient_id,
+        missing_writes=missing_write_scopes(context.scope, registration),
+    )
+
+
+def shown_from_read(
+    read: ChartRead,
+    unreadable: list[str],
+    pack: Pack,
+    settings: ScreenSettings,
+    now: datetime,
+    encounter_id: str | None,
+    patient_id: str,
+    missing_writes: list[str],
+) -> dict:
+    """What the physician sees for a chart as read (by the launch, or from a CDS Hooks
+    prefetch): made readable, evaluated, described. Pure: no I/O, `now` is given.
+    `unreadable`: the types the granted scopes did not let Handoff read."""
+    # What cannot be read is left out and named (issue 9 item 27); long texts are cut (28).
+    readable = readable_chart(read.resources, settings.text_max_chars, settings.max_notices)
+    chart: Chart = readable.chart
+    # Chart completeness is the engine's input (rules v2): what the scopes did not allow, and
+    # what could not be read, decide cautions, the COWS threshold and the notice there.
+    incomplete = set(unreadable) | read.incomplete | readable.incomplete_types
+    evaluation = evaluate(chart, now, pack, encounter_id=encounter_id, unread=sorted(incomplete))
+    return describe_evaluation(
+        evaluation,
+        chart,
+        pack,
+        now,
+        notices=read.notices + readable.notices,
+        patient_id=patient_id,
+        missing_writes=missing_writes,
+    )
+
+
+def present(
+    services: Services, context: LaunchContext, settings: ScreenSettings, now: datetime
+) -> dict:
+    """What the physician sees for the launch (see `build_shown`), with who signs (read now
+    with the chart, so that Sign itself waits for nothing but its write), recorded on the
+    launch and in the referral log."""
+    shown = build_shown(services, context, settings, now)
+    shown["signer_name"] = signer.display_name(services, context)
+    record_shown(services, context, shown)
+    return shown
+
+
+def record_shown(services: Services, context: LaunchContext, shown: dict) -> None:
+    """Keep what was shown on the launch (Sign acts on exactly that) and log it."""
+    with services.db.session() as db:
+        row = db.get(LaunchContext, context.id)
+        if row is None:
+            raise LookupError("the launch context is gone")
+        row.shown = shown
+        if row.encounter_id is None and shown["encounter"]["id"]:
+            # Standalone launch without an encounter: the visit the rules chose is this visit.
+            row.encounter_id = context.encounter_id = shown["encounter"]["id"]
+        referral_log.append_about(db, "suggestions-shown", context, data=shown_log_data(shown))
+
+
+# ---------------------------------------------------------------------------------------
+# the catalog's programs
+
+
+def program_choices(services: Services, now: datetime) -> dict:
+    """The catalog's programs for the picker, with whether each is open now."""
+    if services.catalog is None:
+        return {"programs": [], "service_types": {}, "catalog_error": services.catalog_error}
+    from smartapp.catalog import SERVICE_TYPES
+
+    programs = [
+        {
+            "id": p.id,
+            "name": p.name,
+            "phone": p.phone,
+            "services": p.services,
+            "accepting_new": p.accepting_new,
+            "hours": p.hours,
+            "open": p.open_now(now),
+        }
+        for p in services.catalog.programs()
+    ]
+    return {"programs": programs, "service_types": SERVICE_TYPES, "catalog_error": None}
+
+
+def chosen_program(services: Services, form: forms.SignForm) -> str | None:
+    """The program the physician picked (from the catalog) or typed, as words for the note."""
+    if form.program and services.catalog is not None:
+        try:
+            program = services.catalog.get(form.program)
+        except KeyError:
+            program = None
+        if program is not None:
+            return f"{program.name} ({program.phone})"
+    return form.program_other or None
+
+
+# ---------------------------------------------------------------------------------------
+# sign
+
+
+class NothingShown(Exception):
+    """Sign before anything was shown for the launch."""
+
+
+@dataclass
+class SignResult:
+    """What Sign came to. `outcome`: ``signed`` (the referral is stored; `referral`),
+    ``invalid`` (nothing stored; `errors`), ``repeat`` (the same window signed this visit
+    already with the same choices), ``conflict`` (signed already otherwise; `conflict`)."""
+
+    outcome: Literal["signed", "invalid", "repeat", "conflict"]
+    choices: dict
+    referral: Referral | None = None
+    errors: list[str] = field(default_factory=list)
+    conflict: dict | None = None
+    shown: dict | None = None  # a conflict: what was shown when the visit was signed
+
+
+def sign(
+    services: Services,
+    context: LaunchContext,
+    form: forms.SignForm,
+    settings: ScreenSettings,
+    now: datetime,
+) -> SignResult:
+    """Sign the decisions on what was shown for the launch (`context.shown`): check them,
+    build the referral and its write plan, and submit it to the outbox (which logs the
+    decision). A visit signed already (another window or launch, a race) is not signed
+    again: the result says by whom, and which of these choices were not sent. Raises
+    NothingShown when nothing was shown for the launch yet."""
+    shown = context.shown
+    if not shown:
+        raise NothingShown("Nothing was shown yet for this launch. Reload the page.")
+    choices = forms.form_choices(form, shown)
+    existing = signed_referral(services, context)
+    if existing is not None:
+        return after_signed(services, context, shown, existing, form, choices)
+    decisions, errors = forms.read_decisions(shown, form)
+    mode_error = forms.consult_mode_error(form)
+    if mode_error:
+        errors.append(mode_error)
+    if errors:
+        return SignResult("invalid", choices, errors=errors)
+    program = chosen_program(services, form)
+    signed = signed_decision(services, context, shown, decisions, form.mode, program, now)
+    referral, created = submit(services, context, shown, signed, settings, decisions)
+    if not created:  # another window signed the visit between our check and our submit
+        return after_signed(services, context, shown, referral, form, choices)
+    if referral.status == "held":
+        outbox.hold(services.db, referral.id, HELD_REASON)
+    return SignResult("signed", choices, referral=referral)
+
+
+def signed_decision(
+    services: Services,
+    context: LaunchContext,
+    shown: dict,
+    decisions: list[writeback.ItemDecision],
+    mode: str,
+    program: str | None,
+    now: datetime,
+) -> writeback.SignedReferral:
+    """The signed referral the write-back builds its resources from."""
+    if "signer_name" in shown:
+        name = shown["signer_name"]
+    else:  # shown before Handoff read the signer's name with the chart
+        name = signer.display_name(services, context)
+    return writeback.SignedReferral(
+        iss=context.iss,
+        patient_id=context.patient_id,
+        encounter_id=context.encounter_id,
+        encounter_start=shown["encounter"].get("start"),
+        user_ref=context.user_ref,
+        user_name=name,
+        signed_at=now,
+        pack_id=shown["pack"]["id"],
+        pack_version=shown["pack"]["version"],
+        pack_hash=shown["pack"]["hash"],
+        shown=tuple(shown_suggestion(s) for s in shown["suggestions"]),
+        decisions=tuple(decisions),
+        consult_mode=mode,
+        program=program,
+        opioid=shown["opioid"],
+    )
+
+
+def shown_suggestion(s: dict) -> writeback.ShownSuggestion:
+    return writeback.ShownSuggestion(
+        kind=s["kind"],
+        title=s["title"],
+        reason=s["reason"],
+        variant=s["variant"],
+        cautions=tuple(s["cautions"]),
+        evidence=tuple(e["reference"] for e in s["evidence"]),
+        evidence_words=tuple(e["words"] for e in s["evidence"]),
+        rule=s["rule"],
+    )
+
+
+def write_settings(settings: Any, identifier_system: str) -> writeback.WriteSettings:
+    """A registration's write settings, as the write-back takes them."""
+    return writeback.WriteSettings(
+        identifier_system=identifier_system,
+        service_request_code=settings.service_request_code,
+        note_type=settings.note_type,
+        doc_status=settings.doc_status,
+        coach_team=settings.coach_team,
+        part2_program=settings.part2_program,
+        draft_medications=settings.draft_medications,
+        medication_codes=settings.medication_codes,
+        coach_pool=settings.coach_pool,
+    )
+
+
+def write_plan(
+    services: Services, context: LaunchContext, signed: writeback.SignedReferral, system: str
+) -> dict:
+    """The outbox plan for the EHR's write profile; a write the granted scopes do not allow
+    is kept in Handoff (and shown so) instead."""
+    registration = services.registry.by_id(context.registration_id)
+    if registration is None:
+        raise LookupError(f"no registration {context.registration_id!r} for this launch")
+    settings = registration.write
+    plan = writeback.build_plan(
+        signed, write_settings(settings, system), profiles.profile(settings.profile)
+    )
+    for op in plan["operations"]:
+        if op["mode"] == "rest" and not smart.may(context.scope, op["type"], "c"):
+            op["mode"], op["status"] = "local", "kept"  # not granted: kept in Handoff, shown
+    return plan
+
+
+def submit(
+    services: Services,
+    context: LaunchContext,
+    shown: dict,
+    signed: writeback.SignedReferral,
+    settings: ScreenSettings,
+    decisions: list[writeback.ItemDecision],
+) -> tuple[Referral, bool]:
+    """Plan the referral's writes and store it in the outbox: (row, created)."""
+    plan = write_plan(services, context, signed, settings.identifier_system)
+    return outbox.submit(
+        services.db,
+        visit_key=visit_key(context),
+        context_id=context.id,
+        iss=context.iss,
+        patient_id=context.patient_id,
+        encounter_id=context.encounter_id,
+        user_ref=context.user_ref,
+        decision=forms.decision_record(shown, signed.consult_mode, signed.program, decisions),
+        plan=plan,
+    )
+
+
+def after_signed(
+    services: Services,
+    context: LaunchContext,
+    shown: dict,
+    referral: Referral,
+    form: forms.SignForm,
+    choices: dict,
+) -> SignResult:
+    """Sign on a visit that is signed already: the physician is told by whom and when, what
+    was written, and which of their choices were not sent (logged). A repeat of the same Sign
+    in the same window (a double click) just shows the result."""
+    not_sent = forms.unsent_choices(shown, choices, referral, chosen_program(services, form))
+    if referral.context_id == context.id and not not_sent:
+        return SignResult("repeat", choices, referral=referral)
+    log.warning(
+        "sign refused: visit already signed referral=%s differing=%d",
+        referral.id[:8],
+        len(not_sent),
+    )
+    with services.db.session() as db:
+        referral_log.append_about(
+            db,
+            "sign-after-signed",
+            context,
+            data={
+                "referral": referral.id,
+                "signed_by": referral.user_ref,
+                "not_sent": [{k: v for k, v in d.items() if k != "words"} for d in not_sent],
+            },
+        )
+    signed_shown = referral.decision.get("shown") or shown
+    conflict = forms.signed_words(referral) | {
+        "by_you": bool(referral.user_ref) and referral.user_ref == context.user_ref,
+        "written": forms.written_words(referral, signed_shown),
+        "not_sent": [d["words"] for d in not_sent],
+    }
+    return SignResult(
+        "conflict", choices, referral=referral, conflict=conflict, shown=signed_shown
+    )
