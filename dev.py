@@ -38,7 +38,7 @@ CHECKS = (
     ("ruff", "check", "."),
     ("ruff", "format", "--check", "."),
     ("lint-imports", "--no-cache", "--no-logo"),
-    # ("mypy", "smartapp"),
+    ("mypy", "smartapp"),
 )
 # `test --fast`: the tier of tests that start no server, no process and no browser.
 FAST_MARK = "unit"
@@ -135,10 +135,20 @@ def lock(args: list[str]) -> None:
         for name, extras in LOCKS.items():
             options = [f"--extra={e}" for e in extras.strip("[]").split(",") if e]
             run(
-                str(tools / "bin" / "pip-compile"), "-q", "--generate-hashes", "--strip-extras",
-                "--no-emit-index-url", "--no-emit-find-links", "--allow-unsafe",
-                *options, *args, "--output-file", name, "pyproject.toml",
-                cwd=ROOT, env=os.environ | {"CUSTOM_COMPILE_COMMAND": "python3 dev.py lock"},
+                str(tools / "bin" / "pip-compile"),
+                "-q",
+                "--generate-hashes",
+                "--strip-extras",
+                "--no-emit-index-url",
+                "--no-emit-find-links",
+                "--allow-unsafe",
+                *options,
+                *args,
+                "--output-file",
+                name,
+                "pyproject.toml",
+                cwd=ROOT,
+                env=os.environ | {"CUSTOM_COMPILE_COMMAND": "python3 dev.py lock"},
             )
 
 

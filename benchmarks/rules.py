@@ -58,24 +58,43 @@ def current_visit(patient_url: str, tag: str) -> list[dict[str, Any]]:
     subject = {"reference": patient_url}
     encounter = {"reference": enc_url}
     resources = [
-        {"resourceType": "Encounter", "id": f"{tag}-enc", "status": "in-progress",
-         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                   "code": "EMER"},
-         "subject": subject, "period": {"start": start}},
-        {"resourceType": "Condition", "id": f"{tag}-od",
-         "clinicalStatus": {"coding": [{"code": "active"}]},
-         "verificationStatus": {"coding": [{"code": "confirmed"}]},
-         "code": {"coding": [{"system": ICD, "code": "T40.1X1A"}]},
-         "subject": subject, "encounter": encounter, "onsetDateTime": start},
-        {"resourceType": "MedicationAdministration", "id": f"{tag}-nalox", "status": "completed",
-         "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1191222"}]},
-         "subject": subject, "context": encounter,
-         "effectiveDateTime": (NOW - timedelta(hours=2)).isoformat()},
-        {"resourceType": "Observation", "id": f"{tag}-cows", "status": "final",
-         "code": {"coding": [{"system": "urn:handoff:flowsheet", "code": "cows-total"}]},
-         "subject": subject, "encounter": encounter,
-         "effectiveDateTime": (NOW - timedelta(hours=1)).isoformat(),
-         "valueQuantity": {"value": 10}},
+        {
+            "resourceType": "Encounter",
+            "id": f"{tag}-enc",
+            "status": "in-progress",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"},
+            "subject": subject,
+            "period": {"start": start},
+        },
+        {
+            "resourceType": "Condition",
+            "id": f"{tag}-od",
+            "clinicalStatus": {"coding": [{"code": "active"}]},
+            "verificationStatus": {"coding": [{"code": "confirmed"}]},
+            "code": {"coding": [{"system": ICD, "code": "T40.1X1A"}]},
+            "subject": subject,
+            "encounter": encounter,
+            "onsetDateTime": start,
+        },
+        {
+            "resourceType": "MedicationAdministration",
+            "id": f"{tag}-nalox",
+            "status": "completed",
+            "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1191222"}]},
+            "subject": subject,
+            "context": encounter,
+            "effectiveDateTime": (NOW - timedelta(hours=2)).isoformat(),
+        },
+        {
+            "resourceType": "Observation",
+            "id": f"{tag}-cows",
+            "status": "final",
+            "code": {"coding": [{"system": "urn:handoff:flowsheet", "code": "cows-total"}]},
+            "subject": subject,
+            "encounter": encounter,
+            "effectiveDateTime": (NOW - timedelta(hours=1)).isoformat(),
+            "valueQuantity": {"value": 10},
+        },
     ]
     return [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in resources]
 
@@ -92,8 +111,11 @@ def large_chart(synthea: Path, size: int = 5000) -> tuple[bytes, str]:
     """The longest histories merged into one living patient, trimmed to ``size``."""
     files = sorted(synthea.glob("*.json"), key=lambda p: -p.stat().st_size)
     docs = ((p, orjson.loads(p.read_bytes())) for p in files)
-    base, first = next((p, d) for p, d in docs  # the longest history of a living patient
-                       if "deceasedDateTime" not in d["entry"][0]["resource"])
+    base, first = next(
+        (p, d)
+        for p, d in docs  # the longest history of a living patient
+        if "deceasedDateTime" not in d["entry"][0]["resource"]
+    )
     files.remove(base)
     patient_url = first["entry"][0]["fullUrl"]
     entries = list(first["entry"])
@@ -106,8 +128,9 @@ def large_chart(synthea: Path, size: int = 5000) -> tuple[bytes, str]:
         merged = orjson.loads(raw.replace(other["fullUrl"].encode(), patient_url.encode()))
         entries += [e for e in merged["entry"] if e["resource"]["resourceType"] != "Patient"]
     entries = entries[: size - 4] + current_visit(patient_url, "bench5000")
-    return orjson.dumps({"resourceType": "Bundle", "type": "transaction",
-                         "entry": entries}), "bench5000-enc"
+    return orjson.dumps(
+        {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    ), "bench5000-enc"
 
 
 # ---------------------------------------------------------------------------------------
@@ -152,8 +175,11 @@ def bench_chart(raw: bytes, encounter: str, pack: Pack, runs: int) -> dict[str, 
     parsed = orjson.loads(raw)
     result = evaluate(Chart.from_bundle(parsed), NOW, pack, encounter)
     kinds = {s.kind: s.variant for s in result.suggestions}
-    assert kinds == {"prc-consult": None, "moud-buprenorphine": "ed-induction",
-                     "naloxone-kit": None}, kinds
+    assert kinds == {
+        "prc-consult": None,
+        "moud-buprenorphine": "ed-induction",
+        "naloxone-kit": None,
+    }, kinds
     chart = Chart.from_bundle(parsed)
     out: dict[str, Any] = {"resources": len(chart), "bytes": len(raw)}
     fns = {
@@ -199,12 +225,15 @@ def main() -> None:
     visits = len(result.visits)
     # the backtest turns the collector off itself while it reads
     # (see smartapp/rulestools/backtest.py)
-    times = best_times({
-        "parse_gc": lambda: parse_files(files),
-        "parse_nogc": lambda: without_gc(lambda: parse_files(files)),
-        "backtest": lambda: run_backtest(args.synthea, [pack], args.workers),
-        "single": lambda: run_backtest(args.synthea, [pack], 1),
-    }, runs)
+    times = best_times(
+        {
+            "parse_gc": lambda: parse_files(files),
+            "parse_nogc": lambda: without_gc(lambda: parse_files(files)),
+            "backtest": lambda: run_backtest(args.synthea, [pack], args.workers),
+            "single": lambda: run_backtest(args.synthea, [pack], 1),
+        },
+        runs,
+    )
     parse_gc, parse_nogc = times["parse_gc"], times["parse_nogc"]
     backtest, single = times["backtest"], times["single"]
     # the charts after the backtest, whose workers are forked from this process: small
@@ -219,37 +248,77 @@ def main() -> None:
     rows: list[tuple[str, str, str, str, str]] = []
     for name, c in (("ED chart ~300", small), ("ED chart ~5000", large)):
         on, off = c["gc"], c["nogc"]
-        rows.append((f"{name}: {c['resources']} resources, {c['bytes'] / 1e6:.1f} MB JSON",
-                     "", "", "", ""))
-        for label, key in (("parse JSON (orjson.loads)", "parse"), ("build Chart", "build"),
-                           ("evaluate (chart built)", "evaluate"),
-                           ("build Chart + evaluate", "build_evaluate")):
-            rows.append((f"  {label}", ms(on[key]), f"{on[key] / on['parse']:.2f}",
-                         ms(off[key]), f"{off[key] / off['parse']:.2f}"))
-    rows.append((f"Synthea: {len(files)} files, {size_mb:.0f} MB, {result.patients} "
-                 f"patients, {visits} ED visits", "", "", "", ""))
-    rows.append(("  read + parse every file, 1 process", ms(parse_gc),
-                 f"{parse_gc / parse_all:.2f}", ms(parse_nogc), f"{parse_nogc / parse_all:.2f}"))
-    rows.append((f"  backtest, {result.workers} workers, parse included", ms(backtest),
-                 f"{backtest / parse_all:.2f}", "", ""))
-    rows.append(("  backtest, 1 process, parse included", ms(single),
-                 f"{single / parse_all:.2f}", "", ""))
+        rows.append(
+            (f"{name}: {c['resources']} resources, {c['bytes'] / 1e6:.1f} MB JSON", "", "", "", "")
+        )
+        for label, key in (
+            ("parse JSON (orjson.loads)", "parse"),
+            ("build Chart", "build"),
+            ("evaluate (chart built)", "evaluate"),
+            ("build Chart + evaluate", "build_evaluate"),
+        ):
+            rows.append(
+                (
+                    f"  {label}",
+                    ms(on[key]),
+                    f"{on[key] / on['parse']:.2f}",
+                    ms(off[key]),
+                    f"{off[key] / off['parse']:.2f}",
+                )
+            )
+    rows.append(
+        (
+            f"Synthea: {len(files)} files, {size_mb:.0f} MB, {result.patients} "
+            f"patients, {visits} ED visits",
+            "",
+            "",
+            "",
+            "",
+        )
+    )
+    rows.append(
+        (
+            "  read + parse every file, 1 process",
+            ms(parse_gc),
+            f"{parse_gc / parse_all:.2f}",
+            ms(parse_nogc),
+            f"{parse_nogc / parse_all:.2f}",
+        )
+    )
+    rows.append(
+        (
+            f"  backtest, {result.workers} workers, parse included",
+            ms(backtest),
+            f"{backtest / parse_all:.2f}",
+            "",
+            "",
+        )
+    )
+    rows.append(
+        ("  backtest, 1 process, parse included", ms(single), f"{single / parse_all:.2f}", "", "")
+    )
     width = max(len(r[0]) for r in rows) + 2
-    print(f"{'best of N runs':<{width}}{'GC on':>11}  {'x parse':>7}"
-          f"{'GC off':>13}  {'x parse':>7}")
+    print(f"{'best of N runs':<{width}}{'GC on':>11}  {'x parse':>7}{'GC off':>13}  {'x parse':>7}")
     print("-" * (width + 42))
     for label, a, ra, b, rb in rows:
         print(f"{label:<{width}}{a:>11}  {ra:>7}{b:>13}  {rb:>7}")
-    print(f"backtest x parse is against the faster parse (GC off); the backtest turns the GC "
-          f"off itself. {visits / backtest:.0f} ED visits/s with {result.workers} workers, "
-          f"{visits / single:.0f}/s in 1 process.")
-    print(json.dumps({
-        # the worse of the two like-for-like ratios (GC on for both, GC off for both)
-        "eval_to_parse_300": round(max(small["gc"]["ratio"], small["nogc"]["ratio"]), 3),
-        "eval_to_parse_5000": round(max(large["gc"]["ratio"], large["nogc"]["ratio"]), 3),
-        "backtest_to_parse": round(backtest / parse_all, 3),
-        "backtest_visits_per_s": round(visits / backtest, 1),
-    }))
+    print(
+        f"backtest x parse is against the faster parse (GC off); the backtest turns the GC "
+        f"off itself. {visits / backtest:.0f} ED visits/s with {result.workers} workers, "
+        f"{visits / single:.0f}/s in 1 process."
+    )
+    print(
+        json.dumps(
+            {
+                # the worse of the two like-for-like ratios (GC on for both, GC off for both)
+                "eval_to_parse_300": round(max(small["gc"]["ratio"], small["nogc"]["ratio"]), 3),
+                "eval_to_parse_5000": round(max(large["gc"]["ratio"], large["nogc"]["ratio"]), 3),
+                "backtest_to_parse": round(backtest / parse_all, 3),
+                "backtest_visits_per_s": round(visits / backtest, 1),
+            }
+        )
+    )
+
 
 if __name__ == "__main__":
     main()

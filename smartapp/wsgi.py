@@ -12,7 +12,6 @@ from smartapp.startup import StartupError
 WORKER_BOOT_ERROR = 3  # gunicorn halts instead of restarting a worker that exits with it
 
 
-
 def production_app():
     """The app for a production server: never the demo (whose folder registers the sandbox)."""
     app = create_app()

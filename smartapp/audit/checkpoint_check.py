@@ -45,8 +45,7 @@ def _signature_break(cp: Any, keys: Mapping[str, Ed25519PublicKey]) -> Break | N
             "checkpoint",
             cp.seq,
             None,
-            f"checkpoint #{cp.seq}: the signature does not verify (checkpoint altered or "
-            "forged)",
+            f"checkpoint #{cp.seq}: the signature does not verify (checkpoint altered or forged)",
         )
     return None
 

@@ -162,7 +162,8 @@ def node(ctx: FactContext, expr: Any, label: str | None = None, depth: int = 0) 
         parts = expr.any_of if isinstance(expr, AnyOf) else expr.all_of
         name = "any of" if isinstance(expr, AnyOf) else "all of"
         return _node(
-            truth, _prefix(label, name),
+            truth,
+            _prefix(label, name),
             children=tuple(node(ctx, p, None, depth) for p in parts),
         )
     if isinstance(expr, Not):
@@ -242,8 +243,12 @@ def _observation(ctx: FactContext, expr: ObservationExpr, truth: Truth) -> tuple
     sel = expr.observation
     text = f"observation in {', '.join(sel.valueset)}" + (" (positive)" if sel.positive else "")
     candidates = [
-        (e, _status_miss(sel.status, status_code(e.resource.get("status")), "status")
-         or _timing(ctx, e, sel) or ("not positive" if sel.positive else None))
+        (
+            e,
+            _status_miss(sel.status, status_code(e.resource.get("status")), "status")
+            or _timing(ctx, e, sel)
+            or ("not positive" if sel.positive else None),
+        )
         for e in ctx.coded(sel.valueset, ("Observation",))
     ]
     return text, _misses(candidates, truth)
@@ -288,10 +293,17 @@ def _medication(ctx: FactContext, expr: MedicationExpr, truth: Truth) -> tuple[s
 def _allergy(ctx: FactContext, expr: AllergyExpr, truth: Truth) -> tuple[str, str]:
     sel = expr.allergy
     candidates = [
-        (e, _status_miss(sel.clinical_status, status_code(e.resource.get("clinicalStatus")),
-                         "clinicalStatus")
-         or _status_miss(sel.verification_status,
-                         status_code(e.resource.get("verificationStatus")), "verificationStatus"))
+        (
+            e,
+            _status_miss(
+                sel.clinical_status, status_code(e.resource.get("clinicalStatus")), "clinicalStatus"
+            )
+            or _status_miss(
+                sel.verification_status,
+                status_code(e.resource.get("verificationStatus")),
+                "verificationStatus",
+            ),
+        )
         for e in ctx.coded(sel.valueset, ("AllergyIntolerance",))
     ]
     return f"allergy to {', '.join(sel.valueset)}", _misses(candidates, truth)
@@ -300,8 +312,11 @@ def _allergy(ctx: FactContext, expr: AllergyExpr, truth: Truth) -> tuple[str, st
 def _service_request(ctx: FactContext, expr: ServiceRequestExpr, truth: Truth) -> tuple[str, str]:
     sel = expr.service_request
     candidates = [
-        (e, _status_miss(sel.status, status_code(e.resource.get("status")), "status")
-         or _timing(ctx, e, sel))
+        (
+            e,
+            _status_miss(sel.status, status_code(e.resource.get("status")), "status")
+            or _timing(ctx, e, sel),
+        )
         for e in ctx.coded(sel.valueset, ("ServiceRequest",))
     ]
     return f"service request in {', '.join(sel.valueset)}", _misses(candidates, truth)

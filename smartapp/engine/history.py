@@ -162,9 +162,7 @@ def ed_visits(
     return visits, skipped
 
 
-def _visit(
-    key: str, start: datetime | None, end: datetime | None, times: list[datetime]
-) -> Visit:
+def _visit(key: str, start: datetime | None, end: datetime | None, times: list[datetime]) -> Visit:
     """A visit with its replay time and moments (``times``: the chart's change times)."""
     if end is not None and (start is None or end >= start):
         time = end

@@ -142,11 +142,15 @@ def requested_scopes(
     from smartapp.writeback.profiles import profile
 
     write_profile = profile(registration.write.profile)
-    scopes = list(registration.scopes) + list(registration.extra_scopes) + [
-        # create, and search by identifier; the coach's changes update the Task
-        f"patient/{t}.{'cus' if t == 'Task' else 'cs'}"
-        for t in sorted(write_profile.rest_types)
-    ]
+    scopes = (
+        list(registration.scopes)
+        + list(registration.extra_scopes)
+        + [
+            # create, and search by identifier; the coach's changes update the Task
+            f"patient/{t}.{'cus' if t == 'Task' else 'cs'}"
+            for t in sorted(write_profile.rest_types)
+        ]
+    )
     advertised = set(config.capabilities) | set(config.scopes_supported)
     if advertised & {"permission-online", "online_access"} and not set(scopes) & {
         "online_access",

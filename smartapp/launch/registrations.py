@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from smartapp.engine import kinds
+
 DEFAULT_SCOPES = [
     "launch",
     "openid",
@@ -74,12 +76,12 @@ class WriteSettings(BaseModel):
     draft_medications: bool = True
     medication_codes: dict[str, dict] = Field(
         default_factory=lambda: {
-            "moud-buprenorphine": {
+            kinds.MOUD_BUPRENORPHINE: {
                 "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
                 "code": "1819",
                 "display": "buprenorphine",
             },
-            "naloxone-kit": {
+            kinds.NALOXONE_KIT: {
                 "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
                 "code": "7242",
                 "display": "naloxone",

@@ -21,7 +21,6 @@ class BacktestError(Exception):
     """The input cannot be read: the message names the file and what is wrong."""
 
 
-
 def find_inputs(path: Path) -> tuple[list[Path], list[Path]]:
     """Bundle files and NDJSON files under ``path`` (a folder, searched recursively, or
     one file), sorted by name. BacktestError when there is nothing readable."""
@@ -126,4 +125,3 @@ def charts_of(items: list[ChartItem], source: str) -> Iterator[Chart]:
             yield Chart.from_items(group)
     except ChartError as exc:
         raise BacktestError(f"{source}: {exc}") from exc
-

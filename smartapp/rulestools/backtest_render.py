@@ -95,8 +95,11 @@ def _during_lines(data: dict[str, Any], packs: list[dict[str, Any]], kinds: list
     earlier = _suggested_before_discharge(data.get("per_visit", []))
     if earlier:
         base = data["pack"]
-        lines += ["", f"{len(earlier)} visit(s) where a kind was suggested during the visit "
-                  f"but not at discharge ({base['id']}):"]
+        lines += [
+            "",
+            f"{len(earlier)} visit(s) where a kind was suggested during the visit "
+            f"but not at discharge ({base['id']}):",
+        ]
         lines += [f"  {line}" for line in earlier[:20]]
         if len(earlier) > 20:
             lines.append(f"  ... and {len(earlier) - 20} more (see --json per_visit)")
@@ -178,7 +181,10 @@ def _suggested_before_discharge(visits: list[dict[str, Any]]) -> list[str]:
             out.append(
                 f"visit {v['visit']}  patient {v['patient']}  {kind} from "
                 f"{base['first_suggested'][kind]}, not at {v['time']}"
-                + (f" (withheld: {', '.join(base['withheld'][kind])})"
-                   if kind in base["withheld"] else "")
+                + (
+                    f" (withheld: {', '.join(base['withheld'][kind])})"
+                    if kind in base["withheld"]
+                    else ""
+                )
             )
     return out

@@ -20,6 +20,7 @@ from smartapp.engine.history import (
 if TYPE_CHECKING:
     from smartapp.rulestools.backtest import Backtest
 
+
 def _kind_counts(pack: Pack) -> dict[str, dict[str, Any]]:
     """Zeroed counts for every kind of a pack, with its declared variants and cautions."""
     return {

@@ -31,6 +31,7 @@ from smartapp.screen.shown import (
 )
 from smartapp.writeback import outbox, profiles
 from smartapp.writeback import resources as writeback
+from smartapp.writeback.plan import WritePlan
 
 if TYPE_CHECKING:
     from smartapp.services import Services
@@ -354,19 +355,17 @@ def write_settings(settings: Any, identifier_system: str) -> writeback.WriteSett
 
 def write_plan(
     services: Services, context: LaunchContext, signed: writeback.SignedReferral, system: str
-) -> dict:
+) -> WritePlan:
     """The outbox plan for the EHR's write profile; a write the granted scopes do not allow
     is kept in Handoff (and shown so) instead."""
     registration = services.registry.by_id(context.registration_id)
     if registration is None:
         raise LookupError(f"no registration {context.registration_id!r} for this launch")
     settings = registration.write
-    plan = writeback.build_plan(
+    plan = writeback.plan_writes(
         signed, write_settings(settings, system), profiles.profile(settings.profile)
     )
-    for op in plan["operations"]:
-        if op["mode"] == "rest" and not smart.may(context.scope, op["type"], "c"):
-            op["mode"], op["status"] = "local", "kept"  # not granted: kept in Handoff, shown
+    plan.keep_in_handoff_unless(lambda resource_type: smart.may(context.scope, resource_type, "c"))
     return plan
 
 
@@ -429,6 +428,4 @@ def after_signed(
         "written": forms.written_words(referral, signed_shown),
         "not_sent": [d["words"] for d in not_sent],
     }
-    return SignResult(
-        "conflict", choices, referral=referral, conflict=conflict, shown=signed_shown
-    )
+    return SignResult("conflict", choices, referral=referral, conflict=conflict, shown=signed_shown)

@@ -183,9 +183,7 @@ def status(context_id: str):
     referral = service.signed_referral(current_services(), context)
     if referral is None:
         return jsonify(status="unsigned", attempts=0, writing=False)
-    return jsonify(
-        status=referral.status, attempts=referral.attempts, writing=is_writing(referral)
-    )
+    return jsonify(status=referral.status, attempts=referral.attempts, writing=is_writing(referral))
 
 
 def client_for_referral(referral, force_refresh: bool = False):

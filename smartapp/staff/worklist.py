@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from smartapp.audit import log as referral_log
 from smartapp.db import CoachHandoff, Database, Referral, utcnow
+from smartapp.engine import kinds
 from smartapp.writeback import outbox
 from smartapp.writeback.task_update import TaskChanges
 
@@ -61,7 +62,8 @@ class Item:
 
 def _coach_consult_accepted(referral: Referral) -> bool:
     return any(
-        d["kind"] == "prc-consult" and d["accepted"] for d in referral.decision.get("decisions", [])
+        d["kind"] == kinds.PRC_CONSULT and d["accepted"]
+        for d in referral.decision.get("decisions", [])
     )
 
 

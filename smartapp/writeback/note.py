@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from smartapp.engine import kinds
 from smartapp.writeback.referral import (
     CONSULT_MODES,
     ItemDecision,
@@ -45,7 +46,7 @@ def _suggestion_lines(
     if shown.evidence_words:
         lines.append("  Evidence: " + "; ".join(shown.evidence_words))
     lines.append(_decision_line(decision))
-    if shown.kind == "prc-consult" and (decision is None or decision.accepted):
+    if shown.kind == kinds.PRC_CONSULT and (decision is None or decision.accepted):
         lines.append(
             f"  Coach referral: peer recovery coach consult "
             f"{CONSULT_MODES.get(referral.consult_mode, referral.consult_mode)}; "

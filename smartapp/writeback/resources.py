@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from smartapp.engine import kinds
 from smartapp.writeback.note import note_text
 from smartapp.writeback.plan import Operation, PlannedResource, WritePlan
 from smartapp.writeback.profiles import PROFILES, WriteProfile
@@ -64,7 +65,7 @@ __all__ = [
 ]
 
 # Suggestions a site may have drafted as orders in the EHR (WriteSettings.draft_medications).
-DRAFT_MEDICATION_KINDS = ("moud-buprenorphine", "naloxone-kit")
+DRAFT_MEDICATION_KINDS = (kinds.MOUD_BUPRENORPHINE, kinds.NALOXONE_KIT)
 
 
 def plan_resources(
@@ -87,8 +88,8 @@ def plan_resources(
 def _consult_resources(visit: Visit, profile: WriteProfile) -> list[PlannedResource]:
     """An accepted coach consult: the order, the coach team's Task, and where the profile
     hands off by message, a Communication to the coach pool."""
-    shown = shown_for(visit.referral, "prc-consult")
-    if not accepted(visit.referral, "prc-consult") or shown is None:
+    shown = shown_for(visit.referral, kinds.PRC_CONSULT)
+    if not accepted(visit.referral, kinds.PRC_CONSULT) or shown is None:
         return []
     order = service_request(visit, shown)
     resources = [order, coach_task(visit, order.full_url)]

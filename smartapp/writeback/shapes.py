@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from smartapp.engine import kinds
+from smartapp.engine.labels import OPIOIDUD, SUD
 from smartapp.writeback.note import note_text
 from smartapp.writeback.plan import PlannedResource
 from smartapp.writeback.referral import (
@@ -35,7 +37,7 @@ def security_labels(opioid: bool, part2: bool) -> list[dict]:
     """Confidentiality R and SUD sensitivity; Part 2 labels where the site's program is one."""
     labels = [
         {"system": CONFIDENTIALITY, "code": "R", "display": "restricted"},
-        {"system": ACT_CODE, "code": "OPIOIDUD" if opioid else "SUD"},
+        {"system": ACT_CODE, "code": OPIOIDUD if opioid else SUD},
     ]
     if part2:
         labels += [
@@ -114,7 +116,7 @@ def planned(resource: Resource, ident: Resource, by_tag: bool = False) -> Planne
 
 def service_request(visit: Visit, shown: ShownSuggestion) -> PlannedResource:
     """The coach consult order: urgent, for the coach team, with its Conditions as reasons."""
-    ident = visit.identifier("prc-consult")
+    ident = visit.identifier(kinds.PRC_CONSULT)
     settings = visit.settings
     category = {"system": SNOMED, "code": "410606002", "display": "Social service procedure"}
     program = visit.referral.program
@@ -222,9 +224,7 @@ def draft_medication(visit: Visit, kind: str, code: Resource) -> PlannedResource
     return planned(resource, ident)
 
 
-def linkage_note(
-    visit: Visit, doc_status: str, service_request_url: str | None
-) -> PlannedResource:
+def linkage_note(visit: Visit, doc_status: str, service_request_url: str | None) -> PlannedResource:
     """The linkage note as a plain-text DocumentReference over the visit's period."""
     ident = visit.identifier("linkage-note")
     text = note_text(visit.referral)

@@ -31,9 +31,7 @@ def write_transaction(client: FhirClient, plan: WritePlan) -> None:
         _write_updates(client, plan)
         return
     local = plan.local_references()
-    resolved = [
-        replace(op, resource=resolve_references(op.resource, {}, local)) for op in pending
-    ]
+    resolved = [replace(op, resource=resolve_references(op.resource, {}, local)) for op in pending]
     response = client.post_bundle(transaction_bundle_from_operations(resolved))
     answers = response.get("entry", [])
     if len(answers) != len(pending):

@@ -136,35 +136,77 @@ def batch_resource_a_string(answer: dict) -> None:
 P01_KINDS = ["prc-consult", "moud-buprenorphine", "naloxone-kit"]
 # (id, change, notice naming what was not read, suggestions still made)
 CASES = [
-    ("patient-name-string", set_element("Patient", "name", HOSTILE_NAME),
-     "Patient/P01-pt: name is not a list of HumanNames; Handoff ignored that element.",
-     P01_KINDS),
-    ("patient-name-dict", set_element("Patient", "name", {"text": HOSTILE_NAME}),
-     "Patient/P01-pt: name is not a list of HumanNames", P01_KINDS),
-    ("identifier-dict", set_element("Patient", "identifier", {"value": "MRN-7f3a"}),
-     "Patient/P01-pt: identifier is not a list of Identifiers", P01_KINDS),
-    ("birthdate-number", set_element("Patient", "birthDate", 19900101),
-     "Patient/P01-pt: birthDate is not a FHIR date (the age is unknown", ["naloxone-kit"]),
-    ("encounter-period-string", set_element("Encounter", "period", "2026-11-20T10:00:00Z"),
-     "Encounter/P01-enc: period is not a Period (the visit's start is unknown)", P01_KINDS),
-    ("observation-bundle-entry-dict", entry_a_dict("Observation"),
-     "Part of the EHR's Observation answer could not be read and was left out: "
-     "its Bundle.entry is not a list", None),
-    ("condition-bundle-entry-dict", entry_a_dict("Condition"),
-     "Part of the EHR's Condition answer could not be read and was left out: "
-     "its Bundle.entry is not a list", []),
-    ("entry-resource-string", searchset_resource_a_string("Condition"),
-     "Part of the EHR's Condition answer could not be read and was left out: "
-     "entry 1 has no FHIR resource", []),
-    ("batch-entry-resource-string", batch_resource_a_string,
-     "Part of the EHR's Patient answer could not be read and was left out: "
-     "the resource it sent is not a FHIR resource", ["naloxone-kit"]),
-    ("condition-code-list", condition_code_a_list,
-     "Condition/P01-cond1 could not be read and was left out: code is not a CodeableConcept.",
-     []),
-    ("condition-coding-string", condition_coding_a_string,
-     "Condition/P01-cond1 could not be read and was left out: code is not a CodeableConcept "
-     "(coding is not a list of Codings).", []),
+    (
+        "patient-name-string",
+        set_element("Patient", "name", HOSTILE_NAME),
+        "Patient/P01-pt: name is not a list of HumanNames; Handoff ignored that element.",
+        P01_KINDS,
+    ),
+    (
+        "patient-name-dict",
+        set_element("Patient", "name", {"text": HOSTILE_NAME}),
+        "Patient/P01-pt: name is not a list of HumanNames",
+        P01_KINDS,
+    ),
+    (
+        "identifier-dict",
+        set_element("Patient", "identifier", {"value": "MRN-7f3a"}),
+        "Patient/P01-pt: identifier is not a list of Identifiers",
+        P01_KINDS,
+    ),
+    (
+        "birthdate-number",
+        set_element("Patient", "birthDate", 19900101),
+        "Patient/P01-pt: birthDate is not a FHIR date (the age is unknown",
+        ["naloxone-kit"],
+    ),
+    (
+        "encounter-period-string",
+        set_element("Encounter", "period", "2026-11-20T10:00:00Z"),
+        "Encounter/P01-enc: period is not a Period (the visit's start is unknown)",
+        P01_KINDS,
+    ),
+    (
+        "observation-bundle-entry-dict",
+        entry_a_dict("Observation"),
+        "Part of the EHR's Observation answer could not be read and was left out: "
+        "its Bundle.entry is not a list",
+        None,
+    ),
+    (
+        "condition-bundle-entry-dict",
+        entry_a_dict("Condition"),
+        "Part of the EHR's Condition answer could not be read and was left out: "
+        "its Bundle.entry is not a list",
+        [],
+    ),
+    (
+        "entry-resource-string",
+        searchset_resource_a_string("Condition"),
+        "Part of the EHR's Condition answer could not be read and was left out: "
+        "entry 1 has no FHIR resource",
+        [],
+    ),
+    (
+        "batch-entry-resource-string",
+        batch_resource_a_string,
+        "Part of the EHR's Patient answer could not be read and was left out: "
+        "the resource it sent is not a FHIR resource",
+        ["naloxone-kit"],
+    ),
+    (
+        "condition-code-list",
+        condition_code_a_list,
+        "Condition/P01-cond1 could not be read and was left out: code is not a CodeableConcept.",
+        [],
+    ),
+    (
+        "condition-coding-string",
+        condition_coding_a_string,
+        "Condition/P01-cond1 could not be read and was left out: code is not a CodeableConcept "
+        "(coding is not a list of Codings).",
+        [],
+    ),
 ]
 
 
@@ -297,9 +339,19 @@ MORE = [
     ("gender-number", set_element("Patient", "gender", 1)),
     ("deceased-string", set_element("Patient", "deceasedBoolean", "false")),
     ("extension-dict", set_element("Patient", "extension", {"url": "x"})),
-    ("race-extension-odd", set_element("Patient", "extension", [
-        {"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
-         "extension": "White"}])),
+    (
+        "race-extension-odd",
+        set_element(
+            "Patient",
+            "extension",
+            [
+                {
+                    "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
+                    "extension": "White",
+                }
+            ],
+        ),
+    ),
     ("encounter-class-string", set_element("Encounter", "class", "EMER")),
     ("encounter-status-number", set_element("Encounter", "status", 3)),
     ("encounter-period-start-number", set_element("Encounter", "period", {"start": 1})),
@@ -314,17 +366,46 @@ MORE = [
     ("observation-value-text", set_in("Observation", ("valueQuantity",), {"value": "11"})),
     ("observation-interpretation-dict", set_element("Observation", "interpretation", {})),
     ("observation-effective-number", set_element("Observation", "effectiveDateTime", 5)),
-    ("medication-reference-string", add_to_condition_search(
-        {"resourceType": "MedicationRequest", "id": "m1", "status": "active",
-         "medicationReference": "Medication/x"})),
-    ("medication-reference-number", add_to_condition_search(
-        {"resourceType": "MedicationRequest", "id": "m2", "status": "active",
-         "medicationReference": {"reference": 42}})),
-    ("contained-dict", add_to_condition_search(
-        {"resourceType": "MedicationRequest", "id": "m3", "status": "active",
-         "medicationReference": {"reference": "#med"}, "contained": {"id": "med"}})),
-    ("nested-bundle", add_to_condition_search(
-        {"resourceType": "Bundle", "id": "b", "type": "searchset", "entry": "x"})),
+    (
+        "medication-reference-string",
+        add_to_condition_search(
+            {
+                "resourceType": "MedicationRequest",
+                "id": "m1",
+                "status": "active",
+                "medicationReference": "Medication/x",
+            }
+        ),
+    ),
+    (
+        "medication-reference-number",
+        add_to_condition_search(
+            {
+                "resourceType": "MedicationRequest",
+                "id": "m2",
+                "status": "active",
+                "medicationReference": {"reference": 42},
+            }
+        ),
+    ),
+    (
+        "contained-dict",
+        add_to_condition_search(
+            {
+                "resourceType": "MedicationRequest",
+                "id": "m3",
+                "status": "active",
+                "medicationReference": {"reference": "#med"},
+                "contained": {"id": "med"},
+            }
+        ),
+    ),
+    (
+        "nested-bundle",
+        add_to_condition_search(
+            {"resourceType": "Bundle", "id": "b", "type": "searchset", "entry": "x"}
+        ),
+    ),
     ("entry-not-object", add_to_condition_search("x")),
     ("link-not-a-list", searchset_link_odd),
     ("fewer-answers-than-searches", fewer_answers_than_searches),
@@ -508,8 +589,10 @@ def test_a_first_answer_past_the_byte_limit_is_a_clear_error_page(
         ),
         pytest.param({"resourceType": "OperationOutcome", "issue": {"code": "x"}}, id="issue-dict"),
         pytest.param(
-            {"resourceType": "OperationOutcome",
-             "issue": [{"severity": "error", "diagnostics": "z" * 5_000_000}]},
+            {
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "diagnostics": "z" * 5_000_000}],
+            },
             id="five-megabyte-diagnostics",
         ),
     ],

@@ -209,9 +209,7 @@ def assert_no_secret(log: str) -> None:
         "%({query_string}e)s %({request_uri}e)s",
     ],
 )
-def test_gunicorn_access_log_keeps_no_query_string(
-    tmp_path, sandbox, launch_dir, log_format
-):
+def test_gunicorn_access_log_keeps_no_query_string(tmp_path, sandbox, launch_dir, log_format):
     import os
     import secrets
     import subprocess
@@ -227,8 +225,17 @@ def test_gunicorn_access_log_keeps_no_query_string(
     data = tmp_path / "data"
     data.mkdir()
     command = [
-        sys.executable, "-m", "gunicorn", "-c", "python:smartapp.web.gunicorn_conf",
-        "--workers", "1", "--bind", f"127.0.0.1:{port}", "--access-logfile", str(access_log),
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "python:smartapp.web.gunicorn_conf",
+        "--workers",
+        "1",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--access-logfile",
+        str(access_log),
     ]
     if log_format:
         command += ["--access-logformat", log_format]
@@ -243,8 +250,11 @@ def test_gunicorn_access_log_keeps_no_query_string(
     }
     with open(tmp_path / "gunicorn.err", "w") as errors:  # gunicorn's own log, for a failure
         process = subprocess.Popen(
-            [*command, "smartapp.wsgi:app"], env=env, cwd=REPO_ROOT,
-            stdout=subprocess.DEVNULL, stderr=errors,
+            [*command, "smartapp.wsgi:app"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
         )
         try:
             started(process, f"http://127.0.0.1:{port}/")
@@ -334,7 +344,10 @@ def test_sandbox_gives_no_refresh_token_without_online_or_offline_access(sandbox
     plain = token_for(sandbox.url, "P01-pt", TEST_READER, TEST_READER_REDIRECT)
     assert "refresh_token" not in plain
     online = token_for(
-        sandbox.url, "P01-pt", TEST_READER, TEST_READER_REDIRECT,
+        sandbox.url,
+        "P01-pt",
+        TEST_READER,
+        TEST_READER_REDIRECT,
         scope="launch openid fhirUser patient/*.rs online_access",
     )
     assert online["refresh_token"]
@@ -372,7 +385,9 @@ def test_extra_scopes_add_to_the_defaults(tmp_path, sandbox):
     from tests.conftest import CLIENT_IDS, start_app, write_registration
 
     folder = write_registration(
-        tmp_path / "launch", sandbox.url, client_id=CLIENT_IDS["public"],
+        tmp_path / "launch",
+        sandbox.url,
+        client_id=CLIENT_IDS["public"],
         extra_scopes=["patient/Procedure.rs"],
     )
     app = start_app(tmp_path / "app", reserve_port(), folder)
@@ -541,8 +556,13 @@ def test_online_access_follows_what_the_ehr_advertises(capabilities, scopes_supp
 
     registration = Registration(id="x", name="X", iss="https://ehr.example/fhir", client_id="c")
     config = SmartConfiguration(
-        "https://ehr.example/authorize", "https://ehr.example/token", None, None,
-        capabilities, ("S256",), scopes_supported,
+        "https://ehr.example/authorize",
+        "https://ehr.example/token",
+        None,
+        None,
+        capabilities,
+        ("S256",),
+        scopes_supported,
     )
     assert ("online_access" in requested_scopes(registration, config, False).split()) is asked
     # A registration that asks offline_access itself is not asked online_access on top.

@@ -75,10 +75,15 @@ def test_signer_name_read_from_the_fhiruser_resource(medplum, plain_stack):
 
 def test_human_name_in_words():
     assert human_name([{"use": "official", "text": " Avery Demo, MD "}]) == "Avery Demo, MD"
-    assert human_name(
-        [{"use": "old", "family": "X"}, {"use": "official", "family": "Demo",
-                                          "given": ["Avery", "J"], "suffix": ["MD"]}]
-    ) == "Avery J Demo, MD"
+    assert (
+        human_name(
+            [
+                {"use": "old", "family": "X"},
+                {"use": "official", "family": "Demo", "given": ["Avery", "J"], "suffix": ["MD"]},
+            ]
+        )
+        == "Avery J Demo, MD"
+    )
     assert human_name([{"family": 3}]) is None
     assert human_name("Avery") is None
 
@@ -121,9 +126,7 @@ def test_task_keeps_its_referral_link_through_coach_updates_sandbox(plain_stack)
         for n in range(1, int(task["meta"]["versionId"]) + 1)
     ]
     assert versions[-1]["status"] == "in-progress"
-    assert_every_version_points_at_the_referral(
-        versions, f"ServiceRequest/{service_request['id']}"
-    )
+    assert_every_version_points_at_the_referral(versions, f"ServiceRequest/{service_request['id']}")
 
 
 def test_task_keeps_its_referral_link_through_coach_updates_medplum(tmp_path, medplum):
@@ -136,16 +139,21 @@ def test_task_keeps_its_referral_link_through_coach_updates_medplum(tmp_path, me
         first,
         patient_id="P05-pt",
         encounter_id="P05-enc",
-        shown=tuple(
-            dataclasses.replace(s, evidence=("Condition/P05-cond1",)) for s in first.shown
-        ),
+        shown=tuple(dataclasses.replace(s, evidence=("Condition/P05-cond1",)) for s in first.shown),
     )
     plan = build_plan(referral, SETTINGS, profiles.profile("fhir-rest"))
     decision = {"decisions": [{"kind": "prc-consult", "accepted": True}]}
     row, _ = outbox.submit(
-        db, visit_key=referral_key(medplum.base_url, "P05-enc", "P05-pt", "visit"),
-        context_id="ctx", iss=medplum.base_url, patient_id="P05-pt", encounter_id="P05-enc",
-        user_ref=referral.user_ref, decision=decision, plan=copy.deepcopy(plan))
+        db,
+        visit_key=referral_key(medplum.base_url, "P05-enc", "P05-pt", "visit"),
+        context_id="ctx",
+        iss=medplum.base_url,
+        patient_id="P05-pt",
+        encounter_id="P05-enc",
+        user_ref=referral.user_ref,
+        decision=decision,
+        plan=copy.deepcopy(plan),
+    )
     client = FhirClient(medplum.base_url, "no-auth-on-this-server")
     assert outbox.deliver(db, row.id, lambda r, force_refresh=False: client).status == "written"
     for action, note in (("accept", None), ("contact", "Called the warm line")):
@@ -157,5 +165,3 @@ def test_task_keeps_its_referral_link_through_coach_updates_medplum(tmp_path, me
     versions = [entry["resource"] for entry in history["entry"]]
     assert {v["status"] for v in versions} == {"requested", "accepted", "in-progress"}
     assert_every_version_points_at_the_referral(versions, f"ServiceRequest/{ids['ServiceRequest']}")
-
-

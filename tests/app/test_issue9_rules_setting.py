@@ -51,17 +51,27 @@ def demo_instance(folder: Path, config: str = "") -> Path:
 def app_settings(tmp_path: Path) -> dict:
     launch = tmp_path / "launch"
     launch.mkdir(exist_ok=True)
-    return {"DEMO": True, "LAUNCH_DIR": str(launch),
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'handoff.sqlite'}"}
+    return {
+        "DEMO": True,
+        "LAUNCH_DIR": str(launch),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'handoff.sqlite'}",
+    }
 
 
-def handoff(*args: str, cwd: Path, env: dict | None = None,
-            module: str = "smartapp.cli") -> subprocess.CompletedProcess[str]:
+def handoff(
+    *args: str, cwd: Path, env: dict | None = None, module: str = "smartapp.cli"
+) -> subprocess.CompletedProcess[str]:
     """A `handoff` process with no HANDOFF_* setting from this shell."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
     clean.pop("DATABASE_URL", None)
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd,
-                          env=clean | (env or {}), capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=clean | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def app_pack_version(app) -> str:
@@ -86,8 +96,9 @@ def test_handoff_rules_dir_is_the_pack_of_the_app_and_of_every_rules_command(
     evaluated = handoff("rules", "eval", str(P01), "--now", NOW, "--json", cwd=tmp_path, env=env)
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["pack"]["version"] == "1.0.0-site"
-    replayed = handoff("rules", "backtest", str(P01), "--workers", "1", "--json",
-                       cwd=tmp_path, env=env)
+    replayed = handoff(
+        "rules", "backtest", str(P01), "--workers", "1", "--json", cwd=tmp_path, env=env
+    )
     assert replayed.returncode == 0, replayed.stderr
     assert json.loads(replayed.stdout)["pack"]["version"] == "1.0.0-site"
 
@@ -110,8 +121,14 @@ def test_rules_dir_in_the_instance_config_is_read_by_the_app_and_the_commands(
         assert "version=2.0.0-instance" in done.stdout
     # the environment variable wins over instance/config.py, as for every setting
     other = site_rules(tmp_path / "other-rules", version="3.0.0-env")
-    done = handoff("--instance-path", str(instance), "rules", "check", cwd=tmp_path,
-                   env={"HANDOFF_RULES_DIR": str(other)})
+    done = handoff(
+        "--instance-path",
+        str(instance),
+        "rules",
+        "check",
+        cwd=tmp_path,
+        env={"HANDOFF_RULES_DIR": str(other)},
+    )
     assert "version=3.0.0-env" in done.stdout, done.stderr
 
 
@@ -123,8 +140,9 @@ def test_a_broken_pack_stops_the_start_with_the_rules_check_lines(
     checked = handoff("rules", "check", cwd=tmp_path, env=env)
     assert checked.returncode == 2
     lines = checked.stdout.splitlines()
-    assert len(lines) == 2 and all(line.startswith(f"{rules}/packs/default.yaml:")
-                                   for line in lines), lines
+    assert len(lines) == 2 and all(
+        line.startswith(f"{rules}/packs/default.yaml:") for line in lines
+    ), lines
     assert any("unknown value set 'liver'" in line for line in lines)
 
     monkeypatch.setenv("HANDOFF_RULES_DIR", str(rules))
@@ -133,9 +151,10 @@ def test_a_broken_pack_stops_the_start_with_the_rules_check_lines(
     assert raised.value.message.splitlines()[1:] == lines
 
     instance = demo_instance(tmp_path / "served")
-    for args, module in ((("--instance-path", str(instance), "db", "upgrade"), "smartapp.cli"),
-                         (("--instance-path", str(instance), "serve", "--port", "8131"),
-                          "smartapp.cli")):
+    for args, module in (
+        (("--instance-path", str(instance), "db", "upgrade"), "smartapp.cli"),
+        (("--instance-path", str(instance), "serve", "--port", "8131"), "smartapp.cli"),
+    ):
         done = handoff(*args, cwd=tmp_path, env=env, module=module)
         assert done.returncode == 1, done.stdout + done.stderr
         assert "Traceback" not in done.stderr
@@ -143,10 +162,14 @@ def test_a_broken_pack_stops_the_start_with_the_rules_check_lines(
         assert len(done.stderr.splitlines()) == len(lines) + 1  # a heading, then the lines
 
     wsgi = subprocess.run(
-        [sys.executable, "-c", "import smartapp.wsgi"], cwd=tmp_path, capture_output=True,
-        text=True, timeout=120,
+        [sys.executable, "-c", "import smartapp.wsgi"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
-        | env | {"HANDOFF_INSTANCE_PATH": str(instance)},
+        | env
+        | {"HANDOFF_INSTANCE_PATH": str(instance)},
     )
     assert wsgi.returncode == 3 and "Traceback" not in wsgi.stderr, wsgi.stderr
     assert all(line in wsgi.stderr.splitlines() for line in lines), wsgi.stderr
@@ -172,6 +195,10 @@ def test_the_retired_rules_pack_setting_is_refused_not_ignored(
     monkeypatch.setenv("HANDOFF_RULES_PACK", str(RULES / "packs" / "default.yaml"))
     with pytest.raises(StartupError, match="RULES_PACK .* is no longer read: set RULES_DIR"):
         create_app(app_settings(tmp_path), instance_path=str(tmp_path / "instance"))
-    done = handoff("rules", "check", cwd=tmp_path,
-                   env={"HANDOFF_RULES_PACK": str(RULES / "packs" / "default.yaml")})
+    done = handoff(
+        "rules",
+        "check",
+        cwd=tmp_path,
+        env={"HANDOFF_RULES_PACK": str(RULES / "packs" / "default.yaml")},
+    )
     assert done.returncode == 2 and "is no longer read: set RULES_DIR" in done.stderr

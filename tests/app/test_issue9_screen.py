@@ -153,8 +153,9 @@ def test_choices_survive_an_error_page_and_the_decline_stands(stack):
     assert referral_of(stack, "P01-pt").decision["consult_mode"] == "telehealth"
     # The declined referral was never sent to the EHR.
     assert stack.reader("P01-pt").search("ServiceRequest?patient=P01-pt") == []
-    assert re.search(r'data-decision="declined">\s*<strong>Declined</strong>: Patient declined',
-                     signed.text)
+    assert re.search(
+        r'data-decision="declined">\s*<strong>Declined</strong>: Patient declined', signed.text
+    )
 
 
 def test_each_suggestion_offers_only_its_own_decline_reasons(stack):
@@ -165,7 +166,10 @@ def test_each_suggestion_offers_only_its_own_decline_reasons(stack):
     for kind in ("moud-buprenorphine", "naloxone-kit"):
         reasons = options_of(html, f"reason-{kind}")
         assert reasons == [
-            "patient-declined", "in-treatment-elsewhere", "clinically-inappropriate", "other"
+            "patient-declined",
+            "in-treatment-elsewhere",
+            "clinically-inappropriate",
+            "other",
         ]
     # A forged post of the coach's reason for buprenorphine is refused, not recorded.
     form = form_of(html) | {
@@ -195,11 +199,15 @@ def test_second_window_is_told_the_visit_was_signed_and_what_of_its_was_not_sent
     assert "Written to the chart" in signed_a.text
     written = referral_of(stack, "P14-pt")
 
-    form_b = form_of(window_b.final.text) | {f"decision-{k}": "accept" for k in kinds} | {
-        "decision-naloxone-kit": "decline",
-        "reason-naloxone-kit": "in-treatment-elsewhere",
-        "reason-text-naloxone-kit": "has a kit at home",
-    }
+    form_b = (
+        form_of(window_b.final.text)
+        | {f"decision-{k}": "accept" for k in kinds}
+        | {
+            "decision-naloxone-kit": "decline",
+            "reason-naloxone-kit": "in-treatment-elsewhere",
+            "reason-text-naloxone-kit": "has a kit at home",
+        }
+    )
     answer = window_b.browser.post(sign_url(stack, window_b), data=form_b, timeout=30)
     assert answer.status_code == 409
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", answer.text))
@@ -220,14 +228,16 @@ def test_second_window_is_told_the_visit_was_signed_and_what_of_its_was_not_sent
     assert referral_of(stack, "P14-pt").decision == written.decision
     assert len(stack.reader("P14-pt").search("ServiceRequest?patient=P14-pt")) == 1
     with Database(stack.database_url).session() as session:
-        events = session.scalars(
-            select(LogEvent).where(LogEvent.type == "sign-after-signed")
-        ).all()
+        events = session.scalars(select(LogEvent).where(LogEvent.type == "sign-after-signed")).all()
     assert len(events) == 1
     assert events[0].data["referral"] == written.id
     assert events[0].data["not_sent"] == [
-        {"kind": "naloxone-kit", "accepted": False, "reason": "Already in treatment elsewhere",
-         "text": "has a kit at home"}
+        {
+            "kind": "naloxone-kit",
+            "accepted": False,
+            "reason": "Already in treatment elsewhere",
+            "text": "has a kit at home",
+        }
     ]
 
 
@@ -283,7 +293,9 @@ def test_sign_answers_within_its_deadline_and_the_write_lands_once_later(slow_st
     assert "data-status-url=" in signed.text
     status_url = f"{stack.app.url}/c/{launch.final.url.rsplit('/', 1)[1]}/status"
     assert launch.browser.get(status_url, timeout=5).json() == {
-        "status": "queued", "attempts": 0, "writing": True
+        "status": "queued",
+        "attempts": 0,
+        "writing": True,
     }
     assert requests.get(status_url, timeout=5).status_code == 403  # another browser: refused
     deadline = time.monotonic() + EHR_DELAY + 15
@@ -316,10 +328,12 @@ def test_two_windows_signing_at_once_one_is_written_the_other_is_told(stack):
             form |= {"decision-prc-consult": "decline", "reason-prc-consult": "coach-unavailable"}
         forms.append(form)
     with ThreadPoolExecutor(2) as pool:
-        answers = list(pool.map(
-            lambda wf: wf[0].browser.post(sign_url(stack, wf[0]), data=wf[1], timeout=30),
-            zip(windows, forms, strict=True),
-        ))
+        answers = list(
+            pool.map(
+                lambda wf: wf[0].browser.post(sign_url(stack, wf[0]), data=wf[1], timeout=30),
+                zip(windows, forms, strict=True),
+            )
+        )
     assert sorted(a.status_code for a in answers) == [200, 409]
     written = referral_of(stack, "P11-pt")
     loser = next(a for a in answers if a.status_code == 409)

@@ -168,7 +168,8 @@ def test_withheld_suggestions_are_shown_with_their_reasons(sandbox, handoff, con
     (context,) = [c for c in contexts(handoff) if c.patient_id == "P26-pt"]
     withheld = context.shown["withheld"]
     assert [(w["kind"], w["reasons"]) for w in withheld] == [
-        ("moud-buprenorphine", ["on-moud", "allergy"])]
+        ("moud-buprenorphine", ["on-moud", "allergy"])
+    ]
 
 
 # --- launches that must fail ----------------------------------------------------------------

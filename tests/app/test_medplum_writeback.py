@@ -25,32 +25,66 @@ SERVER_FIELDS = {"id", "meta"}
 
 SETTINGS = WriteSettings(
     identifier_system="urn:handoff:referral",
-    service_request_code={"system": "http://snomed.info/sct", "code": "461481000124109",
-                          "display": "Referral to peer support"},
+    service_request_code={
+        "system": "http://snomed.info/sct",
+        "code": "461481000124109",
+        "display": "Referral to peer support",
+    },
     note_type={"system": "http://loinc.org", "code": "11488-4", "display": "Consult note"},
-    doc_status="final", coach_team={"display": "Peer recovery coach team"},
-    part2_program=True, draft_medications=True,
-    medication_codes={"naloxone-kit": {"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
-                                       "code": "7242", "display": "naloxone"}},
+    doc_status="final",
+    coach_team={"display": "Peer recovery coach team"},
+    part2_program=True,
+    draft_medications=True,
+    medication_codes={
+        "naloxone-kit": {
+            "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+            "code": "7242",
+            "display": "naloxone",
+        }
+    },
 )
 
 
 def signed_referral(base: str) -> SignedReferral:
     shown = (
-        ShownSuggestion(kind="prc-consult", title="Peer recovery coach consult", reason="OUD",
-                        variant=None, cautions=(), evidence=("Condition/P01-cond1",),
-                        evidence_words=("Diagnosis: F11.20",), rule="prc-consult"),
-        ShownSuggestion(kind="naloxone-kit", title="Naloxone kit", reason="OUD", variant=None,
-                        cautions=(), evidence=("Condition/P01-cond1",),
-                        evidence_words=("Diagnosis: F11.20",), rule="naloxone-kit"),
+        ShownSuggestion(
+            kind="prc-consult",
+            title="Peer recovery coach consult",
+            reason="OUD",
+            variant=None,
+            cautions=(),
+            evidence=("Condition/P01-cond1",),
+            evidence_words=("Diagnosis: F11.20",),
+            rule="prc-consult",
+        ),
+        ShownSuggestion(
+            kind="naloxone-kit",
+            title="Naloxone kit",
+            reason="OUD",
+            variant=None,
+            cautions=(),
+            evidence=("Condition/P01-cond1",),
+            evidence_words=("Diagnosis: F11.20",),
+            rule="naloxone-kit",
+        ),
     )
     return SignedReferral(
-        iss=base, patient_id="P01-pt", encounter_id="P01-enc",
-        encounter_start="2026-11-20T10:00:00Z", user_ref="Practitioner/demo-ed-physician",
-        user_name=None, signed_at=datetime.now(UTC).replace(microsecond=0),
-        pack_id="handoff-default", pack_version="1.0.0", pack_hash="ab" * 32, shown=shown,
+        iss=base,
+        patient_id="P01-pt",
+        encounter_id="P01-enc",
+        encounter_start="2026-11-20T10:00:00Z",
+        user_ref="Practitioner/demo-ed-physician",
+        user_name=None,
+        signed_at=datetime.now(UTC).replace(microsecond=0),
+        pack_id="handoff-default",
+        pack_version="1.0.0",
+        pack_hash="ab" * 32,
+        shown=shown,
         decisions=(ItemDecision("prc-consult", True), ItemDecision("naloxone-kit", True)),
-        consult_mode="warm-line", program="Example Bridge Clinic ((555) 555-0111)", opioid=True)
+        consult_mode="warm-line",
+        program="Example Bridge Clinic ((555) 555-0111)",
+        opioid=True,
+    )
 
 
 def strip(resource: dict) -> dict:
@@ -69,18 +103,29 @@ def test_fhir_rest_write_path_on_medplum(tmp_path, medplum):
     plan = build_plan(referral, SETTINGS, profiles.profile("fhir-rest"))
     planned = copy.deepcopy(plan["operations"])
     row, created = outbox.submit(
-        db, visit_key=referral_key(medplum.base_url, "P01-enc", "P01-pt", "visit"),
-        context_id="ctx", iss=medplum.base_url, patient_id="P01-pt", encounter_id="P01-enc",
-        user_ref=referral.user_ref, decision={"decisions": []}, plan=plan)
+        db,
+        visit_key=referral_key(medplum.base_url, "P01-enc", "P01-pt", "visit"),
+        context_id="ctx",
+        iss=medplum.base_url,
+        patient_id="P01-pt",
+        encounter_id="P01-enc",
+        user_ref=referral.user_ref,
+        decision={"decisions": []},
+        plan=plan,
+    )
     assert created
 
     client = FhirClient(medplum.base_url, "no-auth-on-this-server")
     done = outbox.deliver(db, row.id, lambda r, force_refresh=False: client)
     assert done.status == "written", done.last_error
-    ids = {f"urn:uuid:{op['key']}": f"{op['type']}/{op['id']}"
-           for op in done.plan["operations"]}
+    ids = {f"urn:uuid:{op['key']}": f"{op['type']}/{op['id']}" for op in done.plan["operations"]}
     assert sorted(op["type"] for op in done.plan["operations"]) == [
-        "DocumentReference", "MedicationRequest", "Provenance", "ServiceRequest", "Task"]
+        "DocumentReference",
+        "MedicationRequest",
+        "Provenance",
+        "ServiceRequest",
+        "Task",
+    ]
 
     # Read back over HTTP: every field Handoff wrote is there, unchanged.
     for op in planned:
@@ -97,13 +142,18 @@ def test_fhir_rest_write_path_on_medplum(tmp_path, medplum):
 
         again = session.get(Referral, row.id)
         again.status = "queued"
-        again.plan = {**again.plan, "operations": [
-            op | {"status": "pending"} for op in again.plan["operations"]]}
+        again.plan = {
+            **again.plan,
+            "operations": [op | {"status": "pending"} for op in again.plan["operations"]],
+        }
     retried = outbox.deliver(db, row.id, lambda r, force_refresh=False: client)
     assert retried.status == "written"
     assert {op["id"] for op in retried.plan["operations"]} == {
-        ref.split("/")[1] for ref in ids.values()}
-    found = requests.get(medplum.url("ServiceRequest"),
-                         params={"identifier": planned[0]["conditional"].split("=", 1)[1]},
-                         timeout=10).json()
+        ref.split("/")[1] for ref in ids.values()
+    }
+    found = requests.get(
+        medplum.url("ServiceRequest"),
+        params={"identifier": planned[0]["conditional"].split("=", 1)[1]},
+        timeout=10,
+    ).json()
     assert len(found.get("entry", [])) == 1

@@ -42,9 +42,22 @@ def pg_url():
 
 def gunicorn(port: int, env: dict) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", "4",
-         "--bind", f"127.0.0.1:{port}", "smartapp.wsgi:app"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            "2",
+            "--threads",
+            "4",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "smartapp.wsgi:app",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return started(process, f"http://127.0.0.1:{port}/")
 
 
@@ -55,12 +68,23 @@ def test_two_instances_one_chain(tmp_path, shared_dir, pg_url):
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     ehr_port = reserve_port()
     ehr_url = f"http://127.0.0.1:{ehr_port}"
-    ehr = serve_in_thread(create_sandbox_app(
-        base_url=ehr_url, database_url=f"sqlite:///{tmp_path / 'sandbox.sqlite'}",
-        clients=[SandboxClient(client_id="handoff-mi",
-                               redirect_uris=[f"{u}/callback" for u in urls],
-                               launch_url=f"{urls[0]}/launch")],
-        shared_dir=shared_dir, seed=("scenarios",)), "127.0.0.1", ehr_port)
+    ehr = serve_in_thread(
+        create_sandbox_app(
+            base_url=ehr_url,
+            database_url=f"sqlite:///{tmp_path / 'sandbox.sqlite'}",
+            clients=[
+                SandboxClient(
+                    client_id="handoff-mi",
+                    redirect_uris=[f"{u}/callback" for u in urls],
+                    launch_url=f"{urls[0]}/launch",
+                )
+            ],
+            shared_dir=shared_dir,
+            seed=("scenarios",),
+        ),
+        "127.0.0.1",
+        ehr_port,
+    )
     launch_dir = tmp_path / "launch"
     launch_dir.mkdir()
     registration = demo_registration(ehr_url, client_id="handoff-mi")
@@ -71,14 +95,19 @@ def test_two_instances_one_chain(tmp_path, shared_dir, pg_url):
     Database(pg_url).migrate()  # the schema exists before two instances start
 
     common = os.environ | {
-        "DATABASE_URL": pg_url, "HANDOFF_LAUNCH_DIR": str(launch_dir),
+        "DATABASE_URL": pg_url,
+        "HANDOFF_LAUNCH_DIR": str(launch_dir),
         "HANDOFF_SECRET_KEY": secrets.token_urlsafe(32),
         "HANDOFF_TOKEN_KEY": TokenCipher.new_key(),
-        "HANDOFF_AUDIT_SIGNING_KEY": str(key_path), "HANDOFF_AUDIT_CHECKPOINT_EVERY": "10",
+        "HANDOFF_AUDIT_SIGNING_KEY": str(key_path),
+        "HANDOFF_AUDIT_CHECKPOINT_EVERY": "10",
     }
-    instances = [gunicorn(port, common | {"HANDOFF_PUBLIC_URL": url})
-                 for port, url in zip(ports, urls, strict=True)]
+    instances = [
+        gunicorn(port, common | {"HANDOFF_PUBLIC_URL": url})
+        for port, url in zip(ports, urls, strict=True)
+    ]
     try:
+
         def one_launch(index: int) -> int:
             app_url = urls[index % 2]
             launch = launch_flow.full(app_url, ehr_url, PATIENTS[index % len(PATIENTS)])
@@ -103,9 +132,21 @@ def test_two_instances_one_chain(tmp_path, shared_dir, pg_url):
     assert count == expected == 96  # no lost event
     assert seqs == list(range(seqs[0], seqs[0] + count))  # one line, no gap, no fork
     verify = subprocess.run(
-        [sys.executable, "-m", "smartapp.audit.cli", "verify", "--database-url", pg_url,
-         "--public-key", str(tmp_path / "audit-key.pub.pem")],
-        capture_output=True, text=True, timeout=60, env=common)
+        [
+            sys.executable,
+            "-m",
+            "smartapp.audit.cli",
+            "verify",
+            "--database-url",
+            pg_url,
+            "--public-key",
+            str(tmp_path / "audit-key.pub.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=common,
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert verify.stdout.startswith(f"OK: {count} events")
     database.engine.dispose()

@@ -23,11 +23,24 @@ from smartapp.audit.signing import load_signer
 from smartapp.db import Database
 
 N = 1000
-DATA = {"pack": {"id": "default", "version": "1"}, "suggestions": [
-    {"kind": "prc-consult", "variant": None, "cautions": [], "rule": "r1",
-     "evidence": ["Condition/P01-cond1", "Observation/P01-cows"]}]}
-plain = Table("bench_plain", MetaData(), Column("id", Integer, primary_key=True),
-              Column("payload", String(2000)))
+DATA = {
+    "pack": {"id": "default", "version": "1"},
+    "suggestions": [
+        {
+            "kind": "prc-consult",
+            "variant": None,
+            "cautions": [],
+            "rule": "r1",
+            "evidence": ["Condition/P01-cond1", "Observation/P01-cows"],
+        }
+    ],
+}
+plain = Table(
+    "bench_plain",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("payload", String(2000)),
+)
 
 
 def measure(db: Database, n: int = N) -> tuple[list[float], list[float]]:
@@ -36,9 +49,15 @@ def measure(db: Database, n: int = N) -> tuple[list[float], list[float]]:
     for i in range(n):
         started = time.perf_counter()
         with db.session() as session:
-            referral_log.append(session, "suggestions-shown", user_ref="Practitioner/dr-1",
-                                iss="https://ehr.example.org/fhir", patient_id="P01-pt",
-                                encounter_id="P01-enc", data=DATA)
+            referral_log.append(
+                session,
+                "suggestions-shown",
+                user_ref="Practitioner/dr-1",
+                iss="https://ehr.example.org/fhir",
+                patient_id="P01-pt",
+                encounter_id="P01-enc",
+                data=DATA,
+            )
         chained.append(time.perf_counter() - started)
         started = time.perf_counter()
         with db.session() as session:
@@ -52,9 +71,11 @@ def report(name: str, chained: list[float], baseline: list[float]) -> None:
         return statistics.quantiles(values, n=100)[int(q) - 1] * 1000
 
     mean_c, mean_b = statistics.mean(chained) * 1000, statistics.mean(baseline) * 1000
-    print(f"{name}: append mean {mean_c:.3f} ms (p50 {ms(chained, 50):.3f}, "
-          f"p99 {ms(chained, 99):.3f}); plain insert mean {mean_b:.3f} ms; "
-          f"chain overhead {mean_c - mean_b:.3f} ms")
+    print(
+        f"{name}: append mean {mean_c:.3f} ms (p50 {ms(chained, 50):.3f}, "
+        f"p99 {ms(chained, 99):.3f}); plain insert mean {mean_b:.3f} ms; "
+        f"chain overhead {mean_c - mean_b:.3f} ms"
+    )
 
 
 def main() -> None:

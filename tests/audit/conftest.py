@@ -21,8 +21,15 @@ POSTGRES_ENV = "HANDOFF_TEST_POSTGRES_URL"
 EVERY = 10
 
 # A realistic mix, so neighbouring events have different types (the report must name the right one).
-TYPES = ("launch", "suggestions-shown", "decision", "write-attempt", "write-held", "audit-read",
-         "rules-reloaded")
+TYPES = (
+    "launch",
+    "suggestions-shown",
+    "decision",
+    "write-attempt",
+    "write-held",
+    "audit-read",
+    "rules-reloaded",
+)
 
 
 @pytest.fixture
@@ -89,10 +96,13 @@ def pg_url() -> Iterator[str]:
     """
     base = postgres_base_url()
     if not base:
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV} (e.g. "
-                    "postgresql+psycopg://postgres@127.0.0.1:5432/test)")
-    pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg (pip install "
-                        "'psycopg[binary]')")
+        pytest.skip(
+            f"PostgreSQL tests need {POSTGRES_ENV} (e.g. "
+            "postgresql+psycopg://postgres@127.0.0.1:5432/test)"
+        )
+    pytest.importorskip(
+        "psycopg", reason="PostgreSQL tests need psycopg (pip install 'psycopg[binary]')"
+    )
     schema = f"handoff_audit_{secrets.token_hex(6)}"
     admin = create_engine(base)
     with admin.begin() as connection:

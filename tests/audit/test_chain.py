@@ -41,12 +41,20 @@ TRICKY = {
 
 def test_hash_is_sha256_of_the_documented_canonical_form(sqlite_db):
     with sqlite_db.session() as session:
-        first = referral_log.append(session, "launch", user_ref="Practitioner/1",
-                                    patient_id="p1", data={"b": 1, "a": "ü"})
+        first = referral_log.append(
+            session, "launch", user_ref="Practitioner/1", patient_id="p1", data={"b": 1, "a": "ü"}
+        )
     document = {
-        "v": 1, "seq": 1, "at": format_time(first.at), "type": "launch",
-        "user": "Practitioner/1", "iss": None, "patient": "p1", "encounter": None,
-        "data": {"a": "ü", "b": 1}, "prev_hash": GENESIS,
+        "v": 1,
+        "seq": 1,
+        "at": format_time(first.at),
+        "type": "launch",
+        "user": "Practitioner/1",
+        "iss": None,
+        "patient": "p1",
+        "encounter": None,
+        "data": {"a": "ü", "b": 1},
+        "prev_hash": GENESIS,
     }
     serialised = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert '"data":{"a":"ü","b":1}' in serialised  # sorted, compact, UTF-8 as itself
@@ -59,8 +67,15 @@ def _round_trip(url: str, signer) -> None:
     """Write, then read back through a new engine: every hash recomputes, verify passes."""
     db = open_log(url, signer)
     with db.session() as session:
-        referral_log.append(session, "decision", user_ref="Practitioner/é", iss="https://e/fhir",
-                            patient_id="p", encounter_id="e", data=TRICKY)
+        referral_log.append(
+            session,
+            "decision",
+            user_ref="Practitioner/é",
+            iss="https://e/fhir",
+            patient_id="p",
+            encounter_id="e",
+            data=TRICKY,
+        )
         referral_log.append(session, "write-attempt", data={})
     fill(db, 3)
     db.engine.dispose()
@@ -146,11 +161,13 @@ def test_checkpoint_every_n_events_signed_over_seq_hash_time(sqlite_db, signer):
     assert [c.prev_seq for c in checkpoints] == [0, EVERY]
     for cp in checkpoints:
         assert cp.hash == head[cp.seq] and cp.key_id == signer.key_id
-        payload = checkpoint_payload(seq=cp.seq, hash_=cp.hash, at=cp.at, prev_seq=cp.prev_seq,
-                                     key_id=cp.key_id)
+        payload = checkpoint_payload(
+            seq=cp.seq, hash_=cp.hash, at=cp.at, prev_seq=cp.prev_seq, key_id=cp.key_id
+        )
         assert verify_signature(signer.public_key, payload, cp.signature)
-        assert not verify_signature(signer.public_key, payload.replace(b'"seq"', b'"Seq"'),
-                                    cp.signature)
+        assert not verify_signature(
+            signer.public_key, payload.replace(b'"seq"', b'"Seq"'), cp.signature
+        )
 
 
 def test_checkpoint_on_demand(sqlite_db):
@@ -197,12 +214,16 @@ def test_append_refuses_what_postgresql_would_refuse_later(sqlite_db):
 
 def test_record_read_logs_the_auditor_and_the_query(sqlite_db):
     with sqlite_db.session() as session:
-        referral_log.record_read(session, "Practitioner/auditor-7", "events for pt-1, May",
-                                 patient_id="pt-1")
+        referral_log.record_read(
+            session, "Practitioner/auditor-7", "events for pt-1, May", patient_id="pt-1"
+        )
     with sqlite_db.session() as session:
         (event,) = referral_log.events(session)
     assert (event.type, event.user_ref, event.patient_id) == (
-        "audit-read", "Practitioner/auditor-7", "pt-1")
+        "audit-read",
+        "Practitioner/auditor-7",
+        "pt-1",
+    )
     assert event.data == {"query": "events for pt-1, May"}
 
 
@@ -228,8 +249,9 @@ def test_inside_the_app_the_key_is_generated_in_the_instance_folder(tmp_path):
 
 def test_configured_key_path_is_used(tmp_path):
     configured = tmp_path / "elsewhere" / "key.pem"
-    app = create_app({"AUDIT_SIGNING_KEY": str(configured), "DEMO": True},
-                     instance_path=str(tmp_path / "i"))
+    app = create_app(
+        {"AUDIT_SIGNING_KEY": str(configured), "DEMO": True}, instance_path=str(tmp_path / "i")
+    )
     assert chain.signing_key_path(app) == configured
     signer = chain.app_checkpointing(app).signer
     assert configured.exists() and signer.key_id == chain.app_checkpointing(app).signer.key_id

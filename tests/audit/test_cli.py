@@ -36,8 +36,7 @@ def test_public_key_then_checkpoint_then_verify(tmp_path, monkeypatch):
     result = runner.invoke(audit, [*base, "checkpoint", "--database-url", url])
     assert result.exit_code == 0 and result.stdout.startswith("checkpoint #5 ")
 
-    result = runner.invoke(audit, ["verify", "--database-url", url, "--public-key",
-                                   str(exported)])
+    result = runner.invoke(audit, ["verify", "--database-url", url, "--public-key", str(exported)])
     assert result.exit_code == 0 and result.stdout.startswith("OK: 5 events, 1 checkpoints")
     # The app's own key is the default when no --public-key is given.
     result = runner.invoke(audit, [*base, "verify", "--database-url", url])
@@ -49,8 +48,9 @@ def test_public_key_then_checkpoint_then_verify(tmp_path, monkeypatch):
 
 def test_checkpointed_log_without_a_key_is_a_usage_error(tmp_path, sqlite_db, sqlite_url):
     fill(sqlite_db, 10)  # one checkpoint, signed by a key this instance does not have
-    result = CliRunner().invoke(audit, ["--instance-path", str(tmp_path / "empty"), "verify",
-                                        "--database-url", sqlite_url])
+    result = CliRunner().invoke(
+        audit, ["--instance-path", str(tmp_path / "empty"), "verify", "--database-url", sqlite_url]
+    )
     assert result.exit_code == 2 and "pass --public-key PEM" in result.output
 
 
@@ -59,8 +59,10 @@ def test_mounts_under_handoff(sqlite_db, sqlite_url, public_key_file):
     fill(sqlite_db, 3)
     cli.add_command(audit)
     try:
-        result = CliRunner().invoke(cli, ["audit", "verify", "--database-url", sqlite_url,
-                                          "--public-key", str(public_key_file)])
+        result = CliRunner().invoke(
+            cli,
+            ["audit", "verify", "--database-url", sqlite_url, "--public-key", str(public_key_file)],
+        )
     finally:
         cli.commands.pop("audit", None)
     assert result.exit_code == 0 and result.stdout.startswith("OK: 3 events")

@@ -34,15 +34,15 @@ def assert_one_chain(db: Database, public_key, writers: dict[str, int], every: i
     assert per_writer == Counter(writers)
     for writer in writers:
         assert sorted(r.data["i"] for r in rows if r.data["worker"] == writer) == list(
-            range(writers[writer]))
+            range(writers[writer])
+        )
     assert checkpoints == total // every
     return rows
 
 
 def interleavings(rows) -> int:
     """How often consecutive events come from different writers (0: no real concurrency)."""
-    return sum(a.data["worker"] != b.data["worker"] for a, b in zip(rows, rows[1:],
-                                                                     strict=False))
+    return sum(a.data["worker"] != b.data["worker"] for a, b in zip(rows, rows[1:], strict=False))
 
 
 def test_four_threads_one_sqlite_file(sqlite_url, signer):
@@ -76,9 +76,22 @@ def run_workers(
     start_at = time.time() + 3.0
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.audit.worker", url, str(key), label, str(count),
-             str(start_at), str(every), str(pause)],
-            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tests.audit.worker",
+                url,
+                str(key),
+                label,
+                str(count),
+                str(start_at),
+                str(every),
+                str(pause),
+            ],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for label in labels
     ]

@@ -28,34 +28,79 @@ WHO = dict(user_ref="Practitioner/dr-1", iss=ISS, patient_id="P01-pt", encounter
 def realistic_log(db) -> None:
     """One launch's events as the app writes them, plus an auditor's read and an unknown type."""
     with db.session() as s:
-        referral_log.append(s, "launch", **WHO, data={"scope": "launch openid",
-                                                      "registration": "sandbox"})
-        referral_log.append(s, "suggestions-shown", **WHO, data={
-            "pack": {"id": "default", "version": "1"},
-            "suggestions": [
-                {"kind": "prc-consult", "variant": None, "cautions": [], "rule": "r1",
-                 "evidence": ["Condition/P01-cond1", "Observation/P01-cows"]},
-                {"kind": "moud-buprenorphine", "variant": "ed-induction", "cautions": [],
-                 "rule": "r2", "evidence": ["Condition/P01-cond1"]},
-            ],
-        })
+        referral_log.append(
+            s, "launch", **WHO, data={"scope": "launch openid", "registration": "sandbox"}
+        )
+        referral_log.append(
+            s,
+            "suggestions-shown",
+            **WHO,
+            data={
+                "pack": {"id": "default", "version": "1"},
+                "suggestions": [
+                    {
+                        "kind": "prc-consult",
+                        "variant": None,
+                        "cautions": [],
+                        "rule": "r1",
+                        "evidence": ["Condition/P01-cond1", "Observation/P01-cows"],
+                    },
+                    {
+                        "kind": "moud-buprenorphine",
+                        "variant": "ed-induction",
+                        "cautions": [],
+                        "rule": "r2",
+                        "evidence": ["Condition/P01-cond1"],
+                    },
+                ],
+            },
+        )
         referral_log.append(s, "decision", **WHO, data={"referral": "ref-1", "items": []})
-        referral_log.append(s, "write-attempt", **WHO, data={
-            "referral": "ref-1", "attempt": 1, "outcome": "queued", "error": "HTTP 503",
-            "written": None})
-        referral_log.append(s, "write-attempt", **WHO, data={
-            "referral": "ref-1", "attempt": 2, "outcome": "written", "error": None,
-            "written": [
-                {"resourceType": "ServiceRequest", "id": "sr-1", "status": "201 Created"},
-                {"resourceType": "DocumentReference", "id": "doc-1", "status": "201 Created"},
-            ]})
-        referral_log.append(s, "write-attempt", **WHO, data={
-            "referral": "ref-2", "attempt": 1, "outcome": "failed", "error": "HTTP 422",
-            "written": None})
-        referral_log.append(s, "write-held", **WHO, data={"referral": "ref-3",
-                                                          "reason": "no write scope"})
-        referral_log.record_read(s, "Practitioner/auditor-1", "events of P01, May",
-                                 patient_id="P01-pt")
+        referral_log.append(
+            s,
+            "write-attempt",
+            **WHO,
+            data={
+                "referral": "ref-1",
+                "attempt": 1,
+                "outcome": "queued",
+                "error": "HTTP 503",
+                "written": None,
+            },
+        )
+        referral_log.append(
+            s,
+            "write-attempt",
+            **WHO,
+            data={
+                "referral": "ref-1",
+                "attempt": 2,
+                "outcome": "written",
+                "error": None,
+                "written": [
+                    {"resourceType": "ServiceRequest", "id": "sr-1", "status": "201 Created"},
+                    {"resourceType": "DocumentReference", "id": "doc-1", "status": "201 Created"},
+                ],
+            },
+        )
+        referral_log.append(
+            s,
+            "write-attempt",
+            **WHO,
+            data={
+                "referral": "ref-2",
+                "attempt": 1,
+                "outcome": "failed",
+                "error": "HTTP 422",
+                "written": None,
+            },
+        )
+        referral_log.append(
+            s, "write-held", **WHO, data={"referral": "ref-3", "reason": "no write scope"}
+        )
+        referral_log.record_read(
+            s, "Practitioner/auditor-1", "events of P01, May", patient_id="P01-pt"
+        )
         referral_log.append(s, "rules-reloaded", data={"pack": "default"})
 
 
@@ -67,8 +112,16 @@ def exported(sqlite_db, sqlite_url, key_path, tmp_path):
     def run(*args: str) -> tuple[int, str]:
         result = CliRunner().invoke(
             audit,
-            ["--instance-path", str(tmp_path / "instance"), "export", "--database-url",
-             sqlite_url, "--user", "auditor-ann", *args],
+            [
+                "--instance-path",
+                str(tmp_path / "instance"),
+                "export",
+                "--database-url",
+                sqlite_url,
+                "--user",
+                "auditor-ann",
+                *args,
+            ],
             env={"HANDOFF_AUDIT_SIGNING_KEY": str(key_path)},
         )
         assert result.exit_code == 0, result.output
@@ -85,15 +138,21 @@ def read_ndjson(path: Path) -> list[dict]:
 def by_subtype(resources: list[dict]) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = {}
     for resource in resources:
-        code = next(c["code"] for c in resource["subtype"]
-                    if c["system"] == "urn:handoff:referral-log:event-type")
+        code = next(
+            c["code"]
+            for c in resource["subtype"]
+            if c["system"] == "urn:handoff:referral-log:event-type"
+        )
         found.setdefault(code, []).append(resource)
     return found
 
 
 def agent(resource: dict, system: str, code: str) -> dict:
-    return next(a for a in resource["agent"]
-                if any(c["code"] == code and c["system"] == system for c in a["type"]["coding"]))
+    return next(
+        a
+        for a in resource["agent"]
+        if any(c["code"] == code and c["system"] == system for c in a["type"]["coding"])
+    )
 
 
 def entity_whats(resource: dict) -> set[str]:
@@ -137,9 +196,11 @@ def test_balp_elements(exported, tmp_path):
     patient = next(e for e in written["entity"] if e["what"].get("reference") == "Patient/P01-pt")
     assert patient["type"]["code"] == "1" and patient["role"]["code"] == "1"
     assert {"ServiceRequest/sr-1", "DocumentReference/doc-1", "Encounter/P01-enc"} <= (
-        entity_whats(written))
-    report = next(e for e in written["entity"]
-                  if e["what"].get("reference") == "DocumentReference/doc-1")
+        entity_whats(written)
+    )
+    report = next(
+        e for e in written["entity"] if e["what"].get("reference") == "DocumentReference/doc-1"
+    )
     assert report["role"]["code"] == "3"  # a document is a Report in BALP's RestObjectRoles
     # Failures: 4 for a write that will be retried, 8 for one that failed or was held.
     assert (queued["outcome"], queued["outcomeDesc"]) == ("4", "HTTP 503")
@@ -165,8 +226,10 @@ def test_balp_elements(exported, tmp_path):
     (decision,) = events["decision"]
     assert (decision["type"]["code"], decision["action"]) == ("110110", "C")
     (unknown,) = events["rules-reloaded"]
-    assert unknown["type"] == {"system": "urn:handoff:referral-log:event-type",
-                               "code": "rules-reloaded"}
+    assert unknown["type"] == {
+        "system": "urn:handoff:referral-log:event-type",
+        "code": "rules-reloaded",
+    }
     assert unknown["action"] == "E" and [a["requestor"] for a in unknown["agent"]] == [True]
 
 
@@ -177,11 +240,15 @@ def test_each_line_maps_back_to_its_chain_link(exported, tmp_path, sqlite_db):
         stored = {e.seq: e.hash for e in referral_log.events(session)}
     previous = GENESIS
     for resource in read_ndjson(out):
-        link = next(e for e in resource["entity"]
-                    if e["what"].get("identifier", {}).get("system") == "urn:handoff:referral-log"
-                    and "detail" in e)
-        detail = {d["type"]: d.get("valueString") or d.get("valueBase64Binary")
-                  for d in link["detail"]}
+        link = next(
+            e
+            for e in resource["entity"]
+            if e["what"].get("identifier", {}).get("system") == "urn:handoff:referral-log"
+            and "detail" in e
+        )
+        detail = {
+            d["type"]: d.get("valueString") or d.get("valueBase64Binary") for d in link["detail"]
+        }
         seq = int(link["what"]["identifier"]["value"])
         assert resource["id"] == detail["hash"] == stored[seq]
         canonical = base64.b64decode(detail["canonical"])
@@ -199,8 +266,15 @@ def test_the_export_is_itself_logged(exported, tmp_path, sqlite_db, signer):
     assert (last.type, last.user_ref) == ("audit-export", "auditor-ann")
     assert last.data["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert last.data | {"sha256": None} == {
-        "from": "2000-01-01T00:00:00.000000Z", "to": None, "format": "csv", "events": 9,
-        "first_seq": 1, "last_seq": 9, "sha256": None, "out": str(out)}
+        "from": "2000-01-01T00:00:00.000000Z",
+        "to": None,
+        "format": "csv",
+        "events": 9,
+        "first_seq": 1,
+        "last_seq": 9,
+        "sha256": None,
+        "out": str(out),
+    }
     # The next export shows it: DICOM Export, the OS-style user as an identifier.
     again = tmp_path / "again.ndjson"
     exported("--out", str(again))
@@ -218,8 +292,17 @@ def test_csv_round_trips(exported, tmp_path, sqlite_db):
         stored = referral_log.events(session)[: len(records)]
     assert len(records) == 9
     for record, event in zip(records, stored, strict=True):
-        for name in ("seq", "type", "user_ref", "iss", "patient_id", "encounter_id", "data",
-                     "prev_hash", "hash"):
+        for name in (
+            "seq",
+            "type",
+            "user_ref",
+            "iss",
+            "patient_id",
+            "encounter_id",
+            "data",
+            "prev_hash",
+            "hash",
+        ):
             assert getattr(record, name) == getattr(event, name), name
         assert record.at == event.at.replace(tzinfo=event.at.tzinfo or UTC)
         assert event_hash(record) == record.hash  # the CSV alone re-verifies

@@ -48,8 +48,9 @@ def test_verify_names_the_damaged_event(log_db, sqlite_url, public_key_file, how
     assert outcome.code == 1, outcome
     assert "Traceback" not in outcome.stdout + outcome.stderr
     line = outcome.stdout.strip()
-    assert line.startswith(f"BROKEN at #7 ({type_at(7)}): event #7 ({type_at(7)}) cannot be "
-                           f"read: {DAMAGE[how][2]}"), line
+    assert line.startswith(
+        f"BROKEN at #7 ({type_at(7)}): event #7 ({type_at(7)}) cannot be read: {DAMAGE[how][2]}"
+    ), line
 
 
 def test_a_damaged_checkpoint_row_is_named(log_db, sqlite_url, public_key_file):
@@ -59,7 +60,8 @@ def test_a_damaged_checkpoint_row_is_named(log_db, sqlite_url, public_key_file):
     assert outcome.code == 1 and "Traceback" not in outcome.stdout + outcome.stderr
     assert outcome.stdout.startswith(
         "BROKEN at #11: checkpoint #20 cannot be read: its time ('soon') is not a date and time; "
-        "events #11..#20 are not proven by it"), outcome.stdout
+        "events #11..#20 are not proven by it"
+    ), outcome.stdout
 
 
 def test_a_damaged_row_after_a_gap_still_names_the_gap(log_db, sqlite_url, public_key_file):
@@ -75,8 +77,18 @@ def test_cli_export_leaves_the_damaged_event_out_and_says_so(log_db, sqlite_url,
     damage(log_db.engine, 6, "data")
     out = tmp_path / "export.csv"
     result = CliRunner().invoke(
-        audit, ["--instance-path", str(tmp_path / "instance"), "export", "--format", "csv",
-                "--out", str(out), "--database-url", sqlite_url],
+        audit,
+        [
+            "--instance-path",
+            str(tmp_path / "instance"),
+            "export",
+            "--format",
+            "csv",
+            "--out",
+            str(out),
+            "--database-url",
+            sqlite_url,
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "left out 2 event(s) that cannot be read: #5, #6" in result.stderr
@@ -139,8 +151,7 @@ def test_console_pages_show_the_damaged_event_as_broken(tmp_path, clock, how):
         response = auditor.get("/console/export", query_string={"format": fmt})
         assert response.status_code == 200
         assert response.headers["X-Handoff-Export-Broken"] == str(decision)
-    csv_text = auditor.get("/console/export", query_string={"format": "csv"}).get_data(
-        as_text=True)
+    csv_text = auditor.get("/console/export", query_string={"format": "csv"}).get_data(as_text=True)
     assert decision not in [r.seq for r in csv_records(io.StringIO(csv_text))]
     assert auditor.get(f"/console/events/{decision + 1}").status_code == 200
 
@@ -154,8 +165,9 @@ def test_console_pages_survive_a_damaged_checkpoint(tmp_path, clock):
     for url in ("/console/events", "/console/events/3", "/console/dashboard"):
         response = auditor.get(url)
         assert response.status_code == 200, url
-    assert "cannot be read: its time (&#39;soon&#39;)" in auditor.get(
-        "/console/events").get_data(as_text=True)
+    assert "cannot be read: its time (&#39;soon&#39;)" in auditor.get("/console/events").get_data(
+        as_text=True
+    )
 
 
 def referral_log_checkpoint(app) -> None:

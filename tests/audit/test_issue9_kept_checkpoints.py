@@ -61,8 +61,7 @@ def log_db(sqlite_db):
 # -- delete the last checkpoint and the tail -------------------------------------------------
 
 
-def test_deleting_the_last_checkpoint_and_the_tail(log_db, sqlite_url, public_key_file,
-                                                   tmp_path):
+def test_deleting_the_last_checkpoint_and_the_tail(log_db, sqlite_url, public_key_file, tmp_path):
     kept_file = keep_all(log_db, tmp_path / "auditor" / "kept.jsonl")
     cut_from(log_db, EVENTS)
     # The database alone cannot tell (this is the hole the issue describes) ...
@@ -75,17 +74,18 @@ def test_deleting_the_last_checkpoint_and_the_tail(log_db, sqlite_url, public_ke
         assert outcome.code == 1, outcome
         assert outcome.stdout.startswith(
             "BROKEN at #30: event #30 removed: the log ends at #29, but kept checkpoint #30 "
-            "(line 3) signed #30; that checkpoint is gone from it too"), outcome.stdout
+            "(line 3) signed #30; that checkpoint is gone from it too"
+        ), outcome.stdout
 
 
-def test_then_rewriting_back_to_the_previous_checkpoint(log_db, sqlite_url, public_key_file,
-                                                        tmp_path):
+def test_then_rewriting_back_to_the_previous_checkpoint(
+    log_db, sqlite_url, public_key_file, tmp_path
+):
     kept_file = keep_all(log_db, tmp_path / "kept.jsonl")
     cut_from(log_db, EVENTS)
     rewrite_from(log_db, 21)  # events #21..#29 changed, every hash recomputed
     assert run_verify("in-process", sqlite_url, public_key_file).code == 0  # the hole
-    outcome = run_verify("in-process", sqlite_url, public_key_file, "--checkpoints",
-                         str(kept_file))
+    outcome = run_verify("in-process", sqlite_url, public_key_file, "--checkpoints", str(kept_file))
     assert outcome.code == 1 and outcome.stdout.startswith("BROKEN at #30: event #30 removed")
 
 
@@ -96,8 +96,7 @@ def test_rewriting_and_regrowing_to_the_kept_head(log_db, sqlite_url, public_key
     with log_db.engine.begin() as connection:
         connection.execute(text("DELETE FROM log_checkpoint WHERE seq = 30"))
     assert run_verify("in-process", sqlite_url, public_key_file).code == 0  # the hole
-    outcome = run_verify("in-process", sqlite_url, public_key_file, "--checkpoints",
-                         str(kept_file))
+    outcome = run_verify("in-process", sqlite_url, public_key_file, "--checkpoints", str(kept_file))
     assert outcome.code == 1
     assert outcome.stdout.startswith(
         "BROKEN at #21: history rewritten before kept checkpoint #30 (line 3): event #30"
@@ -105,8 +104,9 @@ def test_rewriting_and_regrowing_to_the_kept_head(log_db, sqlite_url, public_key
     assert "the change lies within #21..#30" in outcome.stdout
 
 
-def test_rewriting_the_whole_log_when_there_was_one_checkpoint(sqlite_db, sqlite_url,
-                                                               public_key_file, tmp_path):
+def test_rewriting_the_whole_log_when_there_was_one_checkpoint(
+    sqlite_db, sqlite_url, public_key_file, tmp_path
+):
     fill(sqlite_db, EVERY)  # one checkpoint, #10
     kept_file = keep_all(sqlite_db, tmp_path / "kept.jsonl")
     cut_from(sqlite_db, EVERY)
@@ -115,15 +115,13 @@ def test_rewriting_the_whole_log_when_there_was_one_checkpoint(sqlite_db, sqlite
         first = session.get(LogEvent, 1)
         first.data = {"n": 1, "note": "forged"}
         first.hash = event_hash(first)
-        for row in session.scalars(select(LogEvent).where(LogEvent.seq > 1)
-                                   .order_by(LogEvent.seq)):
+        for row in session.scalars(select(LogEvent).where(LogEvent.seq > 1).order_by(LogEvent.seq)):
             row.prev_hash = first.hash
             row.hash = event_hash(row)
             first = row
     blind = run_verify("in-process", sqlite_url, public_key_file)
     assert blind.code == 0 and blind.stdout.startswith("OK: 9 events, 0 checkpoints")
-    outcome = run_verify("in-process", sqlite_url, public_key_file, "--checkpoints",
-                         str(kept_file))
+    outcome = run_verify("in-process", sqlite_url, public_key_file, "--checkpoints", str(kept_file))
     assert outcome.code == 1 and outcome.stdout.startswith("BROKEN at #10: event #10 removed")
 
 
@@ -134,14 +132,21 @@ def referrals(db: Database, count: int) -> None:
     """`count` signed referrals, as the screen stores them: row and decision event together."""
     for n in range(count):
         outbox.submit(
-            db, visit_key=f"visit-{n}", context_id=f"ctx-{n}", iss=ISS, patient_id=f"pt-{n}",
-            encounter_id=f"enc-{n}", user_ref="Practitioner/dr-1", decision={"decisions": []},
+            db,
+            visit_key=f"visit-{n}",
+            context_id=f"ctx-{n}",
+            iss=ISS,
+            patient_id=f"pt-{n}",
+            encounter_id=f"enc-{n}",
+            user_ref="Practitioner/dr-1",
+            decision={"decisions": []},
             plan={"profile": "epic", "operations": []},
         )
 
 
-def test_deleting_everything_while_referrals_remain(sqlite_db, sqlite_url, public_key_file,
-                                                    tmp_path):
+def test_deleting_everything_while_referrals_remain(
+    sqlite_db, sqlite_url, public_key_file, tmp_path
+):
     referrals(sqlite_db, 40)
     assert run_verify("in-process", sqlite_url, public_key_file).code == 0
     kept_file = keep_all(sqlite_db, tmp_path / "kept.jsonl")
@@ -152,15 +157,18 @@ def test_deleting_everything_while_referrals_remain(sqlite_db, sqlite_url, publi
     assert outcome.code == 1, outcome
     assert outcome.stdout.startswith(
         "BROKEN: the log does not cover the referral tables: 40 of 40 referrals in the referral "
-        "table have no decision event in the log"), outcome.stdout
-    with_kept = run_verify("in-process", sqlite_url, public_key_file, "--checkpoints",
-                           str(kept_file))
+        "table have no decision event in the log"
+    ), outcome.stdout
+    with_kept = run_verify(
+        "in-process", sqlite_url, public_key_file, "--checkpoints", str(kept_file)
+    )
     assert with_kept.code == 1
     assert with_kept.stdout.startswith("BROKEN at #1: events #1..#40 removed")
 
 
 def test_cutting_the_tail_is_seen_by_the_referrals_even_without_kept_checkpoints(
-        sqlite_db, sqlite_url, public_key_file):
+    sqlite_db, sqlite_url, public_key_file
+):
     referrals(sqlite_db, 25)  # checkpoints at 10, 20
     cut_from(sqlite_db, 20)
     outcome = run_verify("in-process", sqlite_url, public_key_file)
@@ -168,20 +176,28 @@ def test_cutting_the_tail_is_seen_by_the_referrals_even_without_kept_checkpoints
     assert "6 of 25 referrals in the referral table have no decision event" in outcome.stdout
 
 
-def test_a_forged_decision_for_no_referral_and_a_lost_attempt(sqlite_db, sqlite_url,
-                                                             public_key_file):
+def test_a_forged_decision_for_no_referral_and_a_lost_attempt(
+    sqlite_db, sqlite_url, public_key_file
+):
     referrals(sqlite_db, 3)
     with sqlite_db.session() as session:
-        referral_log.append(session, "decision", iss=ISS, patient_id="pt-x",
-                            data={"referral": "never-stored", "decisions": []})
+        referral_log.append(
+            session,
+            "decision",
+            iss=ISS,
+            patient_id="pt-x",
+            data={"referral": "never-stored", "decisions": []},
+        )
         session.execute(  # the row says one write was tried; the log has no such event
             Referral.__table__.update().where(Referral.visit_key == "visit-1").values(attempts=1)
         )
     outcome = run_verify("in-process", sqlite_url, public_key_file)
     assert outcome.code == 1
     text_ = outcome.stdout + outcome.stderr
-    assert "1 decision event(s) name a referral the referral table does not hold (the first: " \
-           "event #4, referral never-stored)" in text_
+    assert (
+        "1 decision event(s) name a referral the referral table does not hold (the first: "
+        "event #4, referral never-stored)" in text_
+    )
     assert "1 referral(s) record a different number of write attempts than the log" in text_
 
 
@@ -200,8 +216,9 @@ def resign(db: Database, signer) -> None:
             session.add(chain.make_checkpoint(signer, seq, head.hash, previous))
 
 
-def test_resigned_with_the_attackers_key_fails_the_trusted_key(log_db, sqlite_url,
-                                                               public_key_file, tmp_path):
+def test_resigned_with_the_attackers_key_fails_the_trusted_key(
+    log_db, sqlite_url, public_key_file, tmp_path
+):
     attacker = load_signer(tmp_path / "attacker" / "key.pem")
     resign(log_db, attacker)
     outcome = run_verify("in-process", sqlite_url, public_key_file)
@@ -210,11 +227,13 @@ def test_resigned_with_the_attackers_key_fails_the_trusted_key(log_db, sqlite_ur
     # The trusted key can be given as base64 too (raw 32 bytes, or DER).
     trusted = load_signer(tmp_path / "keys" / "audit-signing-key.pem").public_key
     raw = trusted.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    der = trusted.public_bytes(serialization.Encoding.DER,
-                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = trusted.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     for given in (base64.b64encode(raw).decode(), base64.b64encode(der).decode()):
-        result = CliRunner().invoke(audit, ["verify", "--database-url", sqlite_url,
-                                            "--public-key", given])
+        result = CliRunner().invoke(
+            audit, ["verify", "--database-url", sqlite_url, "--public-key", given]
+        )
         assert result.exit_code == 1 and "not by a key given" in result.stdout
 
 
@@ -229,25 +248,28 @@ def test_verify_no_longer_trusts_the_key_beside_the_data(tmp_path, monkeypatch):
     db = open_log(url, beside)
     fill(db, EVENTS)
     resign(db, beside)
-    result = CliRunner().invoke(audit, ["--instance-path", str(instance), "verify",
-                                        "--database-url", url])
+    result = CliRunner().invoke(
+        audit, ["--instance-path", str(instance), "verify", "--database-url", url]
+    )
     assert result.exit_code == 2, result.output
     assert "pass --public-key PEM, the public key you trust" in result.output
     db.engine.dispose()
 
 
-def test_resigned_with_the_real_key_fails_the_kept_checkpoints(log_db, sqlite_url, signer,
-                                                               public_key_file, tmp_path):
+def test_resigned_with_the_real_key_fails_the_kept_checkpoints(
+    log_db, sqlite_url, signer, public_key_file, tmp_path
+):
     kept_file = keep_all(log_db, tmp_path / "kept.jsonl")
     resign(log_db, signer)  # the key was where the data was: the signatures are all genuine
     assert run_verify("in-process", sqlite_url, public_key_file).code == 0  # the hole
-    outcome = run_verify("in-process", sqlite_url, public_key_file, "--checkpoints",
-                         str(kept_file))
+    outcome = run_verify("in-process", sqlite_url, public_key_file, "--checkpoints", str(kept_file))
     assert outcome.code == 1
     # Every checkpoint was re-signed (#10 too, at another time): the first finding.
-    assert outcome.stdout.startswith("BROKEN at #10: checkpoint #10 in the database is not the "
-                                     "one kept (kept checkpoint #10 (line 1)): replaced or "
-                                     "re-signed"), outcome.stdout
+    assert outcome.stdout.startswith(
+        "BROKEN at #10: checkpoint #10 in the database is not the "
+        "one kept (kept checkpoint #10 (line 1)): replaced or "
+        "re-signed"
+    ), outcome.stdout
     assert "also at #11: history rewritten before kept checkpoint #20" in outcome.stderr
 
 
@@ -256,8 +278,7 @@ def test_an_altered_kept_file_is_not_believed(log_db, sqlite_url, public_key_fil
     lines = kept_file.read_text().splitlines()
     lines[1] = lines[1].replace('"seq":20', '"seq":21')
     kept_file.write_text("\n".join(lines) + "\n")
-    outcome = run_verify("in-process", sqlite_url, public_key_file, "--checkpoints",
-                         str(kept_file))
+    outcome = run_verify("in-process", sqlite_url, public_key_file, "--checkpoints", str(kept_file))
     assert outcome.code == 1
     assert "kept checkpoint #21 (line 2) is not signed by a key given" in outcome.stdout
 
@@ -268,7 +289,8 @@ def test_an_altered_kept_file_is_not_believed(log_db, sqlite_url, public_key_fil
 def production_app(tmp_path: Path, **config):
     return create_app(
         {"DATABASE_URL": f"sqlite:///{tmp_path / 'data' / 'handoff.sqlite'}", **config},
-        instance_path=str(tmp_path / "instance"), use="config",
+        instance_path=str(tmp_path / "instance"),
+        use="config",
     )
 
 
@@ -288,17 +310,23 @@ def test_the_signing_key_is_refused_beside_the_data_outside_the_demo(tmp_path, m
         assert fine.signer is not None and fine.problem is None
     demo = chain.app_checkpointing(production_app(tmp_path, DATABASE_URL=None, DEMO=True))
     assert demo.signer is not None  # the demo keeps it beside its data
-    result = CliRunner().invoke(audit, ["--instance-path", str(tmp_path / "instance2"),
-                                        "public-key"])
+    result = CliRunner().invoke(
+        audit, ["--instance-path", str(tmp_path / "instance2"), "public-key"]
+    )
     assert result.exit_code == 1 and "the folder of the database" in result.output
 
 
 def test_the_sink_keeps_every_committed_checkpoint(tmp_path, monkeypatch):
     sink = tmp_path / "offbox" / "checkpoints.jsonl"
     app = create_app(
-        {"DEMO": True, "AUDIT_CHECKPOINT_EVERY": 2, "AUDIT_CHECKPOINT_SINK": str(sink),
-         "DATABASE_URL": f"sqlite:///{tmp_path / 'i' / 'handoff.sqlite'}"},
-        instance_path=str(tmp_path / "i"), use="config",
+        {
+            "DEMO": True,
+            "AUDIT_CHECKPOINT_EVERY": 2,
+            "AUDIT_CHECKPOINT_SINK": str(sink),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'i' / 'handoff.sqlite'}",
+        },
+        instance_path=str(tmp_path / "i"),
+        use="config",
     )
     with app.app_context():
         db = current_services().db
@@ -330,8 +358,15 @@ def test_checkpoint_export_keeps_the_auditors_copy(tmp_path, tmp_path_factory, m
     db = open_log(url, signer)
     fill(db, 12)  # checkpoint #10
     auditor_file = tmp_path / "auditor" / "kept.jsonl"
-    base = ["--instance-path", str(tmp_path / "instance"), "checkpoint", "--database-url", url,
-            "--export", str(auditor_file)]
+    base = [
+        "--instance-path",
+        str(tmp_path / "instance"),
+        "checkpoint",
+        "--database-url",
+        url,
+        "--export",
+        str(auditor_file),
+    ]
     result = CliRunner().invoke(audit, base)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("checkpoint #12 ")
@@ -357,8 +392,7 @@ def test_the_console_checks_the_log_against_the_sink(tmp_path):
     from tests.staff_login import STAFF_KEY, staff_session_token
 
     sink = tmp_path / "offbox" / "checkpoints.jsonl"
-    app = make_app(tmp_path / "instance", AUDIT_CHECKPOINT_EVERY=5,
-                   AUDIT_CHECKPOINT_SINK=str(sink))
+    app = make_app(tmp_path / "instance", AUDIT_CHECKPOINT_EVERY=5, AUDIT_CHECKPOINT_SINK=str(sink))
     with app.app_context():
         db = current_services().db
         fill(db, 12)  # checkpoints #5 and #10, kept in the sink

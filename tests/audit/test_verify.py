@@ -44,7 +44,10 @@ def run_verify(mode: str, url: str, public_key: Path, *more: str) -> Outcome:
         return Outcome(result.exit_code, result.stdout, result.stderr)
     done = subprocess.run(
         [sys.executable, "-m", "smartapp.audit.cli", *args],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     return Outcome(done.returncode, done.stdout, done.stderr)
 
@@ -86,9 +89,15 @@ def insert_one(db: Database, seq: int = 7) -> None:
             )
     with db.session() as session:
         before = session.get(LogEvent, seq - 1)
-        forged = LogEvent(seq=seq, at=before.at + timedelta(seconds=1), type="forged",
-                          user_ref="Practitioner/mallory", patient_id="pt-1", data={},
-                          prev_hash=before.hash)
+        forged = LogEvent(
+            seq=seq,
+            at=before.at + timedelta(seconds=1),
+            type="forged",
+            user_ref="Practitioner/mallory",
+            patient_id="pt-1",
+            data={},
+            prev_hash=before.hash,
+        )
         forged.hash = event_hash(forged)
         session.add(forged)  # plain add: the chain's hooks only link events from append()
 
@@ -104,8 +113,9 @@ def swap_two(db: Database, a: int = 5, b: int = 11) -> None:
 def rewrite_from(db: Database, seq: int = 15) -> None:
     """Change one event and recompute every hash after it: the chain is consistent again."""
     with db.session() as session:
-        rows = list(session.scalars(select(LogEvent).where(LogEvent.seq >= seq - 1)
-                                    .order_by(LogEvent.seq)))
+        rows = list(
+            session.scalars(select(LogEvent).where(LogEvent.seq >= seq - 1).order_by(LogEvent.seq))
+        )
         rows[1].data = {**rows[1].data, "note": "rewritten"}
         for previous, row in zip(rows, rows[1:], strict=False):
             row.prev_hash = previous.hash
@@ -158,8 +168,7 @@ def test_tampering_is_found_and_named(log_db, sqlite_url, public_key_file, name,
         assert word in line, (word, line)
 
 
-def test_truncating_the_tail_is_caught_by_the_last_checkpoint(log_db, sqlite_url,
-                                                              public_key_file):
+def test_truncating_the_tail_is_caught_by_the_last_checkpoint(log_db, sqlite_url, public_key_file):
     with log_db.engine.begin() as connection:
         connection.execute(text("DELETE FROM log_event WHERE seq >= 28"))
     outcome = run_verify("in-process", sqlite_url, public_key_file)
@@ -167,8 +176,9 @@ def test_truncating_the_tail_is_caught_by_the_last_checkpoint(log_db, sqlite_url
     assert outcome.stdout.startswith("BROKEN at #28: events #28..#30 removed"), outcome.stdout
 
 
-def test_rewrite_with_forged_checkpoint_hashes_fails_the_signatures(log_db, sqlite_url,
-                                                                    public_key_file):
+def test_rewrite_with_forged_checkpoint_hashes_fails_the_signatures(
+    log_db, sqlite_url, public_key_file
+):
     rewrite_from(log_db, 15)
     with log_db.session() as session:  # the attacker "fixes" the checkpoints too
         for cp in session.scalars(select(LogCheckpoint).where(LogCheckpoint.seq >= 20)):
@@ -194,8 +204,7 @@ def test_checkpoints_by_another_key_are_not_trusted(log_db, sqlite_url, tmp_path
     assert "is signed by key" in outcome.stdout and "not by a key given" in outcome.stdout
 
 
-def test_inserted_event_with_a_bogus_hash_is_named_inserted(log_db, sqlite_url,
-                                                            public_key_file):
+def test_inserted_event_with_a_bogus_hash_is_named_inserted(log_db, sqlite_url, public_key_file):
     """A lazier forgery: room made by renumbering, but the forged row's hash is junk."""
     insert_one(log_db, 7)
     with log_db.engine.begin() as connection:
@@ -209,12 +218,14 @@ def test_deleted_and_renumbered_is_named_removed(log_db, sqlite_url, public_key_
     delete_one(log_db, 7)
     with log_db.engine.begin() as connection:
         for old in range(8, EVENTS + 1):
-            connection.execute(text("UPDATE log_event SET seq = :n WHERE seq = :o"),
-                               {"n": old - 1, "o": old})
+            connection.execute(
+                text("UPDATE log_event SET seq = :n WHERE seq = :o"), {"n": old - 1, "o": old}
+            )
     outcome = run_verify("in-process", sqlite_url, public_key_file)
     assert outcome.code == 1
     assert outcome.stdout.startswith("BROKEN at #7: event #7 removed and the later events"), (
-        outcome.stdout)
+        outcome.stdout
+    )
 
 
 def test_an_event_recomputed_in_place_breaks_the_link(log_db, sqlite_url, public_key_file):
@@ -236,8 +247,7 @@ def test_unsigned_tail_is_reported_but_passes(log_db, sqlite_url, public_key_fil
     assert "3 event(s) after the last checkpoint (events #31..#33) not signed yet" in outcome.stderr
 
 
-def test_deleting_every_checkpoint_and_rewriting_is_caught(sqlite_db, sqlite_url,
-                                                           public_key_file):
+def test_deleting_every_checkpoint_and_rewriting_is_caught(sqlite_db, sqlite_url, public_key_file):
     """Without checkpoints a rewrite would be self-consistent; too long an unsigned run of
     events is a break of its own (the app signs every N: here every 10)."""
     fill(sqlite_db, EVENTS)
@@ -267,8 +277,9 @@ def test_verify_on_postgresql(pg_url, signer, public_key_file):
     fill(db, 12)
     assert run_verify("subprocess", pg_url, public_key_file).code == 0
     with db.engine.begin() as connection:
-        connection.execute(text(
-            "UPDATE log_event SET data = CAST(:d AS json) WHERE seq = 4"), {"d": '{"n": 5}'})
+        connection.execute(
+            text("UPDATE log_event SET data = CAST(:d AS json) WHERE seq = 4"), {"d": '{"n": 5}'}
+        )
     outcome = run_verify("in-process", pg_url, public_key_file)
     assert outcome.code == 1
     assert outcome.stdout.startswith(f"BROKEN at #4 ({type_at(4)}): event #4")
@@ -288,7 +299,8 @@ def test_hash_of_a_moved_event_recomputes_at_its_original_seq(log_db):
     """The principle the diagnosis rests on: the seq is inside the hash."""
     with log_db.session() as session:
         row = session.get(LogEvent, 9)
-        moved = SimpleNamespace(**{c.name: getattr(row, c.name)
-                                   for c in LogEvent.__table__.columns})
+        moved = SimpleNamespace(
+            **{c.name: getattr(row, c.name) for c in LogEvent.__table__.columns}
+        )
     moved.seq = 10
     assert event_hash(moved) != row.hash and event_hash(moved, seq=9) == row.hash

@@ -27,8 +27,13 @@ def main(
     time.sleep(max(0.0, start_at - time.time()))
     for i in range(count):
         with db.session() as session:
-            referral_log.append(session, "suggestions-shown", user_ref=f"Practitioner/{label}",
-                                patient_id=f"{label}-{i}", data={"worker": label, "i": i})
+            referral_log.append(
+                session,
+                "suggestions-shown",
+                user_ref=f"Practitioner/{label}",
+                patient_id=f"{label}-{i}",
+                data={"worker": label, "i": i},
+            )
         if pause:
             time.sleep(pause)  # a page view's worth of other work between appends
     db.engine.dispose()

@@ -78,87 +78,224 @@ DEC = False
 
 VISITS: tuple[Visit, ...] = (
     # ISO week 2024-W18
-    Visit("pat-01-c4e2", "enc-01a-7d1f", "Jordan Rivera", DR_A, at("2024-04-29T08:00"),
-          "2024-04-29T04:00:00-04:00", demo(WHITE, NH, "female", "25-34"),
-          ("prc-consult", "moud-buprenorphine", "naloxone-kit"),
-          (("prc-consult", ACC, None, None), ("moud-buprenorphine", ACC, None, None),
-           ("naloxone-kit", ACC, None, None)), 90, (("written", 91),),
-          (("accept", 100, {}), ("contact", 180, {"note": "met in bay 4"}),
-           ("link", 240, {"program": "Bridge Clinic"}))),
-    Visit("pat-02-9a31", "enc-02-51be", "Casey Morgan", DR_A, at("2024-04-30T14:00"),
-          "2024-04-30T14:00:00Z", demo(WHITE, NH, "male", "35-44"),
-          ("prc-consult", "naloxone-kit"),
-          (("prc-consult", ACC, None, None), ("naloxone-kit", DEC, "Patient declined", None)),
-          120, (("queued", 121), ("written", 126)),
-          (("accept", 130, {}), ("contact", 300, {}),
-           ("close", 320, {"reason": "Patient declined the coach"}))),
-    Visit("pat-03-e08d", "enc-03-0c9a", "Riley Brooks", DR_B, at("2024-05-02T22:30"),
-          "2024-05-02T22:30:00Z", demo(BLACK, NH, "female", "18-24"),
-          ("prc-consult", "moud-buprenorphine"),
-          (("prc-consult", DEC, "Patient declined", None),
-           ("moud-buprenorphine", DEC, "Already in treatment elsewhere", None)),
-          40, (("written", 41),)),
+    Visit(
+        "pat-01-c4e2",
+        "enc-01a-7d1f",
+        "Jordan Rivera",
+        DR_A,
+        at("2024-04-29T08:00"),
+        "2024-04-29T04:00:00-04:00",
+        demo(WHITE, NH, "female", "25-34"),
+        ("prc-consult", "moud-buprenorphine", "naloxone-kit"),
+        (
+            ("prc-consult", ACC, None, None),
+            ("moud-buprenorphine", ACC, None, None),
+            ("naloxone-kit", ACC, None, None),
+        ),
+        90,
+        (("written", 91),),
+        (
+            ("accept", 100, {}),
+            ("contact", 180, {"note": "met in bay 4"}),
+            ("link", 240, {"program": "Bridge Clinic"}),
+        ),
+    ),
+    Visit(
+        "pat-02-9a31",
+        "enc-02-51be",
+        "Casey Morgan",
+        DR_A,
+        at("2024-04-30T14:00"),
+        "2024-04-30T14:00:00Z",
+        demo(WHITE, NH, "male", "35-44"),
+        ("prc-consult", "naloxone-kit"),
+        (("prc-consult", ACC, None, None), ("naloxone-kit", DEC, "Patient declined", None)),
+        120,
+        (("queued", 121), ("written", 126)),
+        (
+            ("accept", 130, {}),
+            ("contact", 300, {}),
+            ("close", 320, {"reason": "Patient declined the coach"}),
+        ),
+    ),
+    Visit(
+        "pat-03-e08d",
+        "enc-03-0c9a",
+        "Riley Brooks",
+        DR_B,
+        at("2024-05-02T22:30"),
+        "2024-05-02T22:30:00Z",
+        demo(BLACK, NH, "female", "18-24"),
+        ("prc-consult", "moud-buprenorphine"),
+        (
+            ("prc-consult", DEC, "Patient declined", None),
+            ("moud-buprenorphine", DEC, "Already in treatment elsewhere", None),
+        ),
+        40,
+        (("written", 41),),
+    ),
     # ISO week 2024-W19
-    Visit("pat-04-3f7b", "enc-04-a2d4", "Avery Chen", DR_B, at("2024-05-06T09:15"),
-          "2024-05-06T09:15:00Z", demo(WHITE, HISP, "male", "45-54"),
-          ("prc-consult", "moud-buprenorphine", "naloxone-kit"),
-          (("prc-consult", ACC, None, None), ("moud-buprenorphine", ACC, None, None),
-           ("naloxone-kit", ACC, None, None)), 45, (("written", 46),),
-          (("accept", 50, {}), ("contact", 90, {}), ("link", 120, {"program": "Bridge Clinic"}))),
-    Visit("pat-05-b6c0", "enc-05-e913", "Morgan Patel", DR_A, at("2024-05-07T11:00"),
-          "2024-05-07T11:00:00Z", demo(ASIAN, NH, "female", "25-34"),
-          ("prc-consult", "naloxone-kit"),
-          (("prc-consult", ACC, None, None), ("naloxone-kit", ACC, None, None)),
-          30, (("written", 31),),
-          (("accept", 35, {}), ("contact", 40, {}),
-           ("link", 60, {"program": "Harbor Recovery"}))),
-    Visit("pat-06-41d8", "enc-06-7b22", "Sam Okafor", DR_A, at("2024-05-09T03:00"),
-          "2024-05-09T03:00:00Z", demo(WHITE, NH, "female", "35-44"),
-          ("prc-consult",), (("prc-consult", DEC, "Coach unavailable", None),), 35),
-    Visit("pat-07-d2e5", "enc-07-4c6f", "Taylor Nguyen", DR_B, at("2024-05-11T19:00"),
-          "2024-05-11T19:00:00Z", demo(BLACK, NH, "male", "25-34"),
-          ("prc-consult", "moud-buprenorphine"),
-          (("prc-consult", ACC, None, None),
-           ("moud-buprenorphine", DEC, "Clinically inappropriate now", None)),
-          200, (("failed", 201),), (("accept", 210, {}), ("contact", 1560, {}))),
+    Visit(
+        "pat-04-3f7b",
+        "enc-04-a2d4",
+        "Avery Chen",
+        DR_B,
+        at("2024-05-06T09:15"),
+        "2024-05-06T09:15:00Z",
+        demo(WHITE, HISP, "male", "45-54"),
+        ("prc-consult", "moud-buprenorphine", "naloxone-kit"),
+        (
+            ("prc-consult", ACC, None, None),
+            ("moud-buprenorphine", ACC, None, None),
+            ("naloxone-kit", ACC, None, None),
+        ),
+        45,
+        (("written", 46),),
+        (("accept", 50, {}), ("contact", 90, {}), ("link", 120, {"program": "Bridge Clinic"})),
+    ),
+    Visit(
+        "pat-05-b6c0",
+        "enc-05-e913",
+        "Morgan Patel",
+        DR_A,
+        at("2024-05-07T11:00"),
+        "2024-05-07T11:00:00Z",
+        demo(ASIAN, NH, "female", "25-34"),
+        ("prc-consult", "naloxone-kit"),
+        (("prc-consult", ACC, None, None), ("naloxone-kit", ACC, None, None)),
+        30,
+        (("written", 31),),
+        (("accept", 35, {}), ("contact", 40, {}), ("link", 60, {"program": "Harbor Recovery"})),
+    ),
+    Visit(
+        "pat-06-41d8",
+        "enc-06-7b22",
+        "Sam Okafor",
+        DR_A,
+        at("2024-05-09T03:00"),
+        "2024-05-09T03:00:00Z",
+        demo(WHITE, NH, "female", "35-44"),
+        ("prc-consult",),
+        (("prc-consult", DEC, "Coach unavailable", None),),
+        35,
+    ),
+    Visit(
+        "pat-07-d2e5",
+        "enc-07-4c6f",
+        "Taylor Nguyen",
+        DR_B,
+        at("2024-05-11T19:00"),
+        "2024-05-11T19:00:00Z",
+        demo(BLACK, NH, "male", "25-34"),
+        ("prc-consult", "moud-buprenorphine"),
+        (
+            ("prc-consult", ACC, None, None),
+            ("moud-buprenorphine", DEC, "Clinically inappropriate now", None),
+        ),
+        200,
+        (("failed", 201),),
+        (("accept", 210, {}), ("contact", 1560, {})),
+    ),
     # ISO week 2024-W20
-    Visit("pat-08-70aa", "enc-08-d0e1", "Jamie Santos", DR_A, at("2024-05-13T07:30"),
-          "2024-05-13T07:30:00Z", demo(WHITE, NH, "female", "55-64"),
-          ("prc-consult", "moud-continue"),
-          (("prc-consult", ACC, None, None), ("moud-continue", ACC, None, None)),
-          60, (("written", 61),),
-          (("accept", 70, {}), ("contact", 150, {}), ("link", 200, {"program": "Bridge Clinic"}))),
-    Visit("pat-09-2b94", "enc-09-85f3", "Drew Kowalski", DR_B, at("2024-05-14T13:00"),
-          "2024-05-14T13:00:00Z", demo(None, None, None, "25-34"),
-          ("prc-consult", "naloxone-kit"),
-          (("prc-consult", ACC, None, None),
-           ("naloxone-kit", DEC, "Other", "has a kit at home from the pharmacy")),
-          150, (("queued", 151),),
-          (("accept", 155, {}), ("contact", 360, {}),
-           ("close", 400, {"reason": "Admitted or transferred"}))),
-    Visit("pat-10-f1c3", "enc-10-3ad7", "Quinn Adeyemi", DR_A, at("2024-05-15T16:00"),
-          "2024-05-15T16:00:00Z", demo(WHITE, NH, "male", "18-24"),
-          ("prc-consult", "moud-buprenorphine", "naloxone-kit"),
-          (("prc-consult", ACC, None, None), ("moud-buprenorphine", ACC, None, None),
-           ("naloxone-kit", ACC, None, None)), 20, (("written", 21),),
-          (("accept", 25, {}), ("contact", 45, {}),
-           ("link", 90, {"program": "Harbor Recovery"})),
-          start_only_in_decision=True),
-    Visit("pat-11-5e6f", "enc-11-c8b0", "Rowan Fischer", DR_B, at("2024-05-16T10:00"),
-          "2024-05-16T10:00:00Z", demo(BLACK, NH, "male", "35-44"), ("prc-consult",)),
-    Visit("pat-01-c4e2", "enc-01b-19e4", "Jordan Rivera", DR_B, at("2024-05-17T20:00"),
-          "2024-05-17T20:00:00Z", demo(WHITE, NH, "female", "25-34"),
-          ("prc-consult", "moud-buprenorphine"),
-          (("prc-consult", ACC, None, None),
-           ("moud-buprenorphine", DEC, "Already in treatment elsewhere", None)),
-          75, (("written", 76),),
-          (("accept", 80, {}),
-           ("close", 100, {"reason": "Linked to a program", "note": "already with Bridge"}))),
-    Visit("pat-12-aa07", "enc-12-6d3e", "Ellis Romero", DR_A, at("2024-05-19T12:00"),
-          None, demo(WHITE, NH, "female", "45-54"),
-          ("prc-consult", "naloxone-kit"),
-          (("prc-consult", ACC, None, None), ("naloxone-kit", ACC, None, None)),
-          100, (("held", 101),), (("accept", 110, {}),), reloads=1),
+    Visit(
+        "pat-08-70aa",
+        "enc-08-d0e1",
+        "Jamie Santos",
+        DR_A,
+        at("2024-05-13T07:30"),
+        "2024-05-13T07:30:00Z",
+        demo(WHITE, NH, "female", "55-64"),
+        ("prc-consult", "moud-continue"),
+        (("prc-consult", ACC, None, None), ("moud-continue", ACC, None, None)),
+        60,
+        (("written", 61),),
+        (("accept", 70, {}), ("contact", 150, {}), ("link", 200, {"program": "Bridge Clinic"})),
+    ),
+    Visit(
+        "pat-09-2b94",
+        "enc-09-85f3",
+        "Drew Kowalski",
+        DR_B,
+        at("2024-05-14T13:00"),
+        "2024-05-14T13:00:00Z",
+        demo(None, None, None, "25-34"),
+        ("prc-consult", "naloxone-kit"),
+        (
+            ("prc-consult", ACC, None, None),
+            ("naloxone-kit", DEC, "Other", "has a kit at home from the pharmacy"),
+        ),
+        150,
+        (("queued", 151),),
+        (
+            ("accept", 155, {}),
+            ("contact", 360, {}),
+            ("close", 400, {"reason": "Admitted or transferred"}),
+        ),
+    ),
+    Visit(
+        "pat-10-f1c3",
+        "enc-10-3ad7",
+        "Quinn Adeyemi",
+        DR_A,
+        at("2024-05-15T16:00"),
+        "2024-05-15T16:00:00Z",
+        demo(WHITE, NH, "male", "18-24"),
+        ("prc-consult", "moud-buprenorphine", "naloxone-kit"),
+        (
+            ("prc-consult", ACC, None, None),
+            ("moud-buprenorphine", ACC, None, None),
+            ("naloxone-kit", ACC, None, None),
+        ),
+        20,
+        (("written", 21),),
+        (("accept", 25, {}), ("contact", 45, {}), ("link", 90, {"program": "Harbor Recovery"})),
+        start_only_in_decision=True,
+    ),
+    Visit(
+        "pat-11-5e6f",
+        "enc-11-c8b0",
+        "Rowan Fischer",
+        DR_B,
+        at("2024-05-16T10:00"),
+        "2024-05-16T10:00:00Z",
+        demo(BLACK, NH, "male", "35-44"),
+        ("prc-consult",),
+    ),
+    Visit(
+        "pat-01-c4e2",
+        "enc-01b-19e4",
+        "Jordan Rivera",
+        DR_B,
+        at("2024-05-17T20:00"),
+        "2024-05-17T20:00:00Z",
+        demo(WHITE, NH, "female", "25-34"),
+        ("prc-consult", "moud-buprenorphine"),
+        (
+            ("prc-consult", ACC, None, None),
+            ("moud-buprenorphine", DEC, "Already in treatment elsewhere", None),
+        ),
+        75,
+        (("written", 76),),
+        (
+            ("accept", 80, {}),
+            ("close", 100, {"reason": "Linked to a program", "note": "already with Bridge"}),
+        ),
+    ),
+    Visit(
+        "pat-12-aa07",
+        "enc-12-6d3e",
+        "Ellis Romero",
+        DR_A,
+        at("2024-05-19T12:00"),
+        None,
+        demo(WHITE, NH, "female", "45-54"),
+        ("prc-consult", "naloxone-kit"),
+        (("prc-consult", ACC, None, None), ("naloxone-kit", ACC, None, None)),
+        100,
+        (("held", 101),),
+        (("accept", 110, {}),),
+        reloads=1,
+    ),
 )
 
 PATIENT_IDS = sorted({v.patient for v in VISITS})
@@ -202,8 +339,13 @@ def _events(visit: Visit, order: Iterator[int]) -> Iterator[Planned]:
         "demographics": visit.demographics,
         "encounter_start": None if visit.start_only_in_decision else visit.chart_start,
         "suggestions": [
-            {"kind": k, "variant": None, "cautions": [], "rule": RULES[k],
-             "evidence": [EVIDENCE[k]]}
+            {
+                "kind": k,
+                "variant": None,
+                "cautions": [],
+                "rule": RULES[k],
+                "evidence": [EVIDENCE[k]],
+            }
             for k in visit.kinds
         ],
     }
@@ -232,24 +374,42 @@ def _events(visit: Visit, order: Iterator[int]) -> Iterator[Planned]:
         )
     for attempt, (outcome, minutes) in enumerate(visit.writes, start=1):
         if outcome == "held":
-            yield plan(minutes, "write-held", {"referral": visit.referral,
-                                               "reason": "no write scope granted"})
+            yield plan(
+                minutes,
+                "write-held",
+                {"referral": visit.referral, "reason": "no write scope granted"},
+            )
         else:
-            yield plan(minutes, "write-attempt", {
-                "referral": visit.referral, "attempt": attempt, "outcome": outcome,
-                "error": {"queued": "HTTP 503", "failed": "HTTP 422: Task.owner"}.get(outcome),
-                "written": [{"resourceType": "ServiceRequest", "id": f"sr-{visit.encounter}"}]
-                if outcome == "written" else None,
-            })
+            yield plan(
+                minutes,
+                "write-attempt",
+                {
+                    "referral": visit.referral,
+                    "attempt": attempt,
+                    "outcome": outcome,
+                    "error": {"queued": "HTTP 503", "failed": "HTTP 422: Task.owner"}.get(outcome),
+                    "written": [{"resourceType": "ServiceRequest", "id": f"sr-{visit.encounter}"}]
+                    if outcome == "written"
+                    else None,
+                },
+            )
     status = {"accept": "accepted", "contact": "in-progress", "link": "completed"}
     for action, minutes, extra in visit.coach:
         task = status.get(action) or (
             "completed" if extra.get("reason") == "Linked to a program" else "cancelled"
         )
-        yield plan(minutes, f"coach-{action}", {
-            "referral": visit.referral, "task_status": task, "note": extra.get("note"),
-            "program": extra.get("program"), "reason": extra.get("reason"),
-        }, user_ref=COACH)
+        yield plan(
+            minutes,
+            f"coach-{action}",
+            {
+                "referral": visit.referral,
+                "task_status": task,
+                "note": extra.get("note"),
+                "program": extra.get("program"),
+                "reason": extra.get("reason"),
+            },
+            user_ref=COACH,
+        )
 
 
 def planned(visits: tuple[Visit, ...] = VISITS) -> list[Planned]:
@@ -258,10 +418,20 @@ def planned(visits: tuple[Visit, ...] = VISITS) -> list[Planned]:
     events = [e for v in visits for e in _events(v, order)]
     first = min(p.when for p in events)
     events += [
-        Planned(first - timedelta(hours=2), next(order), "staff-sign-in",
-                {"user_ref": AUDITOR}, {"roles": ["auditor"]}),
-        Planned(first - timedelta(hours=1), next(order), "audit-read",
-                {"user_ref": AUDITOR}, {"query": "log search (all events), page 1"}),
+        Planned(
+            first - timedelta(hours=2),
+            next(order),
+            "staff-sign-in",
+            {"user_ref": AUDITOR},
+            {"roles": ["auditor"]},
+        ),
+        Planned(
+            first - timedelta(hours=1),
+            next(order),
+            "audit-read",
+            {"user_ref": AUDITOR},
+            {"query": "log search (all events), page 1"},
+        ),
     ]
     return sorted(events)
 
@@ -269,8 +439,17 @@ def planned(visits: tuple[Visit, ...] = VISITS) -> list[Planned]:
 def as_dicts(visits: tuple[Visit, ...] = VISITS) -> list[dict]:
     """The log as the dashboard reads it (no database): dicts with seq and time."""
     return [
-        {"seq": seq, "at": p.when, "type": p.type, "iss": None, "patient_id": None,
-         "encounter_id": None, "user_ref": None} | p.columns | {"data": p.data}
+        {
+            "seq": seq,
+            "at": p.when,
+            "type": p.type,
+            "iss": None,
+            "patient_id": None,
+            "encounter_id": None,
+            "user_ref": None,
+        }
+        | p.columns
+        | {"data": p.data}
         for seq, p in enumerate(planned(visits), start=1)
     ]
 
@@ -308,8 +487,12 @@ def busy_visits(count: int = 180, weeks: int = 10, seed: int = 7) -> tuple[Visit
     sexes = ("female",) * 5 + ("male",) * 6 + ("unknown",)
     ages = ("18-24", "25-34", "25-34", "35-44", "35-44", "45-54", "55-64", "65+")
     profile = {
-        p: demo(rng.choice(races), rng.choice((NH,) * 4 + (HISP, None)), rng.choice(sexes),
-                rng.choice(ages))
+        p: demo(
+            rng.choice(races),
+            rng.choice((NH,) * 4 + (HISP, None)),
+            rng.choice(sexes),
+            rng.choice(ages),
+        )
         for p in patients
     }
     out = []
@@ -319,16 +502,22 @@ def busy_visits(count: int = 180, weeks: int = 10, seed: int = 7) -> tuple[Visit
             days=rng.randrange(weeks * 7), hours=rng.randrange(24), minutes=rng.randrange(60)
         )
         kinds = ["prc-consult"] + [
-            k for k in ("moud-buprenorphine", "naloxone-kit", "moud-continue")
-            if rng.random() < {"moud-buprenorphine": .5, "naloxone-kit": .6,
-                               "moud-continue": .1}[k]
+            k
+            for k in ("moud-buprenorphine", "naloxone-kit", "moud-continue")
+            if rng.random()
+            < {"moud-buprenorphine": 0.5, "naloxone-kit": 0.6, "moud-continue": 0.1}[k]
         ]
         undecided = rng.random() < 0.06
-        decisions = tuple(
-            (k, True, None, None) if rng.random() < 0.7
-            else (k, False, rng.choice(REASONS), None)
-            for k in kinds
-        ) if not undecided else ()
+        decisions = (
+            tuple(
+                (k, True, None, None)
+                if rng.random() < 0.7
+                else (k, False, rng.choice(REASONS), None)
+                for k in kinds
+            )
+            if not undecided
+            else ()
+        )
         decided_after = None if undecided else rng.randrange(25, 240)
         coach: tuple = ()
         if decisions and decisions[0][1]:
@@ -340,12 +529,20 @@ def busy_visits(count: int = 180, weeks: int = 10, seed: int = 7) -> tuple[Visit
                 if rng.random() < 0.55:
                     steps.append(("link", contact + 60, {"program": rng.choice(PROGRAMS)}))
             coach = tuple(steps)
-        out.append(Visit(
-            patient, f"enc-{n:04d}-{rng.getrandbits(20):05x}", f"Patient {n}",
-            rng.choice((DR_A, DR_B, "Practitioner/dr-c")), arrival,
-            arrival.strftime("%Y-%m-%dT%H:%M:%SZ"), profile[patient], tuple(kinds), decisions,
-            decided_after,
-            (("written", decided_after + 1),) if decided_after else (),
-            coach,
-        ))
+        out.append(
+            Visit(
+                patient,
+                f"enc-{n:04d}-{rng.getrandbits(20):05x}",
+                f"Patient {n}",
+                rng.choice((DR_A, DR_B, "Practitioner/dr-c")),
+                arrival,
+                arrival.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                profile[patient],
+                tuple(kinds),
+                decisions,
+                decided_after,
+                (("written", decided_after + 1),) if decided_after else (),
+                coach,
+            )
+        )
     return tuple(out)

@@ -127,9 +127,7 @@ def test_every_page_that_shows_events_is_logged(app, auditor):
         (logdata.AUDITOR, "pat-03-e08d"),
         (logdata.AUDITOR, "pat-03-e08d"),
     ]
-    assert reads[0].data["query"] == (
-        "log search (patient=pat-03-e08d, type=decision), page 1"
-    )
+    assert reads[0].data["query"] == ("log search (patient=pat-03-e08d, type=decision), page 1")
     assert reads[1].data["query"] == f"event #{decision.seq} (decision)"
     # The reads are in the chain like any event, and show up in the next search.
     html = auditor.get("/console/events", query_string={"type": "audit-read"}).get_data(
@@ -188,8 +186,13 @@ def test_chain_status_on_index_and_detail(app, auditor):
 
 def test_export_ndjson_download(app, auditor):
     response = auditor.get(
-        "/console/export", query_string={"format": "ndjson", "from": "2024-05-06",
-                                         "to": "2024-05-12", "type": "decision"}
+        "/console/export",
+        query_string={
+            "format": "ndjson",
+            "from": "2024-05-06",
+            "to": "2024-05-12",
+            "type": "decision",
+        },
     )
     assert response.status_code == 200
     assert response.headers["Content-Disposition"] == (
@@ -198,7 +201,8 @@ def test_export_ndjson_download(app, auditor):
     lines = response.get_data(as_text=True).splitlines()
     # Every filter applies (issue 9 item 13): the decisions in the range, as the page shows.
     in_range = [
-        p for p in logdata.planned()
+        p
+        for p in logdata.planned()
         if datetime(2024, 5, 6, tzinfo=UTC) <= p.when < datetime(2024, 5, 13, tzinfo=UTC)
         and p.type == "decision"
     ]
@@ -212,7 +216,8 @@ def test_export_ndjson_download(app, auditor):
     assert export.user_ref == logdata.AUDITOR
     assert export.data["sha256"] == response.headers["X-Handoff-Export-Sha256"]
     assert (export.data["from"], export.data["to"]) == (
-        "2024-05-06T00:00:00.000000Z", "2024-05-13T00:00:00.000000Z"
+        "2024-05-06T00:00:00.000000Z",
+        "2024-05-13T00:00:00.000000Z",
     )
     assert export.data["events"] == len(lines) and export.data["out"] == "console download"
 
@@ -235,8 +240,8 @@ def test_export_refuses_unknown_formats(auditor):
 
 def test_export_links_carry_the_date_range(auditor):
     html = auditor.get(
-        "/console/events", query_string={"from": "2024-05-06", "to": "2024-05-12",
-                                         "patient": "pat-04-3f7b"}
+        "/console/events",
+        query_string={"from": "2024-05-06", "to": "2024-05-12", "patient": "pat-04-3f7b"},
     ).get_data(as_text=True)
     links = re.findall(r'href="(/console/export[^"]*)"', html)
     assert len(links) == 2
@@ -246,8 +251,11 @@ def test_export_links_carry_the_date_range(auditor):
 
 
 def test_console_pages_keep_the_csp(auditor, manager):
-    for client, url in ((auditor, "/console/events"), (auditor, "/console/events/3"),
-                        (manager, "/console/dashboard")):
+    for client, url in (
+        (auditor, "/console/events"),
+        (auditor, "/console/events/3"),
+        (manager, "/console/dashboard"),
+    ):
         response = client.get(url)
         csp = response.headers["Content-Security-Policy"]
         assert "script-src 'self'" in csp and "style-src 'self'" in csp

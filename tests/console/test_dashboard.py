@@ -52,20 +52,60 @@ def test_totals(figures):
 
 def test_by_iso_week(figures):
     weeks = [
-        {k: w[k] for k in ("week", "monday", "visits", "suggestions", "accepted", "declined",
-                           "coach_referrals", "contacted", "linked", "reasons")}
+        {
+            k: w[k]
+            for k in (
+                "week",
+                "monday",
+                "visits",
+                "suggestions",
+                "accepted",
+                "declined",
+                "coach_referrals",
+                "contacted",
+                "linked",
+                "reasons",
+            )
+        }
         for w in figures["weeks"]
     ]
     assert weeks == [
-        {"week": "2024-W18", "monday": "2024-04-29", "visits": 3, "suggestions": 7,
-         "accepted": 4, "declined": 3, "coach_referrals": 2, "contacted": 2, "linked": 1,
-         "reasons": {"Patient declined": 2, "Already in treatment elsewhere": 1}},
-        {"week": "2024-W19", "monday": "2024-05-06", "visits": 4, "suggestions": 8,
-         "accepted": 6, "declined": 2, "coach_referrals": 3, "contacted": 3, "linked": 2,
-         "reasons": {"Clinically inappropriate now": 1, "Coach unavailable": 1}},
-        {"week": "2024-W20", "monday": "2024-05-13", "visits": 6, "suggestions": 12,
-         "accepted": 9, "declined": 2, "coach_referrals": 5, "contacted": 3, "linked": 3,
-         "reasons": {"Already in treatment elsewhere": 1, "Other": 1}},
+        {
+            "week": "2024-W18",
+            "monday": "2024-04-29",
+            "visits": 3,
+            "suggestions": 7,
+            "accepted": 4,
+            "declined": 3,
+            "coach_referrals": 2,
+            "contacted": 2,
+            "linked": 1,
+            "reasons": {"Patient declined": 2, "Already in treatment elsewhere": 1},
+        },
+        {
+            "week": "2024-W19",
+            "monday": "2024-05-06",
+            "visits": 4,
+            "suggestions": 8,
+            "accepted": 6,
+            "declined": 2,
+            "coach_referrals": 3,
+            "contacted": 3,
+            "linked": 2,
+            "reasons": {"Clinically inappropriate now": 1, "Coach unavailable": 1},
+        },
+        {
+            "week": "2024-W20",
+            "monday": "2024-05-13",
+            "visits": 6,
+            "suggestions": 12,
+            "accepted": 9,
+            "declined": 2,
+            "coach_referrals": 5,
+            "contacted": 3,
+            "linked": 3,
+            "reasons": {"Already in treatment elsewhere": 1, "Other": 1},
+        },
     ]
     assert [w["acceptance"] for w in figures["weeks"]] == [4 / 7, 6 / 8, 9 / 11]
 
@@ -93,14 +133,34 @@ def test_decline_reasons_suggestions_and_rules(figures):
         ("moud-continue", 1, 1, 0),
     ]
     assert figures["rules"] == [
-        {"rule": "prc-consult-sud-adult", "kind": "prc-consult", "fired": 13, "accepted": 10,
-         "declined": 2},
-        {"rule": "naloxone-kit-at-risk", "kind": "naloxone-kit", "fired": 7, "accepted": 5,
-         "declined": 2},
-        {"rule": "moud-buprenorphine-oud", "kind": "moud-buprenorphine", "fired": 6,
-         "accepted": 3, "declined": 3},
-        {"rule": "moud-continue-on-moud", "kind": "moud-continue", "fired": 1, "accepted": 1,
-         "declined": 0},
+        {
+            "rule": "prc-consult-sud-adult",
+            "kind": "prc-consult",
+            "fired": 13,
+            "accepted": 10,
+            "declined": 2,
+        },
+        {
+            "rule": "naloxone-kit-at-risk",
+            "kind": "naloxone-kit",
+            "fired": 7,
+            "accepted": 5,
+            "declined": 2,
+        },
+        {
+            "rule": "moud-buprenorphine-oud",
+            "kind": "moud-buprenorphine",
+            "fired": 6,
+            "accepted": 3,
+            "declined": 3,
+        },
+        {
+            "rule": "moud-continue-on-moud",
+            "kind": "moud-continue",
+            "fired": 1,
+            "accepted": 1,
+            "declined": 0,
+        },
     ]
 
 
@@ -110,19 +170,28 @@ def test_time_from_arrival(figures):
     # gave no encounter start): 20 30 45 | 60 75 90 | 120 150 200. P01's first arrival is
     # logged as 04:00-04:00 (08:00Z) and P10's only in the decision's copy of the screen.
     assert times["referral"] == {
-        "n": 9, "suppressed": False, "median": 75, "p25": 45, "p75": 120,
-        "buckets": [{"label": label, "count": n} for label, n in zip(
-            ("< 1 h", "1–2 h", "2–4 h", "4–8 h", "8–24 h", "1–3 days", "3 days +"),
-            (3, 3, 3, 0, 0, 0, 0), strict=True)],
+        "n": 9,
+        "suppressed": False,
+        "median": 75,
+        "p25": 45,
+        "p75": 120,
+        "buckets": [
+            {"label": label, "count": n}
+            for label, n in zip(
+                ("< 1 h", "1–2 h", "2–4 h", "4–8 h", "8–24 h", "1–3 days", "3 days +"),
+                (3, 3, 3, 0, 0, 0, 0),
+                strict=True,
+            )
+        ],
     }
     # First coach contact: 40 45 | 90 | 150 180 | 300 360 | 1560 (26 h, the next day).
     contact = times["contact"]
-    assert (contact["n"], contact["median"], contact["p25"], contact["p75"]) == (
-        8, 165, 78.75, 315
-    )
+    assert (contact["n"], contact["median"], contact["p25"], contact["p75"]) == (8, 165, 78.75, 315)
     assert [b["count"] for b in contact["buckets"]] == [2, 1, 2, 2, 0, 1, 0]
     assert (times["coach_referrals"], times["no_arrival_time"], times["not_contacted"]) == (
-        10, 1, 2
+        10,
+        1,
+        2,
     )
     assert dashboard.format_minutes(contact["median"]) == "2 h 45 min"
     assert dashboard.format_minutes(1560) == "1 d 2 h"
@@ -150,11 +219,12 @@ def test_period_counts_visits_first_shown_in_it():
 
 def test_linked_programs_are_suppressed(figures):
     at_5 = [(p["program"], p["linked"]["text"]) for p in figures["programs"]]
-    assert at_5 == [("Bridge Clinic", "<5"), ("Harbor Recovery", "<5"),
-                    ("Program not named", "<5")]
+    assert at_5 == [("Bridge Clinic", "<5"), ("Harbor Recovery", "<5"), ("Program not named", "<5")]
     at_3 = dashboard.summarize(EVENTS, min_cell=3, programs=logdata.CATALOG_PROGRAMS)["programs"]
     assert [(p["program"], p["linked"]["text"]) for p in at_3] == [
-        ("Bridge Clinic", "3"), ("Harbor Recovery", "<3"), ("Program not named", "<3")
+        ("Bridge Clinic", "3"),
+        ("Harbor Recovery", "<3"),
+        ("Program not named", "<3"),
     ]
 
 
@@ -207,7 +277,9 @@ def test_suppress_complements_until_nothing_can_be_worked_out():
         {"decided": fig(0, 0), "accepted": fig(0, 0), "declined": fig(0, 0)},
     ]
     cells = dashboard.suppress(
-        table, ("decided", "accepted", "declined"), 5,
+        table,
+        ("decided", "accepted", "declined"),
+        5,
         row_sums=(("decided", ("accepted", "declined")),),
     )
     shown = [[c["text"] for c in row.values()] for row in cells]
@@ -223,8 +295,12 @@ def test_suppress_complements_until_nothing_can_be_worked_out():
 
 def test_a_single_hidden_category_takes_the_next_smallest_with_it():
     cells = dashboard.suppress(
-        [{"n": (30, set(range(30)))}, {"n": (6, set(range(6)))}, {"n": (2, {1, 2})},
-         {"n": (9, set(range(9)))}],
+        [
+            {"n": (30, set(range(30)))},
+            {"n": (6, set(range(6)))},
+            {"n": (2, {1, 2})},
+            {"n": (9, set(range(9)))},
+        ],
         ("n",),
         5,
     )
@@ -233,9 +309,19 @@ def test_a_single_hidden_category_takes_the_next_smallest_with_it():
 
 def test_no_patient_identity_leaves_the_module(figures):
     out = json.dumps(figures, default=str)
-    for secret in (*logdata.PATIENT_IDS, *logdata.ENCOUNTER_IDS, *logdata.NAMES, "MRN-77",
-                   "has a kit at home", "already with Bridge", "met in bay 4", "1990-01-01",
-                   logdata.DR_A, logdata.COACH, "ref-"):
+    for secret in (
+        *logdata.PATIENT_IDS,
+        *logdata.ENCOUNTER_IDS,
+        *logdata.NAMES,
+        "MRN-77",
+        "has a kit at home",
+        "already with Bridge",
+        "met in bay 4",
+        "1990-01-01",
+        logdata.DR_A,
+        logdata.COACH,
+        "ref-",
+    ):
         assert secret not in out
 
 
@@ -243,14 +329,16 @@ def test_empty_log():
     figures = dashboard.summarize([])
     assert figures["totals"]["visits"] == 0 and figures["weeks"] == []
     assert figures["times"]["referral"]["median"] is None
-    assert all(row["visits"]["text"] == "0" or not dim["rows"]
-               for dim in figures["equity"] for row in dim["rows"])
+    assert all(
+        row["visits"]["text"] == "0" or not dim["rows"]
+        for dim in figures["equity"]
+        for row in dim["rows"]
+    )
 
 
 def test_helpers():
     assert dashboard.iso_week(datetime(2024, 12, 30, tzinfo=UTC)) == "2025-W01"
-    assert dashboard.weeks_between("2024-W52", "2025-W02") == ["2024-W52", "2025-W01",
-                                                                "2025-W02"]
+    assert dashboard.weeks_between("2024-W52", "2025-W02") == ["2024-W52", "2025-W01", "2025-W02"]
     assert dashboard.arrival_time("2024-05-01") is None  # a date alone has no minutes
     assert dashboard.arrival_time("2024-05-01T10:00:00+02:00") == datetime(
         2024, 5, 1, 8, tzinfo=UTC

@@ -13,13 +13,28 @@ from tests.staff_login import STAFF_KEY, staff_session_token
 # Two launches where the rules suggested nothing (the screen said so): not "visits with
 # suggestions", and not in any equity denominator.
 NOTHING_SHOWN = (
-    logdata.Visit("pat-20-0d0d", "enc-20-aaaa", "Lee Empty", logdata.DR_A,
-                  logdata.at("2024-05-08T10:00"), "2024-05-08T10:00:00Z",
-                  logdata.demo(logdata.WHITE, logdata.NH, "female", "25-34"), ()),
-    logdata.Visit("pat-21-0e0e", "enc-21-bbbb", "Kim Empty", logdata.DR_B,
-                  logdata.at("2024-05-14T10:00"), "2024-05-14T10:00:00Z",
-                  logdata.demo(logdata.ASIAN, logdata.HISP, "male", "65+"), (),
-                  decisions=(), decided_after=30),
+    logdata.Visit(
+        "pat-20-0d0d",
+        "enc-20-aaaa",
+        "Lee Empty",
+        logdata.DR_A,
+        logdata.at("2024-05-08T10:00"),
+        "2024-05-08T10:00:00Z",
+        logdata.demo(logdata.WHITE, logdata.NH, "female", "25-34"),
+        (),
+    ),
+    logdata.Visit(
+        "pat-21-0e0e",
+        "enc-21-bbbb",
+        "Kim Empty",
+        logdata.DR_B,
+        logdata.at("2024-05-14T10:00"),
+        "2024-05-14T10:00:00Z",
+        logdata.demo(logdata.ASIAN, logdata.HISP, "male", "65+"),
+        (),
+        decisions=(),
+        decided_after=30,
+    ),
 )
 FREE_TEXT = "linked to Father Mike at St Anne's, cell 555-0199"
 CATALOG = ("Bridge Clinic", "Harbor Recovery", "Example Bridge Clinic")
@@ -54,9 +69,17 @@ def test_headline_tile_counts_only_visits_with_suggestions(tmp_path, clock):
 
 def linked(program: str | None, encounter: str, patient: str) -> logdata.Visit:
     return logdata.Visit(
-        patient, encounter, "Someone", logdata.DR_A, logdata.at("2024-05-06T09:00"),
-        "2024-05-06T09:00:00Z", logdata.demo(None, None, None, None), ("prc-consult",),
-        (("prc-consult", True, None, None),), 30, (("written", 31),),
+        patient,
+        encounter,
+        "Someone",
+        logdata.DR_A,
+        logdata.at("2024-05-06T09:00"),
+        "2024-05-06T09:00:00Z",
+        logdata.demo(None, None, None, None),
+        ("prc-consult",),
+        (("prc-consult", True, None, None),),
+        30,
+        (("written", 31),),
         (("accept", 35, {}), ("link", 60, {"program": program})),
     )
 
@@ -73,7 +96,9 @@ PROGRAM_VISITS = (
 def test_programs_are_catalog_names_and_free_text_is_other():
     figures = dashboard.summarize(logdata.as_dicts(PROGRAM_VISITS), min_cell=1, programs=CATALOG)
     assert [(p["program"], p["linked"]["text"]) for p in figures["programs"]] == [
-        ("Example Bridge Clinic", "2"), ("Other", "2"), ("Bridge Clinic", "1"),
+        ("Example Bridge Clinic", "2"),
+        ("Other", "2"),
+        ("Bridge Clinic", "1"),
     ]
     out = json.dumps(figures, default=str)
     assert FREE_TEXT not in out and "Father Mike" not in out and "typed" not in out

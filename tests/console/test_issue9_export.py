@@ -53,15 +53,20 @@ def test_user_filter_applies_to_the_export(app, auditor):
 
 def test_export_links_carry_every_filter(auditor):
     html = auditor.get(
-        "/console/events", query_string={"from": "2024-05-06", "to": "2024-05-12",
-                                         "patient": "pat-04-3f7b", "kind": "prc-consult",
-                                         "page": "2"}
+        "/console/events",
+        query_string={
+            "from": "2024-05-06",
+            "to": "2024-05-12",
+            "patient": "pat-04-3f7b",
+            "kind": "prc-consult",
+            "page": "2",
+        },
     ).get_data(as_text=True)
-    links = [link.replace("&amp;", "&") for link in
-             re.findall(r'href="(/console/export[^"]*)"', html)]
+    links = [
+        link.replace("&amp;", "&") for link in re.findall(r'href="(/console/export[^"]*)"', html)
+    ]
     assert len(links) == 2
     for link in links:
-        for part in ("from=2024-05-06", "to=2024-05-12", "patient=pat-04-3f7b",
-                     "kind=prc-consult"):
+        for part in ("from=2024-05-06", "to=2024-05-12", "patient=pat-04-3f7b", "kind=prc-consult"):
             assert part in link, (part, link)
         assert "page=" not in link

@@ -15,11 +15,22 @@ from tests.console import logdata
 from tests.console.conftest import make_app
 from tests.staff_login import STAFF_KEY, staff_session_token
 
-EVENT_PAGES = ("/console/events", "/console/events/5", "/console/export?format=ndjson",
-               "/console/export?format=csv")
+EVENT_PAGES = (
+    "/console/events",
+    "/console/events/5",
+    "/console/export?format=ndjson",
+    "/console/export?format=csv",
+)
 ALL_PAGES = ("/console/", *EVENT_PAGES, "/console/dashboard")
-IDENTITY = (*logdata.PATIENT_IDS, *logdata.ENCOUNTER_IDS, *logdata.NAMES, "MRN-77",
-            "has a kit at home", "already with Bridge", "met in bay 4")
+IDENTITY = (
+    *logdata.PATIENT_IDS,
+    *logdata.ENCOUNTER_IDS,
+    *logdata.NAMES,
+    "MRN-77",
+    "has a kit at home",
+    "already with Bridge",
+    "met in bay 4",
+)
 
 
 def event_count(app) -> int:
@@ -79,8 +90,9 @@ def test_dashboard_threshold_is_configurable(tmp_path, clock):
         logdata.fill(current_services().db, clock)
     client = app.test_client()
     with client.session_transaction() as session:
-        session[STAFF_KEY] = staff_session_token(app, {
-            "sub": "p", "name": "P", "user_ref": "urn:staff:p", "roles": ["program-manager"]})
+        session[STAFF_KEY] = staff_session_token(
+            app, {"sub": "p", "name": "P", "user_ref": "urn:staff:p", "roles": ["program-manager"]}
+        )
     html = client.get("/console/dashboard").get_data(as_text=True)
     assert_no_identity(html)
     assert "&lt;3" in html and "&lt;5" not in html
@@ -127,9 +139,11 @@ def test_an_auditor_can_change_nothing(app, auditor):
     for rule in posts:
         if rule.endpoint == "staff.logout":
             continue
-        url = rule.rule.replace("<context_id>", "ctx-1").replace(
-            "<referral_id>", decision.data["referral"]
-        ).replace("<action>", "accept")
+        url = (
+            rule.rule.replace("<context_id>", "ctx-1")
+            .replace("<referral_id>", decision.data["referral"])
+            .replace("<action>", "accept")
+        )
         response = auditor.post(url, data={"csrf_token": "auditor-token", "program": "X"})
         assert response.status_code == 403, (rule.rule, response.status_code)
     for url in ALL_PAGES:
@@ -146,8 +160,11 @@ def _events(app) -> list[LogEvent]:
 
 def test_console_forms_only_read(auditor, manager):
     """The only forms on console pages are GET searches and the sign-out (session only)."""
-    for client, url in ((auditor, "/console/events"), (auditor, "/console/events/3"),
-                        (manager, "/console/dashboard")):
+    for client, url in (
+        (auditor, "/console/events"),
+        (auditor, "/console/events/3"),
+        (manager, "/console/dashboard"),
+    ):
         html = client.get(url).get_data(as_text=True)
         for form in re.findall(r"<form[^>]*>", html):
             assert 'method="get"' in form or 'action="/staff/logout"' in form, form

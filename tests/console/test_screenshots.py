@@ -49,15 +49,19 @@ def open_page(context, url: str, problems: list[str]):
     page = context.new_page()
     page.on(
         "console",
-        lambda m: m.type == "error"
-        and not m.text.startswith("Failed to load resource")
-        and problems.append(m.text),
+        lambda m: (
+            m.type == "error"
+            and not m.text.startswith("Failed to load resource")
+            and problems.append(m.text)
+        ),
     )
     page.on(
         "response",
-        lambda r: r.status >= 400
-        and not r.url.endswith("/favicon.ico")
-        and problems.append(f"{r.status} {r.url}"),
+        lambda r: (
+            r.status >= 400
+            and not r.url.endswith("/favicon.ico")
+            and problems.append(f"{r.status} {r.url}")
+        ),
     )
     page.on("pageerror", lambda e: problems.append(str(e)))
     response = page.goto(url)

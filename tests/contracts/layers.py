@@ -159,8 +159,11 @@ def fhir_write_violations(root: Path) -> list[str]:
             continue
         for node, method in _writes(module.nodes, returns_client):
             found.append(
-                violation(module, node.lineno, f"calls a FHIR client's {method}() (only "
-                          f"{WRITEBACK} writes to the EHR)")
+                violation(
+                    module,
+                    node.lineno,
+                    f"calls a FHIR client's {method}() (only {WRITEBACK} writes to the EHR)",
+                )
             )
     return found
 

@@ -100,6 +100,9 @@ def test_the_contracts_name_every_package_of_the_app():
         if m.name.count(".") >= 1 and not m.name.startswith("smartapp.migrations")
     }
     for contract_id, own in (("engine-pure", "engine"), ("sandbox-apart", "sandbox")):
-        forbidden = {n.split(".")[1] for n in contract(contract_id)["forbidden_modules"]
-                     if n.startswith("smartapp.")}
+        forbidden = {
+            n.split(".")[1]
+            for n in contract(contract_id)["forbidden_modules"]
+            if n.startswith("smartapp.")
+        }
         assert top_level - {own} <= forbidden, (contract_id, top_level - {own} - forbidden)

@@ -15,9 +15,7 @@ pytestmark = pytest.mark.unit
 TESTS = REPO / "tests"
 # A path worked out to the shared folder: `<something> / "shared"`.
 OWN_PATH = re.compile(r"""/\s*["']shared["']""")
-# Not yet switched: tests/engine/ is being changed on another branch; at the merge these take
-# SHARED_DIR / SCENARIOS_DIR from tests.shared, and their lines go from here.
-PENDING = frozenset({"tests/engine/helpers.py", "tests/engine/test_evaluate.py"})
+PENDING: frozenset[str] = frozenset()
 
 
 def test_only_tests_shared_py_works_out_where_the_shared_folder_is():

@@ -54,9 +54,7 @@ def test_a_decline_survives_an_error_page_and_is_what_gets_signed(page, stack):
     expect(coach.locator('input[value="decline"]')).to_be_checked()
     expect(coach.locator('input[value="accept"]')).not_to_be_checked()
     expect(coach.locator("#reason-prc-consult")).to_have_value("patient-declined")
-    expect(coach.locator("#reason-text-prc-consult")).to_have_value(
-        "wants to talk to family first"
-    )
+    expect(coach.locator("#reason-text-prc-consult")).to_have_value("wants to talk to family first")
     expect(coach.locator('input[name="consult-mode"][value="warm-line"]')).to_be_checked()
     expect(
         page.locator('fieldset[data-kind="moud-buprenorphine"] input[value="accept"]')

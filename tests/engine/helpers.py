@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from smartapp.engine import Chart
+from tests.shared import SHARED_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "rules"
-SHARED = REPO.parent / "shared"
+SHARED = SHARED_DIR
 SCENARIOS = SHARED / "scenarios"
 SYNTHEA = SHARED / "synthea"
 EXPECTED = json.loads((SCENARIOS / "expected.json").read_text())
@@ -33,32 +34,40 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     base = {k: v for k, v in os.environ.items() if k != "HANDOFF_RULES_DIR"}
     return subprocess.run(
         [sys.executable, "-m", "smartapp.rulestools.cli", *args],
-        cwd=REPO, env={**base, **(env or {})}, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def bundle(*resources: dict[str, Any], btype: str = "collection") -> dict[str, Any]:
     """A Bundle holding these resources."""
-    return {"resourceType": "Bundle", "type": btype,
-            "entry": [{"resource": r} for r in resources]}
+    return {"resourceType": "Bundle", "type": btype, "entry": [{"resource": r} for r in resources]}
 
 
 PATIENT = {"resourceType": "Patient", "id": "t-pt", "birthDate": "1990-01-01"}
 ED_VISIT = {
-    "resourceType": "Encounter", "id": "t-enc", "status": "in-progress",
+    "resourceType": "Encounter",
+    "id": "t-enc",
+    "status": "in-progress",
     "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"},
-    "subject": {"reference": "Patient/t-pt"}, "period": {"start": "2026-11-20T10:00:00Z"},
+    "subject": {"reference": "Patient/t-pt"},
+    "period": {"start": "2026-11-20T10:00:00Z"},
 }
 
 
 def condition(cid: str, system: str, code: str, **extra: Any) -> dict[str, Any]:
     """An active, confirmed Condition of the test patient."""
     return {
-        "resourceType": "Condition", "id": cid,
+        "resourceType": "Condition",
+        "id": cid,
         "clinicalStatus": {"coding": [{"code": "active"}]},
         "verificationStatus": {"coding": [{"code": "confirmed"}]},
         "code": {"coding": [{"system": system, "code": code}]},
-        "subject": {"reference": "Patient/t-pt"}, **extra,
+        "subject": {"reference": "Patient/t-pt"},
+        **extra,
     }
 
 

@@ -23,8 +23,15 @@ PT = {"resourceType": "Patient", "id": "t-pt", "birthDate": "1985-05-05"}
 
 def encounter(eid: str, start: str, end: str | None = None, **extra: Any) -> dict[str, Any]:
     period = {"start": start, **({"end": end} if end else {})}
-    return {"resourceType": "Encounter", "id": eid, "status": "finished", "class": EMER,
-            "subject": {"reference": "Patient/t-pt"}, "period": period, **extra}
+    return {
+        "resourceType": "Encounter",
+        "id": eid,
+        "status": "finished",
+        "class": EMER,
+        "subject": {"reference": "Patient/t-pt"},
+        "period": period,
+        **extra,
+    }
 
 
 VISIT = encounter("v", "2020-01-10T10:00:00Z", "2020-01-10T14:00:00Z")
@@ -34,8 +41,7 @@ def at(chart: Chart, when: datetime = T, visit: str = "v") -> tuple[Chart, Chart
     """The view and the from-scratch chart at a time, checked equal resource by resource."""
     view = chart.as_of(when, visit)
     full = Chart.from_bundle(cut_bundle(chart, when, visit))
-    assert {e.key: e.resource for e in view.of_all()} == {
-        e.key: e.resource for e in full.of_all()}
+    assert {e.key: e.resource for e in view.of_all()} == {e.key: e.resource for e in full.of_all()}
     assert len(view) == len(full)
     return view, full
 
@@ -50,20 +56,36 @@ def kinds(chart: Chart, pack: Pack, when: datetime = T, visit: str = "v") -> dic
 
 
 def test_resources_recorded_after_the_time_are_invisible() -> None:
-    later_dx = condition("dx", ICD, "F11.20", onsetDateTime="2019-01-01",
-                         recordedDate="2020-02-01")  # onset before, recorded after
-    late_lab = {"resourceType": "Observation", "id": "lab", "status": "final",
-                "code": {"coding": [{"system": "http://loinc.org", "code": "59673-4"}]},
-                "effectiveDateTime": "2020-01-10T11:00:00Z", "issued": "2020-01-10T15:00:00Z"}
-    order = {"resourceType": "MedicationRequest", "id": "mr", "status": "active",
-             "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1819"}]},
-             "authoredOn": "2020-01-10T14:00:01Z"}
+    later_dx = condition(
+        "dx", ICD, "F11.20", onsetDateTime="2019-01-01", recordedDate="2020-02-01"
+    )  # onset before, recorded after
+    late_lab = {
+        "resourceType": "Observation",
+        "id": "lab",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "59673-4"}]},
+        "effectiveDateTime": "2020-01-10T11:00:00Z",
+        "issued": "2020-01-10T15:00:00Z",
+    }
+    order = {
+        "resourceType": "MedicationRequest",
+        "id": "mr",
+        "status": "active",
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1819"}]},
+        "authoredOn": "2020-01-10T14:00:01Z",
+    }
     next_visit = encounter("v2", "2020-03-01T10:00:00Z", "2020-03-01T11:00:00Z")
     in_next = condition("od2", ICD, "T40.1X1A", encounter={"reference": "Encounter/v2"})
-    on_time = condition("od", ICD, "T40.1X1A", onsetDateTime="2020-01-10T14:00:00Z",
-                        encounter={"reference": "Encounter/v"})
-    chart = Chart.from_bundle(bundle(PT, VISIT, later_dx, late_lab, order, next_visit,
-                                     in_next, on_time))
+    on_time = condition(
+        "od",
+        ICD,
+        "T40.1X1A",
+        onsetDateTime="2020-01-10T14:00:00Z",
+        encounter={"reference": "Encounter/v"},
+    )
+    chart = Chart.from_bundle(
+        bundle(PT, VISIT, later_dx, late_lab, order, next_visit, in_next, on_time)
+    )
     view, _ = at(chart)
     assert {e.key for e in view.of_all()} == {"Patient/t-pt", "Encounter/v", "Condition/od"}
     assert view.get("Condition/dx") is None and view.resolve("Encounter/v2") is None
@@ -72,9 +94,14 @@ def test_resources_recorded_after_the_time_are_invisible() -> None:
 
 
 def test_condition_abated_later_was_active_then(pack: Pack) -> None:
-    aud = condition("aud", ICD, "F10.20", onsetDateTime="2015-01-01",
-                    clinicalStatus={"coding": [{"code": "resolved"}]},
-                    abatementDateTime="2020-06-01")
+    aud = condition(
+        "aud",
+        ICD,
+        "F10.20",
+        onsetDateTime="2015-01-01",
+        clinicalStatus={"coding": [{"code": "resolved"}]},
+        abatementDateTime="2020-06-01",
+    )
     chart = Chart.from_bundle(bundle(PT, VISIT, aud))
     view, _ = at(chart)
     assert view.get("Condition/aud")["clinicalStatus"]["coding"][0]["code"] == "active"
@@ -112,9 +139,13 @@ def test_encounters_in_progress_then_and_the_current_visit() -> None:
 
 
 def test_statement_completed_later_was_active_then(pack: Pack) -> None:
-    methadone = {"resourceType": "MedicationStatement", "id": "ms", "status": "completed",
-                 "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "6813"}]},
-                 "effectivePeriod": {"start": "2019-01-01", "end": "2020-05-01"}}
+    methadone = {
+        "resourceType": "MedicationStatement",
+        "id": "ms",
+        "status": "completed",
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "6813"}]},
+        "effectivePeriod": {"start": "2019-01-01", "end": "2020-05-01"},
+    }
     dx = condition("dx", ICD, "F11.20", onsetDateTime="2018-01-01")
     chart = Chart.from_bundle(bundle(PT, VISIT, methadone, dx))
     assert set(kinds(chart, pack)) == {"prc-consult", "moud-continue", "naloxone-kit"}
@@ -133,12 +164,22 @@ def test_views_reject_naive_times_and_nesting() -> None:
 def test_urn_uuid_references_survive_the_cut() -> None:
     """A transaction bundle (Synthea style): the cut keeps each fullUrl."""
     enc = {**VISIT, "id": "e1", "subject": {"reference": "urn:uuid:p1"}}
-    od = condition("c1", SCT, "55680006", encounter={"reference": "urn:uuid:e1"},
-                   subject={"reference": "urn:uuid:p1"})
-    data = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:p1", "resource": {**PT, "id": "p1"}},
-        {"fullUrl": "urn:uuid:e1", "resource": enc},
-        {"fullUrl": "urn:uuid:c1", "resource": od}]}
+    od = condition(
+        "c1",
+        SCT,
+        "55680006",
+        encounter={"reference": "urn:uuid:e1"},
+        subject={"reference": "urn:uuid:p1"},
+    )
+    data = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": "urn:uuid:p1", "resource": {**PT, "id": "p1"}},
+            {"fullUrl": "urn:uuid:e1", "resource": enc},
+            {"fullUrl": "urn:uuid:c1", "resource": od},
+        ],
+    }
     chart = Chart.from_bundle(data)
     view, full = at(chart, visit="e1")
     assert full.entry("Condition/c1").encounter == "Encounter/e1"
@@ -146,8 +187,10 @@ def test_urn_uuid_references_survive_the_cut() -> None:
 
 
 def _synthea_charts() -> list[tuple[str, Chart]]:
-    return [(p.name, Chart.from_bundle(orjson.loads(p.read_bytes())))
-            for p in sorted(SYNTHEA.glob("*.json"))]
+    return [
+        (p.name, Chart.from_bundle(orjson.loads(p.read_bytes())))
+        for p in sorted(SYNTHEA.glob("*.json"))
+    ]
 
 
 def test_view_equals_from_scratch_on_every_synthea_ed_visit(pack: Pack) -> None:
@@ -165,7 +208,8 @@ def test_view_equals_from_scratch_on_every_synthea_ed_visit(pack: Pack) -> None:
             assert list(replayed.results[0]) == expected, (name, visit.key)
             view = chart.as_of(visit.time, visit.key)
             assert {e.key: e.resource for e in view.of_all()} == {
-                e.key: e.resource for e in cut.of_all()}, (name, visit.key)
+                e.key: e.resource for e in cut.of_all()
+            }, (name, visit.key)
         per_patient.append(len(visits))
     assert sum(per_patient) == 227 and max(per_patient) >= 10
 

@@ -27,32 +27,55 @@ AMB = {**EMER, "code": "AMB"}
 COWS = {"coding": [{"system": "urn:handoff:flowsheet", "code": "cows-total"}]}
 
 
-def _enc(eid: str, pid: str, start: str | None, end: str | None, cls: dict[str, str] = EMER,
-         status: str = "finished") -> dict[str, Any]:
-    out: dict[str, Any] = {"resourceType": "Encounter", "id": eid, "status": status,
-                           "class": cls, "subject": {"reference": f"Patient/{pid}"}}
+def _enc(
+    eid: str,
+    pid: str,
+    start: str | None,
+    end: str | None,
+    cls: dict[str, str] = EMER,
+    status: str = "finished",
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "resourceType": "Encounter",
+        "id": eid,
+        "status": status,
+        "class": cls,
+        "subject": {"reference": f"Patient/{pid}"},
+    }
     if start:
         out["period"] = {"start": start, **({"end": end} if end else {})}
     return out
 
 
-def _cond(cid: str, pid: str, code: str, onset: str, enc: str | None = None,
-          **extra: Any) -> dict[str, Any]:
-    out = {"resourceType": "Condition", "id": cid,
-           "clinicalStatus": {"coding": [{"code": "active"}]},
-           "verificationStatus": {"coding": [{"code": "confirmed"}]},
-           "code": {"coding": [{"system": ICD, "code": code}]},
-           "subject": {"reference": f"Patient/{pid}"}, "onsetDateTime": onset, **extra}
+def _cond(
+    cid: str, pid: str, code: str, onset: str, enc: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    out = {
+        "resourceType": "Condition",
+        "id": cid,
+        "clinicalStatus": {"coding": [{"code": "active"}]},
+        "verificationStatus": {"coding": [{"code": "confirmed"}]},
+        "code": {"coding": [{"system": ICD, "code": code}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "onsetDateTime": onset,
+        **extra,
+    }
     if enc:
         out["encounter"] = {"reference": f"Encounter/{enc}"}
     return out
 
 
 def _cows(oid: str, pid: str, enc: str, when: str, value: int) -> dict[str, Any]:
-    return {"resourceType": "Observation", "id": oid, "status": "final", "code": COWS,
-            "subject": {"reference": f"Patient/{pid}"},
-            "encounter": {"reference": f"Encounter/{enc}"},
-            "effectiveDateTime": when, "valueQuantity": {"value": value}}
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": COWS,
+        "subject": {"reference": f"Patient/{pid}"},
+        "encounter": {"reference": f"Encounter/{enc}"},
+        "effectiveDateTime": when,
+        "valueQuantity": {"value": value},
+    }
 
 
 # A: heroin overdose at ED visit a1 (COWS 6); at a2, eight months later, that overdose is a
@@ -73,24 +96,40 @@ PATIENT_B = [
     {"resourceType": "Patient", "id": "pb", "birthDate": "1990-02-02"},
     _enc("b1", "pb", "2019-03-01T08:00:00Z", "2019-03-01T10:00:00Z"),
     _enc("b2", "pb", "2019-05-01T09:00:00Z", "2019-05-01T09:30:00Z", cls=AMB),
-    _cond("b-oud", "pb", "F11.20", "2019-05-01T09:00:00Z", "b2",
-          recordedDate="2019-05-01T09:10:00Z"),
+    _cond(
+        "b-oud", "pb", "F11.20", "2019-05-01T09:00:00Z", "b2", recordedDate="2019-05-01T09:10:00Z"
+    ),
     _enc("b3", "pb", "2019-07-01T08:00:00Z", "2019-07-01T09:00:00Z"),
     _cows("b3-cows", "pb", "b3", "2019-07-01T08:30:00Z", 4),
-    {"resourceType": "MedicationRequest", "id": "b-nalox", "status": "active",
-     "intent": "order", "subject": {"reference": "Patient/pb"},
-     "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1725059"}]},
-     "authoredOn": "2019-08-01T10:00:00Z"},
+    {
+        "resourceType": "MedicationRequest",
+        "id": "b-nalox",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": "Patient/pb"},
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1725059"}]},
+        "authoredOn": "2019-08-01T10:00:00Z",
+    },
     _enc("b4", "pb", "2019-09-01T08:00:00Z", "2019-09-01T09:00:00Z"),
 ]
 # C: alcohol use disorder resolved after c1 (active then); died 2021-01-01, so c3 (after
 # death) gets nothing although OUD was diagnosed before it; c2 has no time (skipped).
 PATIENT_C = [
-    {"resourceType": "Patient", "id": "pc", "birthDate": "1970-01-01",
-     "deceasedDateTime": "2021-01-01T00:00:00Z"},
+    {
+        "resourceType": "Patient",
+        "id": "pc",
+        "birthDate": "1970-01-01",
+        "deceasedDateTime": "2021-01-01T00:00:00Z",
+    },
     _enc("c1", "pc", "2020-02-01T10:00:00Z", "2020-02-01T12:00:00Z"),
-    _cond("c-aud", "pc", "F10.20", "2015-01-01", clinicalStatus={"coding": [
-        {"code": "resolved"}]}, abatementDateTime="2020-06-01"),
+    _cond(
+        "c-aud",
+        "pc",
+        "F10.20",
+        "2015-01-01",
+        clinicalStatus={"coding": [{"code": "resolved"}]},
+        abatementDateTime="2020-06-01",
+    ),
     _enc("c2", "pc", None, None),
     _enc("c3", "pc", "2021-02-01T10:00:00Z", "2021-02-01T11:00:00Z"),
     _cond("c-oud", "pc", "F11.20", "2020-12-01"),
@@ -114,17 +153,29 @@ def _transaction(resources: list[dict[str, Any]]) -> dict[str, Any]:
     text = json.dumps(resources)
     for r in resources:
         text = text.replace(f'"{r["resourceType"]}/{r["id"]}"', f'"urn:uuid:{r["id"]}"')
-    return {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": f"urn:uuid:{r['id']}", "resource": r,
-         "request": {"method": "POST", "url": r["resourceType"]}} for r in json.loads(text)]}
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": f"urn:uuid:{r['id']}",
+                "resource": r,
+                "request": {"method": "POST", "url": r["resourceType"]},
+            }
+            for r in json.loads(text)
+        ],
+    }
 
 
 def write_bundles(folder: Path) -> Path:
     """A as a transaction bundle; B and C together in one collection bundle."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "patient-a.json").write_text(json.dumps(_transaction(PATIENT_A)))
-    both = {"resourceType": "Bundle", "type": "collection",
-            "entry": [{"resource": r} for r in PATIENT_B + PATIENT_C]}
+    both = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": r} for r in PATIENT_B + PATIENT_C],
+    }
     (folder / "patients-b-c.json").write_text(json.dumps(both))
     (folder / "README.txt").write_text("not a chart: ignored")
     return folder
@@ -178,13 +229,25 @@ def test_counts_overall_and_by_year(charts: Path) -> None:
     assert base["visits_with_suggestions"] == 5
     counts = base["counts"]
     assert {k: v["visits"] for k, v in counts.items()} == {
-        "prc-consult": 5, "moud-buprenorphine": 3, "moud-continue": 0, "naloxone-kit": 3}
+        "prc-consult": 5,
+        "moud-buprenorphine": 3,
+        "moud-continue": 0,
+        "naloxone-kit": 3,
+    }
     assert counts["moud-buprenorphine"]["variants"] == {"ed-induction": 0, "home-initiation": 3}
     assert counts["moud-buprenorphine"]["cautions"] == {
-        "pregnancy": 0, "sedatives": 0, "hepatic": 0, "alcohol": 0, "recent-methadone": 0,
-        "confirm-oud": 1, "chart-incomplete": 0}
-    years = {y: {k: v["visits"] for k, v in d["counts"].items() if v["visits"]}
-             for y, d in base["by_year"].items()}
+        "pregnancy": 0,
+        "sedatives": 0,
+        "hepatic": 0,
+        "alcohol": 0,
+        "recent-methadone": 0,
+        "confirm-oud": 1,
+        "chart-incomplete": 0,
+    }
+    years = {
+        y: {k: v["visits"] for k, v in d["counts"].items() if v["visits"]}
+        for y, d in base["by_year"].items()
+    }
     assert years == {
         "2019": {"prc-consult": 2, "moud-buprenorphine": 2, "naloxone-kit": 1},
         "2020": {"prc-consult": 3, "moud-buprenorphine": 1, "naloxone-kit": 2},
@@ -195,19 +258,45 @@ def test_counts_overall_and_by_year(charts: Path) -> None:
 
 def test_json_report_shape(charts: Path, pack: Pack) -> None:
     data = _cli_json(str(charts))
-    assert set(data) == {"input", "workers", "patients", "patients_with_visits", "visits",
-                         "visits_skipped", "visits_by_year", "pack", "compare", "per_visit"}
-    assert data["input"] == {"path": str(charts), "bundle_files": 2, "ndjson_files": 0,
-                             "skipped_files": []}
+    assert set(data) == {
+        "input",
+        "workers",
+        "patients",
+        "patients_with_visits",
+        "visits",
+        "visits_skipped",
+        "visits_by_year",
+        "pack",
+        "compare",
+        "per_visit",
+    }
+    assert data["input"] == {
+        "path": str(charts),
+        "bundle_files": 2,
+        "ndjson_files": 0,
+        "skipped_files": [],
+    }
     assert data["compare"] is None and data["workers"] == min(os.cpu_count() or 1, 2)
     base = data["pack"]
-    assert set(base) == {"id", "version", "hash", "path", "visits_with_suggestions",
-                         "counts", "by_year", "during"}
+    assert set(base) == {
+        "id",
+        "version",
+        "hash",
+        "path",
+        "visits_with_suggestions",
+        "counts",
+        "by_year",
+        "during",
+    }
     assert (base["id"], base["version"]) == ("handoff-default", "2.0.0")
     assert base["hash"] == f"sha256:{pack.content_hash}"
     for counts in [base["counts"]] + [y["counts"] for y in base["by_year"].values()]:
-        assert list(counts) == ["prc-consult", "moud-buprenorphine", "moud-continue",
-                                "naloxone-kit"]
+        assert list(counts) == [
+            "prc-consult",
+            "moud-buprenorphine",
+            "moud-continue",
+            "naloxone-kit",
+        ]
         for kind in counts.values():
             assert set(kind) == {"visits", "variants", "cautions"}
             assert isinstance(kind["visits"], int)
@@ -215,14 +304,17 @@ def test_json_report_shape(charts: Path, pack: Pack) -> None:
     assert report(run_backtest(charts, [pack], workers=1))["pack"] == base
 
 
-def test_ndjson_gives_the_same_result_as_bundles(tmp_path: Path, charts: Path,
-                                                 pack: Pack) -> None:
+def test_ndjson_gives_the_same_result_as_bundles(tmp_path: Path, charts: Path, pack: Pack) -> None:
     ndjson = write_ndjson(tmp_path / "export")
     assert _by_visit(run_backtest(ndjson, [pack], workers=1)) == EXPECTED
     from_bundles = _cli_json(str(charts), "--workers", "1")
     from_ndjson = _cli_json(str(ndjson), "--workers", "1")
-    assert from_ndjson["input"] == {"path": str(ndjson), "bundle_files": 0, "ndjson_files": 5,
-                                    "skipped_files": []}
+    assert from_ndjson["input"] == {
+        "path": str(ndjson),
+        "bundle_files": 0,
+        "ndjson_files": 5,
+        "skipped_files": [],
+    }
     del from_bundles["input"], from_ndjson["input"]
     assert from_ndjson == from_bundles
 
@@ -231,21 +323,32 @@ def test_ndjson_medications_are_shared_by_every_patient(tmp_path: Path, pack: Pa
     """Bulk export: a Medication (no patient) resolves for each patient's orders; other
     patient-less resources (Organization) are left out."""
     folder = write_ndjson(tmp_path / "export")
-    methadone = {"resourceType": "Medication", "id": "meth",
-                 "code": {"coding": [{"system": RXNORM, "code": "6813"}]}}
-    orders = [{"resourceType": "MedicationRequest", "id": f"mr-{pid}", "status": "active",
-               "intent": "order", "subject": {"reference": f"Patient/{pid}"},
-               "medicationReference": {"reference": "Medication/meth"},
-               "authoredOn": "2019-01-01T00:00:00Z"} for pid in ("pa", "pb")]
+    methadone = {
+        "resourceType": "Medication",
+        "id": "meth",
+        "code": {"coding": [{"system": RXNORM, "code": "6813"}]},
+    }
+    orders = [
+        {
+            "resourceType": "MedicationRequest",
+            "id": f"mr-{pid}",
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": f"Patient/{pid}"},
+            "medicationReference": {"reference": "Medication/meth"},
+            "authoredOn": "2019-01-01T00:00:00Z",
+        }
+        for pid in ("pa", "pb")
+    ]
     (folder / "Medication.ndjson").write_text(json.dumps(methadone) + "\n")
     (folder / "Organization.ndjson").write_text(
-        json.dumps({"resourceType": "Organization", "id": "org"}) + "\n")
+        json.dumps({"resourceType": "Organization", "id": "org"}) + "\n"
+    )
     with (folder / "MedicationRequest.ndjson").open("a") as out:
         out.write("\n".join(json.dumps(o) for o in orders) + "\n")
     found = _by_visit(run_backtest(folder, [pack], workers=1))
     # on methadone: continue it; no buprenorphine offer
-    assert found["a1"] == {("prc-consult", None), ("moud-continue", None),
-                           ("naloxone-kit", None)}
+    assert found["a1"] == {("prc-consult", None), ("moud-continue", None), ("naloxone-kit", None)}
     assert found["b1"] == {("moud-continue", None)}
     assert found["a2"] == {("prc-consult", None), ("moud-continue", None), ("naloxone-kit", None)}
     assert found["c1"] == EXPECTED["c1"]
@@ -268,8 +371,11 @@ def _cows_pack(tmp_path: Path, threshold: int) -> Path:
     assert "  cows_threshold: 8\n" in text
     path = tmp_path / "rules" / "packs" / f"cows{threshold}.yaml"
     path.parent.mkdir(parents=True)
-    path.write_text(text.replace("  cows_threshold: 8\n", f"  cows_threshold: {threshold}\n")
-                    .replace("version: 2.0.0", f"version: 2.0.0-cows{threshold}"))
+    path.write_text(
+        text.replace("  cows_threshold: 8\n", f"  cows_threshold: {threshold}\n").replace(
+            "version: 2.0.0", f"version: 2.0.0-cows{threshold}"
+        )
+    )
     (tmp_path / "rules" / "valuesets").symlink_to(RULES / "valuesets")
     return path
 
@@ -281,20 +387,38 @@ def test_compare_lists_exactly_the_visits_that_differ(charts: Path, tmp_path: Pa
     compare = data["compare"]
     assert compare["version"] == "2.0.0-cows5"
     assert compare["counts"]["moud-buprenorphine"]["variants"] == {
-        "ed-induction": 1, "home-initiation": 2}
-    assert compare["differences"] == [{
-        "visit": "a1", "patient": "pa", "time": "2020-01-10T14:00:00+00:00",
-        # the moment it first differs: when the COWS of 6 was recorded
-        "moment": "2020-01-10T12:00:00+00:00",
-        "added": [], "removed": [], "withheld": [],
-        "changed": [{
-            "kind": "moud-buprenorphine",
-            "before": {"kind": "moud-buprenorphine", "variant": "home-initiation",
-                       "cautions": ["confirm-oud"], "evidence": ["Condition/a1-od"]},
-            "after": {"kind": "moud-buprenorphine", "variant": "ed-induction",
-                      "cautions": ["confirm-oud"], "evidence": ["Condition/a1-od"]},
-        }],
-    }]
+        "ed-induction": 1,
+        "home-initiation": 2,
+    }
+    assert compare["differences"] == [
+        {
+            "visit": "a1",
+            "patient": "pa",
+            "time": "2020-01-10T14:00:00+00:00",
+            # the moment it first differs: when the COWS of 6 was recorded
+            "moment": "2020-01-10T12:00:00+00:00",
+            "added": [],
+            "removed": [],
+            "withheld": [],
+            "changed": [
+                {
+                    "kind": "moud-buprenorphine",
+                    "before": {
+                        "kind": "moud-buprenorphine",
+                        "variant": "home-initiation",
+                        "cautions": ["confirm-oud"],
+                        "evidence": ["Condition/a1-od"],
+                    },
+                    "after": {
+                        "kind": "moud-buprenorphine",
+                        "variant": "ed-induction",
+                        "cautions": ["confirm-oud"],
+                        "evidence": ["Condition/a1-od"],
+                    },
+                }
+            ],
+        }
+    ]
     text = run_cli("backtest", str(charts), "--compare", str(other), "--workers", "1").stdout
     assert "1 visit(s) with different suggestions" in text
     assert "visit a1  patient pa  2020-01-10T14:00:00+00:00" in text
@@ -312,17 +436,20 @@ def test_compare_added_and_removed_kinds(charts: Path, pack: Pack, tmp_path: Pat
     other = load_pack(path, RULES / "valuesets")
     result = run_backtest(charts, [pack, other], workers=1)
     diffs = report(result)["compare"]["differences"]
-    assert [(d["visit"], [s["kind"] for s in d["removed"]], d["added"], d["changed"])
-            for d in diffs] == [("b3", ["naloxone-kit"], [], []),
-                                ("b4", [], [], []),
-                                ("a1", ["naloxone-kit"], [], []),
-                                ("a2", ["naloxone-kit"], [], []),
-                                ("c3", [], [], [])]
+    assert [
+        (d["visit"], [s["kind"] for s in d["removed"]], d["added"], d["changed"]) for d in diffs
+    ] == [
+        ("b3", ["naloxone-kit"], [], []),
+        ("b4", [], [], []),
+        ("a1", ["naloxone-kit"], [], []),
+        ("a2", ["naloxone-kit"], [], []),
+        ("c3", [], [], []),
+    ]
     # b4 and c3: no kit either way, but the base pack withholds it: reported
     assert diffs[1]["withheld"] == [
-        {"kind": "naloxone-kit", "before": ["has-naloxone"], "after": []}]
-    assert diffs[4]["withheld"] == [
-        {"kind": "naloxone-kit", "before": ["deceased"], "after": []}]
+        {"kind": "naloxone-kit", "before": ["has-naloxone"], "after": []}
+    ]
+    assert diffs[4]["withheld"] == [{"kind": "naloxone-kit", "before": ["deceased"], "after": []}]
 
 
 def test_text_report(charts: Path) -> None:
@@ -334,8 +461,10 @@ def test_text_report(charts: Path) -> None:
     assert "visits   7 ED visits replayed, 1 skipped (no time)" in out
     lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
     assert lines["prc-consult"] == ["5"] and lines["naloxone-kit"] == ["3"]
-    assert "  2019     3 visits   prc-consult 2; moud-buprenorphine 2 (home-initiation 2); " \
-           "naloxone-kit 1" in out
+    assert (
+        "  2019     3 visits   prc-consult 2; moud-buprenorphine 2 (home-initiation 2); "
+        "naloxone-kit 1" in out
+    )
     assert proc.stderr == ""  # no progress bar when stderr is not a terminal
 
 
@@ -343,10 +472,16 @@ def test_text_report(charts: Path) -> None:
     ("name", "content", "message"),
     [
         ("broken.json", "{not json", "not valid JSON"),
-        ("patient.json", json.dumps({"resourceType": "Patient", "id": "x"}),
-         "expected a FHIR Bundle, got 'Patient'"),
-        ("doc.json", json.dumps({"resourceType": "Bundle", "type": "document", "entry": []}),
-         "unsupported Bundle type 'document'"),
+        (
+            "patient.json",
+            json.dumps({"resourceType": "Patient", "id": "x"}),
+            "expected a FHIR Bundle, got 'Patient'",
+        ),
+        (
+            "doc.json",
+            json.dumps({"resourceType": "Bundle", "type": "document", "entry": []}),
+            "unsupported Bundle type 'document'",
+        ),
         ("Condition.ndjson", json.dumps(PATIENT_B[3]) + "\n{oops\n", "not valid JSON"),
         ("Observation.ndjson", json.dumps({"id": "o1"}) + "\n", "resource has no resourceType"),
     ],
@@ -364,9 +499,15 @@ def test_malformed_file_exits_2_naming_it(
 
 def test_chart_error_in_a_worker_names_the_file(charts: Path, pack: Pack) -> None:
     bad = copy.deepcopy(PATIENT_A) + [{**PATIENT_A[2], "onsetDateTime": "2001-01-01"}]
-    (charts / "patient-a.json").write_text(json.dumps(
-        {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r}
-                                                                   for r in bad]}))
+    (charts / "patient-a.json").write_text(
+        json.dumps(
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": r} for r in bad],
+            }
+        )
+    )
     with pytest.raises(BacktestError, match="patient-a.json.*appears twice"):
         run_backtest(charts, [pack], workers=2)
 
@@ -392,8 +533,7 @@ def _synthea_conditions(codes: set[str]) -> list[tuple[str, str, str]]:
         for e in entries:
             r = e["resource"]
             if r["resourceType"] == "Condition" and r["code"]["coding"][0]["code"] in codes:
-                found.append((pid, r["id"], r["encounter"]["reference"].removeprefix(
-                    "urn:uuid:")))
+                found.append((pid, r["id"], r["encounter"]["reference"].removeprefix("urn:uuid:")))
     return found
 
 
@@ -420,11 +560,15 @@ def test_synthea_overdose_and_opioid_abuse_visits_are_found(pack: Pack) -> None:
     # visits): v2 reads the current encounter's reasonCode as a condition this visit, so
     # each of them is an overdose this visit (a kit, the Encounter its evidence)
     reason_visits = [
-        e["resource"]["id"] for p in sorted(SYNTHEA.glob("*.json"))
+        e["resource"]["id"]
+        for p in sorted(SYNTHEA.glob("*.json"))
         for e in orjson.loads(p.read_bytes())["entry"]
         if e["resource"]["resourceType"] == "Encounter"
-        and any(c["code"] == "55680006" for r in e["resource"].get("reasonCode", ())
-                for c in r["coding"])
+        and any(
+            c["code"] == "55680006"
+            for r in e["resource"].get("reasonCode", ())
+            for c in r["coding"]
+        )
     ]
     assert len(reason_visits) == 113 and set(reason_visits) <= set(visits)
     without_kit = []
@@ -442,13 +586,20 @@ def test_synthea_overdose_and_opioid_abuse_visits_are_found(pack: Pack) -> None:
     assert len(abuse_visits) == 3  # two of the four never came to the ED
     for r in abuse_visits:
         assert {(s.kind, s.variant) for s in r.results[0]} == {
-            ("prc-consult", None), BUPE_HOME, ("naloxone-kit", None)}
+            ("prc-consult", None),
+            BUPE_HOME,
+            ("naloxone-kit", None),
+        }
         assert all(any(e.startswith("Condition/") for e in s.evidence) for s in r.results[0])
     counts = report(result)["pack"]["counts"]
     # v1: 34, 3, 0, 3. v2: overdoses coded as the visit's reason, and overdoses in the year
     # before a visit, bring the coach and a kit
     assert {k: v["visits"] for k, v in counts.items()} == {
-        "prc-consult": 129, "moud-buprenorphine": 3, "moud-continue": 0, "naloxone-kit": 130}
+        "prc-consult": 129,
+        "moud-buprenorphine": 3,
+        "moud-continue": 0,
+        "naloxone-kit": 130,
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -461,8 +612,11 @@ def test_each_visit_is_replayed_at_every_moment_it_changed(charts: Path, pack: P
     result = run_backtest(charts, [pack], workers=1)
     a1 = next(r for r in result.visits if r.visit.id == "a1")
     assert [t.isoformat() for t in a1.visit.moments] == [
-        "2020-01-10T10:00:00+00:00", "2020-01-10T10:30:00+00:00",
-        "2020-01-10T12:00:00+00:00", "2020-01-10T14:00:00+00:00"]
+        "2020-01-10T10:00:00+00:00",
+        "2020-01-10T10:30:00+00:00",
+        "2020-01-10T12:00:00+00:00",
+        "2020-01-10T14:00:00+00:00",
+    ]
     (timeline,) = a1.timelines
     assert [m.outcome.suggested for m in timeline][0] == ()  # nothing at arrival
     assert timeline[-1].outcome.suggested == a1.results[0]
@@ -472,10 +626,12 @@ def test_each_visit_is_replayed_at_every_moment_it_changed(charts: Path, pack: P
     assert row["packs"][0]["first_suggested"] == {
         "prc-consult": "2020-01-10T10:30:00+00:00",
         "moud-buprenorphine": "2020-01-10T10:30:00+00:00",
-        "naloxone-kit": "2020-01-10T10:30:00+00:00"}
+        "naloxone-kit": "2020-01-10T10:30:00+00:00",
+    }
     during = data["pack"]["during"]
-    assert during["counts"]["prc-consult"]["visits"] >= data["pack"]["counts"]["prc-consult"][
-        "visits"]
+    assert (
+        during["counts"]["prc-consult"]["visits"] >= data["pack"]["counts"]["prc-consult"]["visits"]
+    )
 
 
 def test_an_open_visit_is_replayed_until_its_last_change(pack: Pack) -> None:
@@ -486,7 +642,10 @@ def test_an_open_visit_is_replayed_until_its_last_change(pack: Pack) -> None:
     assert visit.visit.end is None
     assert visit.visit.time == datetime(2026, 11, 20, 13, 0, tzinfo=UTC)
     assert [(s.kind, s.variant) for s in visit.results[0]] == [
-        ("prc-consult", None), ("moud-buprenorphine", "ed-induction"), ("naloxone-kit", None)]
+        ("prc-consult", None),
+        ("moud-buprenorphine", "ed-induction"),
+        ("naloxone-kit", None),
+    ]
 
 
 def test_cows_threshold_change_shows_on_the_public_charts(tmp_path: Path, pack: Pack) -> None:
@@ -499,13 +658,20 @@ def test_cows_threshold_change_shows_on_the_public_charts(tmp_path: Path, pack: 
     for d in diffs:
         (change,) = d["changed"]
         assert (change["before"]["variant"], change["after"]["variant"]) == (
-            "ed-induction", "home-initiation")
+            "ed-induction",
+            "home-initiation",
+        )
         chart = json.loads((SCENARIOS / _scenario(d["patient"])).read_text())
-        cows = [e["resource"] for e in chart["entry"]
-                if e["resource"]["resourceType"] == "Observation"
-                and e["resource"]["code"]["coding"][0]["code"] == "cows-total"]
-        assert d["moment"] == max(
-            datetime.fromisoformat(c["effectiveDateTime"]) for c in cows).isoformat()
+        cows = [
+            e["resource"]
+            for e in chart["entry"]
+            if e["resource"]["resourceType"] == "Observation"
+            and e["resource"]["code"]["coding"][0]["code"] == "cows-total"
+        ]
+        assert (
+            d["moment"]
+            == max(datetime.fromisoformat(c["effectiveDateTime"]) for c in cows).isoformat()
+        )
 
 
 def _scenario(patient: str) -> str:
@@ -526,11 +692,21 @@ def test_cows_threshold_change_on_synthea(tmp_path: Path, pack: Pack) -> None:
     enc = next(e for e in bundle["entry"] if e["resource"]["id"] == visit.id)
     start = datetime.fromisoformat(enc["resource"]["period"]["start"])
     when = (start + (visit.time - start) / 2).isoformat()
-    bundle["entry"].append({"fullUrl": "urn:uuid:fixture-cows", "resource": {
-        "resourceType": "Observation", "id": "fixture-cows", "status": "final", "code": COWS,
-        "subject": {"reference": bundle["entry"][0]["fullUrl"]},
-        "encounter": {"reference": enc["fullUrl"]},
-        "effectiveDateTime": when, "valueQuantity": {"value": 10}}})
+    bundle["entry"].append(
+        {
+            "fullUrl": "urn:uuid:fixture-cows",
+            "resource": {
+                "resourceType": "Observation",
+                "id": "fixture-cows",
+                "status": "final",
+                "code": COWS,
+                "subject": {"reference": bundle["entry"][0]["fullUrl"]},
+                "encounter": {"reference": enc["fullUrl"]},
+                "effectiveDateTime": when,
+                "valueQuantity": {"value": 10},
+            },
+        }
+    )
     folder = tmp_path / "synthea-cows"
     folder.mkdir()
     (folder / path.name).write_bytes(orjson.dumps(bundle))
@@ -538,7 +714,9 @@ def test_cows_threshold_change_on_synthea(tmp_path: Path, pack: Pack) -> None:
     assert [(d["visit"], d["moment"]) for d in diffs] == [(visit.id, when)]
     (change,) = diffs[0]["changed"]
     assert (change["before"]["variant"], change["after"]["variant"]) == (
-        "ed-induction", "home-initiation")
+        "ed-induction",
+        "home-initiation",
+    )
 
 
 def _synthea_abuse_visit(pack: Pack) -> tuple[Any, Path]:

@@ -27,13 +27,21 @@ def test_collection_bundle_indexes_by_type_code_and_key() -> None:
 
 def test_references_resolve_in_every_form() -> None:
     cond = condition("c1", ICD, "F11.20")
-    data = {"resourceType": "Bundle", "type": "searchset", "entry": [
-        {"fullUrl": "https://ehr.example/fhir/Patient/t-pt", "resource": PATIENT},
-        {"fullUrl": "urn:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427", "resource": cond},
-    ]}
+    data = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [
+            {"fullUrl": "https://ehr.example/fhir/Patient/t-pt", "resource": PATIENT},
+            {"fullUrl": "urn:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427", "resource": cond},
+        ],
+    }
     chart = Chart.from_bundle(data)
-    for ref in ("Condition/c1", "urn:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427",
-                "https://other.example/fhir/Condition/c1", "Condition/c1/_history/2"):
+    for ref in (
+        "Condition/c1",
+        "urn:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+        "https://other.example/fhir/Condition/c1",
+        "Condition/c1/_history/2",
+    ):
         assert chart.get(ref) is cond, ref
     assert chart.get("https://ehr.example/fhir/Patient/t-pt") is PATIENT
 
@@ -41,19 +49,28 @@ def test_references_resolve_in_every_form() -> None:
 def test_urn_uuid_resources_without_id_are_keyed_from_full_url() -> None:
     cond = condition("x", ICD, "F11.20")
     del cond["id"]
-    data = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:6a1b", "resource": cond, "request": {"method": "POST"}}]}
+    data = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"fullUrl": "urn:uuid:6a1b", "resource": cond, "request": {"method": "POST"}}],
+    }
     chart = Chart.from_bundle(data)
     assert chart.get("urn:uuid:6a1b") is cond
     assert chart.entry("Condition/6a1b") is not None
 
 
 def test_batch_response_with_nested_searchsets_is_flattened() -> None:
-    data = {"resourceType": "Bundle", "type": "batch-response", "entry": [
-        {"response": {"status": "200 OK"}, "resource": bundle(PATIENT, btype="searchset")},
-        {"response": {"status": "200"},
-         "resource": bundle(ED_VISIT, condition("c1", ICD, "F11.20"), btype="searchset")},
-    ]}
+    data = {
+        "resourceType": "Bundle",
+        "type": "batch-response",
+        "entry": [
+            {"response": {"status": "200 OK"}, "resource": bundle(PATIENT, btype="searchset")},
+            {
+                "response": {"status": "200"},
+                "resource": bundle(ED_VISIT, condition("c1", ICD, "F11.20"), btype="searchset"),
+            },
+        ],
+    }
     chart = Chart.from_bundle(data)
     assert chart.get("Condition/c1") is not None and chart.patient == PATIENT
 
@@ -64,13 +81,24 @@ def test_from_resources_accepts_a_list() -> None:
 
 
 def test_medication_codes_come_from_referenced_or_contained_medication() -> None:
-    med = {"resourceType": "Medication", "id": "m1",
-           "code": {"coding": [{"system": RXNORM, "code": "6813"}]}}
-    by_ref = {"resourceType": "MedicationRequest", "id": "mr1", "status": "active",
-              "medicationReference": {"reference": "Medication/m1"}}
-    contained = {"resourceType": "MedicationStatement", "id": "ms1", "status": "active",
-                 "contained": [{**med, "id": "inner"}],
-                 "medicationReference": {"reference": "#inner"}}
+    med = {
+        "resourceType": "Medication",
+        "id": "m1",
+        "code": {"coding": [{"system": RXNORM, "code": "6813"}]},
+    }
+    by_ref = {
+        "resourceType": "MedicationRequest",
+        "id": "mr1",
+        "status": "active",
+        "medicationReference": {"reference": "Medication/m1"},
+    }
+    contained = {
+        "resourceType": "MedicationStatement",
+        "id": "ms1",
+        "status": "active",
+        "contained": [{**med, "id": "inner"}],
+        "medicationReference": {"reference": "#inner"},
+    }
     chart = Chart.from_resources([by_ref, contained, med])
     keys = {e.key for e in chart.with_code(RXNORM, "6813")}
     assert keys == {"MedicationRequest/mr1", "MedicationStatement/ms1", "Medication/m1"}
@@ -87,27 +115,63 @@ BAD_INPUTS: list[tuple[Any, str]] = [
     ({"resourceType": "Patient", "id": "p"}, "expected a FHIR Bundle, got 'Patient'"),
     ("text", "expected a FHIR Bundle"),
     ({"resourceType": "Bundle", "type": "history", "entry": []}, "unsupported Bundle type"),
-    ({"resourceType": "Bundle", "type": "collection", "entry": [{"fullUrl": "x"}]},
-     "entry[0]: entry has no resource"),
-    ({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"id": "x"}}]},
-     "has no resourceType"),
-    ({"resourceType": "Bundle", "type": "collection", "entry": {"resource": PATIENT}},
-     "entry: expected a list"),
-    ({"resourceType": "Bundle", "type": "searchset", "entry": [],
-      "link": [{"relation": "next", "url": "https://ehr.example/fhir?page=2"}]},
-     "incomplete"),
-    ({"resourceType": "Bundle", "type": "batch-response",
-      "entry": [{"response": {"status": "403 Forbidden"}}]}, "failed with status '403 Forbidden'"),
-    (bundle({"resourceType": "OperationOutcome",
-             "issue": [{"severity": "error", "code": "processing", "diagnostics": "timeout"}]}),
-     "OperationOutcome reports an error: timeout"),
-    (bundle(PATIENT, condition("c1", ICD, "F11.20", subject={"reference": "Patient/other"})),
-     "more than one patient"),
-    (bundle({"resourceType": "MedicationRequest", "id": "mr", "status": "active",
-             "medicationReference": {"reference": "Medication/missing"}}),
-     "medicationReference 'Medication/missing' is not in the chart"),
-    (bundle(condition("c1", ICD, "F11.20"), condition("c1", ICD, "F11.21")),
-     "Condition/c1 appears twice with different content"),
+    (
+        {"resourceType": "Bundle", "type": "collection", "entry": [{"fullUrl": "x"}]},
+        "entry[0]: entry has no resource",
+    ),
+    (
+        {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"id": "x"}}]},
+        "has no resourceType",
+    ),
+    (
+        {"resourceType": "Bundle", "type": "collection", "entry": {"resource": PATIENT}},
+        "entry: expected a list",
+    ),
+    (
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [],
+            "link": [{"relation": "next", "url": "https://ehr.example/fhir?page=2"}],
+        },
+        "incomplete",
+    ),
+    (
+        {
+            "resourceType": "Bundle",
+            "type": "batch-response",
+            "entry": [{"response": {"status": "403 Forbidden"}}],
+        },
+        "failed with status '403 Forbidden'",
+    ),
+    (
+        bundle(
+            {
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": "processing", "diagnostics": "timeout"}],
+            }
+        ),
+        "OperationOutcome reports an error: timeout",
+    ),
+    (
+        bundle(PATIENT, condition("c1", ICD, "F11.20", subject={"reference": "Patient/other"})),
+        "more than one patient",
+    ),
+    (
+        bundle(
+            {
+                "resourceType": "MedicationRequest",
+                "id": "mr",
+                "status": "active",
+                "medicationReference": {"reference": "Medication/missing"},
+            }
+        ),
+        "medicationReference 'Medication/missing' is not in the chart",
+    ),
+    (
+        bundle(condition("c1", ICD, "F11.20"), condition("c1", ICD, "F11.21")),
+        "Condition/c1 appears twice with different content",
+    ),
     (bundle({"resourceType": "Condition"}), "Condition has no id"),
 ]
 
@@ -123,8 +187,11 @@ def test_malformed_input_raises_chart_error_naming_the_problem(data: Any, messag
 
 
 def test_information_outcomes_are_ignored() -> None:
-    chart = Chart.from_bundle(bundle(PATIENT, {"resourceType": "OperationOutcome",
-                                               "issue": [{"severity": "information"}]}))
+    chart = Chart.from_bundle(
+        bundle(
+            PATIENT, {"resourceType": "OperationOutcome", "issue": [{"severity": "information"}]}
+        )
+    )
     assert len(chart) == 1
 
 

@@ -21,8 +21,7 @@ NOW_TEXT = EXPECTED["now"]
 def test_check_default_pack_prints_one_ok_line(pack: Pack) -> None:
     proc = run_cli("check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout == (f"OK id=handoff-default version=2.0.0 "
-                           f"hash=sha256:{pack.content_hash}\n")
+    assert proc.stdout == (f"OK id=handoff-default version=2.0.0 hash=sha256:{pack.content_hash}\n")
 
 
 def test_check_lists_every_error_with_file_line_field(tmp_path: Path) -> None:
@@ -55,11 +54,15 @@ def test_check_lists_every_error_with_file_line_field(tmp_path: Path) -> None:
     [
         ("{not json", "not valid JSON"),
         (json.dumps(PATIENT), "expected a FHIR Bundle, got 'Patient'"),
-        (json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [{}]}),
-         "entry[0]: entry has no resource"),
+        (
+            json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [{}]}),
+            "entry[0]: entry has no resource",
+        ),
         (json.dumps([{"id": "x"}]), "resources[0]: resource has no resourceType"),
-        (json.dumps({"resourceType": "Bundle", "type": "document", "entry": []}),
-         "unsupported Bundle type 'document'"),
+        (
+            json.dumps({"resourceType": "Bundle", "type": "document", "entry": []}),
+            "unsupported Bundle type 'document'",
+        ),
     ],
 )
 def test_eval_malformed_chart_exits_2_with_nothing_on_stdout(
@@ -91,8 +94,17 @@ def test_eval_broken_pack_exits_2_listing_issues_on_stderr(tmp_path: Path) -> No
     bad = tmp_path / "packs" / "bad.yaml"
     bad.parent.mkdir()
     bad.write_text("id: x\n")
-    proc = run_cli("eval", P01, "--now", NOW_TEXT, "--pack", str(bad),
-                   "--valuesets", str(RULES / "valuesets"), "--json")
+    proc = run_cli(
+        "eval",
+        P01,
+        "--now",
+        NOW_TEXT,
+        "--pack",
+        str(bad),
+        "--valuesets",
+        str(RULES / "valuesets"),
+        "--json",
+    )
     assert (proc.returncode, proc.stdout) == (2, "")
     assert f"{bad}:1: version: required field is missing" in proc.stderr
 
@@ -106,7 +118,10 @@ def test_eval_accepts_a_list_of_resources_and_a_naive_now(tmp_path: Path) -> Non
     assert from_list.returncode == 0 and from_bundle.returncode == 0
     assert json.loads(from_list.stdout) == json.loads(from_bundle.stdout)
     assert [s["kind"] for s in json.loads(from_list.stdout)["suggestions"]] == [
-        "prc-consult", "moud-buprenorphine", "naloxone-kit"]
+        "prc-consult",
+        "moud-buprenorphine",
+        "naloxone-kit",
+    ]
 
 
 def test_eval_text_rendering() -> None:
@@ -131,12 +146,14 @@ def test_rules_test_passes_on_the_committed_cases() -> None:
 def _case(directory: Path, body: str, name: str = "wrong") -> Path:
     chart = os.path.relpath(SCENARIOS / "P01-oud-withdrawal.json", directory)
     path = directory / f"{name}.yaml"
-    path.write_text(f"chart: {chart}\nnow: \"{NOW_TEXT}\"\nencounter: P01-enc\n{body}")
+    path.write_text(f'chart: {chart}\nnow: "{NOW_TEXT}"\nencounter: P01-enc\n{body}')
     return path
 
 
 def test_rules_test_fails_with_a_diff_on_a_wrong_case(tmp_path: Path) -> None:
-    wrong = _case(tmp_path, """expected:
+    wrong = _case(
+        tmp_path,
+        """expected:
   - kind: prc-consult
     evidence_any: [Condition/elsewhere]
   - kind: moud-buprenorphine
@@ -144,7 +161,8 @@ def test_rules_test_fails_with_a_diff_on_a_wrong_case(tmp_path: Path) -> None:
     cautions: [pregnancy]
     evidence_any: [Condition/P01-cond1]
   - kind: moud-continue
-""")
+""",
+    )
     proc = run_cli("test", str(wrong), str(RULES / "tests" / "P02-oud-no-cows.yaml"))
     assert proc.returncode == 1
     out = proc.stdout
@@ -183,15 +201,28 @@ def test_schema_command_prints_the_committed_schema() -> None:
 
 def test_eval_unread_types_reach_the_engine() -> None:
     """--unread (comma-separated, repeatable): caution, raised threshold and the notice."""
-    proc = run_cli("eval", P01, "--now", NOW_TEXT, "--json",
-                   "--unread", "MedicationRequest,AllergyIntolerance", "--unread", "Observation")
+    proc = run_cli(
+        "eval",
+        P01,
+        "--now",
+        NOW_TEXT,
+        "--json",
+        "--unread",
+        "MedicationRequest,AllergyIntolerance",
+        "--unread",
+        "Observation",
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     bup = next(s for s in out["suggestions"] if s["kind"] == "moud-buprenorphine")
     assert (bup["variant"], bup["cautions"]) == ("home-initiation", ["chart-incomplete"])
     assert bup["caution_evidence"] == {"chart-incomplete": []}
-    assert out["notices"] == [{"code": "chart-incomplete", "unread": [
-        "AllergyIntolerance", "MedicationRequest", "Observation"]}]
+    assert out["notices"] == [
+        {
+            "code": "chart-incomplete",
+            "unread": ["AllergyIntolerance", "MedicationRequest", "Observation"],
+        }
+    ]
     text = run_cli("eval", P01, "--now", NOW_TEXT, "--unread", "MedicationStatement").stdout
     assert "NOTICE chart-incomplete: MedicationStatement" in text
     bad = run_cli("eval", P01, "--now", NOW_TEXT, "--unread", "medication request")

@@ -21,6 +21,7 @@ from smartapp.engine import (
     evaluate,
     load_pack,
 )
+from tests.shared import SCENARIOS_DIR
 
 from .helpers import (
     ED_VISIT,
@@ -53,21 +54,29 @@ def test_unknown_encounter_is_an_error(pack: Pack) -> None:
         assert result.encounter is not None and result.encounter["id"] == "P01-enc"
 
 
-def _encounter(eid: str, start: str, status: str = "in-progress", code: str = "EMER",
-               r5: bool = False) -> dict[str, Any]:
+def _encounter(
+    eid: str, start: str, status: str = "in-progress", code: str = "EMER", r5: bool = False
+) -> dict[str, Any]:
     cls: Any = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": code}
-    return {"resourceType": "Encounter", "id": eid, "status": status,
-            "class": [{"coding": [cls]}] if r5 else cls, "period": {"start": start}}
+    return {
+        "resourceType": "Encounter",
+        "id": eid,
+        "status": status,
+        "class": [{"coding": [cls]}] if r5 else cls,
+        "period": {"start": start},
+    }
 
 
 def test_current_encounter_is_the_latest_open_ed_visit(pack: Pack) -> None:
-    chart = Chart.from_resources([
-        PATIENT,
-        _encounter("old-open", "2026-11-18T09:00:00Z"),
-        _encounter("current", "2026-11-20T10:00:00Z", status="triaged", r5=True),
-        _encounter("newer-finished", "2026-11-20T12:00:00Z", status="finished"),
-        _encounter("newer-clinic", "2026-11-20T13:00:00Z", code="AMB"),
-    ])
+    chart = Chart.from_resources(
+        [
+            PATIENT,
+            _encounter("old-open", "2026-11-18T09:00:00Z"),
+            _encounter("current", "2026-11-20T10:00:00Z", status="triaged", r5=True),
+            _encounter("newer-finished", "2026-11-20T12:00:00Z", status="finished"),
+            _encounter("newer-clinic", "2026-11-20T13:00:00Z", code="AMB"),
+        ]
+    )
     assert evaluate(chart, NOW, pack).encounter == chart.get("Encounter/current")
 
 
@@ -86,10 +95,20 @@ def test_no_open_ed_visit_means_nothing_is_this_visit(pack: Pack) -> None:
         # v2: a Condition timed more than 24 h before the start is history, whatever it
         # references (v1 read this one as this visit)
         ({"encounter": {"reference": "Encounter/t-enc"}, "onsetDateTime": "2020-01-01"}, False),
-        ({"encounter": {"reference": "Encounter/t-enc"},
-          "onsetDateTime": "2026-11-19T10:00:00Z"}, True),  # exactly 24 h before: this visit
-        ({"encounter": {"reference": "Encounter/t-enc"},
-          "onsetDateTime": "2026-11-19T09:59:59Z"}, False),
+        (
+            {
+                "encounter": {"reference": "Encounter/t-enc"},
+                "onsetDateTime": "2026-11-19T10:00:00Z",
+            },
+            True,
+        ),  # exactly 24 h before: this visit
+        (
+            {
+                "encounter": {"reference": "Encounter/t-enc"},
+                "onsetDateTime": "2026-11-19T09:59:59Z",
+            },
+            False,
+        ),
         ({"encounter": {"reference": "Encounter/t-enc"}, "recordedDate": "2026-11-20"}, True),
         ({"encounter": {"reference": "Encounter/t-enc"}, "recordedDate": "2026-11-18"}, False),
         ({"encounter": {"reference": "Encounter/t-enc"}}, True),  # no time at all
@@ -97,8 +116,13 @@ def test_no_open_ed_visit_means_nothing_is_this_visit(pack: Pack) -> None:
         ({"onsetDateTime": "2026-11-20T09:59:59Z"}, False),
         ({"onsetDateTime": "2026-11-20"}, False),  # a date is its first instant
         ({"onsetDateTime": "2026-11-20T06:00:00-05:00"}, True),  # 11:00Z
-        ({"encounter": {"reference": "Encounter/other"}, "onsetDateTime": "2026-11-20T11:00:00Z"},
-         False),
+        (
+            {
+                "encounter": {"reference": "Encounter/other"},
+                "onsetDateTime": "2026-11-20T11:00:00Z",
+            },
+            False,
+        ),
         ({"encounter": {"display": "ED visit"}, "onsetDateTime": "2026-11-20T11:00:00Z"}, False),
         ({}, False),
     ],
@@ -111,9 +135,14 @@ def test_this_visit(pack: Pack, extra: dict[str, Any], this_visit: bool) -> None
 
 def test_medication_administration_uses_context_for_this_visit(pack: Pack) -> None:
     overdose = condition("od", SCT, "55680006", encounter={"reference": "Encounter/t-enc"})
-    given = {"resourceType": "MedicationAdministration", "id": "ma", "status": "completed",
-             "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "7242"}]},
-             "context": {"reference": "Encounter/t-enc"}, "effectiveDateTime": "2019-01-01"}
+    given = {
+        "resourceType": "MedicationAdministration",
+        "id": "ma",
+        "status": "completed",
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "7242"}]},
+        "context": {"reference": "Encounter/t-enc"},
+        "effectiveDateTime": "2019-01-01",
+    }
     got = kinds(Chart.from_resources([PATIENT, ED_VISIT, overdose, given]), pack)
     assert got["moud-buprenorphine"].evidence == ("Condition/od", "MedicationAdministration/ma")
     not_done = {**given, "status": "not-done"}
@@ -126,13 +155,20 @@ def test_naloxone_window_is_bounded_by_now(pack: Pack) -> None:
     oud = condition("oud", ICD, "F11.20")
 
     def order(authored: datetime) -> dict[str, Any]:
-        return {"resourceType": "MedicationRequest", "id": "nx", "status": "active",
-                "intent": "order",
-                "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1725064"}]},
-                "authoredOn": authored.isoformat()}
+        return {
+            "resourceType": "MedicationRequest",
+            "id": "nx",
+            "status": "active",
+            "intent": "order",
+            "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1725064"}]},
+            "authoredOn": authored.isoformat(),
+        }
 
-    for authored, has_kit in [(NOW - timedelta(days=365), True), (NOW - timedelta(days=366), False),
-                              (NOW + timedelta(days=1), False)]:
+    for authored, has_kit in [
+        (NOW - timedelta(days=365), True),
+        (NOW - timedelta(days=366), False),
+        (NOW + timedelta(days=1), False),
+    ]:
         chart = Chart.from_resources([PATIENT, ED_VISIT, oud, order(authored)])
         assert ("naloxone-kit" not in kinds(chart, pack)) is has_kit, authored
 
@@ -146,20 +182,30 @@ def test_unknown_birth_date_gates_age_rules_but_not_naloxone(pack: Pack) -> None
 def test_suggestion_objects(pack: Pack) -> None:
     result = evaluate(scenario_chart("P14-pregnant"), NOW, pack, "P14-enc")
     bup = next(s for s in result.suggestions if s.kind == "moud-buprenorphine")
-    assert bup.to_json() == {"kind": "moud-buprenorphine", "variant": "ed-induction",
-                             "cautions": ["pregnancy"],
-                             "caution_evidence": {"pregnancy": ["Condition/P14-cond2"]},
-                             "evidence": ["Condition/P14-cond1"],
-                             "rule": "moud-buprenorphine-oud"}
+    assert bup.to_json() == {
+        "kind": "moud-buprenorphine",
+        "variant": "ed-induction",
+        "cautions": ["pregnancy"],
+        "caution_evidence": {"pregnancy": ["Condition/P14-cond2"]},
+        "evidence": ["Condition/P14-cond1"],
+        "rule": "moud-buprenorphine-oud",
+    }
     assert bup.title and bup.reason
     assert bup.decline_reasons[-1] == DeclineReason("other", "Other", free_text=True)
     assert [d.code for d in bup.decline_reasons] == [
-        "patient-declined", "in-treatment-elsewhere", "clinically-inappropriate",
-        "other"]  # "coach-unavailable" is for the coach consult only (issue 9 item 3)
+        "patient-declined",
+        "in-treatment-elsewhere",
+        "clinically-inappropriate",
+        "other",
+    ]  # "coach-unavailable" is for the coach consult only (issue 9 item 3)
     prc = next(s for s in result.suggestions if s.kind == "prc-consult")
     assert [d.code for d in prc.decline_reasons] == [
-        "patient-declined", "in-treatment-elsewhere", "clinically-inappropriate",
-        "coach-unavailable", "other"]
+        "patient-declined",
+        "in-treatment-elsewhere",
+        "clinically-inappropriate",
+        "coach-unavailable",
+        "other",
+    ]
     with pytest.raises(dataclasses.FrozenInstanceError):
         bup.kind = "x"  # type: ignore[misc]
     assert result.to_json()["pack"] == {"id": "handoff-default", "version": "2.0.0"}
@@ -207,15 +253,16 @@ suggestions:
     assert set(mini.valuesets) == {"oud-active", "pregnancy"}
     result = evaluate(scenario_chart("P14-pregnant"), NOW, mini, "P14-enc")
     assert [(s.kind, s.evidence) for s in result.suggestions] == [
-        ("both", ("Condition/P14-cond1", "Condition/P14-cond2"))]
+        ("both", ("Condition/P14-cond1", "Condition/P14-cond2"))
+    ]
     result = evaluate(scenario_chart("P01-oud-withdrawal"), NOW, mini, "P01-enc")
     assert [(s.kind, s.evidence) for s in result.suggestions] == [
-        ("only-if-not-pregnant", ("Condition/P01-cond1",))]
+        ("only-if-not-pregnant", ("Condition/P01-cond1",))
+    ]
 
 
 def test_evaluate_does_not_mutate_its_inputs(pack: Pack) -> None:
-    data = json.loads((RULES.parent.parent / "shared" / "scenarios" /
-                       "P05-heroin-overdose.json").read_text())
+    data = json.loads((SCENARIOS_DIR / "P05-heroin-overdose.json").read_text())
     before = json.dumps(data, sort_keys=True)
     chart = Chart.from_bundle(data)
     first = evaluate(chart, NOW, pack, "P05-enc")
@@ -243,10 +290,14 @@ def test_withheld_lists_every_reason_in_order_with_its_evidence(pack: Pack) -> N
     result = evaluate(scenario_chart("P26-withheld-two-reasons"), NOW, pack, "P26-enc")
     (bup,) = result.withheld
     assert bup.to_json() == {
-        "kind": "moud-buprenorphine", "reason": "on-moud",
+        "kind": "moud-buprenorphine",
+        "reason": "on-moud",
         "evidence": ["MedicationRequest/P26-mr3"],
-        "reasons": [{"reason": "on-moud", "evidence": ["MedicationRequest/P26-mr3"]},
-                    {"reason": "allergy", "evidence": ["AllergyIntolerance/P26-al2"]}]}
+        "reasons": [
+            {"reason": "on-moud", "evidence": ["MedicationRequest/P26-mr3"]},
+            {"reason": "allergy", "evidence": ["AllergyIntolerance/P26-al2"]},
+        ],
+    }
     assert bup.trigger == ("Condition/P26-cond1",) and bup.rule == "moud-buprenorphine-oud"
     assert result.notices == []
 
@@ -268,7 +319,8 @@ def test_unread_medications_caution_raise_the_threshold_and_notice(pack: Pack) -
     assert (bup.variant, bup.cautions) == ("home-initiation", ("chart-incomplete",))
     assert bup.caution_evidence == {"chart-incomplete": ()}
     assert [n.to_json() for n in result.notices] == [
-        {"code": "chart-incomplete", "unread": ["MedicationRequest", "Observation"]}]
+        {"code": "chart-incomplete", "unread": ["MedicationRequest", "Observation"]}
+    ]
     assert result.unread == ("MedicationRequest", "Observation")
     only_labs = evaluate(chart, NOW, pack, "P01-enc", unread=["ServiceRequest"])
     bup = next(s for s in only_labs.suggestions if s.kind == "moud-buprenorphine")
@@ -288,11 +340,11 @@ def test_launch_encounter_that_is_not_an_open_ed_visit_is_noticed(pack: Pack) ->
     clinic = _encounter("clinic", "2026-11-20T10:00:00Z", code="AMB")
     chart = Chart.from_resources([PATIENT, clinic, condition("oud", ICD, "F11.20")])
     assert [n.code for n in evaluate(chart, NOW, pack, "clinic").notices] == [
-        "not-current-ed-visit"]
+        "not-current-ed-visit"
+    ]
     finished = _encounter("done", "2026-11-20T10:00:00Z", status="finished")
     chart = Chart.from_resources([PATIENT, finished])
-    assert [n.code for n in evaluate(chart, NOW, pack, "done").notices] == [
-        "not-current-ed-visit"]
+    assert [n.code for n in evaluate(chart, NOW, pack, "done").notices] == ["not-current-ed-visit"]
     assert evaluate(chart, NOW, pack).notices == []  # no launch encounter: no notice
 
 
@@ -301,10 +353,15 @@ def test_diagnosis_and_reason_references_resolve_through_urn_uuid(pack: Pack) ->
     fullUrl; a D-coded reason of the visit is history (a recent overdose), not this visit."""
     od = condition("od", ICD, "T40.1X1A", onsetDateTime="2026-11-20T09:00:00Z")
     visit = {**ED_VISIT, "diagnosis": [{"condition": {"reference": "urn:uuid:od-1"}}]}
-    data = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:pt-1", "resource": PATIENT},
-        {"fullUrl": "urn:uuid:enc-1", "resource": visit},
-        {"fullUrl": "urn:uuid:od-1", "resource": od}]}
+    data = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": "urn:uuid:pt-1", "resource": PATIENT},
+            {"fullUrl": "urn:uuid:enc-1", "resource": visit},
+            {"fullUrl": "urn:uuid:od-1", "resource": od},
+        ],
+    }
     got = kinds(Chart.from_bundle(data), pack)
     assert got["moud-buprenorphine"].evidence == ("Condition/od",)
     later = {**ED_VISIT, "reasonCode": [{"coding": [{"system": ICD, "code": "T40.1X1D"}]}]}

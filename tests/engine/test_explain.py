@@ -37,8 +37,9 @@ def test_explanations_agree_with_the_evaluation(name: str, pack: Pack) -> None:
             assert k.outcome == "suggested" and k.variant == suggested[k.kind].variant
             assert not any(n.value for n in k.withheld)
             assert set(k.trigger.evidence) == set(suggested[k.kind].evidence)
-            assert [n.label.split(":")[0].removeprefix("caution ") for n in k.cautions
-                    if n.value] == list(suggested[k.kind].cautions)
+            assert [
+                n.label.split(":")[0].removeprefix("caution ") for n in k.cautions if n.value
+            ] == list(suggested[k.kind].cautions)
         elif k.kind in withheld:
             first = next(n for n in k.withheld if n.value)
             assert k.outcome == "withheld"
@@ -52,8 +53,10 @@ def test_withheld_names_every_reason_and_its_resource(pack: Pack) -> None:
     result = explain(scenario_chart("P26-withheld-two-reasons"), NOW, pack, "P26-enc")
     bup = next(k for k in result.kinds if k.kind == "moud-buprenorphine")
     true = [(n.label.split(":")[0], n.evidence) for n in bup.withheld if n.value]
-    assert true == [("withheld on-moud", ("MedicationRequest/P26-mr3",)),
-                    ("withheld allergy", ("AllergyIntolerance/P26-al2",))]
+    assert true == [
+        ("withheld on-moud", ("MedicationRequest/P26-mr3",)),
+        ("withheld allergy", ("AllergyIntolerance/P26-al2",)),
+    ]
 
 
 def test_not_triggered_names_the_missing_part(pack: Pack) -> None:
@@ -63,7 +66,9 @@ def test_not_triggered_names_the_missing_part(pack: Pack) -> None:
     assert bup.outcome == "not-triggered"
     both = _find(bup.trigger, "all of")
     assert [(c.label.split(" =")[0], c.value) for c in both.children] == [
-        ("overdose_unspecified_this_visit", True), ("naloxone_administered_this_visit", False)]
+        ("overdose_unspecified_this_visit", True),
+        ("naloxone_administered_this_visit", False),
+    ]
 
 
 def test_values_and_near_misses_are_named(pack: Pack) -> None:
@@ -97,6 +102,10 @@ def test_cli_explain() -> None:
     out = json.loads(run_cli("explain", chart, "--now", EXPECTED["now"], "--json").stdout)
     assert set(out) == {"pack", "suggestions", "withheld", "notices", "explain"}
     assert [k["outcome"] for k in out["explain"]] == [
-        "suggested", "withheld", "suggested", "suggested"]
+        "suggested",
+        "withheld",
+        "suggested",
+        "suggested",
+    ]
     bad = run_cli("explain", str(SCENARIOS / "nowhere.json"), "--now", EXPECTED["now"])
     assert bad.returncode == 2 and bad.stdout == ""

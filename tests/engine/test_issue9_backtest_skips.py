@@ -24,8 +24,10 @@ def test_backtest_of_the_shared_scenarios_skips_expected_json() -> None:
     bundles = sorted(p for p in SCENARIOS.glob("*.json") if p.name != "expected.json")
     assert data["input"]["bundle_files"] == len(bundles)
     assert data["input"]["skipped_files"] == [
-        {"path": str(SCENARIOS / "expected.json"),
-         "reason": "not FHIR: a JSON object without resourceType"}
+        {
+            "path": str(SCENARIOS / "expected.json"),
+            "reason": "not FHIR: a JSON object without resourceType",
+        }
     ]
     assert data["patients"] == len(bundles)
     text = run_cli("backtest", str(SCENARIOS), "--workers", "1")
@@ -43,11 +45,15 @@ def test_skipped_files_do_not_change_the_result(tmp_path: Path, pack: Pack) -> N
     result = run_backtest(charts, [pack], workers=2)
     with_junk = report(result)
     assert sorted(with_junk["input"].pop("skipped_files"), key=lambda s: s["path"]) == [
-        {"path": str(charts / "expected.json"),
-         "reason": "not FHIR: a JSON object without resourceType"},
+        {
+            "path": str(charts / "expected.json"),
+            "reason": "not FHIR: a JSON object without resourceType",
+        },
         {"path": str(charts / "sub" / "empty.json"), "reason": "not FHIR: an empty list"},
-        {"path": str(charts / "sub" / "numbers.json"),
-         "reason": "not FHIR: a list without resources"},
+        {
+            "path": str(charts / "sub" / "numbers.json"),
+            "reason": "not FHIR: a list without resources",
+        },
     ]
     assert clean["input"].pop("skipped_files") == []
     with_junk.pop("workers"), clean.pop("workers")

@@ -24,7 +24,11 @@ def test_default_pack_identity(pack: Pack) -> None:
     assert (pack.id, pack.version) == ("handoff-default", "2.0.0")
     assert len(pack.content_hash) == 64 and int(pack.content_hash, 16) >= 0
     assert [r.kind for r in pack.rules] == [
-        "prc-consult", "moud-buprenorphine", "moud-continue", "naloxone-kit"]
+        "prc-consult",
+        "moud-buprenorphine",
+        "moud-continue",
+        "naloxone-kit",
+    ]
     assert len({r.id for r in pack.rules}) == 4
 
 
@@ -47,31 +51,44 @@ def test_spec_numbers_are_pack_parameters(pack: Pack) -> None:
 
 def test_decline_reasons_are_the_specs(pack: Pack) -> None:
     labels = [d.label for d in pack.document.decline_reasons]
-    assert labels == ["Patient declined", "Already in treatment elsewhere",
-                      "Clinically inappropriate now", "Coach unavailable", "Other"]
+    assert labels == [
+        "Patient declined",
+        "Already in treatment elsewhere",
+        "Clinically inappropriate now",
+        "Coach unavailable",
+        "Other",
+    ]
     assert [d.free_text for d in pack.document.decline_reasons] == [False] * 4 + [True]
-    everyone = ("patient-declined", "in-treatment-elsewhere", "clinically-inappropriate",
-                "other")
+    everyone = ("patient-declined", "in-treatment-elsewhere", "clinically-inappropriate", "other")
     for rule in pack.rules:
         # "Coach unavailable" is a reason for the coach consult only (clinical-rules.md).
-        expected = (*everyone[:3], "coach-unavailable", "other") if rule.kind == "prc-consult" \
+        expected = (
+            (*everyone[:3], "coach-unavailable", "other")
+            if rule.kind == "prc-consult"
             else everyone
+        )
         assert rule.decline_reasons == expected, rule.kind
 
 
 def test_decline_reasons_are_scoped_by_kind(pack: Pack) -> None:
     scope = {d.code: d.applies_to for d in pack.document.decline_reasons}
-    assert scope == {"patient-declined": None, "in-treatment-elsewhere": None,
-                     "clinically-inappropriate": None, "coach-unavailable": ("prc-consult",),
-                     "other": None}
+    assert scope == {
+        "patient-declined": None,
+        "in-treatment-elsewhere": None,
+        "clinically-inappropriate": None,
+        "coach-unavailable": ("prc-consult",),
+        "other": None,
+    }
 
 
 def test_a_reason_outside_its_scope_or_an_unknown_kind_is_an_error(tmp_path: Path) -> None:
     path, text = _broken(
         tmp_path,
-        ("    decline_reasons: &medication_reasons\n      - patient-declined\n",
-         "    decline_reasons: &medication_reasons\n      - patient-declined\n"
-         "      - coach-unavailable\n"),
+        (
+            "    decline_reasons: &medication_reasons\n      - patient-declined\n",
+            "    decline_reasons: &medication_reasons\n      - patient-declined\n"
+            "      - coach-unavailable\n",
+        ),
         ("applies_to: [prc-consult]}", "applies_to: [prc-consult, coach-visit]}"),
     )
     issues = _issues(path)
@@ -79,7 +96,8 @@ def test_a_reason_outside_its_scope_or_an_unknown_kind_is_an_error(tmp_path: Pat
     scoped = by_field["suggestions[1].decline_reasons[1]"]
     assert scoped.line == _line(text, "&medication_reasons") + 2
     assert "decline reason 'coach-unavailable' does not apply to moud-buprenorphine" in (
-        scoped.message)
+        scoped.message
+    )
     unknown = by_field["decline_reasons[3].applies_to[1]"]
     assert unknown.line == _line(text, "coach-visit")
     assert "unknown suggestion kind 'coach-visit'" in unknown.message
@@ -110,9 +128,15 @@ def test_content_hash_is_stable_and_tracks_used_value_sets(tmp_path: Path, pack:
     rules = _copy_rules(tmp_path)
     copy_path = rules / "packs" / "default.yaml"
     assert load_pack(copy_path).content_hash == pack.content_hash  # location independent
-    (rules / "valuesets" / "unused.json").write_text(json.dumps({
-        "resourceType": "ValueSet", "id": "unused",
-        "compose": {"include": [{"system": "urn:x", "concept": [{"code": "1"}]}]}}))
+    (rules / "valuesets" / "unused.json").write_text(
+        json.dumps(
+            {
+                "resourceType": "ValueSet",
+                "id": "unused",
+                "compose": {"include": [{"system": "urn:x", "concept": [{"code": "1"}]}]},
+            }
+        )
+    )
     assert load_pack(copy_path).content_hash == pack.content_hash  # unused: no effect
     naloxone = rules / "valuesets" / "naloxone.json"
     naloxone.write_text(naloxone.read_text().replace('"7242"', '"7242"', 1) + "\n")
@@ -135,8 +159,9 @@ def test_schema_accepts_the_default_pack_and_rejects_typos() -> None:
     assert list(validator.iter_errors(data))
 
 
-def test_default_pack_path_and_env_override(monkeypatch: pytest.MonkeyPatch,
-                                            tmp_path: Path) -> None:
+def test_default_pack_path_and_env_override(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("HANDOFF_RULES_DIR", raising=False)
     assert default_pack_path() == RULES / "packs" / "default.yaml"
     rules = _copy_rules(tmp_path)
@@ -173,12 +198,18 @@ def _issues(path: Path) -> list[Issue]:
 def test_every_error_is_listed_with_file_line_and_field(tmp_path: Path) -> None:
     path, text = _broken(
         tmp_path,
-        ("      valueset: oud-active\n      clinical_status: $active_condition",
-         "      valueset: oud-actve\n      clinical_status: $active_condition"),
-        ("      this_visit: true\n  cows_at_threshold",
-         "      this_vist: true\n  cows_at_threshold"),
-        ("      - oud_remission\n      - sud_other_dx",
-         "      - oud_remision\n      - sud_other_dx"),
+        (
+            "      valueset: oud-active\n      clinical_status: $active_condition",
+            "      valueset: oud-actve\n      clinical_status: $active_condition",
+        ),
+        (
+            "      this_visit: true\n  cows_at_threshold",
+            "      this_vist: true\n  cows_at_threshold",
+        ),
+        (
+            "      - oud_remission\n      - sud_other_dx",
+            "      - oud_remision\n      - sud_other_dx",
+        ),
         ("    kind: moud-continue", "    kind: prc-consult"),
         ("  cows_threshold: 8", "  cows_threshold: eight"),
     )
@@ -187,12 +218,13 @@ def test_every_error_is_listed_with_file_line_and_field(tmp_path: Path) -> None:
     assert {i.file for i in issues} == {str(path)}
     assert {(i.line, i.field) for i in issues} == {
         (_line(text, "oud-actve"), "facts.oud_active_dx.condition.valueset"),
-        (_line(text, "this_vist"),
-         "facts.positive_opioid_screen_this_visit.observation.this_vist"),
+        (_line(text, "this_vist"), "facts.positive_opioid_screen_this_visit.observation.this_vist"),
         (_line(text, "- oud_remision"), "facts.sud_evidence.any_of[1]"),
         (second_kind, "suggestions[2].kind"),
-        (_line(text, "at_least: $cows_threshold"),
-         "facts.cows_at_threshold.latest_observation_value_at_least.at_least"),
+        (
+            _line(text, "at_least: $cows_threshold"),
+            "facts.cows_at_threshold.latest_observation_value_at_least.at_least",
+        ),
     }
     messages = " | ".join(str(i) for i in issues)
     assert "unknown value set 'oud-actve'" in messages
@@ -205,39 +237,76 @@ def test_every_error_is_listed_with_file_line_and_field(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "needle", "field", "message"),
     [
-        (("  prc_min_age: 18\n", "  prc_min_age: 18\n  unused_age: 3\n"),
-         "unused_age", "parameters.unused_age", "parameter is never used"),
-        (("{age_under: $prc_min_age}", "{age_under: $prc_min_ag}"),
-         "$prc_min_ag}", "suggestions[0].withheld_when[1].when.age_under",
-         "unknown parameter"),
-        (("  oud_evidence:\n    any_of:\n      - oud_active_dx",
-          "  oud_evidence:\n    any_of:\n      - sud_evidence"),
-         "  oud_evidence:", "facts.oud_evidence", "fact refers to itself"),
-        (("      - name: home-initiation\n",
-          "      - name: home-initiation\n        when: on_moud\n"),
-         "        when: on_moud", "suggestions[1].variants[1].when",
-         "the last variant is the default"),
-        (("    decline_reasons: &medication_reasons\n      - patient-declined\n"
-          "      - in-treatment-elsewhere\n",
-          "    decline_reasons: &medication_reasons\n      - patient-declined\n"
-          "      - maybe-later\n"),
-         "maybe-later", "suggestions[1].decline_reasons[1]",
-         "unknown decline reason 'maybe-later'"),
-        (("  cows_lookback: 12h", "  cows_lookback: 12 hours"),
-         "within: $cows_lookback",
-         "facts.cows_at_threshold.latest_observation_value_at_least.within",
-         "expected a positive duration"),
-        (("    when: on_moud\n", "    when: {on_moud: true}\n"),
-         "{on_moud: true}", "suggestions[2].when", "expected a fact name or a mapping"),
-        (("  active_allergy: [active, absent]", "  active_allergy: active"),
-         "clinical_status: $active_allergy", "facts.buprenorphine_allergy.allergy.clinical_status",
-         "expected a list of status codes"),
-        (("    title: Offer buprenorphine\n", ""),
-         "  - id: moud-buprenorphine-oud", "suggestions[1].title", "required field is missing"),
+        (
+            ("  prc_min_age: 18\n", "  prc_min_age: 18\n  unused_age: 3\n"),
+            "unused_age",
+            "parameters.unused_age",
+            "parameter is never used",
+        ),
+        (
+            ("{age_under: $prc_min_age}", "{age_under: $prc_min_ag}"),
+            "$prc_min_ag}",
+            "suggestions[0].withheld_when[1].when.age_under",
+            "unknown parameter",
+        ),
+        (
+            (
+                "  oud_evidence:\n    any_of:\n      - oud_active_dx",
+                "  oud_evidence:\n    any_of:\n      - sud_evidence",
+            ),
+            "  oud_evidence:",
+            "facts.oud_evidence",
+            "fact refers to itself",
+        ),
+        (
+            (
+                "      - name: home-initiation\n",
+                "      - name: home-initiation\n        when: on_moud\n",
+            ),
+            "        when: on_moud",
+            "suggestions[1].variants[1].when",
+            "the last variant is the default",
+        ),
+        (
+            (
+                "    decline_reasons: &medication_reasons\n      - patient-declined\n"
+                "      - in-treatment-elsewhere\n",
+                "    decline_reasons: &medication_reasons\n      - patient-declined\n"
+                "      - maybe-later\n",
+            ),
+            "maybe-later",
+            "suggestions[1].decline_reasons[1]",
+            "unknown decline reason 'maybe-later'",
+        ),
+        (
+            ("  cows_lookback: 12h", "  cows_lookback: 12 hours"),
+            "within: $cows_lookback",
+            "facts.cows_at_threshold.latest_observation_value_at_least.within",
+            "expected a positive duration",
+        ),
+        (
+            ("    when: on_moud\n", "    when: {on_moud: true}\n"),
+            "{on_moud: true}",
+            "suggestions[2].when",
+            "expected a fact name or a mapping",
+        ),
+        (
+            ("  active_allergy: [active, absent]", "  active_allergy: active"),
+            "clinical_status: $active_allergy",
+            "facts.buprenorphine_allergy.allergy.clinical_status",
+            "expected a list of status codes",
+        ),
+        (
+            ("    title: Offer buprenorphine\n", ""),
+            "  - id: moud-buprenorphine-oud",
+            "suggestions[1].title",
+            "required field is missing",
+        ),
     ],
 )
-def test_single_errors(tmp_path: Path, edit: tuple[str, str], needle: str, field: str,
-                       message: str) -> None:
+def test_single_errors(
+    tmp_path: Path, edit: tuple[str, str], needle: str, field: str, message: str
+) -> None:
     path, text = _broken(tmp_path, edit)
     issues = _issues(path)
     matching = [i for i in issues if i.field == field]
@@ -253,8 +322,9 @@ def test_yaml_syntax_and_duplicate_keys(tmp_path: Path) -> None:
     (issue,) = _issues(path)
     assert issue.field == "(syntax)" and "flow sequence" in issue.message
     assert issue.line in (_line(text, "prc_min_age"), _line(text, "prc_min_age") + 1)
-    path, text = _broken(tmp_path,
-                         ("  prc_min_age: 18\n", "  prc_min_age: 18\n  prc_min_age: 19\n"))
+    path, text = _broken(
+        tmp_path, ("  prc_min_age: 18\n", "  prc_min_age: 18\n  prc_min_age: 19\n")
+    )
     (issue,) = _issues(path)
     assert "duplicate key 'prc_min_age'" in issue.message
     assert issue.line == _line(text, "prc_min_age: 19")
@@ -269,8 +339,11 @@ def _valueset_error(tmp_path: Path, name: str, content: str) -> list[Issue]:
 
 
 def test_value_set_errors_name_file_line_and_field(tmp_path: Path) -> None:
-    issues = _valueset_error(tmp_path, "sedatives.json", (VALUESETS / "sedatives.json")
-                             .read_text().replace('"code": "596"', '"code": "59[6"'))
+    issues = _valueset_error(
+        tmp_path,
+        "sedatives.json",
+        (VALUESETS / "sedatives.json").read_text().replace('"code": "596"', '"code": "59[6"'),
+    )
     (issue,) = issues
     assert issue.file.endswith("sedatives.json")
     assert issue.field == "compose.include[0].concept[0].code"
@@ -280,16 +353,42 @@ def test_value_set_errors_name_file_line_and_field(tmp_path: Path) -> None:
 
 
 def test_value_set_id_must_match_file_and_filters_are_refused(tmp_path: Path) -> None:
-    issues = _valueset_error(tmp_path, "hepatic.json", json.dumps({
-        "resourceType": "ValueSet", "id": "liver",
-        "compose": {"include": [{"system": "http://snomed.info/sct",
-                                 "concept": [{"code": "19943007"}]}]}}, indent=2))
+    issues = _valueset_error(
+        tmp_path,
+        "hepatic.json",
+        json.dumps(
+            {
+                "resourceType": "ValueSet",
+                "id": "liver",
+                "compose": {
+                    "include": [
+                        {"system": "http://snomed.info/sct", "concept": [{"code": "19943007"}]}
+                    ]
+                },
+            },
+            indent=2,
+        ),
+    )
     assert any("must match the file name" in i.message for i in issues)
-    issues = _valueset_error(tmp_path, "hepatic.json", json.dumps({
-        "resourceType": "ValueSet", "id": "hepatic",
-        "compose": {"include": [{"system": "http://snomed.info/sct",
-                                 "filter": [{"property": "concept", "op": "is-a",
-                                             "value": "19943007"}]}]}}, indent=2))
+    issues = _valueset_error(
+        tmp_path,
+        "hepatic.json",
+        json.dumps(
+            {
+                "resourceType": "ValueSet",
+                "id": "hepatic",
+                "compose": {
+                    "include": [
+                        {
+                            "system": "http://snomed.info/sct",
+                            "filter": [{"property": "concept", "op": "is-a", "value": "19943007"}],
+                        }
+                    ]
+                },
+            },
+            indent=2,
+        ),
+    )
     fields = {i.field for i in issues}
     assert "compose.include[0].filter" in fields and "compose.include[0].concept" in fields
 
@@ -322,10 +421,13 @@ def test_a_version_1_pack_still_loads_and_withholds_with_no_suggestions(tmp_path
 
     from .helpers import NOW, scenario_chart
 
-    text = DEFAULT.replace("withhold_all:\n  - {reason: deceased, when: deceased}\n",
-                           "no_suggestions_when: deceased\n")
-    text = text.replace("    withheld_when:\n      - {reason: has-naloxone, when: has_naloxone}\n",
-                        "    unless: has_naloxone\n")
+    text = DEFAULT.replace(
+        "withhold_all:\n  - {reason: deceased, when: deceased}\n", "no_suggestions_when: deceased\n"
+    )
+    text = text.replace(
+        "    withheld_when:\n      - {reason: has-naloxone, when: has_naloxone}\n",
+        "    unless: has_naloxone\n",
+    )
     path = tmp_path / "packs" / "v1.yaml"
     path.parent.mkdir()
     path.write_text(text)

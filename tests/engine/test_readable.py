@@ -62,29 +62,61 @@ def kinds(result) -> list[str]:
 
 # (name, change, notice expected, kinds still suggested)
 IGNORED_IN_CONTEXT = [
-    ("patient-name-string", set_element("Patient", "name", "Test P01"),
-     "Patient/P01-pt: name is not a list of HumanNames; Handoff ignored that element.", P01_KINDS),
-    ("patient-name-dict", set_element("Patient", "name", {"family": "P01"}),
-     "Patient/P01-pt: name is not a list of HumanNames", P01_KINDS),
-    ("identifier-dict", set_element("Patient", "identifier", {"value": "MRN1"}),
-     "Patient/P01-pt: identifier is not a list of Identifiers", P01_KINDS),
-    ("birthdate-number", set_element("Patient", "birthDate", 1990),
-     "Patient/P01-pt: birthDate is not a FHIR date (the age is unknown: suggestions with an "
-     "age limit are not made)", ["naloxone-kit"]),
-    ("period-string", set_element("Encounter", "period", "2026-11-20T10:00:00Z"),
-     "Encounter/P01-enc: period is not a Period (the visit's start is unknown)", P01_KINDS),
+    (
+        "patient-name-string",
+        set_element("Patient", "name", "Test P01"),
+        "Patient/P01-pt: name is not a list of HumanNames; Handoff ignored that element.",
+        P01_KINDS,
+    ),
+    (
+        "patient-name-dict",
+        set_element("Patient", "name", {"family": "P01"}),
+        "Patient/P01-pt: name is not a list of HumanNames",
+        P01_KINDS,
+    ),
+    (
+        "identifier-dict",
+        set_element("Patient", "identifier", {"value": "MRN1"}),
+        "Patient/P01-pt: identifier is not a list of Identifiers",
+        P01_KINDS,
+    ),
+    (
+        "birthdate-number",
+        set_element("Patient", "birthDate", 1990),
+        "Patient/P01-pt: birthDate is not a FHIR date (the age is unknown: suggestions with an "
+        "age limit are not made)",
+        ["naloxone-kit"],
+    ),
+    (
+        "period-string",
+        set_element("Encounter", "period", "2026-11-20T10:00:00Z"),
+        "Encounter/P01-enc: period is not a Period (the visit's start is unknown)",
+        P01_KINDS,
+    ),
 ]
 LEFT_OUT = [
-    ("condition-code-list", condition_code_list,
-     "Condition/P01-cond1 could not be read and was left out: code is not a CodeableConcept."),
-    ("condition-coding-string", condition_coding_string,
-     "Condition/P01-cond1 could not be read and was left out: code is not a CodeableConcept "
-     "(coding is not a list of Codings)."),
-    ("resource-a-string", resource_a_string,
-     "Item 5 of the chart could not be read and was left out: it is not a FHIR resource."),
-    ("bundle-entry-a-dict", nested_bundle_entry_a_dict,
-     "Bundle/b1 could not be read and was left out: a Bundle inside a search result is not "
-     "read."),
+    (
+        "condition-code-list",
+        condition_code_list,
+        "Condition/P01-cond1 could not be read and was left out: code is not a CodeableConcept.",
+    ),
+    (
+        "condition-coding-string",
+        condition_coding_string,
+        "Condition/P01-cond1 could not be read and was left out: code is not a CodeableConcept "
+        "(coding is not a list of Codings).",
+    ),
+    (
+        "resource-a-string",
+        resource_a_string,
+        "Item 5 of the chart could not be read and was left out: it is not a FHIR resource.",
+    ),
+    (
+        "bundle-entry-a-dict",
+        nested_bundle_entry_a_dict,
+        "Bundle/b1 could not be read and was left out: a Bundle inside a search result is not "
+        "read.",
+    ),
 ]
 
 
@@ -138,22 +170,32 @@ def test_before_the_fix_a_malformed_code_vanished_silently(pack: Pack) -> None:
 @pytest.mark.parametrize(
     ("resource", "problem"),
     [
-        ({"clinicalStatus": ["active"]},
-         "clinicalStatus is not a code or a CodeableConcept with a code"),
-        ({"verificationStatus": {"coding": "confirmed"}},
-         "verificationStatus is not a code or a CodeableConcept with a code"),
+        (
+            {"clinicalStatus": ["active"]},
+            "clinicalStatus is not a code or a CodeableConcept with a code",
+        ),
+        (
+            {"verificationStatus": {"coding": "confirmed"}},
+            "verificationStatus is not a code or a CodeableConcept with a code",
+        ),
         ({"clinicalStatus": {}}, "clinicalStatus is not a code or a CodeableConcept with a code"),
-        ({"verificationStatus": {"text": "refuted"}},
-         "verificationStatus is not a code or a CodeableConcept with a code"),
+        (
+            {"verificationStatus": {"text": "refuted"}},
+            "verificationStatus is not a code or a CodeableConcept with a code",
+        ),
         ({"onsetDateTime": 20261120}, "onsetDateTime is not a FHIR dateTime"),
         ({"onsetDateTime": "last week"}, "onsetDateTime is not a FHIR dateTime"),
         ({"subject": "Patient/P01-pt"}, "subject is not a Reference"),
-        ({"encounter": {"reference": ["Encounter/P01-enc"]}},
-         "encounter is not a Reference (reference is not a string)"),
+        (
+            {"encounter": {"reference": ["Encounter/P01-enc"]}},
+            "encounter is not a Reference (reference is not a string)",
+        ),
         ({"id": 7}, "its id is not a FHIR id"),
         ({"id": "x" * 5000}, "its id is not a FHIR id"),
-        ({"code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": 1120}]}},
-         "code is not a CodeableConcept (coding is not a list of Codings)"),
+        (
+            {"code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": 1120}]}},
+            "code is not a CodeableConcept (coding is not a list of Codings)",
+        ),
     ],
 )
 def test_every_element_the_rules_read_is_checked(resource: dict, problem: str) -> None:
@@ -167,11 +209,20 @@ def test_every_element_the_rules_read_is_checked(resource: dict, problem: str) -
 
 def test_medication_order_whose_medication_is_missing_is_left_out_not_a_chart_error() -> None:
     resources = p01_resources() + [
-        {"resourceType": "MedicationRequest", "id": "mr1", "status": "active",
-         "subject": {"reference": "Patient/P01-pt"},
-         "medicationReference": {"reference": "Medication/gone"}},
-        {"resourceType": "MedicationRequest", "id": "mr2", "status": "active",
-         "subject": {"reference": "Patient/P01-pt"}, "medicationReference": "methadone"},
+        {
+            "resourceType": "MedicationRequest",
+            "id": "mr1",
+            "status": "active",
+            "subject": {"reference": "Patient/P01-pt"},
+            "medicationReference": {"reference": "Medication/gone"},
+        },
+        {
+            "resourceType": "MedicationRequest",
+            "id": "mr2",
+            "status": "active",
+            "subject": {"reference": "Patient/P01-pt"},
+            "medicationReference": "methadone",
+        },
     ]
     readable = readable_chart(resources)
     assert readable.notices == [

@@ -64,15 +64,28 @@ def test_scenario_without_encounter_id_picks_the_same_visit(name: str, pack: Pac
 @pytest.mark.parametrize("name", SCENARIO_NAMES)
 def test_scenario_through_cli_eval_json(name: str) -> None:
     case = EXPECTED["cases"][name]
-    proc = run_cli("eval", str(SCENARIOS / f"{name}.json"), "--now", EXPECTED["now"],
-                   "--encounter", case["encounter"], "--json")
+    proc = run_cli(
+        "eval",
+        str(SCENARIOS / f"{name}.json"),
+        "--now",
+        EXPECTED["now"],
+        "--encounter",
+        case["encounter"],
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert set(out) == {"pack", "suggestions", "withheld", "notices"}
     assert out["pack"] == {"id": "handoff-default", "version": "2.0.0"}
     for suggestion in out["suggestions"]:
         assert set(suggestion) == {
-            "kind", "variant", "cautions", "caution_evidence", "evidence", "rule"}
+            "kind",
+            "variant",
+            "cautions",
+            "caution_evidence",
+            "evidence",
+            "rule",
+        }
     for withheld in out["withheld"]:
         assert set(withheld) == {"kind", "reason", "evidence", "reasons"}
     check_against_expected(case, out["suggestions"], out["withheld"])

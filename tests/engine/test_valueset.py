@@ -41,16 +41,35 @@ def test_malformed_patterns_are_rejected(bad: str) -> None:
 
 OVERDOSE_CODES = {
     # intent 1-4 with a 7th character: opioid poisoning
-    "T40.0X1A": True, "T40.1X1A": True, "T40.2X2D": True, "T40.3X3S": True,
-    "T40.4X4A": True, "T40.411A": True, "T40.412A": True, "T40.421A": True,
-    "T40.494A": True, "T40.601A": True, "T40.691A": True, "T40.694S": True,
+    "T40.0X1A": True,
+    "T40.1X1A": True,
+    "T40.2X2D": True,
+    "T40.3X3S": True,
+    "T40.4X4A": True,
+    "T40.411A": True,
+    "T40.412A": True,
+    "T40.421A": True,
+    "T40.494A": True,
+    "T40.601A": True,
+    "T40.691A": True,
+    "T40.694S": True,
     # intent 5 (adverse effect) and 6 (underdosing): never
-    "T40.0X5A": False, "T40.1X5A": False, "T40.2X6A": False, "T40.415A": False,
-    "T40.416A": False, "T40.425A": False, "T40.495A": False, "T40.605A": False,
+    "T40.0X5A": False,
+    "T40.1X5A": False,
+    "T40.2X6A": False,
+    "T40.415A": False,
+    "T40.416A": False,
+    "T40.425A": False,
+    "T40.495A": False,
+    "T40.605A": False,
     "T40.696A": False,
     # other T40 groups (cocaine, cannabis, LSD) and malformed codes
-    "T40.5X1A": False, "T40.7X1A": False, "T40.8X1A": False, "T40.1X1": False,
-    "T40.41X1A": False, "T4011X1A": False,
+    "T40.5X1A": False,
+    "T40.7X1A": False,
+    "T40.8X1A": False,
+    "T40.1X1": False,
+    "T40.41X1A": False,
+    "T4011X1A": False,
 }
 
 
@@ -61,10 +80,18 @@ def test_opioid_overdose_intent_digit(code: str, member: bool, pack: Pack) -> No
 
 STIMULANT_CODES = {
     # cocaine and the psychostimulants the spec lists, intent 1-4
-    "T40.5X1A": True, "T40.5X4D": True, "T43.601A": True, "T43.621A": True,
-    "T43.641A": True, "T43.651A": True, "T43.692S": True,
+    "T40.5X1A": True,
+    "T40.5X4D": True,
+    "T43.601A": True,
+    "T43.621A": True,
+    "T43.641A": True,
+    "T43.651A": True,
+    "T43.692S": True,
     # caffeine and methylphenidate, adverse effects and underdosing, opioids: never
-    "T43.611A": False, "T43.631A": False, "T40.5X5A": False, "T43.626A": False,
+    "T43.611A": False,
+    "T43.631A": False,
+    "T40.5X5A": False,
+    "T43.626A": False,
     "T40.1X1A": False,
 }
 
@@ -76,8 +103,14 @@ def test_stimulant_overdose_codes(code: str, member: bool, pack: Pack) -> None:
 
 @pytest.mark.parametrize(
     ("code", "later"),
-    [("T40.1X1D", True), ("T40.411S", True), ("T43.621D", True), ("T40.1X1A", False),
-     ("T43.621A", False), ("F11.20", False)],
+    [
+        ("T40.1X1D", True),
+        ("T40.411S", True),
+        ("T43.621D", True),
+        ("T40.1X1A", False),
+        ("T43.621A", False),
+        ("F11.20", False),
+    ],
 )
 def test_subsequent_encounter_and_sequela_codes_are_history(
     code: str, later: bool, pack: Pack
@@ -165,7 +198,9 @@ def test_numeric_codes_match_the_spec_exactly(group: str) -> None:
     spec_codes = set(re.findall(r"\b\d{3,}(?:-\d)?\b", SPEC_ROWS[group]))
     data = json.loads((RULES / "valuesets" / f"{group}.json").read_text())
     file_codes = {
-        c["code"] for inc in data["compose"]["include"] for c in inc["concept"]
+        c["code"]
+        for inc in data["compose"]["include"]
+        for c in inc["concept"]
         if re.fullmatch(r"\d+(?:-\d)?", c["code"])
     }
     assert file_codes == spec_codes
@@ -180,16 +215,30 @@ POISONING_GROUPS = sorted(g for g, row in SPEC_ROWS.items() if re.search(r"T4\d\
 def _icd(group: str) -> tuple[set[str], set[str]]:
     """ICD-10-CM codes a value set includes and excludes."""
     data = json.loads((RULES / "valuesets" / f"{group}.json").read_text())
-    listed = {c["code"] for inc in data["compose"]["include"] if inc["system"] == ICD
-              for c in inc["concept"]}
-    excluded = {c["code"] for exc in data["compose"].get("exclude", []) for c in exc["concept"]
-                if exc["system"] == ICD}
+    listed = {
+        c["code"]
+        for inc in data["compose"]["include"]
+        if inc["system"] == ICD
+        for c in inc["concept"]
+    }
+    excluded = {
+        c["code"]
+        for exc in data["compose"].get("exclude", [])
+        for c in exc["concept"]
+        if exc["system"] == ICD
+    }
     return listed, excluded
 
 
 def test_icd_groups_of_the_spec() -> None:
-    assert set(ICD_GROUPS) >= {"oud-active", "oud-remission", "sud-other", "pregnancy",
-                               "hepatic", "alcohol-use-disorder"}
+    assert set(ICD_GROUPS) >= {
+        "oud-active",
+        "oud-remission",
+        "sud-other",
+        "pregnancy",
+        "hepatic",
+        "alcohol-use-disorder",
+    }
     assert set(POISONING_GROUPS) == {"opioid-overdose", "stimulant-overdose"}
 
 

@@ -32,8 +32,15 @@ APP_LOCK = REPO / "requirements.lock"
 TEST_LOCK = REPO / "requirements-test.lock"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 #: What a copy of the checkout needs to install and run (the repository's own files).
-CHECKOUT_FILES = ("dev.py", "pyproject.toml", "setup.py", "MANIFEST.in", "README.md",
-                  "requirements.lock", "requirements-test.lock")
+CHECKOUT_FILES = (
+    "dev.py",
+    "pyproject.toml",
+    "setup.py",
+    "MANIFEST.in",
+    "README.md",
+    "requirements.lock",
+    "requirements-test.lock",
+)
 CHECKOUT_FOLDERS = ("smartapp", "rules", "launch")
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
 
@@ -130,7 +137,7 @@ def test_lock_pins_every_dependency_within_pyproject_bounds(
 def test_ci_runs_dev_py_test_which_installs_the_test_lock() -> None:
     assert (REPO / ".ci" / "run").read_text().strip().endswith("python3 dev.py test")
     source = (REPO / "dev.py").read_text()
-    assert '"--require-hashes", "-r", lock' in source and 'ensure_installed(TEST_LOCK)' in source
+    assert '"--require-hashes", "-r", lock' in source and "ensure_installed(TEST_LOCK)" in source
 
 
 def _copy_checkout(target: Path) -> Path:
@@ -148,8 +155,11 @@ def _copy_checkout(target: Path) -> Path:
 
 def _clean_env() -> dict[str, str]:
     """This process's environment without this venv or any Handoff setting."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("HANDOFF_") and k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("HANDOFF_") and k not in ("VIRTUAL_ENV", "PYTHONPATH")
+    }
     env["PATH"] = os.pathsep.join(
         p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(sys.prefix)
     )
@@ -158,8 +168,12 @@ def _clean_env() -> dict[str, str]:
 
 def _dev(checkout: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "dev.py", *args], cwd=checkout, env=_clean_env(),
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "dev.py", *args],
+        cwd=checkout,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -173,14 +187,19 @@ def test_dev_py_handoff_installs_the_lock_with_hashes_and_runs_the_command(
     assert proc.stdout.splitlines()[-1].startswith("OK id=handoff-default version=")
     assert "--require-hashes -r requirements.lock" in proc.stdout
     venv_python = checkout / ".venv" / "bin" / "python"
-    freeze = subprocess.run([str(venv_python), "-m", "pip", "list", "--format=freeze"],
-                            capture_output=True, text=True, check=True).stdout
-    installed = {canonicalize_name(n): v for n, _, v in
-                 (line.partition("==") for line in freeze.splitlines())}
+    freeze = subprocess.run(
+        [str(venv_python), "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    installed = {
+        canonicalize_name(n): v
+        for n, _, v in (line.partition("==") for line in freeze.splitlines())
+    }
     for name, (version, _hashes) in locked(APP_LOCK).items():
         assert installed.get(name) == version, f"{name}: lock {version}, venv {installed.get(name)}"
-    check = subprocess.run([str(venv_python), "-m", "pip", "check"],
-                           capture_output=True, text=True)
+    check = subprocess.run([str(venv_python), "-m", "pip", "check"], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
 
     again = _dev(checkout, "handoff", "rules", "check")  # nothing changed: no install

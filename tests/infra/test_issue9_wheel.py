@@ -38,16 +38,28 @@ class Installed:
     bin: Path
     elsewhere: Path  # the working directory: no rules/, no checkout
 
-    def run(self, *args: str, env: dict[str, str] | None = None,
-            program: str = "handoff") -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(self.bin / program), *args], cwd=self.elsewhere,
-                              env=_clean_env() | (env or {}), capture_output=True, text=True,
-                              timeout=300)
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, program: str = "handoff"
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bin / program), *args],
+            cwd=self.elsewhere,
+            env=_clean_env() | (env or {}),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
 
 def _run(*args: str | Path, cwd: Path) -> None:
-    done = subprocess.run([str(a) for a in args], cwd=cwd, env=_clean_env(),
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [str(a) for a in args],
+        cwd=cwd,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, f"{args}\n{done.stdout}\n{done.stderr}"
 
 
@@ -55,15 +67,44 @@ def _run(*args: str | Path, cwd: Path) -> None:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     root = tmp_path_factory.mktemp("wheel")
     source = _copy_checkout(root / "source")
-    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", root / "dist", source,
-         cwd=root)
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-deps",
+        "-w",
+        root / "dist",
+        source,
+        cwd=root,
+    )
     (wheel,) = (root / "dist").glob("handoff-*.whl")
     _run(sys.executable, "-m", "venv", root / "venv", cwd=root)
     python = root / "venv" / "bin" / "python"
-    _run(python, "-m", "pip", "install", "-q", "--require-hashes", "-r",
-         REPO / "requirements.lock", cwd=root)
-    _run(python, "-m", "pip", "install", "-q", "--no-index", "--find-links", root / "dist",
-         "handoff", cwd=root)
+    _run(
+        python,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--require-hashes",
+        "-r",
+        REPO / "requirements.lock",
+        cwd=root,
+    )
+    _run(
+        python,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-index",
+        "--find-links",
+        root / "dist",
+        "handoff",
+        cwd=root,
+    )
     _run(python, "-m", "pip", "check", cwd=root)
     elsewhere = root / "elsewhere"
     elsewhere.mkdir()
@@ -87,14 +128,21 @@ def test_installed_rules_commands_run_on_the_default_pack(installed: Installed) 
     pack = load_pack(REPO / "rules" / "packs" / "default.yaml")
     checked = installed.run("rules", "check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert checked.stdout == (f"OK id={pack.id} version={pack.version} "
-                              f"hash=sha256:{pack.content_hash}\n")
+    assert checked.stdout == (
+        f"OK id={pack.id} version={pack.version} hash=sha256:{pack.content_hash}\n"
+    )
 
     evaluated = installed.run("rules", "eval", str(P01), "--now", NOW, "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     from_checkout = subprocess.run(
         [sys.executable, "-m", "smartapp.rulestools.cli", "eval", str(P01), "--now", NOW, "--json"],
-        cwd=REPO, env=_clean_env(), capture_output=True, text=True, timeout=120, check=True)
+        cwd=REPO,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert json.loads(evaluated.stdout) == json.loads(from_checkout.stdout)
     expected = json.loads((SCENARIOS / "expected.json").read_text())["cases"][P01.stem]
     kinds = {s["kind"] for s in json.loads(evaluated.stdout)["suggestions"]}
@@ -146,8 +194,9 @@ print(json.dumps({"module": smartapp.__file__, "hash": pack.content_hash,
 def test_the_installed_app_starts_on_the_default_pack(installed: Installed) -> None:
     launch = installed.elsewhere / "launch"
     launch.mkdir(exist_ok=True)
-    done = installed.run("-c", APP_SCRIPT, str(launch), str(installed.elsewhere / "instance"),
-                         program="python")
+    done = installed.run(
+        "-c", APP_SCRIPT, str(launch), str(installed.elsewhere / "instance"), program="python"
+    )
     assert done.returncode == 0, done.stderr
     started = json.loads(done.stdout.splitlines()[-1])
     assert started["module"].startswith(str(installed.bin.parent)), started
@@ -168,7 +217,8 @@ def test_the_installed_app_names_the_launch_setting_when_it_finds_no_registratio
     assert "LAUNCH_DIR (environment HANDOFF_LAUNCH_DIR)" in done.stderr
     launch = installed.elsewhere / "launch-empty"
     launch.mkdir(exist_ok=True)
-    upgraded = installed.run("--instance-path", str(instance), "db", "upgrade",
-                             env={"HANDOFF_LAUNCH_DIR": str(launch)})
+    upgraded = installed.run(
+        "--instance-path", str(instance), "db", "upgrade", env={"HANDOFF_LAUNCH_DIR": str(launch)}
+    )
     assert upgraded.returncode == 0, upgraded.stderr
     assert "registration" not in upgraded.stderr

@@ -117,8 +117,11 @@ def test_only_visits_with_a_suggestion_shown_are_counted():
         # P1's screen reloaded: one visit, its kinds counted once each.
         shown("P1", at, ["prc-consult"]),
         shown("P1", at + timedelta(minutes=2), ["prc-consult", "naloxone-kit"]),
-        decided("P1", at + timedelta(minutes=9), [("prc-consult", True, None),
-                                                   ("naloxone-kit", False, "Has a kit")]),
+        decided(
+            "P1",
+            at + timedelta(minutes=9),
+            [("prc-consult", True, None), ("naloxone-kit", False, "Has a kit")],
+        ),
         # A second decision for the same visit is not counted: the first one is.
         decided("P1", at + timedelta(minutes=20), [("prc-consult", False, "Changed mind")]),
         # The rules suggested nothing for P2: not a visit, and its decision is not counted.
@@ -170,11 +173,13 @@ def test_weekly_acceptance_with_a_week_without_visits():
     w18, w20 = MONDAY_W18, MONDAY_W18 + timedelta(days=16)  # Monday 29 Apr, Wednesday 15 May
     events = [
         shown("P1", w18, ["prc-consult", "naloxone-kit"]),
-        decided("P1", w18 + timedelta(hours=1),
-                [("prc-consult", True, None), ("naloxone-kit", False, "Patient declined")]),
+        decided(
+            "P1",
+            w18 + timedelta(hours=1),
+            [("prc-consult", True, None), ("naloxone-kit", False, "Patient declined")],
+        ),
         # Shown in W18, decided in W19: counts with the week of the visit.
-        shown("P2", (w18 + timedelta(days=2)).isoformat().replace("+00:00", "Z"),
-              ["naloxone-kit"]),
+        shown("P2", (w18 + timedelta(days=2)).isoformat().replace("+00:00", "Z"), ["naloxone-kit"]),
         decided("P2", w18 + timedelta(days=8), [("naloxone-kit", True, None)]),
         shown("P3", w20, ["prc-consult"]),
         decided("P3", w20 + timedelta(hours=1), [("prc-consult", False, None)]),
@@ -201,14 +206,23 @@ def test_weekly_acceptance_with_a_week_without_visits():
 
 def test_decline_reasons_most_frequent_first_ties_by_name():
     events = []
-    reasons = ["Patient declined", "Coach unavailable", "Patient declined", None,
-               "Coach unavailable", "Already in treatment elsewhere"]
+    reasons = [
+        "Patient declined",
+        "Coach unavailable",
+        "Patient declined",
+        None,
+        "Coach unavailable",
+        "Already in treatment elsewhere",
+    ]
     for i, reason in enumerate(reasons):
         patient = f"P{i}"
         events += [
             shown(patient, MONDAY_W18 + timedelta(hours=i), ["naloxone-kit"]),
-            decided(patient, MONDAY_W18 + timedelta(hours=i, minutes=5),
-                    [("naloxone-kit", False, reason)]),
+            decided(
+                patient,
+                MONDAY_W18 + timedelta(hours=i, minutes=5),
+                [("naloxone-kit", False, reason)],
+            ),
         ]
     assert dashboard.summarize(events)["decline_reasons"] == [
         {"reason": "Coach unavailable", "count": 2},
@@ -225,8 +239,11 @@ def test_a_rule_fires_once_per_visit_and_counts_its_decisions():
     at = MONDAY_W18
     events = [
         shown("P1", at, ["prc-consult", "naloxone-kit"]),
-        decided("P1", at + timedelta(minutes=5),
-                [("prc-consult", True, None), ("naloxone-kit", False, "Has a kit")]),
+        decided(
+            "P1",
+            at + timedelta(minutes=5),
+            [("prc-consult", True, None), ("naloxone-kit", False, "Has a kit")],
+        ),
         shown("P2", at, ["prc-consult"]),
         shown("P2", at + timedelta(minutes=1), ["prc-consult"]),  # reloaded
         decided("P2", at + timedelta(minutes=5), [("prc-consult", True, None)]),
@@ -234,10 +251,20 @@ def test_a_rule_fires_once_per_visit_and_counts_its_decisions():
     ]
     figures = dashboard.summarize(events)
     assert figures["rules"] == [
-        {"rule": "naloxone-kit-at-risk", "kind": "naloxone-kit", "fired": 2,
-         "accepted": 0, "declined": 1},
-        {"rule": "prc-consult-sud-adult", "kind": "prc-consult", "fired": 2,
-         "accepted": 2, "declined": 0},
+        {
+            "rule": "naloxone-kit-at-risk",
+            "kind": "naloxone-kit",
+            "fired": 2,
+            "accepted": 0,
+            "declined": 1,
+        },
+        {
+            "rule": "prc-consult-sud-adult",
+            "kind": "prc-consult",
+            "fired": 2,
+            "accepted": 2,
+            "declined": 0,
+        },
     ]
     assert figures["kinds"] == [
         {"kind": "naloxone-kit", "shown": 2, "accepted": 0, "declined": 1, "acceptance": 0.0},
@@ -254,19 +281,26 @@ def timed_events() -> list[dict]:
     day = datetime(2024, 5, 1, tzinfo=UTC)
     return [
         shown("A", day + timedelta(hours=9), ["prc-consult"], arrival="2024-05-01T08:00:00Z"),
-        decided("A", day + timedelta(hours=9, minutes=30), [("prc-consult", True, None)],
-                referral="ref-A"),
+        decided(
+            "A",
+            day + timedelta(hours=9, minutes=30),
+            [("prc-consult", True, None)],
+            referral="ref-A",
+        ),
         coach("coach-contact", "ref-A", day + timedelta(hours=12), task_status="in-progress"),
         coach("coach-contact", "ref-A", day + timedelta(hours=11), task_status="in-progress"),
         shown("B", day + timedelta(hours=10, minutes=15), ["prc-consult"]),
-        decided("B", day + timedelta(hours=10, minutes=30), [("prc-consult", True, None)],
-                referral="ref-B", shown_arrival="2024-05-01T10:00:00+00:00"),
+        decided(
+            "B",
+            day + timedelta(hours=10, minutes=30),
+            [("prc-consult", True, None)],
+            referral="ref-B",
+            shown_arrival="2024-05-01T10:00:00+00:00",
+        ),
         shown("C", day + timedelta(hours=10), ["prc-consult"], arrival="2024-05-01"),
-        decided("C", day + timedelta(hours=11), [("prc-consult", True, None)],
-                referral="ref-C"),
+        decided("C", day + timedelta(hours=11), [("prc-consult", True, None)], referral="ref-C"),
         shown("D", day + timedelta(hours=10), ["prc-consult"], arrival="2024-05-01T12:00:00Z"),
-        decided("D", day + timedelta(hours=11), [("prc-consult", True, None)],
-                referral="ref-D"),
+        decided("D", day + timedelta(hours=11), [("prc-consult", True, None)], referral="ref-D"),
         coach("coach-contact", "ref-D", day + timedelta(hours=13), task_status="in-progress"),
     ]
 
@@ -279,7 +313,10 @@ def test_times_to_referral_and_to_contact():
     assert times["negative"] == 1  # D was referred an hour before its recorded arrival
     referral = times["referral"]  # A: 90 min, B: 30 min
     assert (referral["n"], referral["median"], referral["p25"], referral["p75"]) == (
-        2, 60.0, 45.0, 75.0
+        2,
+        60.0,
+        45.0,
+        75.0,
     )
     assert [b["count"] for b in referral["buckets"]] == [1, 1, 0, 0, 0, 0, 0]
     contact = times["contact"]  # A: first contact at 11:00 (180 min), D: 60 min
@@ -307,8 +344,10 @@ def linked_events() -> list[dict]:
     picks = {
         "L1": ("coach-link", {"program": "Bridge Clinic East (555-0101)"}),
         "L2": ("coach-link", {"program": "bridge clinic"}),
-        "L3": ("coach-close", {"program": "Harbor Recovery (555-0199)",
-                               "reason": "Linked to a program"}),
+        "L3": (
+            "coach-close",
+            {"program": "Harbor Recovery (555-0199)", "reason": "Linked to a program"},
+        ),
         "L4": ("coach-link", {"program": "My cousin's group, call Ann 555-0123"}),
         "L5": ("coach-link", {"program": ""}),
     }
@@ -371,12 +410,14 @@ def figure(count: int) -> tuple[int, set]:
 
 def test_suppress_hides_small_cells_and_their_complements():
     table = [
-        {"visits": figure(20), "decided": figure(20), "accepted": figure(12),
-         "declined": figure(8)},
-        {"visits": figure(3), "decided": figure(3), "accepted": figure(2),
-         "declined": figure(1)},
-        {"visits": figure(6), "decided": figure(6), "accepted": figure(6),
-         "declined": figure(0)},
+        {
+            "visits": figure(20),
+            "decided": figure(20),
+            "accepted": figure(12),
+            "declined": figure(8),
+        },
+        {"visits": figure(3), "decided": figure(3), "accepted": figure(2), "declined": figure(1)},
+        {"visits": figure(6), "decided": figure(6), "accepted": figure(6), "declined": figure(0)},
     ]
     cells = suppress(
         table,
@@ -408,10 +449,17 @@ def test_equity_by_sex_with_suppression():
     ):
         patient = f"E{i}"
         events += [
-            shown(patient, MONDAY_W18 + timedelta(hours=i), ["naloxone-kit"],
-                  demographics={"sex": sex}),
-            decided(patient, MONDAY_W18 + timedelta(hours=i, minutes=5),
-                    [("naloxone-kit", accepted, None if accepted else "Has a kit")]),
+            shown(
+                patient,
+                MONDAY_W18 + timedelta(hours=i),
+                ["naloxone-kit"],
+                demographics={"sex": sex},
+            ),
+            decided(
+                patient,
+                MONDAY_W18 + timedelta(hours=i, minutes=5),
+                [("naloxone-kit", accepted, None if accepted else "Has a kit")],
+            ),
         ]
     equity = {d["name"]: d for d in dashboard.summarize(events)["equity"]}
     assert [d for d in equity] == ["race", "ethnicity", "sex", "age_group"]
@@ -436,15 +484,26 @@ def test_equity_shows_acceptance_where_both_parts_are_shown():
     for i in range(15):  # 25-34: five visits, all accepted; 45-54: ten, half accepted
         patient = f"Q{i}"
         events += [
-            shown(patient, MONDAY_W18 + timedelta(hours=i), ["naloxone-kit"],
-                  demographics={"age_group": "25-34" if i < 5 else "45-54"}),
-            decided(patient, MONDAY_W18 + timedelta(hours=i, minutes=5),
-                    [("naloxone-kit", i < 10, None)]),
+            shown(
+                patient,
+                MONDAY_W18 + timedelta(hours=i),
+                ["naloxone-kit"],
+                demographics={"age_group": "25-34" if i < 5 else "45-54"},
+            ),
+            decided(
+                patient,
+                MONDAY_W18 + timedelta(hours=i, minutes=5),
+                [("naloxone-kit", i < 10, None)],
+            ),
         ]
     by_age = {d["name"]: d for d in dashboard.summarize(events)["equity"]}["age_group"]
     assert [
-        (row["value"], [row[c]["text"] for c in dashboard.EQUITY_COLUMNS], row["acceptance"],
-         row["acceptance_text"])
+        (
+            row["value"],
+            [row[c]["text"] for c in dashboard.EQUITY_COLUMNS],
+            row["acceptance"],
+            row["acceptance_text"],
+        )
         for row in by_age["rows"]
     ] == [
         ("25-34", ["5", "5", "5", "0"], 1.0, "100%"),

@@ -83,9 +83,15 @@ def db(tmp_path) -> Database:
 def submitted(db: Database, profile: str) -> str:
     plan = plan_writes(referral(), SETTINGS, profiles.profile(profile))
     row, _ = outbox.submit(
-        db, visit_key="v1", context_id="c1", iss="http://ehr.test/fhir", patient_id="p1",
-        encounter_id="e1", user_ref="Practitioner/doc",
-        decision={"decisions": [{"kind": "prc-consult", "accepted": True}]}, plan=plan,
+        db,
+        visit_key="v1",
+        context_id="c1",
+        iss="http://ehr.test/fhir",
+        patient_id="p1",
+        encounter_id="e1",
+        user_ref="Practitioner/doc",
+        decision={"decisions": [{"kind": "prc-consult", "accepted": True}]},
+        plan=plan,
     )
     return row.id
 
@@ -104,8 +110,12 @@ def test_fhir_rest_one_transaction_then_a_retry_creates_nothing(db):
     assert ehr.calls == ["transaction"]
     assert len(ehr.store) == 6
     assert [w["resourceType"] for w in row.written] == [
-        "ServiceRequest", "Task", "MedicationRequest", "MedicationRequest",
-        "DocumentReference", "Provenance",
+        "ServiceRequest",
+        "Task",
+        "MedicationRequest",
+        "MedicationRequest",
+        "DocumentReference",
+        "Provenance",
     ]
     task = next(r for r in ehr.store.values() if r["resourceType"] == "Task")
     assert task["focus"]["reference"].startswith("urn:uuid:")  # the EHR resolves the bundle's
@@ -117,9 +127,12 @@ def test_epic_searches_before_each_create_and_finds_what_landed(db):
     first = deliver(db, referral_id, ehr)
     assert first.status == "written"
     assert ehr.calls == [
-        "find MedicationRequest", "create MedicationRequest",
-        "find MedicationRequest", "create MedicationRequest",
-        "find DocumentReference", "create DocumentReference",
+        "find MedicationRequest",
+        "create MedicationRequest",
+        "find MedicationRequest",
+        "create MedicationRequest",
+        "find DocumentReference",
+        "create DocumentReference",
     ]
     # As if the answer had been lost: everything pending again; the search finds each one.
     with db.session() as session:

@@ -26,8 +26,15 @@ NOW = datetime(2026, 11, 20, 15, tzinfo=UTC)
 CONDITION = {
     "resourceType": "Condition",
     "id": "c1",
-    "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F11.20",
-                         "display": "Opioid dependence"}]},
+    "code": {
+        "coding": [
+            {
+                "system": "http://hl7.org/fhir/sid/icd-10-cm",
+                "code": "F11.20",
+                "display": "Opioid dependence",
+            }
+        ]
+    },
     "onsetDateTime": "2026-11-20T10:00:00Z",
     "subject": {"reference": "Patient/p1"},
 }

@@ -40,7 +40,9 @@ def test_accept_contact_link():
     assert (state.status, state.coach_name, state.accepted_at) == ("accepted", COACH["name"], NOW)
     apply_action(state, "contact", COACH, NOW, note="  Met at bedside  ")
     assert (state.status, state.contact_note, state.contacted_at) == (
-        "in-progress", "Met at bedside", NOW
+        "in-progress",
+        "Met at bedside",
+        NOW,
     )
     apply_action(state, "link", COACH, NOW, program="Bridge clinic (555)")
     assert (state.status, state.linked_program) == ("completed", "Bridge clinic (555)")
@@ -84,7 +86,10 @@ def test_task_changes_mirror_the_state():
     state.contact_note, state.updated_at = "called", NOW
     changes = task_changes(state)
     assert (changes.status, changes.owner_ref, changes.contact_note, changes.modified_at) == (
-        "in-progress", COACH["user_ref"], "called", NOW
+        "in-progress",
+        COACH["user_ref"],
+        "called",
+        NOW,
     )
 
 
@@ -128,9 +133,15 @@ def signed(db: Database, profile: str, task_written: bool, patient: str = "p1") 
         "consult_mode": "telehealth",
     }
     row, created = outbox.submit(
-        db, visit_key=f"visit-{patient}", context_id="ctx", iss="http://ehr.test/fhir",
-        patient_id=patient, encounter_id="e1", user_ref="Practitioner/doc",
-        decision=decision, plan=plan,
+        db,
+        visit_key=f"visit-{patient}",
+        context_id="ctx",
+        iss="http://ehr.test/fhir",
+        patient_id=patient,
+        encounter_id="e1",
+        user_ref="Practitioner/doc",
+        decision=decision,
+        plan=plan,
     )
     assert created
     if task_written:  # as after a delivery
@@ -205,8 +216,14 @@ def test_a_declined_consult_is_no_handoff(db):
         profiles.profile("fhir-rest"),
     )
     row, _ = outbox.submit(
-        db, visit_key="v", context_id="c", iss="i", patient_id="p", encounter_id=None,
-        user_ref=None, decision={"decisions": [{"kind": "prc-consult", "accepted": False}]},
+        db,
+        visit_key="v",
+        context_id="c",
+        iss="i",
+        patient_id="p",
+        encounter_id=None,
+        user_ref=None,
+        decision={"decisions": [{"kind": "prc-consult", "accepted": False}]},
         plan=plan,
     )
     assert worklist.items(db, include_closed=True) == []

@@ -32,6 +32,7 @@ from tests.unit.referrals import ALL_ACCEPTED, SETTINGS, SYSTEM, referral
 
 pytestmark = pytest.mark.unit
 
+
 def plan_for(profile: str, decisions=ALL_ACCEPTED, settings=SETTINGS, **overrides) -> WritePlan:
     return plan_writes(referral(decisions, **overrides), settings, profiles.profile(profile))
 
@@ -213,8 +214,7 @@ def test_transaction_of_operations_is_conditional_creates():
     bundle = transaction_bundle_from_operations(plan.rest_creates)
     assert bundle["type"] == "transaction"
     assert [e["request"] for e in bundle["entry"]] == [
-        {"method": "POST", "url": op.type, "ifNoneExist": op.conditional}
-        for op in plan.operations
+        {"method": "POST", "url": op.type, "ifNoneExist": op.conditional} for op in plan.operations
     ]
     assert [e["fullUrl"] for e in bundle["entry"]] == [op.full_url for op in plan.operations]
 
@@ -239,7 +239,11 @@ def test_stored_form_is_what_build_plan_returns_and_readers_expect():
     stored = build_plan(referral(), SETTINGS, profiles.profile("epic"))
     assert stored == plan_for("epic").to_json()
     assert set(stored) == {
-        "profile", "transaction", "conditional_create", "order_route", "operations"
+        "profile",
+        "transaction",
+        "conditional_create",
+        "order_route",
+        "operations",
     }
     assert stored["transaction"] is False and stored["conditional_create"] is False
     op = stored["operations"][0]
@@ -275,7 +279,10 @@ def test_types_the_ehr_did_not_grant_are_kept_in_handoff():
     plan = plan_for("fhir-rest")
     moved = plan.keep_in_handoff_unless(lambda type_: type_ == "DocumentReference")
     assert {op.type for op in moved} == {
-        "ServiceRequest", "Task", "MedicationRequest", "Provenance"
+        "ServiceRequest",
+        "Task",
+        "MedicationRequest",
+        "Provenance",
     }
     assert [op.type for op in plan.operations if op.mode is Mode.REST] == ["DocumentReference"]
     assert all(op.status is Status.KEPT for op in moved)
@@ -300,7 +307,11 @@ def test_a_task_the_ehr_holds_gets_a_put_queued():
     assert apply_task_changes(plan, CHANGES) is True
     update = plan.operations[-1]
     assert (update.type, update.method, update.mode, update.status, update.id) == (
-        "Task", Method.UPDATE, Mode.REST, Status.PENDING, "task-7"
+        "Task",
+        Method.UPDATE,
+        Mode.REST,
+        Status.PENDING,
+        "task-7",
     )
     assert update.key == f"{task.key}-update-{len(plan.operations) - 1}"
     assert update.resource["id"] == "task-7" and update.resource["status"] == "in-progress"

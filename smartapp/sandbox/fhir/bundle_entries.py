@@ -63,9 +63,7 @@ def parse_entry(index: int, entry: object, fhir_base: str) -> BundleEntry:
     )
 
 
-def _target(
-    url: str, fhir_base: str, where: str
-) -> tuple[str, str | None, str | None, str | None]:
+def _target(url: str, fhir_base: str, where: str) -> tuple[str, str | None, str | None, str | None]:
     """(type, id, version id, compartment patient) of an entry's url: Type, Type/id,
     Type/id/_history/vid or Patient/id/Type, relative or absolute on this server."""
     parts = urlsplit(url)
@@ -90,9 +88,7 @@ def _target(
     return rtype, rid, vid, compartment
 
 
-def _check_target(
-    method: str, rid: str | None, resource: object, url: str, where: str
-) -> None:
+def _check_target(method: str, rid: str | None, resource: object, url: str, where: str) -> None:
     """POST to a type with a resource, PUT to Type/id with a resource, DELETE of Type/id."""
     if method in ("POST", "PUT"):
         if resource is None:
@@ -100,9 +96,7 @@ def _check_target(
                 400, f"{where}: {method} needs a resource", "required", expression=where
             )
         if method == "POST" and rid is not None:
-            raise FhirError(
-                400, f"{where}: POST goes to a type, not to '{url}'", expression=where
-            )
+            raise FhirError(400, f"{where}: POST goes to a type, not to '{url}'", expression=where)
         if method == "PUT" and rid is None:
             raise FhirError(
                 400,

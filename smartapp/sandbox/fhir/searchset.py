@@ -65,6 +65,7 @@ def included_resources(
                 included.append(resource)
     return included
 
+
 def searchset(
     request: SearchRequest,
     total: int,
@@ -75,6 +76,7 @@ def searchset(
 ) -> dict:
     """The searchset Bundle: the page's matches and includes, the total and paging links
     (`path`: the search's URL without its query)."""
+
     def link(relation: str, offset: int) -> dict:
         query = urlencode(request.link_pairs(offset), safe="|,:/")
         return {"relation": relation, "url": f"{path}?{query}"}

@@ -93,9 +93,7 @@ def export() -> ResponseReturnValue:
     if fmt not in EXPORT_TYPES:
         abort(400, description="Export as ndjson or csv.")
     search = Search.from_args(request.args)
-    download = export_download(
-        current_services().db, search, fmt, signed_in()["user_ref"]
-    )
+    download = export_download(current_services().db, search, fmt, signed_in()["user_ref"])
     response = Response(download.body, mimetype=download.mimetype)
     response.headers.update(download.headers)
     return response

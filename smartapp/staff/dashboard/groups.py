@@ -86,9 +86,7 @@ def equity(visits: Sequence[Visit], min_cell: int) -> list[dict]:
             min_cell,
             row_sums=(("decided", ("accepted", "declined")),),
         )
-        rows = [
-            _equity_row(name, value, shown) for value, shown in zip(values, cells, strict=True)
-        ]
+        rows = [_equity_row(name, value, shown) for value, shown in zip(values, cells, strict=True)]
         out.append({"name": name, "label": label, "rows": rows})
     return out
 

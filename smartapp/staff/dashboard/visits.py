@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-COACH_KIND = "prc-consult"
+from smartapp.engine import kinds
+
+COACH_KIND = kinds.PRC_CONSULT
 LINKED_REASON = "Linked to a program"
 
 PatientKey = tuple[str | None, str | None]
