@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,18 +118,50 @@ def check(pack: Path | None, valuesets: Path | None) -> None:
     click.echo(f"OK id={loaded.id} version={loaded.version} hash=sha256:{loaded.content_hash}")
 
 
+def chart_arguments(command: Callable) -> Callable:
+    """The chart and how to evaluate it, shared by ``rules eval`` and ``rules explain``."""
+    options = [
+        click.argument("chart", type=PATH),
+        click.option("--now", "now_text", required=True, help="Evaluation time, ISO 8601."),
+        click.option("--encounter", help="Current encounter id (default: latest open ED visit)."),
+        click.option(
+            "--unread",
+            "unread_text",
+            multiple=True,
+            help="Resource types that could not be read completely: TYPE[,TYPE...] (repeatable).",
+        ),
+        click.option("--pack", type=PATH, help="Rule pack (default: the default pack)."),
+        click.option(
+            "--valuesets", type=PATH, help="Value set directory (default: beside packs/)."
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def decide_or_exit(
+    decide: Callable,
+    chart: Path,
+    now_text: str,
+    encounter: str | None,
+    unread_text: tuple[str, ...],
+    pack: Path | None,
+    valuesets: Path | None,
+) -> Any:
+    """Run one engine call (``evaluate`` or ``explain``) on a chart file; a bad chart, time
+    or pack exits 2 with the reason on stderr."""
+    now = parse_now(now_text)
+    unread = parse_types(unread_text)
+    loaded = _load_pack_or_exit(pack, valuesets, to_stderr=True)
+    try:
+        return decide(read_chart(chart), now, loaded, encounter, unread=unread)
+    except ChartError as exc:
+        _fail(f"error: {exc}")
+
+
 @rules.command("eval")
-@click.argument("chart", type=PATH)
-@click.option("--now", "now_text", required=True, help="Evaluation time, ISO 8601.")
-@click.option("--encounter", help="Current encounter id (default: latest open ED visit).")
-@click.option(
-    "--unread",
-    "unread_text",
-    multiple=True,
-    help="Resource types that could not be read completely: TYPE[,TYPE...] (repeatable).",
-)
-@click.option("--pack", type=PATH, help="Rule pack (default: the default pack).")
-@click.option("--valuesets", type=PATH, help="Value set directory (default: beside packs/).")
+@chart_arguments
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def eval_command(
     chart: Path,
@@ -141,13 +174,7 @@ def eval_command(
 ) -> None:
     """Evaluate a chart (FHIR Bundle or JSON list of resources) and print suggestions,
     withheld suggestions and notices."""
-    now = parse_now(now_text)
-    unread = parse_types(unread_text)
-    loaded = _load_pack_or_exit(pack, valuesets, to_stderr=True)
-    try:
-        result = evaluate(read_chart(chart), now, loaded, encounter, unread=unread)
-    except ChartError as exc:
-        _fail(f"error: {exc}")
+    result = decide_or_exit(evaluate, chart, now_text, encounter, unread_text, pack, valuesets)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -198,17 +225,7 @@ def render_text(result: Evaluation, chart: Path) -> str:
 
 
 @rules.command("explain")
-@click.argument("chart", type=PATH)
-@click.option("--now", "now_text", required=True, help="Evaluation time, ISO 8601.")
-@click.option("--encounter", help="Current encounter id (default: latest open ED visit).")
-@click.option(
-    "--unread",
-    "unread_text",
-    multiple=True,
-    help="Resource types that could not be read completely: TYPE[,TYPE...] (repeatable).",
-)
-@click.option("--pack", type=PATH, help="Rule pack (default: the default pack).")
-@click.option("--valuesets", type=PATH, help="Value set directory (default: beside packs/).")
+@chart_arguments
 @click.option("--verbose", is_flag=True, help="Also the branches that did not decide.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def explain_command(
@@ -225,13 +242,7 @@ def explain_command(
     values and resources that decided."""
     from smartapp.engine.explain import explain, render
 
-    now = parse_now(now_text)
-    unread = parse_types(unread_text)
-    loaded = _load_pack_or_exit(pack, valuesets, to_stderr=True)
-    try:
-        result = explain(read_chart(chart), now, loaded, encounter, unread=unread)
-    except ChartError as exc:
-        _fail(f"error: {exc}")
+    result = decide_or_exit(explain, chart, now_text, encounter, unread_text, pack, valuesets)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
