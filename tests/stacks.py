@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import select
+
+from smartapp.db import Database, Referral
 from smartapp.web.serving import ServerHandle, reserve_port, serve_in_thread
 from tests.conftest import TEST_READER, TEST_READER_REDIRECT, start_app, write_registration
 from tests.faultproxy import FaultProxy
@@ -117,3 +120,9 @@ def start_stack(
         launch_dir=launch_dir,
         database_url=database_url,
     )
+
+
+def referral_of(database_url: str, patient_id: str) -> Referral:
+    """The one referral Handoff stored for a patient's visit (read from the app's database)."""
+    with Database(database_url).session() as session:
+        return session.scalars(select(Referral).where(Referral.patient_id == patient_id)).one()

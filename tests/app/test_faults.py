@@ -11,14 +11,13 @@ import time
 
 import pytest
 import requests
-from sqlalchemy import select
 
-from smartapp.db import Database, Referral
+from smartapp.db import Referral
 from smartapp.writeback import outbox
 from smartapp.writeback.worker import OutboxWorker
 from tests import launch_flow
 from tests.launch_flow import sign_all
-from tests.stacks import start_stack, started
+from tests.stacks import referral_of, start_stack, started
 
 READ_TIMEOUT = 2.0
 
@@ -41,12 +40,6 @@ def open_screen(stack, patient_id: str, app_url: str | None = None):
     launch = launch_flow.full(app_url or stack.app.url, stack.ehr_url, patient_id)
     assert launch.final.status_code == 200, launch.final.text[:300]
     return launch
-
-
-def referral_of(database_url: str, patient_id: str) -> Referral:
-    db = Database(database_url)
-    with db.session() as session:
-        return session.scalars(select(Referral).where(Referral.patient_id == patient_id)).one()
 
 
 def deliver_until_written(stack, patient_id: str, seconds: float = 30.0) -> Referral:

@@ -11,9 +11,8 @@ import dataclasses
 
 import pytest
 import requests
-from sqlalchemy import select
 
-from smartapp.db import Database, Referral
+from smartapp.db import Database
 from smartapp.fhir.client import FhirClient
 from smartapp.launch.signer import fhir_user_name, human_name
 from smartapp.sandbox.config import DEMO_PHYSICIAN_NAME
@@ -25,14 +24,9 @@ from tests.app.test_medplum_writeback import SETTINGS, signed_referral
 from tests.conftest import TEST_READER, TEST_READER_REDIRECT
 from tests.launch_flow import sign_all
 from tests.smart_helpers import token_for
-from tests.stacks import start_stack
+from tests.stacks import referral_of, start_stack
 
 COACH = {"sub": "coach-9", "name": "Robin Coach, CPRS", "user_ref": "urn:staff:coach-9"}
-
-
-def referral_of(database_url: str, patient_id: str) -> Referral:
-    with Database(database_url).session() as session:
-        return session.scalars(select(Referral).where(Referral.patient_id == patient_id)).one()
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,13 @@ import time
 
 import pytest
 import requests
-from sqlalchemy import select
 
-from smartapp.db import Database, Referral
+from smartapp.db import Referral
 from smartapp.writeback import outbox
 from smartapp.writeback.worker import OutboxWorker
 from tests import launch_flow
 from tests.launch_flow import sign_all
-from tests.stacks import start_stack
+from tests.stacks import referral_of, start_stack
 
 READ_TIMEOUT = 2.0
 LATE = READ_TIMEOUT + 3  # a write that reaches the EHR after Handoff gave up and retried
@@ -26,11 +25,6 @@ LATE = READ_TIMEOUT + 3  # a write that reaches the EHR after Handoff gave up an
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch):
     monkeypatch.setattr(outbox, "BACKOFF_BASE_SECONDS", 0.2)
-
-
-def referral_of(database_url: str, patient_id: str) -> Referral:
-    with Database(database_url).session() as session:
-        return session.scalars(select(Referral).where(Referral.patient_id == patient_id)).one()
 
 
 def deliver_until_settled(stack, patient_id: str, seconds: float = 30.0) -> Referral:
