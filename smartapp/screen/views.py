@@ -82,6 +82,20 @@ def error_page(title: str, message: str) -> tuple[str, int]:
     return render_template("error.html", title=title, message=message), 502
 
 
+def unsigned_page(context, shown: dict, errors: list, choices: dict) -> str:
+    """The screen before Sign: the suggestions with the physician's choices (blank, or as
+    posted when the page comes back with errors)."""
+    return render_template(
+        "screen.html",
+        context=context,
+        shown=shown,
+        referral=None,
+        decided={},
+        errors=errors,
+        choices=choices,
+    )
+
+
 @bp.get("/<context_id>")
 def show(context_id: str):
     context = load_context(context_id)
@@ -107,15 +121,7 @@ def show(context_id: str):
             f"The EHR sent data Handoff cannot read: {exc}. "
             "Nothing was written; tell your informatics team.",
         )
-    return render_template(
-        "screen.html",
-        context=context,
-        shown=shown,
-        referral=None,
-        decided={},
-        errors=[],
-        choices=blank_choices(shown),
-    )
+    return unsigned_page(context, shown, [], blank_choices(shown))
 
 
 @bp.context_processor
@@ -133,15 +139,7 @@ def sign(context_id: str):
     form = parse_form(request.form, shown)
     result = service.sign(current_services(), context, form, settings(), datetime.now(UTC))
     if result.outcome == "invalid":
-        return render_template(
-            "screen.html",
-            context=context,
-            shown=shown,
-            referral=None,
-            decided={},
-            errors=result.errors,
-            choices=result.choices,
-        ), 422
+        return unsigned_page(context, shown, result.errors, result.choices), 422
     if result.outcome == "conflict":
         return signed_page(context, result.shown, result.referral, conflict=result.conflict), 409
     referral = result.referral
