@@ -82,7 +82,7 @@ def error_page(title: str, message: str) -> tuple[str, int]:
     return render_template("error.html", title=title, message=message), 502
 
 
-def unsigned_page(context, shown: dict, errors: list, choices: dict) -> str:
+def unsigned_page(context: service.LaunchContext, shown: dict, errors: list, choices: dict) -> str:
     """The screen before Sign: the suggestions with the physician's choices (blank, or as
     posted when the page comes back with errors)."""
     return render_template(
