@@ -302,3 +302,6 @@ def _file_lock(path: Path | None) -> Iterator[None]:
 # The referral log's tables live with the audit code (hash chain, checkpoints); importing them
 # here keeps `LogEvent` reachable as `smartapp.db.LogEvent` and puts both tables in `Base.metadata`.
 from smartapp.audit.models import LogEvent  # noqa: E402, F401
+
+# Partner-side tables (consents to share, partner tokens) live with the partner code.
+import smartapp.partners.models  # noqa: E402, F401
