@@ -299,9 +299,8 @@ def _file_lock(path: Path | None) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-# The referral log's tables live with the audit code (hash chain, checkpoints); importing them
-# here keeps `LogEvent` reachable as `smartapp.db.LogEvent` and puts both tables in `Base.metadata`.
-from smartapp.audit.models import LogEvent  # noqa: E402, F401
-
-# Partner-side tables (consents to share, partner tokens) live with the partner code.
+# The referral log's tables live with the audit code (hash chain, checkpoints) and the partner
+# tables (consents to share, partner tokens) with the partner code; importing them here keeps
+# `LogEvent` reachable as `smartapp.db.LogEvent` and puts every table in `Base.metadata`.
 import smartapp.partners.models  # noqa: E402, F401
+from smartapp.audit.models import LogEvent  # noqa: E402, F401
