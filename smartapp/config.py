@@ -137,3 +137,20 @@ class Defaults:
     # with 1 to this minus one patients behind it shows as "<N", and figures it could be worked
     # out from as "*"; zero is shown.
     DASHBOARD_MIN_CELL: int = 5
+    # Coach caseload (smartapp/staff/caseload.py). The most open handoffs (accepted or in
+    # progress) one coach may hold; an accept or reassignment past it is refused and the
+    # handoff waits in the team queue (the spec sets no figure: 8, a program sets its own).
+    COACH_CASELOAD_CAP: int = 8
+    # A coach counts as on shift when their staff session was used within this many minutes.
+    COACH_ON_SHIFT_MINUTES: int = 60
+    # Coaches counted on shift during the coverage hours even when not signed in (on call):
+    # a list of {"user_ref": ..., "name": ...}. Empty: only signed-in coaches.
+    COACH_ROSTER: tuple = ()
+    # The coach program's staffed hours ("mon-fri 08:00-18:00", "sat 09:00-13:00"; an end of
+    # 24:00 runs till midnight), in this time zone (None: the catalog's). Handoffs signed
+    # outside them are the supervisor view's after-hours coverage (spec silent: a placeholder).
+    COACH_COVERAGE_HOURS: tuple = ("mon-sun 08:00-20:00",)
+    COACH_COVERAGE_TIMEZONE: str | None = None
+    # The catalog program (HealthcareService id) the physician's screen names as the warm
+    # line when no coach is free; None: the first peer-support program named "warm line".
+    COACH_WARM_LINE_PROGRAM: str | None = None

@@ -1,0 +1,359 @@
+"""Each coach's open caseload against a cap, who is on shift, and what the physician should
+expect of the coach team before Sign. Flask-free: the worklist, the lifecycle service, the
+screen service and the supervisor view call these with Handoff's database and settings.
+
+- A coach's *open caseload*: the handoffs they own that are `accepted` or `in-progress`.
+- The cap, `COACH_CASELOAD_CAP` (default 8: the spec is silent; published ED peer recovery
+  programs keep a coach's active ED caseload small, a program sets its own figure).
+  `check_accept` refuses an accept or a reassignment that would take a coach over it; the
+  handoff stays `requested`, unowned, in the *team queue* (`team_queue`).
+- *On shift* (kept simple): a coach with a staff session seen within
+  `COACH_ON_SHIFT_MINUTES`, plus the coaches of `COACH_ROSTER` while the clock is inside
+  `COACH_COVERAGE_HOURS` (the program's staffed hours, in `COACH_COVERAGE_TIMEZONE` or the
+  catalog's zone). Signing out takes a coach off shift at once.
+- `expectation`: "a coach is available" when some coach on shift is under the cap, else
+  "queued to the coach team", with the warm line's number from the catalog. Service
+  information for the physician, not a clinical decision.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import select
+
+from smartapp.catalog.codes import DEFAULT_TIMEZONE
+from smartapp.catalog.hours import DAYS, Window, is_open
+from smartapp.db import CoachHandoff, Database, Referral, StaffSession
+from smartapp.staff.worklist import WorklistError
+
+if TYPE_CHECKING:
+    from smartapp.catalog import Catalog, Program
+
+#: The open statuses that count against a coach's caseload (a `requested` handoff is unowned).
+COUNTED = ("accepted", "in-progress")
+#: Default cap (the spec is silent: a program sets COACH_CASELOAD_CAP).
+DEFAULT_CAP = 8
+DEFAULT_ON_SHIFT_MINUTES = 60
+DEFAULT_COVERAGE_HOURS = ("mon-sun 08:00-20:00",)
+#: A catalog program is the warm line when COACH_WARM_LINE_PROGRAM names it, else the first
+#: peer-support program whose name says "warm line" (or "warmline").
+WARM_LINE_NAME = re.compile(r"warm\s*-?\s*line", re.IGNORECASE)
+_WINDOW = re.compile(
+    r"(?P<d1>[a-z]{3})(?:-(?P<d2>[a-z]{3}))?\s+(?P<t1>\d\d:\d\d)-(?P<t2>\d\d:\d\d)"
+)
+
+
+class CaseloadFull(WorklistError):
+    """An accept or a reassignment that would take a coach over the caseload cap; the message
+    is for the coach (or the supervisor) who tried."""
+
+
+@dataclass(frozen=True)
+class Coach:
+    """A coach as the caseload sees them: FHIR/staff reference and display name."""
+
+    ref: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Load:
+    """One coach's open caseload against the cap."""
+
+    coach: Coach
+    open: int
+    cap: int
+    on_shift: bool
+
+    @property
+    def at_cap(self) -> bool:
+        return self.open >= self.cap
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the physician should expect before Sign. `kind`: ``available`` (some coach on
+    shift is under the cap) or ``queued`` (all at the cap, or none on shift: the handoff waits
+    in the team queue). `text` is the one line the screen shows."""
+
+    kind: Literal["available", "queued"]
+    reason: Literal["available", "at-cap", "none-on-shift"]
+    text: str
+    warm_line_name: str | None = None
+    warm_line_phone: str | None = None
+    on_shift: int = 0
+    available: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the screen's `shown` (JSON, kept with the launch and the signed decision)."""
+        return {
+            "kind": self.kind,
+            "reason": self.reason,
+            "text": self.text,
+            "warm_line": (
+                {"name": self.warm_line_name, "phone": self.warm_line_phone}
+                if self.warm_line_phone
+                else None
+            ),
+            "on_shift": self.on_shift,
+            "available": self.available,
+        }
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The caseload's settings, read once from the app's configuration."""
+
+    cap: int = DEFAULT_CAP
+    on_shift_minutes: int = DEFAULT_ON_SHIFT_MINUTES
+    roster: tuple[Coach, ...] = ()
+    coverage: tuple[Window, ...] = ()
+    timezone: str = DEFAULT_TIMEZONE
+    warm_line_program: str | None = None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], catalog: Catalog | None = None) -> Settings:
+        zone = config.get("COACH_COVERAGE_TIMEZONE") or (
+            catalog.timezone if catalog is not None else DEFAULT_TIMEZONE
+        )
+        hours = config.get("COACH_COVERAGE_HOURS", DEFAULT_COVERAGE_HOURS)
+        return cls(
+            cap=int(config.get("COACH_CASELOAD_CAP") or DEFAULT_CAP),
+            on_shift_minutes=int(config.get("COACH_ON_SHIFT_MINUTES") or DEFAULT_ON_SHIFT_MINUTES),
+            roster=tuple(_roster(config.get("COACH_ROSTER") or ())),
+            coverage=coverage_windows(hours or ()),
+            timezone=zone,
+            warm_line_program=config.get("COACH_WARM_LINE_PROGRAM") or None,
+        )
+
+
+def _settings(config: Mapping[str, Any] | Settings, catalog: Catalog | None = None) -> Settings:
+    return config if isinstance(config, Settings) else Settings.from_config(config, catalog)
+
+
+def _roster(entries: Iterable[Any]) -> Iterable[Coach]:
+    """COACH_ROSTER entries: {"user_ref": ..., "name": ...} or a bare reference."""
+    for entry in entries:
+        if isinstance(entry, Mapping):
+            ref = str(entry.get("user_ref") or entry.get("ref") or "")
+            yield Coach(ref=ref, name=str(entry.get("name") or ref))
+        else:
+            yield Coach(ref=str(entry), name=str(entry))
+
+
+def coverage_windows(lines: Iterable[str]) -> tuple[Window, ...]:
+    """Weekly windows of lines like ``mon-fri 08:00-18:00`` or ``sat 09:00-13:00`` (an end
+    of ``24:00`` runs till midnight). A malformed line raises ValueError naming it."""
+    windows = []
+    for line in lines:
+        found = _WINDOW.fullmatch(line.strip().lower())
+        if not found or found["d1"] not in DAYS or (found["d2"] or "mon") not in DAYS:
+            raise ValueError(f"COACH_COVERAGE_HOURS: {line!r} is not like 'mon-fri 08:00-18:00'")
+        first = DAYS.index(found["d1"])
+        last = DAYS.index(found["d2"]) if found["d2"] else first
+        days = (
+            tuple(range(first, last + 1))
+            if first <= last
+            else (*range(first, 7), *range(0, last + 1))
+        )
+        end = None if found["t2"] == "24:00" else time.fromisoformat(found["t2"])
+        start = time.fromisoformat(found["t1"])
+        if end is not None and end <= start:
+            raise ValueError(f"COACH_COVERAGE_HOURS: {line!r} ends before it starts (split it)")
+        windows.append(Window(days=days, start=start, end=end))
+    return tuple(windows)
+
+
+def in_coverage(config: Mapping[str, Any] | Settings, at: datetime) -> bool:
+    """Whether `at` falls inside the coach program's coverage hours."""
+    settings = _settings(config)
+    return is_open(settings.coverage, (), settings.timezone, at)
+
+
+def _ref_name(coach: Any) -> Coach:
+    """A coach given as a staff dict (user_ref, name), an Actor (reference, display) or Coach."""
+    if isinstance(coach, Coach):
+        return coach
+    if isinstance(coach, Mapping):
+        return Coach(ref=str(coach.get("user_ref") or ""), name=str(coach.get("name") or ""))
+    return Coach(ref=str(coach.reference or ""), name=str(coach.display or ""))
+
+
+def open_counts(db: Database) -> dict[str, tuple[str, int]]:
+    """Coach reference -> (display name, open handoffs: accepted or in progress)."""
+    counts: dict[str, tuple[str, int]] = {}
+    with db.session() as session:
+        for row in session.scalars(select(CoachHandoff).where(CoachHandoff.status.in_(COUNTED))):
+            ref = row.coach_ref or row.coach_name or "?"
+            name, n = counts.get(ref, (row.coach_name or ref, 0))
+            counts[ref] = (name, n + 1)
+    return counts
+
+
+def on_shift(
+    db: Database, config: Mapping[str, Any] | Settings, now: datetime | None = None
+) -> list[Coach]:
+    """Coaches on shift at `now`: seen in a staff session lately, and the roster's coaches
+    during coverage hours (each once, by reference)."""
+    settings = _settings(config)
+    now = now or datetime.now(UTC)
+    since = now - timedelta(minutes=settings.on_shift_minutes)
+    found: dict[str, Coach] = {}
+    with db.session() as session:
+        for row in session.scalars(select(StaffSession).where(StaffSession.last_seen_at >= since)):
+            if "coach" in (row.roles or []):
+                found.setdefault(row.user_ref, Coach(ref=row.user_ref, name=row.name))
+    if settings.roster and in_coverage(settings, now):
+        for coach in settings.roster:
+            found.setdefault(coach.ref, coach)
+    return sorted(found.values(), key=lambda c: (c.name.casefold(), c.ref))
+
+
+def loads(
+    db: Database, config: Mapping[str, Any] | Settings, now: datetime | None = None
+) -> list[Load]:
+    """Every coach on shift or carrying open handoffs, with their open caseload and the cap."""
+    settings = _settings(config)
+    counts = open_counts(db)
+    shift = {c.ref: c for c in on_shift(db, settings, now)}
+    refs = set(counts) | set(shift)
+    out = [
+        Load(
+            coach=shift.get(ref) or Coach(ref=ref, name=counts[ref][0]),
+            open=counts.get(ref, ("", 0))[1],
+            cap=settings.cap,
+            on_shift=ref in shift,
+        )
+        for ref in refs
+    ]
+    return sorted(out, key=lambda load: (load.coach.name.casefold(), load.coach.ref))
+
+
+def check_accept(
+    db: Database,
+    coach: Any,
+    config: Mapping[str, Any] | Settings,
+    referral_id: str | None = None,
+    *,
+    by: Any = None,
+) -> None:
+    """Refuse (CaseloadFull) an accept by `coach`, or a reassignment to `coach` (`by`: who
+    reassigns), that would take the coach over the cap. A handoff the coach holds already
+    (`referral_id`) adds nothing. `coach`: staff dict, Actor or Coach."""
+    settings = _settings(config)
+    target = _ref_name(coach)
+    if referral_id is not None:
+        with db.session() as session:
+            row = session.get(CoachHandoff, referral_id)
+            if row is not None and row.status in COUNTED and row.coach_ref == target.ref:
+                return
+    _, held = open_counts(db).get(target.ref, ("", 0))
+    if held < settings.cap:
+        return
+    if by is not None and _ref_name(by).ref != target.ref:
+        raise CaseloadFull(
+            f"{target.name} has {held} open handoffs, the caseload cap ({settings.cap}): "
+            "choose another coach, or leave the handoff in the team queue."
+        )
+    raise CaseloadFull(
+        f"You have {held} open handoffs, the caseload cap ({settings.cap}): close or hand on "
+        "one before accepting another. This handoff stays in the team queue."
+    )
+
+
+def warm_line(catalog: Catalog | None, settings: Settings, now: datetime) -> Program | None:
+    """The catalog's warm line (COACH_WARM_LINE_PROGRAM, else a peer-support program named a
+    warm line), when it is open at `now`."""
+    if catalog is None:
+        return None
+    program = None
+    if settings.warm_line_program:
+        try:
+            program = catalog.get(settings.warm_line_program)
+        except KeyError:
+            program = None
+    if program is None:
+        program = next(
+            (p for p in catalog.programs(service="peer-support") if WARM_LINE_NAME.search(p.name)),
+            None,
+        )
+    if program is None or not program.active or not program.open_now(now):
+        return None
+    return program
+
+
+def expectation(
+    db: Database,
+    config: Mapping[str, Any] | Settings,
+    catalog: Catalog | None,
+    now: datetime | None = None,
+) -> Expectation:
+    """What the physician should expect of the coach team if they sign now."""
+    now = now or datetime.now(UTC)
+    settings = _settings(config, catalog)
+    shift = [load for load in loads(db, settings, now) if load.on_shift]
+    free = [load for load in shift if not load.at_cap]
+    line = warm_line(catalog, settings, now)
+    if free:
+        return Expectation(
+            kind="available",
+            reason="available",
+            text="A coach is available now.",
+            on_shift=len(shift),
+            available=len(free),
+        )
+    why: Literal["at-cap", "none-on-shift"] = "at-cap" if shift else "none-on-shift"
+    head = "All coaches on shift are at their caseload" if shift else "No coach is on shift now"
+    tail = f"; warm line {line.phone}" if line else ""
+    return Expectation(
+        kind="queued",
+        reason=why,
+        text=f"{head}: the handoff will wait in the team queue{tail}.",
+        warm_line_name=line.name if line else None,
+        warm_line_phone=line.phone if line else None,
+        on_shift=len(shift),
+    )
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A handoff in the team queue: signed, with a coach consult, accepted by no coach yet."""
+
+    referral_id: str
+    signed_at: datetime
+    minutes: int
+
+
+def team_queue(db: Database, now: datetime | None = None) -> list[Waiting]:
+    """Handoffs waiting with no coach (status `requested` or no coach row yet), oldest first.
+    Only referrals whose coach consult was accepted at Sign are handoffs."""
+    now = now or datetime.now(UTC)
+    with db.session() as session:
+        states = {h.referral_id: h.status for h in session.scalars(select(CoachHandoff))}
+        referrals = list(session.scalars(select(Referral).order_by(Referral.created_at)))
+    out = []
+    for referral in referrals:
+        if not _consult_accepted(referral) or states.get(referral.id, "requested") != "requested":
+            continue
+        signed = _aware(referral.created_at)
+        minutes = max(0, int((now - signed).total_seconds() // 60))
+        out.append(Waiting(referral_id=referral.id, signed_at=signed, minutes=minutes))
+    return out
+
+
+def _consult_accepted(referral: Referral) -> bool:
+    from smartapp.engine import kinds
+
+    return any(
+        d.get("kind") == kinds.PRC_CONSULT and d.get("accepted")
+        for d in (referral.decision or {}).get("decisions", [])
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
