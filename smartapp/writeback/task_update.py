@@ -1,49 +1,279 @@
-"""The coach team's changes to a warm handoff, mirrored into the FHIR Task (pure).
+"""A change to a warm handoff, mirrored into the FHIR Task (pure).
 
-The worklist says what changed (`TaskChanges`); the outbox queues it (`outbox.
-enqueue_task_update`): a PUT of the Task where the EHR holds it, else the copy Handoff keeps.
+The lifecycle (smartapp.handoffs) says what changed and who acted (`TaskChanges`); the outbox
+queues it (`outbox.enqueue_task_update`): a versioned PUT of the Task where the EHR holds it
+(see `merge_task`), else the copy Handoff keeps changes.
+
+`merge_task` applies *our* change, and only the fields it sets, onto a Task as the EHR holds
+it (the server's newest version after a conflict), so another party's change made meanwhile
+(a partner's note, the EHR's businessStatus) is never overwritten:
+- `status`: set, except over a closed Task (completed, cancelled, rejected, failed,
+  entered-in-error) that another party closed otherwise: a closed Task stays closed.
+- `businessStatus`: set, except over a later step another party set (catalog/lifecycle.yaml
+  gives the order).
+- `note`: ours appended when no note has its text yet (never a note replaced).
+- `output`: ours replaces only an output of the same type (its `type.text`), else appended.
+- `owner`, `statusReason`, `lastModified`: set when the change has them.
+`focus`, `basedOn`, `for` and the rest stay as the EHR has them (server ids, never urn:uuid).
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from smartapp.writeback.actor import Actor
+from smartapp.writeback.business_status import BusinessStatus, Steps, steps
 from smartapp.writeback.plan import Mode, WritePlan
+
+CLOSED_TASK = ("completed", "cancelled", "rejected", "failed", "entered-in-error")
+# A Task that closes this way makes its ServiceRequest so (spec writeback.md, issue 11).
+SERVICE_REQUEST_STATUS = {"completed": "completed", "cancelled": "revoked"}
+CLOSED_SERVICE_REQUEST = ("completed", "revoked", "entered-in-error")
+URI_IDENTIFIER = "urn:ietf:rfc:3986"
+_REFERENCE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?$")
+
+
+@dataclass(frozen=True)
+class TaskOutput:
+    """What shows the outcome: a reference (`Appointment/12`, `Encounter/..`) or words, under
+    a label (`type.text`): one output per label."""
+
+    reference: str | None = None
+    text: str | None = None
+    label: str = "Outcome"
+
+    @classmethod
+    def of(cls, value: TaskOutput | str) -> TaskOutput:
+        """A reference when `value` looks like `Type/id`, else words."""
+        if isinstance(value, TaskOutput):
+            return value
+        if _REFERENCE.match(value.strip()):
+            return cls(reference=value.strip())
+        return cls(text=value)
+
+    def element(self) -> dict[str, Any]:
+        typed = {"type": {"text": self.label}}
+        if self.reference:
+            return typed | {"valueReference": {"reference": self.reference}}
+        return typed | {"valueString": self.text or ""}
 
 
 @dataclass(frozen=True)
 class TaskChanges:
-    """The coach side of a handoff, as the Task should show it."""
+    """One change to the handoff, as the Task should show it, and who made it.
 
-    status: str  # FHIR Task status: requested, accepted, in-progress, completed, cancelled
+    `status`: FHIR Task status (requested, accepted, in-progress, completed, rejected,
+    cancelled). `business_status`: a step (code of catalog/lifecycle.yaml, or a
+    BusinessStatus). `status_reason`: why it was rejected or cancelled (words; the older
+    `closed_reason` is the same thing). `output`: what shows the outcome (a reference or
+    words). `actor`: who acted (the Provenance's author and the log's user)."""
+
+    status: str
     modified_at: datetime
     owner_ref: str | None = None
     owner_name: str | None = None
     contact_note: str | None = None
     linked_program: str | None = None
     closed_reason: str | None = None
+    actor: Actor | None = None
+    business_status: BusinessStatus | str | None = None
+    status_reason: str | None = None
+    output: TaskOutput | str | None = None
+    note: str | None = None  # a note in the actor's words (a partner's, a coach's)
+
+    # -- what it sets, as FHIR ---------------------------------------------------------------
+
+    def business_concept(self, lifecycle: Steps | None = None) -> BusinessStatus | None:
+        if self.business_status is None or isinstance(self.business_status, BusinessStatus):
+            return self.business_status
+        return (lifecycle or steps()).get(self.business_status)
+
+    @property
+    def reason(self) -> str | None:
+        return self.status_reason or self.closed_reason
+
+    def notes(self) -> list[str]:
+        """The note texts this change adds."""
+        out = []
+        if self.contact_note:
+            out.append(f"Coach contact: {self.contact_note}")
+        if self.note:
+            who = f"{self.actor.display}: " if self.actor and self.actor.display else ""
+            out.append(f"{who}{self.note}")
+        return out
+
+    def outputs(self) -> list[TaskOutput]:
+        out = []
+        if self.linked_program:
+            out.append(TaskOutput(text=self.linked_program, label="Linked program"))
+        if self.output:
+            out.append(TaskOutput.of(self.output))
+        return out
+
+    @property
+    def service_request_status(self) -> str | None:
+        """What the ServiceRequest becomes with this change (None: it stays as it is)."""
+        return SERVICE_REQUEST_STATUS.get(self.status)
+
+    # -- the plan's JSON column --------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        business = self.business_concept()
+        output = TaskOutput.of(self.output) if self.output else None
+        return {
+            "status": self.status,
+            "modified_at": self.modified_at.isoformat(),
+            "owner_ref": self.owner_ref,
+            "owner_name": self.owner_name,
+            "contact_note": self.contact_note,
+            "linked_program": self.linked_program,
+            "closed_reason": self.closed_reason,
+            "actor": actor_json(self.actor),
+            "business_status": business.to_json() if business else None,
+            "status_reason": self.status_reason,
+            "output": output.__dict__ if output else None,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskChanges:
+        business = data.get("business_status")
+        output = data.get("output")
+        return cls(
+            status=data["status"],
+            modified_at=datetime.fromisoformat(data["modified_at"]),
+            owner_ref=data.get("owner_ref"),
+            owner_name=data.get("owner_name"),
+            contact_note=data.get("contact_note"),
+            linked_program=data.get("linked_program"),
+            closed_reason=data.get("closed_reason"),
+            actor=actor_of(data.get("actor")),
+            business_status=BusinessStatus.from_json(business) if business else None,
+            status_reason=data.get("status_reason"),
+            output=TaskOutput(**output) if output else None,
+            note=data.get("note"),
+        )
+
+
+def actor_json(actor: Actor | None) -> dict[str, Any] | None:
+    if actor is None:
+        return None
+    return {"kind": actor.kind, "display": actor.display, "reference": actor.reference}
+
+
+def actor_of(data: dict[str, Any] | None) -> Actor | None:
+    if not data:
+        return None
+    return Actor(
+        kind=data["kind"], display=data.get("display") or "", reference=data.get("reference")
+    )
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def who(actor: Actor) -> dict[str, Any]:
+    """A Reference to the actor: `reference` where the EHR can resolve it, an identifier for
+    a `urn:` known only to Handoff, the display name always."""
+    ref: dict[str, Any] = {}
+    if actor.resolvable:
+        ref["reference"] = actor.reference
+    elif actor.reference:
+        ref["identifier"] = {"system": URI_IDENTIFIER, "value": actor.reference}
+    return ref | {"display": actor.display}
+
+
+# -- the merge (pure) ----------------------------------------------------------------------
+
+
+def merge_task(
+    task: dict[str, Any], changes: TaskChanges, lifecycle: Steps | None = None
+) -> dict[str, Any]:
+    """A copy of `task` (as the EHR holds it) with our change applied: only the fields the
+    change sets, never another party's change overwritten (see the module's docstring)."""
+    task = copy.deepcopy(task)
+    lifecycle = lifecycle or steps()
+    current = task.get("status")
+    if not (current in CLOSED_TASK and current != changes.status):
+        task["status"] = changes.status
+    owner = _owner(changes)
+    if owner is not None:
+        task["owner"] = owner
+    business = changes.business_concept(lifecycle)
+    if business is not None:
+        theirs = lifecycle.rank(task.get("businessStatus"))
+        ours = lifecycle.rank(business.concept())
+        if theirs is None or ours is None or ours >= theirs:
+            task["businessStatus"] = business.concept()
+    if changes.reason and task["status"] in ("cancelled", "rejected", "failed", "completed"):
+        task["statusReason"] = {"text": changes.reason}
+    for text in changes.notes():
+        _add_note(task, text, changes)
+    for output in changes.outputs():
+        _set_output(task, output)
+    task["lastModified"] = iso(changes.modified_at)
+    return task
+
+
+def _owner(changes: TaskChanges) -> dict[str, Any] | None:
+    """The Task's owner: the coach who accepted (by reference where the EHR can resolve it,
+    else by name and Handoff's identifier); None leaves the owner as it is."""
+    if not changes.owner_ref and not changes.owner_name:
+        return None
+    return who(Actor("coach", changes.owner_name or "", changes.owner_ref))
+
+
+def _add_note(task: dict[str, Any], text: str, changes: TaskChanges) -> None:
+    notes = task.setdefault("note", [])
+    if any(isinstance(n, dict) and n.get("text") == text for n in notes):
+        return
+    note: dict[str, Any] = {"text": text, "time": iso(changes.modified_at)}
+    actor = changes.actor
+    if actor is not None and actor.resolvable:
+        note["authorReference"] = {"reference": actor.reference, "display": actor.display}
+    elif actor is not None and actor.display:
+        note["authorString"] = actor.display
+    notes.append(note)
+
+
+def _set_output(task: dict[str, Any], output: TaskOutput) -> None:
+    outputs = task.setdefault("output", [])
+    element = output.element()
+    for index, existing in enumerate(outputs):
+        if isinstance(existing, dict) and (existing.get("type") or {}).get("text") == output.label:
+            outputs[index] = element
+            return
+    outputs.append(element)
+
+
+def merge_service_request(service_request: dict[str, Any], status: str) -> dict[str, Any]:
+    """A copy with our status (completed or revoked), unless another party closed it."""
+    service_request = copy.deepcopy(service_request)
+    if service_request.get("status") not in CLOSED_SERVICE_REQUEST:
+        service_request["status"] = status
+    return service_request
+
+
+def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal but for `meta` (version and time differ between versions of the same content)."""
+    return {k: v for k, v in a.items() if k != "meta"} == {
+        k: v for k, v in b.items() if k != "meta"
+    }
+
+
+def applied(task: dict[str, Any], changes: TaskChanges, lifecycle: Steps | None = None) -> bool:
+    """True when `task` already shows our change (merging it again changes nothing)."""
+    return same_content(merge_task(task, changes, lifecycle), task)
 
 
 def updated_task(task: dict[str, Any], changes: TaskChanges) -> dict[str, Any]:
-    """A copy of the Task with the coach's changes (owner only where it is a FHIR reference:
-    staff signed in to Handoff have `urn:` references the EHR cannot resolve)."""
-    task = copy.deepcopy(task)
-    task["status"] = changes.status
-    if changes.owner_ref and not changes.owner_ref.startswith("urn:"):
-        task["owner"] = {"reference": changes.owner_ref, "display": changes.owner_name}
-    if changes.linked_program:
-        task["output"] = [
-            {"type": {"text": "Linked program"}, "valueString": changes.linked_program}
-        ]
-    if changes.closed_reason:
-        task["statusReason"] = {"text": changes.closed_reason}
-    if changes.contact_note:
-        task["note"] = [{"text": f"Coach contact: {changes.contact_note}"}]
-    task["lastModified"] = changes.modified_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return task
+    """The name older callers use for `merge_task`."""
+    return merge_task(task, changes)
 
 
 def apply_task_changes(plan: WritePlan, changes: TaskChanges) -> bool:
@@ -53,7 +283,7 @@ def apply_task_changes(plan: WritePlan, changes: TaskChanges) -> bool:
     task_op = plan.task_create()
     if task_op is None:
         return False
-    task = updated_task(task_op.resource, changes)
+    task = merge_task(task_op.resource, changes)
     if task_op.mode == Mode.REST and task_op.id:
         plan.add_update(task_op, task | {"id": task_op.id})
         return True

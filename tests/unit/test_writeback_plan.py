@@ -328,7 +328,9 @@ def test_a_task_kept_in_handoff_changes_in_place():
     assert len(plan.operations) == count
     task = plan.task_create()
     assert task is not None and task.resource["status"] == "in-progress"
-    assert task.resource["note"] == [{"text": "Coach contact: Met at bedside"}]
+    assert task.resource["note"] == [
+        {"text": "Coach contact: Met at bedside", "time": "2026-11-20T16:30:00Z"}
+    ]
 
 
 def test_no_task_nothing_to_change():
@@ -340,7 +342,11 @@ def test_updated_task_owner_only_for_a_fhir_reference():
     task = {"resourceType": "Task", "status": "requested", "owner": {"display": "Coach team"}}
     staff = replace(CHANGES, owner_ref="urn:staff:coach-1", contact_note=None)
     closed = replace(staff, status="cancelled", closed_reason="Other: moved away")
-    assert updated_task(task, staff)["owner"] == {"display": "Coach team"}
+    # Staff known only to Handoff own the Task by name and Handoff's identifier (a urn).
+    assert updated_task(task, staff)["owner"] == {
+        "identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:staff:coach-1"},
+        "display": "Jordan Rivera",
+    }
     assert updated_task(task, CHANGES)["owner"] == {
         "reference": "Practitioner/coach",
         "display": "Jordan Rivera",
