@@ -122,14 +122,16 @@ class Referral(Base):
 
 
 class CoachHandoff(Base):
-    """The coach team's side of a warm handoff (mirrors the FHIR Task's status)."""
+    """The coach team's side of a warm handoff (mirrors the FHIR Task's status); changed only
+    by `smartapp.handoffs.service.record` (the lifecycle's rules in `handoffs.lifecycle`)."""
 
     __tablename__ = "coach_handoff"
 
     referral_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     # FHIR Task status: requested, accepted, in-progress, completed, rejected, cancelled.
     status: Mapped[str] = mapped_column(String(20), default="requested", index=True)
-    coach_ref: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # The owner: a coach (coach_ref a Practitioner or urn:staff reference) or a partner.
+    coach_ref: Mapped[str | None] = mapped_column(String(500), nullable=True, index=True)
     coach_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     contacted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -138,6 +140,48 @@ class CoachHandoff(Base):
     linked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     closed_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Issue 11: the steps between (lifecycle.BUSINESS_STEPS), who owns it, contact attempts,
+    # the catalog program and partner, and what shows the outcome (a reference or text).
+    business_status: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    owner_kind: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    contact_result: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    linked_program_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    partner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    output: Mapped[str | None] = mapped_column(String(500), nullable=True)
+
+
+class FollowupContact(Base):
+    """One planned contact after the ED visit (day 1, 3, 7, 30 by default: FOLLOWUP_DAYS),
+    due at the visit's day plus `day`; done when an attempt is recorded against it."""
+
+    __tablename__ = "followup_contact"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    referral_id: Mapped[str] = mapped_column(String(64), index=True)
+    day: Mapped[int] = mapped_column(Integer)
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    result: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    by_ref: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    by_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class FollowupOutcome(Base):
+    """The outcome at 7, 30 or 90 days after the visit (reached, in treatment, attending the
+    program, declined, lost to contact): one per referral and day; a later entry replaces it
+    (the log keeps every one)."""
+
+    __tablename__ = "followup_outcome"
+
+    referral_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(20))
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    by_ref: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    by_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class StaffSession(Base):

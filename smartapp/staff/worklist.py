@@ -13,29 +13,18 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from smartapp.audit import log as referral_log
-from smartapp.db import CoachHandoff, Database, Referral, utcnow
-from smartapp.engine import kinds
-from smartapp.writeback import outbox
-from smartapp.writeback.task_update import TaskChanges
+from smartapp.db import CoachHandoff, Database, Referral
+from smartapp.handoffs import lifecycle, service
+from smartapp.handoffs.lifecycle import CLOSE_REASONS, OPEN, HandoffState, LifecycleError
+from smartapp.writeback.actor import Actor
 
 if TYPE_CHECKING:
     from smartapp.catalog import Catalog
 
-OPEN = ("requested", "accepted", "in-progress")
-CLOSE_REASONS = (
-    "Linked to a program",
-    "Patient declined the coach",
-    "Patient left before contact",
-    "Could not reach the patient",
-    "Admitted or transferred",
-    "Other",
-)
+__all__ = ["CLOSE_REASONS", "OPEN", "WorklistError", "act", "items", "loads"]
 ACTIONS = ("accept", "contact", "link", "close")
-
-
-class WorklistError(ValueError):
-    """A coach action that does not fit the handoff's state; the message says why."""
+# A coach action that does not fit the handoff's state; the message says why.
+WorklistError = LifecycleError
 
 
 @dataclass(frozen=True)
@@ -60,13 +49,6 @@ class Item:
         return max(0, int((now - signed).total_seconds() // 60))
 
 
-def _coach_consult_accepted(referral: Referral) -> bool:
-    return any(
-        d["kind"] == kinds.PRC_CONSULT and d["accepted"]
-        for d in referral.decision.get("decisions", [])
-    )
-
-
 def items(db: Database, include_closed: bool = False) -> list[Item]:
     """Handoffs with an accepted coach consult, oldest first."""
     with db.session() as session:
@@ -74,7 +56,7 @@ def items(db: Database, include_closed: bool = False) -> list[Item]:
         states = {h.referral_id: h for h in session.scalars(select(CoachHandoff))}
     out = []
     for referral in referrals:
-        if not _coach_consult_accepted(referral):
+        if not service.is_handoff(referral):
             continue
         state = states.get(referral.id)
         status = state.status if state else "requested"
@@ -121,100 +103,40 @@ def act(
     note: str | None = None,
     program: str | None = None,
     reason: str | None = None,
-) -> CoachHandoff:
-    """Apply one coach action; log it and ask the outbox to queue the Task update, in one
-    transaction (the coach's state, the log and the queued write commit together)."""
-    if action not in ACTIONS:
-        raise WorklistError(f"Unknown action {action!r}.")
-    with db.session() as session:
-        referral = session.get(Referral, referral_id)
-        if referral is None or not _coach_consult_accepted(referral):
-            raise WorklistError("No such handoff.")
-        state = session.get(CoachHandoff, referral_id)
-        if state is None:
-            state = CoachHandoff(referral_id=referral_id, status="requested")
-            session.add(state)
-        apply_action(state, action, coach, utcnow(), note=note, program=program, reason=reason)
-        outbox.enqueue_task_update(session, referral_id, task_changes(state))
-        referral_log.append_about(
-            session,
-            f"coach-{action}",
-            referral,
-            user_ref=coach["user_ref"],
-            data={
-                "referral": referral_id,
-                "task_status": state.status,
-                "note": note,
-                "program": program,
-                "reason": reason,
-            },
-        )
-        session.flush()
-        session.expunge(state)
-    return state
+    result: str | None = None,
+    program_id: str | None = None,
+) -> HandoffState:
+    """One coach action from the worklist, recorded through `handoffs.service.record` (the
+    state, the log and the queued Task update commit together); WorklistError says why not."""
+    change = coach_change(action, note=note, program=program, reason=reason, result=result)
+    if program_id and change.action == "link":
+        change = lifecycle.link(change.program or "", program_id)
+    return service.record(db, referral_id, change, coach_actor(coach))
 
 
-def apply_action(
-    state: CoachHandoff,
+def coach_actor(coach: dict) -> Actor:
+    """The signed-in coach (staff session dict) as the Actor the lifecycle and log name."""
+    return Actor("coach", coach["name"], coach["user_ref"])
+
+
+def coach_change(
     action: str,
-    coach: dict,
-    now: datetime,
     *,
     note: str | None = None,
     program: str | None = None,
     reason: str | None = None,
-) -> None:
-    """The status transition of one coach action, with who may make it (pure: changes
-    `state` or raises WorklistError saying why not). requested -> accepted (any coach) ->
-    in-progress (contact) -> completed (linked); close from any open state, with a reason."""
-    if action not in ACTIONS:
-        raise WorklistError(f"Unknown action {action!r}.")
-    if state.status not in OPEN:
-        raise WorklistError("This handoff is closed.")
+    result: str | None = None,
+) -> lifecycle.Change:
+    """The lifecycle Change a worklist action asks for (reassign is `reassign_to`)."""
     if action == "accept":
-        if state.status != "requested":
-            raise WorklistError(f"Already accepted by {state.coach_name}.")
-        state.status, state.accepted_at = "accepted", now
-        state.coach_ref, state.coach_name = coach["user_ref"], coach["name"]
-    elif action == "contact":
-        _must_own(state, coach)
-        state.status, state.contacted_at = "in-progress", now
-        state.contact_note = (note or "").strip()[:1000] or None
-    elif action == "link":
-        _must_own(state, coach)
-        if not program:
-            raise WorklistError("Name the program the patient was linked to.")
-        state.linked_program, state.linked_at = program[:300], now
-        state.status = "completed"
-    elif action == "close":
-        _must_own(state, coach, allow_unaccepted=True)
-        if reason not in CLOSE_REASONS:
-            raise WorklistError("Pick a reason for closing.")
-        state.closed_reason = reason + (f": {note.strip()[:500]}" if note else "")
-        state.status = "completed" if reason == "Linked to a program" else "cancelled"
-    state.updated_at = now
-
-
-def _must_own(state: CoachHandoff, coach: dict, allow_unaccepted: bool = False) -> None:
-    if state.status == "requested" and allow_unaccepted:
-        return
-    if state.status == "requested":
-        raise WorklistError("Accept the handoff first.")
-    if state.coach_ref != coach["user_ref"]:
-        raise WorklistError(f"This handoff belongs to {state.coach_name}.")
-
-
-def task_changes(state: CoachHandoff) -> TaskChanges:
-    """The coach's side of the handoff as the Task should show it."""
-    return TaskChanges(
-        status=state.status,
-        modified_at=state.updated_at,
-        owner_ref=state.coach_ref,
-        owner_name=state.coach_name,
-        contact_note=state.contact_note,
-        linked_program=state.linked_program,
-        closed_reason=state.closed_reason,
-    )
+        return lifecycle.accept()
+    if action == "contact":
+        return lifecycle.contact(result or "", note)
+    if action == "link":
+        return lifecycle.link(program or "")
+    if action == "close":
+        return lifecycle.close(reason or "", note)
+    raise WorklistError(f"Unknown action {action!r}.")
 
 
 def program_label(catalog: Catalog | None, chosen: str | None, other: str | None) -> str | None:

@@ -68,6 +68,8 @@ def act(referral_id: str, action: str):
             note=form.get("note"),
             program=program,
             reason=form.get("reason"),
+            result=form.get("result"),
+            program_id=form.get("program") or None,
         )
     except worklist.WorklistError as exc:
         flash(str(exc), "error")

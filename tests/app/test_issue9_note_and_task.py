@@ -107,7 +107,7 @@ def test_task_keeps_its_referral_link_through_coach_updates_sandbox(plain_stack)
         return client_for_referral(services, referral, force_refresh)
 
     for action, note in (("accept", None), ("contact", "Met at bedside")):
-        worklist.act(services.db, row.id, action, COACH, note=note)
+        worklist.act(services.db, row.id, action, COACH, note=note, result="reached")
         with stack.app.app.app_context():
             done = outbox.deliver(services.db, row.id, client)
         assert done.status == "written", done.last_error
@@ -151,7 +151,7 @@ def test_task_keeps_its_referral_link_through_coach_updates_medplum(tmp_path, me
     client = FhirClient(medplum.base_url, "no-auth-on-this-server")
     assert outbox.deliver(db, row.id, lambda r, force_refresh=False: client).status == "written"
     for action, note in (("accept", None), ("contact", "Called the warm line")):
-        worklist.act(db, row.id, action, COACH, note=note)
+        worklist.act(db, row.id, action, COACH, note=note, result="reached")
         done = outbox.deliver(db, row.id, lambda r, force_refresh=False: client)
         assert done.status == "written", done.last_error
     ids = {op["type"]: op["id"] for op in done.plan["operations"] if op.get("method") != "PUT"}

@@ -59,10 +59,10 @@ def test_coach_works_a_handoff_and_the_task_follows(sandbox, handoff):
 
     assert post(coach, f"/worklist/{referral_id}/accept").status_code == 302
     other = as_staff(handoff.app, OTHER_COACH)
-    refused = post(other, f"/worklist/{referral_id}/contact", note="hello")
+    refused = post(other, f"/worklist/{referral_id}/contact", note="hello", result="reached")
     assert "belongs to Jordan Rivera" in other.get("/worklist/").get_data(as_text=True)
     assert refused.status_code == 302
-    post(coach, f"/worklist/{referral_id}/contact", note="Met at bedside, agrees to follow-up")
+    post(coach, f"/worklist/{referral_id}/contact", note="Met at bedside, agrees", result="reached")
     post(coach, f"/worklist/{referral_id}/link", program="bridge-clinic")
     page = coach.get("/worklist/").get_data(as_text=True)
     assert f'data-referral="{referral_id}"' not in page  # closed: off the open list
