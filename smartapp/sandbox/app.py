@@ -11,7 +11,9 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from smartapp.sandbox.auth import backend_controls
 from smartapp.sandbox.auth import views as auth_views
+from smartapp.sandbox.auth.backend import BACKEND_TOKEN_LIFETIME_S
 from smartapp.sandbox.auth.models import OAuthStore
 from smartapp.sandbox.auth.server import (
     ACCESS_TOKEN_LIFETIME_S,
@@ -65,7 +67,8 @@ def create_sandbox_app(
 
     Seeds `seed` data sets from `shared_dir` when the database is empty or stale, shifting
     dates to `now` (default: the current UTC time), and registers `clients`.
-    `test_controls` serves /_sandbox/ (fault switches, token expiry, request log) for tests;
+    `test_controls` serves /_sandbox/ (fault switches, token expiry, request log, client
+    registration and revocation: auth/backend_controls.py) for tests;
     off, those paths are 404.
     `write_behaviour` is how the FHIR API takes writes: "fhir-rest" (everything, like HAPI),
     "epic" or "oracle-health" (their refusals and constraints: fhir/write_rules.py); the
@@ -96,6 +99,7 @@ def create_sandbox_app(
         lifetime=lambda: int(app.config["SANDBOX_ACCESS_TOKEN_LIFETIME"]),
         token_url=f"{base_url}/auth/token",
         faults=faults,
+        backend_lifetime=lambda: int(app.config[backend_controls.LIFETIME_SETTING]),
     )
     app.extensions["sandbox"] = Sandbox(
         base_url=base_url,
@@ -146,6 +150,8 @@ def _flask_app(base_url: str, secret_key: str) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
         SANDBOX_ACCESS_TOKEN_LIFETIME=ACCESS_TOKEN_LIFETIME_S,
+        # Backend services tokens (client_credentials): 5 minutes, as SMART recommends.
+        SANDBOX_BACKEND_TOKEN_LIFETIME=BACKEND_TOKEN_LIFETIME_S,
     )
     return app
 
@@ -158,6 +164,7 @@ def _register_blueprints(app: Flask, test_controls: bool) -> None:
     app.register_blueprint(chart_views.bp)
     if test_controls:
         app.register_blueprint(controls_bp)
+        app.register_blueprint(backend_controls.bp)
         _install_request_log(app, app.extensions["sandbox"].requests)
 
 

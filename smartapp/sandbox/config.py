@@ -97,6 +97,8 @@ class SandboxClient:
     - "private_key_jwt": asymmetric (SMART client-confidential-asymmetric), needs its public
       keys: `jwks_uri` (fetched on every token request, so key rotation works) and/or an
       inline `jwks` ({"keys": [...]}).
+    `backend_scopes`: the `system/` scopes a SMART Backend Services client (client_credentials
+    grant, private_key_jwt only) is registered for; empty: no backend access.
     """
 
     client_id: str
@@ -107,6 +109,7 @@ class SandboxClient:
     client_secret: str | None = field(default=None, repr=False)
     jwks_uri: str | None = None
     jwks: dict | None = field(default=None, repr=False)
+    backend_scopes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.auth_method not in AUTH_METHODS:
@@ -120,3 +123,8 @@ class SandboxClient:
                 raise ValueError(f"client {self.client_id}: private_key_jwt needs jwks_uri or jwks")
             if self.jwks is not None and not isinstance(self.jwks.get("keys"), list):
                 raise ValueError(f"client {self.client_id}: jwks must be {{'keys': [...]}}")
+        if self.backend_scopes and self.auth_method != "private_key_jwt":
+            raise ValueError(f"client {self.client_id}: backend access needs private_key_jwt")
+        wrong = [s for s in self.backend_scopes if not s.startswith("system/")]
+        if wrong:
+            raise ValueError(f"client {self.client_id}: backend scopes must be system/: {wrong}")

@@ -38,7 +38,11 @@ def test_smart_configuration_lists_endpoints_and_capabilities(sandbox: RunningSa
     assert config["token_endpoint"] == f"{sandbox.base}/auth/token"
     assert config["jwks_uri"] == f"{sandbox.base}/auth/jwks"
     assert config["code_challenge_methods_supported"] == ["S256"]
-    assert set(config["grant_types_supported"]) == {"authorization_code", "refresh_token"}
+    assert set(config["grant_types_supported"]) == {
+        "authorization_code",
+        "refresh_token",
+        "client_credentials",
+    }
     assert "none" in config["token_endpoint_auth_methods_supported"]
     assert config["response_types_supported"] == ["code"]
     assert {"openid", "fhirUser", "launch", "offline_access"} <= set(config["scopes_supported"])

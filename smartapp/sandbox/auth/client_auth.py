@@ -106,6 +106,8 @@ class SmartPrivateKeyJWT(JWTBearerClientAssertion):
             if not assertion:
                 raise refuse("client_assertion is missing")
             client = super().__call__(query_client, request)
+            if client is not None and client.revoked:
+                raise refuse(f"The client {client.client_id} is revoked")
             form_client = form.get("client_id")
             if client is not None and form_client and form_client != client.get_client_id():
                 raise refuse("client_id does not match the client assertion's sub")
@@ -156,6 +158,8 @@ class SmartPrivateKeyJWT(JWTBearerClientAssertion):
         matching = [k for k in candidates if k.get("kid") == kid]
         if not matching:
             raise refuse(f"No key with kid {kid!r} in the client's JWKS")
+        if kid in client.revoked_kids:
+            raise refuse(f"The client's key {kid!r} is revoked")
         key_type, curve = _KEY_TYPES[alg]
         for data in matching:
             if data.get("alg") not in (None, alg) or data.get("use") not in (None, "sig"):

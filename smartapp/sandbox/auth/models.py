@@ -64,6 +64,21 @@ class OAuthClient(Base, OAuth2ClientMixin):
         """Granted = requested ∩ supported (any client may ask for any supported scope)."""
         return granted_scopes(scope or "")
 
+    @property
+    def backend_scopes(self) -> list[str]:
+        """The system/ scopes registered for the backend services grant (may be none)."""
+        return [s for s in (self.scope or "").split() if s.startswith("system/")]
+
+    @property
+    def revoked(self) -> bool:
+        """A revoked client authenticates no more (its tokens were revoked with it)."""
+        return bool(self.client_metadata.get("revoked"))
+
+    @property
+    def revoked_kids(self) -> frozenset[str]:
+        """Key ids of this client's keys that no longer authenticate it."""
+        return frozenset(self.client_metadata.get("revoked_kids") or [])
+
 
 class AuthorizationCode(Base, OAuth2AuthorizationCodeMixin):
     """A code with the launch context it was issued for."""
@@ -142,13 +157,16 @@ class OAuthStore:
                 row.client_id_issued_at = int(time.time())
                 row.launch_url = client.launch_url
                 grant_types = ["authorization_code", "refresh_token"]
+                if client.backend_scopes:
+                    grant_types.append("client_credentials")
                 metadata: dict = {
                     "client_name": client.name,
                     "redirect_uris": list(client.redirect_uris),
                     "grant_types": grant_types,
                     "response_types": ["code"],
                     "token_endpoint_auth_method": client.auth_method,
-                    "scope": "",
+                    # What the client is registered for: the backend grant's system/ scopes.
+                    "scope": " ".join(client.backend_scopes),
                 }
                 if client.jwks_uri:
                     metadata["jwks_uri"] = client.jwks_uri
@@ -162,6 +180,27 @@ class OAuthStore:
         return self.session.scalars(
             select(OAuthClient).where(OAuthClient.client_id == client_id)
         ).first()
+
+    def revoke_client(self, client_id: str, kid: str | None = None) -> bool:
+        """Revoke a client (and every live token of it), or only its key `kid`; False when
+        there is no such client. Refused from the next token request on."""
+        with self._writing():
+            row = self.client(client_id)
+            if row is None:
+                return False
+            metadata = dict(row.client_metadata)
+            if kid is None:
+                metadata["revoked"] = True
+                now = int(time.time())
+                for token in self.session.scalars(
+                    select(Token).where(Token.client_id == client_id)
+                ):
+                    token.access_token_revoked_at = now
+                    token.refresh_token_revoked_at = now
+            else:
+                metadata["revoked_kids"] = sorted({*metadata.get("revoked_kids", []), kid})
+            row.set_client_metadata(metadata)
+        return True
 
     def clients(self) -> list[OAuthClient]:
         """All registered clients."""

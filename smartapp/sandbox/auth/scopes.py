@@ -9,7 +9,8 @@ server cannot parse is not granted).
 `patient/` grants confine reads to the launch patient's compartment (shared directory types
 such as Practitioner and Organization stay readable) and writes to resources whose
 subject/patient/for is that patient. `user/` grants allow what the user may see; the demo
-physician sees every chart, as an ED physician does.
+physician sees every chart, as an ED physician does. `system/` grants (SMART Backend
+Services, no user and no patient) allow what they name on every record, like `user/` grants.
 """
 
 from __future__ import annotations
@@ -86,11 +87,30 @@ def parse_scope(scope: str) -> ClinicalScope | None:
 
 
 def is_supported(scope: str) -> bool:
-    """Can this server grant `scope`? (system/ scopes need a backend grant it lacks)."""
+    """Can a launch (authorization code, refresh) be granted `scope`? system/ scopes are for
+    the backend services grant only (auth/backend.py), within what the client registered."""
     if scope in CONTEXT_SCOPES:
         return True
     parsed = parse_scope(scope)
     return parsed is not None and parsed.context in ("patient", "user")
+
+
+def system_scope_covered(requested: str, registered: list[str]) -> bool:
+    """Is `requested` a system/ scope within one of the `registered` system/ scopes (same or
+    wildcard type, a subset of its permissions, and its query if it has one)?"""
+    wanted = parse_scope(requested)
+    if wanted is None or wanted.context != "system":
+        return False
+    for scope in registered:
+        allowed = parse_scope(scope)
+        if allowed is None or allowed.context != "system":
+            continue
+        if allowed.rtype not in ("*", wanted.rtype) or not set(wanted.perms) <= set(allowed.perms):
+            continue
+        if allowed.query and allowed.query != wanted.query:
+            continue
+        return True
+    return False
 
 
 def granted_scopes(requested: str) -> str:

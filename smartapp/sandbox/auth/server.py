@@ -12,6 +12,7 @@ Thin protocol objects over `OAuthStore`:
   keeping the launch context,
 - client authentication: public (`none`), `client_secret_basic`, `private_key_jwt`
   (auth/client_auth.py),
+- SMART Backend Services: the client_credentials grant with system/ scopes (auth/backend.py),
 - the fault switches of faults.py that bend these rules for tests.
 """
 
@@ -38,6 +39,8 @@ from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
 from joserfc.jwk import RSAKey
 
+from smartapp.sandbox.auth.backend import BACKEND_TOKEN_LIFETIME_S, SmartClientCredentialsGrant
+from smartapp.sandbox.auth.backend import GRANT_TYPE as BACKEND_GRANT
 from smartapp.sandbox.auth.client_auth import SmartPrivateKeyJWT
 from smartapp.sandbox.auth.models import (
     USERS,
@@ -309,6 +312,7 @@ class SmartBearerValidator(BearerTokenValidator):
 _TOKEN_LOGGERS = (
     "authlib.oauth2.rfc6749.grants.authorization_code",
     "authlib.oauth2.rfc6749.grants.refresh_token",
+    "authlib.oauth2.rfc6749.grants.client_credentials",
 )
 _SECRET_FIELDS = ("access_token", "refresh_token", "id_token")
 
@@ -336,14 +340,23 @@ def redact_token_logs() -> None:
 
 
 class SmartTokenGenerator(BearerTokenGenerator):
-    """Opaque bearer tokens; the grant and lifetime bent by the faults when set."""
+    """Opaque bearer tokens; the grant and lifetime bent by the faults when set. Backend
+    services tokens (client_credentials) live `backend_lifetime`, whatever the faults say of
+    launch tokens."""
 
-    def __init__(self, faults: Faults, lifetime: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        faults: Faults,
+        lifetime: Callable[[], int],
+        backend_lifetime: Callable[[], int] = lambda: BACKEND_TOKEN_LIFETIME_S,
+    ) -> None:
         super().__init__(
             access_token_generator=lambda **_: generate_token(42),
             refresh_token_generator=lambda **_: generate_token(48),
             expires_generator=lambda client, grant_type: (
-                faults.get("access_token_lifetime") or lifetime()
+                backend_lifetime()
+                if grant_type == BACKEND_GRANT
+                else faults.get("access_token_lifetime") or lifetime()
             ),
         )
         self.faults = faults
@@ -359,11 +372,26 @@ class SmartTokenGenerator(BearerTokenGenerator):
     ) -> dict:
         """A refresh token only where the grant has `online_access` or `offline_access`, as
         SMART App Launch says (an app that asks neither gets none)."""
+        if grant_type == BACKEND_GRANT:
+            return self.backend_token(client, scope or "", expires_in)
         granted = set(scope_to_list(self.get_allowed_scope(client, scope or "")) or [])
         lasting = bool(granted & REFRESH_SCOPES)
         return super().generate(
             grant_type, client, user, scope, expires_in, include_refresh_token and lasting
         )
+
+    def backend_token(self, client: OAuthClient, scope: str, expires_in: int | None) -> dict:
+        """A backend services token: `scope` was checked against the client's registration
+        by the grant (auth/backend.py); narrowed by the scope faults; no refresh token."""
+        token = {
+            "token_type": "Bearer",
+            "access_token": self.access_token_generator(),
+            "expires_in": expires_in or self._get_expires_in(client, BACKEND_GRANT),
+        }
+        granted = self.faults.narrow_grant(scope)
+        if granted:
+            token["scope"] = granted
+        return token
 
     def get_allowed_scope(self, client: OAuthClient, scope: str) -> str:
         """Requested ∩ supported, then narrowed by narrow_scopes / drop_write_scopes /
@@ -379,16 +407,20 @@ def create_authorization_server(
     lifetime: Callable[[], int],
     token_url: str,
     faults: Faults | None = None,
+    backend_lifetime: Callable[[], int] = lambda: BACKEND_TOKEN_LIFETIME_S,
 ) -> SmartAuthorizationServer:
     """The configured authlib server: grants, extensions, client auth and token generator.
 
     `token_url` (the token endpoint's absolute URL) is the audience private_key_jwt client
-    assertions must name.
+    assertions must name. `lifetime` is the launch tokens' lifetime, `backend_lifetime` the
+    backend services tokens' (seconds).
     """
     redact_token_logs()
     faults = faults or Faults()
     server = SmartAuthorizationServer(store, fhir_base, key, faults)
-    server.register_token_generator("default", SmartTokenGenerator(faults, lifetime))
+    server.register_token_generator(
+        "default", SmartTokenGenerator(faults, lifetime, backend_lifetime)
+    )
     server.register_client_auth_method("private_key_jwt", SmartPrivateKeyJWT(token_url))
     launch = SmartLaunch(fhir_base, store, style_url, faults)
     server.register_grant(
@@ -400,6 +432,7 @@ def create_authorization_server(
         ],
     )
     server.register_grant(SmartRefreshTokenGrant, [launch])
+    server.register_grant(SmartClientCredentialsGrant)
     return server
 
 

@@ -71,8 +71,19 @@ EXAMPLE_SCOPES = [
     "user/*.read",
     "user/*.rs",
     "user/*.cruds",
+    "system/*.rs",
+    "system/*.cruds",
 ]
-EXAMPLE_SCOPES_V1 = ["patient/*.read", "patient/*.write", "user/*.read", "user/*.write"]
+EXAMPLE_SCOPES_V1 = [
+    "patient/*.read",
+    "patient/*.write",
+    "user/*.read",
+    "user/*.write",
+    "system/*.read",
+    "system/*.write",
+]
+#: Grants of the token endpoint (client_credentials: SMART Backend Services, auth/backend.py).
+GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials"]
 CSRF_FIELD = "csrf_token"
 #: The sign-in form's field naming the user to sign in as (one submit button per user).
 USER_FIELD = "user"
@@ -167,7 +178,7 @@ def smart_configuration() -> Response:
             "token_endpoint": auth.url("/auth/token"),
             "token_endpoint_auth_methods_supported": ADVERTISED_AUTH_METHODS,
             "token_endpoint_auth_signing_alg_values_supported": list(ALGORITHMS),
-            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "grant_types_supported": GRANT_TYPES,
             "scopes_supported": list(CONTEXT_SCOPES)
             + (EXAMPLE_SCOPES_V1 if v1_only else EXAMPLE_SCOPES),
             "response_types_supported": ["code"],
@@ -332,7 +343,7 @@ def userinfo() -> Response | tuple[Response, int]:
 
 @bp.post("/auth/token")
 def token() -> Response:
-    """Token endpoint: authorization_code and refresh_token grants."""
+    """Token endpoint: authorization_code, refresh_token and client_credentials grants."""
     auth = sandbox()
     # Serialised so that one code can never be exchanged twice by racing requests.
     with auth.service.db.write_lock:
