@@ -29,7 +29,15 @@ from smartapp.audit import log as referral_log
 from smartapp.db import Database, Referral, utcnow
 from smartapp.fhir.client import FhirClient, FhirError
 from smartapp.writeback import writers
-from smartapp.writeback.plan import Delivery, Mode, WritePlan, as_plan, resolve_references
+from smartapp.writeback.actor import Actor
+from smartapp.writeback.plan import (
+    Delivery,
+    Mode,
+    Status,
+    WritePlan,
+    as_plan,
+    resolve_references,
+)
 from smartapp.writeback.task_update import TaskChanges, apply_task_changes
 
 log = logging.getLogger("handoff.outbox")
@@ -154,11 +162,15 @@ def hold(db: Database, referral_id: str, reason: str) -> Referral:
 
 
 def enqueue_task_update(session: Session, referral_id: str, changes: TaskChanges) -> bool:
-    """Queue the coach's changes to the referral's Task, in the caller's transaction (so the
-    coach's state, its log entry and the queued write commit together). Where the EHR holds
-    the Task, a PUT is queued and the referral goes back to the queue (True); else the copy
-    kept in Handoff changes (False)."""
-    referral = _row(session, referral_id)
+    """Queue a change to the referral's Task, in the caller's transaction (so the handoff's
+    state, its log entry and the queued write commit together). Where the EHR holds the Task,
+    a versioned PUT is queued (with the ServiceRequest's where the Task closes, and a
+    Provenance naming `changes.actor`), after every change queued before it, and the referral
+    goes back to the queue (True); else the copies kept in Handoff change (False). The row is
+    locked (FOR UPDATE where the database has it) so two changes never lose one another."""
+    referral = session.get(Referral, referral_id, with_for_update=True)
+    if referral is None:
+        raise LookupError(f"No referral {referral_id[:8]}.")
     plan = plan_of(referral)
     if plan.task_create() is None:
         return False
@@ -236,8 +248,21 @@ def deliver(
         referral = _row(session, referral_id)
     plan = plan_of(referral)
     wait = timedelta(seconds=CONFIRM_WAIT_SECONDS if confirm_wait is None else confirm_wait)
+    actors = _pending_actors(plan)
     error = _attempt(plan, referral, client_for, wait)
-    return _record_attempt(db, referral_id, owner, plan, error)
+    return _record_attempt(db, referral_id, owner, plan, error, actors)
+
+
+def _pending_actors(plan: WritePlan) -> list[Actor]:
+    """Who made the changes this attempt sends (each once, in order)."""
+    actors: list[Actor] = []
+    for op in plan.follow_ups():
+        data = (op.changes or {}).get("actor")
+        if op.mode == Mode.REST and op.status != Status.WRITTEN and data:
+            actor = Actor.from_json(data)
+            if actor not in actors:
+                actors.append(actor)
+    return actors
 
 
 def _attempt(
@@ -283,11 +308,18 @@ _resolve = resolve_references
 
 
 def _record_attempt(
-    db: Database, referral_id: str, owner: str, plan: WritePlan, error: FhirError | None
+    db: Database,
+    referral_id: str,
+    owner: str,
+    plan: WritePlan,
+    error: FhirError | None,
+    actors: list[Actor] | None = None,
 ) -> Referral:
     now = utcnow()
     with db.session() as session:
-        referral = _row(session, referral_id)
+        referral = session.get(Referral, referral_id, with_for_update=True)
+        if referral is None:  # pragma: no cover - referrals are never deleted
+            raise LookupError(f"No referral {referral_id[:8]}.")
         if referral.lease_owner != owner:  # lease lost (we were too slow): the other one records
             log.warning("lease lost: referral=%s", referral_id[:8])
             return referral
@@ -309,7 +341,7 @@ def _record_attempt(
         else:
             referral.status = "failed"
             referral.last_error = str(error)
-        _log_attempt(session, referral, error)
+        _log_attempt(session, referral, error, actors or [])
     result = get(db, referral_id)
     assert result is not None  # recorded just now; referrals are never deleted
     return result
@@ -327,19 +359,36 @@ def _merge_changes_made_meanwhile(delivered: WritePlan, stored: WritePlan) -> No
     delivered.operations += [op for op in stored.operations if op.key not in known]
 
 
-def _log_attempt(session: Session, referral: Referral, error: FhirError | None) -> None:
+def _log_attempt(
+    session: Session, referral: Referral, error: FhirError | None, actors: list[Actor]
+) -> None:
+    """The attempt in the referral log; where it sent changes, it names who made them (the
+    last one as the event's user: `user_ref`, `user_name`, `actor_kind`; all in `actors`)."""
     log.info(
-        "write attempt: referral=%s attempt=%d outcome=%s http=%s",
+        "write attempt: referral=%s attempt=%d outcome=%s http=%s actor=%s",
         referral.id[:8],
         referral.attempts,
         referral.status,
         getattr(error, "status", None),
+        actors[-1].kind if actors else None,
+    )
+    actor = actors[-1] if actors else None
+    named = (
+        {
+            "actor_kind": actor.kind,
+            "actors": [a.to_json() for a in actors],
+        }
+        if actor
+        else {}
     )
     referral_log.append_about(
         session,
         "write-attempt",
         referral,
-        data={
+        user_ref=actor.reference if actor else None,
+        user_name=actor.display if actor else None,
+        data=named
+        | {
             "referral": referral.id,
             "attempt": referral.attempts,
             "outcome": referral.status,

@@ -59,14 +59,24 @@ class Operation:
     id: str | None = None  # the EHR's id once written
     http: str | None = None  # the EHR's answer to the write
     unanswered_at: str | None = None  # when a create got no answer in time (ISO time)
+    # A change after the first writes (a follow-up: see WritePlan.add_update):
+    version: str | None = None  # the EHR's versionId of what this write produced
+    of: str | None = None  # an update: the key of the created resource it changes
+    changes: dict[str, Any] | None = None  # an update: our change, the only fields it sets
+    about: list[str] | None = None  # a Provenance of updates: the keys of those updates
 
     @property
     def full_url(self) -> str:
         return f"urn:uuid:{self.key}"
 
     @property
+    def is_follow_up(self) -> bool:
+        """An update, or the Provenance of updates: written after the first writes, in order."""
+        return self.method == Method.UPDATE or self.about is not None
+
+    @property
     def is_rest_create(self) -> bool:
-        return self.mode == Mode.REST and self.method == Method.CREATE
+        return self.mode == Mode.REST and self.method == Method.CREATE and not self.is_follow_up
 
     @property
     def is_pending_update(self) -> bool:
@@ -95,6 +105,9 @@ class Operation:
             data["http"] = self.http
         if self.unanswered_at is not None:
             data["unanswered_at"] = self.unanswered_at
+        for name in ("version", "of", "changes", "about"):
+            if getattr(self, name) is not None:
+                data[name] = getattr(self, name)
         return data
 
     @classmethod
@@ -110,6 +123,10 @@ class Operation:
             id=data.get("id"),
             http=data.get("http"),
             unanswered_at=data.get("unanswered_at"),
+            version=data.get("version"),
+            of=data.get("of"),
+            changes=data.get("changes"),
+            about=data.get("about"),
         )
 
 
@@ -162,10 +179,30 @@ class WritePlan:
 
     def task_create(self) -> Operation | None:
         """The coach team's Task as first planned (at the EHR or kept in Handoff)."""
+        return self.created("Task")
+
+    def created(self, type_: str) -> Operation | None:
+        """The first planned resource of a type (not a follow-up)."""
         return next(
-            (op for op in self.operations if op.type == "Task" and op.method == Method.CREATE),
+            (
+                op
+                for op in self.operations
+                if op.type == type_ and op.method == Method.CREATE and not op.is_follow_up
+            ),
             None,
         )
+
+    def by_key(self, key: str) -> Operation | None:
+        return next((op for op in self.operations if op.key == key), None)
+
+    def follow_ups(self) -> list[Operation]:
+        """Updates and their Provenances, in the order they were made."""
+        return [op for op in self.operations if op.is_follow_up]
+
+    def latest(self, of: Operation) -> Operation:
+        """The newest operation on a created resource (its last update queued, else itself)."""
+        updates = [op for op in self.operations if op.of == of.key]
+        return updates[-1] if updates else of
 
     # -- changes ---------------------------------------------------------------------------
 
@@ -177,8 +214,13 @@ class WritePlan:
             op.keep_in_handoff()
         return moved
 
-    def add_update(self, of: Operation, resource: dict[str, Any]) -> Operation:
-        """Queue a PUT of a resource the EHR already holds (after everything planned so far)."""
+    def add_update(
+        self, of: Operation, resource: dict[str, Any], changes: dict[str, Any] | None = None
+    ) -> Operation:
+        """Queue a PUT of a resource the EHR holds (or will: its create is in the plan), after
+        everything planned so far. `changes`: our change alone, re-applied to the EHR's newest
+        version if another party changed the resource meanwhile; `resource` is the expected
+        result (what Handoff shows)."""
         update = Operation(
             key=f"{of.key}-update-{len(self.operations)}",
             type=of.type,
@@ -187,9 +229,28 @@ class WritePlan:
             resource=resource,
             status=Status.PENDING,
             id=of.id,
+            of=of.key,
+            changes=changes,
         )
         self.operations.append(update)
         return update
+
+    def add_follow_up_provenance(
+        self, key: str, resource: dict[str, Any], about: list[Operation]
+    ) -> Operation:
+        """Queue the Provenance of updates (created once: found by its `_tag`, the key)."""
+        system = _tag_system(resource)
+        provenance = Operation(
+            key=key,
+            type="Provenance",
+            mode=Mode.REST,
+            resource=resource,
+            status=Status.PENDING,
+            conditional=f"_tag={system}|{key}" if system else None,
+            about=[op.key for op in about],
+        )
+        self.operations.append(provenance)
+        return provenance
 
     # -- references between planned resources ----------------------------------------------
 
@@ -199,6 +260,17 @@ class WritePlan:
             op.full_url: f"{op.type}/{op.id}"
             for op in self.operations
             if op.is_rest_create and op.status == Status.WRITTEN and op.id
+        }
+
+    def version_references(self) -> dict[str, str]:
+        """`urn:uuid:<key>` -> `Type/<id>/_history/<version>` for every follow-up update
+        written (what a Provenance of updates targets)."""
+        return {
+            op.full_url: f"{op.type}/{op.id}/_history/{op.version}"
+            if op.version
+            else f"{op.type}/{op.id}"
+            for op in self.operations
+            if op.method == Method.UPDATE and op.status == Status.WRITTEN and op.id
         }
 
     def local_references(self) -> dict[str, dict[str, Any]]:
@@ -233,6 +305,11 @@ class WritePlan:
             order_route=data.get("order_route", "rest"),
             operations=[Operation.from_json(op) for op in data.get("operations", [])],
         )
+
+
+def _tag_system(resource: dict[str, Any]) -> str | None:
+    tags = (resource.get("meta") or {}).get("tag") or [{}]
+    return tags[0].get("system")
 
 
 def as_plan(plan: WritePlan | dict[str, Any]) -> WritePlan:

@@ -27,13 +27,14 @@ from typing import Any
 
 from smartapp.writeback.actor import Actor
 from smartapp.writeback.business_status import BusinessStatus, Steps, steps
-from smartapp.writeback.plan import Mode, WritePlan
+from smartapp.writeback.plan import Mode, Operation, WritePlan
 
+PROVENANCE_ROLE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
 CLOSED_TASK = ("completed", "cancelled", "rejected", "failed", "entered-in-error")
 # A Task that closes this way makes its ServiceRequest so (spec writeback.md, issue 11).
 SERVICE_REQUEST_STATUS = {"completed": "completed", "cancelled": "revoked"}
 CLOSED_SERVICE_REQUEST = ("completed", "revoked", "entered-in-error")
-URI_IDENTIFIER = "urn:ietf:rfc:3986"
 _REFERENCE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?$")
 
 
@@ -132,7 +133,7 @@ class TaskChanges:
             "contact_note": self.contact_note,
             "linked_program": self.linked_program,
             "closed_reason": self.closed_reason,
-            "actor": actor_json(self.actor),
+            "actor": self.actor.to_json() if self.actor else None,
             "business_status": business.to_json() if business else None,
             "status_reason": self.status_reason,
             "output": output.__dict__ if output else None,
@@ -151,7 +152,7 @@ class TaskChanges:
             contact_note=data.get("contact_note"),
             linked_program=data.get("linked_program"),
             closed_reason=data.get("closed_reason"),
-            actor=actor_of(data.get("actor")),
+            actor=Actor.from_json(data["actor"]) if data.get("actor") else None,
             business_status=BusinessStatus.from_json(business) if business else None,
             status_reason=data.get("status_reason"),
             output=TaskOutput(**output) if output else None,
@@ -159,33 +160,8 @@ class TaskChanges:
         )
 
 
-def actor_json(actor: Actor | None) -> dict[str, Any] | None:
-    if actor is None:
-        return None
-    return {"kind": actor.kind, "display": actor.display, "reference": actor.reference}
-
-
-def actor_of(data: dict[str, Any] | None) -> Actor | None:
-    if not data:
-        return None
-    return Actor(
-        kind=data["kind"], display=data.get("display") or "", reference=data.get("reference")
-    )
-
-
 def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def who(actor: Actor) -> dict[str, Any]:
-    """A Reference to the actor: `reference` where the EHR can resolve it, an identifier for
-    a `urn:` known only to Handoff, the display name always."""
-    ref: dict[str, Any] = {}
-    if actor.resolvable:
-        ref["reference"] = actor.reference
-    elif actor.reference:
-        ref["identifier"] = {"system": URI_IDENTIFIER, "value": actor.reference}
-    return ref | {"display": actor.display}
 
 
 # -- the merge (pure) ----------------------------------------------------------------------
@@ -225,7 +201,7 @@ def _owner(changes: TaskChanges) -> dict[str, Any] | None:
     else by name and Handoff's identifier); None leaves the owner as it is."""
     if not changes.owner_ref and not changes.owner_name:
         return None
-    return who(Actor("coach", changes.owner_name or "", changes.owner_ref))
+    return Actor("coach", changes.owner_name or "", changes.owner_ref).who()
 
 
 def _add_note(task: dict[str, Any], text: str, changes: TaskChanges) -> None:
@@ -276,16 +252,73 @@ def updated_task(task: dict[str, Any], changes: TaskChanges) -> dict[str, Any]:
     return merge_task(task, changes)
 
 
+def acted_by(changes: TaskChanges) -> Actor:
+    """Who made the change: its actor; for older callers that name none, the coach who owns
+    the handoff, else Handoff itself."""
+    if changes.actor is not None:
+        return changes.actor
+    if changes.owner_name or changes.owner_ref:
+        return Actor("coach", changes.owner_name or "coach", changes.owner_ref)
+    return Actor("system", "Handoff")
+
+
 def apply_task_changes(plan: WritePlan, changes: TaskChanges) -> bool:
-    """Mirror the changes into the plan's Task. True when that queued an update for the EHR
-    (the Task was written there); False when the copy in the plan changed instead (kept in
-    Handoff, or not written yet) or the plan has no Task."""
+    """Mirror the change into the plan. Where the EHR holds (or will hold) the Task: a PUT of
+    the Task queued with our change alone, a PUT of the ServiceRequest where the Task closes
+    (completed -> completed, cancelled -> revoked), and a Provenance naming who acted: True.
+    Where Handoff keeps them (the write profile), the kept copies change instead: False (as
+    when the plan has no Task)."""
     task_op = plan.task_create()
     if task_op is None:
         return False
-    task = merge_task(task_op.resource, changes)
-    if task_op.mode == Mode.REST and task_op.id:
-        plan.add_update(task_op, task | {"id": task_op.id})
-        return True
-    task_op.resource = task
-    return False
+    order = plan.created("ServiceRequest")
+    order_status = changes.service_request_status
+    if task_op.mode == Mode.LOCAL:
+        task_op.resource = merge_task(task_op.resource, changes)
+        if order is not None and order.mode == Mode.LOCAL and order_status:
+            order.resource = merge_service_request(order.resource, order_status)
+        return False
+    expected = merge_task(plan.latest(task_op).resource, changes)
+    updates = [plan.add_update(task_op, expected | {"id": task_op.id}, changes.to_json())]
+    if order is not None and order_status:
+        if order.mode == Mode.REST:
+            expected_order = merge_service_request(plan.latest(order).resource, order_status)
+            change = {"status": order_status, "actor": acted_by(changes).to_json()}
+            updates.append(plan.add_update(order, expected_order | {"id": order.id}, change))
+        else:
+            order.resource = merge_service_request(order.resource, order_status)
+    first = plan.created("Provenance")
+    if first is not None and first.mode == Mode.REST:
+        key = f"{task_op.key}-provenance-{len(plan.operations)}"
+        resource = update_provenance(first.resource, key, updates, acted_by(changes), changes)
+        plan.add_follow_up_provenance(key, resource, updates)
+    return True
+
+
+def update_provenance(
+    first: dict[str, Any],
+    key: str,
+    updates: list[Operation],
+    actor: Actor,
+    changes: TaskChanges,
+) -> dict[str, Any]:
+    """Who changed what: targets the versions the updates write (`urn:uuid:<update key>`
+    until they are written), the actor as author, Handoff as assembler; the same security
+    labels as the referral's first Provenance, tagged with its own key to be found again."""
+    meta = first.get("meta") or {}
+    system = ((meta.get("tag") or [{}])[0]).get("system") or "urn:handoff"
+    return {
+        "resourceType": "Provenance",
+        "meta": {"security": meta.get("security", []), "tag": [{"system": system, "code": key}]},
+        "target": [{"reference": op.full_url} for op in updates],
+        "recorded": iso(changes.modified_at),
+        "activity": {"coding": [{"system": DATA_OPERATION, "code": "UPDATE", "display": "revise"}]},
+        "agent": [
+            _agent("author", actor.who()),
+            _agent("assembler", {"type": "Device", "display": "Handoff"}),
+        ],
+    }
+
+
+def _agent(role: str, who: dict[str, Any]) -> dict[str, Any]:
+    return {"type": {"coding": [{"system": PROVENANCE_ROLE, "code": role}]}, "who": who}

@@ -1,7 +1,9 @@
 """The ways a plan's writes reach the EHR (the profile decides which): one transaction of
 conditional creates; one create at a time (conditional, or after a search by Handoff's
-identifier); and PUTs of resources already there (the coach's Task changes). Each edits the
-plan as writes land, so the outbox records exactly what the EHR holds.
+identifier); then the follow-ups in the order they were made: versioned PUTs of the Task and
+the ServiceRequest (`versioned.put_change`: If-Match, re-read and re-apply on a conflict) and
+the Provenance of each change (created once). Each edits the plan as writes land, so the
+outbox records exactly what the EHR holds.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from datetime import datetime, timedelta
 
 from smartapp.db import utcnow
 from smartapp.fhir.client import FhirClient, FhirError, _id_from_location
+from smartapp.writeback import versioned
 from smartapp.writeback.plan import (
     Delivery,
     Method,
@@ -22,13 +25,15 @@ from smartapp.writeback.plan import (
     resolve_references,
 )
 from smartapp.writeback.resources import transaction_bundle_from_operations
+from smartapp.writeback.task_update import TaskChanges, merge_service_request, merge_task
+from smartapp.writeback.versioned import version_of
 
 
 def write_transaction(client: FhirClient, plan: WritePlan) -> None:
     """All REST creates in one transaction of conditional creates (all or nothing)."""
     pending = plan.rest_creates
     if not pending or all(op.status == Status.WRITTEN for op in pending):
-        _write_updates(client, plan)
+        write_follow_ups(client, plan)
         return
     local = plan.local_references()
     resolved = [replace(op, resource=resolve_references(op.resource, {}, local)) for op in pending]
@@ -43,11 +48,12 @@ def write_transaction(client: FhirClient, plan: WritePlan) -> None:
         resource = answer.get("resource") or {}
         op.id = resource.get("id") or _id_from_location(reply.get("location", ""), op.type)
         op.http = reply.get("status", "")
+        op.version = version_of(resource, reply.get("etag"))
     for op in pending:
         if not op.id:  # the answer does not say which resource: read it back
             op.id, op.http = _read_back_id(client, op), "200 (found)"
         op.status = Status.WRITTEN
-    _write_updates(client, plan)
+    write_follow_ups(client, plan)
 
 
 def _read_back_id(client: FhirClient, op: Operation) -> str:
@@ -63,22 +69,85 @@ def _read_back_id(client: FhirClient, op: Operation) -> str:
     return str(found[0]["id"])
 
 
-def _write_updates(client: FhirClient, plan: WritePlan) -> None:
-    """Updates of resources already at the EHR (the coach's Task changes), in order; PUT is
-    idempotent, so a retry after a lost answer does no harm."""
-    for op in plan.operations:
-        if op.is_pending_update:
+def write_follow_ups(client: FhirClient, plan: WritePlan) -> None:
+    """The changes made after the first writes, in the order they were made: each update a
+    versioned PUT, each Provenance a create found again by its tag. The first that fails
+    stops the rest (they keep their order for the retry)."""
+    for op in plan.follow_ups():
+        if op.mode != Mode.REST or op.status == Status.WRITTEN:
+            continue
+        if op.method == Method.UPDATE:
             _write_update(client, plan, op)
+        else:
+            _write_provenance(client, plan, op)
 
 
 def _write_update(client: FhirClient, plan: WritePlan, op: Operation) -> None:
-    """PUT one update with its references to Handoff's resources as the EHR knows them
-    (`ServiceRequest/<server id>`, never the plan's `urn:uuid:`), and keep what was sent."""
-    op.resource = resolve_references(
-        op.resource, plan.written_references(), plan.local_references()
+    """PUT our change (`op.changes`) onto the version it was based on: the version Handoff
+    last wrote, or the EHR's newest after a conflict (never a `urn:uuid:` reference: the
+    resource comes from the EHR). An update without its change (queued before changes were
+    kept) is our expected copy, references resolved, put as it is."""
+    created = plan.by_key(op.of) if op.of else None
+    op.id = op.id or (created.id if created else None)
+    if not op.id:
+        raise FhirError(f"The {op.type} to update is not at the EHR yet.", transient=True)
+    merge = _merge_for(op, plan)
+    landed = versioned.put_change(client, op.type, op.id, merge, _base(plan, op))
+    op.resource, op.version, op.http = landed.resource, landed.version, landed.http
+    op.status = Status.WRITTEN
+
+
+def _merge_for(op: Operation, plan: WritePlan) -> versioned.Merge:
+    """Our change as a function of the version it goes onto; references to what Handoff
+    wrote are the EHR's (`Type/<server id>`), never a plan's `urn:uuid:`."""
+    written, local = plan.written_references(), plan.local_references()
+    if op.changes is None:
+        fixed = resolve_references(op.resource, written, local) | {"id": op.id}
+        return lambda current: fixed
+    if op.type == "Task":
+        changes = TaskChanges.from_json(op.changes)
+        return lambda current: resolve_references(merge_task(current, changes), written, local)
+    status = str(op.changes["status"])
+    return lambda current: resolve_references(
+        merge_service_request(current, status), written, local
     )
-    result = client.update(op.resource)
-    op.http, op.status = result["status"], Status.WRITTEN
+
+
+def _base(plan: WritePlan, op: Operation) -> versioned.Version | None:
+    """The version an update is based on: what Handoff last wrote of that resource, where
+    the EHR said its version (Task updates); None: read the newest first (the ServiceRequest,
+    which others change: a read-modify-write)."""
+    if op.type != "Task" or op.changes is None:
+        return None
+    last = None
+    for other in plan.operations[: plan.operations.index(op)]:
+        if other.key == op.of or other.of == op.of:
+            last = other
+    if last is None or last.status != Status.WRITTEN or not last.version:
+        return None
+    resource = resolve_references(last.resource, plan.written_references(), plan.local_references())
+    return versioned.Version(resource | {"id": op.id}, last.version)
+
+
+def _write_provenance(client: FhirClient, plan: WritePlan, op: Operation) -> None:
+    """The Provenance of a change: its targets the versions the change wrote; created once
+    (conditional create, else found by its tag first)."""
+    versions = plan.version_references()
+    resource = copy.deepcopy(op.resource)
+    resource["target"] = [
+        {"reference": versions[t["reference"]]}
+        for t in resource["target"]
+        if t.get("reference") in versions
+    ]
+    if not resource["target"]:
+        op.keep_in_handoff()  # nothing it is about reached the EHR
+        return
+    delivery = plan.delivery
+    if delivery is Delivery.TRANSACTION:
+        delivery = Delivery.CONDITIONAL_CREATE  # a server with transactions has If-None-Exist
+    result = _create(client, delivery, op, resource, timedelta(0))
+    op.resource = resource
+    op.mark_written(result["id"], result["status"])
 
 
 def write_one_by_one(client: FhirClient, plan: WritePlan, confirm_wait: timedelta) -> None:
@@ -89,10 +158,9 @@ def write_one_by_one(client: FhirClient, plan: WritePlan, confirm_wait: timedelt
     local_refs = plan.local_references()
     written_refs = plan.written_references()
     for op in plan.operations:
-        if op.mode != Mode.REST or op.status == Status.WRITTEN:
+        if op.mode != Mode.REST or op.status == Status.WRITTEN or op.is_follow_up:
             continue
-        if op.method == Method.UPDATE:
-            _write_update(client, plan, op)
+        if op.method == Method.UPDATE:  # pragma: no cover - updates are follow-ups
             continue
         resource = resolve_references(copy.deepcopy(op.resource), written_refs, local_refs)
         if op.type == "Provenance":
@@ -101,6 +169,7 @@ def write_one_by_one(client: FhirClient, plan: WritePlan, confirm_wait: timedelt
         result = _create(client, plan.delivery, op, resource, confirm_wait)
         op.mark_written(result["id"], result["status"])
         written_refs[op.full_url] = f"{op.type}/{op.id}"
+    write_follow_ups(client, plan)
 
 
 def _create(

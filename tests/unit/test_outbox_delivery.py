@@ -20,7 +20,10 @@ pytestmark = pytest.mark.unit
 
 
 class FakeEhr:
-    """Enough of FhirClient for the outbox: create, find, update, post_bundle."""
+    """Enough of FhirClient for the outbox: create, find, update, post_bundle; get and a
+    versioned PUT (If-Match, 412 on another version) for the follow-up updates."""
+
+    base = "http://ehr.test/fhir"
 
     def __init__(self, conditional: bool = True) -> None:
         self.conditional = conditional
@@ -45,7 +48,8 @@ class FakeEhr:
         key = self._key(resource)
         if key in self.store and if_none_exist and self.conditional:
             return {"id": self.store[key]["id"], "status": "200 OK"}
-        stored = resource | {"id": str(next(self._ids))}
+        meta = resource.get("meta", {}) | {"versionId": "1"}
+        stored = resource | {"id": str(next(self._ids)), "meta": meta}
         self.store[key] = stored
         return {"id": stored["id"], "status": "201 Created"}
 
@@ -61,6 +65,29 @@ class FakeEhr:
         key = self._key(resource)
         self.store[key] = resource
         return {"id": resource["id"], "status": "200 OK"}
+
+    def _by_id(self, rtype: str, rid: str) -> tuple[str, dict]:
+        return next(
+            (k, r) for k, r in self.store.items() if r["resourceType"] == rtype and r["id"] == rid
+        )
+
+    def get(self, path: str) -> dict:
+        self.calls.append(f"get {path.split('/')[0]}")
+        self._fail()
+        rtype, rid = path.split("/")[:2]
+        return self._by_id(rtype, rid)[1]
+
+    def _request(self, method: str, url: str, body: dict, headers: dict | None = None) -> dict:
+        assert method == "PUT"
+        self.calls.append(f"update {body['resourceType']}")
+        self._fail()
+        key, current = self._by_id(body["resourceType"], body["id"])
+        version = int((current.get("meta") or {}).get("versionId", "1"))
+        if headers and headers["If-Match"] != f'W/"{version}"':
+            raise FhirError("conflict", status=412)
+        meta = (body.get("meta") or {}) | {"versionId": str(version + 1)}
+        self.store[key] = body | {"meta": meta}
+        return self.store[key]
 
     def post_bundle(self, bundle: dict) -> dict:
         self.calls.append("transaction")
@@ -199,8 +226,11 @@ def test_a_coach_update_then_its_put(db):
     assert outbox.get(db, referral_id).status == "queued"
     ehr.calls.clear()
     row = deliver(db, referral_id, ehr)
-    assert row.status == "written" and ehr.calls == ["update Task"]
+    # The transaction's answer gave no version: the update reads the Task first.
+    assert row.status == "written" and ehr.calls == ["get Task", "update Task", "create Provenance"]
     task = next(r for r in ehr.store.values() if r["resourceType"] == "Task")
+    provenance = [r for r in ehr.store.values() if r["resourceType"] == "Provenance"][-1]
+    assert provenance["target"] == [{"reference": f"Task/{task['id']}/_history/2"}]
     service_request = next(r for r in ehr.store.values() if r["resourceType"] == "ServiceRequest")
     assert task["status"] == "accepted"
     assert task["focus"] == {"reference": f"ServiceRequest/{service_request['id']}"}
@@ -215,8 +245,16 @@ def test_an_update_queued_during_a_delivery_is_not_lost(db):
     changes = TaskChanges(status="accepted", modified_at=referral().signed_at)
 
     class CoachMeanwhile(FakeEhr):
-        def update(self, resource: dict) -> dict:
-            answer = ehr.update(resource)
+        """The same EHR; a coach's change is queued while its first PUT is under way."""
+
+        def get(self, path: str) -> dict:
+            return ehr.get(path)
+
+        def create(self, resource: dict, if_none_exist: str | None = None) -> dict:
+            return ehr.create(resource, if_none_exist)
+
+        def _request(self, method: str, url: str, body: dict, headers=None) -> dict:
+            answer = ehr._request(method, url, body, headers)
             if not queued:
                 with db.session() as session:
                     queued.append(outbox.enqueue_task_update(session, referral_id, changes))

@@ -305,7 +305,8 @@ def test_a_task_the_ehr_holds_gets_a_put_queued():
     assert task is not None
     task.mark_written("task-7", "201 Created")
     assert apply_task_changes(plan, CHANGES) is True
-    update = plan.operations[-1]
+    update, provenance = plan.operations[-2:]
+    assert provenance.type == "Provenance" and provenance.about == [update.key]
     assert (update.type, update.method, update.mode, update.status, update.id) == (
         "Task",
         Method.UPDATE,
@@ -313,7 +314,7 @@ def test_a_task_the_ehr_holds_gets_a_put_queued():
         Status.PENDING,
         "task-7",
     )
-    assert update.key == f"{task.key}-update-{len(plan.operations) - 1}"
+    assert update.key == f"{task.key}-update-{len(plan.operations) - 2}"
     assert update.resource["id"] == "task-7" and update.resource["status"] == "in-progress"
     assert update.resource["lastModified"] == "2026-11-20T16:30:00Z"
     assert update.is_pending_update and not plan.all_rest_written

@@ -170,7 +170,10 @@ def search_post(rtype: str) -> Response:
 
 @bp.get("/Patient/<pid>/<rtype>")
 def compartment_search(pid: str, rtype: str) -> Response:
-    """GET Patient/id/Type?params: search inside one patient's compartment."""
+    """GET Patient/id/Type?params: search inside one patient's compartment (and
+    GET Patient/id/_history, which this route would otherwise take)."""
+    if rtype == "_history":
+        return instance_history("Patient", pid)
     service = _api().service
     with service.db.read() as conn:
         result = service.search(
@@ -212,6 +215,17 @@ def vread(rtype: str, rid: str, vid: str) -> Response:
     with service.db.read() as conn:
         outcome = service.vread(conn, rtype, rid, vid, _access())
     return _single(outcome)
+
+
+@bp.get("/<rtype>/<rid>/_history")
+def instance_history(rtype: str, rid: str) -> Response:
+    """GET Type/id/_history (`_count`, default 50): the versions, newest first."""
+    service = _api().service
+    raw = request.args.get("_count", "50")
+    count = int(raw) if raw.isdigit() and int(raw) > 0 else 50
+    with service.db.read() as conn:
+        result = service.history(conn, rtype, rid, _access(), count=min(count, 200))
+    return fhir_response(result)
 
 
 @bp.put("/<rtype>/<rid>")

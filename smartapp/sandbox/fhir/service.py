@@ -246,6 +246,40 @@ class FhirService:
         resource = orjson.loads(row.body)
         return Outcome(200, resource, rtype, rid, int(vid), resource["meta"].get("lastUpdated"))
 
+    def history(
+        self, conn: Connection, rtype: str, rid: str, access: Access, count: int = 50
+    ) -> dict:
+        """GET Type/id/_history: a history Bundle of the resource's versions, newest first
+        (at most `count`); a deletion is an entry without a resource."""
+        current = self.read(conn, rtype, rid, access)  # 404/410/403 as a read
+        h = history.c
+        older = conn.execute(
+            select(h.version, h.body, h.deleted)
+            .where(h.type == rtype, h.id == rid)
+            .order_by(h.version.desc())
+            .limit(max(count - 1, 0))
+        ).all()
+        versions = [(current.version, current.resource)] + [
+            (row.version, None if row.deleted else orjson.loads(row.body)) for row in older
+        ]
+        entries = []
+        for version, body in versions[: max(count, 1)]:
+            url = self.full_url(rtype, rid)
+            entry: dict = {"fullUrl": url}
+            if body is not None:
+                entry["resource"] = body
+            method = "POST" if version == 1 else ("PUT" if body is not None else "DELETE")
+            entry["request"] = {"method": method, "url": f"{rtype}/{rid}"}
+            entry["response"] = {"status": "200", "etag": f'W/"{version}"'}
+            entries.append(entry)
+        return {
+            "resourceType": "Bundle",
+            "type": "history",
+            "total": len(entries),
+            "link": [{"relation": "self", "url": f"{self.full_url(rtype, rid)}/_history"}],
+            "entry": entries,
+        }
+
     def search(
         self,
         conn: Connection,
