@@ -63,6 +63,7 @@ def create_app(
 
     from smartapp import web
     from smartapp.launch import views as launch_views
+    from smartapp.partners import views as partner_views
     from smartapp.screen import views as screen_views
     from smartapp.staff import auth as staff
     from smartapp.staff import console, worklist_views
@@ -74,6 +75,7 @@ def create_app(
     app.register_blueprint(console.bp)
     app.register_blueprint(staff.bp)
     app.register_blueprint(worklist_views.bp)
+    app.register_blueprint(partner_views.bp)
     return app
 
 

@@ -154,3 +154,12 @@ class Defaults:
     # The catalog program (HealthcareService id) the physician's screen names as the warm
     # line when no coach is free; None: the first peer-support program named "warm line".
     COACH_WARM_LINE_PROGRAM: str | None = None
+    # Community partners (issue 11 item 7): the folder of partner files (launch/partners/*.yaml:
+    # organisation, programs, backend client and JWKS); None: `partners/` in LAUNCH_DIR.
+    PARTNERS_DIR: str | None = None
+    # How long a token Handoff issues to a partner's backend client lasts (seconds; the spec
+    # sets no figure: short, as SMART Backend Services advises).
+    PARTNER_TOKEN_SECONDS: int = 300
+    # The id_token claim naming a partner user's organisation (a partner id or its
+    # Organization reference); without it the partner file's web_users list the user's sub.
+    PARTNER_ORG_CLAIM: str = "handoff_organization"

@@ -81,6 +81,7 @@ DEMO_USERS: tuple[DemoUser, ...] = (
     ),
     DemoUser("demo-auditor", "Morgan Ellis", ("auditor",), "Ellis", ("Morgan",)),
     DemoUser("demo-program-manager", "Pat Quinn", ("program-manager",), "Quinn", ("Pat",)),
+    DemoUser("demo-partner", "Robin Hale", ("partner",), "Hale", ("Robin",)),
 )
 
 #: Token endpoint authentication methods a registered client may use.

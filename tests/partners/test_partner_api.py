@@ -1,0 +1,167 @@
+"""The partner FHIR API over real HTTP: a partner's own backend client (its ES384 key, its own
+client assertion) sees a referral only while the patient's consent names it, and then only the
+Task, its ServiceRequest and a minimal Patient; another partner cannot read or change it; the
+partner's update goes through the lifecycle to the worklist, the log and the EHR's Task."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from smartapp.audit.models import LogEvent
+from smartapp.db import CoachHandoff, Database
+from tests.conftest import TEST_READER, TEST_READER_REDIRECT
+from tests.smart_helpers import FhirReader, token_for
+
+MINIMAL_PATIENT_KEYS = {"resourceType", "id", "meta", "name", "birthDate", "telecom"}
+
+
+def events(stack, type_: str, referral_id: str) -> list[dict]:
+    with Database(stack.database_url).session() as session:
+        rows = session.scalars(select(LogEvent).where(LogEvent.type == type_)).all()
+        return [dict(r.data) for r in rows if r.data.get("referral") == referral_id]
+
+
+def search(client, token: str, **params) -> dict:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    answer = client.get(f"Task?{query}", token)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_consent_opens_the_referral_to_its_partner_only_and_revoking_closes_it(partner_stack):
+    stack, a, b = partner_stack, partner_stack.a, partner_stack.b
+    referral_id = stack.referral("P02-pt")
+    token_a, token_b = a.token(), b.token()
+
+    # No consent: nothing leaves Handoff.
+    assert search(a, token_a, owner=a.organization)["entry"] == []
+    assert a.get(f"Task/{referral_id}", token_a).status_code == 404
+    assert a.get(f"Patient/{referral_id}", token_a).status_code == 404
+
+    coach = stack.consent(referral_id, a)
+    page = coach.get(f"/staff/handoffs/{referral_id}/consent").get_data(as_text=True)
+    assert "Bridge Health" in page and 'data-status="active"' in page
+    recorded = events(stack, "consent-recorded", referral_id)
+    assert [e["partner"] for e in recorded] == ["bridge-health"]
+    assert recorded[0]["purpose"] == "TREAT" and recorded[0]["actor_kind"] == "coach"
+
+    found = search(
+        a,
+        token_a,
+        owner=a.organization,
+        status="requested,accepted,in-progress",
+        _include="Task:focus&_include=Task:patient",
+    )
+    kinds = sorted(e["resource"]["resourceType"] for e in found["entry"])
+    assert kinds == ["Patient", "ServiceRequest", "Task"]
+    task = next(e["resource"] for e in found["entry"] if e["resource"]["resourceType"] == "Task")
+    assert task["id"] == referral_id and task["owner"]["reference"] == a.organization
+    assert task["focus"] == {"reference": f"ServiceRequest/{referral_id}"}
+    labels = {label["code"] for label in task["meta"]["security"]}
+    assert {"R", "NORDSCLCD"} <= labels
+    patient = next(
+        e["resource"] for e in found["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    assert set(patient) <= MINIMAL_PATIENT_KEYS and patient["birthDate"]
+    assert patient["name"][0]["text"]
+    request = next(
+        e["resource"] for e in found["entry"] if e["resource"]["resourceType"] == "ServiceRequest"
+    )
+    assert not {"reasonReference", "note", "encounter", "supportingInfo"} & set(request)
+    assert request["status"] == "active"
+    reads = events(stack, "partner-read", referral_id)
+    assert (
+        reads
+        and reads[-1]["partner"] == "bridge-health"
+        and reads[-1]["task"] == f"Task/{referral_id}"
+    )
+
+    # Another partner: nothing by search, 403 by id.
+    assert search(b, token_b)["entry"] == []
+    assert search(b, token_b, owner=a.organization)["entry"] == []
+    refused = b.get(f"Task/{referral_id}", token_b)
+    assert refused.status_code == 403
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    assert b.get(f"Patient/{referral_id}", token_b).status_code == 403
+
+    # Revoked: refused at once, with the token already issued.
+    consent_id = coach.get(f"/staff/handoffs/{referral_id}/consent").get_data(as_text=True)
+    consent_id = consent_id.split('data-consent="')[1].split('"')[0]
+    answer = coach.post(
+        f"/staff/handoffs/{referral_id}/consent/{consent_id}/revoke",
+        data={"csrf_token": "t" * 43, "reason": "Patient changed their mind"},
+    )
+    assert answer.status_code == 302
+    assert a.get(f"Task/{referral_id}", token_a).status_code == 404
+    assert search(a, token_a)["entry"] == []
+    revoked = events(stack, "consent-revoked", referral_id)
+    assert [e["consent"] for e in revoked] == [consent_id]
+
+
+def test_partner_update_reaches_the_worklist_the_log_and_the_ehr_task(partner_stack):
+    stack, a, b = partner_stack, partner_stack.a, partner_stack.b
+    referral_id = stack.referral("P03-pt")
+    coach = stack.consent(referral_id, a, purpose="COC")
+    assert (
+        coach.post(f"/worklist/{referral_id}/accept", data={"csrf_token": "t" * 43}).status_code
+        == 302
+    )
+    token_a, token_b = a.token(), b.token()
+    read = a.get(f"Task/{referral_id}", token_a)
+    assert read.status_code == 200
+    task, version = read.json(), read.json()["meta"]["versionId"]
+    assert read.headers["ETag"] == f'W/"{version}"'
+
+    # Partner B cannot change it, whatever version it claims; nothing changes.
+    stolen = dict(task, status="rejected", statusReason={"text": "not ours"})
+    assert b.put(f"Task/{referral_id}", stolen, version, token_b).status_code == 403
+    assert a.get(f"Task/{referral_id}", token_a).json()["status"] == "accepted"
+
+    # No If-Match, or a stale one: refused, nothing changes.
+    scheduled = dict(task, businessStatus={"coding": [{"code": "appointment-scheduled"}]})
+    assert a.put(f"Task/{referral_id}", scheduled, None, token_a).status_code == 428
+    assert a.put(f"Task/{referral_id}", scheduled, "stale", token_a).status_code == 412
+    # Only the reported fields may change.
+    moved = dict(task, owner={"reference": "Organization/someone-else"})
+    assert a.put(f"Task/{referral_id}", moved, version, token_a).status_code == 422
+
+    answer = a.put(f"Task/{referral_id}", scheduled, version, token_a)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["businessStatus"]["coding"][0]["code"] == "appointment-scheduled"
+    assert answer.json()["status"] == "in-progress"
+
+    # Attended, by JSON Patch on the new version: the referral is completed.
+    new_version = answer.json()["meta"]["versionId"]
+    patched = a.patch(
+        f"Task/{referral_id}",
+        [
+            {"op": "replace", "path": "/status", "value": "completed"},
+            {
+                "op": "replace",
+                "path": "/businessStatus",
+                "value": {"coding": [{"code": "appointment-attended"}]},
+            },
+        ],
+        new_version,
+        token_a,
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["status"] == "completed"
+    assert a.get(f"ServiceRequest/{referral_id}", token_a).json()["status"] == "completed"
+
+    with Database(stack.database_url).session() as session:
+        row = session.get(CoachHandoff, referral_id)
+        assert (row.status, row.business_status) == ("completed", "appointment-attended")
+    status_events = events(stack, "handoff-status", referral_id)
+    assert [e["business_status"] for e in status_events][-2:] == [
+        "appointment-scheduled",
+        "appointment-attended",
+    ]
+    assert all(
+        e["actor_kind"] == "partner" and e["partner"] == "bridge-health" for e in status_events
+    )
+
+    # The EHR's Task followed, through the outbox.
+    token = token_for(stack.ehr_url, "P03-pt", TEST_READER, TEST_READER_REDIRECT)
+    tasks = FhirReader(f"{stack.ehr_url}/fhir", token["access_token"]).search("Task?patient=P03-pt")
+    assert len(tasks) == 1 and tasks[0]["status"] == "completed"
