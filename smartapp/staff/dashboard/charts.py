@@ -222,3 +222,33 @@ def dashboard_charts(figures: dict) -> dict[str, dict]:
     for dimension in figures["equity"]:
         charts[f"equity-{dimension['name']}"] = _equity_chart(dimension)
     return charts
+
+
+def outcome_chart(outcomes: dict) -> dict:
+    """What became of the handoffs, as shares of them on a track (issue 11's outcomes). Kept
+    apart from `dashboard_charts`: the page asks for it beside the others."""
+    totals = outcomes["totals"]
+    whole = totals["handoffs"]
+    steps = (
+        ("Contacted", totals["contacted"]),
+        ("Linked to a program", totals["linked"]),
+        ("… confirmed by the partner", totals["by_partner"]),
+        ("First appointment attended", totals["attended"]),
+        ("Engaged at 30 days", totals["engaged"]),
+    )
+    return bar_chart(
+        "outcomes",
+        "What became of the handoffs, as a share of them",
+        [
+            (
+                label,
+                n / whole if whole else None,
+                f"{n} ({round(100 * n / whole)}%)" if whole else "—",
+            )
+            for label, n in steps
+        ],
+        css="s1",
+        maximum=1.0,
+        width=HALF,
+        label_width=230,
+    )

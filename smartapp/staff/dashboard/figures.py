@@ -27,6 +27,11 @@ counts for the week of the visit). A screen reloaded three times is one visit, n
   pick is stored as "Name (phone)"); anything else a coach typed is grouped as "Other" and never
   leaves this module, nor does it without a catalog.
 
+Outcomes after the ED (issue 11: linked, confirmed by the partner or the coach; first appointment
+attended; engaged at 30 days; arrival to first contact and to first appointment), overall and
+per partner and program, are defined in `outcomes`. "Linked" here, and in the weekly figures,
+counts a partner's confirmation as well as the coach's.
+
 Small-cell suppression (figures split by race, ethnicity, sex, age group, and by linked program):
 a figure with 1 to `min_cell - 1` distinct patients behind it is shown as "<{min_cell}", never
 as a number (default 5, `DEFAULT_MIN_CELL`; the app reads `DASHBOARD_MIN_CELL`). Zero is shown.
@@ -59,6 +64,13 @@ from smartapp.staff.dashboard.groups import (
     equity,
     linked_programs,
 )
+from smartapp.staff.dashboard.outcomes import (
+    NO_PARTNER,
+    OTHER_PARTNER,
+    OUTCOME_COLUMNS,
+    Directory,
+    outcomes,
+)
 from smartapp.staff.dashboard.suppression import COMPLEMENT, COMPLEMENT_MARK, SMALL, cell, suppress
 from smartapp.staff.dashboard.visits import (
     COACH_KIND,
@@ -79,6 +91,10 @@ __all__ = [
     "COMPLEMENT_MARK",
     "DEFAULT_MIN_CELL",
     "DIMENSIONS",
+    "NO_PARTNER",
+    "OTHER_PARTNER",
+    "OUTCOME_COLUMNS",
+    "Directory",
     "EQUITY_COLUMNS",
     "LABELS",
     "LINKED_REASON",
@@ -280,13 +296,18 @@ def summarize(
     end: datetime | None = None,
     min_cell: int = DEFAULT_MIN_CELL,
     programs: Collection[str] = (),
+    directory: Directory | None = None,
 ) -> dict:
     """Every dashboard figure for the visits first shown in [start, end) (None: open).
 
-    `programs`: the catalog's program names, the only program names the figures may carry.
+    `programs`: the catalog's program names, the only program names the figures may carry;
+    `directory`: the catalog's program ids and the partners' names, for the outcomes (a
+    lifecycle update names its program and partner by id).
     """
     if min_cell < 1:
         raise ValueError("min_cell must be at least 1")
+    directory = directory or Directory()
+    names = list(dict.fromkeys([*programs, *directory.programs.values()]))
     visits = [
         v
         for v in build_visits(events)
@@ -301,6 +322,7 @@ def summarize(
         "kinds": kinds(visits),
         "rules": rules(visits),
         "times": times(visits, min_cell),
-        "programs": linked_programs(visits, min_cell, programs),
+        "programs": linked_programs(visits, min_cell, names, directory.programs),
         "equity": equity(visits, min_cell),
+        "outcomes": outcomes(visits, min_cell, names, directory),
     }

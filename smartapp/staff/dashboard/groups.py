@@ -3,7 +3,7 @@ sex and age group (equity), and handoffs linked per catalog program (pure)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from smartapp.staff.dashboard.formatting import percent, rate
 from smartapp.staff.dashboard.suppression import Row, suppress
@@ -39,9 +39,12 @@ def _ordered(dimension: str, values: dict[str, int]) -> list[str]:
 
 
 def _add(row: Row, column: str, n: int, patient: PatientKey) -> None:
-    """Add `n` to a figure and, if n > 0, the patient to those behind it."""
+    """Add `n` to a figure and, if n > 0, the patient to those behind it (the row's own set,
+    changed in place: linear in the visits)."""
     count, patients = row[column]
-    row[column] = (count + n, patients | {patient} if n else patients)
+    if n:
+        patients.add(patient)
+    row[column] = (count + n, patients)
 
 
 def _equity_groups(visits: Sequence[Visit], name: str) -> dict[str, Row]:
@@ -91,15 +94,23 @@ def equity(visits: Sequence[Visit], min_cell: int) -> list[dict]:
     return out
 
 
-def catalog_program(text: str | None, programs: Collection[str]) -> str:
+def catalog_program(
+    text: str | None, programs: Collection[str], ids: Mapping[str, str] | None = None
+) -> str:
     """The catalog name a coach's program entry stands for; "Other" for free text.
 
     A pick from the catalog is stored as "Name (phone)"; a typed entry counts only when it is a
     catalog name (letter case aside). Free text can hold names and phone numbers: never shown.
+    A lifecycle update names the program by its catalog id (`ids`: id -> name), bare or as
+    `HealthcareService/<id>`.
     """
     text = (text or "").strip()
     if not text:
         return UNNAMED_PROGRAM
+    if ids:
+        found = ids.get(text.removeprefix("HealthcareService/"))
+        if found:
+            return found
     folded = text.casefold()
     for name in programs:
         if folded == name.casefold() or folded.startswith(name.casefold() + " ("):
@@ -107,17 +118,30 @@ def catalog_program(text: str | None, programs: Collection[str]) -> str:
     return OTHER_PROGRAM
 
 
+def program_name(visit: Visit, by_length: Sequence[str], ids: Mapping[str, str] | None) -> str:
+    """The catalog name of the program a visit was linked to: the first of its entries the
+    catalog knows; "Other" if none does (free text is never shown); unnamed if none given."""
+    entries = visit.program_entries
+    for text in entries:
+        name = catalog_program(text, by_length, ids)
+        if name != OTHER_PROGRAM:
+            return name
+    return OTHER_PROGRAM if entries else UNNAMED_PROGRAM
+
+
 def linked_programs(
-    visits: Sequence[Visit], min_cell: int, programs: Collection[str]
+    visits: Sequence[Visit],
+    min_cell: int,
+    programs: Collection[str],
+    ids: Mapping[str, str] | None = None,
 ) -> list[dict]:
     """Handoffs linked per catalog program (free text as "Other"), small cells suppressed."""
     by_length = sorted(programs, key=len, reverse=True)  # "Bridge Clinic East" before "Bridge.."
     groups: dict[str, Row] = {}
     for visit in visits:
         if visit.coach_referral and visit.linked:
-            name = catalog_program(visit.program, by_length)
-            count, patients = groups.get(name, {"linked": (0, set())})["linked"]
-            groups[name] = {"linked": (count + 1, patients | {visit.patient})}
+            name = program_name(visit, by_length, ids)
+            _add(groups.setdefault(name, {"linked": (0, set())}), "linked", 1, visit.patient)
     names = sorted(groups, key=lambda n: (-groups[n]["linked"][0], n))
     cells = suppress([groups[n] for n in names], ("linked",), min_cell)
     return [{"program": n, "linked": c["linked"]} for n, c in zip(names, cells, strict=True)]

@@ -3,18 +3,71 @@ counts, leave damaged rows out (counted), and summarise them with the pure figur
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
 from smartapp.audit import rows as stored
 from smartapp.audit.models import LogEvent
 from smartapp.staff.dashboard import figures
+from smartapp.staff.dashboard.outcomes import Directory
+from smartapp.staff.dashboard.visits import LIFECYCLE_TYPES
 
 # Only these event types feed the dashboard (never audit reads, exports or sign-ins).
-DASHBOARD_TYPES = ("suggestions-shown", "decision", "coach-contact", "coach-link", "coach-close")
+DASHBOARD_TYPES = (
+    "suggestions-shown",
+    "decision",
+    "coach-contact",
+    "coach-link",
+    "coach-close",
+    *LIFECYCLE_TYPES,  # the handoff's outcomes (issue 11)
+)
+
+
+class _Program(Protocol):
+    """A catalog program, as far as the dashboard names it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def organization(self) -> str: ...
+    @property
+    def organization_id(self) -> str: ...
+
+
+class _Partner(Protocol):
+    """A community partner (partner data), as far as the dashboard names it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def programs(self) -> list[str]: ...
+    @property
+    def reference(self) -> str: ...
+
+
+def directory(programs: Iterable[_Program], partners: Iterable[_Partner] = ()) -> Directory:
+    """The names the outcomes may show: the catalog's programs by id, and partners by id and
+    by organisation. A program's partner is the partner that runs it (partner data), else its
+    catalog organisation; a partner's name wins over its organisation's catalog name, so one
+    organisation is one row."""
+    by_id = {p.id: p.name for p in programs}
+    names = {p.organization_id: p.organization for p in programs}
+    partner_of = {p.name: p.organization_id for p in programs}
+    for partner in partners:
+        organisation = partner.reference.removeprefix("Organization/")
+        names[partner.id] = names[organisation] = partner.name
+        for program_id in partner.programs:
+            if program_id in by_id:
+                partner_of[by_id[program_id]] = partner.id
+    return Directory(programs=by_id, partners=names, partner_of=partner_of)
 
 
 @dataclass
@@ -52,6 +105,7 @@ def program_dashboard(
     end: datetime | None,
     min_cell: int,
     programs: Collection[str],
+    names: Directory | None = None,
 ) -> Dashboard:
     """Every figure for the visits first shown in [start, end), small cells suppressed."""
     broken: list[int] = []
@@ -61,5 +115,6 @@ def program_dashboard(
         end=end,
         min_cell=min_cell,
         programs=programs,
+        directory=names,
     )
     return Dashboard(summary, len(broken))

@@ -39,11 +39,15 @@ def _small_cells(table: Sequence[Row], columns: Sequence[str], min_cell: int) ->
     }
 
 
-def _hide_complement(table: Sequence[Row], hidden: dict[Place, str], group: list[Place]) -> bool:
-    """If exactly one term of a public sum is hidden, hide the smallest other non-zero term;
-    whether anything changed."""
+def _hide_complement(
+    table: Sequence[Row], hidden: dict[Place, str], group: list[Place], zeros: bool = False
+) -> bool:
+    """If exactly one term of a public sum is hidden, hide the smallest other non-zero term
+    (with `zeros`, where every other term is 0, one of those zeros: the sum alone would tell
+    the hidden term); whether anything changed."""
     inside = [g for g in group if g in hidden]
-    others = [g for g in group if g not in hidden and table[g[0]][g[1]][0] > 0]
+    visible = [g for g in group if g not in hidden]
+    others = [g for g in visible if table[g[0]][g[1]][0] > 0] or (visible if zeros else [])
     if len(inside) != 1 or not others:
         return False
     hidden[min(others, key=lambda g: (table[g[0]][g[1]][0], g))] = COMPLEMENT
@@ -72,6 +76,8 @@ def suppress(
     min_cell: int,
     row_sums: RowSums = (),
     column_totals: bool = True,
+    row_groups: Sequence[Sequence[int]] = (),
+    zeros: bool = False,
 ) -> list[dict[str, dict]]:
     """Small-cell suppression of a table of (count, patients) figures; returns cells.
 
@@ -81,6 +87,12 @@ def suppress(
     page shows elsewhere): if exactly one term is hidden, the smallest other non-zero term is
     hidden too. Where a row's total is hidden, its parts are all hidden, zeros included (a
     visible 0 next to a hidden total would tell what every patient of a small group did).
+    `row_groups`: more sums down the columns, as row indexes whose figures are tied by a public
+    sum (a subtotal row with the rows it adds up; rows adding up to a total shown elsewhere);
+    each is treated as the column totals are (give `column_totals=False` where the rows of the
+    table do not, all together, add up to one public total). With `zeros`, a lone hidden term
+    of a sum down the columns whose other terms are all 0 hides one of those zeros too (else
+    the public total would be the hidden figure).
     """
     hidden = _small_cells(table, columns, min_cell)
     changed = True
@@ -88,9 +100,10 @@ def suppress(
         changed = False
         for i in range(len(table)):
             changed |= _hide_row_sums(table, hidden, i, row_sums)
-        if column_totals:
+        groups = [range(len(table))] if column_totals else []
+        for rows in [*groups, *row_groups]:
             for c in columns:
-                changed |= _hide_complement(table, hidden, [(i, c) for i in range(len(table))])
+                changed |= _hide_complement(table, hidden, [(i, c) for i in rows], zeros)
     return [
         {c: cell(row[c][0], min_cell, hidden.get((i, c))) for c in columns}
         for i, row in enumerate(table)

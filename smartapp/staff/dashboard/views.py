@@ -15,9 +15,10 @@ from smartapp.services import current_services
 from smartapp.staff.auth import require_role
 from smartapp.staff.console.blueprint import AUDITOR, MANAGER, bp, signed_in
 from smartapp.staff.console.search import Search
-from smartapp.staff.dashboard.charts import dashboard_charts
+from smartapp.staff.dashboard.charts import dashboard_charts, outcome_chart
 from smartapp.staff.dashboard.figures import DEFAULT_MIN_CELL
-from smartapp.staff.dashboard.service import program_dashboard
+from smartapp.staff.dashboard.outcomes import Directory
+from smartapp.staff.dashboard.service import directory, program_dashboard
 
 
 @bp.get("/dashboard")
@@ -34,6 +35,7 @@ def dashboard_page() -> ResponseReturnValue:
             end=search.end_at,
             min_cell=min_cell,
             programs=_catalog_programs(),
+            names=_names(),
         )
         period = "-".join(d.isoformat() for d in (search.start, search.end) if d) or "all time"
         referral_log.record_read(session, viewer, f"program dashboard ({period}), aggregates only")
@@ -41,7 +43,8 @@ def dashboard_page() -> ResponseReturnValue:
         "console/dashboard.html",
         search=search,
         figures=shown.figures,
-        charts=dashboard_charts(shown.figures),
+        charts=dashboard_charts(shown.figures)
+        | {"outcomes": outcome_chart(shown.figures["outcomes"])},
         titles=_rule_titles(),
         unreadable=shown.unreadable,
     )
@@ -51,6 +54,18 @@ def _catalog_programs() -> list[str]:
     """The community catalog's program names: the only program names the dashboard shows."""
     catalog = current_services().catalog
     return [program.name for program in catalog.programs()] if catalog else []
+
+
+def _names() -> Directory:
+    """The catalog's program ids and organisations, and the partners' names, for the
+    outcomes (lifecycle updates name their program and partner by id)."""
+    catalog = current_services().catalog
+    return directory(catalog.programs() if catalog else [], _partners())
+
+
+def _partners() -> list:
+    """The community partners (partner data), for their names; none where none are set up."""
+    return []
 
 
 def _rule_titles() -> dict[str, str]:

@@ -5,6 +5,12 @@ or an ISO-8601 string). A *visit* is one (iss, patient, encounter) for which at 
 suggestion was shown; it belongs to the ISO week in which suggestions were first shown for it,
 and its decision and coach events count with it whenever they happened. The patient key kept on
 a visit is used only to count distinct patients; it never leaves the dashboard package.
+
+The handoff's lifecycle events (issue 11) join the visit by their referral: `handoff-status`
+(a business status step, or a partner's change of the Task), `followup-attempt`,
+`followup-outcome` and `consent-recorded`. A step reported later carries the time it happened
+in its data (`at`); that time is used, else the event's own. The outcome definitions are in
+`smartapp.staff.dashboard.outcomes`.
 """
 
 from __future__ import annotations
@@ -18,6 +24,20 @@ from smartapp.engine import kinds
 
 COACH_KIND = kinds.PRC_CONSULT
 LINKED_REASON = "Linked to a program"
+
+# The handoff's business statuses, in order (issue 11's one vocabulary; a later step implies
+# the earlier ones were reached). Index + 1 is the step's rank; 0: no step reported.
+STEPS = ("contacted", "appointment-scheduled", "appointment-attended", "engaged-30-days")
+CONTACTED, SCHEDULED, ATTENDED, ENGAGED = range(1, len(STEPS) + 1)
+# A Task status that, reported for a handoff, confirms the link (the partner or coach closed the
+# loop). A partner accepting a referral is not a link: the program only agreed to take it.
+CONFIRMING_TASK_STATUSES = ("completed",)
+PARTNER = "partner"  # the `actor_kind` of a community partner's update
+# A follow-up at this day with one of these outcomes means "engaged at 30 days".
+ENGAGED_DAY = 30
+ENGAGED_OUTCOMES = ("in-treatment", "attending")
+REACHED = "reached"  # a follow-up attempt that reached the patient is a contact
+LIFECYCLE_TYPES = ("handoff-status", "followup-attempt", "followup-outcome", "consent-recorded")
 
 PatientKey = tuple[str | None, str | None]
 VisitKey = tuple[str | None, str | None, str | None]
@@ -35,13 +55,59 @@ class Visit:
     rules: set[str] = field(default_factory=set)
     decided_at: datetime | None = None
     decisions: list[tuple[str, bool, str | None]] = field(default_factory=list)
-    contact_at: datetime | None = None
-    linked: bool = False
-    program: str | None = None
+    contact_at: datetime | None = None  # the first `coach-contact`
+    coach_linked: bool = False  # `coach-link`, or `coach-close` "Linked to a program"
+    program: str | None = None  # what the coach linked to (catalog pick or typed)
+    program_id: str | None = None  # the catalog id of the coach's pick, where logged
+    # The handoff's lifecycle (issue 11): see `smartapp.staff.dashboard.outcomes`.
+    followed: bool = False  # a lifecycle event names this visit's referral
+    first_contact_at: datetime | None = None  # by the coach, the program, or a follow-up
+    scheduled_at: datetime | None = None  # when the first appointment was scheduled
+    attended_at: datetime | None = None  # when the first appointment was attended
+    step: int = 0  # the furthest business status reported (rank in STEPS)
+    partner_confirmed: bool = False  # a partner reported a confirming step
+    staff_confirmed: bool = False  # a coach (or other Handoff staff) reported one
+    engaged_followup: bool = False  # a day-30 follow-up found the patient in treatment
+    reported_program: str | None = None  # the program a lifecycle update named
+    consent_program: str | None = None  # the program the patient consented to share with
+    partner: str | None = None  # the partner an update or the consent named
 
     @property
     def coach_referral(self) -> bool:
         return any(kind == COACH_KIND and accepted for kind, accepted, _ in self.decisions)
+
+    @property
+    def handoff(self) -> bool:
+        """A coach referral, or a referral the lifecycle followed (a partner's, say)."""
+        return self.coach_referral or self.followed
+
+    @property
+    def linked_by(self) -> str | None:
+        """Who confirmed the link: "partner" (also when the coach did), "coach", or None."""
+        if self.partner_confirmed:
+            return PARTNER
+        if self.coach_linked or self.staff_confirmed:
+            return "coach"
+        return None
+
+    @property
+    def linked(self) -> bool:
+        return self.linked_by is not None
+
+    @property
+    def attended(self) -> bool:
+        return self.step >= ATTENDED
+
+    @property
+    def engaged(self) -> bool:
+        return self.step >= ENGAGED or self.engaged_followup
+
+    @property
+    def program_entries(self) -> tuple[str, ...]:
+        """What names the program the visit was linked to, most telling first: a lifecycle
+        update's program, the coach's pick (catalog id, then as logged), the consent's."""
+        found = (self.reported_program, self.program_id, self.program, self.consent_program)
+        return tuple(text for text in found if text)
 
     @property
     def week(self) -> str:
@@ -118,6 +184,11 @@ class _Joiner:
             self.decision(event, data, at)
         elif kind.startswith("coach-"):
             self.coach(event, kind, data, at)
+        elif kind in LIFECYCLE_TYPES:
+            visit = self.of_referral(event, data)
+            if visit is not None:
+                visit.followed = True
+                self.lifecycle(visit, kind, data, at)
 
     def shown(self, event: dict, data: dict, at: datetime) -> None:
         if not data.get("suggestions"):
@@ -151,17 +222,83 @@ class _Joiner:
         if data.get("referral"):
             self.by_referral[str(data["referral"])] = visit
 
+    def of_referral(self, event: dict, data: dict) -> Visit | None:
+        """The visit an event about a referral belongs to (by referral, else by encounter)."""
+        return self.by_referral.get(str(data.get("referral"))) or self.visits.get(_key(event))
+
     def coach(self, event: dict, kind: str, data: dict, at: datetime) -> None:
-        visit = self.by_referral.get(str(data.get("referral"))) or self.visits.get(_key(event))
+        visit = self.of_referral(event, data)
         if visit is None:
             return
-        if kind == "coach-contact" and (visit.contact_at is None or at < visit.contact_at):
-            visit.contact_at = at
+        if kind == "coach-contact":
+            visit.contact_at = earliest(visit.contact_at, at)
+            visit.first_contact_at = earliest(visit.first_contact_at, at)
         elif kind == "coach-link" or (
             kind == "coach-close" and data.get("reason") == LINKED_REASON
         ):
-            visit.linked = True
+            visit.coach_linked = True
             visit.program = (data.get("program") or "").strip() or visit.program
+            visit.program_id = _text(data.get("program_id")) or visit.program_id
+
+    def lifecycle(self, visit: Visit, kind: str, data: dict, at: datetime) -> None:
+        """A lifecycle event: a status step, a follow-up, or the consent to share."""
+        if kind == "handoff-status":
+            status_step(visit, data, at)
+        elif kind == "followup-attempt" and data.get("result") == REACHED:
+            visit.first_contact_at = earliest(visit.first_contact_at, reported_at(data, at))
+        elif kind == "followup-outcome":
+            visit.engaged_followup |= (
+                str(data.get("day")) == str(ENGAGED_DAY) and data.get("outcome") in ENGAGED_OUTCOMES
+            )
+        elif kind == "consent-recorded":
+            visit.consent_program = _text(data.get("program")) or visit.consent_program
+            visit.partner = visit.partner or _text(data.get("partner"))
+
+
+def _text(value: Any) -> str | None:
+    """A data value as stripped text; None when empty or absent."""
+    if value is None:
+        return None
+    return str(value).strip() or None
+
+
+def earliest(current: datetime | None, candidate: datetime | None) -> datetime | None:
+    """The earlier of two times, either possibly unknown."""
+    if candidate is None:
+        return current
+    return candidate if current is None or candidate < current else current
+
+
+def reported_at(data: dict, at: datetime) -> datetime | None:
+    """When a step happened: the `at` in the event's data where it was reported later (with a
+    time of day, else unknown), else the event's time."""
+    if data.get("at") in (None, ""):
+        return at
+    return arrival_time(data["at"])
+
+
+def status_step(visit: Visit, data: dict, at: datetime) -> None:
+    """A `handoff-status` event: the step reached, its time, who confirmed the link, and the
+    program and partner it names."""
+    step = STEPS.index(data["business_status"]) + 1 if data.get("business_status") in STEPS else 0
+    when = reported_at(data, at)
+    if step == CONTACTED:
+        visit.first_contact_at = earliest(visit.first_contact_at, when)
+    elif step == SCHEDULED:
+        visit.scheduled_at = earliest(visit.scheduled_at, when)
+    elif step == ATTENDED:
+        visit.attended_at = earliest(visit.attended_at, when)
+    # A step confirms the link for whoever advanced to it; an event repeating the handoff's
+    # current step (a partner accepting a referral the coach already scheduled) does not.
+    advanced = step > visit.step
+    visit.step = max(visit.step, step)
+    if (advanced and step >= SCHEDULED) or data.get("task_status") in CONFIRMING_TASK_STATUSES:
+        if data.get("actor_kind") == PARTNER:
+            visit.partner_confirmed = True
+        else:
+            visit.staff_confirmed = True
+    visit.reported_program = _text(data.get("program")) or visit.reported_program
+    visit.partner = _text(data.get("partner")) or visit.partner
 
 
 def build_visits(events: Iterable[dict]) -> list[Visit]:
