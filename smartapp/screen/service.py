@@ -29,6 +29,7 @@ from smartapp.screen.shown import (
     readable_types,
     shown_log_data,
 )
+from smartapp.staff import caseload as coach_caseload
 from smartapp.writeback import outbox, profiles
 from smartapp.writeback import resources as writeback
 from smartapp.writeback.plan import WritePlan
@@ -53,10 +54,13 @@ class ScreenSettings:
     max_notices: int
     chart_limits: ChartLimits
     identifier_system: str
+    # The coach team's caseload settings, for what the physician is told before Sign.
+    caseload: coach_caseload.Settings = field(default_factory=coach_caseload.Settings)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ScreenSettings:
         return cls(
+            caseload=coach_caseload.Settings.from_config(config),
             observation_days=config["CHART_OBSERVATION_DAYS"],
             text_max_chars=config["RESOURCE_TEXT_MAX_CHARS"],
             max_notices=config["CHART_MAX_NOTICES"],
@@ -181,8 +185,17 @@ def present(
     launch and in the referral log."""
     shown = build_shown(services, context, settings, now)
     shown["signer_name"] = signer.display_name(services, context)
+    shown["coach_expectation"] = coach_expectation(services, settings, now)
     record_shown(services, context, shown)
     return shown
+
+
+def coach_expectation(services: Services, settings: ScreenSettings, now: datetime) -> dict:
+    """What the physician should expect of the coach team if they sign now (a coach is
+    available, or the handoff waits in the team queue, with the warm line): service
+    information from the caseload (`smartapp.staff.caseload`), not a clinical decision."""
+    found = coach_caseload.expectation(services.db, settings.caseload, services.catalog, now)
+    return found.as_dict()
 
 
 def record_shown(services: Services, context: LaunchContext, shown: dict) -> None:

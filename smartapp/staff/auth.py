@@ -142,6 +142,8 @@ def home():
         return redirect(url_for("staff.login"))
     if "coach" in staff["roles"]:
         return redirect(url_for("worklist.index"))
+    if "supervisor" in staff["roles"]:
+        return redirect(url_for("supervisor.index"))
     if "auditor" in staff["roles"] or "program-manager" in staff["roles"]:
         return redirect(url_for("console.index"))
     abort(403, description="Your account has no Handoff staff role.")

@@ -18,9 +18,10 @@ screen service and the supervisor view call these with Handoff's database and se
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,11 +30,13 @@ from sqlalchemy import select
 from smartapp.catalog.codes import DEFAULT_TIMEZONE
 from smartapp.catalog.hours import DAYS, Window, is_open
 from smartapp.db import CoachHandoff, Database, Referral, StaffSession
-from smartapp.staff.worklist import WorklistError
+from smartapp.handoffs.lifecycle import LifecycleError
+from smartapp.handoffs.service import is_handoff
 
 if TYPE_CHECKING:
     from smartapp.catalog import Catalog, Program
 
+log = logging.getLogger("handoff.caseload")
 #: The open statuses that count against a coach's caseload (a `requested` handoff is unowned).
 COUNTED = ("accepted", "in-progress")
 #: Default cap (the spec is silent: a program sets COACH_CASELOAD_CAP).
@@ -48,7 +51,7 @@ _WINDOW = re.compile(
 )
 
 
-class CaseloadFull(WorklistError):
+class CaseloadFull(LifecycleError):
     """An accept or a reassignment that would take a coach over the caseload cap; the message
     is for the coach (or the supervisor) who tried."""
 
@@ -114,26 +117,47 @@ class Settings:
     roster: tuple[Coach, ...] = ()
     coverage: tuple[Window, ...] = ()
     timezone: str = DEFAULT_TIMEZONE
+    zone_set: bool = False
+    coverage_problem: str | None = None
     warm_line_program: str | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], catalog: Catalog | None = None) -> Settings:
+        """From the app's settings; the coverage hours' zone is COACH_COVERAGE_TIMEZONE, else
+        the catalog's (when given), else the catalog default."""
         zone = config.get("COACH_COVERAGE_TIMEZONE") or (
             catalog.timezone if catalog is not None else DEFAULT_TIMEZONE
         )
-        hours = config.get("COACH_COVERAGE_HOURS", DEFAULT_COVERAGE_HOURS)
+        try:
+            coverage, problem = (
+                coverage_windows(config.get("COACH_COVERAGE_HOURS", DEFAULT_COVERAGE_HOURS) or ()),
+                None,
+            )
+        except ValueError as exc:  # never stop the physician's screen: say it where it matters
+            log.error("%s", exc)
+            coverage, problem = (), str(exc)
         return cls(
             cap=int(config.get("COACH_CASELOAD_CAP") or DEFAULT_CAP),
             on_shift_minutes=int(config.get("COACH_ON_SHIFT_MINUTES") or DEFAULT_ON_SHIFT_MINUTES),
             roster=tuple(_roster(config.get("COACH_ROSTER") or ())),
-            coverage=coverage_windows(hours or ()),
+            coverage=coverage,
+            coverage_problem=problem,
             timezone=zone,
+            zone_set=bool(config.get("COACH_COVERAGE_TIMEZONE")),
             warm_line_program=config.get("COACH_WARM_LINE_PROGRAM") or None,
         )
 
+    def for_catalog(self, catalog: Catalog | None) -> Settings:
+        """These settings with the catalog's zone where no zone was set."""
+        if self.zone_set or catalog is None or catalog.timezone == self.timezone:
+            return self
+        return replace(self, timezone=catalog.timezone)
+
 
 def _settings(config: Mapping[str, Any] | Settings, catalog: Catalog | None = None) -> Settings:
-    return config if isinstance(config, Settings) else Settings.from_config(config, catalog)
+    if isinstance(config, Settings):
+        return config.for_catalog(catalog)
+    return Settings.from_config(config, catalog)
 
 
 def _roster(entries: Iterable[Any]) -> Iterable[Coach]:
@@ -189,6 +213,8 @@ def open_counts(db: Database) -> dict[str, tuple[str, int]]:
     counts: dict[str, tuple[str, int]] = {}
     with db.session() as session:
         for row in session.scalars(select(CoachHandoff).where(CoachHandoff.status.in_(COUNTED))):
+            if getattr(row, "owner_kind", None) not in (None, "coach"):
+                continue  # a community partner holds it: no coach's caseload
             ref = row.coach_ref or row.coach_name or "?"
             name, n = counts.get(ref, (row.coach_name or ref, 0))
             counts[ref] = (name, n + 1)
@@ -338,22 +364,14 @@ def team_queue(db: Database, now: datetime | None = None) -> list[Waiting]:
         referrals = list(session.scalars(select(Referral).order_by(Referral.created_at)))
     out = []
     for referral in referrals:
-        if not _consult_accepted(referral) or states.get(referral.id, "requested") != "requested":
+        if not is_handoff(referral) or states.get(referral.id, "requested") != "requested":
             continue
-        signed = _aware(referral.created_at)
+        signed = aware(referral.created_at)
         minutes = max(0, int((now - signed).total_seconds() // 60))
         out.append(Waiting(referral_id=referral.id, signed_at=signed, minutes=minutes))
     return out
 
 
-def _consult_accepted(referral: Referral) -> bool:
-    from smartapp.engine import kinds
-
-    return any(
-        d.get("kind") == kinds.PRC_CONSULT and d.get("accepted")
-        for d in (referral.decision or {}).get("decisions", [])
-    )
-
-
-def _aware(moment: datetime) -> datetime:
+def aware(moment: datetime) -> datetime:
+    """A stored time as an aware datetime (SQLite gives naive UTC back)."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

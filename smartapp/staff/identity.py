@@ -10,7 +10,7 @@ from typing import Any
 from smartapp.audit import log as referral_log
 from smartapp.db import Database
 
-ROLES = ("coach", "auditor", "program-manager")
+ROLES = ("coach", "auditor", "program-manager", "supervisor")
 
 #: A same-origin path (and query): a single leading slash, then printable ASCII without
 #: backslashes. Browsers drop tabs and newlines and read `\\` as `/` before they follow a

@@ -1,0 +1,263 @@
+"""The supervisor view's data and its one action, without Flask: read Handoff's store and the
+referral log, compute the figures (`figures`, pure), and reassign a handoff through the
+lifecycle (`smartapp.handoffs.service.record`, with the supervisor as the Actor) after the
+caseload cap allows it (`smartapp.staff.caseload.check_accept`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from smartapp.audit import log as referral_log
+from smartapp.audit import rows as stored
+from smartapp.audit.models import LogEvent
+from smartapp.db import CoachHandoff, Database, Referral
+from smartapp.handoffs import followup, lifecycle
+from smartapp.handoffs import service as handoffs
+from smartapp.handoffs.lifecycle import LifecycleError
+from smartapp.staff import caseload
+from smartapp.staff.supervisor import figures
+from smartapp.writeback.actor import Actor
+
+if TYPE_CHECKING:
+    from smartapp.catalog import Catalog
+
+#: Handoffs whose follow-up no longer runs.
+DROPPED = ("cancelled", "rejected")
+#: Days of caseload history the page shows.
+HISTORY_DAYS = 14
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A handoff waiting in the team queue, with what the supervisor needs to place it."""
+
+    referral_id: str
+    patient_name: str
+    signed_at: datetime
+    minutes: int
+    mode: str
+    after_hours: bool
+
+
+@dataclass(frozen=True)
+class Held:
+    """An open handoff a coach holds (for reassignment)."""
+
+    referral_id: str
+    patient_name: str
+    coach_name: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Overdue:
+    """A follow-up contact past its due time, on an open handoff."""
+
+    referral_id: str
+    patient_name: str
+    day: int
+    due_at: datetime
+    coach_name: str | None
+    hours_late: int
+
+
+@dataclass
+class SupervisorPage:
+    """Everything the supervisor page shows."""
+
+    cap: int
+    loads: list[caseload.Load]
+    days: list[date]
+    series: list[figures.CoachSeries]
+    queue: list[Queued]
+    held: list[Held]
+    overdue: list[Overdue]
+    after_hours: list[figures.Signed]
+    coverage: figures.Coverage
+    coaches: list[caseload.Coach]
+    coverage_hours: list[str]
+    coverage_problem: str | None
+    unreadable: int
+    timezone: str
+
+    def local(self, moment: datetime) -> str:
+        """A time as the program's clock shows it (`Mon 11-16 21:05`)."""
+        return moment.astimezone(ZoneInfo(self.timezone)).strftime("%a %m-%d %H:%M")
+
+
+def load_events(session: Session, broken: list[int]) -> Iterator[dict]:
+    """The handoff events of the log as dicts; damaged rows are left out (seqs in `broken`)."""
+    query = stored.select_events(LogEvent.type.in_(figures.TYPES)).order_by(LogEvent.seq)
+    for event in stored.read(session, query, 2000):
+        if event.broken or event.at is None:
+            broken.append(event.seq)
+            continue
+        yield {
+            "seq": event.seq,
+            "at": caseload.aware(event.at),
+            "type": event.type,
+            "user_ref": event.user_ref,
+            "data": event.data or {},
+        }
+
+
+def _patient_names(db: Database, referral_ids: set[str]) -> dict[str, tuple[str, str]]:
+    """Referral id -> (patient name as shown at Sign, consult mode)."""
+    if not referral_ids:
+        return {}
+    with db.session() as session:
+        rows = session.scalars(select(Referral).where(Referral.id.in_(referral_ids)))
+        out = {}
+        for referral in rows:
+            shown = (referral.decision or {}).get("shown") or {}
+            name = (shown.get("patient") or {}).get("name") or referral.patient_id
+            out[referral.id] = (name, (referral.decision or {}).get("consult_mode", "in-person"))
+    return out
+
+
+def overdue_followups(db: Database, config: Mapping[str, Any], now: datetime) -> list[Overdue]:
+    """Follow-up contacts past overdue (`smartapp.handoffs.followup`: due + FOLLOWUP_OVERDUE_
+    HOURS) and not made, on handoffs not cancelled or rejected, most late first. Plans missing
+    yet are made first (idempotent), so none is left out."""
+    settings = followup.FollowupSettings.from_config(config)
+    with db.session() as session:
+        rows = {h.referral_id: h for h in session.scalars(select(CoachHandoff))}
+        referrals = [
+            r
+            for r in session.scalars(select(Referral))
+            if handoffs.is_handoff(r)
+            and (rows[r.id].status if r.id in rows else "requested") not in DROPPED
+        ]
+    followup.ensure_plans(db, referrals, settings)
+    plans = followup.plans(db, referrals)
+    names = _patient_names(db, set(plans))
+    found = []
+    for referral_id, plan in plans.items():
+        for contact in plan.contacts:
+            if contact.state(now, settings.overdue_after) != "overdue":
+                continue
+            due = caseload.aware(contact.due_at)
+            row = rows.get(referral_id)
+            found.append(
+                Overdue(
+                    referral_id=referral_id,
+                    patient_name=names.get(referral_id, (referral_id, ""))[0],
+                    day=contact.day,
+                    due_at=due,
+                    coach_name=row.coach_name if row is not None else None,
+                    hours_late=int((now - due).total_seconds() // 3600),
+                )
+            )
+    return sorted(found, key=lambda o: (o.due_at, o.referral_id))
+
+
+def held_handoffs(db: Database) -> list[Held]:
+    """Open handoffs held by a coach (accepted or in progress), by coach then patient."""
+    with db.session() as session:
+        rows = session.scalars(
+            select(CoachHandoff).where(CoachHandoff.status.in_(caseload.COUNTED))
+        ).all()
+        found = [
+            (r.referral_id, r.coach_name or "?", r.status)
+            for r in rows
+            if getattr(r, "owner_kind", None) in (None, "coach")
+        ]
+    names = _patient_names(db, {referral for referral, *_ in found})
+    held = [
+        Held(referral, names.get(referral, (referral, ""))[0], coach, status)
+        for referral, coach, status in found
+    ]
+    return sorted(held, key=lambda h: (h.coach_name.casefold(), h.patient_name.casefold()))
+
+
+def supervisor_page(
+    db: Database,
+    config: Mapping[str, Any],
+    catalog: Catalog | None,
+    now: datetime,
+    viewer: str | None = None,
+) -> SupervisorPage:
+    """The supervisor page at `now` (the read is logged as `viewer`'s, when given)."""
+    settings = caseload.Settings.from_config(config, catalog)
+    zone = ZoneInfo(settings.timezone)
+    broken: list[int] = []
+    with db.session() as session:
+        events = list(load_events(session, broken))
+    days = figures.period_days(now.astimezone(zone).date(), HISTORY_DAYS)
+    signed = figures.signed_handoffs(events, lambda at: caseload.in_coverage(settings, at))
+    recent = [row for row in signed if row.signed_at.astimezone(zone).date() >= days[0]]
+    waiting = caseload.team_queue(db, now)
+    names = _patient_names(db, {w.referral_id for w in waiting})
+    loads = caseload.loads(db, settings, now)
+    queue = [
+        Queued(
+            referral_id=w.referral_id,
+            patient_name=names.get(w.referral_id, (w.referral_id, ""))[0],
+            signed_at=w.signed_at,
+            minutes=w.minutes,
+            mode=names.get(w.referral_id, ("", "in-person"))[1],
+            after_hours=not caseload.in_coverage(settings, w.signed_at),
+        )
+        for w in waiting
+    ]
+    page = SupervisorPage(
+        cap=settings.cap,
+        loads=loads,
+        days=days,
+        series=figures.caseload_over_time(events, days, zone, now),
+        queue=queue,
+        held=held_handoffs(db),
+        overdue=overdue_followups(db, config, now),
+        after_hours=[row for row in recent if row.after_hours],
+        coverage=figures.coverage(recent, now),
+        coaches=reassign_targets(db, settings, now),
+        coverage_hours=list(config.get("COACH_COVERAGE_HOURS") or ()),
+        coverage_problem=settings.coverage_problem,
+        unreadable=len(broken),
+        timezone=settings.timezone,
+    )
+    if viewer:
+        with db.session() as session:
+            referral_log.record_read(
+                session, viewer, "supervisor view (caseload, queue, follow-ups)"
+            )
+    return page
+
+
+def reassign_targets(
+    db: Database, settings: caseload.Settings, now: datetime
+) -> list[caseload.Coach]:
+    """The coaches a handoff can go to: on shift, holding handoffs, or on the roster."""
+    found = {load.coach.ref: load.coach for load in caseload.loads(db, settings, now)}
+    for coach in settings.roster:
+        found.setdefault(coach.ref, coach)
+    return sorted(found.values(), key=lambda c: (c.name.casefold(), c.ref))
+
+
+def reassign(
+    db: Database,
+    config: Mapping[str, Any],
+    referral_id: str,
+    to_ref: str,
+    supervisor: Mapping[str, Any],
+    note: str | None = None,
+    now: datetime | None = None,
+) -> lifecycle.HandoffState:
+    """Hand `referral_id` to the coach `to_ref` (one of `reassign_targets`) as `supervisor`
+    (staff dict: name, user_ref); LifecycleError (CaseloadFull at the cap) says why not."""
+    settings = caseload.Settings.from_config(config)
+    targets = {c.ref: c for c in reassign_targets(db, settings, now or datetime.now(UTC))}
+    target = targets.get(to_ref)
+    if target is None:
+        raise LifecycleError("Pick a coach from the list.")
+    boss = Actor("supervisor", str(supervisor["name"]), str(supervisor["user_ref"]))
+    caseload.check_accept(db, target, settings, referral_id, by=boss)
+    to = Actor("coach", target.name, target.ref)
+    return handoffs.record(db, referral_id, lifecycle.reassign(to, note), boss, now=now)
