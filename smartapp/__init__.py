@@ -67,6 +67,7 @@ def create_app(
     from smartapp.screen import views as screen_views
     from smartapp.staff import auth as staff
     from smartapp.staff import console, worklist_views
+    from smartapp.staff.supervisor import views as supervisor_views
 
     web.init_app(app)
     staff.init_app(app)
@@ -75,6 +76,7 @@ def create_app(
     app.register_blueprint(console.bp)
     app.register_blueprint(staff.bp)
     app.register_blueprint(worklist_views.bp)
+    app.register_blueprint(supervisor_views.bp)
     app.register_blueprint(partner_views.bp)
     return app
 
