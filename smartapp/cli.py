@@ -78,6 +78,7 @@ def demo(
     """Start the sandbox EHR and Handoff on this machine, with synthetic patients."""
     from smartapp import create_app
     from smartapp.sandbox import SandboxClient, create_sandbox_app
+    from smartapp.sandbox.config import demo_backend_client
     from smartapp.web.serving import serve_in_thread
 
     if not (shared_dir / "scenarios").is_dir():
@@ -111,6 +112,7 @@ def demo(
                 auth_method="client_secret_basic",
                 client_secret=DEMO_STAFF_SECRET,
             ),
+            demo_backend_client(app_url),  # SMART Backend Services: writes after the launch
         ],
         shared_dir=shared_dir,
         seed=tuple(s for s in seed.split(",") if s),
@@ -329,10 +331,10 @@ def demo_registration(ehr_url: str, **fields) -> dict:
     } | fields
 
 
-def write_demo_registration(folder: Path, ehr_url: str) -> Path:
+def write_demo_registration(folder: Path, ehr_url: str, **fields) -> Path:
     """The demo's registration folder: the sandbox at the demo's EHR port, nothing else."""
     folder.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(demo_registration(ehr_url), sort_keys=False)
+    text = yaml.safe_dump(demo_registration(ehr_url, **fields), sort_keys=False)
     (folder / "sandbox.yaml").write_text(text)
     return folder
 
@@ -347,7 +349,9 @@ def write_demo_settings(instance: Path, ehr_url: str, app_url: str) -> Path:
             f"{config} holds settings that are not the demo's: give the demo its own folder "
             "with --data-dir."
         )
-    launch_dir = write_demo_registration(instance / "launch", ehr_url)
+    launch_dir = write_demo_registration(
+        instance / "launch", ehr_url, backend=demo_backend(instance / "keys")
+    )
     settings = {
         "DEMO": True,
         "PUBLIC_URL": app_url,
@@ -361,6 +365,26 @@ def write_demo_settings(instance: Path, ehr_url: str, app_url: str) -> Path:
     lines += [f"{name} = {value!r}" for name, value in settings.items()]
     config.write_text("\n".join(lines) + "\n")
     return config
+
+
+#: The kid of the demo's backend services key (made in the demo's keys folder on first use).
+DEMO_BACKEND_KID = "demo-backend-es384"
+
+
+def demo_backend(keys_folder: Path) -> dict:
+    """The demo registration's `backend:` block (SMART Backend Services at the sandbox, whose
+    client `handoff-demo-backend` reads Handoff's JWKS); makes the demo's ES384 key once."""
+    from smartapp.launch.keys import KeyStore
+    from smartapp.sandbox.config import DEMO_BACKEND_CLIENT_ID, DEMO_BACKEND_SCOPES
+
+    store = KeyStore(keys_folder)
+    if DEMO_BACKEND_KID not in store.kids():
+        store.generate("ES384", DEMO_BACKEND_KID)
+    return {
+        "client_id": DEMO_BACKEND_CLIENT_ID,
+        "key_id": DEMO_BACKEND_KID,
+        "scopes": list(DEMO_BACKEND_SCOPES),
+    }
 
 
 def _mount_audit() -> None:

@@ -6,6 +6,7 @@ Owned by the hospital's IT team as data; validated on load so a mistake names it
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -92,6 +93,44 @@ class WriteSettings(BaseModel):
     coach_pool: dict | None = None
 
 
+#: A SMART v1 or v2 system scope: `system/Task.rus`, `system/*.read`.
+SYSTEM_SCOPE = r"^system/(\*|[A-Z][A-Za-z]+)\.(read|write|\*|(?=[cruds])c?r?u?d?s?)$"
+
+
+class BackendSettings(BaseModel):
+    """SMART Backend Services at this EHR (client_credentials grant, private_key_jwt): Handoff's
+    own system client, for the writes no physician's launch is live for (outbox retries after
+    the session, coach and partner updates, completion). The EHR registers `client_id` with
+    Handoff's JWKS (URL `/.well-known/jwks.json`, or the key set) and grants `scopes`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str = Field(min_length=1)
+    # The kid of Handoff's key registered for this client (`handoff keys list`).
+    key_id: str = Field(min_length=1)
+    # Its algorithm; None: the key's own (RS384 or ES384).
+    signing_alg: Literal["RS384", "ES384"] | None = None
+    # Exactly what the EHR registered (an EHR refuses a scope it did not grant): system/ only.
+    scopes: list[str] = Field(min_length=1)
+    # The token endpoint; None: from the EHR's .well-known/smart-configuration.
+    token_endpoint: str | None = None
+
+    @field_validator("scopes")
+    @classmethod
+    def _system_scopes(cls, values: list[str]) -> list[str]:
+        wrong = [v for v in values if not re.match(SYSTEM_SCOPE, v)]
+        if wrong:
+            raise ValueError(f"{wrong}: backend scopes are system/ scopes like system/Task.rus")
+        return values
+
+    @field_validator("token_endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("token_endpoint must be an http(s) URL")
+        return value
+
+
 class Registration(BaseModel):
     """One EHR that may launch Handoff."""
 
@@ -119,6 +158,9 @@ class Registration(BaseModel):
     # Allow standalone launch (the physician opens Handoff and picks a patient at the EHR).
     standalone: bool = True
     write: WriteSettings = Field(default_factory=WriteSettings)
+    # SMART Backend Services at this EHR; None: no backend access, so writes made after the
+    # physician's launch wait for the next launch of the visit (the queue says so).
+    backend: BackendSettings | None = None
 
     @field_validator("iss")
     @classmethod

@@ -1,5 +1,7 @@
-"""Access tokens for a launch context, refreshed before they expire. No Flask here: the screen
-and the outbox worker both use it; a refused refresh raises SessionEnded for them to report."""
+"""Access tokens for a launch context, refreshed before they expire, and the credentials of a
+referral's writes (its launch, else Handoff's backend services token). No Flask here: the
+screen and the outbox worker both use it; a refused refresh raises SessionEnded for them to
+report."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from sqlalchemy import select
 
 from smartapp.db import LaunchContext
 from smartapp.fhir.client import FhirClient
+from smartapp.launch import backend
 from smartapp.launch import client as smart
 
 log = logging.getLogger("handoff.sessions")
@@ -128,7 +131,9 @@ def newest_context_for_visit(
 
 def client_for_referral(services, referral, force_refresh: bool = False) -> FhirClient:
     """Credentials for a referral's writes: its own launch, else the newest launch of the same
-    visit; none alive means the write waits (queued, visible) for the next launch."""
+    visit (each refreshed as usual), else Handoff's backend services token at that EHR
+    (launch/backend.py). Where the registration gives no backend access (or the EHR refuses
+    it), the write waits, queued and visible, and CredentialsUnavailable says for what."""
     from smartapp.writeback.outbox import CredentialsUnavailable
 
     candidates = [
@@ -142,6 +147,17 @@ def client_for_referral(services, referral, force_refresh: bool = False) -> Fhir
             return client_for(services, context_id, force_refresh=force_refresh)
         except SessionEnded:
             continue
-    raise CredentialsUnavailable(
-        "Waiting for the EHR to accept Handoff again: launch Handoff for this patient to resume."
-    )
+    registration = services.registry.for_issuer(referral.iss)
+    if registration is None or registration.backend is None:
+        raise CredentialsUnavailable(backend.waiting_message(registration, referral.iss))
+    try:
+        return backend.client(
+            registration,
+            services.keys,
+            services.timeout,
+            force_refresh=force_refresh,
+            margin=_margin_settings(),
+        )
+    except backend.BackendError as exc:
+        log.warning("backend access unavailable: referral=%s (%s)", referral.id[:8], exc)
+        raise CredentialsUnavailable(str(exc)) from exc

@@ -23,7 +23,10 @@ log = logging.getLogger("handoff.worker")
 
 
 def session_client(services: Services) -> outbox.ClientFor:
-    """The FHIR client for a referral's writes, from its launch's stored token."""
+    """The FHIR client for a referral's writes: its launch's stored token while the launch
+    lives (refreshed as usual), else Handoff's backend services token at that EHR where the
+    registration has a `backend:` block; else CredentialsUnavailable says what the write
+    waits for (sessions.client_for_referral)."""
 
     def client_for(referral: Referral, force_refresh: bool = False) -> FhirClient:
         return sessions.client_for_referral(services, referral, force_refresh)

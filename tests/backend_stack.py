@@ -1,0 +1,98 @@
+"""An EHR + Handoff stack where Handoff has SMART Backend Services access at the EHR (or not):
+the sandbox registers Handoff's launch client and its backend client (Handoff's JWKS by URL,
+`{app}/.well-known/jwks.json`, or by value), and Handoff's registration carries the matching
+`backend:` block with a key made in its keys folder. Otherwise as tests/stacks.start_stack
+(optional fault proxy in front of the sandbox, test controls on)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from smartapp.launch.keys import KeyStore
+from smartapp.web.serving import reserve_port, serve_in_thread
+from tests.conftest import TEST_READER, TEST_READER_REDIRECT, start_app, write_registration
+from tests.faultproxy import FaultProxy
+from tests.stacks import Stack
+
+LAUNCH_CLIENT = "handoff-test"
+BACKEND_CLIENT = "handoff-test-backend"
+#: What the outbox writes to a plain FHIR server (profile fhir-rest), as system/ scopes.
+BACKEND_SCOPES = [
+    "system/ServiceRequest.crus",
+    "system/Task.crus",
+    "system/DocumentReference.cs",
+    "system/Provenance.cs",
+    "system/MedicationRequest.cs",
+]
+
+
+def start_backend_stack(
+    folder: Path,
+    shared_dir: Path,
+    *,
+    backend: bool = True,
+    alg: str = "ES384",
+    jwks_by: str = "url",
+    proxy: bool = False,
+    **app_config,
+) -> tuple[Stack, str | None]:
+    """The stack and the kid of Handoff's backend key (None without backend access)."""
+    from smartapp.sandbox import SandboxClient, create_sandbox_app
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ehr_port, app_port = reserve_port(), reserve_port()
+    front = FaultProxy(f"http://127.0.0.1:{ehr_port}") if proxy else None
+    public = front.url if front else f"http://127.0.0.1:{ehr_port}"
+    app_url = f"http://127.0.0.1:{app_port}"
+    clients = [
+        SandboxClient(LAUNCH_CLIENT, [f"{app_url}/callback"], f"{app_url}/launch"),
+        SandboxClient(TEST_READER, [TEST_READER_REDIRECT], "http://127.0.0.1:9/launch"),
+    ]
+    kid = None
+    fields: dict = {}
+    if backend:
+        keys = KeyStore(folder / "app" / "keys")  # the app's instance folder keeps its keys
+        kid = keys.generate(alg)
+        by = (
+            {"jwks_uri": f"{app_url}/.well-known/jwks.json"}
+            if jwks_by == "url"
+            else {"jwks": keys.public_jwks()}
+        )
+        clients.append(
+            SandboxClient(
+                BACKEND_CLIENT,
+                [],
+                "",
+                name="Handoff backend services",
+                auth_method="private_key_jwt",
+                backend_scopes=BACKEND_SCOPES,
+                **by,
+            )
+        )
+        fields["backend"] = {"client_id": BACKEND_CLIENT, "key_id": kid, "scopes": BACKEND_SCOPES}
+    ehr_app = create_sandbox_app(
+        base_url=public,
+        database_url=f"sqlite:///{folder / 'sandbox.sqlite'}",
+        clients=clients,
+        shared_dir=shared_dir,
+        seed=("scenarios",),
+        test_controls=True,
+    )
+    ehr = serve_in_thread(ehr_app, "127.0.0.1", ehr_port)
+    ehr.app = ehr_app
+    write = {"profile": "fhir-rest", "doc_status": "final", "part2_program": False}
+    launch_dir = write_registration(
+        folder / "launch", public, client_id=LAUNCH_CLIENT, write=write, **fields
+    )
+    database_url = f"sqlite:///{folder / 'handoff.sqlite'}"
+    app = start_app(folder / "app", app_port, launch_dir, DATABASE_URL=database_url, **app_config)
+    stack = Stack(
+        ehr=ehr,
+        app=app,
+        ehr_url=public,
+        proxy=front,
+        app_port=app_port,
+        launch_dir=launch_dir,
+        database_url=database_url,
+    )
+    return stack, kid
