@@ -93,6 +93,7 @@ DEMO_USERS: tuple[DemoUser, ...] = (
     ),
     DemoUser("demo-auditor", "Morgan Ellis", ("auditor",), "Ellis", ("Morgan",)),
     DemoUser("demo-program-manager", "Pat Quinn", ("program-manager",), "Quinn", ("Pat",)),
+    DemoUser("demo-supervisor", "Casey Morgan, LCSW", ("supervisor",), "Morgan", ("Casey",)),
     DemoUser("demo-partner", "Robin Hale", ("partner",), "Hale", ("Robin",)),
 )
 
