@@ -40,6 +40,7 @@ STAFF_USERS = {
     "demo-coach-2": ("Sam Lee, CPRS", ["coach"]),
     "demo-auditor": ("Morgan Ellis", ["auditor"]),
     "demo-program-manager": ("Pat Quinn", ["program-manager"]),
+    "demo-supervisor": ("Casey Morgan, LCSW", ["supervisor"]),
 }
 PHYSICIAN = ("demo-ed-physician", "Avery Demo, MD", ["physician"])
 
@@ -211,6 +212,8 @@ def test_sign_in_page_offers_every_user_with_labelled_buttons(ehr: RunningSandbo
         "demo-coach-2": "Sign in as Sam Lee, CPRS (coach)",
         "demo-auditor": "Sign in as Morgan Ellis (auditor)",
         "demo-program-manager": "Sign in as Pat Quinn (program-manager)",
+        "demo-supervisor": "Sign in as Casey Morgan, LCSW (supervisor)",
+        "demo-partner": "Sign in as Robin Hale (partner)",
     }
     assert 'method="post"' in page.text
     assert "<legend>" in page.text
