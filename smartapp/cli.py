@@ -387,6 +387,39 @@ def demo_backend(keys_folder: Path) -> dict:
     }
 
 
+@cli.group("backend")
+def backend_group() -> None:
+    """SMART Backend Services at each EHR (the registrations' `backend:` blocks)."""
+
+
+@backend_group.command("check")
+@click.argument("registration_id", required=False)
+def backend_check(registration_id: str | None) -> None:
+    """Ask each EHR with a `backend:` block (or REGISTRATION_ID's) for a token, never shown:
+    prints what it granted, or why it refused; exit status 1 when one failed."""
+    from smartapp.launch import backend
+    from smartapp.services import current_services
+
+    app = _app("config")
+    with app.app_context():
+        services = current_services()
+        chosen = [r for r in services.registry if registration_id in (None, r.id)]
+        if registration_id and not chosen:
+            raise click.ClickException(f"no registration {registration_id}")
+        failed = False
+        for registration in chosen:
+            if registration.backend is None and registration_id is None:
+                click.echo(f"{registration.id}: no backend access (no backend: block)")
+                continue
+            try:
+                click.echo(backend.check(registration, services.keys, services.timeout))
+            except backend.BackendError as exc:
+                failed = True
+                click.echo(f"{registration.id}: {exc}", err=True)
+    if failed:
+        raise SystemExit(1)
+
+
 def _mount_audit() -> None:
     from smartapp.audit.cli import audit
 

@@ -186,3 +186,18 @@ def client(
     """A FHIR client on the registration's EHR with Handoff's backend token."""
     token = TOKENS.access_token(registration, keys, timeout, force=force_refresh, margin=margin)
     return FhirClient(registration.iss, token, timeout)
+
+
+def check(registration: Registration, keys: KeyStore, timeout: tuple[float, float]) -> str:
+    """Ask the EHR for a fresh backend token (not kept, never shown) and say what it granted,
+    for an integrator setting the registration up; BackendError says why not."""
+    settings = registration.backend
+    if settings is None:
+        raise BackendError(f"{registration.id}: no backend: block (no backend access)")
+    endpoint = TOKENS.token_endpoint(registration, timeout)
+    token = request_token(registration, settings, endpoint, keys, timeout)
+    granted = token.get("scope") or " ".join(settings.scopes)
+    missing = sorted(set(settings.scopes) - set(granted.split()))
+    said = f"{registration.id}: {settings.client_id} at {endpoint}: granted {granted}"
+    said += f"; expires in {int(_lifetime(token))} s"
+    return said + (f"; NOT granted: {' '.join(missing)}" if missing else "")

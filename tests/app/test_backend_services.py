@@ -170,6 +170,28 @@ def test_token_is_cached_then_renewed_before_it_expires(stack):
         requests.post(lifetime, json={"seconds": 300}, timeout=5)
 
 
+def handoff_cli(stack, *args: str):
+    """`handoff --instance-path <the app's> ARGS` beside the running app."""
+    return CliRunner().invoke(
+        cli,
+        ["--instance-path", str(stack.launch_dir.parent / "app"), *args],
+        env={"DATABASE_URL": stack.database_url, "HANDOFF_LAUNCH_DIR": str(stack.launch_dir)},
+    )
+
+
+def test_backend_check_says_what_the_ehr_granted(stack, plain):
+    granted = handoff_cli(stack, "backend", "check")
+    assert granted.exit_code == 0, granted.output
+    assert f"sandbox: {BACKEND_CLIENT} at {stack.ehr_url}/auth/token" in granted.output
+    assert f"granted {' '.join(BACKEND_SCOPES)}; expires in 300 s" in granted.output
+    none = handoff_cli(plain, "backend", "check")
+    assert none.exit_code == 0 and "sandbox: no backend access" in none.output
+    asked = handoff_cli(plain, "backend", "check", "sandbox")
+    assert asked.exit_code == 1 and "no backend: block" in asked.output
+    tokens = [t[2] for t in sandbox_tokens(stack)]
+    assert not any(token in granted.output for token in tokens)  # never shown
+
+
 def test_queued_write_and_coach_update_land_through_the_backend_token(stack, caplog):
     caplog.set_level(logging.DEBUG)
     patient = "P01-pt"
@@ -214,11 +236,7 @@ def test_without_backend_access_the_queue_says_what_it_waits_for(plain, caplog):
         assert waiting.last_error == WAITING
         assert plain.reader(patient).search(f"ServiceRequest?patient={patient}") == []
         assert all(t[0] != BACKEND_CLIENT for t in sandbox_tokens(plain))
-        listing = CliRunner().invoke(
-            cli,
-            ["--instance-path", str(plain.launch_dir.parent / "app"), "outbox", "list"],
-            env={"DATABASE_URL": plain.database_url, "HANDOFF_LAUNCH_DIR": str(plain.launch_dir)},
-        )
+        listing = handoff_cli(plain, "outbox", "list")
         assert listing.exit_code == 0, listing.output
         assert WAITING in listing.output
     finally:
