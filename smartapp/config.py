@@ -163,3 +163,11 @@ class Defaults:
     # The id_token claim naming a partner user's organisation (a partner id or its
     # Organization reference); without it the partner file's web_users list the user's sub.
     PARTNER_ORG_CLAIM: str = "handoff_organization"
+    # Follow-up after the ED (smartapp/handoffs/followup.py): contacts planned this many days
+    # after the visit (the default 1, 3, 7, 30; a program sets its own), overdue this
+    # many hours after they fall due (spec silent: 24), outcomes recorded at these days.
+    FOLLOWUP_DAYS: tuple = (1, 3, 7, 30)
+    FOLLOWUP_OVERDUE_HOURS: int = 24
+    FOLLOWUP_OUTCOME_DAYS: tuple = (7, 30, 90)
+    # How often the coach worklist page asks for changes (seconds; it replaces changed rows).
+    WORKLIST_POLL_SECONDS: int = 5

@@ -157,9 +157,8 @@ class FollowupContact(Base):
 
     __tablename__ = "followup_contact"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    referral_id: Mapped[str] = mapped_column(String(64), index=True)
-    day: Mapped[int] = mapped_column(Integer)
+    referral_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     result: Mapped[str | None] = mapped_column(String(20), nullable=True)

@@ -144,7 +144,28 @@ def scenario_resources(folder: Path, now: datetime) -> list[dict]:
     for path in sorted(folder.glob("P*.json")):
         out.extend(_resources_of(orjson.loads(path.read_bytes())))
     _shift(out, now - SCENARIO_NOW)
+    _demo_contact(out)
     return out
+
+
+def _demo_contact(items: list[dict]) -> None:
+    """A fictional phone (555-01xx, reserved for fiction) for each scenario patient and a bed
+    in the ED for each visit in progress, where the chart has none: the coach's worklist
+    shows them (issue 11)."""
+    patients = [r for r in items if r.get("resourceType") == "Patient"]
+    for number, patient in enumerate(patients, start=1):
+        patient.setdefault(
+            "telecom", [{"system": "phone", "value": f"(555) 555-01{number:02d}", "use": "mobile"}]
+        )
+    visits = [
+        r
+        for r in items
+        if r.get("resourceType") == "Encounter" and r.get("status") == "in-progress"
+    ]
+    for bed, encounter in enumerate(visits, start=1):
+        encounter.setdefault(
+            "location", [{"location": {"display": f"ED bed {bed}"}, "status": "active"}]
+        )
 
 
 def _encounter_anchor(encounter: dict) -> datetime | None:

@@ -12,6 +12,7 @@ from typing import Any
 from smartapp.engine import Chart, Evaluation, Notice, Pack, Suggestion, Withheld
 from smartapp.engine.labels import is_opioid
 from smartapp.fhir.client import CHART_TYPES
+from smartapp.handoffs.contact import contact_details
 from smartapp.launch import client as smart
 from smartapp.screen.describe import demographics, describe, in_words, patient_banner
 from smartapp.writeback import profiles
@@ -120,6 +121,8 @@ def describe_evaluation(
         "patient": patient_banner(patient),
         "demographics": demographics(patient, now),
         "encounter": {"id": encounter.get("id"), "start": encounter.get("period", {}).get("start")},
+        # For the coach's worklist (not the physician's screen, not the suggestions-shown log).
+        "contact": contact_details(patient, encounter),
         "suggestions": suggestions,
         "withheld": [describe_withheld(w) for w in evaluation.withheld],
         "opioid": is_opioid(s["kind"] for s in suggestions),

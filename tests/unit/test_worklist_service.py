@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select
 
-from smartapp.db import CoachHandoff, Database, LogEvent
+from smartapp.db import CoachHandoff, Database, LogEvent, utcnow
 from smartapp.handoffs import lifecycle, service
 from smartapp.handoffs.lifecycle import HandoffState
 from smartapp.staff import worklist
@@ -149,11 +149,14 @@ def test_items_and_loads(db):
     second = signed(db, "epic", task_written=False, patient="p2")
     worklist.act(db, first, "accept", COACH)
     worklist.act(db, second, "close", OTHER, reason="Patient declined the coach")
-    open_items = worklist.items(db)
+    open_items = worklist.items(db, utcnow())
     assert [(i.referral_id, i.status, i.mode) for i in open_items] == [
         (first, "accepted", "telehealth")
     ]
-    assert {i.referral_id for i in worklist.items(db, include_closed=True)} == {first, second}
+    assert {i.referral_id for i in worklist.items(db, utcnow(), include_closed=True)} == {
+        first,
+        second,
+    }
     assert worklist.loads(db) == {COACH["name"]: 1}
 
 
@@ -174,6 +177,6 @@ def test_a_declined_consult_is_no_handoff(db):
         decision={"decisions": [{"kind": "prc-consult", "accepted": False}]},
         plan=plan,
     )
-    assert worklist.items(db, include_closed=True) == []
+    assert worklist.items(db, utcnow(), include_closed=True) == []
     with pytest.raises(WorklistError, match="No such handoff"):
         worklist.act(db, row.id, "accept", COACH)

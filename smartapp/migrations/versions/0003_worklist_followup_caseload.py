@@ -33,7 +33,6 @@ def upgrade() -> None:
         batch_op.alter_column("attempts", server_default=None)
     op.create_table(
         "followup_contact",
-        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("referral_id", sa.String(length=64), nullable=False),
         sa.Column("day", sa.Integer(), nullable=False),
         sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
@@ -42,10 +41,9 @@ def upgrade() -> None:
         sa.Column("note", sa.Text(), nullable=True),
         sa.Column("by_ref", sa.String(length=500), nullable=True),
         sa.Column("by_name", sa.String(length=200), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
+        sa.PrimaryKeyConstraint("referral_id", "day"),
     )
     with op.batch_alter_table("followup_contact", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_followup_contact_referral_id"), ["referral_id"])
         batch_op.create_index(batch_op.f("ix_followup_contact_due_at"), ["due_at"])
     op.create_table(
         "followup_outcome",
@@ -64,7 +62,6 @@ def downgrade() -> None:
     op.drop_table("followup_outcome")
     with op.batch_alter_table("followup_contact", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_followup_contact_due_at"))
-        batch_op.drop_index(batch_op.f("ix_followup_contact_referral_id"))
     op.drop_table("followup_contact")
     with op.batch_alter_table("coach_handoff", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_coach_handoff_coach_ref"))
