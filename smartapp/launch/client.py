@@ -145,11 +145,9 @@ def requested_scopes(
     scopes = (
         list(registration.scopes)
         + list(registration.extra_scopes)
-        + [
-            # create, and search by identifier; the coach's changes update the Task
-            f"patient/{t}.{'cus' if t == 'Task' else 'cs'}"
-            for t in sorted(write_profile.rest_types)
-        ]
+        # create, and search by identifier; read and update the Task and the ServiceRequest
+        # (the lifecycle's versioned PUTs): writeback.profiles.WriteProfile.scopes
+        + write_profile.scopes("patient")
     )
     advertised = set(config.capabilities) | set(config.scopes_supported)
     if advertised & {"permission-online", "online_access"} and not set(scopes) & {

@@ -26,6 +26,19 @@ class WriteProfile:
     forced_doc_status: str | None = None
     # Where the EHR takes no ServiceRequest, how the order reaches it instead (shown to users).
     order_route: str = "rest"
+    # Types Handoff changes after the first writes (read-modify-write with If-Match): the Task
+    # through the lifecycle, the ServiceRequest when it ends (completed / revoked).
+    update_types: frozenset[str] = frozenset({"Task", "ServiceRequest"})
+
+    def scopes(self, context: str = "patient") -> list[str]:
+        """The SMART v2 scopes the writes need: create and search (by Handoff's identifier)
+        for every REST type; read and update too for the types Handoff updates (a versioned
+        PUT re-reads after a conflict). `context`: `patient` in a launch, `system` for SMART
+        Backend Services."""
+        return [
+            f"{context}/{t}.{'crus' if t in self.update_types else 'cs'}"
+            for t in sorted(self.rest_types)
+        ]
 
 
 PROFILES: dict[str, WriteProfile] = {

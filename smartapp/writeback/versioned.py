@@ -142,13 +142,24 @@ def _history_since(
         if exc.transient:
             raise
         return None
-    newer: list[Version] = []
-    for entry in bundle.get("entry") or []:  # newest first
+    versions: list[tuple[tuple[str, int, int], Version]] = []
+    entries = bundle.get("entry") or []
+    for index, entry in enumerate(entries):  # newest first, as a rule; not every EHR keeps it
         resource = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(resource, dict):
-            continue  # a deletion
-        version = version_of(resource)
-        if since is not None and version == since:
-            break
-        newer.append(Version(resource, version))
-    return list(reversed(newer)) or None
+        if isinstance(resource, dict):  # else a deletion
+            versions.append((_age(resource, len(entries) - index), Version(resource, None)))
+    ordered = [
+        Version(v.resource, version_of(v.resource)) for _, v in sorted(versions, key=lambda p: p[0])
+    ]
+    seen = [v.version for v in ordered]
+    if since is not None and since in seen:
+        ordered = ordered[seen.index(since) + 1 :]
+    return ordered or None
+
+
+def _age(resource: dict[str, Any], position: int) -> tuple[str, int, int]:
+    """A sort key, oldest first: lastUpdated, then a numeric versionId, then the position in
+    the EHR's answer (a history Bundle lists the newest first)."""
+    meta = resource.get("meta") or {}
+    version = str(meta.get("versionId") or "")
+    return (str(meta.get("lastUpdated") or ""), int(version) if version.isdigit() else 0, position)
