@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -63,6 +63,17 @@ class TaskOutput:
         return typed | {"valueString": self.text or ""}
 
 
+# The parts of a change (what `TaskChanges.sets` names) and the fields that carry each.
+FIELDS: dict[str, tuple[str, ...]] = {
+    "status": ("status",),
+    "owner": ("owner_ref", "owner_name"),
+    "business_status": ("business_status",),
+    "reason": ("status_reason", "closed_reason"),
+    "note": ("contact_note", "note"),
+    "output": ("linked_program", "output"),
+}
+
+
 @dataclass(frozen=True)
 class TaskChanges:
     """One change to the handoff, as the Task should show it, and who made it.
@@ -85,6 +96,29 @@ class TaskChanges:
     status_reason: str | None = None
     output: TaskOutput | str | None = None
     note: str | None = None  # a note in the actor's words (a partner's, a coach's)
+    # The parts this change sets (FIELDS' keys); None: every part with a value. Callers that
+    # pass the whole handoff each time get it from `since` (what changed since the last one).
+    sets: frozenset[str] | None = None
+
+    def setting(self, part: str) -> bool:
+        """Does this change set `part` (a key of FIELDS)?"""
+        if self.sets is not None:
+            return part in self.sets
+        return any(getattr(self, name) for name in FIELDS[part])
+
+    def since(self, previous: TaskChanges | None) -> TaskChanges:
+        """This change reduced to the parts that differ from `previous` (the change queued
+        before it for the same Task): what *this* change sets. The first one sets all."""
+        if previous is None:
+            return self
+        mine, theirs = self.to_json(), previous.to_json()
+        parts = {
+            part
+            for part, names in FIELDS.items()
+            if any(mine[name] != theirs[name] for name in names)
+            and any(mine[name] for name in names)
+        }
+        return replace(self, sets=frozenset(parts))
 
     # -- what it sets, as FHIR ---------------------------------------------------------------
 
@@ -138,6 +172,7 @@ class TaskChanges:
             "status_reason": self.status_reason,
             "output": output.__dict__ if output else None,
             "note": self.note,
+            "sets": sorted(self.sets) if self.sets is not None else None,
         }
 
     @classmethod
@@ -157,6 +192,7 @@ class TaskChanges:
             status_reason=data.get("status_reason"),
             output=TaskOutput(**output) if output else None,
             note=data.get("note"),
+            sets=frozenset(data["sets"]) if data.get("sets") is not None else None,
         )
 
 
@@ -175,22 +211,23 @@ def merge_task(
     task = copy.deepcopy(task)
     lifecycle = lifecycle or steps()
     current = task.get("status")
-    if not (current in CLOSED_TASK and current != changes.status):
+    if changes.setting("status") and not (current in CLOSED_TASK and current != changes.status):
         task["status"] = changes.status
-    owner = _owner(changes)
+    owner = _owner(changes) if changes.setting("owner") else None
     if owner is not None:
         task["owner"] = owner
-    business = changes.business_concept(lifecycle)
+    business = changes.business_concept(lifecycle) if changes.setting("business_status") else None
     if business is not None:
         theirs = lifecycle.rank(task.get("businessStatus"))
         ours = lifecycle.rank(business.concept())
         if theirs is None or ours is None or ours >= theirs:
             task["businessStatus"] = business.concept()
-    if changes.reason and task["status"] in ("cancelled", "rejected", "failed", "completed"):
+    closed = task.get("status") in ("cancelled", "rejected", "failed", "completed")
+    if changes.setting("reason") and changes.reason and closed:
         task["statusReason"] = {"text": changes.reason}
-    for text in changes.notes():
+    for text in changes.notes() if changes.setting("note") else []:
         _add_note(task, text, changes)
-    for output in changes.outputs():
+    for output in changes.outputs() if changes.setting("output") else []:
         _set_output(task, output)
     task["lastModified"] = iso(changes.modified_at)
     return task
@@ -271,8 +308,9 @@ def apply_task_changes(plan: WritePlan, changes: TaskChanges) -> bool:
     task_op = plan.task_create()
     if task_op is None:
         return False
+    changes = changes.since(_previous(plan, task_op))
     order = plan.created("ServiceRequest")
-    order_status = changes.service_request_status
+    order_status = changes.service_request_status if changes.setting("status") else None
     if task_op.mode == Mode.LOCAL:
         task_op.resource = merge_task(task_op.resource, changes)
         if order is not None and order.mode == Mode.LOCAL and order_status:
@@ -293,6 +331,12 @@ def apply_task_changes(plan: WritePlan, changes: TaskChanges) -> bool:
         resource = update_provenance(first.resource, key, updates, acted_by(changes), changes)
         plan.add_follow_up_provenance(key, resource, updates)
     return True
+
+
+def _previous(plan: WritePlan, task_op: Operation) -> TaskChanges | None:
+    """The change queued before, for the same Task (None: this is the first)."""
+    earlier = [op for op in plan.operations if op.of == task_op.key and op.changes]
+    return TaskChanges.from_json(earlier[-1].changes or {}) if earlier else None
 
 
 def update_provenance(
