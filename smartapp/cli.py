@@ -78,7 +78,6 @@ def demo(
     """Start the sandbox EHR and Handoff on this machine, with synthetic patients."""
     from smartapp import create_app
     from smartapp.sandbox import SandboxClient, create_sandbox_app
-    from smartapp.sandbox.config import demo_backend_client
     from smartapp.web.serving import serve_in_thread
 
     if not (shared_dir / "scenarios").is_dir():
@@ -112,7 +111,15 @@ def demo(
                 auth_method="client_secret_basic",
                 client_secret=DEMO_STAFF_SECRET,
             ),
-            demo_backend_client(app_url),  # SMART Backend Services: writes after the launch
+            SandboxClient(  # SMART Backend Services: Handoff's writes after the launch
+                client_id=DEMO_BACKEND_CLIENT_ID,
+                redirect_uris=[],
+                launch_url="",
+                name="Handoff backend services",
+                auth_method="private_key_jwt",
+                jwks_uri=f"{app_url}/.well-known/jwks.json",
+                backend_scopes=list(DEMO_BACKEND_SCOPES),
+            ),
         ],
         shared_dir=shared_dir,
         seed=tuple(s for s in seed.split(",") if s),
@@ -367,15 +374,25 @@ def write_demo_settings(instance: Path, ehr_url: str, app_url: str) -> Path:
     return config
 
 
-#: The kid of the demo's backend services key (made in the demo's keys folder on first use).
+#: The demo's SMART Backend Services client at the sandbox (Handoff's JWKS by URL), the kid of
+#: its key (made in the demo's keys folder on first use) and its system/ scopes: what the
+#: outbox writes to a plain FHIR server (create and search by identifier; read and update of
+#: the Task and the ServiceRequest; Provenance of each update).
+DEMO_BACKEND_CLIENT_ID = "handoff-demo-backend"
 DEMO_BACKEND_KID = "demo-backend-es384"
+DEMO_BACKEND_SCOPES = (
+    "system/ServiceRequest.crus",
+    "system/Task.crus",
+    "system/DocumentReference.cs",
+    "system/Provenance.cs",
+    "system/MedicationRequest.cs",
+)
 
 
 def demo_backend(keys_folder: Path) -> dict:
     """The demo registration's `backend:` block (SMART Backend Services at the sandbox, whose
     client `handoff-demo-backend` reads Handoff's JWKS); makes the demo's ES384 key once."""
     from smartapp.launch.keys import KeyStore
-    from smartapp.sandbox.config import DEMO_BACKEND_CLIENT_ID, DEMO_BACKEND_SCOPES
 
     store = KeyStore(keys_folder)
     if DEMO_BACKEND_KID not in store.kids():

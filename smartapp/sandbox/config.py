@@ -13,18 +13,6 @@ STAFF_CLIENT_ID = "handoff-staff"
 DEMO_STAFF_CLIENT_SECRET = "handoff-staff-demo-secret"
 #: Environment variable both Handoff and the sandbox CLI read the staff client secret from.
 STAFF_CLIENT_SECRET_ENV = "HANDOFF_STAFF_CLIENT_SECRET"
-#: The demo's SMART Backend Services client (Handoff's writes after the launch ended): its
-#: public keys are Handoff's JWKS ({app}/.well-known/jwks.json), its system/ scopes what the
-#: outbox writes to a plain FHIR server (create and search by identifier; read and update of
-#: the Task and the ServiceRequest; Provenance of each update).
-DEMO_BACKEND_CLIENT_ID = "handoff-demo-backend"
-DEMO_BACKEND_SCOPES = (
-    "system/ServiceRequest.crus",
-    "system/Task.crus",
-    "system/DocumentReference.cs",
-    "system/Provenance.cs",
-    "system/MedicationRequest.cs",
-)
 
 
 @dataclass(frozen=True)
@@ -142,16 +130,3 @@ class SandboxClient:
         wrong = [s for s in self.backend_scopes if not s.startswith("system/")]
         if wrong:
             raise ValueError(f"client {self.client_id}: backend scopes must be system/: {wrong}")
-
-
-def demo_backend_client(app_url: str) -> SandboxClient:
-    """The demo's backend services client: Handoff's keys by URL, the demo's system/ scopes."""
-    return SandboxClient(
-        client_id=DEMO_BACKEND_CLIENT_ID,
-        redirect_uris=[],
-        launch_url="",
-        name="Handoff backend services",
-        auth_method="private_key_jwt",
-        jwks_uri=f"{app_url.rstrip('/')}/.well-known/jwks.json",
-        backend_scopes=list(DEMO_BACKEND_SCOPES),
-    )
