@@ -165,7 +165,8 @@ def patient(shared: Shared) -> dict[str, Any]:
         body["name"] = [{"text": shown["name"]}]
     if shown.get("birthDate"):
         body["birthDate"] = shown["birthDate"]
-    phone = shown.get("phone")
+    contact = (shared.referral.decision.get("shown") or {}).get("contact") or {}
+    phone = contact.get("phone") or shown.get("phone")
     if isinstance(phone, str) and phone.strip():
         body["telecom"] = [{"system": "phone", "value": phone.strip()}]
     return body

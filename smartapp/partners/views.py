@@ -52,7 +52,7 @@ def consent_form(referral_id: str):
         if partner is None:
             flash("Choose the program's organisation the patient agreed to share with.", "error")
             return redirect(url_for("partners.consent_form", referral_id=referral_id))
-        program_id = request.form.get("program") or None
+        program_id = request.form.get("program") or _program_id(handoff.program_id)
         program = _program(program_id) if program_id in partner.programs else None
         try:
             consents.record(
@@ -63,7 +63,8 @@ def consent_form(referral_id: str):
             return redirect(url_for("partners.consent_form", referral_id=referral_id))
         flash(f"Consent to share with {partner.name} recorded.", "ok")
         return redirect(url_for("partners.consent_form", referral_id=referral_id))
-    matching = partners.for_program(handoff.program_id)
+    program_id = _program_id(handoff.program_id)
+    matching = partners.for_program(program_id)
     others = [p for p in partners if p not in matching]
     return render_template(
         "partners/consent.html",
@@ -71,6 +72,7 @@ def consent_form(referral_id: str):
         partners=matching + others,
         suggested=matching[0].id if matching else None,
         programs=_programs(),
+        program_id_chosen=program_id,
         purposes=consents.PURPOSES,
         shared=consents.SHARED,
         consents=consents.for_referral(db, referral_id),
@@ -101,3 +103,15 @@ def _programs() -> dict[str, str]:
 def _program(program_id: str | None) -> dict[str, str] | None:
     name = _programs().get(program_id or "")
     return {"id": program_id or "", "display": name} if name else None
+
+
+def _program_id(words: str | None) -> str | None:
+    """The catalog program the handoff names: its id, or the words the screen stored (the
+    name, or "name (phone)")."""
+    catalog = current_services().catalog
+    if not words or catalog is None:
+        return words
+    for program in catalog.programs():
+        if words in (program.id, program.name, f"{program.name} ({program.phone})"):
+            return program.id
+    return words

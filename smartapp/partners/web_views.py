@@ -59,6 +59,25 @@ def signed_in_partner() -> Partner | None:
     return partner
 
 
+def reports_for(task: dict) -> dict[str, str]:
+    """The reports that move this Task on (never back): key -> label."""
+    status = task.get("status")
+    if status in ("rejected", "cancelled"):
+        return {}
+    step = updates.step_code(task.get("businessStatus"))
+    done = BUSINESS_STEPS.index(step) if step in BUSINESS_STEPS else -1
+    offered = {}
+    for key, (label, new_status, new_step) in REPORTS.items():
+        if new_step is not None and BUSINESS_STEPS.index(new_step) <= done:
+            continue
+        if status == "completed" and new_status is not None:
+            continue
+        if new_status == "accepted" and status != "requested":
+            continue
+        offered[key] = label
+    return offered
+
+
 @bp.get("/login")
 def login():
     client = oauth.create_client("staff")
@@ -133,6 +152,7 @@ def home():
                     "task": sharing.task(item, partner),
                     "request": sharing.service_request(item, partner),
                     "patient": sharing.patient(item),
+                    "reports": reports_for(sharing.task(item, partner)),
                 }
             )
     return render_template(

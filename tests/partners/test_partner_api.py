@@ -63,7 +63,8 @@ def test_consent_opens_the_referral_to_its_partner_only_and_revoking_closes_it(p
         e["resource"] for e in found["entry"] if e["resource"]["resourceType"] == "Patient"
     )
     assert set(patient) <= MINIMAL_PATIENT_KEYS and patient["birthDate"]
-    assert patient["name"][0]["text"]
+    assert patient["name"][0]["text"] == "Test P02"
+    assert patient["telecom"][0]["system"] == "phone" and patient["telecom"][0]["value"]
     request = next(
         e["resource"] for e in found["entry"] if e["resource"]["resourceType"] == "ServiceRequest"
     )
