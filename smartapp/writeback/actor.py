@@ -34,11 +34,10 @@ class Actor:
         ref: dict[str, Any] = {}
         if self.resolvable:
             ref["reference"] = self.reference
-        else:
-            if self.kind in KIND_TYPES:
-                ref["type"] = KIND_TYPES[self.kind]
-            if self.reference:
-                ref["identifier"] = {"system": URI_IDENTIFIER, "value": self.reference}
+        if self.kind in KIND_TYPES:
+            ref["type"] = KIND_TYPES[self.kind]
+        if self.reference and not self.resolvable:
+            ref["identifier"] = {"system": URI_IDENTIFIER, "value": self.reference}
         return ref | {"display": self.display}
 
     def to_json(self) -> dict[str, Any]:
