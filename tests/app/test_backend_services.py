@@ -283,3 +283,24 @@ def test_a_refused_backend_grant_is_said_in_the_queue(stack):
         deliver_now(stack.app.app.extensions["handoff"], waiting.id, stack.app.app.config)
     done = referral_of(stack.database_url, patient)
     assert done.status == "written", done.last_error
+
+
+def test_a_backend_block_is_checked_on_load(tmp_path):
+    """A mistake in the block names the file and the field (no EHR needed)."""
+    from smartapp.cli import demo_registration
+    from smartapp.launch.registrations import RegistrationError, load_registration
+
+    path = tmp_path / "ehr.yaml"
+    for block, field in (
+        ({"client_id": "x", "key_id": "k", "scopes": ["patient/Task.rs"]}, "backend.scopes"),
+        ({"client_id": "x", "key_id": "k", "scopes": []}, "backend.scopes"),
+        ({"client_id": "x", "scopes": ["system/Task.rs"]}, "backend.key_id"),
+        ({"client_id": "x", "key_id": "k", "scopes": ["system/Task.rs"], "alg": "HS256"}, "alg"),
+    ):
+        path.write_text(yaml.safe_dump(demo_registration("http://ehr.test", backend=block)))
+        with pytest.raises(RegistrationError, match=field):
+            load_registration(path)
+    good = {"client_id": "x", "key_id": "k", "scopes": ["system/Task.rus", "system/*.read"]}
+    path.write_text(yaml.safe_dump(demo_registration("http://ehr.test", backend=good)))
+    loaded = load_registration(path).backend
+    assert loaded is not None and loaded.signing_alg is None  # the key's own algorithm
