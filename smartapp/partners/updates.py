@@ -12,7 +12,10 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from smartapp.db import Database
+from sqlalchemy import update as sql_update
+from sqlalchemy.orm import Session
+
+from smartapp.db import CoachHandoff, Database
 from smartapp.handoffs import service
 from smartapp.handoffs.lifecycle import BUSINESS_STEPS, BUSINESS_WORDS, Change, LifecycleError
 from smartapp.partners import shared as sharing
@@ -59,6 +62,7 @@ def update(
     now and whether anything changed. Raises NotShared / OtherPartner (nothing changes) or
     Refused (412 stale version, 428 no If-Match, 400/422 a Task that cannot be applied)."""
     with db.session() as session:
+        _lock(session, referral_id)
         current_shared = sharing.find(session, partner, referral_id)
         current = sharing.task(current_shared, partner)
         version = etag_version(if_match)
@@ -83,6 +87,17 @@ def update(
             raise Refused(422, "business-rule", str(error)) from None
         after = sharing.find(session, partner, referral_id)
         return sharing.task(after, partner), True
+
+
+def _lock(session: Session, referral_id: str) -> None:
+    """Take the handoff's row for writing before its version is compared (PostgreSQL: a row
+    lock; SQLite: the database's write lock), so two updates on the same version cannot both
+    pass If-Match: the second waits, then sees the first's change and gets 412."""
+    session.execute(
+        sql_update(CoachHandoff)
+        .where(CoachHandoff.referral_id == referral_id)
+        .values(referral_id=referral_id)
+    )
 
 
 def change_from(current: dict[str, Any], wanted: dict[str, Any], partner: Partner) -> Change | None:

@@ -166,3 +166,24 @@ def test_partner_update_reaches_the_worklist_the_log_and_the_ehr_task(partner_st
     token = token_for(stack.ehr_url, "P03-pt", TEST_READER, TEST_READER_REDIRECT)
     tasks = FhirReader(f"{stack.ehr_url}/fhir", token["access_token"]).search("Task?patient=P03-pt")
     assert len(tasks) == 1 and tasks[0]["status"] == "completed"
+
+
+def test_two_updates_on_one_version_one_wins_the_other_gets_412(partner_stack):
+    from concurrent.futures import ThreadPoolExecutor
+
+    stack, a = partner_stack, partner_stack.a
+    referral_id = stack.referral("P12-pt")
+    stack.consent(referral_id, a)
+    token = a.token()
+    task = a.get(f"Task/{referral_id}", token).json()
+    version = task["meta"]["versionId"]
+    bodies = [
+        dict(task, status="accepted"),
+        dict(task, businessStatus={"coding": [{"code": "appointment-scheduled"}]}),
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(
+            pool.map(lambda body: a.put(f"Task/{referral_id}", body, version, token), bodies)
+        )
+    assert sorted(answer.status_code for answer in answers) == [200, 412]
+    assert len(events(stack, "handoff-status", referral_id)) == 1
