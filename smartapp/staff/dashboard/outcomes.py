@@ -196,7 +196,9 @@ def outcome_table(
     Every handoff with an outcome falls in exactly one (partner, program) row; a partner's row
     adds up its programs' rows; the partners' rows, and all the program rows, add up to the
     headline totals. Complementary suppression runs along each of those sums, and along
-    linked = by partner + by coach within every row, so no hidden figure can be worked out.
+    linked = by partner + by coach within every row, so no hidden figure can be worked out;
+    where a row's linked is hidden, so are its zeros (none attended, none engaged), which would
+    tell what every patient of that small group did not do.
     """
     groups, to_attended = _tally(handoffs, label_of)
     programs: dict[str, dict[str, Row]] = {}
@@ -226,6 +228,7 @@ def outcome_table(
         column_totals=False,
         row_groups=[heads, members, *families],
         zeros=True,
+        zeros_with=(("linked", ("attended", "engaged")),),
     )
     return _nest(places, cells, to_attended, min_cell)
 

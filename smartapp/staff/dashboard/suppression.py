@@ -70,6 +70,21 @@ def _hide_row_sums(
     return changed
 
 
+def _hide_zeros_with(
+    table: Sequence[Row], hidden: dict[Place, str], i: int, zeros_with: RowSums
+) -> bool:
+    """Where row `i`'s total is hidden, hide the 0s of the columns that go with it."""
+    changed = False
+    for total, columns in zeros_with:
+        if (i, total) not in hidden:
+            continue
+        for column in columns:
+            if (i, column) not in hidden and table[i][column][0] == 0:
+                hidden[(i, column)] = COMPLEMENT
+                changed = True
+    return changed
+
+
 def suppress(
     table: list[dict[str, tuple[int, set]]],
     columns: Sequence[str],
@@ -78,6 +93,7 @@ def suppress(
     column_totals: bool = True,
     row_groups: Sequence[Sequence[int]] = (),
     zeros: bool = False,
+    zeros_with: RowSums = (),
 ) -> list[dict[str, dict]]:
     """Small-cell suppression of a table of (count, patients) figures; returns cells.
 
@@ -92,7 +108,9 @@ def suppress(
     each is treated as the column totals are (give `column_totals=False` where the rows of the
     table do not, all together, add up to one public total). With `zeros`, a lone hidden term
     of a sum down the columns whose other terms are all 0 hides one of those zeros too (else
-    the public total would be the hidden figure).
+    the public total would be the hidden figure). `zeros_with`: (a total column, columns
+    counting some of the same patients, not parts of a sum): where the row's total is hidden,
+    a 0 in those columns is hidden too, as a part's would be.
     """
     hidden = _small_cells(table, columns, min_cell)
     changed = True
@@ -100,6 +118,7 @@ def suppress(
         changed = False
         for i in range(len(table)):
             changed |= _hide_row_sums(table, hidden, i, row_sums)
+            changed |= _hide_zeros_with(table, hidden, i, zeros_with)
         groups = [range(len(table))] if column_totals else []
         for rows in [*groups, *row_groups]:
             for c in columns:

@@ -11,6 +11,8 @@ from flask import current_app, render_template, request
 from flask.typing import ResponseReturnValue
 
 from smartapp.audit import log as referral_log
+from smartapp.partners.registry import Partner
+from smartapp.partners.runtime import partner_services
 from smartapp.services import current_services
 from smartapp.staff.auth import require_role
 from smartapp.staff.console.blueprint import AUDITOR, MANAGER, bp, signed_in
@@ -63,9 +65,9 @@ def _names() -> Directory:
     return directory(catalog.programs() if catalog else [], _partners())
 
 
-def _partners() -> list:
-    """The community partners (partner data), for their names; none where none are set up."""
-    return []
+def _partners() -> list[Partner]:
+    """The community partners (partner data, re-read on change), for their names."""
+    return list(partner_services().partners())
 
 
 def _rule_titles() -> dict[str, str]:
