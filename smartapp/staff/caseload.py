@@ -283,13 +283,17 @@ def check_accept(
         return
     if by is not None and _ref_name(by).ref != target.ref:
         raise CaseloadFull(
-            f"{target.name} has {held} open handoffs, the caseload cap ({settings.cap}): "
+            f"{target.name} has {_handoffs(held)}, the caseload cap ({settings.cap}): "
             "choose another coach, or leave the handoff in the team queue."
         )
     raise CaseloadFull(
-        f"You have {held} open handoffs, the caseload cap ({settings.cap}): close or hand on "
+        f"You have {_handoffs(held)}, the caseload cap ({settings.cap}): close or hand on "
         "one before accepting another. This handoff stays in the team queue."
     )
+
+
+def _handoffs(count: int) -> str:
+    return f"{count} open handoff{'' if count == 1 else 's'}"
 
 
 def warm_line(catalog: Catalog | None, settings: Settings, now: datetime) -> Program | None:

@@ -95,7 +95,7 @@ def test_a_coach_at_the_cap_sends_the_next_handoff_to_the_team_queue(stack):
     db = Database(stack.database_url)
     second_id = referral_row(jordan.get(f"{url}/worklist/", timeout=10).text, "P07-pt")
     assert [w.referral_id for w in caseload.team_queue(db)] == [second_id]
-    with pytest.raises(CaseloadFull, match=r"You have 1 open handoffs, the caseload cap \(1\)"):
+    with pytest.raises(CaseloadFull, match=r"You have 1 open handoff, the caseload cap \(1\)"):
         caseload.check_accept(db, JORDAN, app.config)
     refused = jordan.post(
         f"{url}/worklist/{second_id}/accept", data={"csrf_token": CSRF}, timeout=10
@@ -114,5 +114,5 @@ def test_a_coach_at_the_cap_sends_the_next_handoff_to_the_team_queue(stack):
         data={"csrf_token": CSRF, "referral": second_id, "to": JORDAN["user_ref"]},
         timeout=10,
     )
-    assert "Jordan Rivera, CPRS has 1 open handoffs, the caseload cap (1)" in moved.text
+    assert "Jordan Rivera, CPRS has 1 open handoff, the caseload cap (1)" in moved.text
     assert [w.referral_id for w in caseload.team_queue(db)] == [second_id]

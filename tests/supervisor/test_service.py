@@ -127,7 +127,7 @@ def test_reassign_goes_through_the_lifecycle_as_the_supervisor(db):
     assert (event.data["to"], event.data["note"]) == (SAM["user_ref"], "Sam is free")
 
     # Jordan holds one; at a cap of 1 nothing more goes to him, and nothing changes.
-    with pytest.raises(CaseloadFull, match=r"Jordan Rivera, CPRS has 1 open handoffs"):
+    with pytest.raises(CaseloadFull, match=r"Jordan Rivera, CPRS has 1 open handoff"):
         service.reassign(db, CONFIG | {"COACH_CASELOAD_CAP": 1}, other, JORDAN.reference, BOSS)
     assert handoffs.get(db, other).status == "requested"
     # Held handoffs move between coaches too (Sam: 1 of 2 -> 2 of 2).
