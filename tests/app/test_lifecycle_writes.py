@@ -334,13 +334,14 @@ FAULTS = [
     ("P15-pt", {"kind": "drop_after_forward", "method": "PUT", "path": "/fhir/ServiceRequest/"}),
     ("P17-pt", {"kind": "drop_after_forward", "method": "POST", "path": "/fhir/Provenance"}),
     ("P18-pt", {"kind": "status", "status": 500, "method": "GET", "path": "/fhir/Task/"}),
+    ("P21-pt", {"kind": "status", "status": 409, "method": "PUT", "path": "/fhir/Task/"}),
 ]
 
 
 @pytest.mark.parametrize(
     ("patient", "fault"),
     FAULTS,
-    ids=["503", "429", "cut-task", "412", "cut-order", "cut-provenance", "500-on-reread"],
+    ids=["503", "429", "cut-task", "412", "cut-order", "cut-provenance", "500-on-reread", "409"],
 )
 def test_each_change_lands_exactly_once_in_order_through_faults(stack, patient, fault):
     """Four changes queued at once; the first two requests of the path fail; retried, each
