@@ -166,6 +166,12 @@ def test_partner_update_reaches_the_worklist_the_log_and_the_ehr_task(partner_st
     token = token_for(stack.ehr_url, "P03-pt", TEST_READER, TEST_READER_REDIRECT)
     tasks = FhirReader(f"{stack.ehr_url}/fhir", token["access_token"]).search("Task?patient=P03-pt")
     assert len(tasks) == 1 and tasks[0]["status"] == "completed"
+    reader = FhirReader(f"{stack.ehr_url}/fhir", token["access_token"])
+    provenances = reader.search(f"Provenance?target=Task/{tasks[0]['id']}")
+    agents = [agent for p in provenances for agent in p.get("agent", [])]
+    assert any(agent.get("who", {}).get("display") == "Bridge Health" for agent in agents), agents
+    requests_at_ehr = reader.search("ServiceRequest?patient=P03-pt")
+    assert [r["status"] for r in requests_at_ehr] == ["completed"]
 
 
 def test_two_updates_on_one_version_one_wins_the_other_gets_412(partner_stack):
