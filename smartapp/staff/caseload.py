@@ -173,6 +173,8 @@ def _roster(entries: Iterable[Any]) -> Iterable[Coach]:
 def coverage_windows(lines: Iterable[str]) -> tuple[Window, ...]:
     """Weekly windows of lines like ``mon-fri 08:00-18:00`` or ``sat 09:00-13:00`` (an end
     of ``24:00`` runs till midnight). A malformed line raises ValueError naming it."""
+    if isinstance(lines, str):  # one setting string: lines apart by ";"
+        lines = [line for line in lines.split(";") if line.strip()]
     windows = []
     for line in lines:
         found = _WINDOW.fullmatch(line.strip().lower())

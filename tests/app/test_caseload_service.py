@@ -134,6 +134,7 @@ def test_coverage_hours(db):
     )
     assert windows[0].days == (0, 1, 2, 3, 4) and windows[1].end is None
     assert windows[2].days == (6, 0)
+    assert caseload.coverage_windows("mon-fri 08:00-18:00; sat 09:00-13:00")[1].days == (5,)
     config = {"COACH_COVERAGE_HOURS": ["mon-fri 08:00-18:00"], "COACH_COVERAGE_TIMEZONE": "UTC"}
     assert caseload.in_coverage(config, NOW)
     assert not caseload.in_coverage(config, NOW.replace(hour=19))
