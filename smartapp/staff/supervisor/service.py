@@ -218,7 +218,7 @@ def supervisor_page(
         after_hours=[row for row in recent if row.after_hours],
         coverage=figures.coverage(recent, now),
         coaches=reassign_targets(db, settings, now),
-        coverage_hours=list(config.get("COACH_COVERAGE_HOURS") or ()),
+        coverage_hours=_lines(config.get("COACH_COVERAGE_HOURS", caseload.DEFAULT_COVERAGE_HOURS)),
         coverage_problem=settings.coverage_problem,
         unreadable=len(broken),
         timezone=settings.timezone,
@@ -229,6 +229,13 @@ def supervisor_page(
                 session, viewer, "supervisor view (caseload, queue, follow-ups)"
             )
     return page
+
+
+def _lines(hours: Any) -> list[str]:
+    """The coverage hours setting as lines (a string holds them apart by ";")."""
+    if isinstance(hours, str):
+        return [line.strip() for line in hours.split(";") if line.strip()]
+    return [str(line) for line in hours or ()]
 
 
 def reassign_targets(
