@@ -8,7 +8,12 @@
 - `plan`: `WritePlan` and its operations; the JSON column's only (de)serialiser.
 - `profiles`: what each EHR takes (fhir-rest, epic, oracle-health).
 - `outbox`: the queue (submit, lease, retry backoff, deliver, enqueue_task_update).
-- `writers`: transaction, one by one (search first), updates.
-- `task_update`: a coach's changes mirrored into the Task.
+- `writers`: transaction, one by one (search first), then the follow-ups in order.
+- `task_update`: a change to the handoff (who acted, status, businessStatus, reason, output,
+  note) merged onto the Task as the EHR holds it (only our fields); the follow-ups it queues.
+- `versioned`: a PUT with If-Match on the version it was based on; on a conflict, re-read and
+  re-apply (or find our earlier PUT already landed).
+- `business_status`: the businessStatus steps, as data (catalog/lifecycle.yaml).
+- `actor`: who acted (Provenance agents, log events).
 - `worker`: delivers queued referrals (a process or a thread).
 """
