@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import create_engine, text
+
 from smartapp.launch.keys import KeyStore
 from smartapp.web.serving import reserve_port, serve_in_thread
 from tests.conftest import TEST_READER, TEST_READER_REDIRECT, start_app, write_registration
 from tests.faultproxy import FaultProxy
+from tests.launch_flow import Controls
 from tests.stacks import Stack
 
 LAUNCH_CLIENT = "handoff-test"
@@ -96,3 +99,24 @@ def start_backend_stack(
         database_url=database_url,
     )
     return stack, kid
+
+
+def end_the_launch(stack: Stack) -> None:
+    """The launch token expires now and the EHR refuses its refresh: the physician's session
+    is over, so Handoff's later writes need its backend token (or wait for a new launch).
+    (For a token that really lives a minute: the fault `access_token_lifetime: 60` before the
+    launch, plus `refuse_refresh`, since Handoff asks `online_access` for a refresh token.)"""
+    controls = Controls(stack.ehr_url)
+    controls.faults(refuse_refresh=True)
+    controls.expire_tokens()
+
+
+def sandbox_tokens(stack: Stack) -> list[tuple[str, str, str]]:
+    """(client_id, scope, access_token) of every token the stack's sandbox issued."""
+    engine = create_engine(f"sqlite:///{stack.launch_dir.parent / 'sandbox.sqlite'}")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT client_id, scope, access_token FROM oauth_token"))
+            return [(str(a), str(b or ""), str(c)) for a, b, c in rows]
+    finally:
+        engine.dispose()

@@ -18,7 +18,6 @@ import pytest
 import requests
 import yaml
 from click.testing import CliRunner
-from sqlalchemy import create_engine, text
 
 from smartapp.cli import cli
 from smartapp.launch import backend
@@ -28,7 +27,13 @@ from smartapp.writeback import outbox
 from smartapp.writeback.task_update import TaskChanges
 from smartapp.writeback.worker import OutboxWorker, deliver_now
 from tests import launch_flow
-from tests.backend_stack import BACKEND_CLIENT, BACKEND_SCOPES, start_backend_stack
+from tests.backend_stack import (
+    BACKEND_CLIENT,
+    BACKEND_SCOPES,
+    end_the_launch,
+    sandbox_tokens,
+    start_backend_stack,
+)
 from tests.launch_flow import Controls, sign_all
 from tests.stacks import referral_of
 
@@ -63,14 +68,6 @@ def plain(tmp_path_factory, shared_dir):
     running.stop()
 
 
-def sandbox_tokens(stack) -> list[tuple[str, str, str]]:
-    """(client_id, scope, access_token) of every token the sandbox issued."""
-    engine = create_engine(f"sqlite:///{stack.launch_dir.parent / 'sandbox.sqlite'}")
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT client_id, scope, access_token FROM oauth_token"))
-        return [tuple(row) for row in rows]
-
-
 def registration_of(stack, **backend_block) -> Registration:
     data = yaml.safe_load((stack.launch_dir / "sandbox.yaml").read_text())
     if backend_block:
@@ -88,13 +85,6 @@ def queue_with_a_503(stack, patient: str):
     assert referral_of(stack.database_url, patient).status == "queued"
     stack.proxy.wait_idle(10)
     return launch
-
-
-def end_the_launch(stack) -> None:
-    """The launch token expires and the EHR refuses its refresh: the session is over."""
-    controls = Controls(stack.ehr_url)
-    controls.faults(refuse_refresh=True)
-    controls.expire_tokens()
 
 
 def deliver(stack, patient: str, seconds: float = 20.0):
