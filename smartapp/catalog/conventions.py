@@ -79,6 +79,11 @@ class _ContactPoint(_Model):
                 raise ValueError("a phone ContactPoint needs a value (the number)")
             if not PHONE_RE.fullmatch(value.strip()) or sum(c.isdigit() for c in value) < 7:
                 raise ValueError(f"{value!r} does not look like a phone number")
+        if info.data.get("system") == "url" and (
+            value is None or not value.startswith("https://") or any(c.isspace() for c in value)
+        ):
+            # A service's url is its consult link (video visit): the coach's worklist opens it.
+            raise ValueError(f"{value!r}: a url ContactPoint needs an https:// address")
         return value
 
 

@@ -44,6 +44,13 @@ class Program:
     availability_exceptions: str | None = None
     windows: tuple[Window, ...] = field(default=(), repr=False)
     closures: tuple[Closure, ...] = field(default=(), repr=False)
+    # The program's consult link (a `url` telecom: its video visit), for telehealth consults.
+    video_link: str | None = None
+
+    @property
+    def call_link(self) -> str:
+        """The phone as a tel: link (digits and a leading +)."""
+        return "tel:" + "".join(c for c in self.phone if c.isdigit() or c == "+")
 
     def open_now(self, at: datetime) -> bool:
         """Whether the program is open at ``at`` in the catalog's time zone.
@@ -159,6 +166,7 @@ def program_of(
         availability_exceptions=service.availabilityExceptions,
         windows=windows,
         closures=closures,
+        video_link=next((p.value for p in service.telecom if p.system == "url" and p.value), None),
     )
 
 

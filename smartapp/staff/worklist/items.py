@@ -76,6 +76,13 @@ class Item:
         return self.state.owner_ref
 
     @property
+    def phone_link(self) -> str | None:
+        """The patient's phone as a tel: link (digits and a leading +)."""
+        if not self.phone:
+            return None
+        return "tel:" + "".join(c for c in self.phone if c.isdigit() or c == "+")
+
+    @property
     def mode_words(self) -> str:
         return CONSULT_MODES.get(self.mode, self.mode)
 
@@ -176,10 +183,7 @@ def consult_link(
     chosen = program or (warm_line if mode == "warm-line" else None)
     if chosen is None:
         return None
-    digits = "".join(c for c in chosen.phone if c.isdigit() or c == "+")
-    return ConsultLink(
-        chosen.name, chosen.phone, f"tel:{digits}", getattr(chosen, "video_link", None)
-    )
+    return ConsultLink(chosen.name, chosen.phone, chosen.call_link, chosen.video_link)
 
 
 def build_item(
