@@ -84,6 +84,7 @@ class BackendTokens:
             cached = self._tokens.get(cache_key)
             if cached is not None and not force and time.monotonic() < cached.renew_at:
                 return cached.access_token
+            self._tokens.pop(cache_key, None)  # spent or refused: never used again
             endpoint = self.token_endpoint(registration, timeout)
             response = request_token(registration, settings, endpoint, keys, timeout)
             lifetime = _lifetime(response)
