@@ -1,4 +1,6 @@
-"""backend services (issue 11)
+"""backend services (issue 11): no table. Backend tokens live in each process's memory only
+(smartapp/launch/backend.py), never in the database; the registration's `backend:` block is
+configuration (launch/*.yaml).
 
 Revision ID: 0005
 Revises: 0004
