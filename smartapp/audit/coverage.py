@@ -28,7 +28,16 @@ from smartapp.audit import rows as stored
 from smartapp.audit.models import LogEvent
 
 KIND = "coverage"
-TYPES = ("decision", "write-attempt", "coach-accept", "coach-contact", "coach-link", "coach-close")
+TYPES = (
+    "decision",
+    "write-attempt",
+    "coach-accept",
+    "coach-contact",
+    "coach-link",
+    "coach-close",
+    "handoff-reassign",  # issue 11: every change through handoffs.service.record logs task_status
+    "handoff-status",
+)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,7 @@ def event_data(
     if change.at is not None:
         data["at"] = change.at.isoformat()
     if type_ == "handoff-reassign":
+        data |= {"task_status": after.status}
         data |= {"from": before.owner_ref, "from_name": before.owner_name}
         data |= {"to": after.owner_ref, "to_name": after.owner_name, "note": change.note}
     elif type_ == "handoff-status":

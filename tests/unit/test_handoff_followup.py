@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from smartapp.audit import coverage
 from smartapp.db import Database, LogEvent, Referral
 from smartapp.handoffs import followup, lifecycle, service
 from smartapp.handoffs.contact import contact_details, location_of, phone_of
@@ -186,6 +187,11 @@ def test_record_names_who_acted_in_the_log_and_refuses_without_a_trace(db):
         "actor_kind": "supervisor",
     }
     assert moved.user_ref == "urn:staff:sup" and moved.data["user_name"] == "Casey Morgan"
+    assigned = signed(db, "fhir-rest", task_written=True, patient="p2")
+    service.record(db, assigned, lifecycle.reassign(JORDAN), supervisor)  # requested -> accepted
+    with db.session() as session:  # the log covers every status the handoff table holds
+        findings, _ = coverage.check(session)
+    assert [f.message for f in findings if "coach" in f.message or "handoff" in f.message] == []
     before = outbox.get(db, referral_id)
     with pytest.raises(LifecycleError, match="belongs to Sam Lee"):
         service.record(db, referral_id, lifecycle.contact("no-answer"), JORDAN)
