@@ -312,9 +312,7 @@ def test_runtime_registration_then_key_and_client_revocation(backend: Backend) -
     token = ask(ehr, assertion(key, ehr.token_url, "runtime-backend"), "system/Task.rs")
     assert token.status_code == 200, token.text
     # The key is revoked: refused at once; the client's other key still works.
-    assert requests.post(
-        f"{controls}/clients/runtime-backend/keys/runtime-1/revoke", timeout=10
-    ).ok
+    assert requests.post(f"{controls}/clients/runtime-backend/keys/runtime-1/revoke", timeout=10).ok
     refused(
         ask(ehr, assertion(key, ehr.token_url, "runtime-backend"), "system/Task.rs"),
         "key 'runtime-1' is revoked",
