@@ -113,6 +113,8 @@ def test_the_worklist_shows_what_a_coach_works_with_for_a_signed_p01_visit(stack
     row = row_html(jordan.page(), referral_id)
     assert re.search(r'class="waiting">Waited \d+ min for a coach<', row)  # counted to accept
     assert 'data-status="accepted"' in row and JORDAN in row
+    consent = f'href="/staff/handoffs/{referral_id}/consent">Record consent to share</a>'
+    assert consent in row  # the partner consent form (helper H4's route), for the coach's own
     [accepted] = events(stack, "coach-accept", referral_id)
     assert accepted.data["user_name"] == JORDAN and accepted.data["actor_kind"] == "coach"
     assert accepted.user_ref != "Practitioner/sandbox-physician"  # the coach, not the physician
@@ -299,6 +301,13 @@ def test_a_telehealth_consult_shows_the_programs_call_and_video_links(stack, sam
     assert 'href="tel:5555550113"' in row
     assert 'href="https://video.example.org/bridge-tele-moud"' in row
     assert "Coach consult</strong> telehealth" in row
+
+
+def test_a_warm_line_consult_without_a_program_shows_the_warm_line(stack, sam):
+    referral_id = sign(stack, "P21-pt", mode="warm-line")
+    row = row_html(sam.page(), referral_id)
+    assert "Example Peer Recovery Warmline" in row and 'href="tel:5555550142"' in row
+    assert "join video" not in row  # the warm line has no video link in the catalog
 
 
 def test_the_live_endpoint_answers_small_while_nothing_changed(stack, sam):

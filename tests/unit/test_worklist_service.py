@@ -180,3 +180,18 @@ def test_a_declined_consult_is_no_handoff(db):
     assert worklist.items(db, utcnow(), include_closed=True) == []
     with pytest.raises(WorklistError, match="No such handoff"):
         worklist.act(db, row.id, "accept", COACH)
+
+
+def test_accept_and_reassign_past_the_caseload_cap_are_refused(db):
+    first = signed(db, "fhir-rest", task_written=True, patient="p1")
+    second = signed(db, "fhir-rest", task_written=True, patient="p2")
+    config = {"COACH_CASELOAD_CAP": 1}
+    worklist.act(db, first, "accept", COACH, config=config)
+    with pytest.raises(WorklistError, match="caseload cap"):
+        worklist.act(db, second, "accept", COACH, config=config)
+    with db.session() as session:
+        assert session.get(CoachHandoff, second) is None  # still in the team queue
+    worklist.act(db, second, "accept", OTHER, config=config)
+    with pytest.raises(WorklistError, match="Sam Lee, CPRS has 1 open handoff"):
+        worklist.reassign(db, first, COACH, worklist.coach_actor(OTHER), config)
+    assert worklist.loads(db) == {COACH["name"]: 1, OTHER["name"]: 1}
