@@ -105,7 +105,7 @@ def demo(
             ),
             SandboxClient(
                 client_id="handoff-staff",
-                redirect_uris=[f"{app_url}/staff/callback"],
+                redirect_uris=[f"{app_url}/staff/callback", f"{app_url}/partner/callback"],
                 launch_url=f"{app_url}/",
                 name="Handoff staff pages",
                 auth_method="client_secret_basic",
@@ -133,6 +133,7 @@ def demo(
     click.echo(f"Sandbox EHR ready in {time.monotonic() - started:.1f} s.")
     click.echo(f"Handoff app:  {app_url}")
     click.echo(f"Coach worklist: {app_url}/worklist/  (sign in as a demo coach)")
+    click.echo(f"Partner page: {app_url}/partner/  (sign in as the demo partner)")
     click.echo(f"Auditor console: {app_url}/console/  (sign in as the demo auditor)")
     click.echo(f"Open the chart: {ehr_url}/")
     click.echo(f"Data: {data_dir} (other `handoff` commands: --instance-path {data_dir})")
@@ -359,6 +360,7 @@ def write_demo_settings(instance: Path, ehr_url: str, app_url: str) -> Path:
     launch_dir = write_demo_registration(
         instance / "launch", ehr_url, backend=demo_backend(instance / "keys")
     )
+    write_demo_partner(launch_dir / "partners")
     settings = {
         "DEMO": True,
         "PUBLIC_URL": app_url,
@@ -372,6 +374,22 @@ def write_demo_settings(instance: Path, ehr_url: str, app_url: str) -> Path:
     lines += [f"{name} = {value!r}" for name, value in settings.items()]
     config.write_text("\n".join(lines) + "\n")
     return config
+
+
+def write_demo_partner(folder: Path) -> Path:
+    """The demo's one community partner (the catalog's Example Bridge Health), for its web
+    page only: the sandbox's user `demo-partner` signs in for it; no backend client."""
+    folder.mkdir(parents=True, exist_ok=True)
+    partner = {
+        "id": "bridge-health",
+        "name": "Example Bridge Health",
+        "organization": {"reference": "Organization/example-bridge-health"},
+        "programs": ["bridge-clinic", "bridge-naltrexone", "bridge-telehealth"],
+        "web_users": ["demo-partner"],
+    }
+    path = folder / "bridge-health.yaml"
+    path.write_text(yaml.safe_dump(partner, sort_keys=False))
+    return path
 
 
 #: The demo's SMART Backend Services client at the sandbox (Handoff's JWKS by URL), the kid of
