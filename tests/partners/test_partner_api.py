@@ -97,6 +97,29 @@ def test_consent_opens_the_referral_to_its_partner_only_and_revoking_closes_it(p
     assert search(a, token_a)["entry"] == []
     revoked = events(stack, "consent-revoked", referral_id)
     assert [e["consent"] for e in revoked] == [consent_id]
+    assert_consent_resource(stack, referral_id, consent_id)
+
+
+def assert_consent_resource(stack, referral_id: str, consent_id: str) -> None:
+    """The FHIR Consent Handoff keeps: a Part 2 privacy consent naming the recipient, the
+    purpose and what is shared; inactive, its provision ended, once revoked."""
+    from smartapp.partners import consent as consents
+
+    (kept,) = consents.for_referral(Database(stack.database_url), referral_id)
+    consent = kept.resource
+    assert kept.id == consent_id and kept.status == "revoked"
+    assert consent["resourceType"] == "Consent" and consent["status"] == "inactive"
+    assert consent["scope"]["coding"][0]["code"] == "patient-privacy"
+    assert consent["patient"]["reference"] == "Patient/P02-pt"
+    assert consent["policy"][0]["uri"].endswith("part-2")
+    provision = consent["provision"]
+    assert provision["type"] == "permit"
+    assert provision["actor"][0]["role"]["coding"][0]["code"] == "IRCP"
+    assert provision["actor"][0]["reference"]["reference"] == stack.a.organization
+    assert provision["purpose"][0]["code"] == "TREAT"
+    assert sorted(c["code"] for c in provision["class"]) == ["Patient", "ServiceRequest", "Task"]
+    assert provision["period"]["start"] <= provision["period"]["end"]
+    assert {"R", "42CFRPart2"} <= {label["code"] for label in consent["meta"]["security"]}
 
 
 def test_partner_update_reaches_the_worklist_the_log_and_the_ehr_task(partner_stack):

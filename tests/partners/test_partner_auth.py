@@ -28,6 +28,10 @@ def test_discovery_names_the_token_url_and_what_it_takes(partner_stack):
     assert config["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
     assert set(config["token_endpoint_auth_signing_alg_values_supported"]) == {"ES384", "RS384"}
     assert "system/Task.u" in config["scopes_supported"]
+    metadata = requests.get(f"{partner_stack.app_url}/partner/fhir/metadata", timeout=5).json()
+    assert metadata["resourceType"] == "CapabilityStatement"
+    task = next(r for r in metadata["rest"][0]["resource"] if r["type"] == "Task")
+    assert "Task:focus" in task["searchInclude"]
 
 
 def test_a_good_assertion_earns_a_short_token_with_the_scopes_asked(partner_stack):
