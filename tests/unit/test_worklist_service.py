@@ -195,3 +195,20 @@ def test_accept_and_reassign_past_the_caseload_cap_are_refused(db):
     with pytest.raises(WorklistError, match="Sam Lee, CPRS has 1 open handoff"):
         worklist.reassign(db, first, COACH, worklist.coach_actor(OTHER), config)
     assert worklist.loads(db) == {COACH["name"]: 1, OTHER["name"]: 1}
+
+
+def test_closed_handoffs_leave_the_list_after_their_last_outcome_day(db):
+    from datetime import timedelta
+
+    from smartapp.handoffs.followup import FollowupSettings
+
+    old = signed(db, "fhir-rest", task_written=True, patient="p1")
+    waiting = signed(db, "fhir-rest", task_written=True, patient="p2")
+    worklist.act(db, old, "accept", COACH)
+    worklist.act(db, old, "close", COACH, reason="Could not reach the patient")
+    settings = FollowupSettings(days=(1,), outcome_days=(7,))
+    soon, late = utcnow() + timedelta(days=8), utcnow() + timedelta(days=40)
+    assert [i.referral_id for i in worklist.items(db, soon, settings)] == [old, waiting]
+    assert [i.referral_id for i in worklist.items(db, late, settings)] == [waiting]  # unowned: open
+    everything = worklist.items(db, late, settings, include_closed=True)
+    assert [i.referral_id for i in everything] == [old, waiting]
