@@ -461,9 +461,16 @@ def _mount_audit() -> None:
     cli.add_command(audit)
 
 
+def _mount_partners() -> None:
+    from smartapp.partners.cli import partners
+
+    cli.add_command(partners)
+
+
 def main() -> None:
     _mount_rules()
     _mount_audit()
+    _mount_partners()
     cli(prog_name="handoff")
 
 

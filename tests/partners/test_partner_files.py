@@ -99,3 +99,32 @@ def test_the_directory_reads_an_edit_and_fails_closed_on_a_broken_one(tmp_path):
     (tmp_path / "a.yaml").write_text(GOOD + "  revoked: maybe-later\n")
     assert directory.current().by_client("bridge-system") is None
     assert "revoked" in (directory.error or "")
+
+
+def test_handoff_partners_check_names_unknown_programs_and_unfit_keys(tmp_path):
+    from click.testing import CliRunner
+    from joserfc.jwk import ECKey
+
+    from smartapp.partners.cli import partners
+
+    p256 = ECKey.generate_key("P-256", parameters={"kid": "k1"}).as_dict(private=False)
+    text = GOOD.replace("programs: [bridge-clinic]", "programs: [bridge-clinic, no-such-program]")
+    text = text.replace(
+        "  jwks_uri: https://bridge.example.org/jwks.json\n",
+        f"  jwks: {{keys: [{{kty: EC, crv: P-256, kid: k1, x: {p256['x']}, y: {p256['y']}}}]}}\n"
+        "  algorithms: [ES384]\n",
+    )
+    (tmp_path / "bridge.yaml").write_text(text)
+    catalog = REPO_ROOT / "catalog" / "sample"
+    result = CliRunner().invoke(
+        partners, ["check", "--folder", str(tmp_path), "--catalog", str(catalog)]
+    )
+    assert result.exit_code == 1
+    assert "programs not in the catalog" in result.output and "no-such-program" in result.output
+    assert "no key fits ['ES384']" in result.output
+
+    sample = REPO_ROOT / "launch" / "partners" / "samples"
+    result = CliRunner().invoke(
+        partners, ["check", "--folder", str(sample), "--catalog", str(catalog)]
+    )
+    assert result.exit_code == 0 and "1 partner(s)" in result.output
