@@ -246,7 +246,12 @@ def distribution(minutes: Sequence[float], min_cell: int) -> dict:
         index = next(i for i, (high, _) in enumerate(BUCKETS) if high is None or value < high)
         counts[index] += 1
     shown = len(minutes) >= min_cell
-    quartiles = statistics.quantiles(minutes, n=4, method="inclusive") if shown else None
+    quartiles: list[float] | None = None
+    if shown:  # one value alone (a threshold of 1) is its own quartiles
+        many = len(minutes) > 1
+        quartiles = (
+            statistics.quantiles(minutes, n=4, method="inclusive") if many else list(minutes) * 3
+        )
     return {
         "n": len(minutes),
         "suppressed": bool(minutes) and not shown,
