@@ -11,10 +11,14 @@
 2. ``handoff rules backtest`` over the Synthea folder (reading and parsing included, on
    ``--workers`` processes, default every core) against a single-process read and parse
    of the same files.
+3. The within-visit replay alone, per visit and per moment: every ED visit evaluated at
+   each moment its chart changed (arrival, each new resource the rules read, discharge),
+   the charts already built, in one process.
 
 Each figure is the best of several runs (other work shares the machine), each run cold
 (value set memos cleared). The last line printed is one JSON object:
-``{"eval_to_parse_300", "eval_to_parse_5000", "backtest_to_parse", "backtest_visits_per_s"}``.
+``{"eval_to_parse_300", "eval_to_parse_5000", "backtest_to_parse", "backtest_visits_per_s",
+"moments_per_visit", "replay_ms_per_visit", "replay_ms_per_moment"}``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from smartapp.engine import Chart, Pack, evaluate, load_pack  # noqa: E402
+from smartapp.engine.chart import bundle_items, coded_in  # noqa: E402
+from smartapp.engine.history import ed_visits, replay  # noqa: E402
 from smartapp.rulestools.backtest import run_backtest  # noqa: E402
 
 SYNTHEA = REPO.parent / "shared" / "synthea"
@@ -210,6 +216,38 @@ def parse_files(files: list[Path]) -> None:
         orjson.loads(path.read_bytes())
 
 
+def bench_replay(files: list[Path], pack: Pack, runs: int) -> dict[str, float]:
+    """The within-visit replay alone (charts built as the backtest builds them): its cost
+    per visit and per moment, in one process."""
+    keep = coded_in(pack.valuesets.values())
+    gc.disable()
+    try:
+        charts = [
+            Chart.from_items(bundle_items(orjson.loads(p.read_bytes())), keep=keep) for p in files
+        ]
+    finally:
+        gc.enable()
+    rule = pack.document.current_encounter
+    found: list[Any] = []
+
+    def run() -> None:
+        found.clear()
+        for chart in charts:
+            visits, _skipped = ed_visits(chart, rule, [pack])
+            found.extend(replay(chart, [pack], visits))
+
+    took = best_times({"replay": run}, runs, collector=False)["replay"]
+    visits = len(found)
+    moments = sum(len(r.visit.moments) or 1 for r in found)
+    return {
+        "visits": visits,
+        "moments": moments,
+        "moments_per_visit": moments / visits,
+        "replay_ms_per_visit": took * 1000 / visits,
+        "replay_ms_per_moment": took * 1000 / moments,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--synthea", type=Path, default=SYNTHEA)
@@ -239,6 +277,7 @@ def main() -> None:
     # the charts after the backtest, whose workers are forked from this process: small
     small = bench_chart(*small_chart(args.synthea), pack, runs=max(15, 150 // scale))
     large = bench_chart(*large_chart(args.synthea), pack, runs=max(5, 20 // scale))
+    replayed = bench_replay(files, pack, runs)
     size_mb = sum(p.stat().st_size for p in files) / 1e6
     parse_all = min(parse_gc, parse_nogc)  # the backtest is compared with the faster parse
 
@@ -308,6 +347,12 @@ def main() -> None:
         f"{visits / single:.0f}/s in 1 process."
     )
     print(
+        f"within-visit replay (charts built, 1 process): {replayed['moments']} moments in "
+        f"{replayed['visits']} visits ({replayed['moments_per_visit']:.2f} a visit), "
+        f"{replayed['replay_ms_per_visit']:.3f} ms a visit, "
+        f"{replayed['replay_ms_per_moment']:.3f} ms a moment."
+    )
+    print(
         json.dumps(
             {
                 # the worse of the two like-for-like ratios (GC on for both, GC off for both)
@@ -315,6 +360,9 @@ def main() -> None:
                 "eval_to_parse_5000": round(max(large["gc"]["ratio"], large["nogc"]["ratio"]), 3),
                 "backtest_to_parse": round(backtest / parse_all, 3),
                 "backtest_visits_per_s": round(visits / backtest, 1),
+                "moments_per_visit": round(replayed["moments_per_visit"], 2),
+                "replay_ms_per_visit": round(replayed["replay_ms_per_visit"], 3),
+                "replay_ms_per_moment": round(replayed["replay_ms_per_moment"], 3),
             }
         )
     )

@@ -25,6 +25,7 @@ from .chart_types import (
     ChartEntry,
     ChartError,
     ChartItem,
+    KeepCodes,
     MultiplePatientsError,
     Unreadable,
     ValueSetLike,
@@ -42,13 +43,37 @@ __all__ = [
     "ChartEntry",
     "ChartError",
     "ChartItem",
+    "KeepCodes",
     "MultiplePatientsError",
     "Unreadable",
     "ValueSetLike",
     "bundle_items",
+    "coded_in",
     "resource_items",
     "resource_key",
 ]
+
+#: Types a chart built with ``keep`` always holds, whatever their codes.
+ALWAYS_KEPT = frozenset({"Patient", "Encounter", "Medication", *MEDICATION_TYPES})
+
+
+def coded_in(valuesets: Iterable[ValueSetLike]) -> KeepCodes:
+    """A ``keep`` test for :meth:`Chart.from_items`: some coding is in one of the value
+    sets (so a rule reading them can see the resource). Memoised per coding."""
+    sets = tuple(valuesets)
+    memo: dict[tuple[str, str], bool] = {}
+
+    def keep(codes: tuple[tuple[str, str], ...]) -> bool:
+        for coding in codes:
+            found = memo.get(coding)
+            if found is None:
+                system, code = coding
+                found = memo[coding] = any(vs.contains(system, code) for vs in sets)
+            if found:
+                return True
+        return False
+
+    return keep
 
 
 class Chart:
@@ -92,6 +117,7 @@ class Chart:
         self._members: dict[int, tuple[Any, tuple[ChartEntry, ...]]] = {}
         self._history: History | None = None
         self._with: dict[tuple[str, str], tuple[ChartEntry, ...]] = {}
+        self._reasons: dict[str, tuple[tuple[str, str], ...]] = {}
 
     # construction -------------------------------------------------------------------
 
@@ -107,18 +133,31 @@ class Chart:
 
     @classmethod
     def from_items(
-        cls, items: Iterable[ChartItem], on_unreadable: Unreadable | None = None
+        cls,
+        items: Iterable[ChartItem],
+        on_unreadable: Unreadable | None = None,
+        keep: KeepCodes | None = None,
     ) -> Chart:
         """Chart from items of :func:`bundle_items` / :func:`resource_items` (or a part).
 
         With ``on_unreadable``, a resource the chart cannot take (two different versions of
         one key, an order whose medication is not in the chart) is left out and reported as
         ``on_unreadable(key, problem)`` instead of raising ChartError (see readable.py).
+
+        With ``keep`` (a test of a resource's codes, see :func:`coded_in`), the chart holds
+        only the patient, encounters, medications and Medications, and the resources whose
+        codes pass: what rules reading those codes can see (the backtest's charts, so the
+        rest costs nothing after its check). Every resource is checked all the same.
         """
-        return cls._build(items, on_unreadable)
+        return cls._build(items, on_unreadable, keep)
 
     @classmethod
-    def _build(cls, items: Iterable[ChartItem], on_unreadable: Unreadable | None = None) -> Chart:
+    def _build(
+        cls,
+        items: Iterable[ChartItem],
+        on_unreadable: Unreadable | None = None,
+        keep: KeepCodes | None = None,
+    ) -> Chart:
         """Key every resource, resolve references, then index (one pass over the chart)."""
         keyed: dict[str, tuple[dict[str, Any], str]] = {}
         aliases: dict[str, str] = {}
@@ -164,14 +203,17 @@ class Chart:
             else:
                 concept = resource.get("code")
                 codes = coding_tuple(concept) if concept else ()
-            if rtype == "Encounter":
+            if keep is not None and rtype not in ALWAYS_KEPT and not keep(codes):
+                left_out.append(key)  # checked, never read: not indexed
+            elif rtype == "Encounter":
                 period = resource.get("period")
                 time = parse_datetime(period.get("start")) if isinstance(period, dict) else None
-                encounter = None
+                entries[key] = ChartEntry(key, resource, codes, time, None)
             else:
                 time = clinical_time(resource) if rtype in timed else None
-                encounter = encounter_of(resource, target)
-            entries[key] = ChartEntry(key, resource, codes, time, encounter)
+                entries[key] = ChartEntry(
+                    key, resource, codes, time, encounter_of(resource, target)
+                )
             if rtype == "Patient":
                 patients.add(key)
                 continue
@@ -181,11 +223,12 @@ class Chart:
                     owner = target(value)
                     if owner is not None and owner.startswith("Patient/"):
                         patients.add(owner)
-        for key in left_out:
-            del keyed[key]  # references to it now resolve to nothing, as to any absent one
         if len(patients) > 1:
             names = ", ".join(sorted(patients)[:4])
             raise MultiplePatientsError(f"chart: resources of more than one patient ({names})")
+        if left_out or conflicting:  # references to them resolve to nothing, as to any absent
+            aliases = {url: key for url, key in aliases.items() if key in entries}
+            return cls(entries, aliases)
         return cls(entries, aliases, resolver)
 
     # queries ------------------------------------------------------------------------
@@ -227,6 +270,19 @@ class Chart:
         if found is None:
             found = self._with[key] = tuple(
                 e for e in self.of_type(resource_type) if e.resource.get(element)
+            )
+        return found
+
+    def reason_codes(self, key: str) -> tuple[tuple[str, str], ...]:
+        """The (system, code) pairs of an encounter's ``reasonCode`` (memoised: every
+        evaluation reads every encounter's reasons)."""
+        found = self._reasons.get(key)
+        if found is None:
+            reasons = self._entries[key].resource.get("reasonCode")
+            found = self._reasons[key] = (
+                tuple(c for concept in reasons for c in coding_tuple(concept))
+                if isinstance(reasons, list)
+                else ()
             )
         return found
 

@@ -120,7 +120,16 @@ class ChartAsOf(Chart):
         return patients[0].resource if patients else None
 
     def members(self, valueset: ValueSetLike) -> tuple[ChartEntry, ...]:
-        return self._cut(self._base.members(valueset))
+        # memoised per view, as the full chart does: facts ask for one value set often
+        cached = self._members.get(id(valueset))
+        if cached is not None and cached[0] is valueset:
+            return cached[1]
+        found = self._cut(self._base.members(valueset))
+        self._members[id(valueset)] = (valueset, found)
+        return found
+
+    def reason_codes(self, key: str) -> tuple[tuple[str, str], ...]:
+        return self._base.reason_codes(key)
 
     def as_of(self, time: datetime, current_encounter: str | None = None) -> Chart:
         raise TypeError("a chart as of a time is a view: call as_of on the full chart")

@@ -9,6 +9,8 @@ from typing import Any
 from .chart_types import BUNDLE_TYPES, ChartError, ChartItem
 from .fhir import type_id_of
 
+_MISSING: Any = object()
+
 
 def bundle_items(bundle: Any) -> list[ChartItem]:
     """The resources of a Bundle (nested Bundles flattened), checked, with their fullUrls."""
@@ -67,12 +69,16 @@ def _bundle_resources(bundle: dict[str, Any], where: str) -> Iterator[ChartItem]
         here = f"{where}.entry[{i}]"
         if not isinstance(entry, dict):
             raise ChartError(f"{here}: expected an object")
-        _check_response(entry, here)
-        if "resource" not in entry:
+        if "response" in entry:
+            _check_response(entry, here)
+        resource = entry.get("resource", _MISSING)
+        if resource is _MISSING:
             raise ChartError(f"{here}: entry has no resource")
-        resource = entry["resource"]
-        _check_resource(resource, f"{here}.resource")
-        if resource["resourceType"] == "Bundle":
+        # the common case checked inline (this runs once per resource of every chart)
+        rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+        if not isinstance(rtype, str) or not rtype or not isinstance(resource.get("id", ""), str):
+            _check_resource(resource, f"{here}.resource")
+        if rtype == "Bundle":
             yield from _bundle_resources(resource, f"{here}.resource")
         else:
             full_url = entry.get("fullUrl")

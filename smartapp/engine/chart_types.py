@@ -32,6 +32,10 @@ class ChartError(ValueError):
 Unreadable = Callable[[str, str], None]
 
 
+#: Whether a chart built for some rules keeps a resource with these (system, code) codes.
+KeepCodes = Callable[[tuple[tuple[str, str], ...]], bool]
+
+
 class MultiplePatientsError(ChartError):
     """The resources are about more than one patient (so they are not one chart)."""
 

@@ -205,7 +205,9 @@ class FactContext:
                     if current is None or e.key != current.key
                 )
             found = self._reasons[earlier] = tuple(
-                r for e in entries if (r := reason_entry(e)) is not None
+                ChartEntry(e.key, e.resource, codes, e.time, e.key)
+                for e in entries
+                if (codes := self.chart.reason_codes(e.key))
             )
         return found
 

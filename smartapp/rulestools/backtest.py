@@ -15,7 +15,6 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from smartapp.engine import Chart, Pack
-from smartapp.engine.chart import ChartItem
+from smartapp.engine.chart import ChartItem, KeepCodes, coded_in
 from smartapp.engine.history import Replayed, ed_visits, replay, split_by_patient
 from smartapp.rulestools.backtest_input import (
     BUNDLE_SUFFIXES,
@@ -36,6 +35,7 @@ from smartapp.rulestools.backtest_input import (
     read_bundle_file,
     read_ndjson_files,
 )
+from smartapp.rulestools.backtest_pool import fork_available, run_forked
 from smartapp.rulestools.backtest_render import render_text
 from smartapp.rulestools.backtest_report import (
     differences,
@@ -84,12 +84,14 @@ class PatientOutcome:
 
 _PACKS: list[Pack] = []
 _GROUPS: list[list[ChartItem]] = []
+_KEEP: list[KeepCodes] = []  # what the packs' rules can read (one memo per process)
 
 
 def _init_worker(packs: list[Pack] | None, groups: list[list[ChartItem]] | None) -> None:
     """Pool initializer: with ``fork`` the globals are inherited and nothing is passed."""
     if packs is not None:
         _PACKS[:] = packs
+        _KEEP[:] = [coded_in(vs for pack in packs for vs in pack.valuesets.values())]
     if groups is not None:
         _GROUPS[:] = groups
 
@@ -119,23 +121,31 @@ def _replay_charts(charts: Iterable[Chart], packs: Sequence[Pack]) -> PatientOut
 
 
 def _task(task: tuple[str, Any]) -> PatientOutcome:
-    """One unit of work: ``("bundle", path)`` or ``("group", index into _GROUPS)``."""
-    kind, arg = task
+    """One unit of work: ``("bundle", path)`` or ``("group", index into _GROUPS)``.
+
+    What it read is freed before the collector is back on (in ``_work``'s frame): else the
+    collector's first run would scan the whole parsed file, still alive."""
     with _no_gc():
-        if kind == "bundle":
-            path = Path(arg)
-            try:
-                items = read_bundle_file(path)
-            except NotFhirError as exc:
-                return PatientOutcome(source=str(path), not_fhir=str(exc))
-            out = _replay_charts(charts_of(items, str(path)), _PACKS)
-            out.source = str(path)
-            return out
-        group = _GROUPS[arg] if isinstance(arg, int) else arg
-        source = _group_source(group)
-        out = _replay_charts(charts_of(group, source), _PACKS)
-        out.source = source
+        return _work(task)
+
+
+def _work(task: tuple[str, Any]) -> PatientOutcome:
+    kind, arg = task
+    keep = _KEEP[0] if _KEEP else None
+    if kind == "bundle":
+        path = Path(arg)
+        try:
+            items = read_bundle_file(path)
+        except NotFhirError as exc:
+            return PatientOutcome(source=str(path), not_fhir=str(exc))
+        out = _replay_charts(charts_of(items, str(path), keep), _PACKS)
+        out.source = str(path)
         return out
+    group = _GROUPS[arg] if isinstance(arg, int) else arg
+    source = _group_source(group)
+    out = _replay_charts(charts_of(group, source, keep), _PACKS)
+    out.source = source
+    return out
 
 
 def _group_source(group: list[ChartItem]) -> str:
@@ -206,6 +216,7 @@ def run_backtest(
             outcomes = _run_pool(tasks, packs, groups, used, progress)
     finally:
         _init_worker([], [])  # let the NDJSON resources go
+        _KEEP.clear()
     outcomes.sort(key=lambda o: o.source)  # workers finish in any order
     skipped_files = [(o.source, o.not_fhir) for o in outcomes if o.not_fhir]
     if len(skipped_files) == len(bundles) and not ndjson:
@@ -233,18 +244,15 @@ def _run_pool(
     workers: int,
     progress: Callable[[int], None] | None,
 ) -> list[PatientOutcome]:
-    """Run tasks on a process pool; forked workers inherit packs and NDJSON groups."""
-    methods = multiprocessing.get_all_start_methods()
-    fork = "fork" in methods and sys.platform != "darwin"
-    ctx = multiprocessing.get_context("fork" if fork else "spawn")
-    if fork:
+    """Run tasks on worker processes: forked ones (see backtest_pool) that inherit packs
+    and NDJSON groups, else a spawned pool that is sent them."""
+    if fork_available():
         _init_worker(packs, groups)
-        initargs: tuple[Any, Any] = (None, None)
-    else:
-        initargs = (packs, None)
-        tasks = [(k, groups[a]) if k == "group" else (k, a) for k, a in tasks]
+        return run_forked(tasks, _task, workers, progress)
+    ctx = multiprocessing.get_context("spawn")
+    tasks = [(k, groups[a]) if k == "group" else (k, a) for k, a in tasks]
     outcomes = []
-    with ctx.Pool(workers, initializer=_init_worker, initargs=initargs) as pool:
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(packs, None)) as pool:
         for outcome in pool.imap_unordered(_task, tasks, chunksize=1):
             outcomes.append(outcome)
             if progress:

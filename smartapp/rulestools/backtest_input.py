@@ -10,7 +10,13 @@ from pathlib import Path
 import orjson
 
 from smartapp.engine import Chart, ChartError
-from smartapp.engine.chart import ChartItem, MultiplePatientsError, bundle_items, resource_items
+from smartapp.engine.chart import (
+    ChartItem,
+    KeepCodes,
+    MultiplePatientsError,
+    bundle_items,
+    resource_items,
+)
 from smartapp.engine.history import split_by_patient
 
 BUNDLE_SUFFIXES = (".json",)
@@ -113,15 +119,19 @@ def read_ndjson_files(paths: Iterable[Path]) -> list[ChartItem]:
     return items
 
 
-def charts_of(items: list[ChartItem], source: str) -> Iterator[Chart]:
-    """One chart per patient: the whole file when it is one patient's, else split."""
+def charts_of(
+    items: list[ChartItem], source: str, keep: KeepCodes | None = None
+) -> Iterator[Chart]:
+    """One chart per patient: the whole file when it is one patient's, else split.
+
+    ``keep``: the charts hold only what the packs' rules can read (see Chart.from_items)."""
     try:
         try:
-            yield Chart.from_items(items)
+            yield Chart.from_items(items, keep=keep)
             return
         except MultiplePatientsError:
             pass
         for group in split_by_patient(items).values():
-            yield Chart.from_items(group)
+            yield Chart.from_items(group, keep=keep)
     except ChartError as exc:
         raise BacktestError(f"{source}: {exc}") from exc

@@ -21,11 +21,13 @@ from typing import Any
 
 import pytest
 
-from smartapp.engine import Pack, load_pack
+from smartapp.engine import Chart, ChartError, Pack, load_pack
+from smartapp.engine.chart import MultiplePatientsError, coded_in, resource_items
 from smartapp.engine.history import Replayed
-from smartapp.rulestools.backtest import Backtest, report, run_backtest
+from smartapp.rulestools.backtest import Backtest, BacktestError, report, run_backtest
+from smartapp.rulestools.backtest_pool import WorkerFailed, run_forked
 
-from .helpers import RULES, SCENARIOS, SYNTHEA
+from .helpers import ICD, RULES, SCENARIOS, SYNTHEA
 from .test_backtest import write_bundles, write_ndjson
 
 GOLDEN = Path(__file__).parent / "data" / "backtest_golden"
@@ -134,3 +136,72 @@ def test_small_charts_report_unchanged(tmp_path: Path, pack: Pack, variant: str)
         data.pop("input")
         data.pop("patients")  # NDJSON groups by patient; the bundles hold one patient-less
     assert found == expected
+
+
+# ---------------------------------------------------------------------------------------
+# what the speed rests on
+
+
+def _claim(cid: str, patient: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Claim",
+        "id": cid,
+        "patient": {"reference": f"Patient/{patient}"},
+        "type": {"coding": [{"system": "http://snomed.info/sct", "code": "1"}]},
+    }
+
+
+def test_chart_keeping_only_what_rules_read(pack: Pack) -> None:
+    """``keep``: the patient, encounters, medications and resources coded in the pack's
+    value sets are held (and answer as in the full chart); the rest is checked, not held."""
+    patient = {"resourceType": "Patient", "id": "p"}
+    enc = {"resourceType": "Encounter", "id": "e", "subject": {"reference": "Patient/p"}}
+    od = {
+        "resourceType": "Condition",
+        "id": "od",
+        "code": {"coding": [{"system": ICD, "code": "T40.1X1A"}]},
+        "subject": {"reference": "Patient/p"},
+        "encounter": {"reference": "Encounter/e"},
+    }
+    vitals = {
+        "resourceType": "Observation",
+        "id": "hr",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": "Patient/p"},
+    }
+    resources = [patient, enc, od, vitals, _claim("c", "p")]
+    keep = coded_in(pack.valuesets.values())
+    full = Chart.from_resources(resources)
+    lean = Chart.from_items(resource_items(resources), keep=keep)
+    assert [e.key for e in lean.of_all()] == ["Patient/p", "Encounter/e", "Condition/od"]
+    assert lean.resolve("Observation/hr") is None and full.resolve("Observation/hr")
+    for valueset in pack.valuesets.values():
+        assert lean.members(valueset) == full.members(valueset)
+    # checked all the same: a Claim about another patient, a conflicting duplicate
+    with pytest.raises(MultiplePatientsError):
+        Chart.from_items(resource_items([*resources, _claim("c2", "q")]), keep=keep)
+    changed = {**vitals, "status": "final"}
+    with pytest.raises(ChartError, match="appears twice"):
+        Chart.from_items(resource_items([*resources, changed]), keep=keep)
+
+
+def _fails(task: int) -> int:
+    if task == 3:
+        raise BacktestError(f"task {task}: broken")
+    return task
+
+
+def _dies(task: int) -> int:
+    if task == 3:
+        os._exit(1)  # a worker killed mid-run
+    return task
+
+
+def test_forked_workers_run_every_task_and_raise_what_a_task_raised() -> None:
+    seen: list[int] = []
+    assert sorted(run_forked(list(range(20)), abs, 2, seen.append)) == list(range(20))
+    assert seen == [1] * 20
+    with pytest.raises(BacktestError, match="task 3: broken"):
+        run_forked(list(range(8)), _fails, 2)
+    with pytest.raises(WorkerFailed, match="tasks lost"):
+        run_forked(list(range(8)), _dies, 2)
