@@ -216,3 +216,35 @@ def test_two_updates_on_one_version_one_wins_the_other_gets_412(partner_stack):
         )
     assert sorted(answer.status_code for answer in answers) == [200, 412]
     assert len(events(stack, "handoff-status", referral_id)) == 1
+
+
+def test_the_physician_records_the_consent_from_the_launch_after_sign(partner_stack):
+    import re
+
+    import requests
+
+    from tests import launch_flow
+
+    stack, a = partner_stack, partner_stack.a
+    launch = launch_flow.full(stack.app_url, stack.ehr_url, "P04-pt")
+    context_id = launch.final.url.rsplit("/", 1)[1]
+    form_url = f"{stack.app_url}/c/{context_id}/consent"
+    before = launch.browser.get(form_url, timeout=15)
+    assert before.status_code == 404  # nothing signed yet: nothing to consent to
+    assert launch_flow.sign_all(launch, stack.app_url).status_code == 200
+    assert requests.get(form_url, timeout=15).status_code == 403  # another browser
+    page = launch.browser.get(form_url, timeout=15)
+    assert page.status_code == 200 and "Back to the screen" in page.text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    answer = launch.browser.post(
+        form_url,
+        data={"csrf_token": token, "partner": a.partner_id, "purpose": "TREAT"},
+        timeout=15,
+    )
+    assert (
+        answer.status_code == 200 and "Consent to share with Bridge Health recorded" in answer.text
+    )
+    referral_id = stack.referral("P04-pt")
+    (recorded,) = events(stack, "consent-recorded", referral_id)
+    assert recorded["actor_kind"] == "physician"
+    assert a.get(f"Task/{referral_id}").status_code == 200
