@@ -21,13 +21,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from smartapp.engine import kinds
+from smartapp.handoffs.lifecycle import BUSINESS_STEPS
 
 COACH_KIND = kinds.PRC_CONSULT
 LINKED_REASON = "Linked to a program"
 
-# The handoff's business statuses, in order (issue 11's one vocabulary; a later step implies
+# The handoff's business statuses as the lifecycle logs them, in order (a later step implies
 # the earlier ones were reached). Index + 1 is the step's rank; 0: no step reported.
-STEPS = ("contacted", "appointment-scheduled", "appointment-attended", "engaged-30-days")
+STEPS = BUSINESS_STEPS
 CONTACTED, SCHEDULED, ATTENDED, ENGAGED = range(1, len(STEPS) + 1)
 # A Task status that, reported for a handoff, confirms the link (the partner or coach closed the
 # loop). A partner accepting a referral is not a link: the program only agreed to take it.
