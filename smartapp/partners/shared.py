@@ -3,7 +3,7 @@ Task (owner: the partner organisation), its ServiceRequest without clinical deta
 minimal Patient (name, birth date, phone). Nothing else of the chart; nothing at all without
 an active consent. Each copy has the same id as the referral (`Task/<referral id>`, ...), so
 no EHR id leaves Handoff. The Task's version (`meta.versionId`, the ETag) is a digest of what
-the partner sees, so any change (the coach's too) makes an older If-Match fail.
+the partner sees, so any change it could see (the coach's too) makes an older If-Match fail.
 
 Flask-free: the partner API and the partner web page call these.
 """
@@ -117,8 +117,9 @@ def _business_concept(code: str) -> dict[str, Any]:
 
 
 def version_of(task_body: dict[str, Any]) -> str:
-    """A digest of the Task's content (not of its meta): its version and ETag."""
-    content = {k: v for k, v in task_body.items() if k != "meta"}
+    """A digest of what the partner sees of the Task (not its meta or lastModified): its
+    version and ETag. A change the partner cannot see (a coach's note) keeps the version."""
+    content = {k: v for k, v in task_body.items() if k not in ("meta", "lastModified")}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
     return digest[:16]
 

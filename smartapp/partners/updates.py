@@ -9,10 +9,12 @@ the log, and the EHR's Task update through the outbox, all in one unit of work. 
 from __future__ import annotations
 
 import copy
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import update as sql_update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from smartapp.db import CoachHandoff, Database
@@ -62,6 +64,9 @@ def update(
     now and whether anything changed. Raises NotShared / OtherPartner (nothing changes) or
     Refused (412 stale version, 428 no If-Match, 400/422 a Task that cannot be applied)."""
     with db.session() as session:
+        sharing.find(session, partner, referral_id)  # 403 / 404 before anything is written
+    _ensure_row(db, referral_id)
+    with db.session() as session:
         _lock(session, referral_id)
         current_shared = sharing.find(session, partner, referral_id)
         current = sharing.task(current_shared, partner)
@@ -87,6 +92,14 @@ def update(
             raise Refused(422, "business-rule", str(error)) from None
         after = sharing.find(session, partner, referral_id)
         return sharing.task(after, partner), True
+
+
+def _ensure_row(db: Database, referral_id: str) -> None:
+    """The handoff's row exists before it is locked (a handoff nobody touched has none yet;
+    two first updates racing to make it: one makes it, the other finds it)."""
+    with suppress(IntegrityError), db.session() as session:
+        if session.get(CoachHandoff, referral_id) is None:
+            session.add(CoachHandoff(referral_id=referral_id, status="requested", attempts=0))
 
 
 def _lock(session: Session, referral_id: str) -> None:
