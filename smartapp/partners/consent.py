@@ -351,3 +351,17 @@ def summary(db: Database, referral_id: str) -> HandoffSummary:
             linked_program=row.linked_program if row else None,
             status=row.status if row else "requested",
         )
+
+
+def shared_with(db: Database, referral_ids: list[str]) -> dict[str, list[str]]:
+    """For the worklist: referral id -> the partner ids an active consent shares it with."""
+    if not referral_ids:
+        return {}
+    with db.session() as session:
+        query = select(PartnerConsent.referral_id, PartnerConsent.partner_id).where(
+            PartnerConsent.referral_id.in_(referral_ids), PartnerConsent.status == "active"
+        )
+        found: dict[str, list[str]] = {}
+        for referral_id, partner_id in session.execute(query):
+            found.setdefault(referral_id, []).append(partner_id)
+        return found

@@ -248,3 +248,13 @@ def test_the_physician_records_the_consent_from_the_launch_after_sign(partner_st
     (recorded,) = events(stack, "consent-recorded", referral_id)
     assert recorded["actor_kind"] == "physician"
     assert a.get(f"Task/{referral_id}").status_code == 200
+
+
+def test_the_worklist_can_ask_who_a_referral_is_shared_with(partner_stack):
+    from smartapp.partners import consent as consents
+
+    stack = partner_stack
+    referral_id = stack.referral("P03-pt")  # shared with partner A above, or now
+    stack.consent(referral_id, stack.a)
+    found = consents.shared_with(Database(stack.database_url), [referral_id, "no-such"])
+    assert found == {referral_id: ["bridge-health"]}
