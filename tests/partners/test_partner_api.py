@@ -258,3 +258,17 @@ def test_the_worklist_can_ask_who_a_referral_is_shared_with(partner_stack):
     stack.consent(referral_id, stack.a)
     found = consents.shared_with(Database(stack.database_url), [referral_id, "no-such"])
     assert found == {referral_id: ["bridge-health"]}
+
+
+def test_the_referral_log_still_covers_the_tables_after_partner_changes(partner_stack):
+    """Partner updates, consents and reads keep the log's cross-check with the handoff rows
+    clean (`handoff audit verify` runs it)."""
+    from smartapp.audit import coverage
+
+    stack = partner_stack
+    referral_id = stack.referral("P03-pt")
+    stack.consent(referral_id, stack.a)
+    assert stack.a.get(f"Task/{referral_id}").status_code == 200
+    with Database(stack.database_url).session() as session:
+        findings, note = coverage.check(session)
+    assert findings == [] and note is None
