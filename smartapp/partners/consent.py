@@ -307,12 +307,13 @@ def for_referral(db: Database, referral_id: str) -> list[ConsentView]:
         return [_view(row) for row in session.scalars(query)]
 
 
-def active_referrals(session: Session, partner_id: str) -> dict[str, str]:
-    """referral id -> consent id of every referral with an active consent naming the partner."""
-    query = select(PartnerConsent.referral_id, PartnerConsent.id).where(
+def active_referrals(session: Session, partner_id: str) -> dict[str, tuple[str, str | None]]:
+    """referral id -> (consent id, program id) of every referral with an active consent
+    naming the partner."""
+    query = select(PartnerConsent.referral_id, PartnerConsent.id, PartnerConsent.program_id).where(
         PartnerConsent.partner_id == partner_id, PartnerConsent.status == "active"
     )
-    return {referral_id: consent_id for referral_id, consent_id in session.execute(query)}
+    return {referral: (consent, program) for referral, consent, program in session.execute(query)}
 
 
 def holders(session: Session, referral_id: str) -> set[str]:

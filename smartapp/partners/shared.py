@@ -45,6 +45,7 @@ class Shared:
     referral: Referral
     state: HandoffState
     consent_id: str
+    program_id: str | None = None  # the partner's program the consent names, if any
 
     @property
     def id(self) -> str:
@@ -137,6 +138,8 @@ def service_request(shared: Shared, partner: Partner) -> dict[str, Any]:
         "authoredOn": _iso(shared.referral.created_at),
         "performer": [partner.as_reference()],
     }
+    if shared.program_id:
+        body["performer"].append({"reference": f"HealthcareService/{shared.program_id}"})
     for key in ("code", "category", "priority"):
         if written.get(key):
             body[key] = written[key]
@@ -176,9 +179,9 @@ def patient(shared: Shared) -> dict[str, Any]:
 # -- access -------------------------------------------------------------------------------
 
 
-def _shared(session: Session, referral: Referral, consent_id: str) -> Shared:
+def _shared(session: Session, referral: Referral, consent: tuple[str, str | None]) -> Shared:
     state = state_of(session.get(CoachHandoff, referral.id), referral.id)
-    return Shared(referral=referral, state=state, consent_id=consent_id)
+    return Shared(referral=referral, state=state, consent_id=consent[0], program_id=consent[1])
 
 
 def find(session: Session, partner: Partner, referral_id: str) -> Shared:

@@ -61,11 +61,13 @@ class PartnerStack:
             session["csrf"] = "t" * 43
         return client
 
-    def consent(self, referral_id: str, partner: PartnerClient, purpose: str = "TREAT"):
+    def consent(
+        self, referral_id: str, partner: PartnerClient, purpose: str = "TREAT", program: str = ""
+    ):
         coach = self.coach()
+        form = {"partner": partner.partner_id, "purpose": purpose, "program": program}
         answer = coach.post(
-            f"/staff/handoffs/{referral_id}/consent",
-            data={"csrf_token": "t" * 43, "partner": partner.partner_id, "purpose": purpose},
+            f"/staff/handoffs/{referral_id}/consent", data={"csrf_token": "t" * 43, **form}
         )
         assert answer.status_code == 302, answer.get_data(as_text=True)[:300]
         return coach

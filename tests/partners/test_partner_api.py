@@ -70,6 +70,7 @@ def test_consent_opens_the_referral_to_its_partner_only_and_revoking_closes_it(p
     )
     assert not {"reasonReference", "note", "encounter", "supportingInfo"} & set(request)
     assert request["status"] == "active"
+    assert request["performer"][0]["reference"] == a.organization
     reads = events(stack, "partner-read", referral_id)
     assert (
         reads
@@ -125,7 +126,7 @@ def assert_consent_resource(stack, referral_id: str, consent_id: str) -> None:
 def test_partner_update_reaches_the_worklist_the_log_and_the_ehr_task(partner_stack):
     stack, a, b = partner_stack, partner_stack.a, partner_stack.b
     referral_id = stack.referral("P03-pt")
-    coach = stack.consent(referral_id, a, purpose="COC")
+    coach = stack.consent(referral_id, a, purpose="COC", program="bridge-clinic")
     assert (
         coach.post(f"/worklist/{referral_id}/accept", data={"csrf_token": "t" * 43}).status_code
         == 302
@@ -171,7 +172,9 @@ def test_partner_update_reaches_the_worklist_the_log_and_the_ehr_task(partner_st
     )
     assert patched.status_code == 200, patched.text
     assert patched.json()["status"] == "completed"
-    assert a.get(f"ServiceRequest/{referral_id}", token_a).json()["status"] == "completed"
+    request = a.get(f"ServiceRequest/{referral_id}", token_a).json()
+    assert request["status"] == "completed"
+    assert {"reference": "HealthcareService/bridge-clinic"} in request["performer"]
 
     with Database(stack.database_url).session() as session:
         row = session.get(CoachHandoff, referral_id)
