@@ -257,3 +257,11 @@ def _deliver(referral_id: str) -> None:
         deliver_now(current_services(), referral_id, current_app.config)
     except Exception:  # the update is committed and queued: the worker will deliver it
         log.exception("partner update queued; immediate delivery failed for %s", referral_id)
+
+
+@bp.route("/fhir/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def unsupported(rest: str):
+    """Anything else under the partner API: an OperationOutcome, not the HTML error page."""
+    return outcome(
+        404, "not-supported", f"{request.method} {rest.split('?')[0][:100]} is not offered"
+    )

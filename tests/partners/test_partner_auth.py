@@ -48,6 +48,8 @@ def test_a_good_assertion_earns_a_short_token_with_the_scopes_asked(partner_stac
     # No token, a made-up token: 401 with an OperationOutcome.
     assert requests.get(f"{a.app_url}/partner/fhir/Task", timeout=5).status_code == 401
     assert a.get("Task", "made-up").status_code == 401
+    other = a.get("Observation?patient=x", body["access_token"])
+    assert other.status_code == 404 and other.json()["resourceType"] == "OperationOutcome"
 
 
 def test_bad_assertions_are_refused(partner_stack):
