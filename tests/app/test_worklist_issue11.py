@@ -1,13 +1,12 @@
 """The coach's worklist, complete (issue 11 items 4 and 5), over real HTTP against the sandbox
-EHR: coaches sign in at the sandbox's identity provider; a physician's SMART launch signs
-the visits. What a coach sees for a signed P01 visit; each action refused from the attacker's
+EHR: coaches hold a server-side staff session (as after sign-in); a physician's SMART launch
+signs the visits. What a coach sees for a signed P01 visit; each action refused from the attacker's
 side (another coach's handoff, a non-coach, no CSRF token); the contact note rule; the
 follow-up plan due and overdue as days pass (the stored times moved back: the clock
 controlled); outcomes recorded and logged; reassignment; the telehealth consult's links."""
 
 from __future__ import annotations
 
-import html
 import re
 from datetime import timedelta
 
@@ -31,12 +30,12 @@ def stack(tmp_path_factory, shared_dir):
 
 @pytest.fixture(scope="module")
 def jordan(stack) -> StaffSession:
-    return coach_session(stack.app.url, "demo-coach-1")
+    return coach_session(stack, "demo-coach-1")
 
 
 @pytest.fixture(scope="module")
 def sam(stack) -> StaffSession:
-    return coach_session(stack.app.url, "demo-coach-2")
+    return coach_session(stack, "demo-coach-2")
 
 
 def sign(stack, patient: str, mode: str = "in-person", program: str = "", decline=()) -> str:
@@ -117,7 +116,7 @@ def test_the_worklist_shows_what_a_coach_works_with_for_a_signed_p01_visit(stack
     assert consent in row  # the partner consent form (helper H4's route), for the coach's own
     [accepted] = events(stack, "coach-accept", referral_id)
     assert accepted.data["user_name"] == JORDAN and accepted.data["actor_kind"] == "coach"
-    assert accepted.user_ref != "Practitioner/sandbox-physician"  # the coach, not the physician
+    assert accepted.user_ref == "Practitioner/demo-coach-1"  # the coach, not the physician
 
 
 def test_another_coach_a_non_coach_and_a_forged_form_change_nothing(stack, jordan, sam):
@@ -147,7 +146,8 @@ def test_another_coach_a_non_coach_and_a_forged_form_change_nothing(stack, jorda
     assert events(stack, "handoff-reassign", referral_id) == []
     assert events(stack, "followup-attempt", referral_id) == []
 
-    auditor = coach_session_any(stack, "demo-auditor")
+    auditor = coach_session(stack, "demo-auditor", roles=("auditor",))
+    assert auditor.http.get(f"{stack.app.url}/worklist/", timeout=10).status_code == 403
     for path, form in attempts:
         assert auditor.post(path, csrf=False, **form).status_code == 403
     assert auditor.http.get(f"{stack.app.url}/worklist/live", timeout=10).status_code == 403
@@ -161,31 +161,6 @@ def test_another_coach_a_non_coach_and_a_forged_form_change_nothing(stack, jorda
         == 400
     )
     assert state(stack, referral_id) == before
-
-
-def coach_session_any(stack, user_id: str) -> StaffSession:
-    """A staff member whose role does not open the worklist (403 after sign-in)."""
-    import requests
-
-    http = requests.Session()
-    login = http.get(f"{stack.app.url}/worklist/", timeout=20)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', login.text)
-    following = re.search(r'name="next" value="([^"]*)"', login.text)
-    action = re.search(r'<form method="post" action="([^"]+)" id="sign-in-form"', login.text)
-    assert token and following and action
-    origin = re.match(r"https?://[^/]+", login.url)
-    assert origin
-    answer = http.post(
-        origin.group(0) + action.group(1).replace("&amp;", "&"),
-        data={
-            "csrf_token": token.group(1),
-            "next": html.unescape(following.group(1)),
-            "user": user_id,
-        },
-        timeout=20,
-    )
-    assert answer.status_code == 403  # signed in, but not a coach
-    return StaffSession(http, stack.app.url)
 
 
 def _ref_of(stack, name: str) -> str:

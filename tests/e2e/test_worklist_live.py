@@ -15,7 +15,7 @@ from smartapp.writeback.actor import Actor
 from tests.app.test_worklist_issue11 import sign
 from tests.conftest import ARTIFACTS
 from tests.e2e.test_accessibility import axe_violations, describe
-from tests.worklist_stack import coach_session, start_worklist_stack
+from tests.worklist_stack import browser_cookies, coach_session, start_worklist_stack
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,9 @@ def stack(tmp_path_factory, shared_dir):
 def test_the_page_follows_other_coaches_and_new_visits_without_reloading(browser, stack):
     first = sign(stack, "P01-pt")
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.add_cookies(browser_cookies(stack, "demo-coach-1"))  # Jordan, signed in
     page = context.new_page()
     page.goto(f"{stack.app.url}/worklist/")
-    page.locator('button[name="user"][value="demo-coach-1"]').click()
     expect(page.locator("h1.screen-title")).to_have_text("Warm handoffs", timeout=15000)
     row = page.locator(f'tr[data-referral="{first}"]')
     expect(row.locator(".status")).to_have_text("requested")
@@ -40,7 +40,7 @@ def test_the_page_follows_other_coaches_and_new_visits_without_reloading(browser
     expect(row.locator(".signer")).to_have_text("Avery Demo, MD")
     page.evaluate("window.__sameDocument = 'yes'")  # gone if the page reloads
 
-    sam = coach_session(stack.app.url, "demo-coach-2")
+    sam = coach_session(stack, "demo-coach-2")
     sam.post(f"/worklist/{first}/accept")
     expect(row.locator(".status")).to_have_text("accepted", timeout=10000)
     expect(row.locator(".coach")).to_have_text("Sam Lee, CPRS")
