@@ -117,6 +117,52 @@ def _type_of(search: str) -> str:
 NO_BATCH = (400, 404, 405, 422, 501)  # answers of an EHR without batch support
 MAX_PAGES = 50  # next pages followed per search
 
+#: OperationOutcome issue codes (http://hl7.org/fhir/issue-type) that say a search's answer
+#: leaves records out: `suppressed` (consent, privacy or business rules, such as 42 CFR
+#: Part 2 records without the patient's consent), `incomplete` (not every source answered),
+#: `too-costly` and `throttled` (the server stopped early). An issue of severity error or
+#: fatal in an answer that was otherwise given says the same.
+WITHHELD_ISSUES = frozenset({"suppressed", "incomplete", "too-costly", "throttled"})
+_REASON_CHARS = 200  # the EHR's words, shown to the physician: bounded
+
+
+def withheld_reasons(outcome: Any) -> list[str]:
+    """What an OperationOutcome that came with a search's answer says was left out of it:
+    one reason per issue whose code is in WITHHELD_ISSUES or whose severity is error or
+    fatal (its code and the EHR's words). Empty for hints and other warnings, and for
+    anything that is not an OperationOutcome."""
+    if not isinstance(outcome, dict) or outcome.get("resourceType") != "OperationOutcome":
+        return []
+    issues = outcome.get("issue")
+    reasons = []
+    for issue in issues if isinstance(issues, list) else ():
+        if not isinstance(issue, dict):
+            continue
+        code: str = issue["code"] if isinstance(issue.get("code"), str) else "unknown"
+        if code not in WITHHELD_ISSUES and issue.get("severity") not in ("error", "fatal"):
+            continue
+        details = issue.get("details")
+        words: Any = issue.get("diagnostics") or (
+            details.get("text") if isinstance(details, dict) else None
+        )
+        text: str = f"{code}: {words}" if isinstance(words, str) and words.strip() else code
+        if len(text) > _REASON_CHARS:
+            text = text[:_REASON_CHARS] + "…"
+        reasons.append(text)
+    return reasons
+
+
+def bundle_outcomes(bundle: dict) -> list[Any]:
+    """The OperationOutcomes a searchset carries about the search itself: entries of
+    search.mode `outcome` (R4) and Bundle.issues (R5)."""
+    found = [bundle.get("issues")] if isinstance(bundle.get("issues"), dict) else []
+    entries = bundle.get("entry")
+    for entry in entries if isinstance(entries, list) else ():
+        search = entry.get("search") if isinstance(entry, dict) else None
+        if isinstance(search, dict) and search.get("mode") == "outcome":
+            found.append(entry.get("resource"))
+    return found
+
 
 class _ChartReader:
     """One chart read: the batch, each search's next pages and the Medications that orders
@@ -130,16 +176,26 @@ class _ChartReader:
         self.result = ChartRead()
         self.cut: list[str] = []  # types cut by a limit, in order
         self.unreadable: dict[str, list[str]] = {}  # search type -> problems, in order
+        self.withheld: dict[str, list[str]] = {}  # search type -> the EHR's reasons
 
     def read(self, searches: list[str]) -> ChartRead:
         self._read_all(searches)
         self._read_medications()
+        return self.finish()
+
+    def finish(self) -> ChartRead:
+        """The result of what was read: resources once each, and a notice per problem."""
         self.result.resources = _dedupe_resources(self.result.resources)
         for rtype, problems in self.unreadable.items():
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             self.result.notices.append(
                 f"Part of the EHR's {rtype} answer could not be read and was left out: "
                 f"{problems[0]}{more}. Suggestions may be incomplete."
+            )
+        for rtype, reasons in self.withheld.items():
+            self.result.notices.append(
+                f"The EHR withheld some {rtype} records from Handoff "
+                f"({'; '.join(dict.fromkeys(reasons))}). Suggestions may be incomplete."
             )
         if self.cut:
             self.result.notices.append(
@@ -191,6 +247,9 @@ class _ChartReader:
                     f"The EHR refused to read {url.split('?')[0]} (HTTP {status[:3] or '?'}).",
                     status=int(status[:3]) if status[:3].isdigit() else None,
                 )
+            outcome = response.get("outcome") if isinstance(response, dict) else None
+            for reason in withheld_reasons(outcome):
+                self._withheld(rtype, reason)  # a 2xx answer with a note about the search
             resource = entry.get("resource")
             if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
                 self._unreadable(rtype, "the resource it sent is not a FHIR resource")
@@ -202,7 +261,7 @@ class _ChartReader:
     def _search(self, url: str | None, bundle: dict | None, rtype: str | None = None) -> None:
         """A searchset (fetched from `url` unless given) and its next pages."""
         rtype = rtype or _type_of(url or "")
-        for _ in range(MAX_PAGES):
+        for page in range(MAX_PAGES):
             if bundle is None:
                 try:
                     bundle = self._fetch("GET", self._url(url or ""))
@@ -211,6 +270,19 @@ class _ChartReader:
                         raise  # nothing read: the chart cannot be shown at all
                     self._cut(rtype)
                     return
+                except FhirError as exc:
+                    if page == 0:
+                        raise  # the search itself failed, as a refused batch read does
+                    # the pages before it are read; the rest is not: never "complete"
+                    status = f"HTTP {exc.status}" if exc.status else "no answer"
+                    self._unreadable(rtype, f"a next page could not be read ({status})")
+                    return
+            if not isinstance(bundle, dict):
+                self._unreadable(rtype, "its answer is not a Bundle")
+                return
+            for outcome in bundle_outcomes(bundle):
+                for reason in withheld_reasons(outcome):
+                    self._withheld(rtype, reason)
             self._take(self._entries(bundle, rtype), rtype)
             url, readable = _next_page(bundle)
             bundle = None
@@ -295,6 +367,10 @@ class _ChartReader:
 
     def _unreadable(self, rtype: str, problem: str) -> None:
         self.unreadable.setdefault(rtype, []).append(problem)
+        self.result.incomplete.add(rtype)
+
+    def _withheld(self, rtype: str, reason: str) -> None:
+        self.withheld.setdefault(rtype, []).append(reason)
         self.result.incomplete.add(rtype)
 
     def _cut(self, rtype: str) -> None:

@@ -10,13 +10,36 @@ from datetime import datetime
 import orjson
 import requests
 
-from smartapp.fhir.chart import CHART_TYPES, ChartLimits, ChartRead, read_chart
+from smartapp.fhir.chart import (
+    CHART_TYPES,
+    ChartLimits,
+    ChartRead,
+    bundle_outcomes,
+    read_chart,
+    withheld_reasons,
+)
 from smartapp.fhir.errors import FhirError, parse_response
 
 # Names importers of this module use, kept at their old path since the chart read moved.
-__all__ = ["CHART_TYPES", "FHIR_JSON", "ChartLimits", "ChartRead", "FhirClient", "FhirError"]
+__all__ = [
+    "CHART_TYPES",
+    "FHIR_JSON",
+    "ChartLimits",
+    "ChartRead",
+    "FhirClient",
+    "FhirError",
+    "IncompleteSearch",
+]
 
 FHIR_JSON = "application/fhir+json"
+
+
+class IncompleteSearch(FhirError):
+    """A search whose answer could not be read in full; `resources`: what was read."""
+
+    def __init__(self, message: str, resources: list[dict], status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.resources = resources
 
 
 @dataclass
@@ -110,16 +133,31 @@ class FhirClient:
         return self._request("POST", self.base, bundle)
 
     def search_all(self, path: str, max_pages: int = 50) -> list[dict]:
-        """A search and every `next` page after it; returns the matching resources."""
+        """A search and every `next` page after it; returns the matching resources.
+
+        Never part of an answer taken for all of it: IncompleteSearch (a FhirError, with
+        what was read) when a `next` link remains after `max_pages` pages, a next page
+        fails, or the EHR says it left records out (an OperationOutcome, see
+        smartapp.fhir.chart.withheld_reasons)."""
         resources: list[dict] = []
         bundle = self.get(path)
-        for _ in range(max_pages):
+        for page in range(1, max_pages + 1):
             resources.extend(_entries(bundle))
+            reasons = [r for o in bundle_outcomes(bundle) for r in withheld_reasons(o)]
+            if reasons:
+                raise IncompleteSearch(f"The EHR left records out: {'; '.join(reasons)}", resources)
             next_url = _next_link(bundle)
             if not next_url:
+                return resources
+            if page == max_pages:
                 break
-            bundle = self.get(next_url)
-        return resources
+            try:
+                bundle = self.get(next_url)
+            except FhirError as exc:
+                raise IncompleteSearch(
+                    f"A next page could not be read: {exc}", resources, exc.status
+                ) from exc
+        raise IncompleteSearch(f"More than {max_pages} pages: not all were read.", resources)
 
     def read_chart(
         self,

@@ -20,6 +20,11 @@ fhir/write_rules.py) makes the FHIR API refuse writes like that EHR; unset, the 
 default (`create_sandbox_app(write_behaviour=...)`) applies. The individual write switches
 (`refuse_transactions`, `no_conditional_create`, `refuse_create`, `require_*`) add their
 restriction on top of whichever behaviour is in force; they never relax one.
+
+Chart reads: searches inside a batch (how Handoff reads a chart) can withhold consent-
+restricted records with an OperationOutcome saying so (`withhold_restricted`), answer in
+small pages (`page_size`) and give next links that have expired (`expire_next_pages`: the
+next page answers 410 Gone). See fhir/bundles.py.
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ from smartapp.sandbox.fhir.write_rules import BEHAVIOURS, WriteRules, rules_for
 REQUEST_LOG_SIZE = 200
 
 #: Fault name -> (kind, what it does). Kinds: "flag" (true/false), "scopes" (list of
-#: strings), "seconds" (positive integer), "behaviour" (one of BEHAVIOURS), "types" (list of
-#: R4 resource type names).
+#: strings), "seconds" and "count" (positive integers), "behaviour" (one of BEHAVIOURS),
+#: "types" (list of R4 resource type names).
 FAULTS: dict[str, tuple[str, str]] = {
     "deny_consent": ("flag", "authorize redirects back with error=access_denied"),
     "narrow_scopes": ("scopes", "these scopes are dropped from every grant"),
@@ -62,7 +67,27 @@ FAULTS: dict[str, tuple[str, str]] = {
     "require_final": ("flag", "DocumentReference needs docStatus final (else 422)"),
     "require_plain_text": ("flag", "DocumentReference content must be text/plain (else 422)"),
     "require_encounter": ("flag", "DocumentReference needs an existing context.encounter"),
+    # -- searches inside a batch (how Handoff reads a chart; see fhir/bundles.py) --------
+    "withhold_restricted": (
+        "flag",
+        "records with a restricted security label (RESTRICTED_LABELS) are left out, with an "
+        "OperationOutcome entry (search.mode outcome, issue code suppressed) saying so",
+    ),
+    "page_size": ("count", "at most this many matches a page; the next link pages on"),
+    "expire_next_pages": ("flag", "next links lead to an expired page (410 Gone)"),
 }
+
+#: Security labels (meta.security) of records an EHR withholds without the patient's consent
+#: (withhold_restricted): 42 CFR Part 2 (US substance use disorder treatment records), the
+#: substance abuse information sensitivity and the Restricted confidentiality code. Sandbox
+#: data, not a rule of Handoff's: Handoff reads only the EHR's OperationOutcome.
+RESTRICTED_LABELS = frozenset(
+    {
+        ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "42CFRPart2"),
+        ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "ETH"),
+        ("http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "R"),
+    }
+)
 
 #: The write switches, each a keyword of WriteRules.with_switches.
 _WRITE_SWITCHES = (
@@ -98,10 +123,11 @@ def validate_faults(value: object) -> dict[str, Any]:
             isinstance(setting, list) and all(isinstance(s, str) for s in setting)
         ):
             raise FaultError(f"{name} must be a list of scope strings")
-        if kind == "seconds" and (
+        if kind in ("seconds", "count") and (
             isinstance(setting, bool) or not isinstance(setting, int) or setting < 1
         ):
-            raise FaultError(f"{name} must be a positive whole number of seconds")
+            unit = " of seconds" if kind == "seconds" else ""
+            raise FaultError(f"{name} must be a positive whole number{unit}")
         if kind == "behaviour" and setting not in BEHAVIOURS:
             raise FaultError(f"{name} must be one of {', '.join(BEHAVIOURS)}")
         if kind == "types" and not (
@@ -167,6 +193,18 @@ class Faults:
             if reduced and reduced not in narrowed:
                 kept.setdefault(reduced, None)
         return " ".join(kept)
+
+
+def current_faults() -> Faults | None:
+    """The faults of the sandbox serving the current request (None outside one, or in an
+    app that is not a sandbox): what the FHIR layer asks without being handed them."""
+    from flask import current_app, has_app_context
+
+    if not has_app_context():
+        return None
+    sandbox = current_app.extensions.get("sandbox")
+    faults = getattr(sandbox, "faults", None)
+    return faults if isinstance(faults, Faults) else None
 
 
 def auth_scheme(header: str | None) -> str | None:

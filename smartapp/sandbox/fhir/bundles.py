@@ -10,10 +10,12 @@ from urllib.parse import parse_qsl
 
 from sqlalchemy import Connection
 
+from smartapp.sandbox.faults import RESTRICTED_LABELS, Faults, current_faults
 from smartapp.sandbox.fhir.access import Access
 from smartapp.sandbox.fhir.bundle_entries import BundleEntry, parse_entry, rewrite_references
-from smartapp.sandbox.fhir.errors import FhirError, status_line
+from smartapp.sandbox.fhir.errors import FhirError, operation_outcome, status_line
 from smartapp.sandbox.fhir.results import Key, Outcome, new_id
+from smartapp.sandbox.fhir.search import EXPIRED_PAGE_PARAM
 from smartapp.sandbox.fhirtime import format_instant
 
 if TYPE_CHECKING:
@@ -52,10 +54,15 @@ class Bundles:
         assert entry.rtype is not None
         if entry.method == "GET":
             if entry.rid is None:
+                faults = current_faults()
                 pairs = parse_qsl(entry.query, keep_blank_values=True)
-                return self.service.search(
+                page_size = faults.get("page_size") if faults else None
+                if page_size:
+                    pairs = _paged(pairs, page_size)
+                found = self.service.search(
                     conn, entry.rtype, pairs, access, compartment=entry.compartment
                 )
+                return _with_search_faults(found, faults) if faults else found
             if entry.vid is not None:
                 return self.service.vread(conn, entry.rtype, entry.rid, entry.vid, access)
             return self.service.read(conn, entry.rtype, entry.rid, access)
@@ -215,3 +222,48 @@ class Bundles:
             "meta": {"lastUpdated": format_instant(datetime.now(UTC))},
             "entry": entries,
         }
+
+
+# ---------------------------------------------------------------------------------------
+# chart-read faults on searches inside a Bundle (faults.py: page_size, withhold_restricted,
+# expire_next_pages)
+
+
+def _paged(pairs: list[tuple[str, str]], page_size: int) -> list[tuple[str, str]]:
+    """The query with `_count` at most `page_size` (the EHR's own page size)."""
+    asked = [int(v) for k, v in pairs if k == "_count" and v.isdigit()]
+    count = min([page_size, *asked])
+    return [(k, v) for k, v in pairs if k != "_count"] + [("_count", str(count))]
+
+
+def _with_search_faults(bundle: dict, faults: Faults) -> dict:
+    """A searchset as the faulty EHR answers it: restricted records withheld with an
+    OperationOutcome entry saying how many, and the next link expired."""
+    if faults.on("withhold_restricted"):
+        entries = bundle.get("entry") or []
+        kept = [e for e in entries if not _restricted(e.get("resource") or {})]
+        withheld = len(entries) - len(kept)
+        if withheld:
+            outcome = operation_outcome(
+                f"{withheld} record(s) withheld: consent required to disclose them (42 CFR Part 2)",
+                code="suppressed",
+                severity="warning",
+            )
+            kept.append({"resource": outcome, "search": {"mode": "outcome"}})
+            bundle["entry"] = kept
+            bundle["total"] = max(0, int(bundle.get("total", 0)) - withheld)
+    if faults.on("expire_next_pages"):
+        for link in bundle.get("link") or []:
+            if link.get("relation") == "next":
+                link["url"] += f"&{EXPIRED_PAGE_PARAM}=1"
+    return bundle
+
+
+def _restricted(resource: dict) -> bool:
+    """Whether a resource carries one of RESTRICTED_LABELS in meta.security."""
+    meta = resource.get("meta")
+    labels = meta.get("security") if isinstance(meta, dict) else None
+    return any(
+        isinstance(label, dict) and (label.get("system"), label.get("code")) in RESTRICTED_LABELS
+        for label in labels or ()
+    )

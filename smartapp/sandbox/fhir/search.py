@@ -30,6 +30,9 @@ from smartapp.sandbox.fhirtime import parse_range
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000
+#: Marks a next link whose paging session has expired (the `expire_next_pages` fault): the
+#: page answers 410 Gone, as an EHR does once it has let a search's results go.
+EXPIRED_PAGE_PARAM = "_sandbox-page-expired"
 
 #: Result-shaping parameters (not criteria).
 CONTROL_PARAMS = frozenset(
@@ -178,6 +181,8 @@ def parse_search(
                 raise FhirError(400, f"_summary={value} is not supported (only count)")
         elif name in CONTROL_PARAMS:
             continue
+        elif name == EXPIRED_PAGE_PARAM:
+            raise FhirError(410, "This page of search results has expired; search again")
         else:
             criterion = _parse_criterion(rtype, name, modifier or None, value, local_base, strict)
             if criterion is not None:
