@@ -143,6 +143,7 @@ def test_an_auditor_can_change_nothing(app, auditor):
             rule.rule.replace("<context_id>", "ctx-1")
             .replace("<referral_id>", decision.data["referral"])
             .replace("<action>", "accept")
+            .replace("<int:day>", "1")
         )
         response = auditor.post(url, data={"csrf_token": "auditor-token", "program": "X"})
         assert response.status_code == 403, (rule.rule, response.status_code)
