@@ -136,7 +136,7 @@ def reassign(referral_id: str):
         for load in caseload.loads(services.db, current_app.config, _now())
     }
     if to_ref not in known:
-        return _refused(worklist.WorklistError("Choose a coach on shift to hand this over to."))
+        return _refused(worklist.WorklistError("Choose one of the coaches listed."))
     try:
         worklist.reassign(
             services.db,

@@ -63,10 +63,15 @@
       credentials: "same-origin", headers: { "Accept": "application/json" }
     }).then(function (response) {
       var type = response.headers.get("Content-Type") || "";
-      return response.ok && type.indexOf("json") >= 0 ? response.json() : null;
+      if (response.ok && type.indexOf("json") >= 0) { return response.json(); }
+      // Signed out (idle or ended) or refused: say so rather than show stale rows as live.
+      if (status) { status.textContent = "Not updating: reload the page (you may need to sign in again)."; }
+      return null;
     }).then(function (data) {
       if (data && data.changed) { apply(data); }
-    }).catch(function () { /* the next poll tries again */ })
+    }).catch(function () {  // offline, or sent to sign in elsewhere: the next poll tries again
+      if (status) { status.textContent = "Not updating: could not reach Handoff (trying again; reload if it lasts)."; }
+    })
       .then(function () { window.setTimeout(poll, seconds * 1000); });
   }
   window.setTimeout(poll, seconds * 1000);

@@ -267,7 +267,7 @@ def test_a_coach_hands_a_handoff_to_another_coach(stack, jordan, sam):
         JORDAN,
     )
     jordan.post(f"/worklist/{referral_id}/reassign", to="urn:staff:nobody")
-    assert "Choose a coach on shift" in jordan.flash()
+    assert "Choose one of the coaches listed" in jordan.flash()
 
 
 def test_a_telehealth_consult_shows_the_programs_call_and_video_links(stack, sam):
