@@ -63,7 +63,9 @@ def _page_data(now: datetime, show_closed: bool) -> dict:
         include_closed=show_closed,
     )
     loads = caseload.loads(services.db, case_settings, now)
+    shared = _shared_with([i.referral_id for i in found])
     return {
+        "shared": shared,
         "items": found,
         "loads": loads,
         "now": now,
@@ -77,9 +79,25 @@ def _page_data(now: datetime, show_closed: bool) -> dict:
         "consent_endpoint": (
             CONSENT_ENDPOINT if CONSENT_ENDPOINT in current_app.view_functions else None
         ),
-        "snapshot": worklist.snapshot(found, now, settings),
+        "snapshot": worklist.snapshot(found, now, settings, shared),
         "poll_seconds": current_app.config.get("WORKLIST_POLL_SECONDS", 5),
     }
+
+
+def _shared_with(referral_ids: list[str]) -> dict[str, list[str]]:
+    """Referral id -> the partners (by name) an active consent shares it with."""
+    from smartapp.partners import consent
+    from smartapp.partners.runtime import partner_services
+
+    found = consent.shared_with(current_services().db, referral_ids)
+    if not found:
+        return {}
+    partners = partner_services().partners()
+    named = {}
+    for referral_id, ids in found.items():
+        names = [(p.name if (p := partners.by_id(pid)) else pid) for pid in ids]
+        named[referral_id] = sorted(set(names))
+    return named
 
 
 @bp.get("/")

@@ -285,6 +285,30 @@ def test_a_warm_line_consult_without_a_program_shows_the_warm_line(stack, sam):
     assert "join video" not in row  # the warm line has no video link in the catalog
 
 
+def test_a_consent_on_file_shows_who_the_handoff_is_shared_with(stack, sam):
+    from smartapp.partners.models import PartnerConsent
+
+    referral_id = sign(stack, "P22-pt")
+    first = sam.http.get(f"{stack.app.url}/worklist/live?closed=0", timeout=20).json()
+    before = next(r["version"] for r in first["rows"] if r["id"] == referral_id)
+    assert "Shared with" not in row_html(sam.page(), referral_id)
+    with handoff_db(stack).session() as session:  # as the consent form stores it (helper H4)
+        session.add(
+            PartnerConsent(
+                id="consent-test-1",
+                referral_id=referral_id,
+                partner_id="example-bridge",
+                purpose="TREAT",
+                status="active",
+                resource={"resourceType": "Consent"},
+            )
+        )
+    row = row_html(sam.page(), referral_id)
+    assert "Shared with example-bridge (consent on file)" in row  # no partner file: its id
+    again = sam.http.get(f"{stack.app.url}/worklist/live?closed=0", timeout=20).json()
+    assert next(r["version"] for r in again["rows"] if r["id"] == referral_id) != before
+
+
 def test_the_live_endpoint_answers_small_while_nothing_changed(stack, sam):
     sign(stack, "P20-pt")
     first = sam.http.get(f"{stack.app.url}/worklist/live?closed=0", timeout=20).json()

@@ -265,8 +265,23 @@ def _followup_pending(item: Item, now: datetime, settings: FollowupSettings) -> 
     )
 
 
-def snapshot(found: list[Item], now: datetime, settings: FollowupSettings) -> dict[str, Any]:
-    """What the page polls: each item's id and version, and one version for the whole list."""
-    rows = [{"id": i.referral_id, "version": i.version(now, settings)} for i in found]
+def snapshot(
+    found: list[Item],
+    now: datetime,
+    settings: FollowupSettings,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What the page polls: each item's id and version, and one version for the whole list.
+    `extra`: more the page shows per item (by referral id), such as who it is shared with."""
+    extra = extra or {}
+
+    def version(item: Item) -> str:
+        base = item.version(now, settings)
+        if item.referral_id not in extra:
+            return base
+        more = json.dumps(extra[item.referral_id], sort_keys=True, default=str)
+        return hashlib.sha256((base + more).encode()).hexdigest()[:16]
+
+    rows = [{"id": i.referral_id, "version": version(i)} for i in found]
     whole = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
     return {"version": whole, "items": rows}
