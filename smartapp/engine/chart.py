@@ -118,6 +118,7 @@ class Chart:
         self._history: History | None = None
         self._with: dict[tuple[str, str], tuple[ChartEntry, ...]] = {}
         self._reasons: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._reason_members: dict[int, tuple[Any, tuple[ChartEntry, ...]]] = {}
 
     # construction -------------------------------------------------------------------
 
@@ -284,6 +285,20 @@ class Chart:
                 if isinstance(reasons, list)
                 else ()
             )
+        return found
+
+    def reason_members(self, valueset: ValueSetLike) -> tuple[ChartEntry, ...]:
+        """Encounters with a ``reasonCode`` coding in a value set, in chart order (computed
+        once per value set, as :meth:`members`)."""
+        cached = self._reason_members.get(id(valueset))
+        if cached is not None and cached[0] is valueset:
+            return cached[1]
+        found = tuple(
+            e
+            for e in self.with_element("Encounter", "reasonCode")
+            if any(valueset.contains(system, code) for system, code in self.reason_codes(e.key))
+        )
+        self._reason_members[id(valueset)] = (valueset, found)
         return found
 
     @property

@@ -131,6 +131,9 @@ class ChartAsOf(Chart):
     def reason_codes(self, key: str) -> tuple[tuple[str, str], ...]:
         return self._base.reason_codes(key)
 
+    def reason_members(self, valueset: ValueSetLike) -> tuple[ChartEntry, ...]:
+        return self._cut(self._base.reason_members(valueset))
+
     def as_of(self, time: datetime, current_encounter: str | None = None) -> Chart:
         raise TypeError("a chart as of a time is a view: call as_of on the full chart")
 

@@ -91,7 +91,6 @@ class FactContext:
             if encounter is not None and rule.diagnoses
             else frozenset()
         )
-        self._reasons: dict[bool, tuple[ChartEntry, ...]] = {}
 
     # expressions --------------------------------------------------------------------
 
@@ -180,36 +179,34 @@ class FactContext:
                 return False
         return self.within(entry, selector.within)
 
-    def in_any(self, entry: ChartEntry, valuesets: tuple[str, ...]) -> bool:
-        """Whether any coding of the entry is in any of these value sets."""
+    def in_any(self, entry: ChartEntry, valuesets: tuple[str, ...], reasons: bool = False) -> bool:
+        """Whether any coding of the entry (with ``reasons``: of the encounter's
+        ``reasonCode``) is in any of these value sets."""
         sets = [self.pack.valuesets[v] for v in valuesets]
-        return any(vs.contains(system, code) for vs in sets for system, code in entry.codes)
+        codes = self.chart.reason_codes(entry.key) if reasons else entry.codes
+        return any(vs.contains(system, code) for vs in sets for system, code in codes)
 
-    def reason_entries(self, earlier: bool) -> tuple[ChartEntry, ...]:
-        """Encounters' ``reasonCode`` as condition-like entries keyed by the Encounter.
-
-        The current encounter's (when the pack counts them), and with ``earlier`` every
-        other encounter's too; each timed at its encounter's start.
-        """
-        found = self._reasons.get(earlier)
-        if found is None:
-            rule = self.pack.document.current_encounter
-            current = self.encounter
-            entries = []
-            if current is not None and rule.reason_codes:
-                entries.append(current)
-            if earlier:
-                entries.extend(
+    def reason_entries(self, valuesets: tuple[str, ...], earlier: bool) -> list[ChartEntry]:
+        """Encounters' ``reasonCode`` in any of these value sets, as condition-like entries
+        keyed by the Encounter and timed at its start: the current encounter's (when the
+        pack counts them), and with ``earlier`` every other encounter's too."""
+        rule = self.pack.document.current_encounter
+        current = self.encounter
+        found: list[ChartEntry] = []
+        if current is not None and rule.reason_codes and self.in_any(current, valuesets, True):
+            found.append(current)
+        if earlier:
+            for vs_id in valuesets:
+                found.extend(
                     e
-                    for e in self.chart.with_element("Encounter", "reasonCode")
+                    for e in self.chart.reason_members(self.pack.valuesets[vs_id])
                     if current is None or e.key != current.key
                 )
-            found = self._reasons[earlier] = tuple(
-                ChartEntry(e.key, e.resource, codes, e.time, e.key)
-                for e in entries
-                if (codes := self.chart.reason_codes(e.key))
-            )
-        return found
+        return [
+            ChartEntry(e.key, e.resource, codes, e.time, e.key)
+            for e in found
+            if (codes := self.chart.reason_codes(e.key))
+        ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -289,8 +286,8 @@ def _condition(ctx: FactContext, expr: ConditionExpr) -> Truth:
     if _condition_statuses(sel, *_REASON_STATUS):
         hits.extend(
             e
-            for e in ctx.reason_entries(sel.earlier_encounter_reasons)
-            if ctx.in_any(e, sel.valueset) and ctx.timed(e, sel, sel.history_codes)
+            for e in ctx.reason_entries(sel.valueset, sel.earlier_encounter_reasons)
+            if ctx.timed(e, sel, sel.history_codes)
         )
     return _holds(hits)
 
