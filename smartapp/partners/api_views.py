@@ -261,7 +261,11 @@ def _deliver(referral_id: str) -> None:
 
 @bp.route("/fhir/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 def unsupported(rest: str):
-    """Anything else under the partner API: an OperationOutcome, not the HTML error page."""
+    """Anything else under the partner API: an OperationOutcome, not the HTML error page; to
+    an authenticated partner only (a caller without a token learns nothing of the API)."""
+    grant = _grant("system/Task.rs")
+    if isinstance(grant, Response) and grant.status_code == 401:
+        return grant
     return outcome(
         404, "not-supported", f"{request.method} {rest.split('?')[0][:100]} is not offered"
     )
