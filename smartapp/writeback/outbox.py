@@ -79,6 +79,16 @@ def _row(session: Session, referral_id: str) -> Referral:
     return referral
 
 
+def _loggable(decision: dict) -> dict:
+    """The decision as the permanent log keeps it: without the patient's phone and bed
+    (`shown.contact`), which the coach needs on the referral row but an append-only log
+    must not hold for ever (least data at rest)."""
+    shown = decision.get("shown")
+    if not isinstance(shown, dict) or "contact" not in shown:
+        return decision
+    return decision | {"shown": {k: v for k, v in shown.items() if k != "contact"}}
+
+
 # -- the queue ---------------------------------------------------------------------------
 
 
@@ -124,7 +134,7 @@ def submit(
                     "referral": referral.id,
                     "profile": typed.profile,
                     "kept_in_handoff": [op.type for op in typed.kept],
-                    **decision,
+                    **_loggable(decision),
                 },
             )
         return referral, True

@@ -7,6 +7,7 @@ controlled); outcomes recorded and logged; reassignment; the telehealth consult'
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 
@@ -107,6 +108,8 @@ def test_the_worklist_shows_what_a_coach_works_with_for_a_signed_p01_visit(stack
     assert "Handoff: emergency department substance use linkage note" in row  # the note
     assert re.search(r'class="waiting">Waiting \d+ min<', row)
     assert 'data-status="requested"' in row and "Day 1: <span" in row
+    [decision] = events(stack, "decision", referral_id)  # the permanent log: no phone, no bed
+    assert "contact" not in decision.data["shown"] and "555" not in json.dumps(decision.data)
 
     assert jordan.post(f"/worklist/{referral_id}/accept").status_code == 302
     row = row_html(jordan.page(), referral_id)
