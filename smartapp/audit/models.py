@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, synonym
 
 from smartapp.db import Base
@@ -61,3 +61,66 @@ class LogCheckpoint(Base):
 
     def __repr__(self) -> str:
         return f"<LogCheckpoint #{self.seq} {self.hash[:12]} key={self.key_id}>"
+
+
+class LogVerification(Base):
+    """How far the chain was verified, so the console checks only what came after (issue 15).
+
+    One row (`id` 1). `seq`/`hash`: the head the last passing verification reached (the next
+    incremental check starts after it, from that hash); `checkpoint`: the last checkpoint it
+    matched; `mark`: the last tamper mark it had seen (`LogTamperMark`). `full_*`: the last
+    verification of the whole log (on demand, or `handoff audit verify --record` on a schedule)
+    and what it found."""
+
+    __tablename__ = "log_verification"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(SeqType, default=0)
+    hash: Mapped[str] = mapped_column(String(64))
+    checkpoint: Mapped[int] = mapped_column(SeqType, default=0)
+    mark: Mapped[int] = mapped_column(SeqType, default=0)
+    verified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    full_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    full_seq: Mapped[int | None] = mapped_column(SeqType, nullable=True)
+    full_ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    full_summary: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class LogTamperMark(Base):
+    """A row of `log_event` or `log_checkpoint` was updated or deleted: written by a database
+    trigger (migration 0006), never by Handoff, which only appends. The console's incremental
+    verification goes back over the whole log when a new mark is here; a missing trigger is
+    itself reported."""
+
+    __tablename__ = "log_tamper_mark"
+
+    id: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    table_name: Mapped[str] = mapped_column(String(40))
+    seq: Mapped[int | None] = mapped_column(SeqType, nullable=True)
+
+
+class LogVisitSummary(Base):
+    """The program dashboard's visits, kept as the log grows (issue 15): one row per visit
+    (iss, patient, encounter) with suggestions shown, its joined state as JSON (the
+    dashboard's `Visit`), so a dashboard view reads visits, never the log.
+    `smartapp.staff.dashboard.store` writes it; `LogSummaryState` says how far."""
+
+    __tablename__ = "log_visit_summary"
+
+    id: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    visit_key: Mapped[str] = mapped_column(String(64), unique=True)
+    referral: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    first_shown: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    state: Mapped[str] = mapped_column(Text)
+
+
+class LogSummaryState(Base):
+    """How far the summaries were brought: every event up to `seq` is in them (one row per
+    summary `name`)."""
+
+    __tablename__ = "log_summary_state"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    seq: Mapped[int] = mapped_column(SeqType, default=0)
+    mark: Mapped[int] = mapped_column(SeqType, default=0)  # the last tamper mark seen
+    unreadable: Mapped[int] = mapped_column(Integer, default=0)  # damaged rows left out
