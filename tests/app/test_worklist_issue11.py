@@ -107,7 +107,7 @@ def test_the_worklist_shows_what_a_coach_works_with_for_a_signed_p01_visit(stack
     assert "Has a kit at home" in row
     assert "Handoff: emergency department substance use linkage note" in row  # the note
     assert re.search(r'class="waiting">Waiting \d+ min<', row)
-    assert 'data-status="requested"' in row and "Day 1: <span" in row
+    assert 'data-status="requested">team queue<' in row and "Day 1: <span" in row
     [decision] = events(stack, "decision", referral_id)  # the permanent log: no phone, no bed
     assert "contact" not in decision.data["shown"] and "555" not in json.dumps(decision.data)
 
