@@ -277,8 +277,10 @@ class _ChartReader:
                     status = f"HTTP {exc.status}" if exc.status else "no answer"
                     self._unreadable(rtype, f"a next page could not be read ({status})")
                     return
-            if not isinstance(bundle, dict):
-                self._unreadable(rtype, "its answer is not a Bundle")
+            if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+                self._unreadable(rtype, "a page of its answer is not a Bundle")
+                for reason in withheld_reasons(bundle):  # an OperationOutcome says why
+                    self._withheld(rtype, reason)
                 return
             for outcome in bundle_outcomes(bundle):
                 for reason in withheld_reasons(outcome):

@@ -136,3 +136,14 @@ def test_a_complete_search_is_complete() -> None:
     chart._search(None, searchset(match("Condition", "c1"), as_outcome_entry(hint)), "Condition")
     result = chart.finish()
     assert (result.incomplete, result.notices) == (set(), [])
+
+
+def test_a_page_that_is_not_a_bundle_is_unread() -> None:
+    """An EHR answering a search with an OperationOutcome (HTTP 200): nothing read, and the
+    type unread with what it said, never an empty and complete search."""
+    chart = reader()
+    chart._search(None, SUPPRESSED, "AllergyIntolerance")
+    result = chart.finish()
+    assert result.resources == [] and result.incomplete == {"AllergyIntolerance"}
+    assert any("not a Bundle" in n for n in result.notices)
+    assert any("42 CFR Part 2" in n for n in result.notices)
