@@ -35,7 +35,7 @@ def test_the_page_follows_other_coaches_and_new_visits_without_reloading(browser
     page.goto(f"{stack.app.url}/worklist/")
     expect(page.locator("h1.screen-title")).to_have_text("Warm handoffs", timeout=15000)
     row = page.locator(f'tr[data-referral="{first}"]')
-    expect(row.locator(".status")).to_have_text("requested")
+    expect(row.locator(".status")).to_have_text("team queue")
     expect(row.locator(".phone")).to_contain_text("(555) 555-0101")
     expect(row.locator(".signer")).to_have_text("Avery Demo, MD")
     page.evaluate("window.__sameDocument = 'yes'")  # gone if the page reloads
@@ -49,7 +49,7 @@ def test_the_page_follows_other_coaches_and_new_visits_without_reloading(browser
     second = sign(stack, "P05-pt")  # a physician signs another visit
     new_row = page.locator(f'tr[data-referral="{second}"]')
     expect(new_row).to_be_visible(timeout=10000)
-    expect(new_row.locator(".status")).to_have_text("requested")
+    expect(new_row.locator(".status")).to_have_text("team queue")
     assert page.evaluate("window.__sameDocument") == "yes"  # no reload happened
 
     # Jordan accepts the new one and starts typing a contact note: a change to another row
