@@ -16,20 +16,16 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
+from smartapp.writeback import business_status
 from smartapp.writeback.actor import Actor
 
 OPEN = ("requested", "accepted", "in-progress")
 CLOSED = ("completed", "rejected", "cancelled")
 STATUSES = OPEN + CLOSED
-# The steps between accepted and completed, in order (codes are Handoff's own, spec silent:
-# each has its words in `BUSINESS_WORDS`, which the Task's businessStatus.text carries).
-BUSINESS_STEPS = ("contacted", "appointment-scheduled", "appointment-attended", "engaged-30-days")
-BUSINESS_WORDS = {
-    "contacted": "Patient contacted",
-    "appointment-scheduled": "First appointment scheduled",
-    "appointment-attended": "First appointment attended",
-    "engaged-30-days": "Engaged in care at 30 days",
-}
+# The steps between accepted and completed, in order (Handoff's own: the spec names none);
+# their words (businessStatus.text) come from catalog/lifecycle.yaml, a site's data.
+BUSINESS_STEPS = business_status.STEPS
+BUSINESS_WORDS = business_status.steps().words()
 CLOSE_REASONS = (
     "Linked to a program",
     "Patient declined the coach",
@@ -52,7 +48,8 @@ ALLOWED: dict[str, tuple[Action, ...]] = {
     "supervisor": ("reassign", "close", "update"),
     "partner": ("update",),
     "system": ("update", "close"),
-    "physician": (),
+    # The physician amends a signed decision (smartapp.aftercare.amend): the referral revoked.
+    "physician": ("close",),
 }
 # The statuses a partner may report (accepted: the program took the referral; rejected: it
 # turned it down, with a reason; completed: the patient reached the program).

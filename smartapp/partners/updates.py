@@ -22,6 +22,7 @@ from smartapp.handoffs import service
 from smartapp.handoffs.lifecycle import BUSINESS_STEPS, BUSINESS_WORDS, Change, LifecycleError
 from smartapp.partners import shared as sharing
 from smartapp.partners.registry import Partner
+from smartapp.writeback import business_status
 from smartapp.writeback.actor import Actor
 
 #: Task elements a partner may change; any other difference is refused.
@@ -156,6 +157,9 @@ def step_code(concept: Any) -> str | None:
     for coding in concept.get("coding") or []:
         if isinstance(coding, dict) and coding.get("code") in BUSINESS_STEPS:
             return coding["code"]
+    rank = business_status.steps().rank(concept)  # the site's own codes (catalog/lifecycle.yaml)
+    if rank is not None:
+        return BUSINESS_STEPS[rank]
     text = concept.get("text")
     for code, words in BUSINESS_WORDS.items():
         if text and text.strip().casefold() in (code, words.casefold()):

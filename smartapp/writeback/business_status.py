@@ -2,8 +2,10 @@
 
 The shared spec and the HL7 SDOH closed-loop pattern name no codes for the steps between
 accepted and completed (contacted, first appointment scheduled, first appointment attended,
-engaged at 30 days), so they are Handoff's own, read from a YAML file a site may change
-(setting LIFECYCLE_FILE). The text is always present; the order says which step is later.
+engaged at 30 days), so the four steps (`STEPS`) are Handoff's own and fixed (the worklist,
+partners and dashboard count them), while the code, system and words each step carries on the
+Task are data in catalog/lifecycle.yaml, which a site may change. The text is always present;
+the order of `STEPS` says which step is later.
 """
 
 from __future__ import annotations
@@ -17,15 +19,23 @@ import yaml
 
 DEFAULT_FILE = Path(__file__).resolve().parents[2] / "catalog" / "lifecycle.yaml"
 DEFAULT_SYSTEM = "urn:handoff:task-business-status"
+#: Handoff's steps between accepted and completed, in lifecycle order.
+STEPS = ("contacted", "appointment-scheduled", "appointment-attended", "engaged-30-days")
 
 
 @dataclass(frozen=True)
 class BusinessStatus:
-    """One step: `code` in `system`, and `text` in words (always sent)."""
+    """One step: `code` in `system`, and `text` in words (always sent); `step` is Handoff's
+    own name of the step (one of `STEPS`; the code unless the site's file names another)."""
 
     code: str
     text: str
     system: str | None = DEFAULT_SYSTEM
+    step: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.step:
+            object.__setattr__(self, "step", self.code)
 
     def concept(self) -> dict[str, Any]:
         """The step as a FHIR CodeableConcept (Task.businessStatus)."""
@@ -35,11 +45,16 @@ class BusinessStatus:
         return {"coding": [coding], "text": self.text}
 
     def to_json(self) -> dict[str, Any]:
-        return {"code": self.code, "text": self.text, "system": self.system}
+        return {"code": self.code, "text": self.text, "system": self.system, "step": self.step}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BusinessStatus:
-        return cls(code=data["code"], text=data["text"], system=data.get("system"))
+        return cls(
+            code=data["code"],
+            text=data["text"],
+            system=data.get("system"),
+            step=data.get("step") or data["code"],
+        )
 
 
 @dataclass(frozen=True)
@@ -49,12 +64,17 @@ class Steps:
     system: str | None
     steps: tuple[BusinessStatus, ...]
 
-    def get(self, code: str) -> BusinessStatus:
-        """The step with this code; an unknown code keeps its code as its words."""
+    def get(self, step_or_code: str) -> BusinessStatus:
+        """The step named so (Handoff's step or the site's code); an unknown one keeps its
+        name as its words."""
         for step in self.steps:
-            if step.code == code:
+            if step_or_code in (step.step, step.code):
                 return step
-        return BusinessStatus(code=code, text=code, system=self.system)
+        return BusinessStatus(code=step_or_code, text=step_or_code, system=self.system)
+
+    def words(self) -> dict[str, str]:
+        """Each of Handoff's steps in the site's words."""
+        return {step.step: step.text for step in self.steps}
 
     def rank(self, concept: object) -> int | None:
         """The position of a Task.businessStatus (a CodeableConcept) among the steps, by
@@ -75,9 +95,13 @@ def parse_steps(data: object) -> Steps:
     system = data.get("system")
     steps = []
     for item in data["steps"]:
-        if not isinstance(item, dict) or not item.get("code") or not item.get("text"):
-            raise ValueError(f"each lifecycle step needs a code and a text, not {item!r}")
-        steps.append(BusinessStatus(str(item["code"]), str(item["text"]), system))
+        if not isinstance(item, dict) or not item.get("step") or not item.get("text"):
+            raise ValueError(f"each lifecycle step needs a step and a text, not {item!r}")
+        step = str(item["step"])
+        steps.append(BusinessStatus(str(item.get("code") or step), str(item["text"]), system, step))
+    named = tuple(step.step for step in steps)
+    if named != STEPS:
+        raise ValueError(f"the lifecycle file must list the steps {', '.join(STEPS)} in order")
     return Steps(system=system, steps=tuple(steps))
 
 

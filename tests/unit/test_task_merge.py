@@ -165,10 +165,35 @@ def test_lifecycle_steps_from_the_catalog_file_in_order():
     assert lifecycle.rank({"text": "First appointment attended"}) == 2
     assert lifecycle.rank({"coding": [{"code": "other"}]}) is None
     assert lifecycle.get("made-up") == BusinessStatus("made-up", "made-up", lifecycle.system)
-    with pytest.raises(ValueError, match="code and a text"):
+    with pytest.raises(ValueError, match="step and a text"):
         parse_steps({"steps": [{"code": "x"}]})
     with pytest.raises(ValueError, match="steps"):
         parse_steps(["x"])
+    with pytest.raises(ValueError, match="in order"):  # Handoff's steps are fixed
+        parse_steps({"steps": [{"step": "contacted", "text": "Reached"}]})
+
+
+def test_a_site_gives_the_steps_its_own_codes_and_words():
+    """A site's lifecycle file may name its own code system, codes and words; Handoff still
+    knows each step (the worklist and dashboard count them) and sends the site's coding."""
+    names = ("contacted", "appointment-scheduled", "appointment-attended", "engaged-30-days")
+    site = parse_steps(
+        {
+            "system": "http://example.org/ed-bridge-steps",
+            "steps": [
+                {"step": n, "code": f"S{i}", "text": f"Step {i}"} for i, n in enumerate(names)
+            ],
+        }
+    )
+    attended = site.get("appointment-attended")
+    assert attended.concept() == {
+        "coding": [
+            {"system": "http://example.org/ed-bridge-steps", "code": "S2", "display": "Step 2"}
+        ],
+        "text": "Step 2",
+    }
+    assert site.get("S2") == attended and site.rank({"coding": [{"code": "S2"}]}) == 2
+    assert site.words()["engaged-30-days"] == "Step 3"
 
 
 # -- the follow-ups a change queues, per profile ------------------------------------------
