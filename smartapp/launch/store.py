@@ -7,8 +7,11 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
 from smartapp.audit import log as referral_log
-from smartapp.db import LaunchContext, PendingAuthorization
+from smartapp.db import LaunchContext, PendingAuthorization, Referral
 from smartapp.launch.client import AuthorizationRequest, SmartConfiguration, fhir_user_reference
 from smartapp.launch.registrations import Registration
 from smartapp.services import Services
@@ -94,4 +97,24 @@ def open_context(
             data={"scope": context.scope, "registration": registration.id},
             user_name=claims.get("name"),
         )
+        _wake_waiting_writes(db, context)
     return context_id
+
+
+def _wake_waiting_writes(db: Session, context: LaunchContext) -> None:
+    """A new launch of a visit brings fresh credentials: its queued writes (waiting for a
+    launch where the EHR gives no backend access, or backing off) are due now, not at their
+    next scheduled retry."""
+    db.execute(
+        update(Referral)
+        .where(
+            Referral.iss == context.iss,
+            Referral.patient_id == context.patient_id,
+            Referral.encounter_id == context.encounter_id
+            if context.encounter_id
+            else Referral.encounter_id.is_(None),
+            Referral.status == "queued",
+            Referral.next_attempt_at > datetime.now(UTC),
+        )
+        .values(next_attempt_at=datetime.now(UTC))
+    )

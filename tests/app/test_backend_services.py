@@ -235,7 +235,8 @@ def test_without_backend_access_the_queue_says_what_it_waits_for(plain, caplog):
     relaunch = launch_flow.full(plain.app.url, plain.ehr_url, patient)
     assert relaunch.final.status_code == 200
     services = plain.app.app.extensions["handoff"]
-    with plain.app.app.app_context():  # the worker would try again within its minute
+    assert waiting.id in outbox.due(services.db)  # woken by the launch, not a minute later
+    with plain.app.app.app_context():
         deliver_now(services, waiting.id, plain.app.app.config)
     done = referral_of(plain.database_url, patient)
     assert done.status == "written", done.last_error
