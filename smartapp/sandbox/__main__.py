@@ -3,8 +3,9 @@
     python -m smartapp.sandbox --port 8800 --app-url http://127.0.0.1:8700
 
 registers the client `handoff-demo` (redirect {app}/callback, launch {app}/launch) and the
-staff sign-in client `handoff-staff` (redirect {app}/staff/callback, client_secret_basic with
---staff-client-secret, default $HANDOFF_STAFF_CLIENT_SECRET or "handoff-staff-demo-secret";
+staff sign-in client `handoff-staff` (redirects {app}/staff/callback and
+{app}/partner/callback, client_secret_basic with --staff-client-secret, default
+$HANDOFF_STAFF_CLIENT_SECRET or "handoff-staff-demo-secret";
 an empty secret registers it as a public client).
 """
 
@@ -108,7 +109,7 @@ def staff_client(client_id: str, secret: str | None, app_url: str) -> SandboxCli
     """Handoff's staff sign-in (plain OpenID Connect): confidential with `secret`, else public."""
     return SandboxClient(
         client_id=client_id,
-        redirect_uris=[f"{app_url}/staff/callback"],
+        redirect_uris=[f"{app_url}/staff/callback", f"{app_url}/partner/callback"],
         launch_url=f"{app_url}/",
         name="Handoff staff sign-in",
         auth_method="client_secret_basic" if secret else "none",
