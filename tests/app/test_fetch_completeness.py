@@ -180,3 +180,36 @@ def test_search_all_never_returns_part_of_an_answer(
     first = client.post_bundle(batch)["entry"][0]["resource"]
     next_url = next(link["url"] for link in first["link"] if link["relation"] == "next")
     assert requests.get(next_url, headers=client.headers(), timeout=10).status_code == 410
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, shared_dir: Any) -> Iterator[Any]:
+    """The sandbox and Handoff on real ports, the Part 2 methadone seeded for P01."""
+    from tests.stacks import start_stack
+
+    running = start_stack(tmp_path_factory.mktemp("completeness-screen"), shared_dir)
+    service = running.ehr.server.app.extensions["sandbox"].service
+    with service.db.write() as conn:
+        created = dict(METHADONE, effectivePeriod={"start": "2000-01-01T00:00:00Z"})
+        service.create(conn, "MedicationStatement", created, FullAccess(), assigned_id="m-p2")
+    yield running
+    running.stop()
+
+
+def test_the_screen_names_what_the_ehr_withheld(stack: Any) -> None:
+    """Through the launch: the physician reads that the EHR withheld MedicationStatement
+    records (and why), and the engine's notice naming the type."""
+    from tests import launch_flow
+
+    faults = {"withhold_restricted": True}
+    answer = requests.post(f"{stack.ehr_url}/_sandbox/faults", json=faults, timeout=10)
+    assert answer.status_code == 200, answer.text
+    try:
+        launch = launch_flow.full(stack.app.url, stack.ehr_url, PATIENT)
+    finally:
+        assert requests.post(f"{stack.ehr_url}/_sandbox/faults", json={}, timeout=10).ok
+    page = launch.final.text
+    assert launch.final.status_code == 200, page[:300]
+    assert "The EHR withheld some MedicationStatement records" in page
+    assert "42 CFR Part 2" in page
+    assert "The EHR did not let Handoff read: MedicationStatement." in page
