@@ -40,6 +40,9 @@ class Defaults:
     DATABASE_URL: str | None = None
     # The community resource catalog (FHIR HealthcareService/Organization/Location JSON).
     CATALOG_DIR: str = str(REPO_ROOT / "catalog" / "sample")
+    # The patient's discharge sheet's words, one file per language (en.yaml, es.yaml; issue 13
+    # item 7: the spec is silent on the wording, so it is data with its sources).
+    AFTERCARE_SHEET_DIR: str = str(REPO_ROOT / "catalog" / "sheet")
     # Where EHR registrations (launch/*.yaml) live.
     LAUNCH_DIR: str = str(REPO_ROOT / "launch")
     # The rules directory: its packs/default.yaml is the pack the app runs, its valuesets/ the

@@ -117,26 +117,38 @@ def _runs(per_day: list[Spans]) -> dict[Spans, list[tuple[int, int]]]:
     return runs
 
 
-def _run_text(spans: Spans, day_runs: list[tuple[int, int]]) -> str:
+@dataclass(frozen=True)
+class HoursWords:
+    """The words hours are written in (English by default; the discharge sheet passes its
+    language's, from its text files)."""
+
+    days: tuple[str, ...] = DAY_LABELS
+    daily: str = "Daily"
+    all_day: str = "24 hours"
+    none: str = "No regular hours"
+
+
+def _run_text(
+    spans: Spans, day_runs: list[tuple[int, int]], words: HoursWords = HoursWords()
+) -> str:
     """``Mon-Fri 08:00-17:00``, ``Tue, Thu 13:00-17:00``, ``Daily 24 hours``."""
+    labels = words.days
     if day_runs == [(0, 6)]:
-        days = "Daily"
+        days = words.daily
     else:
-        days = ", ".join(
-            DAY_LABELS[a] if a == b else f"{DAY_LABELS[a]}-{DAY_LABELS[b]}" for a, b in day_runs
-        )
+        days = ", ".join(labels[a] if a == b else f"{labels[a]}-{labels[b]}" for a, b in day_runs)
     times = ", ".join(
-        "24 hours" if end is None else f"{_format_clock(start)}-{_format_clock(end)}"
+        words.all_day if end is None else f"{_format_clock(start)}-{_format_clock(end)}"
         for start, end in spans
     )
     return f"{days} {times}"
 
 
-def hours_text(windows: Sequence[Window]) -> str:
+def hours_text(windows: Sequence[Window], words: HoursWords = HoursWords()) -> str:
     """Weekly hours as short text, e.g. ``Mon-Fri 08:00-17:00; Sat 09:00-12:00``.
 
     Consecutive days with the same hours are joined into a range; days with the same hours
     that are not consecutive share one entry (``Tue, Thu 13:00-17:00``); ``Daily`` is all week."""
     runs = _runs(_spans_per_day(windows))
-    parts = [_run_text(spans, day_runs) for spans, day_runs in runs.items()]
-    return "; ".join(parts) if parts else "No regular hours"
+    parts = [_run_text(spans, day_runs, words) for spans, day_runs in runs.items()]
+    return "; ".join(parts) if parts else words.none

@@ -20,6 +20,9 @@ def note_text(referral: SignedReferral) -> str:
         + (f" by {referral.user_name}" if referral.user_name else ""),
         "",
     ]
+    amends = referral.extra.get("amends")  # an amendment after Sign: what it changes and why
+    if amends:
+        lines += [f"Amendment: {amends}", ""]
     if not referral.shown:
         lines.append("No suggestion was made for this visit.")
     for shown in referral.shown:

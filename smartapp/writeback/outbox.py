@@ -106,11 +106,10 @@ def submit(
 ) -> tuple[Referral, bool]:
     """Store the signed referral; returns (row, created). An existing row for the visit wins.
     `plan` is typed or its stored form (both are checked by parsing)."""
-    typed = as_plan(plan)
     try:
         with db.session() as session:
-            referral = Referral(
-                id=secrets.token_hex(16),
+            referral = submit_in(
+                session,
                 visit_key=visit_key,
                 context_id=context_id,
                 iss=iss,
@@ -118,24 +117,7 @@ def submit(
                 encounter_id=encounter_id,
                 user_ref=user_ref,
                 decision=decision,
-                status="queued" if typed.has_rest_writes else "held",
-                next_attempt_at=utcnow(),
-            )
-            store_plan(referral, typed)
-            session.add(referral)
-            referral_log.append(
-                session,
-                "decision",
-                user_ref=user_ref,
-                iss=iss,
-                patient_id=patient_id,
-                encounter_id=encounter_id,
-                data={
-                    "referral": referral.id,
-                    "profile": typed.profile,
-                    "kept_in_handoff": [op.type for op in typed.kept],
-                    **_loggable(decision),
-                },
+                plan=plan,
             )
         return referral, True
     except IntegrityError:
@@ -143,6 +125,54 @@ def submit(
         if existing is None:  # pragma: no cover - the unique key guarantees a row
             raise
         return existing, False
+
+
+def submit_in(
+    session: Session,
+    *,
+    visit_key: str,
+    context_id: str,
+    iss: str,
+    patient_id: str,
+    encounter_id: str | None,
+    user_ref: str | None,
+    decision: dict,
+    plan: WritePlan | dict[str, Any],
+) -> Referral:
+    """`submit` in the caller's unit of work (an amendment after Sign stores its new referral
+    together with the amendment's log event): the row and its `decision` event, flushed (an
+    IntegrityError for a visit key stored already)."""
+    typed = as_plan(plan)
+    referral = Referral(
+        id=secrets.token_hex(16),
+        visit_key=visit_key,
+        context_id=context_id,
+        iss=iss,
+        patient_id=patient_id,
+        encounter_id=encounter_id,
+        user_ref=user_ref,
+        decision=decision,
+        status="queued" if typed.has_rest_writes else "held",
+        next_attempt_at=utcnow(),
+    )
+    store_plan(referral, typed)
+    session.add(referral)
+    session.flush()
+    referral_log.append(
+        session,
+        "decision",
+        user_ref=user_ref,
+        iss=iss,
+        patient_id=patient_id,
+        encounter_id=encounter_id,
+        data={
+            "referral": referral.id,
+            "profile": typed.profile,
+            "kept_in_handoff": [op.type for op in typed.kept],
+            **_loggable(decision),
+        },
+    )
+    return referral
 
 
 def for_visit(db: Database, visit_key: str) -> Referral | None:

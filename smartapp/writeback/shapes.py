@@ -95,7 +95,11 @@ class Visit:
     def identifier(self, kind: str) -> Resource:
         """Handoff's identifier for one resource of this visit (stable across retries)."""
         r = self.referral
-        key = referral_key(r.iss, r.encounter_id, r.patient_id, kind)
+        # A referral placed by an amendment after Sign (smartapp.aftercare.amend) has its own
+        # identifiers (`extra["amendment"]`: its number), never the revoked referral's.
+        amendment = r.extra.get("amendment")
+        named = f"{kind}|amendment-{amendment}" if amendment else kind
+        key = referral_key(r.iss, r.encounter_id, r.patient_id, named)
         return {"system": self.settings.identifier_system, "value": key}
 
     def with_visit(self, resource: Resource) -> Resource:

@@ -1,0 +1,192 @@
+"""After Sign, inside the launch: amend the coach referral (`aftercare.amend`) and the patient's
+discharge sheet (`aftercare.sheet` HTML with a print stylesheet, `aftercare.sheet_pdf`).
+
+Web layer only: routes are keyed by the launch context like the screen's and answer only the
+browser that launched it; POSTs carry the session's CSRF token. The work is in
+`aftercare.amend`, `aftercare.sheet` and `aftercare.pdf`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from smartapp.aftercare import amend as amending
+from smartapp.aftercare import sheet as sheets
+from smartapp.launch import sessions
+from smartapp.screen import service as screen
+from smartapp.services import current_services
+from smartapp.staff import caseload
+from smartapp.web import check_csrf, holds_browser_id
+from smartapp.writeback import outbox
+
+bp = Blueprint("aftercare", __name__, url_prefix="/c")
+log = logging.getLogger("handoff.aftercare")
+
+
+def load_context(context_id: str):
+    """The launch context, only for the browser that launched it (as the screen's)."""
+    context = screen.find_context(current_services(), context_id)
+    if context is None or not holds_browser_id(context.browser_id):
+        log.warning("aftercare refused: unknown context or another browser's")
+        abort(
+            403,
+            description="This Handoff session is not yours or has ended. "
+            "Launch Handoff again from the patient's chart.",
+        )
+    return context
+
+
+def parse_form() -> amending.AmendForm:
+    form = request.form
+    return amending.AmendForm(
+        action=form.get("action", ""),
+        reason=form.get("reason", ""),
+        text=form.get("text", "").strip()[: amending.TEXT_MAX],
+        based_on=form.get("based_on", ""),
+        consult_mode=form.get("consult-mode") or "in-person",
+        program=form.get("program", "").strip(),
+        program_other=form.get("program-other", "").strip(),
+    )
+
+
+def amend_page(context, state, errors=(), notice=None, form=None, status=200):
+    programs = screen.program_choices(current_services(), datetime.now(UTC))
+    page = render_template(
+        "aftercare/amend.html",
+        context=context,
+        state=state,
+        handoff_status=handoff_status(state),
+        reasons=amending.REASONS,
+        errors=list(errors),
+        notice=notice,
+        form=form,
+        languages=sheets.LANGUAGES,
+        **programs,
+    )
+    return page, status
+
+
+def handoff_status(state) -> dict:
+    """Each referral's coach handoff status by referral id, for the page."""
+    from smartapp.handoffs import service as handoffs
+    from smartapp.handoffs.lifecycle import HandoffState, LifecycleError
+
+    found: dict[str, HandoffState | None] = {}
+    for referral in (state.original, *state.placed):
+        try:
+            found[referral.id] = handoffs.get(current_services().db, referral.id)
+        except LifecycleError:
+            found[referral.id] = None
+    return found
+
+
+@bp.route("/<context_id>/amend", methods=["GET", "POST"])
+def amend(context_id: str):
+    """GET: where the coach referral stands and the amend form. POST: amend it once."""
+    context = load_context(context_id)
+    services = current_services()
+    state = amending.state(services, context)
+    if state is None:
+        abort(404, description="Sign first; an amendment changes what was signed.")
+    if request.method == "GET":
+        return amend_page(context, state, notice=request.args.get("done"))
+    check_csrf()
+    form = parse_form()
+    system = current_app.config["REFERRAL_IDENTIFIER_SYSTEM"]
+    result = amending.amend(services, context, form, system, datetime.now(UTC))
+    state = amending.state(services, context)
+    if result.outcome == "invalid":
+        return amend_page(context, state, result.errors, form=form, status=422)
+    if result.outcome == "stale":
+        notice = (
+            "Nothing more was changed: this visit's coach referral was amended already "
+            "(a second click, or another window). Here is where it stands now."
+        )
+        return amend_page(context, state, notice=notice, status=409)
+    if result.referral is not None:
+        delivery = deliver_in_background(result.referral.id)
+        delivery.join(current_app.config["SIGN_WAIT_SECONDS"])
+    return redirect(url_for("aftercare.amend", context_id=context.id, done=form.action))
+
+
+def deliver_in_background(referral_id: str) -> threading.Thread:
+    """The amendment's writes at once, under the outbox's lease (the outbox worker retries
+    whatever does not land), as Sign does."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def run() -> None:
+        with app.app_context():
+            try:
+                outbox.deliver(current_services().db, referral_id, client_for_referral)
+            except Exception:  # it stays queued; the outbox worker retries it
+                log.exception("amend delivery crashed: referral=%s", referral_id[:8])
+
+    thread = threading.Thread(target=run, name=f"amend-{referral_id[:8]}", daemon=True)
+    thread.start()
+    return thread
+
+
+def client_for_referral(referral, force_refresh: bool = False):
+    return sessions.client_for_referral(current_services(), referral, force_refresh)
+
+
+def build_sheet(context_id: str) -> sheets.Sheet:
+    context = load_context(context_id)
+    language = request.args.get("lang", "en")
+    if language not in sheets.LANGUAGES:
+        abort(404, description="The discharge sheet is in English (en) and Spanish (es).")
+    settings = caseload.Settings.from_config(current_app.config)
+    try:
+        return sheets.build(
+            current_services(),
+            context,
+            language,
+            settings,
+            current_app.config["AFTERCARE_SHEET_DIR"],
+        )
+    except amending.AmendError as exc:
+        abort(404, description=str(exc))
+
+
+@bp.get("/<context_id>/sheet")
+def sheet(context_id: str):
+    """The discharge sheet as a page to print (its print stylesheet hides the buttons)."""
+    found = build_sheet(context_id)
+    return render_template(
+        "aftercare/sheet.html",
+        sheet=found,
+        t=found.text,
+        context_id=context_id,
+        languages=sheets.LANGUAGES,
+    )
+
+
+@bp.get("/<context_id>/sheet.pdf")
+def sheet_pdf(context_id: str):
+    """The discharge sheet as a one-page PDF."""
+    from smartapp.aftercare import pdf  # fpdf2, only where a PDF is asked for
+
+    found = build_sheet(context_id)
+    body = pdf.render(found)
+    name = f"after-your-visit-{found.language}.pdf"
+    return Response(
+        body,
+        mimetype="application/pdf",
+        headers={
+            "Content-Disposition": f'inline; filename="{name}"',
+            "Cache-Control": "no-store",
+        },
+    )
