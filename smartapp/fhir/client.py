@@ -4,7 +4,7 @@ whole chart is smartapp.fhir.chart; `FhirClient.read_chart` is its shortcut."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
@@ -47,7 +47,7 @@ class FhirClient:
     """A FHIR server base URL and a bearer token; every call has a timeout."""
 
     base: str
-    access_token: str
+    access_token: str = field(repr=False)  # never in a repr, a log line or a traceback
     timeout: tuple[float, float] = (5.0, 20.0)
 
     def headers(self) -> dict[str, str]:
@@ -115,9 +115,15 @@ class FhirClient:
 
     def update(self, resource: dict) -> dict:
         """PUT a resource at its id (idempotent: a retry changes nothing more)."""
-        url = f"{self.base}/{resource['resourceType']}/{resource['id']}"
-        body = self._request("PUT", url, resource)
+        body = self.put(resource)
         return {"id": body.get("id", resource["id"]), "status": "200"}
+
+    def put(self, resource: dict, if_match: str | None = None) -> dict:
+        """PUT a resource at its id, only over the version `if_match` (an ETag such as
+        `W/"3"`; the EHR answers 412 when the resource changed meanwhile); returns the EHR's
+        answer (the resource as stored, where it sends one)."""
+        url = f"{self.base}/{resource['resourceType']}/{resource['id']}"
+        return self._request("PUT", url, resource, {"If-Match": if_match} if if_match else None)
 
     def find(self, resource_type: str, query: str) -> list[dict]:
         """Resources of a type matching a search query (no paging: identifiers are unique)."""

@@ -64,9 +64,7 @@ def put(client: FhirClient, resource: dict[str, Any], version: str | None) -> Ve
     if version is None:  # the EHR gives no versions: a plain PUT (it cannot check one)
         client.update(body)
         return Version(body, None)
-    url = f"{client.base}/{resource['resourceType']}/{resource['id']}"
-    # FhirClient.update takes no If-Match (yet): its request method with the header.
-    answer = client._request("PUT", url, body, {"If-Match": f'W/"{version}"'})
+    answer = client.put(body, if_match=f'W/"{version}"')
     written = answer if answer.get("resourceType") == resource["resourceType"] else body
     return Version(written, version_of(answer))
 

@@ -147,3 +147,11 @@ def test_a_page_that_is_not_a_bundle_is_unread() -> None:
     assert result.resources == [] and result.incomplete == {"AllergyIntolerance"}
     assert any("not a Bundle" in n for n in result.notices)
     assert any("42 CFR Part 2" in n for n in result.notices)
+
+
+def test_a_fhir_clients_repr_never_shows_its_token():
+    """A client in a log line, an error message or a traceback does not leak its token."""
+    from smartapp.fhir.client import FhirClient
+
+    client = FhirClient("https://ehr.example/fhir", "secret-token-value")
+    assert "secret-token-value" not in repr(client) and "ehr.example" in repr(client)

@@ -283,9 +283,9 @@ class VersionedEhr:
             return {"entry": [{"resource": v} for v in reversed(self.versions)]}
         return self.current
 
-    def _request(self, method: str, url: str, body: dict, headers: dict) -> dict:
+    def put(self, body: dict, if_match: str | None = None) -> dict:
         self.calls.append("PUT")
-        if headers["If-Match"] != f'W/"{self.current["meta"]["versionId"]}"':
+        if if_match != f'W/"{self.current["meta"]["versionId"]}"':
             raise FhirError("conflict", status=412)
         stored = self.store(body)
         if self.lose_answers:
