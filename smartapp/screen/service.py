@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from smartapp.aids import service as aids
 from smartapp.audit import log as referral_log
 from smartapp.db import LaunchContext, Referral
 from smartapp.engine import Chart, Pack, evaluate
@@ -131,6 +132,8 @@ def build_shown(
     Raises FhirError (the chart could not be read), ChartError (it could not be understood)
     or sessions.SessionEnded."""
     read, unreadable = read_chart(services, context, settings, now)
+    # COWS scores recorded with the calculator and kept in Handoff count like the chart's own.
+    read.resources.extend(aids.kept_resources(services.db, context.id))
     registration = services.registry.by_id(context.registration_id)
     if registration is None:
         raise LookupError(f"no registration {context.registration_id!r} for this launch")
@@ -166,7 +169,7 @@ def shown_from_read(
     # what could not be read, decide cautions, the COWS threshold and the notice there.
     incomplete = set(unreadable) | read.incomplete | readable.incomplete_types
     evaluation = evaluate(chart, now, pack, encounter_id=encounter_id, unread=sorted(incomplete))
-    return describe_evaluation(
+    shown = describe_evaluation(
         evaluation,
         chart,
         pack,
@@ -175,6 +178,8 @@ def shown_from_read(
         patient_id=patient_id,
         missing_writes=missing_writes,
     )
+    shown["aids"] = aids.for_screen(evaluation, chart, pack, now)  # decision aids to offer
+    return shown
 
 
 def present(
@@ -335,6 +340,7 @@ def signed_decision(
         consult_mode=mode,
         program=program,
         opioid=shown["opioid"],
+        extra=aids.for_note(services.db, context),  # the DSM-5 checklist, for the note
     )
 
 

@@ -27,6 +27,7 @@ def note_text(referral: SignedReferral) -> str:
         lines.append("No suggestion was made for this visit.")
     for shown in referral.shown:
         lines += _suggestion_lines(referral, shown, decision_for(referral, shown.kind))
+    lines += _dsm5_lines(referral.extra.get("dsm5"))
     lines.append(
         f"Suggestions by rule pack {referral.pack_id} {referral.pack_version}. "
         "Suggestions are advice; the physician decided."
@@ -67,3 +68,13 @@ def _decision_line(decision: ItemDecision | None) -> str:
     if decision.decline_text:
         reason += f" ({decision.decline_text})"
     return f"  Decision: declined: {reason}"
+
+
+def _dsm5_lines(dsm5: dict | None) -> list[str]:
+    """The DSM-5 OUD checklist recorded this visit (smartapp.aids: `extra["dsm5"]`), if any."""
+    if not dsm5:
+        return []
+    lines = [f"* DSM-5 OUD checklist: {dsm5['summary']} (recorded {dsm5.get('at', '')})"]
+    if dsm5.get("met"):
+        lines.append("  Criteria met: " + " ".join(dsm5["met"]))
+    return [*lines, ""]

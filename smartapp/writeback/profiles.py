@@ -29,16 +29,22 @@ class WriteProfile:
     # Types Handoff changes after the first writes (read-modify-write with If-Match): the Task
     # through the lifecycle, the ServiceRequest when it ends (completed / revoked).
     update_types: frozenset[str] = frozenset({"Task", "ServiceRequest"})
+    # A decision aid's score (the COWS calculator's total, smartapp.aids) may be created as an
+    # Observation at the EHR; otherwise it is kept in Handoff (and still counts for the visit).
+    observation_create: bool = False
 
     def scopes(self, context: str = "patient") -> list[str]:
         """The SMART v2 scopes the writes need: create and search (by Handoff's identifier)
         for every REST type; read and update too for the types Handoff updates (a versioned
         PUT re-reads after a conflict). `context`: `patient` in a launch, `system` for SMART
         Backend Services."""
-        return [
+        scopes = [
             f"{context}/{t}.{'crus' if t in self.update_types else 'cs'}"
             for t in sorted(self.rest_types)
         ]
+        if self.observation_create:
+            scopes.append(f"{context}/Observation.cs")
+        return scopes
 
 
 PROFILES: dict[str, WriteProfile] = {
@@ -50,6 +56,7 @@ PROFILES: dict[str, WriteProfile] = {
             {"ServiceRequest", "DocumentReference", "Task", "Provenance", "MedicationRequest"}
         ),
         handoff_channel="task",
+        observation_create=True,
     ),
     # Epic: notes over REST (text/plain, existing encounter, preliminary = draft); no
     # ServiceRequest, Task or Provenance create; no conditional create; orders come in as

@@ -1,0 +1,77 @@
+"""The decision aids' routes, keyed by the launch context like the screen's: the COWS
+calculator and the DSM-5 checklist post here (a plain form: it works without JavaScript),
+then go back to the screen, which evaluates again with the new score.
+
+Web layer only: the context is the launching browser's (`screen.views.load_context`), every
+POST carries the CSRF token (`web.check_csrf`), the Flask-free `aids.service` does the work.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+
+from smartapp.aids import data, service
+from smartapp.screen.views import load_context
+from smartapp.services import current_services
+from smartapp.web import check_csrf
+
+bp = Blueprint("aids", __name__, url_prefix="/c")
+log = logging.getLogger("handoff.aids")
+
+
+def settings() -> service.AidSettings:
+    return service.AidSettings.from_config(current_app.config)
+
+
+@bp.app_context_processor
+def aids_helpers() -> dict:
+    """For the screen's aid partials: the forms' data and what the visit recorded."""
+
+    def aids_recorded(context) -> dict:
+        return service.recorded(current_services().db, context)
+
+    return {"aids_data": settings, "aids_recorded": aids_recorded}
+
+
+def refused(context, title: str, message: str, status: int):
+    log.info("aid refused: status=%s", status)
+    page = render_template(
+        "error.html",
+        title=title,
+        message=message + " Go back to the screen to continue.",
+    )
+    return page, status
+
+
+@bp.post("/<context_id>/aids/cows")
+def cows(context_id: str):
+    check_csrf()
+    context = load_context(context_id)
+    scale = settings().cows
+    sent = {item.id: request.form.get(f"cows-{item.id}", "") for item in scale.items}
+    try:
+        service.record_cows(current_services(), context, sent, settings(), datetime.now(UTC))
+    except data.AidInputError as exc:
+        return refused(context, "The COWS was not recorded", str(exc), 422)
+    except service.AidRefused as exc:
+        return refused(context, "The COWS was not recorded", str(exc), exc.status)
+    return redirect(url_for("screen.show", context_id=context.id) + "#aid-cows")
+
+
+@bp.post("/<context_id>/aids/dsm5")
+def dsm5(context_id: str):
+    check_csrf()
+    context = load_context(context_id)
+    ticked = request.form.getlist("dsm5")
+    if len(ticked) > 50:
+        abort(400)
+    try:
+        service.record_dsm5(current_services(), context, ticked, settings())
+    except data.AidInputError as exc:
+        return refused(context, "The checklist was not recorded", str(exc), 422)
+    except service.AidRefused as exc:
+        return refused(context, "The checklist was not recorded", str(exc), exc.status)
+    return redirect(url_for("screen.show", context_id=context.id) + "#aid-dsm5")
