@@ -95,7 +95,9 @@ class Sheet:
 
 def hours_words(text: dict[str, Any]) -> HoursWords:
     words = text["hours"]
-    return HoursWords(tuple(words["days"]), words["daily"], words["all_day"], words["none"])
+    return HoursWords(
+        tuple(words["days"]), words["daily"], words["all_day"], words["none"], words.get("clock")
+    )
 
 
 def place(program: Program, text: dict[str, Any]) -> Place:

@@ -90,6 +90,12 @@ def _format_clock(value: time) -> str:
     return value.strftime("%H:%M" if value.second == 0 else "%H:%M:%S")
 
 
+def _clock_text(value: time, words: HoursWords) -> str:
+    if words.clock is None:
+        return _format_clock(value)
+    return value.strftime(words.clock).lstrip("0")
+
+
 def _spans_per_day(windows: Sequence[Window]) -> list[Spans]:
     """Each weekday's spans (Monday first); open all day hides any other span that day."""
     per_day: list[Spans] = []
@@ -126,6 +132,7 @@ class HoursWords:
     daily: str = "Daily"
     all_day: str = "24 hours"
     none: str = "No regular hours"
+    clock: str | None = None  # a strftime format for times (None: 08:00, 24-hour)
 
 
 def _run_text(
@@ -138,7 +145,7 @@ def _run_text(
     else:
         days = ", ".join(labels[a] if a == b else f"{labels[a]}-{labels[b]}" for a, b in day_runs)
     times = ", ".join(
-        words.all_day if end is None else f"{_format_clock(start)}-{_format_clock(end)}"
+        words.all_day if end is None else f"{_clock_text(start, words)}-{_clock_text(end, words)}"
         for start, end in spans
     )
     return f"{days} {times}"
