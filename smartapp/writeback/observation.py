@@ -53,7 +53,6 @@ def score_observation(score: ScoreObservation) -> dict[str, Any]:
         "issued": iso(score.effective),
         "valueQuantity": {
             "value": score.value,
-            "unit": "{score}",
             "system": UCUM,
             "code": "{score}",
         },
