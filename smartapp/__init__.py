@@ -64,6 +64,7 @@ def create_app(
     from smartapp import web
     from smartapp.aftercare import views as aftercare_views
     from smartapp.aids import views as aids_views
+    from smartapp.cdshooks import views as cds_views
     from smartapp.launch import views as launch_views
     from smartapp.partners import views as partner_views
     from smartapp.screen import views as screen_views
@@ -82,6 +83,7 @@ def create_app(
     app.register_blueprint(partner_views.bp)
     app.register_blueprint(aids_views.bp)
     app.register_blueprint(aftercare_views.bp)
+    app.register_blueprint(cds_views.bp)
     return app
 
 

@@ -174,3 +174,20 @@ class Defaults:
     FOLLOWUP_OUTCOME_DAYS: tuple = (7, 30, 90)
     # How often the coach worklist page asks for changes (seconds; it replaces changed rows).
     WORKLIST_POLL_SECONDS: int = 5
+    # CDS Hooks (issue 14, smartapp/cdshooks/): trusted CDS clients (one YAML per EHR: issuer,
+    # JWKS URL or file, algorithms); None: `cds-clients/` in LAUNCH_DIR.
+    CDS_CLIENTS_DIR: str | None = None
+    # A hook call answers within this many seconds or with no card (spec silent: the CDC's
+    # opioid CDS pilots needed answers under a second).
+    CDS_BUDGET_SECONDS: float = 0.8
+    # The card's indicator (info | warning | critical): the rule pack names none (spec silent).
+    CDS_CARD_INDICATOR: str = "warning"
+    # The code system of the card's override reasons (the pack's decline reason codes).
+    CDS_OVERRIDE_SYSTEM: str = "urn:handoff:decline-reason"
+    # order-select / order-sign answer only for draft orders in these value sets of the pack
+    # (the pack has no opioid analgesic value set: a site adds one and names it here).
+    CDS_ORDER_VALUESETS: tuple = ("naloxone", "moud-buprenorphine", "moud-methadone")
+    # The longest life a CDS client's JWT may have (exp - iat, seconds; CDS Hooks: short).
+    CDS_JWT_MAX_SECONDS: int = 300
+    # How long a CDS client's JWKS fetched from its URL is kept (an unknown kid re-fetches it).
+    CDS_JWKS_CACHE_SECONDS: int = 300

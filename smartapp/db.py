@@ -346,4 +346,5 @@ def _file_lock(path: Path | None) -> Iterator[None]:
 # tables (consents to share, partner tokens) with the partner code; importing them here keeps
 # `LogEvent` reachable as `smartapp.db.LogEvent` and puts every table in `Base.metadata`.
 import smartapp.partners.models  # noqa: E402, F401
+import smartapp.cdshooks.store  # noqa: E402, F401  (CDS Hooks: JWT ids used)
 from smartapp.audit.models import LogEvent  # noqa: E402, F401

@@ -1,0 +1,190 @@
+"""The CDS client's JWT, checked on every call before anything else is read (CDS Hooks 2.0,
+"Trusting CDS Clients"): `Authorization: Bearer <JWT>` signed with one of the client's keys
+(ES384 or RS384, as its file allows; never `none` or a symmetric algorithm), header `kid` and
+`typ` JWT; claims `iss` a trusted client's issuer exactly, `aud` the exact URL of the service
+being called, `exp` not past and at most CDS_JWT_MAX_SECONDS after `iat`, `iat` not in the
+future, and a `jti` never used before by that client (a database table: a replay is refused
+whichever process sees it). A refusal is `Refused` (401) naming the check; no patient data is
+read before this passes, and no token is ever logged. Flask-free.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import requests
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet, RSAKey
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+
+from smartapp.cdshooks.clients import CdsClient, CdsClients
+from smartapp.cdshooks.store import CdsJwtUse
+from smartapp.db import Database
+
+log = logging.getLogger("handoff.cdshooks.security")
+
+CLOCK_SKEW_SECONDS = 5
+JWKS_TIMEOUT_SECONDS = 5
+_KEY_TYPES: dict[str, tuple[type, str | None]] = {
+    "RS384": (RSAKey, None),
+    "ES384": (ECKey, "P-384"),
+}
+
+
+class Refused(Exception):
+    """The call is not from a trusted CDS client (401); the message names the check."""
+
+
+def fetch_jwks(url: str) -> dict:
+    """GET a client's JWK Set."""
+    try:
+        response = requests.get(url, timeout=JWKS_TIMEOUT_SECONDS)
+        response.raise_for_status()
+        document = response.json()
+    except (requests.RequestException, ValueError) as error:
+        raise Refused(f"the client's JWKS could not be read: {error.__class__.__name__}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise Refused("the client's jwks_url did not return a JWK Set")
+    return document
+
+
+@dataclass
+class JwksCache:
+    """Each client's JWKS by URL, kept `ttl` seconds; an unknown kid fetches it again (at most
+    once every `refetch_after` seconds per URL), so a rotation is seen without a fetch per call."""
+
+    ttl: float = 300.0
+    refetch_after: float = 30.0
+    fetch: Callable[[str], dict] = fetch_jwks
+    _entries: dict[str, tuple[float, dict]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def keys(self, url: str, kid: str) -> dict:
+        now = time.monotonic()
+        with self._lock:
+            found = self._entries.get(url)
+        fresh = found is not None and now - found[0] < self.ttl
+        if found is not None and fresh and _has_kid(found[1], kid):
+            return found[1]
+        if found is not None and fresh and now - found[0] < self.refetch_after:
+            return found[1]  # fetched just now: the kid is not there
+        document = self.fetch(url)
+        with self._lock:
+            self._entries[url] = (now, document)
+        return document
+
+
+def _has_kid(document: dict, kid: str) -> bool:
+    return any(isinstance(k, dict) and k.get("kid") == kid for k in document.get("keys", []))
+
+
+def _unverified(token: str) -> tuple[dict, dict]:
+    try:
+        header_b64, payload_b64, _signature = token.split(".")
+        return _b64json(header_b64), _b64json(payload_b64)
+    except (ValueError, TypeError):
+        raise Refused("the bearer token is not a signed JWT") from None
+
+
+def _b64json(part: str) -> dict:
+    value = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+@dataclass
+class Verifier:
+    """Checks the JWT of one call against the trusted clients and the replay table."""
+
+    db: Database
+    clients: Callable[[], CdsClients]
+    max_seconds: int = 300
+    jwks: JwksCache = field(default_factory=JwksCache)
+
+    def verify(self, authorization: str | None, audience: str, now: float | None = None):
+        """The trusted client of a call whose JWT passes every check; Refused otherwise."""
+        moment = time.time() if now is None else now
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Refused("a Bearer JWT is needed (Authorization header)")
+        header, unverified = _unverified(token.strip())
+        issuer = unverified.get("iss")
+        client = self.clients().by_issuer(issuer) if isinstance(issuer, str) else None
+        if client is None:
+            raise Refused("the JWT's issuer is not a trusted CDS client")
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in client.algorithms:
+            raise Refused(f"the JWT's alg must be one of {client.algorithms}")
+        if not isinstance(kid, str) or not kid:
+            raise Refused("the JWT header has no kid")
+        if str(header.get("typ", "JWT")).upper() != "JWT":
+            raise Refused("the JWT's typ must be JWT")
+        key = self._key(client, kid, str(alg))
+        try:
+            claims = jwt.decode(token.strip(), key, algorithms=[str(alg)]).claims
+        except JoseError as error:
+            raise Refused(f"the JWT's signature is invalid ({error.error})") from None
+        self._check_claims(claims, client, audience, moment)
+        self._use_jti(client, str(claims["jti"]), float(claims["exp"]), moment)
+        return client
+
+    def _key(self, client: CdsClient, kid: str, alg: str) -> RSAKey | ECKey:
+        document = client.jwks if client.jwks else self.jwks.keys(str(client.jwks_url), kid)
+        matching = [k for k in document["keys"] if isinstance(k, dict) and k.get("kid") == kid]
+        if not matching:
+            raise Refused("no key with the JWT's kid in the client's JWKS")
+        key_type, curve = _KEY_TYPES[alg]
+        for data in matching:
+            if data.get("alg") not in (None, alg) or data.get("use") not in (None, "sig"):
+                continue
+            try:
+                key = KeySet.import_key_set({"keys": [data]}).keys[0]
+            except (JoseError, ValueError, TypeError):
+                continue
+            if isinstance(key, key_type) and (curve is None or data.get("crv") == curve):
+                return key  # type: ignore[return-value]
+        raise Refused(f"the client's key for the JWT's kid cannot verify {alg}")
+
+    def _check_claims(self, claims: dict, client: CdsClient, audience: str, now: float) -> None:
+        if claims.get("iss") != client.issuer:
+            raise Refused("the JWT's iss changed under its signature")
+        aud = claims.get("aud")
+        if audience not in (aud if isinstance(aud, list) else [aud]):
+            raise Refused(f"the JWT's aud must be this service's URL {audience}")
+        exp, iat = claims.get("exp"), claims.get("iat")
+        for name, value in (("exp", exp), ("iat", iat)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise Refused(f"the JWT has no {name} (a number)")
+        assert isinstance(exp, int | float) and isinstance(iat, int | float)
+        if exp < now - CLOCK_SKEW_SECONDS:
+            raise Refused("the JWT has expired")
+        if iat > now + CLOCK_SKEW_SECONDS:
+            raise Refused("the JWT was issued in the future (iat)")
+        if exp - iat > self.max_seconds:
+            raise Refused(f"the JWT lives longer than {self.max_seconds} seconds (exp - iat)")
+        jti = claims.get("jti")
+        if not jti or not isinstance(jti, str) or len(jti) > 200:
+            raise Refused("the JWT needs a jti (a string of at most 200 characters)")
+
+    def _use_jti(self, client: CdsClient, jti: str, exp: float, now: float) -> None:
+        """Record the jti until the JWT expires; a second use (in any process) is a replay."""
+        expires = datetime.fromtimestamp(exp + CLOCK_SKEW_SECONDS, UTC)
+        try:
+            with self.db.session() as session:
+                if int(now) % 16 == 0:  # now and then: the expired ones go
+                    cutoff = datetime.fromtimestamp(now, UTC)
+                    session.execute(delete(CdsJwtUse).where(CdsJwtUse.expires_at < cutoff))
+                session.add(CdsJwtUse(issuer=client.issuer, jti=jti, expires_at=expires))
+        except IntegrityError:
+            log.warning("CDS call refused: a JWT id used before (client %s)", client.id)
+            raise Refused("the JWT's jti was used before (replay)") from None

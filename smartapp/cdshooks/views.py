@@ -1,0 +1,157 @@
+"""CDS Hooks endpoints (web layer only): discovery, the hook services, feedback, and CORS.
+
+Every call's JWT is checked first (`security.Verifier`): an unknown issuer, a bad signature,
+a wrong `aud`, an expired or replayed JWT get 401 before anything else is read. Then the
+Flask-free services answer (`service.answer`, `feedback.apply`). CORS: only the origins the
+trusted clients' files name are allowed (no wildcard), with the headers CDS Hooks calls need.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from smartapp.cdshooks import discovery, feedback, service
+from smartapp.cdshooks.clients import CdsClients, load_clients
+from smartapp.cdshooks.security import JwksCache, Refused, Verifier
+from smartapp.launch.sessions import client_for_referral
+from smartapp.services import Services, current_services
+from smartapp.writeback import outbox
+
+bp = Blueprint("cdshooks", __name__, url_prefix="/cds-services")
+log = logging.getLogger("handoff.cdshooks")
+EXTENSION = "handoff-cds"
+
+
+@dataclass
+class CdsRuntime:
+    settings: discovery.CdsSettings
+    clients: CdsClients
+    verifier: Verifier
+
+
+def clients_dir(app: Flask) -> Path:
+    """CDS_CLIENTS_DIR, else `cds-clients/` in the EHR registrations' folder (LAUNCH_DIR)."""
+    return Path(app.config.get("CDS_CLIENTS_DIR") or Path(app.config["LAUNCH_DIR"]) / "cds-clients")
+
+
+def runtime() -> CdsRuntime:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    found = app.extensions.get(EXTENSION)
+    if found is None:
+        settings = discovery.CdsSettings.from_config(app.config)
+        clients = load_clients(clients_dir(app))
+        verifier = Verifier(
+            db=current_services().db,
+            clients=lambda: clients,
+            max_seconds=settings.jwt_max_seconds,
+            jwks=JwksCache(ttl=float(app.config["CDS_JWKS_CACHE_SECONDS"])),
+        )
+        found = app.extensions[EXTENSION] = CdsRuntime(settings, clients, verifier)
+    return found
+
+
+def refused(reason: str) -> tuple[Response, int]:
+    log.warning("CDS call refused: %s", reason)
+    response = jsonify({"error": "unauthorized", "reason": reason})
+    response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return response, 401
+
+
+def verified(audience: str):
+    try:
+        return runtime().verifier.verify(request.headers.get("Authorization"), audience)
+    except Refused as exc:
+        return refused(str(exc))
+
+
+@bp.after_request
+def cors(response: Response) -> Response:
+    """CORS for a browser-based CDS client whose origin a trusted client's file names."""
+    origin = request.headers.get("Origin")
+    if origin and origin in runtime().clients.origins():
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        response.headers["Access-Control-Max-Age"] = "600"
+        response.headers.add("Vary", "Origin")
+    return response
+
+
+@bp.route("", methods=["GET", "OPTIONS"])
+def services_list():
+    if request.method == "OPTIONS":
+        return "", 204
+    client = verified(runtime().settings.service_url())
+    if isinstance(client, tuple):
+        return client
+    return jsonify(discovery.discovery())
+
+
+@bp.route("/<service_id>", methods=["POST", "OPTIONS"])
+def call(service_id: str):
+    if request.method == "OPTIONS":
+        return "", 204
+    rt = runtime()
+    client = verified(rt.settings.service_url(service_id))
+    if isinstance(client, tuple):
+        return client
+    hook = discovery.BY_ID.get(service_id)
+    if hook is None:
+        return jsonify({"error": "not-found", "reason": f"no CDS service {service_id}"}), 404
+    try:
+        body = service.answer(
+            current_services(), rt.settings, client, hook, request.get_json(silent=True)
+        )
+    except service.BadRequest as exc:
+        return jsonify({"error": "bad-request", "reason": str(exc)}), 400
+    except service.PreconditionFailed as exc:
+        return jsonify({"error": "precondition-failed", "reason": str(exc)}), 412
+    return jsonify(body)
+
+
+@bp.route("/<service_id>/feedback", methods=["POST", "OPTIONS"])
+def call_feedback(service_id: str):
+    if request.method == "OPTIONS":
+        return "", 204
+    rt = runtime()
+    client = verified(rt.settings.service_url(service_id, feedback=True))
+    if isinstance(client, tuple):
+        return client
+    if service_id not in discovery.BY_ID:
+        return jsonify({"error": "not-found", "reason": f"no CDS service {service_id}"}), 404
+    services = current_services()
+    try:
+        outcome = feedback.apply(
+            services, rt.settings, client, service_id, request.get_json(silent=True)
+        )
+    except service.BadRequest as exc:
+        return jsonify({"error": "bad-request", "reason": str(exc)}), 400
+    for referral_id in outcome.deliver:
+        deliver_in_background(services, referral_id)
+    return jsonify({"cards": outcome.cards})
+
+
+def deliver_in_background(services: Services, referral_id: str) -> threading.Thread:
+    """The referral's first write, beside the answer (as the screen's Sign does); under the
+    outbox's lease, so the outbox worker takes over whatever is left."""
+
+    def run() -> None:
+        try:
+            outbox.deliver(
+                services.db,
+                referral_id,
+                lambda referral, force_refresh=False: client_for_referral(
+                    services, referral, force_refresh
+                ),
+            )
+        except Exception:  # it stays queued; the outbox worker retries it
+            log.exception("delivery crashed: referral=%s", referral_id[:8])
+
+    thread = threading.Thread(target=run, name=f"cds-{referral_id[:8]}", daemon=True)
+    thread.start()
+    return thread

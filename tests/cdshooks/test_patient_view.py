@@ -1,0 +1,111 @@
+"""patient-view for every public chart over HTTP, with the prefetch the tests' CDS client made
+from the sandbox EHR with the service's own templates: the card's offer (suggestion kinds,
+variants, cautions, evidence; withheld kinds and reasons) equals expected.json, and a chart
+with nothing to offer gets no card. Also: a missing prefetch is read from fhirServer with the
+call's fhirAuthorization (the same offer), and the FHIR server down gives an answer within
+the budget with no card."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from smartapp.cdshooks.models import HookResponse
+from tests.cdshooks.cds_client import PATIENT_VIEW, prefetch_from
+from tests.shared import SCENARIOS_DIR
+
+EXPECTED = json.loads((SCENARIOS_DIR / "expected.json").read_text())["cases"]
+
+
+def check_offer(card_offer: dict, case: dict) -> None:
+    got = {s["kind"]: s for s in card_offer["suggestions"]}
+    assert set(got) == {e["kind"] for e in case["expected"]}
+    for want in case["expected"]:
+        have = got[want["kind"]]
+        if "variant" in want:
+            assert have["variant"] == want["variant"], want["kind"]
+        if "cautions" in want:
+            assert have["cautions"] == want["cautions"], want["kind"]
+        if want.get("evidence_any"):
+            assert set(want["evidence_any"]) & set(have["evidence"]), want["kind"]
+    withheld = {(w["kind"], w["reason"]) for w in card_offer["withheld"]}
+    assert withheld == {(w["kind"], w["reason"]) for w in case.get("withheld", [])}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_patient_view_offer_equals_expected(cds, name):
+    case = EXPECTED[name]
+    patient, encounter = case["patient"], case["encounter"]
+    prefetch = prefetch_from(cds.client.discovery(), PATIENT_VIEW, cds.reader(patient), patient)
+    # a patient-view carrying its encounter (the ED visit in progress)
+    status, answer = cds.client.call(cds.client.request(patient, encounter, prefetch))
+    assert status == 200, answer
+    if not case["expected"]:
+        assert answer["cards"] == []
+        return
+    (card,) = answer["cards"]
+    assert len(card["summary"]) < 140
+    assert card["source"]["label"].startswith("Handoff (rule pack ")
+    assert card["selectionBehavior"] == "any"
+    check_offer(card["extension"]["handoff-offer"], case)
+    recommended = {s["label"]: s.get("isRecommended") for s in card["suggestions"]}
+    assert any(recommended.values()) or "prc-consult" not in {
+        s["kind"] for s in card["extension"]["handoff-offer"]["suggestions"]
+    }
+    (link,) = card["links"]
+    assert link["type"] == "smart" and json.loads(link["appContext"])["handoff_visit"]
+    assert {r["code"] for r in card["overrideReasons"]} >= {"patient-declined", "other"}
+    for suggestion in card["suggestions"]:
+        for action in suggestion.get("actions", []):
+            resource = action["resource"]
+            assert resource["status"] == "draft"
+            assert "dosageInstruction" not in resource  # never a dose
+
+
+def test_missing_prefetch_is_fetched_with_fhir_authorization(cds):
+    case = EXPECTED["P01-oud-withdrawal"]
+    patient = case["patient"]
+    prefetch = prefetch_from(cds.client.discovery(), PATIENT_VIEW, cds.reader(patient), patient)
+    partial = {k: v for k, v in prefetch.items() if k in ("patient", "encounters")}
+    body = cds.client.request(patient, case["encounter"], partial, cds.authorization(patient))
+    status, answer = cds.client.call(body)
+    assert status == 200, answer
+    (card,) = answer["cards"]
+    check_offer(card["extension"]["handoff-offer"], case)
+    # Without fhirAuthorization, what was not prefetched is unread, and the engine is told
+    # (chart completeness): buprenorphine carries the chart-incomplete caution.
+    no_medications = {
+        k: v for k, v in prefetch.items() if not k.startswith("medication") and k != "allergies"
+    }
+    status, answer = cds.client.call(cds.client.request(patient, case["encounter"], no_medications))
+    assert status == 200
+    (card,) = answer["cards"]
+    offer = {s["kind"]: s for s in card["extension"]["handoff-offer"]["suggestions"]}
+    assert "chart-incomplete" in offer["moud-buprenorphine"]["cautions"]
+    assert "neither prefetched nor let Handoff read" in card["detail"]
+
+
+def test_fhir_server_down_answers_within_the_budget_with_no_card(cds):
+    patient = "P05-pt"
+    authorization = cds.authorization(patient)
+    body = cds.client.request(patient, "P05-enc", None, authorization)
+    proxy = cds.stack.proxy
+    assert proxy is not None
+    # The EHR takes the batch and never answers (held past the budget), then refuses.
+    proxy.add_fault("blackhole", path="/fhir", seconds=8)
+    started = time.monotonic()
+    status, answer = cds.client.call(body)
+    took = time.monotonic() - started
+    assert status == 200
+    HookResponse.model_validate(answer)
+    assert answer["cards"] == []
+    assert took < 3.0 + 1.0  # the stack's budget (3 s), and the round trip
+    # Connections refused: the patient cannot be read, no card (at once).
+    proxy.refuse(3)
+    started = time.monotonic()
+    status, answer = cds.client.call(cds.client.request(patient, "P05-enc", None, authorization))
+    assert status == 200 and answer["cards"] == []
+    assert time.monotonic() - started < 4.0
+    proxy.clear_faults()
