@@ -28,7 +28,7 @@ from smartapp.partners.registry import Partner
 from smartapp.partners.runtime import partner_services
 from smartapp.services import current_services
 from smartapp.staff import sessions as staff_sessions
-from smartapp.staff.auth import SESSION_KEY, current_staff, limits, oauth
+from smartapp.staff.auth import SESSION_KEY, current_staff, limits, staff_client
 from smartapp.staff.identity import record_sign_in
 from smartapp.web import check_csrf
 
@@ -80,7 +80,7 @@ def reports_for(task: dict) -> dict[str, str]:
 
 @bp.get("/login")
 def login():
-    client = oauth.create_client("staff")
+    client = staff_client()
     if client is None:
         abort(404, description="Sign-in is not configured (STAFF_OIDC_ISSUER).")
     redirect_uri = current_app.config["PUBLIC_URL"].rstrip("/") + url_for("partners.web.callback")
@@ -89,7 +89,7 @@ def login():
 
 @bp.get("/callback")
 def callback():
-    client = oauth.create_client("staff")
+    client = staff_client()
     if client is None:
         abort(404)
     if request.args.get("error"):

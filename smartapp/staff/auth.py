@@ -24,13 +24,15 @@ from smartapp.staff.identity import ROLES, record_sign_in, safe_next, staff_from
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 log = logging.getLogger("handoff.staff")
-oauth = OAuth()
-__all__ = ["ROLES", "bp", "current_staff", "init_app", "limits", "require_role"]
+__all__ = ["ROLES", "bp", "current_staff", "init_app", "limits", "require_role", "staff_client"]
 #: The session cookie's key for the staff session's token.
 SESSION_KEY = "staff_session"
 
 
 def init_app(app) -> None:
+    # One registry per app: authlib caches a registered client for good, so a registry shared
+    # by two apps in one process would sign staff in at the first app's identity provider.
+    oauth = OAuth()
     oauth.init_app(app, cache=staff_sessions.SignInStore(lambda: current_services().db))
     issuer = app.config.get("STAFF_OIDC_ISSUER")
     if not issuer:
@@ -50,6 +52,12 @@ def init_app(app) -> None:
         },
         overwrite=True,
     )
+
+
+def staff_client():
+    """This app's OpenID Connect client for staff sign-in; None when none is configured."""
+    oauth = current_app.extensions.get("authlib.integrations.flask_client")
+    return oauth.create_client("staff") if oauth is not None else None
 
 
 def limits() -> staff_sessions.Limits:
@@ -85,7 +93,8 @@ def require_role(*roles: str):
         def wrapper(*args, **kwargs):
             staff = current_staff()
             if staff is None:
-                return redirect(url_for("staff.login", next=request.path))
+                # the query too: a filtered page (?closed=1, a dashboard period) comes back as asked
+                return redirect(url_for("staff.login", next=request.full_path.removesuffix("?")))
             if not set(staff.get("roles", [])) & set(roles):
                 log.warning("staff refused: role %s needed, user has %s", roles, staff.get("roles"))
                 abort(403, description="Your role does not allow this page.")
@@ -98,7 +107,7 @@ def require_role(*roles: str):
 
 @bp.get("/login")
 def login():
-    client = oauth.create_client("staff")
+    client = staff_client()
     if client is None:
         abort(404, description="Staff sign-in is not configured (STAFF_OIDC_ISSUER).")
     session["staff_next"] = safe_next(request.args.get("next"))
@@ -109,7 +118,7 @@ def login():
 
 @bp.get("/callback")
 def callback():
-    client = oauth.create_client("staff")
+    client = staff_client()
     if client is None:
         abort(404)
     if request.args.get("error"):
