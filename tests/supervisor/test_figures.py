@@ -1,5 +1,5 @@
 """The supervisor view's figures on a known set of log events (pure, no server): caseload per
-coach at the end of each day, who took each handoff off the team queue and when, and the
+coach each day (the most held at once), who took each handoff off the team queue and when, and the
 after-hours coverage figures."""
 
 from __future__ import annotations
@@ -114,12 +114,13 @@ def test_caseload_per_coach_at_the_end_of_each_day():
     series = figures.caseload_over_time(reversed(EVENTS), DAYS, ZONE, NOW)  # order from `at`
     shown = {(s.ref, s.name): s.counts for s in series}
     assert shown == {
-        # 16th: r1; 17th: r2 (r1 went to Sam); 18th (now, 12:00): r2.
-        ("Practitioner/demo-coach-1", "Jordan Rivera, CPRS"): (0, 1, 1, 1),
-        # 17th: r1; 18th: linked at 11:00, so none.
-        (SAM, "Sam Lee, CPRS"): (0, 0, 1, 0),
+        # The most held at once: 16th r1; 17th r1 and r2 from 08:15 until r1 went to Sam at
+        # 09:00; 18th (now, 12:00): r2.
+        ("Practitioner/demo-coach-1", "Jordan Rivera, CPRS"): (0, 1, 2, 1),
+        # 17th: r1; 18th: r1 until it was linked at 11:00 (held that day, closed the same day).
+        (SAM, "Sam Lee, CPRS"): (0, 0, 1, 1),
     }
-    assert [s.peak for s in series] == [1, 1]
+    assert [s.peak for s in series] == [2, 1]
 
 
 def test_the_reference_forms_of_one_coach_are_one_coach():

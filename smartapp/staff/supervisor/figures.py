@@ -45,7 +45,7 @@ def coach_key(reference: str | None) -> str:
 
 @dataclass(frozen=True)
 class CoachSeries:
-    """One coach's open caseload at the end of each day shown (today: now)."""
+    """One coach's caseload on each day shown: the most handoffs open at once (today: so far)."""
 
     ref: str
     name: str
@@ -82,21 +82,29 @@ def _apply(event: dict, owner: dict[str, str], names: dict[str, str]) -> None:
 def caseload_over_time(
     events: Iterable[dict], days: Sequence[date], zone: ZoneInfo, now: datetime
 ) -> list[CoachSeries]:
-    """Each coach's open handoffs at the end of each of `days` (local midnight in `zone`;
-    a day not over yet counts at `now`), for every coach who held one on any of them."""
+    """Each coach's caseload on each of `days` (local days in `zone`; today until `now`): the
+    most handoffs the coach held open at once that day, so a handoff taken and closed within
+    one day counts; for every coach who held one on any of them."""
     ordered = _ordered(events)
-    cutoffs = [
-        min(now, datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone)) for day in days
-    ]
+
+    def midnight(day: date) -> datetime:
+        return min(now, datetime.combine(day, time.min, tzinfo=zone))
+
     owner: dict[str, str] = {}
     names: dict[str, str] = {}
     series: dict[str, list[int]] = {}
     position = 0
-    for index, cutoff in enumerate(cutoffs):
-        while position < len(ordered) and ordered[position]["at"] < cutoff:
+    for index, day in enumerate(days):
+        start, end = midnight(day), midnight(day + timedelta(days=1))
+        while position < len(ordered) and ordered[position]["at"] < start:
+            _apply(ordered[position], owner, names)  # before the day: who holds what
+            position += 1
+        peak = Counter(owner.values())
+        while position < len(ordered) and ordered[position]["at"] < end:
             _apply(ordered[position], owner, names)
             position += 1
-        for ref, count in Counter(owner.values()).items():
+            peak |= Counter(owner.values())  # the larger count of each coach
+        for ref, count in peak.items():
             series.setdefault(ref, [0] * len(days))[index] = count
     return sorted(
         (CoachSeries(ref, names.get(ref, ref), tuple(counts)) for ref, counts in series.items()),
