@@ -24,7 +24,11 @@ ASSUMED_LIFETIME_SECONDS = 300
 
 
 class SessionEnded(Exception):
-    """The EHR no longer accepts this launch's credentials; a new launch is needed."""
+    """The EHR no longer accepts this launch's credentials; a new launch is needed.
+    `rejected_now`: the launch's access token, live by its expiry, was the one the EHR just
+    refused (a 401, then its refresh failed), not another credential's."""
+
+    rejected_now = False
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -78,8 +82,23 @@ def client_for(services, context_id: str, force_refresh: bool = False) -> FhirCl
     expired = expires is not None and expires <= now
     due = bool(token.get("refresh_token")) and refresh_due(token, expires, now)
     if force_refresh or expired or due:
-        token = _refresh(services, context, token)
+        try:
+            token = _refresh(services, context, token)
+        except SessionEnded as ended:
+            if force_refresh and not expired:  # refused after a 401: never used again
+                ended.rejected_now = True
+                _mark_expired(services, context.id, now)
+            raise
     return FhirClient(context.iss, token["access_token"], services.timeout)
+
+
+def _mark_expired(services, context_id: str, now: datetime) -> None:
+    """The EHR refused the launch's access token (and its refresh): expired as of now, so the
+    next write goes to its refresh (or the backend) without trying it again."""
+    with services.db.session() as db:
+        row = db.get(LaunchContext, context_id)
+        if row is not None:
+            row.access_expires_at = now
 
 
 def _refresh(services, context: LaunchContext, token: dict) -> dict:
@@ -97,6 +116,12 @@ def _refresh(services, context: LaunchContext, token: dict) -> dict:
         )
     except smart.LaunchError as exc:
         log.warning("session ended: refresh refused (%s)", exc)
+        if getattr(exc.__cause__, "error", None) == "invalid_grant":  # final (RFC 6749 5.2)
+            with services.db.session() as db:
+                row = db.get(LaunchContext, context.id)
+                row.token_ciphertext = services.cipher.encrypt(
+                    {k: v for k, v in token.items() if k != "refresh_token"}, context.id
+                )
         raise SessionEnded(
             "The EHR ended this session. Launch Handoff again from the chart."
         ) from exc
@@ -142,10 +167,12 @@ def client_for_referral(services, referral, force_refresh: bool = False) -> Fhir
             services, referral.iss, referral.patient_id, referral.encounter_id
         ),
     ]
+    launch_refused = False  # the 401 that forced this refresh was the launch token's
     for context_id in dict.fromkeys(c for c in candidates if c):
         try:
             return client_for(services, context_id, force_refresh=force_refresh)
-        except SessionEnded:
+        except SessionEnded as ended:
+            launch_refused = launch_refused or ended.rejected_now
             continue
     registration = services.registry.for_issuer(referral.iss)
     if registration is None or registration.backend is None:
@@ -155,7 +182,7 @@ def client_for_referral(services, referral, force_refresh: bool = False) -> Fhir
             registration,
             services.keys,
             services.timeout,
-            force_refresh=force_refresh,
+            force_refresh=force_refresh and not launch_refused,  # its own token still good
             margin=_margin_settings(),
         )
     except backend.BackendError as exc:
