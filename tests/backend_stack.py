@@ -2,7 +2,9 @@
 the sandbox registers Handoff's launch client and its backend client (Handoff's JWKS by URL,
 `{app}/.well-known/jwks.json`, or by value), and Handoff's registration carries the matching
 `backend:` block with a key made in its keys folder. Otherwise as tests/stacks.start_stack
-(optional fault proxy in front of the sandbox, test controls on)."""
+(optional fault proxy in front of the sandbox, test controls on). With `staff_sign_in` the
+sandbox is also the staff identity provider (Handoff's staff client, back at /staff/callback
+and /partner/callback), as in a browser test where coaches and partners sign in."""
 
 from __future__ import annotations
 
@@ -12,7 +14,13 @@ from sqlalchemy import create_engine, text
 
 from smartapp.launch.keys import KeyStore
 from smartapp.web.serving import reserve_port, serve_in_thread
-from tests.conftest import TEST_READER, TEST_READER_REDIRECT, start_app, write_registration
+from tests.conftest import (
+    STAFF_SECRET,
+    TEST_READER,
+    TEST_READER_REDIRECT,
+    start_app,
+    write_registration,
+)
 from tests.faultproxy import FaultProxy
 from tests.launch_flow import Controls
 from tests.stacks import Stack
@@ -37,6 +45,7 @@ def start_backend_stack(
     alg: str = "ES384",
     jwks_by: str = "url",
     proxy: bool = False,
+    staff_sign_in: bool = False,
     **app_config,
 ) -> tuple[Stack, str | None]:
     """The stack and the kid of Handoff's backend key (None without backend access)."""
@@ -51,6 +60,23 @@ def start_backend_stack(
         SandboxClient(LAUNCH_CLIENT, [f"{app_url}/callback"], f"{app_url}/launch"),
         SandboxClient(TEST_READER, [TEST_READER_REDIRECT], "http://127.0.0.1:9/launch"),
     ]
+    if staff_sign_in:
+        clients.append(
+            SandboxClient(
+                "handoff-staff",
+                [f"{app_url}/staff/callback", f"{app_url}/partner/callback"],
+                f"{app_url}/",
+                name="Handoff staff pages",
+                auth_method="client_secret_basic",
+                client_secret=STAFF_SECRET,
+            )
+        )
+        app_config = {
+            "STAFF_OIDC_ISSUER": f"{public}/fhir",
+            "STAFF_OIDC_CLIENT_ID": "handoff-staff",
+            "STAFF_OIDC_CLIENT_SECRET": STAFF_SECRET,
+            **app_config,
+        }
     kid = None
     fields: dict = {}
     if backend:

@@ -98,6 +98,10 @@ class Controls:
 
     def clear(self) -> None:
         self.faults()
+        self.clear_requests()
+
+    def clear_requests(self) -> None:
+        """Empty the request log, leaving the faults as they are."""
         requests.delete(f"{self.url}/requests", timeout=5).raise_for_status()
 
     def expire_tokens(self) -> None:

@@ -11,12 +11,8 @@ from sqlalchemy import select
 from smartapp.audit.models import LogEvent
 from smartapp.db import CoachHandoff, Database
 from tests.conftest import ARTIFACTS
+from tests.e2e.staff_browser import sign_in
 from tests.e2e.test_accessibility import axe_violations, describe
-
-
-def sign_in(page, url: str, user_id: str) -> None:
-    page.goto(url)
-    page.locator(f'button[name="user"][value="{user_id}"]').click()
 
 
 def test_coach_records_consent_and_partner_reports_attended(browser, partner_stack):
