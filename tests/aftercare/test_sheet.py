@@ -141,3 +141,29 @@ def test_every_language_file_has_every_text_and_fits_latin1():
         assert text["sources"]
         flat = repr(text)
         flat.encode("latin-1")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("language", sheets.LANGUAGES)
+def test_the_html_sheet_prints_on_one_page_in_chromium(stack, signed, browser, language, tmp_path):
+    """The HTML sheet in Chromium: a screenshot to look at, and printed (its print
+    stylesheet) to PDF on US Letter: one page, without the tools bar."""
+    import pypdfium2
+
+    context = browser.new_context(viewport={"width": 800, "height": 1000})
+    context.add_cookies(
+        [{"name": c.name, "value": c.value, "url": stack.app.url} for c in signed.browser.cookies]
+    )
+    page = context.new_page()
+    page.goto(f"{stack.app.url}/c/{context_of(signed)}/sheet?lang={language}")
+    page.screenshot(path=str(tmp_path / f"html-{language}.png"), full_page=True)
+    print(f"sheet page: {tmp_path / f'html-{language}.png'}")
+    page.emulate_media(media="print")
+    printed = page.pdf(format="Letter", print_background=False)
+    context.close()
+    document = pypdfium2.PdfDocument(io.BytesIO(printed))
+    assert len(document) == 1
+    text = " ".join(document[0].get_textpage().get_text_range().split())
+    assert PROGRAM_PHONE in text and "Print" not in text  # the tools bar is not printed
+    image = document[0].render(scale=1.5).to_pil()
+    image.save(tmp_path / f"printed-{language}.png")
