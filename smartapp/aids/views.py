@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 
 from smartapp.aids import data, service
 from smartapp.screen.views import load_context
@@ -31,7 +31,11 @@ def aids_helpers() -> dict:
     """For the screen's aid partials: the forms' data and what the visit recorded."""
 
     def aids_recorded(context) -> dict:
-        return service.recorded(current_services().db, context)
+        # read once per request (both partials ask)
+        found = g.setdefault("aids_recorded", {})
+        if context.id not in found:
+            found[context.id] = service.recorded(current_services().db, context)
+        return found[context.id]
 
     return {"aids_data": settings, "aids_recorded": aids_recorded}
 

@@ -1,8 +1,9 @@
 """The decision aids over real HTTP (issue 13 item 4): a sandbox EHR and Handoff on real
 ports, real OAuth launches, real databases.
 
-- the COWS calculator on charts without a COWS this visit (expected.json: P02 "no withdrawal
-  score", P24 "no withdrawal score", P05/P12 overdoses without one): 11 answers -> an
+- the COWS calculator on charts where buprenorphine is suggested without a COWS this visit
+  (expected.json: P02, P05, P11, P12, P15, P17, P18, P21, P24, P28, P29; never P01, P10, P14,
+  P23, P25, P27, which have one, even below the threshold): 11 answers -> an
   Observation at the EHR (fhir-rest) with the site's code, the value, this encounter, the
   labels; kept in Handoff under a profile that takes no Observation (epic); either way the
   screen evaluates again at once and buprenorphine's variant becomes ED induction;
@@ -178,5 +179,36 @@ def test_an_aid_not_offered_is_refused(rest):
     aids = shown(rest.database_url, p01.context_id)["aids"]
     assert aids["cows"]["offered"] is False and aids["cows"]["latest"]["value"] == 11
     assert p01.post("/aids/cows", cows_form(p01, COWS_14)).status_code == 409
+    # P10's COWS this visit is below the threshold (home initiation): it counts all the same.
+    p10 = open_screen(rest, "P10-pt")
+    aids = shown(rest.database_url, p10.context_id)["aids"]
+    assert bup(shown(rest.database_url, p10.context_id))["variant"] == "home-initiation"
+    assert aids["cows"]["offered"] is False and aids["cows"]["latest"]["value"] < 8
+    assert 'id="aid-cows"' not in p10.page
     assert not events(rest.database_url, "aid-dsm5", "P24-pt")
     assert not events(rest.database_url, "aid-cows", "P01-pt")
+
+
+@pytest.mark.parametrize(
+    ("patient", "fault", "reason"),
+    [
+        ("P15-pt", {"refuse_create": ["Observation"]}, "The EHR refused the score"),
+        ("P11-pt", {"drop_write_scopes": True}, "did not grant Handoff Observation writes"),
+    ],
+)
+def test_cows_kept_when_the_ehr_refuses_or_grants_no_write(rest, patient, fault, reason):
+    controls = launch_flow.Controls(rest.ehr_url)
+    controls.faults(**fault)
+    try:
+        screen = open_screen(rest, patient)
+        assert shown(rest.database_url, screen.context_id)["aids"]["cows"]["offered"] is True
+        answer = screen.post("/aids/cows", cows_form(screen, COWS_14))
+        assert answer.status_code in (302, 303), answer.text[:300]
+        page = screen.reload()
+    finally:
+        controls.clear()
+    [event] = events(rest.database_url, "aid-cows", patient)
+    assert event["written"] is False and reason in event["reason"]
+    assert not cows_observations(rest, patient)
+    assert bup(shown(rest.database_url, screen.context_id))["variant"] == "ed-induction"
+    assert 'data-cows-written="no"' in page
