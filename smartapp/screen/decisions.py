@@ -188,8 +188,11 @@ def consult_words(mode: str | None, program: str | None) -> str:
 def signed_words(referral: Any) -> dict:
     """Who signed the visit and when, in words for the page."""
     created = referral.created_at
+    name = ((referral.decision or {}).get("shown") or {}).get("signer_name")
     return {
-        "by": referral.user_ref or "an unknown user",
+        # the physician's name as read at launch; the Practitioner reference only for a
+        # visit signed before Handoff kept the name
+        "by": name or referral.user_ref or "an unknown user",
         "at": created.strftime("%Y-%m-%d %H:%M UTC") if created else "an unknown time",
     }
 

@@ -15,6 +15,7 @@ from smartapp.fhir.client import CHART_TYPES
 from smartapp.handoffs.contact import contact_details
 from smartapp.launch import client as smart
 from smartapp.screen.describe import demographics, describe, in_words, patient_banner
+from smartapp.screen.explained import Explainer, withheld_lines
 from smartapp.writeback import profiles
 
 # The engine's notices and withheld reasons in the physician's words.
@@ -67,12 +68,14 @@ def notice_text(notice: Notice) -> str:
     return NOTICE_WORDS.get(notice.code, notice.code)
 
 
-def describe_suggestion(suggestion: Suggestion, chart: Chart) -> dict:
-    """A suggestion as shown: its words, cautions, decline reasons and evidence in words."""
+def describe_suggestion(suggestion: Suggestion, chart: Chart, explainer: Explainer) -> dict:
+    """A suggestion as shown: its words, cautions, decline reasons and evidence in words
+    (`words`: for the note; `says`: as the screen shows it, with the values)."""
     evidence = [describe(chart.get(ref), ref) for ref in suggestion.evidence]
     for item in evidence:
         item["words"] = in_words(item)
-    return {
+        item["says"] = explainer.item(item["reference"])["says"]
+    return explainer.suggestion(suggestion) | {
         "kind": suggestion.kind,
         "title": suggestion.title,
         "reason": suggestion.reason,
@@ -87,9 +90,10 @@ def describe_suggestion(suggestion: Suggestion, chart: Chart) -> dict:
     }
 
 
-def describe_withheld(withheld: Withheld) -> dict:
-    """A withheld suggestion as shown: the first reason in words, every reason by code."""
-    return {
+def describe_withheld(withheld: Withheld, explainer: Explainer) -> dict:
+    """A withheld suggestion as shown: the first reason in words, every reason by code and
+    in words with its evidence."""
+    return explainer.withheld(withheld) | {
         "kind": withheld.kind,
         "reason": withheld.reason,
         "reasons": [b.reason for b in withheld.reasons],
@@ -109,7 +113,9 @@ def describe_evaluation(
 ) -> dict:
     """Everything the screen shows (and the referral log records) for one evaluation.
     `notices`: what could not be read or was cut, before the engine's own notices."""
-    suggestions = [describe_suggestion(s, chart) for s in evaluation.suggestions]
+    explainer = Explainer(chart, pack, now, evaluation)
+    suggestions = [describe_suggestion(s, chart, explainer) for s in evaluation.suggestions]
+    withheld = [describe_withheld(w, explainer) for w in evaluation.withheld]
     notices = notices + [notice_text(n) for n in evaluation.notices]
     if missing_writes:
         notices.append(cannot_write_notice(missing_writes))
@@ -124,7 +130,9 @@ def describe_evaluation(
         # For the coach's worklist (not the physician's screen, not the suggestions-shown log).
         "contact": contact_details(patient, encounter),
         "suggestions": suggestions,
-        "withheld": [describe_withheld(w) for w in evaluation.withheld],
+        "withheld": withheld,
+        "withheld_lines": withheld_lines(withheld),
+        "summary": explainer.summary(suggestions),
         "opioid": is_opioid(s["kind"] for s in suggestions),
         "notices": notices,
         "notice_codes": [n.code for n in evaluation.notices],

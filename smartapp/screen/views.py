@@ -35,6 +35,7 @@ from smartapp.screen.decisions import (
     parse_form,
     signed_words,
 )
+from smartapp.screen.signed import summary as signed_summary
 from smartapp.services import current_services
 from smartapp.web import check_csrf, holds_browser_id
 from smartapp.writeback import outbox
@@ -63,7 +64,8 @@ def settings() -> service.ScreenSettings:
 def signed_page(
     context: service.LaunchContext, shown: dict | None, referral: Any, **extra: Any
 ) -> str:
-    """The page of a visit that is signed already: what was decided and where it stands."""
+    """The page of a visit that is signed already: what was decided and where it stands,
+    what is left to do in the EHR, and the links to what comes after Sign."""
     return render_template(
         "screen.html",
         context=context,
@@ -74,8 +76,28 @@ def signed_page(
         choices={},
         signed=signed_words(referral),
         writing=is_writing(referral),
+        after=signed_summary(referral),
+        links=after_links(context.id),
         **extra,
     )
+
+
+# What comes after Sign, where the blueprint that serves it is registered (amend and the
+# discharge sheet: smartapp.aftercare; consent to share: smartapp.partners).
+AFTER_LINKS = (
+    ("aftercare.sheet", "Discharge sheet for the patient"),
+    ("aftercare.amend", "Amend: the patient changed their mind, or a choice was wrong"),
+    ("partners.physician_consent", "Record the patient's consent to share"),
+)
+
+
+def after_links(context_id: str) -> list[dict]:
+    """The links of the signed page whose routes exist in this app."""
+    return [
+        {"id": endpoint, "text": text, "href": url_for(endpoint, context_id=context_id)}
+        for endpoint, text in AFTER_LINKS
+        if endpoint in current_app.view_functions
+    ]
 
 
 def error_page(title: str, message: str) -> tuple[str, int]:

@@ -52,3 +52,35 @@
   }
   window.setTimeout(poll, wait);
 })();
+
+// "Accept all suggestions": checks Accept on every card (the physician still presses Sign);
+// nothing is pre-accepted. Without JavaScript the button stays hidden.
+(function () {
+  "use strict";
+  var button = document.querySelector(".accept-all");
+  if (!button) { return; }
+  button.hidden = false;
+  button.addEventListener("click", function () {
+    Array.prototype.forEach.call(
+      document.querySelectorAll('fieldset.suggestion input[type="radio"][value="accept"]'),
+      function (radio) { radio.checked = true; }
+    );
+    var sign = document.querySelector("button.sign");
+    if (sign) { sign.focus(); }
+  });
+})();
+
+// The chosen program's phone and hours in full, below the list (they wrap; the list stays
+// as wide as the sidebar).
+(function () {
+  "use strict";
+  var select = document.getElementById("program");
+  var detail = document.querySelector(".program-detail");
+  if (!select || !detail) { return; }
+  function show() {
+    var option = select.options[select.selectedIndex];
+    detail.textContent = option && option.value ? option.dataset.detail || "" : "";
+  }
+  select.addEventListener("change", show);
+  show();
+})();

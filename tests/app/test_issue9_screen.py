@@ -212,7 +212,9 @@ def test_second_window_is_told_the_visit_was_signed_and_what_of_its_was_not_sent
     assert answer.status_code == 409
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", answer.text))
     assert "This visit was already signed" in text
-    assert f"by {written.user_ref}" in text
+    # the signer by name (as read at launch), not a Practitioner reference (issue 13)
+    assert f"by {written.decision['shown']['signer_name']}" in text
+    assert written.user_ref not in text
     assert written.created_at.strftime("%Y-%m-%d %H:%M") in text
     assert "Your Sign was not sent" in text
     conflict = re.search(r'<section class="conflict".*?</section>', answer.text, re.S).group(0)

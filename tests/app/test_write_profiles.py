@@ -59,7 +59,7 @@ def test_profile_end_to_end(browser, stack):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"profile-{stack.name}.png"), full_page=True)
     written = [
-        (li.get_attribute("data-resource-type"), li.locator("code").inner_text())
+        (li.get_attribute("data-resource-type"), li.locator("code").text_content())
         for li in result.locator("li[data-resource-type]").all()
     ]
     kept = sorted(

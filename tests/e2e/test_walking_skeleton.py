@@ -28,8 +28,8 @@ def test_p01_launch_suggest_sign_and_read_back(page, sandbox, handoff):
     bup = frame.locator('fieldset[data-kind="moud-buprenorphine"]')
     expect(bup.locator("[data-variant]")).to_have_attribute("data-variant", "ed-induction")
     prc = frame.locator('fieldset[data-kind="prc-consult"]')
-    prc.locator("summary").click()
-    evidence = prc.locator('li[data-reference="Condition/P01-cond1"]')
+    prc.locator(".evidence summary").click()
+    evidence = prc.locator('.evidence li[data-reference="Condition/P01-cond1"]')
     expect(evidence).to_be_visible()
     expect(evidence).to_contain_text("F11.20")
     # Opt-out: the coach referral is pre-selected; decline reasons are offered.
@@ -43,6 +43,7 @@ def test_p01_launch_suggest_sign_and_read_back(page, sandbox, handoff):
     frame.locator('fieldset[data-kind="naloxone-kit"] input[value="accept"]').check()
     frame.locator('input[name="consult-mode"][value="telehealth"]').check()
     # The community program comes from the catalog, filtered to what is open and taking patients.
+    frame.locator(".program-pick summary").click()
     frame.locator("#program-service").select_option("buprenorphine")
     frame.locator("#program-new").check()
     visible = frame.locator("#program option:not([hidden])").all_inner_texts()
@@ -55,8 +56,9 @@ def test_p01_launch_suggest_sign_and_read_back(page, sandbox, handoff):
 
     result = frame.locator("#result")
     expect(result).to_contain_text("Written to the chart", timeout=15000)
+    result.locator(".ids summary").click()  # resource ids behind the details toggle
     items = [
-        (li.get_attribute("data-resource-type"), li.locator("code").inner_text())
+        (li.get_attribute("data-resource-type"), li.locator("code").text_content())
         for li in result.locator("li[data-resource-type]").all()
     ]
     written = dict(items)
