@@ -261,9 +261,9 @@ def _revoke(
     revoked, a Provenance naming the physician (queued in the outbox in this unit of work)."""
     standing = current.standing
     assert standing is not None  # checked by the caller (_no_change)
-    change = lifecycle.close(
-        REASONS[form.reason]["close_reason"], f"Amended by the physician: {_why(form)}"
-    )
+    words = f": {form.text}" if form.text else ""
+    reason = REASONS[form.reason]["close_reason"]
+    change = lifecycle.close(reason, f"Amended by the physician{words}")
     handoffs.record_in(session, standing.id, change, actor, now=now)
     return standing
 
