@@ -235,6 +235,8 @@ def amend(
         else:
             target = _place(services, session, context, current, form, identifier_system, now)
         _log(session, original, current, target, form, actor)
+    if form.action == "place" and target.status == "held":
+        outbox.hold(services.db, target.id, screen.HELD_REASON)  # as Sign does: said, logged
     return AmendResult("amended", referral=target)
 
 
