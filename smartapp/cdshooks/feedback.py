@@ -142,8 +142,9 @@ def card_plan(
     services: Services, context: LaunchContext, signed: writeback.SignedReferral, system: str
 ) -> WritePlan:
     """The write plan as the screen's (`screen.service.write_plan`), with two differences: the
-    drafts the card carried were placed by the EHR from the card (kept in Handoff, not written
-    twice), and a write is possible with the call's token or Handoff's backend access."""
+        drafts the card carried were placed by the EHR from the card (kept in Handoff, not written
+        twice), and what may be written is what Handoff's backend access allows (the call's token is
+    never kept); without backend access the writes wait for the next launch of the visit."""
     registration = services.registry.by_id(context.registration_id)
     if registration is None:
         raise BadRequest("the card's EHR registration is gone")
@@ -151,13 +152,9 @@ def card_plan(
     plan = writeback.plan_writes(
         signed, write_settings(write, system), profiles.profile(write.profile)
     )
-    backend = " ".join(
-        s.replace("system/", "patient/", 1)
-        for s in (registration.backend.scopes if registration.backend else [])
-    )
-    plan.keep_in_handoff_unless(
-        lambda t: smart.may(context.scope, t, "c") or smart.may(backend, t, "c")
-    )
+    if registration.backend is not None:  # what Handoff's backend access may create
+        granted = " ".join(s.replace("system/", "patient/", 1) for s in registration.backend.scopes)
+        plan.keep_in_handoff_unless(lambda t: smart.may(granted, t, "c"))
     on_card = (context.shown or {}).get("cds", {}).get("orders", [])
     taken = {
         writeback.referral_key(context.iss, context.encounter_id, context.patient_id, f"{k}-draft")

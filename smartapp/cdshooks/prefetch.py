@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from smartapp.fhir.chart import CHART_TYPES, ChartLimits, ChartRead, withheld_reasons
-from smartapp.fhir.client import FhirClient
+from smartapp.fhir.client import FhirClient, FhirError
 
 PATIENT = "{{context.patientId}}"
 
@@ -145,9 +145,14 @@ def chart_of(
         )
         return read
     client = FhirClient(access.server.rstrip("/"), access.token, timeout)
-    fetched = client.read_chart(
-        patient_id, encounter_id, now, observation_days, types=missing, limits=limits
-    )
+    try:
+        fetched = client.read_chart(
+            patient_id, encounter_id, now, observation_days, types=missing, limits=limits
+        )
+    except FhirError as exc:  # the EHR could not be reached at all: all of it unread
+        read.incomplete.update(missing)
+        read.notices.append(f"{exc} Not read: {', '.join(missing)}.")
+        return read
     kept = {(r.get("resourceType"), r.get("id")) for r in read.resources}
     read.resources += [
         r for r in fetched.resources if (r.get("resourceType"), r.get("id")) not in kept

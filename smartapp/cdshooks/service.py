@@ -5,9 +5,9 @@ shown and log it as the screen does, and answer with the card, within a time bud
 rather than a late one).
 
 What was shown is kept on a launch context whose id is the card's uuid (browser id
-`cds-hooks:<client>`: no browser holds it), with the call's FHIR token encrypted as a
-launch's is: the feedback signs on exactly what was shown, and the outbox writes with that
-token while it lives, then with Handoff's backend access (launch.sessions), as after a launch.
+`cds-hooks:<client>`: no browser holds it), without the call's token (CDS Hooks: transient,
+never kept): the feedback signs on exactly what was shown, and the outbox writes with
+Handoff's backend access, or with the next launch of the visit (launch.sessions).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -289,13 +289,9 @@ def keep_shown(
 ) -> None:
     """Keep what the card shows (a launch context under the card's id) and log it as the
     screen does (`suggestions-shown`), in one unit of work."""
-    auth = call.request.fhirAuthorization
-    token = (
-        {"access_token": auth.access_token, "expires_in": auth.expires_in, "scope": auth.scope}
-        if auth
-        else {"access_token": ""}
-    )
-    expires = now + timedelta(seconds=auth.expires_in) if auth else now
+    # The call's access token is transient (CDS Hooks): never kept. The writes of an accept
+    # go with Handoff's backend access, or wait for the next launch of the visit.
+    expired = {"access_token": ""}
     with services.db.session() as db:
         context = LaunchContext(
             id=card_id,
@@ -305,11 +301,11 @@ def keep_shown(
             patient_id=call.context.patientId,
             encounter_id=encounter_id,
             user_ref=call.context.userId,
-            scope=auth.scope if auth else "",
+            scope="",
             need_patient_banner=0,
-            token_ciphertext=services.cipher.encrypt(token, card_id),
+            token_ciphertext=services.cipher.encrypt(expired, card_id),
             token_endpoint="",
-            access_expires_at=expires,
+            access_expires_at=now,
             shown=shown,
         )
         db.add(context)
