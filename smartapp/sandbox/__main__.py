@@ -2,6 +2,11 @@
 
     python -m smartapp.sandbox --port 8800 --app-url http://127.0.0.1:8700
 
+Under gunicorn (several worker processes; seed the database first, e.g. by running this command
+once, so that the workers only find it seeded):
+
+    HANDOFF_SANDBOX_ARGS="--port 8800 --app-url ..." gunicorn 'smartapp.sandbox.wsgi:app'
+
 registers the client `handoff-demo` (redirect {app}/callback, launch {app}/launch) and the
 staff sign-in client `handoff-staff` (redirects {app}/staff/callback and
 {app}/partner/callback, client_secret_basic with --staff-client-secret, default
@@ -17,6 +22,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from flask import Flask
+
 from smartapp.sandbox import SandboxClient, create_sandbox_app
 from smartapp.sandbox.config import (
     DEMO_STAFF_CLIENT_SECRET,
@@ -28,6 +35,8 @@ from smartapp.sandbox.seed import KNOWN_SETS
 from smartapp.web.serving import serve_in_thread
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: The command line smartapp.sandbox.wsgi builds its app from (under gunicorn).
+ARGS_ENV = "HANDOFF_SANDBOX_ARGS"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,6 +76,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=BEHAVIOURS,
         help="how the FHIR API takes writes: a plain FHIR server, or like Epic / Oracle Health",
     )
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        help="database connections per process (default SQLAlchemy's 5 + 10 overflow)",
+    )
     return parser.parse_args(argv)
 
 
@@ -81,22 +95,29 @@ def clients_for(args: argparse.Namespace) -> list[SandboxClient]:
     return [launch, staff_client(args.staff_client_id, args.staff_client_secret, app_url)]
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse arguments, build the app and serve it until interrupted."""
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+def build_app(args: argparse.Namespace) -> Flask:
+    """The sandbox app the command line describes (also smartapp.sandbox.wsgi's)."""
     base_url = (args.base_url or f"http://{args.host}:{args.port}").rstrip("/")
     if urlsplit(base_url).hostname not in ("127.0.0.1", "localhost", "::1"):
         # authlib refuses plain http except on loopback; a sandbox on a LAN name is still a demo.
         os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
-    app = create_sandbox_app(
+    return create_sandbox_app(
         base_url=base_url,
         database_url=args.database_url,
         clients=clients_for(args),
         shared_dir=args.shared_dir,
         seed=tuple(s for s in args.seed.split(",") if s),
         write_behaviour=args.write_behaviour,
+        pool_size=args.pool_size,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments, build the app and serve it until interrupted."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    base_url = (args.base_url or f"http://{args.host}:{args.port}").rstrip("/")
+    app = build_app(args)
     handle = serve_in_thread(app, host=args.host, port=args.port)
     print(f"Sandbox EHR on {base_url}/  (FHIR base {base_url}/fhir)  Ctrl-C to stop", flush=True)
     try:

@@ -62,6 +62,7 @@ def create_sandbox_app(
     *,
     test_controls: bool = False,
     write_behaviour: str = FHIR_REST,
+    pool_size: int | None = None,
 ) -> Flask:
     """Build the sandbox EHR on its own origin `base_url` (FHIR base = base_url + "/fhir").
 
@@ -73,13 +74,15 @@ def create_sandbox_app(
     `write_behaviour` is how the FHIR API takes writes: "fhir-rest" (everything, like HAPI),
     "epic" or "oracle-health" (their refusals and constraints: fhir/write_rules.py); the
     `write_behaviour` fault switch overrides it while set.
+    `pool_size`: the database pool's size (no overflow; default SQLAlchemy's 5 + 10). Each
+    request takes one connection (db.py), so a small pool serves many concurrent requests.
     """
     rules_for(write_behaviour)  # ValueError for an unknown behaviour
     base_url = base_url.rstrip("/")
     fhir_base = f"{base_url}/fhir"
     if now is not None and now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
-    db = Database(database_url)
+    db = Database(database_url, pool_size=pool_size)
     db.create_all()
     service = FhirService(db, fhir_base)
     report = _seed(db, service, Path(shared_dir), tuple(seed), now or datetime.now(UTC))

@@ -3,7 +3,14 @@
 FHIR resources live in three Core tables (resources, superseded versions, search index) so
 bulk seeding can use executemany; the OAuth tables are ORM models (see auth/models.py) on the
 same metadata. SQLite is the default: WAL mode lets readers run beside the one writer, and a
-process-wide lock serialises writers so a read-then-write transaction never hits SQLITE_BUSY.
+process-wide lock serialises writers so a read-then-write transaction never hits SQLITE_BUSY
+(across worker processes, writes begin IMMEDIATE and wait on SQLite's busy timeout).
+
+One connection per request: reads, writes and the OAuth store all go through the thread's
+scoped session (removed at the end of each request), so a request never holds one pooled
+connection while it waits for a second (a pool of 5 serves any number of concurrent requests;
+before, the token check held one and the FHIR read took another, and 32 concurrent physicians
+exhausted the pool).
 """
 
 from __future__ import annotations
@@ -104,7 +111,8 @@ kv = Table(
 class Database:
     """Engine, ORM session factory and the writer lock for one sandbox database."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int | None = None) -> None:
+        """`pool_size`: the engine's pool (no overflow) when given, else SQLAlchemy's default."""
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         connect_args: dict = {}
@@ -112,9 +120,15 @@ class Database:
             connect_args = {"check_same_thread": False, "timeout": 30}
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, connect_args=connect_args)
+        pool: dict[str, Any] = {}
+        if pool_size is not None:
+            pool = {"pool_size": pool_size, "max_overflow": 0}
+        self.engine: Engine = create_engine(url, connect_args=connect_args, **pool)
+        # This thread's write(): how deep, and whether it holds the writer lock.
+        self._writing = threading.local()
         if self.is_sqlite:
             _tune_sqlite(self.engine)
+        event.listen(self.engine, "begin", self._on_begin)
         self.session = scoped_session(sessionmaker(bind=self.engine, expire_on_commit=False))
         self.write_lock = threading.RLock()
 
@@ -124,15 +138,65 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection for reads (its own short transaction)."""
-        with self.engine.connect() as conn:
-            yield conn
+        """The thread's session connection for reads: inside the transaction already open in
+        this request (one snapshot, one connection), else a short one of its own."""
+        session = self.session()
+        started = not session.in_transaction()
+        try:
+            yield session.connection()
+        except BaseException:
+            if started:
+                session.rollback()
+            raise
+        if started:
+            session.commit()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """One all-or-nothing write transaction, serialised with every other writer."""
-        with self.write_lock, self.engine.begin() as conn:
-            yield conn
+        """One all-or-nothing write transaction on the thread's session connection, serialised
+        with every other writer of this process; a write inside a write joins it.
+
+        The connection is checked out before the writer lock is taken (the begin event takes
+        it): a thread holding the lock never waits for the pool, so writers queued on the lock
+        while holding their connection cannot starve it (a pool of 5, 64 requests)."""
+        local = self._writing
+        depth = getattr(local, "depth", 0)
+        if depth:
+            local.depth = depth + 1
+            try:
+                yield self.session.connection()
+            finally:
+                local.depth = depth
+            return
+        session = self.session()
+        # End any read snapshot first: SQLite refuses to turn a read transaction into a write
+        # one once another writer has committed since it began.
+        session.commit()
+        local.depth = 1
+        try:
+            yield session.connection()
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            local.depth = 0
+            if getattr(local, "locked", False):
+                local.locked = False
+                self.write_lock.release()
+
+    def _on_begin(self, conn: Connection) -> None:
+        """A transaction begins on a checked-out connection: inside write(), take the writer
+        lock now; on SQLite, BEGIN explicitly (IMMEDIATE for a write: it takes SQLite's write
+        lock at once, waiting on the busy timeout, instead of failing to upgrade a snapshot
+        another process made stale)."""
+        local = self._writing
+        writing = bool(getattr(local, "depth", 0))
+        if writing and not getattr(local, "locked", False):
+            self.write_lock.acquire()
+            local.locked = True
+        if self.is_sqlite:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
     def get_meta(self, conn: Connection, key: str) -> str | None:
         """A value from the key/value table."""
@@ -145,7 +209,8 @@ class Database:
 
 
 def _tune_sqlite(engine: Engine) -> None:
-    """WAL, relaxed fsync, and explicit BEGIN (pysqlite's implicit one breaks isolation)."""
+    """WAL, relaxed fsync, and no implicit BEGIN (pysqlite's breaks isolation; Database's
+    begin event issues its own)."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: object) -> None:  # a sqlite3.Connection
@@ -155,7 +220,3 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")

@@ -134,15 +134,10 @@ class OAuthStore:
 
     @contextmanager
     def _writing(self) -> Iterator[scoped_session[Session]]:
-        """Serialised ORM write: ends any open read snapshot first, commits at the end.
-
-        SQLite refuses to turn a read transaction into a write one once another writer has
-        committed since it began; starting the write fresh under the lock avoids that.
-        """
-        with self.db.write_lock:
-            self.session.commit()
+        """Serialised ORM write (Database.write: ends any open read snapshot first, commits
+        at the end, rolls back on error), on the request's one connection."""
+        with self.db.write():
             yield self.session
-            self.session.commit()
 
     # -- clients -------------------------------------------------------------------------
 

@@ -345,8 +345,10 @@ def userinfo() -> Response | tuple[Response, int]:
 def token() -> Response:
     """Token endpoint: authorization_code, refresh_token and client_credentials grants."""
     auth = sandbox()
-    # Serialised so that one code can never be exchanged twice by racing requests.
-    with auth.service.db.write_lock:
+    # One write transaction, serialised with every other writer, so that one code can never
+    # be exchanged twice by racing requests (the store's writes inside join it). Not the bare
+    # writer lock: holding it while waiting for a pooled connection starves the pool.
+    with auth.service.db.write():
         return auth.server.create_token_response()
 
 
