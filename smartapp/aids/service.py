@@ -197,6 +197,9 @@ def record_cows(
     scale = settings.cows
     score = data.score_cows(scale, sent)
     resource = cows_resource(services, context, score, scale, settings, now)
+    repeat = _recorded_as(services.db, context, resource["identifier"][0]["value"])
+    if repeat is not None:  # the same submission again (a double click): recorded once
+        return CowsOutcome(score, bool(repeat.get("written")), None, repeat.get("reason"))
     written, resource_id, reason = _write(services, context, resource)
     event: dict[str, Any] = {
         "total": score.total,
@@ -220,6 +223,15 @@ def record_cows(
     return CowsOutcome(score, written, resource_id, reason)
 
 
+def _recorded_as(db: Database, context: LaunchContext, identifier: str) -> dict | None:
+    """The visit's `aid-cows` event for this identifier (the same submission), if any."""
+    with db.session() as session:
+        for event in _visit_events(session, context, COWS_EVENT):
+            if isinstance(event.data, dict) and event.data.get("identifier") == identifier:
+                return dict(event.data)
+    return None
+
+
 def cows_resource(
     services: Services,
     context: LaunchContext,
@@ -235,11 +247,14 @@ def cows_resource(
     registration = services.registry.by_id(context.registration_id)
     part2 = bool(registration and registration.write.part2_program)
     answers = "; ".join(f"{i.title} {score.answers[i.id]}" for i in scale.items)
-    # Stable for one submission (a double click, the same minute): the EHR's conditional
-    # create, or the kept copy, holds it once.
+    # Stable for one submission: the same answers posted from the same screen (a double
+    # click) make the same identifier, so the EHR's conditional create, or the log, holds
+    # it once; the screen is the evaluation it was rendered from.
+    rendered = (context.shown or {}).get("evaluated_at", "")
+    answered = sorted(score.answers.items())
     key = uuid.uuid5(
         REFERRAL_NAMESPACE,
-        f"{context.iss}|{context.encounter_id}|cows|{now:%Y-%m-%dT%H:%M}|{sorted(score.answers.items())}",
+        f"{context.iss}|{context.encounter_id}|cows|{context.id}|{rendered}|{answered}",
     )
     return score_observation(
         ScoreObservation(

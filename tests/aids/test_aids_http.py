@@ -57,6 +57,8 @@ def test_cows_written_to_the_ehr_and_the_variant_changes(rest):
     answer = screen.post("/aids/cows", cows_form(screen, COWS_14))
     assert answer.status_code in (302, 303), answer.text[:300]
     assert answer.headers["Location"].endswith(f"/c/{screen.context_id}#aid-cows")
+    # A double click (the same answers again before the screen came back): recorded once.
+    assert screen.post("/aids/cows", cows_form(screen, COWS_14)).status_code in (302, 303)
 
     # The EHR holds the score: the site's code, the value, this encounter, the labels.
     [obs] = cows_observations(rest, "P02-pt")
