@@ -240,6 +240,12 @@ def _lock(session: Session) -> None:
             raise
 
 
+def lock(session: Session) -> None:
+    """Take the chain lock for the rest of this session's transaction: for what must not race
+    an append (a summary kept beside the log, brought up to its head)."""
+    _lock(session)
+
+
 @event.listens_for(Session, "after_transaction_end")
 def _release(session: Session, transaction: SessionTransaction) -> None:
     """The transaction is over (committed, rolled back or closed): let the next appender in."""

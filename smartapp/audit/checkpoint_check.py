@@ -93,12 +93,14 @@ def check_checkpoints(
     public_keys: Sequence[Ed25519PublicKey],
     at_checkpoint: AtCheckpoint,
     walked_to_end: bool,
+    after: int = 0,
 ) -> None:
     """Add a break to `report` for every checkpoint that is not genuine, follows a missing one,
     or signs a hash the log no longer has; set `report.last_checkpoint` to the last one that
-    matches before any rewrite."""
+    matches before any rewrite. `after`: the checkpoints given follow checkpoint #after (an
+    incremental check; 0: they are all of them)."""
     keys = keys_by_id(public_keys)
-    previous, last_good, rewritten = 0, 0, False
+    previous, last_good, rewritten = after, after, False
     for cp in checkpoints:
         for found_break in (_signature_break(cp, keys), _gap_break(cp, previous)):
             if found_break is not None:

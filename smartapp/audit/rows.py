@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, Text, select, type_coerce
+from sqlalchemy import ColumnElement, Select, String, Text, func, select, type_coerce
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -127,17 +127,27 @@ class StoredCheckpoint:
 _CHECKPOINTS = LogCheckpoint.__table__
 
 
-def checkpoints(session: Session) -> list[StoredCheckpoint]:
-    """Every checkpoint by seq, each decoded on its own (a damaged time is a `defect`)."""
+def checkpoint_count(session: Session) -> int:
+    """How many checkpoints the database holds."""
+    return int(session.scalar(select(func.count()).select_from(_CHECKPOINTS)) or 0)
+
+
+def checkpoints(session: Session, after: int = 0) -> list[StoredCheckpoint]:
+    """Every checkpoint after seq `after` by seq, each decoded on its own (a damaged time is a
+    `defect`)."""
     dialect = session.get_bind().dialect
-    query = select(
-        _CHECKPOINTS.c.seq,
-        _CHECKPOINTS.c.hash,
-        type_coerce(_CHECKPOINTS.c.at, String).label("at"),
-        _CHECKPOINTS.c.prev_seq,
-        _CHECKPOINTS.c.key_id,
-        _CHECKPOINTS.c.signature,
-    ).order_by(_CHECKPOINTS.c.seq)
+    query = (
+        select(
+            _CHECKPOINTS.c.seq,
+            _CHECKPOINTS.c.hash,
+            type_coerce(_CHECKPOINTS.c.at, String).label("at"),
+            _CHECKPOINTS.c.prev_seq,
+            _CHECKPOINTS.c.key_id,
+            _CHECKPOINTS.c.signature,
+        )
+        .where(_CHECKPOINTS.c.seq > after)
+        .order_by(_CHECKPOINTS.c.seq)
+    )
     found = []
     for row in session.execute(query):
         at = _decode(_CHECKPOINTS.c.at, row.at, dialect)

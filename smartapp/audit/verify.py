@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 
-from smartapp.audit import coverage
+from smartapp.audit import coverage, fastrows
 from smartapp.audit import rows as stored
 from smartapp.audit.canonical import GENESIS
 from smartapp.audit.chain import DEFAULT_EVERY
@@ -79,19 +79,28 @@ def verify(
     max_unsigned: int | None = DEFAULT_EVERY,
     kept: Sequence[KeptCheckpoint] = (),
     cross_check: bool = False,
+    since: tuple[int, str, int] | None = None,
 ) -> Report:
     """Recompute the chain and check every checkpoint against it and against the keys.
 
     `max_unsigned`: how many events may follow the last checkpoint (the app's checkpoint
     interval); None to allow any number (a log written without a signing key). `kept`: the
     checkpoints an auditor kept outside the database. `cross_check`: compare the log with the
-    referral and coach tables (`smartapp.audit.coverage`).
+    referral and coach tables (`smartapp.audit.coverage`). `since`: (seq, hash, checkpoint seq)
+    an earlier verification reached: only what follows is checked (`smartapp.audit.incremental`
+    says when that is sound).
     """
     report = Report()
-    checkpoints = _readable_checkpoints(session, report)
+    seq, head, after = since or (0, GENESIS, 0)
+    checkpoints = _readable_checkpoints(session, report, after)
+    kept = [k for k in kept if k.seq > after]
     wanted = {c.seq for c in checkpoints} | {k.seq for k in kept}
-    walk = _walk(session, report, wanted)
-    check_checkpoints(report, checkpoints, public_keys, walk.at_checkpoint, walk.to_end)
+    walk = _walk(session, report, wanted, (seq, head))
+    if since:
+        report.events += seq
+        report.last_checkpoint = after
+        report.checkpoints = stored.checkpoint_count(session)
+    check_checkpoints(report, checkpoints, public_keys, walk.at_checkpoint, walk.to_end, after)
     check_kept(report, kept, checkpoints, public_keys, walk.at_checkpoint, walk.to_end)
     if cross_check:
         findings, note = coverage.check(session)
@@ -102,10 +111,11 @@ def verify(
     return report
 
 
-def _readable_checkpoints(session: Session, report: Report) -> list[Any]:
-    """The stored checkpoints that can be read; a damaged one is a "corrupt" break."""
+def _readable_checkpoints(session: Session, report: Report, after: int = 0) -> list[Any]:
+    """The stored checkpoints after `after` that can be read; a damaged one is a "corrupt"
+    break."""
     checkpoints: list[Any] = []
-    for cp in stored.checkpoints(session):
+    for cp in stored.checkpoints(session, after):
         if cp.defect:
             report.breaks.append(
                 Break(
@@ -131,16 +141,51 @@ class _Walk:
     to_end: bool = True
 
 
-def _walk(session: Session, report: Report, wanted: set[int]) -> _Walk:
-    """Walk the log in seq order recomputing every hash and link; stop at the first row that
-    does not continue the chain (diagnosed as a break). Sets the report's event count and
-    head."""
+def _walk(
+    session: Session, report: Report, wanted: set[int], start: tuple[int, str] = (0, GENESIS)
+) -> _Walk:
+    """Walk the log in seq order from after `start` (seq, hash: where an earlier verification
+    stopped) recomputing every hash and link; stop at the first row that does not continue the
+    chain (diagnosed as a break). Sets the report's event count and head.
+
+    Fast (`fastrows`) while each row proves itself; from the first row that does not (damaged,
+    tampered, or printed otherwise than orjson prints it), the exact path takes over."""
     walk = _Walk()
-    rows: Iterator[StoredEvent] = iter(
-        stored.read(session, stored.select_events().order_by(LogEvent.seq), 2000)
-    )
-    expected, prev_hash, prev_type = 1, GENESIS, None
+    expected, prev_hash = start[0] + 1, start[1]
+    prev_type: str | None = None
+    connection = session.connection()
+    dialect = connection.dialect.name
+    handover = False
+    for raw in fastrows.stream(connection, fastrows.query(dialect, LogEvent.seq > start[0])):
+        if raw[0] != expected or raw[8] != prev_hash or fastrows.proven(raw) is None:
+            handover = True
+            break
+        if raw[0] in wanted:
+            walk.at_checkpoint[raw[0]] = (raw[9], raw[2])
+        report.events += 1
+        prev_hash, prev_type, expected = raw[9], raw[2], expected + 1
+    if handover:
+        _walk_exact(session, report, wanted, walk, (expected, prev_hash, prev_type))
+    else:
+        report.head_seq, report.head_hash = expected - 1, prev_hash
+    return walk
+
+
+def _walk_exact(
+    session: Session,
+    report: Report,
+    wanted: set[int],
+    walk: _Walk,
+    state: tuple[int, str, str | None],
+) -> None:
+    """The exact walk (`rows`, `canonical`, `diagnose`) from `state` (expected seq, previous
+    hash, previous type) to the end or the first break."""
+    expected, prev_hash, prev_type = state
+    query = stored.select_events(LogEvent.seq >= expected - 1).order_by(LogEvent.seq)
+    rows: Iterator[StoredEvent] = iter(stored.read(session, query, 2000))
     for row in rows:
+        if row.seq == expected - 1:
+            continue  # the previous event, read only for `diagnose`'s neighbours
         if row.broken and row.seq == expected:
             report.breaks.append(unreadable(row))
             walk.to_end = False
@@ -156,7 +201,6 @@ def _walk(session: Session, report: Report, wanted: set[int]) -> _Walk:
         report.events += 1
         prev_hash, prev_type, expected = row.hash, row.type, expected + 1
     report.head_seq, report.head_hash = expected - 1, prev_hash
-    return walk
 
 
 def _check_unsigned(report: Report, max_unsigned: int | None) -> None:

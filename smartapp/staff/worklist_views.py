@@ -69,6 +69,7 @@ def _page_data(now: datetime, show_closed: bool) -> dict:
         "items": found,
         "loads": loads,
         "now": now,
+        "zone": case_settings.timezone,  # times shown in the program's zone, as the supervisor's
         "staff": current_staff(),
         "followup": settings,
         "programs": services.catalog.programs() if services.catalog else [],

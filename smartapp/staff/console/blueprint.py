@@ -13,9 +13,10 @@ from sqlalchemy.orm import Session
 from werkzeug.routing import BuildError
 
 from smartapp.audit.chain import DEFAULT_EVERY, app_checkpointing
+from smartapp.audit.incremental import Verified
 from smartapp.audit.verify import Report
 from smartapp.staff.auth import current_staff
-from smartapp.staff.console.chain_status import chain_report
+from smartapp.staff.console.chain_status import chain_status
 from smartapp.staff.dashboard.formatting import format_minutes, percent
 
 bp = Blueprint("console", __name__, url_prefix="/console")
@@ -51,9 +52,16 @@ def signed_in() -> dict:
     return staff
 
 
-def app_chain_report(app: Flask, session: Session) -> Report:
-    """The chain status with the app's checkpoint key, interval and checkpoint sink."""
+def app_chain_status(app: Flask, session: Session, *, full: bool = False) -> Verified:
+    """The chain status with the app's checkpoint key, interval and checkpoint sink: from the
+    last verified head on, or the whole log when `full`."""
     signer = app_checkpointing(app).signer
     every = int(app.config.get("AUDIT_CHECKPOINT_EVERY") or DEFAULT_EVERY)
     sink = app.config.get("AUDIT_CHECKPOINT_SINK")
-    return chain_report(session, [signer.public_key] if signer else [], every, sink)
+    keys = [signer.public_key] if signer else []
+    return chain_status(session, keys, every, sink, full=full)
+
+
+def app_chain_report(app: Flask, session: Session) -> Report:
+    """The report of `app_chain_status` (incremental)."""
+    return app_chain_status(app, session).report

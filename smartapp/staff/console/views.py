@@ -18,7 +18,7 @@ from smartapp.audit import log as referral_log
 from smartapp.audit import rows as stored
 from smartapp.services import current_services
 from smartapp.staff.auth import require_role
-from smartapp.staff.console.blueprint import AUDITOR, MANAGER, app_chain_report, bp, signed_in
+from smartapp.staff.console.blueprint import AUDITOR, MANAGER, app_chain_status, bp, signed_in
 from smartapp.staff.console.events import event_detail as describe_event
 from smartapp.staff.console.events import has_event, search_page
 from smartapp.staff.console.export import EXPORT_TYPES, export_download
@@ -37,13 +37,16 @@ def index() -> ResponseReturnValue:
 @bp.get("/events")
 @require_role(AUDITOR)
 def events() -> ResponseReturnValue:
-    """Search the log; the page shows one page of matches and the chain's verification."""
+    """Search the log; the page shows one page of matches and the chain's verification (from
+    the last verified head on; the whole log with `verify=all`, the page's link)."""
     search = Search.from_args(request.args)
     page_size = int(current_app.config.get("CONSOLE_PAGE_SIZE") or PAGE_SIZE)
     auditor = signed_in()["user_ref"]
     with current_services().db.session() as session:
         page = search_page(session, search, page_size)
-        report = app_chain_report(current_app, session)
+        # ?verify=all: the whole log on this view (else only what follows the verified head)
+        full = request.args.get("verify") == "all"
+        verified = app_chain_status(current_app, session, full=full)
         referral_log.record_read(session, auditor, search.describe(), patient_id=search.patient)
     return render_template(
         "console/events.html",
@@ -53,7 +56,8 @@ def events() -> ResponseReturnValue:
         first=(search.page - 1) * page_size + 1 if page.total else 0,
         last=min(search.page * page_size, page.total),
         pages=max(1, math.ceil(page.total / page_size)),
-        report=report,
+        report=verified.report,
+        verified=verified,
         types=page.types,
         users=page.users,
         kinds=_pack_kinds(),
@@ -75,7 +79,7 @@ def event_detail(seq: int) -> ResponseReturnValue:
         event = stored.get(session, seq)
         if event is None:
             abort(404, description=f"There is no event #{seq} in the referral log.")
-        report = app_chain_report(current_app, session)
+        report = app_chain_status(current_app, session).report
         detail = describe_event(session, event, report)
         has_next = has_event(session, seq + 1)
         referral_log.record_read(

@@ -115,6 +115,7 @@ __all__ = [
     "percent",
     "rate",
     "summarize",
+    "summarize_visits",
     "suppress",
     "week_monday",
     "weeks_between",
@@ -309,15 +310,36 @@ def summarize(
     `directory`: the catalog's program ids and the partners' names, for the outcomes (a
     lifecycle update names its program and partner by id).
     """
+    return summarize_visits(
+        build_visits(events),
+        start=start,
+        end=end,
+        min_cell=min_cell,
+        programs=programs,
+        directory=directory,
+    )
+
+
+def summarize_visits(
+    all_visits: Iterable[Visit],
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    min_cell: int = DEFAULT_MIN_CELL,
+    programs: Collection[str] = (),
+    directory: Directory | None = None,
+) -> dict:
+    """`summarize` from visits already joined (the dashboard's kept visit summaries)."""
     if min_cell < 1:
         raise ValueError("min_cell must be at least 1")
     directory = directory or Directory()
     names = list(dict.fromkeys([*programs, *directory.programs.values()]))
+    low = as_utc(start) if start is not None else None
+    high = as_utc(end) if end is not None else None
     visits = [
         v
-        for v in build_visits(events)
-        if (start is None or v.first_shown >= as_utc(start))
-        and (end is None or v.first_shown < as_utc(end))
+        for v in all_visits
+        if (low is None or v.first_shown >= low) and (high is None or v.first_shown < high)
     ]
     return {
         "min_cell": min_cell,

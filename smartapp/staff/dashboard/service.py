@@ -12,19 +12,12 @@ from sqlalchemy.orm import Session
 
 from smartapp.audit import rows as stored
 from smartapp.audit.models import LogEvent
-from smartapp.staff.dashboard import figures
+from smartapp.db import Database
+from smartapp.staff.dashboard import figures, store
 from smartapp.staff.dashboard.outcomes import Directory
-from smartapp.staff.dashboard.visits import LIFECYCLE_TYPES
 
 # Only these event types feed the dashboard (never audit reads, exports or sign-ins).
-DASHBOARD_TYPES = (
-    "suggestions-shown",
-    "decision",
-    "coach-contact",
-    "coach-link",
-    "coach-close",
-    *LIFECYCLE_TYPES,  # the handoff's outcomes (issue 11)
-)
+DASHBOARD_TYPES = store.DASHBOARD_TYPES
 
 
 class _Program(Protocol):
@@ -98,6 +91,13 @@ def load_dashboard_events(session: Session, broken: list[int] | None = None) -> 
         }
 
 
+def bring_up_to_date(db: Database) -> None:
+    """Join the events appended since the last view into the kept visits, in a unit of work of
+    its own: the chain lock it may take is held only for that, not while figures are made."""
+    with db.session() as session:
+        store.bring_up_to_date(session)
+
+
 def program_dashboard(
     session: Session,
     *,
@@ -107,14 +107,16 @@ def program_dashboard(
     programs: Collection[str],
     names: Directory | None = None,
 ) -> Dashboard:
-    """Every figure for the visits first shown in [start, end), small cells suppressed."""
-    broken: list[int] = []
-    summary = figures.summarize(
-        list(load_dashboard_events(session, broken)),
+    """Every figure for the visits first shown in [start, end), small cells suppressed: from
+    the visits kept beside the log (`store`), brought up to date with the events appended since
+    the last view, never by re-reading the whole log."""
+    unreadable = store.bring_up_to_date(session)
+    summary = figures.summarize_visits(
+        store.kept_visits(session, start, end),
         start=start,
         end=end,
         min_cell=min_cell,
         programs=programs,
         directory=names,
     )
-    return Dashboard(summary, len(broken))
+    return Dashboard(summary, unreadable)

@@ -20,7 +20,7 @@ from smartapp.staff.console.search import Search
 from smartapp.staff.dashboard.charts import dashboard_charts, outcome_chart
 from smartapp.staff.dashboard.figures import DEFAULT_MIN_CELL
 from smartapp.staff.dashboard.outcomes import Directory
-from smartapp.staff.dashboard.service import directory, program_dashboard
+from smartapp.staff.dashboard.service import bring_up_to_date, directory, program_dashboard
 
 
 @bp.get("/dashboard")
@@ -30,6 +30,7 @@ def dashboard_page() -> ResponseReturnValue:
     search = Search.from_args(request.args)
     min_cell = int(current_app.config.get("DASHBOARD_MIN_CELL") or DEFAULT_MIN_CELL)
     viewer = signed_in()["user_ref"]
+    bring_up_to_date(current_services().db)
     with current_services().db.session() as session:
         shown = program_dashboard(
             session,

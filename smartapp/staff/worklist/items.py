@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, select
 
@@ -69,6 +70,18 @@ class Item:
     @property
     def status(self) -> str:
         return self.state.status
+
+    def arrived(self, zone: str) -> str:
+        """The ED arrival in the program's time zone, with its abbreviation (the EHR's instant
+        may carry any offset; cutting the string kept its digits and dropped the offset)."""
+        value = self.encounter_start or ""
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+        if moment.tzinfo is None:  # a dateTime without an offset: as the EHR gave it
+            return value[:16].replace("T", " ")
+        return moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
 
     @property
     def coach_name(self) -> str | None:

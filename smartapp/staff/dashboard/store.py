@@ -1,0 +1,294 @@
+"""The dashboard's visits kept beside the log (issue 15): the dashboard reads visits, never the
+whole log, on each view.
+
+`log_visit_summary` holds one row per visit (the `Visit` of `visits`, its joined state as JSON)
+and `log_summary_state` the last event joined. `bring_up_to_date` joins only the events after
+it, with the very `_Joiner` the dashboard always used (so the figures are the same), under the
+chain lock (no append races it; a view that finds nothing new takes no lock). Events are joined
+in seq order, which is time order: the chain stamps each event under its lock.
+
+A row of the log changed or deleted (a tamper mark, see `smartapp.audit.incremental`) makes the
+summaries be rebuilt from the whole log on the next view: they must never keep what the log no
+longer says. Damaged rows are left out and counted, as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from smartapp.audit import chain
+from smartapp.audit import rows as stored
+from smartapp.audit.models import LogEvent, LogSummaryState, LogTamperMark, LogVisitSummary
+from smartapp.staff.dashboard.visits import LIFECYCLE_TYPES, Visit, VisitKey, _Joiner
+
+NAME = "dashboard"
+# Only these event types feed the dashboard (never audit reads, exports or sign-ins).
+DASHBOARD_TYPES = (
+    "suggestions-shown",
+    "decision",
+    "coach-contact",
+    "coach-link",
+    "coach-close",
+    *LIFECYCLE_TYPES,  # the handoff's outcomes (issue 11)
+)
+CHUNK = 5000
+_TABLE: Table = LogVisitSummary.__table__  # type: ignore[assignment]
+_TIMES = (
+    "first_shown",
+    "arrival",
+    "decided_at",
+    "contact_at",
+    "first_contact_at",
+    "scheduled_at",
+    "attended_at",
+)
+
+
+def visit_key(key: VisitKey) -> str:
+    return hashlib.sha256(orjson.dumps(list(key))).hexdigest()
+
+
+def dump(visit: Visit) -> str:
+    """A visit as JSON (times ISO-8601, sets as sorted lists)."""
+    state = dict(visit.__dict__)
+    state["rules"] = sorted(visit.rules)
+    for name in _TIMES:
+        value = state[name]
+        state[name] = value.isoformat() if value is not None else None
+    return orjson.dumps(state).decode()
+
+
+def load(text: str) -> Visit:
+    state = orjson.loads(text)
+    for name in _TIMES:
+        if state[name] is not None:
+            state[name] = datetime.fromisoformat(state[name])
+    state["patient"] = tuple(state["patient"])
+    state["rules"] = set(state["rules"])
+    state["decisions"] = [tuple(d) for d in state["decisions"]]
+    return Visit(**state)
+
+
+class _Kept:
+    """Visits by key and by referral, read from the summary table on first use, written back
+    by `flush`."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.reset()
+
+    def reset(self) -> None:
+        self.by_key: dict[str, Visit | None] = {}
+        self.referrals: dict[str, str | None] = {}  # referral -> visit key
+        self.referral_of: dict[str, str] = {}  # visit key -> referral named in this chunk
+        self.keys: dict[int, str] = {}  # id(visit) -> its key
+        self.dirty: set[str] = set()
+        self.new: list[str] = []
+
+    def _load(self, where: Any) -> str | None:
+        row = self.session.execute(
+            select(_TABLE.c.visit_key, _TABLE.c.state)
+            .where(where)
+            .order_by(_TABLE.c.id.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        if self.by_key.get(row.visit_key) is None:
+            visit = load(row.state)
+            self.by_key[row.visit_key] = visit
+            self.keys[id(visit)] = row.visit_key
+        return row.visit_key
+
+    def get(self, key: VisitKey) -> Visit | None:
+        digest = visit_key(key)
+        if digest not in self.by_key and self._load(_TABLE.c.visit_key == digest) is None:
+            self.by_key[digest] = None
+        found = self.by_key[digest]
+        if found is not None:
+            self.dirty.add(digest)
+        return found
+
+    def put(self, key: VisitKey, visit: Visit) -> None:
+        digest = visit_key(key)
+        self.by_key[digest] = visit
+        self.keys[id(visit)] = digest
+        self.new.append(digest)
+
+    def of_referral(self, referral: str) -> Visit | None:
+        if referral not in self.referrals:
+            self.referrals[referral] = self._load(_TABLE.c.referral == referral)
+        digest = self.referrals[referral]
+        if digest is None:
+            return None
+        self.dirty.add(digest)
+        return self.by_key[digest]
+
+    def name_referral(self, referral: str, visit: Visit) -> None:
+        digest = self.keys[id(visit)]
+        self.referrals[referral] = digest
+        self.referral_of[digest] = referral
+        self.dirty.add(digest)
+
+    def visit(self, digest: str) -> Visit:
+        found = self.by_key[digest]
+        assert found is not None
+        return found
+
+    def flush(self) -> None:
+        """Write the new and changed visits, then forget them (the next chunk reads again)."""
+        fresh = set(self.new)
+        rows = [
+            {
+                "visit_key": k,
+                "referral": self.referral_of.get(k),
+                "first_shown": self.visit(k).first_shown,
+                "state": dump(self.visit(k)),
+            }
+            for k in self.new
+        ]
+        if rows:
+            self.session.execute(insert(_TABLE), rows)
+        changed = [
+            {"key": k, "state": dump(self.visit(k)), "referral": self.referral_of.get(k)}
+            for k in self.dirty - fresh
+        ]
+        if changed:
+            self.session.execute(
+                update(_TABLE)
+                .where(_TABLE.c.visit_key == bindparam("key"))
+                .values(
+                    state=bindparam("state"),
+                    referral=func.coalesce(bindparam("referral"), _TABLE.c.referral),
+                ),
+                changed,
+            )
+        self.reset()
+
+
+class _Visits:
+    """The joiner's `visits` mapping, backed by `_Kept`."""
+
+    def __init__(self, kept: _Kept) -> None:
+        self.kept = kept
+
+    def get(self, key: VisitKey) -> Visit | None:
+        return self.kept.get(key)
+
+    def __setitem__(self, key: VisitKey, visit: Visit) -> None:
+        self.kept.put(key, visit)
+
+
+class _Referrals:
+    """The joiner's `by_referral` mapping, backed by `_Kept`."""
+
+    def __init__(self, kept: _Kept) -> None:
+        self.kept = kept
+
+    def get(self, referral: str) -> Visit | None:
+        return self.kept.of_referral(referral)
+
+    def __setitem__(self, referral: str, visit: Visit) -> None:
+        self.kept.name_referral(referral, visit)
+
+
+def _state(session: Session) -> tuple[int, int, int] | None:
+    row = session.execute(
+        select(LogSummaryState.seq, LogSummaryState.mark, LogSummaryState.unreadable).where(
+            LogSummaryState.name == NAME
+        )
+    ).first()
+    return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+
+def _heads(session: Session) -> tuple[int, int]:
+    """(the log's head seq, the last tamper mark)."""
+    head = session.scalar(select(func.max(LogEvent.seq))) or 0
+    mark = session.scalar(select(func.max(LogTamperMark.id))) or 0
+    return int(head), int(mark)
+
+
+def bring_up_to_date(session: Session) -> int:
+    """Join the events appended since the last view into the kept visits (all of them again
+    when a log row was changed); returns how many damaged rows were left out."""
+    head, mark = _heads(session)
+    state = _state(session)
+    if state is not None and state[0] >= head and state[1] >= mark:
+        return state[2]
+    chain.lock(session)
+    head, mark = _heads(session)
+    state = _state(session)
+    if state is None:
+        session.execute(insert(LogSummaryState).values(name=NAME, seq=0, mark=0, unreadable=0))
+        state = (0, 0, 0)
+    done, unreadable = state[0], state[2]
+    if mark > state[1]:
+        session.execute(delete(_TABLE))
+        done, unreadable = 0, 0
+    unreadable += _join(session, done, head)
+    session.execute(
+        update(LogSummaryState)
+        .where(LogSummaryState.name == NAME)
+        .values(seq=head, mark=mark, unreadable=unreadable)
+    )
+    return unreadable
+
+
+def _join(session: Session, after: int, head: int) -> int:
+    """Join events after..head into the kept visits; returns the damaged rows left out."""
+    kept = _Kept(session)
+    joiner = _Joiner()
+    joiner.visits = _Visits(kept)  # type: ignore[assignment]
+    joiner.by_referral = _Referrals(kept)  # type: ignore[assignment]
+    query = stored.select_events(
+        LogEvent.type.in_(DASHBOARD_TYPES), LogEvent.seq > after, LogEvent.seq <= head
+    ).order_by(LogEvent.seq)
+    broken = 0
+    events = list(stored.read(session, query, 2000)) if head - after < CHUNK else None
+    for n, event in enumerate(events if events is not None else _chunks(session, query)):
+        if event.broken:
+            broken += 1
+            continue
+        joiner.add(
+            {
+                "seq": event.seq,
+                "at": event.at,
+                "type": event.type,
+                "iss": event.iss,
+                "patient_id": event.patient_id,
+                "encounter_id": event.encounter_id,
+                "data": event.data,
+            }
+        )
+        if n % CHUNK == CHUNK - 1:
+            kept.flush()
+    kept.flush()
+    return broken
+
+
+def _chunks(session: Session, query: Any) -> Iterator[Any]:
+    """The events of a long catch-up, read on a connection of their own (the writes between
+    chunks go through the session's)."""
+    with session.get_bind().connect() as reading:  # type: ignore[union-attr]
+        dialect = reading.dialect
+        result = reading.execution_options(stream_results=True, yield_per=2000).execute(query)
+        for row in result:
+            yield stored.decode(row, dialect)
+
+
+def kept_visits(session: Session, start: datetime | None, end: datetime | None) -> list[Visit]:
+    """The kept visits first shown around [start, end) (a day's margin: `summarize_visits`
+    cuts exactly), in the order they were first shown."""
+    query = select(_TABLE.c.state).order_by(_TABLE.c.id)
+    if start is not None:
+        query = query.where(_TABLE.c.first_shown >= start - timedelta(days=1))
+    if end is not None:
+        query = query.where(_TABLE.c.first_shown < end + timedelta(days=1))
+    return [load(text) for text in session.execute(query).scalars()]
