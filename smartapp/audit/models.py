@@ -124,3 +124,15 @@ class LogSummaryState(Base):
     seq: Mapped[int] = mapped_column(SeqType, default=0)
     mark: Mapped[int] = mapped_column(SeqType, default=0)  # the last tamper mark seen
     unreadable: Mapped[int] = mapped_column(Integer, default=0)  # damaged rows left out
+
+
+class LogUserName(Base):
+    """Each user's display name as last recorded where an identity was established (launches,
+    staff sign-ins), kept as the log grows (`smartapp.audit.names`) so the console names users
+    without reading every launch."""
+
+    __tablename__ = "log_user_name"
+
+    user_ref: Mapped[str] = mapped_column(String(500), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    seq: Mapped[int] = mapped_column(SeqType)
