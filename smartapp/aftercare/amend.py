@@ -221,6 +221,28 @@ def amend(
     if original is None:
         raise AmendError("Sign the visit first; an amendment changes what was signed.")
     actor = physician(context, original)
+    try:
+        target = _amend_once(services, context, original, form, actor, identifier_system, now)
+    except lifecycle.LifecycleError as exc:  # e.g. the coach closed the handoff meanwhile
+        return AmendResult("invalid", errors=[str(exc)])
+    if isinstance(target, AmendResult):
+        return target
+    if form.action == "place" and target.status == "held":
+        outbox.hold(services.db, target.id, screen.HELD_REASON)  # as Sign does: said, logged
+    return AmendResult("amended", referral=target)
+
+
+def _amend_once(
+    services: Services,
+    context: LaunchContext,
+    original: Referral,
+    form: AmendForm,
+    actor: Actor,
+    identifier_system: str,
+    now: datetime,
+) -> Referral | AmendResult:
+    """The amendment in one unit of work under the lock: the referral it wrote to, or why
+    nothing was done."""
     with services.db.session() as session:
         _lock(session, original.id, now)
         current = state_in(session, context, original)
@@ -235,9 +257,7 @@ def amend(
         else:
             target = _place(services, session, context, current, form, identifier_system, now)
         _log(session, original, current, target, form, actor)
-    if form.action == "place" and target.status == "held":
-        outbox.hold(services.db, target.id, screen.HELD_REASON)  # as Sign does: said, logged
-    return AmendResult("amended", referral=target)
+    return target
 
 
 def _no_change(form: AmendForm, current: CoachState) -> bool:

@@ -112,8 +112,9 @@ def amend(context_id: str):
         return amend_page(context, state, result.errors, form=form, status=422)
     if result.outcome == "stale":
         notice = (
-            "Nothing more was changed: this visit's coach referral was amended already "
-            "(a second click, or another window). Here is where it stands now."
+            "Nothing more was changed: this visit's coach referral changed since the page was "
+            "shown (a second click, another window, or the coach team). Here is where it "
+            "stands now."
         )
         return amend_page(context, state, notice=notice, status=409)
     if result.referral is not None:

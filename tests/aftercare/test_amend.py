@@ -239,6 +239,12 @@ def test_decline_then_accept_places_one_new_referral_even_when_posted_twice(stac
     statuses = sorted(o["status"] for o in fhir.search("ServiceRequest?patient=P01-pt"))
     assert statuses == ["active", "revoked"]
     assert len(events(stack, "decision-amended", original.id)) == 3
+    # The log still covers the tables (a decision per referral, each handoff's last status).
+    from smartapp.audit import coverage
+
+    with Database(stack.database_url).session() as session:
+        findings, note = coverage.check(session)
+    assert findings == [] and note is None
 
 
 def test_a_wrong_choice_needs_words(stack):
