@@ -15,6 +15,7 @@ the worklist, the supervisor view and the program manager's dashboard show the h
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -116,6 +117,8 @@ def coach_works_the_handoff(browser, stack: Stack, referral_id: str) -> None:
     expect(page.locator("h1.screen-title")).to_have_text("Warm handoffs", timeout=15000)
     row = page.locator(f'tr[data-referral="{referral_id}"]')
     expect(row.locator(".signer")).to_have_text(PHYSICIAN)
+    # Arrival in the program's zone, named (the supervisor page's times are local too).
+    expect(row.locator(".arrived")).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d E[SD]T$"))
     row.get_by_role("button", name="Accept").click()
     row = page.locator(f'tr[data-referral="{referral_id}"]')
     expect(row.locator(".status")).to_have_text("accepted")
