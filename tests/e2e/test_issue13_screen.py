@@ -143,3 +143,77 @@ def test_p01_signs_in_two_clicks_and_says_what_is_left_to_do(browser, stack):
     )
     assert scroll <= inner
     context.close()
+
+
+def focused(page) -> dict:
+    return page.evaluate(
+        "() => ({tag: document.activeElement.tagName, type: document.activeElement.type,"
+        " name: document.activeElement.name, value: document.activeElement.value,"
+        " id: document.activeElement.id, text: document.activeElement.innerText,"
+        " href: document.activeElement.getAttribute('href') || '',"
+        " outline: getComputedStyle(document.activeElement).outlineStyle})"
+    )
+
+
+def tab_to(page, matches, limit: int = 80) -> dict:
+    """Press Tab until the focused element matches; fail if it never does."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        now = focused(page)
+        if matches(now):
+            return now
+    raise AssertionError("not reachable by keyboard")
+
+
+def test_keyboard_only_declines_signs_and_amends(browser, stack):
+    """With the keyboard only (issue 13 item 8): accept the coach, decline buprenorphine with
+    a reason and words, accept naloxone, Sign; then open Amend from the signed page and
+    revoke the coach referral. axe-core finds no serious or critical issue on either page."""
+    from tests.e2e.test_accessibility import axe_violations, describe
+
+    context, page = open_screen(browser, stack, "P14-pt", 420)
+    assert axe_violations(page) == [], describe(axe_violations(page))
+    page.locator("body").focus()
+    tab_to(page, lambda f: f["name"] == "decision-moud-buprenorphine")
+    page.keyboard.press("ArrowRight")  # moves to, and selects, Decline
+    assert focused(page)["value"] == "decline"
+    reason = tab_to(page, lambda f: f["tag"] == "SELECT")
+    assert reason["id"] == "reason-moud-buprenorphine"  # shown once Decline is chosen
+    page.keyboard.press("ArrowDown")  # the first reason: Patient declined
+    page.keyboard.press("Tab")
+    assert focused(page)["id"] == "reason-text-moud-buprenorphine"
+    page.keyboard.type("prefers to start at home with the clinic")
+    tab_to(page, lambda f: f["name"] == "decision-naloxone-kit")
+    page.keyboard.press("Space")  # Accept
+    sign = tab_to(page, lambda f: f["tag"] == "BUTTON" and f["text"].strip() == "Sign")
+    assert sign["outline"] != "none"  # a visible focus indicator
+    page.keyboard.press("Enter")
+    expect(page.locator("#result")).to_contain_text("Written to the chart", timeout=15000)
+    decisions = {
+        d["kind"]: d for d in referral_of(stack.database_url, "P14-pt").decision["decisions"]
+    }
+    assert decisions["prc-consult"]["accepted"] is True
+    assert decisions["moud-buprenorphine"]["accepted"] is False
+    assert decisions["moud-buprenorphine"]["reason"] == "Patient declined"
+    assert decisions["moud-buprenorphine"]["text"] == "prefers to start at home with the clinic"
+    assert decisions["naloxone-kit"]["accepted"] is True
+    assert axe_violations(page) == [], describe(axe_violations(page))
+    page.screenshot(path=str(SHOTS / "P14-keyboard-signed-420.png"), full_page=True)
+
+    amend = page.locator('[data-link="aftercare.amend"]')
+    if amend.count() == 0:
+        pytest.skip("amend (helper S3's aftercare.amend) is not registered in this build")
+    page.locator("body").focus()
+    tab_to(page, lambda f: f["tag"] == "A" and f["href"].endswith("/amend"))
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Revoke the coach referral")).to_be_visible()
+    page.locator("body").focus()
+    tab_to(page, lambda f: f["name"] == "reason")
+    page.keyboard.press("Space")
+    page.keyboard.press("Tab")
+    assert focused(page)["name"] == "text"
+    page.keyboard.type("Patient wants to go home first")
+    tab_to(page, lambda f: f["type"] == "submit")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("status").first).to_contain_text("the coach referral is revoked")
+    context.close()

@@ -37,33 +37,49 @@ def open_screen(page, stack, patient_id: str):
 
 
 def test_a_decline_survives_an_error_page_and_is_what_gets_signed(page, stack):
+    """Every choice survives the error page (issue 9 item 1; issue 13: the decline fields
+    appear only once Decline is chosen, the program and a typed program are kept too)."""
     open_screen(page, stack, "P01-pt")
     coach = page.locator('fieldset[data-kind="prc-consult"]')
     expect(coach.locator('input[value="accept"]')).to_be_checked()  # opt-out
+    expect(coach.locator("#reason-prc-consult")).to_be_hidden()  # until Decline is chosen
     coach.locator('input[value="decline"]').check()
+    expect(coach.locator("#reason-prc-consult")).to_be_visible()
     coach.locator("#reason-prc-consult").select_option("patient-declined")
     coach.locator("#reason-text-prc-consult").fill("wants to talk to family first")
     coach.locator('input[name="consult-mode"][value="warm-line"]').check()
-    page.locator('fieldset[data-kind="moud-buprenorphine"] input[value="accept"]').check()
+    coach.locator("#program").select_option("bridge-clinic")
+    coach.locator(".program-pick summary").click()
+    coach.locator("#program-other").fill("Church basement group")
+    bup = page.locator('fieldset[data-kind="moud-buprenorphine"]')
+    bup.locator('input[value="decline"]').check()
+    bup.locator("#reason-moud-buprenorphine").select_option("other")  # needs words: none given
     # Naloxone left blank.
     page.get_by_role("button", name="Sign").click()
 
-    expect(page.locator(".errors")).to_contain_text("Not signed yet")
-    expect(page.locator(".errors")).to_contain_text("Naloxone kit to take home")
+    errors = page.locator(".errors")
+    expect(errors).to_contain_text("Not signed yet")
+    expect(errors).to_contain_text("Naloxone kit to take home")
+    expect(errors).to_contain_text("Offer buprenorphine: say why in a few words.")
     coach = page.locator('fieldset[data-kind="prc-consult"]')
     expect(coach.locator('input[value="decline"]')).to_be_checked()
     expect(coach.locator('input[value="accept"]')).not_to_be_checked()
     expect(coach.locator("#reason-prc-consult")).to_have_value("patient-declined")
     expect(coach.locator("#reason-text-prc-consult")).to_have_value("wants to talk to family first")
     expect(coach.locator('input[name="consult-mode"][value="warm-line"]')).to_be_checked()
-    expect(
-        page.locator('fieldset[data-kind="moud-buprenorphine"] input[value="accept"]')
-    ).to_be_checked()
+    expect(coach.locator("#program")).to_have_value("bridge-clinic")
+    expect(coach.locator("#program-other")).to_have_value("Church basement group")
+    expect(coach.locator("#program-other")).to_be_visible()  # the typed program is not hidden
+    bup = page.locator('fieldset[data-kind="moud-buprenorphine"]')
+    expect(bup.locator('input[value="decline"]')).to_be_checked()
+    expect(bup.locator("#reason-moud-buprenorphine")).to_have_value("other")
     naloxone = page.locator('fieldset[data-kind="naloxone-kit"]')
     expect(naloxone.locator('input[value="accept"]')).not_to_be_checked()
     expect(naloxone.locator('input[value="decline"]')).not_to_be_checked()
+    expect(naloxone.locator("#reason-naloxone-kit")).to_be_hidden()
 
-    # Fix only the flagged item and sign.
+    # Fix only the flagged items and sign.
+    bup.locator("#reason-text-moud-buprenorphine").fill("wants to think about it")
     naloxone.locator('input[value="accept"]').check()
     page.get_by_role("button", name="Sign").click()
     expect(page.locator("#result")).to_contain_text("Written to the chart", timeout=15000)
@@ -73,10 +89,20 @@ def test_a_decline_survives_an_error_page_and_is_what_gets_signed(page, stack):
     expect(page.locator('fieldset[data-kind="prc-consult"] .decided')).to_contain_text(
         "Patient declined (wants to talk to family first)"
     )
+    expect(page.locator('fieldset[data-kind="moud-buprenorphine"] .decided')).to_contain_text(
+        "Other (wants to think about it)"
+    )
     decisions = {d["kind"]: d for d in referral_of(stack, "P01-pt").decision["decisions"]}
     assert decisions["prc-consult"]["accepted"] is False
     assert decisions["prc-consult"]["reason"] == "Patient declined"
+    assert decisions["moud-buprenorphine"]["accepted"] is False
+    assert decisions["moud-buprenorphine"]["text"] == "wants to think about it"
+    assert decisions["naloxone-kit"]["accepted"] is True
     assert stack.reader("P01-pt").search("ServiceRequest?patient=P01-pt") == []
+    # Only naloxone was drafted: the summary says so, and what is left to do.
+    expect(page.locator("#result .after-todo")).to_contain_text(
+        "Complete and sign the draft naloxone kit order in the EHR"
+    )
 
 
 def test_sign_answers_within_its_deadline_and_the_page_follows_the_write(page, stack):
