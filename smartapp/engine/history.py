@@ -321,6 +321,16 @@ def split_by_patient(items: Iterable[ChartItem]) -> dict[str | None, list[ChartI
     return groups
 
 
+def patient_of(item: ChartItem) -> str | None:
+    """The group :func:`split_by_patient` puts a resource read on its own in (bulk-export
+    NDJSON, where nothing has a fullUrl): ``Patient/<id>``, or None when it is about no
+    patient. Lets a reader group a population's resources without holding them."""
+    full_url, resource, where = item
+    if resource["resourceType"] == "Patient":
+        return resource_key(resource, full_url, where)
+    return _patient_of(resource, {})
+
+
 def _patient_of(resource: dict[str, Any], aliases: dict[str, str]) -> str | None:
     """Key of the patient a resource's subject or patient references, if it is one."""
     for element in ("subject", "patient"):

@@ -1,10 +1,12 @@
 """``handoff rules backtest``: replay every past ED visit of a folder of charts.
 
 Reads FHIR Bundles (``*.json``: transaction, collection... one or more patients each) and
-bulk-export NDJSON (``*.ndjson``: one resource per line, resources of many patients,
-grouped by their ``subject``/``patient`` reference), replays each ED visit at its own
-time with the pure engine (``smartapp.engine.history``), on a pool of worker processes,
-and sums the results. The report's shapes are documented in ``rules/README.md``.
+bulk-export NDJSON (``*.ndjson``, ``*.ndjson.gz``: one resource per line, resources of many
+patients, grouped by their ``subject``/``patient`` reference: in memory, or for a population
+in buckets on disk, see ``backtest_ndjson``), replays each ED visit at its own time with the
+pure engine (``smartapp.engine.history``), on a pool of worker processes, and sums the
+results. The report's shapes are documented in ``rules/README.md``. ``spark_backtest`` runs
+the same tasks on Apache Spark.
 
 Input is read in ``backtest_input``, the ``--json`` report built in ``backtest_report`` and
 rendered as text in ``backtest_render``; their public names are re-exported here.
@@ -16,7 +18,7 @@ import gc
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,16 @@ from smartapp.rulestools.backtest_input import (
     read_bundle_file,
     read_ndjson_files,
 )
+from smartapp.rulestools.backtest_ndjson import (
+    IN_MEMORY_BYTES,
+    Partitioned,
+    bucket_count,
+    input_bytes,
+    partitioned,
+    read_bucket,
+    split_file,
+    temporary_folder,
+)
 from smartapp.rulestools.backtest_pool import fork_available, run_forked
 from smartapp.rulestools.backtest_render import render_text
 from smartapp.rulestools.backtest_report import (
@@ -51,8 +63,10 @@ __all__ = [
     "Backtest",
     "BacktestError",
     "NotFhirError",
+    "OnTasks",
     "PatientOutcome",
     "charts_of",
+    "collect",
     "differences",
     "find_inputs",
     "not_fhir_reason",
@@ -85,6 +99,7 @@ class PatientOutcome:
 _PACKS: list[Pack] = []
 _GROUPS: list[list[ChartItem]] = []
 _KEEP: list[KeepCodes] = []  # what the packs' rules can read (one memo per process)
+_PARTS: list[Partitioned] = []  # NDJSON split in buckets (a population), if it was
 
 
 def _init_worker(packs: list[Pack] | None, groups: list[list[ChartItem]] | None) -> None:
@@ -132,6 +147,9 @@ def _task(task: tuple[str, Any]) -> PatientOutcome:
 def _work(task: tuple[str, Any]) -> PatientOutcome:
     kind, arg = task
     keep = _KEEP[0] if _KEEP else None
+    if kind == "bucket":
+        parts, index = (_PARTS[0], arg) if isinstance(arg, int) else arg
+        return _replay_groups(_bucket_groups(parts, index), keep)
     if kind == "bundle":
         path = Path(arg)
         try:
@@ -145,6 +163,28 @@ def _work(task: tuple[str, Any]) -> PatientOutcome:
     source = _group_source(group)
     out = _replay_charts(charts_of(group, source, keep), _PACKS)
     out.source = source
+    return out
+
+
+def _bucket_groups(parts: Partitioned, index: int) -> list[list[ChartItem]]:
+    """A bucket's patients, each with the Medications about no patient (as split_by_patient
+    gives them every patient)."""
+    groups = split_by_patient(read_bucket(parts.folder, parts.paths, index))
+    for group in groups.values():
+        group.extend(parts.shared)
+    return list(groups.values())
+
+
+def _replay_groups(groups: Iterable[list[ChartItem]], keep: KeepCodes | None) -> PatientOutcome:
+    """Several NDJSON patients in one task (a bucket); source: the first one's."""
+    out = PatientOutcome()
+    for group in groups:
+        source = _group_source(group)
+        found = _replay_charts(charts_of(group, source, keep), _PACKS)
+        out.patients += found.patients
+        out.skipped += found.skipped
+        out.visits.extend(found.visits)
+        out.source = out.source or source
     return out
 
 
@@ -176,50 +216,76 @@ class Backtest:
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
 
 
+#: Told the phase (its words) and its number of tasks, then ``progress(1)`` as each ends.
+OnTasks = Callable[[str, int], None]
+
+
 def run_backtest(
     path: Path,
     packs: Sequence[Pack],
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
-    on_tasks: Callable[[int], None] | None = None,
+    on_tasks: OnTasks | None = None,
+    in_memory_bytes: int = IN_MEMORY_BYTES,
 ) -> Backtest:
     """Replay every ED visit under ``path`` with each pack (the first is the base).
 
     ``workers``: processes (default: every core; 1 runs in this process). ``on_tasks``
-    is told the number of tasks, then ``progress`` is called with 1 as each one ends.
+    is told each phase and its number of tasks, then ``progress`` is called with 1 as each
+    one ends. NDJSON larger than ``in_memory_bytes`` is grouped by patient on disk.
     Raises BacktestError naming the file on unreadable or malformed input.
     """
     packs = list(packs)
     bundles, ndjson = find_inputs(path)
+    wanted = workers if workers is not None else (os.cpu_count() or 1)
     tasks: list[tuple[str, Any]] = []
     # largest first, so one big chart does not finish alone at the end
     sizes = {p: p.stat().st_size for p in bundles}
     tasks.extend(("bundle", str(p)) for p in sorted(bundles, key=lambda p: -sizes[p]))
     groups: list[list[ChartItem]] = []
-    if ndjson:
-        with _no_gc():
-            groups = list(split_by_patient(read_ndjson_files(ndjson)).values())
-        tasks.extend(("group", i) for i in range(len(groups)))
-    if on_tasks:
-        on_tasks(len(tasks))
-    wanted = workers if workers is not None else (os.cpu_count() or 1)
-    used = max(1, min(wanted, len(tasks)))
     outcomes: list[PatientOutcome] = []
-    try:
-        if used == 1:
-            _init_worker(packs, groups)
-            for task in tasks:
-                outcomes.append(_task(task))
-                if progress:
-                    progress(1)
-        else:
-            outcomes = _run_pool(tasks, packs, groups, used, progress)
-    finally:
-        _init_worker([], [])  # let the NDJSON resources go
-        _KEEP.clear()
+    with ExitStack() as stack:
+        if ndjson and input_bytes(ndjson) > in_memory_bytes:
+            folder = Path(stack.enter_context(temporary_folder()))
+            parts = _split_ndjson(ndjson, folder, wanted, progress, on_tasks)
+            _PARTS[:] = [parts]
+            stack.callback(_PARTS.clear)
+            if parts.owned:
+                tasks.extend(("bucket", i) for i in range(parts.buckets))
+        if ndjson and (not _PARTS or not _PARTS[0].owned):
+            with _no_gc():
+                groups = list(split_by_patient(read_ndjson_files(ndjson)).values())
+            tasks.extend(("group", i) for i in range(len(groups)))
+        if on_tasks:
+            on_tasks("replaying ED visits", len(tasks))
+        used = max(1, min(wanted, len(tasks)))
+        try:
+            if used == 1:
+                _init_worker(packs, groups)
+                for task in tasks:
+                    outcomes.append(_task(task))
+                    if progress:
+                        progress(1)
+            else:
+                outcomes = _run_pool(tasks, packs, groups, used, progress)
+        finally:
+            _init_worker([], [])  # let the NDJSON resources go
+            _KEEP.clear()
+    return collect(path, packs, outcomes, len(bundles), len(ndjson), used)
+
+
+def collect(
+    path: Path,
+    packs: list[Pack],
+    outcomes: list[PatientOutcome],
+    bundle_files: int,
+    ndjson_files: int,
+    workers: int,
+) -> Backtest:
+    """The backtest from every task's outcome, in whatever order they ended."""
     outcomes.sort(key=lambda o: o.source)  # workers finish in any order
     skipped_files = [(o.source, o.not_fhir) for o in outcomes if o.not_fhir]
-    if len(skipped_files) == len(bundles) and not ndjson:
+    if len(skipped_files) == bundle_files and not ndjson_files:
         names = "; ".join(f"skipped {name} ({why})" for name, why in skipped_files)
         raise BacktestError(f"{path}: no FHIR bundles (*.json) or NDJSON files: {names}")
     visits = [v for o in outcomes for v in o.visits]
@@ -227,14 +293,42 @@ def run_backtest(
     return Backtest(
         path=path,
         packs=packs,
-        bundle_files=len(bundles) - len(skipped_files),
-        ndjson_files=len(ndjson),
-        workers=used,
+        bundle_files=bundle_files - len(skipped_files),
+        ndjson_files=ndjson_files,
+        workers=workers,
         patients=sum(o.patients for o in outcomes),
         skipped=sum(o.skipped for o in outcomes),
         visits=visits,
         skipped_files=skipped_files,
     )
+
+
+def _split_ndjson(
+    paths: list[Path],
+    folder: Path,
+    workers: int,
+    progress: Callable[[int], None] | None,
+    on_tasks: OnTasks | None,
+) -> Partitioned:
+    """Pass 1 (see backtest_ndjson): each file into the buckets, on forked workers."""
+    buckets = bucket_count(paths)
+    if on_tasks:
+        on_tasks("grouping NDJSON by patient", len(paths))
+    used = max(1, min(workers, len(paths)))
+
+    def split(index: int) -> Any:
+        with _no_gc():
+            return split_file(folder, paths, index, buckets)
+
+    if used > 1 and fork_available():
+        splits = run_forked(range(len(paths)), split, used, progress)
+    else:
+        splits = []
+        for index in range(len(paths)):
+            splits.append(split(index))
+            if progress:
+                progress(1)
+    return partitioned(folder, paths, buckets, splits)
 
 
 def _run_pool(
@@ -250,7 +344,7 @@ def _run_pool(
         _init_worker(packs, groups)
         return run_forked(tasks, _task, workers, progress)
     ctx = multiprocessing.get_context("spawn")
-    tasks = [(k, groups[a]) if k == "group" else (k, a) for k, a in tasks]
+    tasks = [_portable(k, a, groups) for k, a in tasks]
     outcomes = []
     with ctx.Pool(workers, initializer=_init_worker, initargs=(packs, None)) as pool:
         for outcome in pool.imap_unordered(_task, tasks, chunksize=1):
@@ -258,3 +352,12 @@ def _run_pool(
             if progress:
                 progress(1)
     return outcomes
+
+
+def _portable(kind: str, arg: Any, groups: list[list[ChartItem]]) -> tuple[str, Any]:
+    """A task as a spawned worker (which inherits nothing) can run it."""
+    if kind == "group":
+        return kind, groups[arg]
+    if kind == "bucket":
+        return kind, (_PARTS[0], arg)
+    return kind, arg

@@ -1,11 +1,15 @@
 """Backtest input: finding the chart files of a folder, reading FHIR Bundles (``*.json``) and
-bulk-export NDJSON (``*.ndjson``), and one chart per patient of what was read."""
+bulk-export NDJSON (``*.ndjson``, gzipped ``*.ndjson.gz``, read streaming), and one chart per
+patient of what was read."""
 
 from __future__ import annotations
 
+import gzip
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -20,7 +24,7 @@ from smartapp.engine.chart import (
 from smartapp.engine.history import split_by_patient
 
 BUNDLE_SUFFIXES = (".json",)
-NDJSON_SUFFIXES = (".ndjson",)
+NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz")
 
 
 class BacktestError(Exception):
@@ -46,7 +50,9 @@ def find_inputs(path: Path) -> tuple[list[Path], list[Path]]:
     bundles = [p for p in files if p.name.lower().endswith(BUNDLE_SUFFIXES)]
     ndjson = [p for p in files if p.name.lower().endswith(NDJSON_SUFFIXES)]
     if not bundles and not ndjson:
-        raise BacktestError(f"{path}: no FHIR bundles (*.json) or NDJSON files (*.ndjson)")
+        raise BacktestError(
+            f"{path}: no FHIR bundles (*.json) or NDJSON files (*.ndjson, *.ndjson.gz)"
+        )
     return bundles, ndjson
 
 
@@ -95,27 +101,48 @@ def read_bundle_file(path: Path) -> list[ChartItem]:
         raise BacktestError(f"{path}: {exc}") from exc
 
 
+def ndjson_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of an NDJSON file, read streaming (gzip when it ends ``.gz``);
+    BacktestError naming the file (and the line) when it cannot be read."""
+    number = 0
+    try:
+        with gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb") as f:
+            for number, line in enumerate(f, 1):
+                yield number, line
+    except (OSError, EOFError, zlib.error) as exc:
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        where = f"{path}:{number + 1}" if number else str(path)
+        raise BacktestError(f"{where}: cannot read: {why}") from exc
+
+
+def ndjson_resource(line: bytes | str, where: str) -> dict[str, Any] | None:
+    """The resource of one NDJSON line (None for a blank line), checked: BacktestError
+    naming ``file:line`` when it is not JSON, not a resource, or a Bundle."""
+    if not line.strip():
+        return None
+    try:
+        resource = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise BacktestError(f"{where}: not valid JSON: {exc}") from exc
+    if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+        raise BacktestError(f"{where}: a Bundle (NDJSON holds one resource a line)")
+    try:
+        resource_items([resource])
+    except ChartError as exc:
+        message = str(exc).removeprefix("resources[0]: ")
+        raise BacktestError(f"{where}: {message}") from exc
+    return resource
+
+
 def read_ndjson_files(paths: Iterable[Path]) -> list[ChartItem]:
     """The resources of NDJSON files, one per line (blank lines are ignored)."""
     items: list[ChartItem] = []
     for path in paths:
-        data = read_bytes(path)
-        for number, line in enumerate(data.splitlines(), 1):
-            if not line.strip():
-                continue
+        for number, line in ndjson_lines(path):
             where = f"{path}:{number}"
-            try:
-                resource = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise BacktestError(f"{where}: not valid JSON: {exc}") from exc
-            if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
-                raise BacktestError(f"{where}: a Bundle (NDJSON holds one resource a line)")
-            try:
-                resource_items([resource])
-            except ChartError as exc:
-                message = str(exc).removeprefix("resources[0]: ")
-                raise BacktestError(f"{where}: {message}") from exc
-            items.append((None, resource, where))
+            resource = ndjson_resource(line, where)
+            if resource is not None:
+                items.append((None, resource, where))
     return items
 
 

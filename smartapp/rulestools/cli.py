@@ -11,9 +11,10 @@ Output is a contract other tools read (see ``rules/README.md``):
   withheld or not triggered (the same engine call as ``eval``).
 * ``rules test [CASES...]`` runs YAML cases (suggestions, withheld reasons, notices),
   prints a diff per failure, exits 1 on any.
-* ``rules backtest PATH [--pack P] [--compare P2] [--workers N] [--json]`` replays every
-  past ED visit of a folder of bundles or NDJSON files at each moment the chart changed
-  during it; unreadable input exits 2.
+* ``rules backtest PATH [--pack P] [--compare P2] [--workers N | --engine spark [--master URL]]
+  [--progress] [--json]`` replays every past ED visit of a folder of bundles or NDJSON files
+  (``.ndjson``, ``.ndjson.gz``) at each moment the chart changed during it, on this machine's
+  processes or on Apache Spark (the same report); unreadable input exits 2.
 
 Without ``--pack`` every command uses the pack the app runs: ``packs/default.yaml`` of the
 rules directory the settings name (``RULES_DIR``, ``HANDOFF_RULES_DIR``; see
@@ -26,7 +27,6 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -348,6 +348,23 @@ def _case_issues(doc: SourceDoc, exc: ValidationError) -> list[str]:
     type=click.IntRange(min=1),
     help="Worker processes (default: every core; 1 runs in this process).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["single", "spark"]),
+    default="single",
+    show_default=True,
+    help="single: this machine's processes; spark: Apache Spark (pip install 'handoff[spark]').",
+)
+@click.option(
+    "--master",
+    default=None,
+    help="Spark master URL (--engine spark; default local[*]: every core of this machine).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show progress on stderr (default: when stderr is a terminal).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 def backtest_command(
     path: Path,
@@ -355,37 +372,39 @@ def backtest_command(
     compare: Path | None,
     valuesets: Path | None,
     workers: int | None,
+    engine: str,
+    master: str | None,
+    progress: bool | None,
     as_json: bool,
 ) -> None:
     """Replay every past ED visit under PATH (bundles, NDJSON) at its own time."""
     from smartapp.rulestools.backtest import BacktestError, render_text, report, run_backtest
+    from smartapp.rulestools.backtest_progress import Progress
 
+    if engine == "single" and master is not None:
+        _fail("error: --master is for --engine spark")
+    if engine == "spark" and workers is not None:
+        _fail("error: --workers is for --engine single (Spark's master sets the cores)")
     packs = [_load_pack_or_exit(pack, valuesets, to_stderr=True)]
     if compare is not None:
         packs.append(_load_pack_or_exit(compare, valuesets, to_stderr=True))
     started = time.perf_counter()
-    with ExitStack() as stack:
-        bars: list[Any] = []
+    shown = sys.stderr.isatty() if progress is None else progress
+    bar = Progress(sys.stderr, redraw=sys.stderr.isatty()) if shown else None
+    hooks: dict[str, Any] = {"progress": bar.advance, "on_tasks": bar.start} if bar else {}
+    try:
+        if engine == "spark":
+            from smartapp.rulestools.spark_backtest import DEFAULT_MASTER, run_spark_backtest
 
-        def on_tasks(count: int) -> None:
-            if sys.stderr.isatty() and count > 1:
-                bars.append(
-                    stack.enter_context(
-                        click.progressbar(
-                            length=count, label="replaying ED visits", file=sys.stderr
-                        )
-                    )
-                )
-
-        def progress(done: int) -> None:
-            for bar in bars:
-                bar.update(done)
-
-        try:
-            result = run_backtest(path, packs, workers, progress=progress, on_tasks=on_tasks)
-        except BacktestError as exc:
-            stack.close()
-            _fail(f"error: {exc}")
+            result = run_spark_backtest(path, packs, master or DEFAULT_MASTER, **hooks)
+        else:
+            result = run_backtest(path, packs, workers, **hooks)
+    except BacktestError as exc:
+        if bar:
+            bar.finish()
+        _fail(f"error: {exc}")
+    if bar:
+        bar.finish()
     data = report(result)
     if as_json:
         click.echo(json.dumps(data, indent=2))

@@ -1,0 +1,214 @@
+"""The backtest at population scale: both engines on 10k and 100k patients of bulk NDJSON.
+
+    python benchmarks/population.py [--sizes 10000,100000] [--engines single,spark]
+
+A population is the Synthea folder (``../shared/synthea``, 100 patients) converted to the
+bulk-export layout (one ``<Type>.ndjson`` per type the engine reads, references as
+``Type/id``) and copied with new ids (every UUID's first 8 hex digits replaced by the copy's
+number), cached under ``$TMPDIR/handoff-population/<patients>``. For each size it measures,
+each in its own process (peak memory: the whole process tree's resident memory, sampled):
+
+- the floor: reading and parsing every line (orjson), in one process, as ratios' divisor;
+- ``handoff rules backtest --engine single`` (every core; the NDJSON grouped by patient on
+  disk above 256 MB) and ``--engine spark`` (local[*]: every core);
+
+and prints visits/s, peak memory and the ratio to parsing of each. The last line is one JSON
+object; :func:`figures` gives it to ``benchmarks/scale.py``
+(``backtest_to_parse``: the single engine at the largest size, ``spark_visits_per_s_100k``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from smartapp.engine.history import READ_TYPES  # noqa: E402
+
+SYNTHEA = REPO.parent / "shared" / "synthea"
+CACHE = Path(tempfile.gettempdir()) / "handoff-population"
+TYPES = READ_TYPES | {"Medication"}
+UUID = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+URN = re.compile(r"urn:uuid:([0-9a-f-]{36})")
+MARK = "\x00ID\x00"  # where a copy's 8 hex digits go
+
+
+# ---------------------------------------------------------------------------------------
+# the population
+
+
+def templates(src: Path = SYNTHEA) -> dict[str, list[str]]:
+    """Each type's NDJSON lines of the Synthea folder, references as ``Type/id``, the first
+    8 hex digits of every UUID left as MARK (one template per patient file's resources)."""
+    by_type: dict[str, list[str]] = defaultdict(list)
+    for path in sorted(src.glob("*.json")):
+        bundle = orjson.loads(path.read_bytes())
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            continue
+        entries = [e for e in bundle.get("entry", ()) if "resource" in e]
+        keys = {
+            e["fullUrl"]: f"{e['resource']['resourceType']}/{e['resource']['id']}"
+            for e in entries
+            if e.get("fullUrl") and e["resource"].get("id")
+        }
+        for entry in entries:
+            resource = entry["resource"]
+            if resource["resourceType"] not in TYPES:
+                continue
+            text = orjson.dumps(resource).decode()
+            text = URN.sub(lambda m, keys=keys: keys.get(m.group(0), m.group(0)), text)
+            by_type[resource["resourceType"]].append(UUID.sub(lambda m: MARK + m.group(1), text))
+    return dict(by_type)
+
+
+def write_population(dest: Path, patients: int, gz: bool = False, src: Path = SYNTHEA) -> Path:
+    """``patients`` patients (copies of the Synthea folder's, new ids) as bulk NDJSON in
+    ``dest`` (cached: written once, a marker file says it is whole)."""
+    done = dest / ".complete"
+    if done.exists():
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    lines = templates(src)
+    per_copy = len(lines.get("Patient", ())) or 1
+    copies = -(-patients // per_copy)
+    for rtype, rows in sorted(lines.items()):
+        template = "\n".join(rows) + "\n"
+        name = dest / (f"{rtype}.ndjson.gz" if gz else f"{rtype}.ndjson")
+        with _open(name, gz) as out:
+            for copy in range(copies):
+                out.write(template.replace(MARK, f"{copy:08x}"))
+    done.write_text(str(patients))
+    return dest
+
+
+def _open(path: Path, gz: bool) -> Any:
+    if gz:
+        return gzip.open(path, "wt", compresslevel=1)
+    return path.open("w", buffering=1 << 22)
+
+
+# ---------------------------------------------------------------------------------------
+# measuring
+
+
+def _tree_rss(root: int) -> int:
+    """Resident memory (bytes) of a process and all its descendants."""
+    children: dict[int, list[int]] = defaultdict(list)
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry)
+        children[int(fields[1])].append(pid)
+        rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, ()))
+    return total
+
+
+def measured(command: list[str]) -> tuple[float, int, str]:
+    """Run a command: (seconds, peak resident memory of its process tree, stdout)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.25):
+            peak[0] = max(peak[0], _tree_rss(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, _ = proc.communicate()
+    elapsed = time.perf_counter() - started
+    stop.set()
+    sampler.join()
+    if proc.returncode:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(command)}")
+    return elapsed, peak[0], out
+
+
+PARSE = """
+import sys, orjson, pathlib
+n = 0
+for p in sorted(pathlib.Path(sys.argv[1]).glob('*.ndjson')):
+    with p.open('rb') as f:
+        for line in f:
+            orjson.loads(line); n += 1
+print(n)
+"""
+
+
+def run_size(patients: int, engines: list[str]) -> dict[str, Any]:
+    folder = write_population(CACHE / str(patients), patients)
+    size = sum(p.stat().st_size for p in folder.glob("*.ndjson"))
+    print(f"{patients} patients: {size / 1e9:.2f} GB of NDJSON in {folder}", file=sys.stderr)
+    parse_s, parse_mem, _ = measured([sys.executable, "-c", PARSE, str(folder)])
+    row: dict[str, Any] = {"patients": patients, "bytes": size, "parse_s": round(parse_s, 1)}
+    row["parse_peak_mb"] = parse_mem // 2**20
+    handoff = str(Path(sys.executable).with_name("handoff"))
+    for engine in engines:
+        command = [handoff, "rules", "backtest", str(folder), "--json", "--progress"]
+        command += ["--engine", engine]
+        seconds, peak, out = measured(command)
+        report = json.loads(out)
+        row[engine] = {
+            "seconds": round(seconds, 1),
+            "visits": report["visits"],
+            "patients": report["patients"],
+            "visits_per_s": round(report["visits"] / seconds, 1),
+            "peak_mb": peak // 2**20,
+            "to_parse": round(seconds / parse_s, 2),
+        }
+        print(f"  {engine}: {row[engine]}", file=sys.stderr)
+    return row
+
+
+def figures(sizes: tuple[int, ...] = (10_000, 100_000)) -> dict[str, Any]:
+    """The population figures, for benchmarks/scale.py: its two keys and every row."""
+    rows = [run_size(n, ["single", "spark"]) for n in sizes]
+    largest = rows[-1]
+    return {
+        "backtest_to_parse": largest["single"]["to_parse"],
+        "spark_visits_per_s_100k": next(
+            (r["spark"]["visits_per_s"] for r in rows if r["patients"] == 100_000), None
+        ),
+        "population": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--engines", default="single,spark")
+    args = parser.parse_args()
+    engines = args.engines.split(",")
+    rows = [run_size(int(n), engines) for n in args.sizes.split(",")]
+    print(json.dumps({"population": rows}))
+
+
+if __name__ == "__main__":
+    main()
