@@ -1,7 +1,7 @@
 """Build hook: ship the default rules inside the package, so an installed wheel runs.
 
 ``rules/`` stays the informatics-owned source in the repository. At build time its
-``packs/``, ``valuesets/`` and ``schema/`` are copied into the wheel as
+``packs/``, ``valuesets/``, ``schema/`` and ``aids/`` (the decision aids' items) are copied into the wheel as
 ``smartapp/default_rules/``, where ``smartapp.engine.location`` finds them when Handoff
 runs from an installed package (a checkout, and an editable install, read ``rules/``).
 Everything else about the package is in ``pyproject.toml``.
@@ -16,7 +16,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-SHIPPED_RULES = ("packs", "valuesets", "schema")
+SHIPPED_RULES = ("packs", "valuesets", "schema", "aids")
 PACKAGED_RULES = Path("smartapp") / "default_rules"
 
 
