@@ -23,8 +23,6 @@ from smartapp.writeback import outbox
 from tests import launch_flow
 from tests.stacks import start_stack
 
-pytestmark = pytest.mark.integration
-
 PHYSICIAN_REF = "Practitioner/"
 
 

@@ -20,8 +20,6 @@ from tests.app.test_lifecycle_writes import (
     medplum_search,
 )
 
-pytestmark = pytest.mark.integration
-
 PHYSICIAN = Actor("physician", "Avery Demo, MD", "Practitioner/demo-ed-physician")
 
 

@@ -18,8 +18,6 @@ from tests import launch_flow
 from tests.aftercare.test_amend import amend_form, context_of, shown_of, sign
 from tests.stacks import start_stack
 
-pytestmark = pytest.mark.integration
-
 PROGRAM = "bridge-clinic"  # catalog/sample: Example Bridge Clinic
 PROGRAM_PHONE = "(555) 555-0111"
 WARM_LINE_PHONE = "(555) 555-0142"  # catalog/sample: Example Peer Recovery Warmline
@@ -143,7 +141,6 @@ def test_every_language_file_has_every_text_and_fits_latin1():
         flat.encode("latin-1")
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize("language", sheets.LANGUAGES)
 def test_the_html_sheet_prints_on_one_page_in_chromium(stack, signed, browser, language, tmp_path):
     """The HTML sheet in Chromium: a screenshot to look at, and printed (its print
