@@ -30,11 +30,10 @@ from smartapp.cdshooks import cards, prefetch
 from smartapp.cdshooks.clients import CdsClient
 from smartapp.cdshooks.discovery import CdsSettings, HookService
 from smartapp.cdshooks.models import HookRequest, HookResponse, PatientContext, first_problem
-from smartapp.db import LaunchContext
+from smartapp.db import LaunchContext, Referral
 from smartapp.engine import ChartError
 from smartapp.screen.service import shown_from_read, shown_suggestion
 from smartapp.screen.shown import shown_log_data
-from smartapp.writeback import outbox
 from smartapp.writeback import resources as writeback
 
 if TYPE_CHECKING:
@@ -97,10 +96,12 @@ def visit_key(iss: str, encounter_id: str | None, patient_id: str) -> str:
 
 
 def decided(services: Services, iss: str, patient_id: str, encounter_id: str | None) -> bool:
-    """Signed in Handoff or accepted on a card (a referral), or overridden on a card."""
-    if outbox.for_visit(services.db, visit_key(iss, encounter_id, patient_id)) is not None:
-        return True
+    """Signed in Handoff or accepted on a card (a referral), or overridden on a card: one
+    read of the referral's unique key and the log's patient index."""
+    key = visit_key(iss, encounter_id, patient_id)
     with services.db.session() as db:
+        if db.scalar(select(Referral.id).where(Referral.visit_key == key)) is not None:
+            return True
         query = (
             select(LogEvent.seq)
             .where(
