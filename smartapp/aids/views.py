@@ -40,7 +40,8 @@ def aids_helpers() -> dict:
     return {"aids_data": settings, "aids_recorded": aids_recorded}
 
 
-def refused(context, title: str, message: str, status: int):
+def refused(title: str, message: str, status: int):
+    """The error page for an aid that was not recorded, with the status to answer."""
     log.info("aid refused: status=%s", status)
     page = render_template(
         "error.html",
@@ -59,9 +60,9 @@ def cows(context_id: str):
     try:
         service.record_cows(current_services(), context, sent, settings(), datetime.now(UTC))
     except data.AidInputError as exc:
-        return refused(context, "The COWS was not recorded", str(exc), 422)
+        return refused("The COWS was not recorded", str(exc), 422)
     except service.AidRefused as exc:
-        return refused(context, "The COWS was not recorded", str(exc), exc.status)
+        return refused("The COWS was not recorded", str(exc), exc.status)
     return redirect(url_for("screen.show", context_id=context.id) + "#aid-cows")
 
 
@@ -75,7 +76,7 @@ def dsm5(context_id: str):
     try:
         service.record_dsm5(current_services(), context, ticked, settings())
     except data.AidInputError as exc:
-        return refused(context, "The checklist was not recorded", str(exc), 422)
+        return refused("The checklist was not recorded", str(exc), 422)
     except service.AidRefused as exc:
-        return refused(context, "The checklist was not recorded", str(exc), exc.status)
+        return refused("The checklist was not recorded", str(exc), exc.status)
     return redirect(url_for("screen.show", context_id=context.id) + "#aid-dsm5")
