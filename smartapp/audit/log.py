@@ -19,8 +19,7 @@ import re
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from smartapp.audit import chain
-from smartapp.audit import rows as stored
+from smartapp.audit import chain, names
 from smartapp.audit.canonical import normalize_data
 from smartapp.audit.models import LogCheckpoint, LogEvent
 
@@ -135,14 +134,9 @@ def record_read(
 
 def user_names(session: Session) -> dict[str, str]:
     """Each user's display name, as last recorded where an identity was established (launches,
-    staff sign-ins), by the user's reference. Damaged rows are skipped."""
-    query = stored.select_events(LogEvent.type.in_(NAMED_TYPES), LogEvent.user_ref.is_not(None))
-    names: dict[str, str] = {}
-    for event in stored.read(session, query.order_by(LogEvent.seq), 2000):
-        name = (event.data or {}).get("user_name")
-        if isinstance(name, str) and name and event.user_ref:
-            names[event.user_ref] = name
-    return names
+    staff sign-ins), by the user's reference. Damaged rows are skipped. Kept beside the log
+    (`smartapp.audit.names`): only the events since the last call are read."""
+    return names.user_names(session)
 
 
 def checkpoint(session: Session) -> LogCheckpoint | None:

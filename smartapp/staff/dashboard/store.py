@@ -209,8 +209,10 @@ def _state(session: Session) -> tuple[int, int, int] | None:
 
 
 def _heads(session: Session) -> tuple[int, int]:
-    """(the log's head seq, the last tamper mark)."""
-    head = session.scalar(select(func.max(LogEvent.seq))) or 0
+    """(the last seq of an event the dashboard counts, the last tamper mark): what the kept
+    visits must reach. Other events (audit reads: one per view) never make a view catch up."""
+    head = session.scalar(select(func.max(LogEvent.seq)).where(LogEvent.type.in_(DASHBOARD_TYPES)))
+    head = head or 0
     mark = session.scalar(select(func.max(LogTamperMark.id))) or 0
     return int(head), int(mark)
 

@@ -1,0 +1,94 @@
+"""Users' display names kept beside the log (issue 15): `log_user_name`, brought up to date
+from the events appended since (launches and staff sign-ins only), so that the console names
+users without reading every launch of the log on each page.
+
+The name kept is the one `log.user_names` always gave: the last one recorded for the user in
+seq order; damaged rows are skipped. A row of the log changed or deleted (a tamper mark) makes
+the names be read again from the whole log.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from smartapp.audit import chain
+from smartapp.audit import rows as stored
+from smartapp.audit.models import LogEvent, LogSummaryState, LogTamperMark, LogUserName
+
+NAME = "user-names"
+NAMED_TYPES = ("launch", "staff-sign-in")
+
+
+def _targets(session: Session) -> tuple[int, int]:
+    """(the last seq of a naming event, the last tamper mark): what the names must reach."""
+    last = session.scalar(select(func.max(LogEvent.seq)).where(LogEvent.type.in_(NAMED_TYPES)))
+    mark = session.scalar(select(func.max(LogTamperMark.id)))
+    return int(last or 0), int(mark or 0)
+
+
+def _state(session: Session) -> tuple[int, int] | None:
+    row = session.execute(
+        select(LogSummaryState.seq, LogSummaryState.mark).where(LogSummaryState.name == NAME)
+    ).first()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def bring_up_to_date(session: Session) -> None:
+    """Read the naming events since the last time (all of them after a tamper mark). Takes the
+    chain lock only when there is something to read."""
+    last, mark = _targets(session)
+    state = _state(session)
+    if state is not None and state[0] >= last and state[1] >= mark:
+        return
+    chain.lock(session)
+    last, mark = _targets(session)
+    state = _state(session)
+    if state is None:
+        session.execute(insert(LogSummaryState).values(name=NAME, seq=0, mark=0, unreadable=0))
+        state = (0, 0)
+    after = state[0]
+    if mark > state[1]:
+        session.execute(delete(LogUserName))
+        after = 0
+    found: dict[str, tuple[str, int]] = {}
+    query = stored.select_events(
+        LogEvent.type.in_(NAMED_TYPES),
+        LogEvent.user_ref.is_not(None),
+        LogEvent.seq > after,
+        LogEvent.seq <= last,
+    ).order_by(LogEvent.seq)
+    for event in stored.read(session, query, 2000):
+        name = (event.data or {}).get("user_name")
+        if isinstance(name, str) and name and event.user_ref:
+            found[event.user_ref] = (name, event.seq)
+    _keep(session, found)
+    session.execute(
+        update(LogSummaryState).where(LogSummaryState.name == NAME).values(seq=last, mark=mark)
+    )
+
+
+def _keep(session: Session, found: dict[str, tuple[str, int]]) -> None:
+    if not found:
+        return
+    known = set(
+        session.scalars(select(LogUserName.user_ref).where(LogUserName.user_ref.in_(list(found))))
+    )
+    fresh = [
+        {"user_ref": ref, "name": name, "seq": seq}
+        for ref, (name, seq) in found.items()
+        if ref not in known
+    ]
+    if fresh:
+        session.execute(insert(LogUserName), fresh)
+    for ref in known:
+        name, seq = found[ref]
+        session.execute(
+            update(LogUserName).where(LogUserName.user_ref == ref).values(name=name, seq=seq)
+        )
+
+
+def user_names(session: Session) -> dict[str, str]:
+    """Each user's display name by reference (brought up to date first)."""
+    bring_up_to_date(session)
+    return dict(session.execute(select(LogUserName.user_ref, LogUserName.name)).tuples().all())
