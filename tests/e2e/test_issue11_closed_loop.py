@@ -140,6 +140,7 @@ def coach_works_the_handoff(browser, stack: Stack, referral_id: str) -> None:
     consent = page.locator('li[data-status="active"]')
     expect(consent).to_contain_text(PARTNER)
     expect(consent).to_contain_text(COACH)
+    expect(consent.locator(".program")).to_have_text("Example Bridge Clinic")  # as chosen
     shot(page, "3-consent")
     violations = axe_violations(page)
     assert violations == [], describe(violations)
