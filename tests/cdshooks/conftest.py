@@ -18,6 +18,7 @@ from tests.stacks import Stack
 
 ISSUER = "https://ehr.test.example/cds-client"
 READ_SCOPE = "launch openid fhirUser patient/*.rs"
+ORIGIN = "https://ehr-web.test.example"  # a browser-based CDS client's page
 
 
 @dataclass
@@ -58,7 +59,7 @@ def cds(tmp_path_factory, shared_dir) -> Iterator[CdsStack]:
     folder = tmp_path_factory.mktemp("cdshooks")
     stack, _kid = start_backend_stack(folder, shared_dir, proxy=True, CDS_BUDGET_SECONDS=3.0)
     key = new_key("test-ehr-1")
-    trust(stack.launch_dir, key, ISSUER)
+    trust(stack.launch_dir, key, ISSUER, origins=[ORIGIN])
     client = CdsClient(stack.app.url, ISSUER, key, f"{stack.ehr_url}/fhir")
     try:
         yield CdsStack(stack, client, key, {})

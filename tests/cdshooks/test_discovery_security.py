@@ -13,6 +13,7 @@ from smartapp.audit.models import LogEvent
 from smartapp.cdshooks.prefetch import TEMPLATES
 from smartapp.db import Database
 from tests.cdshooks.cds_client import PATIENT_VIEW, CdsClient, new_key
+from tests.cdshooks.conftest import ORIGIN
 
 HOOKS = {"patient-view", "encounter-start", "order-select", "order-sign"}
 
@@ -84,5 +85,19 @@ def test_malformed_requests_get_400_with_a_reason(cds):
 
 def test_cors_allows_only_the_listed_origins(cds):
     url = cds.client.url(PATIENT_VIEW)
+    preflight = {"Access-Control-Request-Method": "POST"}
+    listed = requests.options(url, headers={"Origin": ORIGIN} | preflight, timeout=10)
+    assert listed.status_code == 204
+    assert listed.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert "Authorization" in listed.headers["Access-Control-Allow-Headers"]
+    assert "POST" in listed.headers["Access-Control-Allow-Methods"]
+    body = cds.client.request("P06-pt", "P06-enc", {})
+    answer = requests.post(
+        url,
+        json=body,
+        headers={"Origin": ORIGIN, "Authorization": f"Bearer {cds.client.jwt(url)}"},
+        timeout=10,
+    )
+    assert answer.headers["Access-Control-Allow-Origin"] == ORIGIN
     stranger = requests.options(url, headers={"Origin": "https://evil.example"}, timeout=10)
     assert "Access-Control-Allow-Origin" not in stranger.headers

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
 
@@ -109,3 +110,43 @@ def test_fhir_server_down_answers_within_the_budget_with_no_card(cds):
     assert status == 200 and answer["cards"] == []
     assert time.monotonic() - started < 4.0
     proxy.clear_faults()
+
+
+def naloxone_order(code: str) -> dict:
+    order = {
+        "resourceType": "MedicationRequest",
+        "id": "draft-1",
+        "status": "draft",
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": code}]
+        },
+        "subject": {"reference": "Patient/P13-pt"},
+    }
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": order}]}
+
+
+def test_order_hooks_answer_only_for_the_trigger_orders(cds):
+    patient, encounter = "P13-pt", "P13-enc"
+    service = "handoff-order-select"
+    prefetch = prefetch_from(cds.client.discovery(), service, cds.reader(patient), patient)
+    naloxone = cds.client.request(
+        patient,
+        encounter,
+        prefetch,
+        hook="order-select",
+        selections=["MedicationRequest/draft-1"],
+        draftOrders=naloxone_order("1725059"),  # naloxone 4 mg nasal spray (pack value set)
+    )
+    status, answer = cds.client.call(naloxone, service)
+    assert status == 200, answer
+    (card,) = answer["cards"]
+    kinds = {s["kind"] for s in card["extension"]["handoff-offer"]["suggestions"]}
+    assert "prc-consult" in kinds
+    other = dict(naloxone, hookInstance=str(uuid.uuid4()))
+    other["context"] = naloxone["context"] | {"draftOrders": naloxone_order("197361")}
+    status, answer = cds.client.call(other, service)
+    assert status == 200 and answer["cards"] == []  # a code outside the trigger value sets
+    # the hook must be the service's own
+    status, answer = cds.client.call(naloxone, PATIENT_VIEW)
+    assert status == 400
