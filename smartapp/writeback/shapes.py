@@ -288,7 +288,7 @@ def provenance(visit: Visit, targets: list[PlannedResource]) -> PlannedResource:
         "recorded": visit.signed,
         "agent": [
             _agent("author", visit.requester or {"display": referral.user_name or "unknown user"}),
-            _agent("assembler", {"display": "Handoff"}),
+            _agent("assembler", {"type": "Device", "display": "Handoff"}),
         ],
         "entity": [{"role": "source", "what": pack}],
     }
