@@ -3,8 +3,9 @@ chart from the same EHR, measured side by side in one run (issue 13).
 
     python benchmarks/launch.py [--launches N] [--patient P01-pt]
 
-A sandbox EHR and Handoff run on local ports in this process's threads (as the tests run
-them: real HTTP, real OAuth, SQLite). Each launch goes through the EHR launch and the token
+A sandbox EHR and Handoff run on local ports, each in a process of its own (as an EHR and
+Handoff run: neither shares an interpreter with the other or with this client; real HTTP, real
+OAuth, SQLite). Each launch goes through the EHR launch and the token
 exchange; then the screen's GET (/c/<context>: the chart read, the evaluation, the render,
 what was shown recorded) is timed, and right after it one FHIR batch of the same reads and
 searches Handoff makes (`smartapp.fhir.chart.chart_searches`), with a token of its own, is
@@ -35,7 +36,74 @@ from tests.conftest import TEST_READER, TEST_READER_REDIRECT  # noqa: E402
 from tests.launch_flow import authorize, start  # noqa: E402
 from tests.shared import SHARED_DIR  # noqa: E402
 from tests.smart_helpers import token_for  # noqa: E402
-from tests.stacks import start_stack  # noqa: E402
+from tests.stacks import started  # noqa: E402
+
+
+def serve_ehr(folder: Path, ehr_port: int, app_port: int) -> None:
+    """The sandbox EHR with the scenario charts, in this (child) process."""
+    from smartapp.sandbox import SandboxClient, create_sandbox_app
+    from smartapp.web.serving import serve_in_thread
+
+    quiet()
+    app_url = f"http://127.0.0.1:{app_port}"
+    ehr = create_sandbox_app(
+        base_url=f"http://127.0.0.1:{ehr_port}",
+        database_url=f"sqlite:///{folder / 'sandbox.sqlite'}",
+        clients=[
+            SandboxClient(
+                client_id="handoff-test",
+                redirect_uris=[f"{app_url}/callback"],
+                launch_url=f"{app_url}/launch",
+            ),
+            SandboxClient(
+                client_id=TEST_READER,
+                redirect_uris=[TEST_READER_REDIRECT],
+                launch_url="http://127.0.0.1:9/launch",
+                name="Test reader",
+            ),
+        ],
+        shared_dir=SHARED_DIR,
+        seed=("scenarios",),
+        test_controls=True,
+    )
+    serve_in_thread(ehr, "127.0.0.1", ehr_port).thread.join()
+
+
+def serve_handoff(folder: Path, ehr_port: int, app_port: int) -> None:
+    """Handoff registered with that EHR, in this (child) process."""
+    from tests.conftest import start_app, write_registration
+
+    quiet()
+    write = {"profile": "fhir-rest", "doc_status": "final", "part2_program": False}
+    write["coach_team"] = {"display": "Peer recovery coach team"}
+    launch_dir = write_registration(
+        folder / "launch", f"http://127.0.0.1:{ehr_port}", client_id="handoff-test", write=write
+    )
+    app = start_app(folder / "app", app_port, launch_dir)
+    app.thread.join()
+
+
+def quiet() -> None:
+    import logging
+
+    logging.disable(logging.INFO)
+
+
+def start_servers(folder: Path) -> tuple[list, str, str]:
+    """The EHR and Handoff, each in a process of its own: (processes, EHR URL, app URL)."""
+    import multiprocessing
+
+    from smartapp.web.serving import reserve_port
+
+    ehr_port, app_port = reserve_port(), reserve_port()
+    fork = multiprocessing.get_context("fork")
+    ehr_url, app_url = f"http://127.0.0.1:{ehr_port}", f"http://127.0.0.1:{app_port}"
+    processes = []
+    for target, url in ((serve_ehr, f"{ehr_url}/fhir/metadata"), (serve_handoff, app_url)):
+        process = fork.Process(target=target, args=(folder, ehr_port, app_port), daemon=True)
+        process.start()
+        processes.append(started(process, url, 60))
+    return processes, ehr_url, app_url
 
 
 def screen_time(app_url: str, ehr_url: str, patient_id: str) -> float:
@@ -80,24 +148,25 @@ def main() -> None:
     parser.add_argument("--patient", default="P01-pt")
     args = parser.parse_args()
     launches = max(args.launches, 20)
+    quiet()
     with tempfile.TemporaryDirectory() as folder:
-        stack = start_stack(Path(folder), SHARED_DIR)
+        processes, ehr_url, app_url = start_servers(Path(folder))
         try:
-            app_url = f"http://127.0.0.1:{stack.app_port}"
-            fhir = f"{stack.ehr_url}/fhir"
-            token = token_for(stack.ehr_url, args.patient, TEST_READER, TEST_READER_REDIRECT)
+            fhir = f"{ehr_url}/fhir"
+            token = token_for(ehr_url, args.patient, TEST_READER, TEST_READER_REDIRECT)
             encounter = args.patient.replace("-pt", "-enc")
             searches = chart_searches(args.patient, encounter, datetime.now(UTC), 30)
             session = requests.Session()
             for _ in range(3):  # warm both sides (imports, caches, connections)
-                screen_time(app_url, stack.ehr_url, args.patient)
+                screen_time(app_url, ehr_url, args.patient)
                 batch_time(session, fhir, token["access_token"], searches)
             screens, batches = [], []
             for _ in range(launches):
-                screens.append(screen_time(app_url, stack.ehr_url, args.patient))
+                screens.append(screen_time(app_url, ehr_url, args.patient))
                 batches.append(batch_time(session, fhir, token["access_token"], searches))
         finally:
-            stack.stop()
+            for process in processes:
+                process.kill()
     screen_ms = statistics.median(screens) * 1000
     batch_ms = statistics.median(batches) * 1000
     print(f"screen after the token exchange: median {screen_ms:.1f} ms over {launches} launches")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -126,14 +127,19 @@ def read_chart(
 
 
 def build_shown(
-    services: Services, context: LaunchContext, settings: ScreenSettings, now: datetime
+    services: Services,
+    context: LaunchContext,
+    settings: ScreenSettings,
+    now: datetime,
+    reading: Future | None = None,
 ) -> dict:
-    """Read the chart, evaluate the pack, and describe what the physician will see.
-    Raises FhirError (the chart could not be read), ChartError (it could not be understood)
-    or sessions.SessionEnded."""
-    read, unreadable = read_chart(services, context, settings, now)
+    """Read the chart (or take the read under way: `reading`), evaluate the pack, and
+    describe what the physician will see. Raises FhirError (the chart could not be read),
+    ChartError (it could not be understood) or sessions.SessionEnded."""
     # COWS scores recorded with the calculator and kept in Handoff count like the chart's own.
-    read.resources.extend(aids.kept_resources(services.db, context.id))
+    kept = aids.kept_resources(services.db, context.id)
+    read, unreadable = reading.result() if reading else read_chart(services, context, settings, now)
+    read.resources.extend(kept)
     registration = services.registry.by_id(context.registration_id)
     if registration is None:
         raise LookupError(f"no registration {context.registration_id!r} for this launch")
@@ -183,14 +189,23 @@ def shown_from_read(
 
 
 def present(
-    services: Services, context: LaunchContext, settings: ScreenSettings, now: datetime
+    services: Services,
+    context: LaunchContext,
+    settings: ScreenSettings,
+    now: datetime,
 ) -> dict:
     """What the physician sees for the launch (see `build_shown`), with who signs (read now
     with the chart, so that Sign itself waits for nothing but its write), recorded on the
     launch and in the referral log."""
-    shown = build_shown(services, context, settings, now)
+    # The chart is read in a thread of its own while what does not depend on it (the coach
+    # team's caseload, what the aids kept) is read here: the EHR's answer is the long wait.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chart") as pool:
+        reading = pool.submit(read_chart, services, context, settings, now)
+        expectation = coach_expectation(services, settings, now)
+        shown = build_shown(services, context, settings, now, reading)
+    # after the read: a token refresh it needed is done, never two at once
     shown["signer_name"] = signer.display_name(services, context)
-    shown["coach_expectation"] = coach_expectation(services, settings, now)
+    shown["coach_expectation"] = expectation
     record_shown(services, context, shown)
     return shown
 
