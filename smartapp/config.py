@@ -191,3 +191,13 @@ class Defaults:
     CDS_JWT_MAX_SECONDS: int = 300
     # How long a CDS client's JWKS fetched from its URL is kept (an unknown kid re-fetches it).
     CDS_JWKS_CACHE_SECONDS: int = 300
+    # Operations (issue 15): the log's format, "json" (one object per line with the request
+    # id; the default outside the demo) or "text" (the demo's default). None: by DEMO.
+    LOG_FORMAT: str | None = None
+    # /metrics answers only with `Authorization: Bearer <METRICS_TOKEN>` when set (None: open,
+    # as Prometheus scrapes inside the cluster; the figures hold no PHI).
+    METRICS_TOKEN: str | None = None
+    # Test each pooled database connection with a round trip before use (PostgreSQL; SQLite
+    # never needs it). Off: a launch checks out dozens of sessions; connections are renewed
+    # every 25 minutes and a dead one invalidates the pool (smartapp/db.py).
+    DATABASE_PRE_PING: bool = False

@@ -213,10 +213,19 @@ class StaffSignIn(Base):
 class Database:
     """An engine and a session factory; `session()` is a unit of work that commits or rolls back."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pre_ping: bool = False) -> None:
+        """`pre_ping`: test each pooled connection with a round trip before use (DATABASE_
+        PRE_PING). Off by default: a launch checks out dozens of sessions, and a ping each was
+        a visible part of its CPU. SQLite (a file) never needs it. A server database renews
+        connections after POOL_RECYCLE_SECONDS (before the usual idle cuts of firewalls and
+        proxies), and a connection found dead invalidates the whole pool, so after a database
+        restart one request fails and the next ones get fresh connections; turn pre-ping on
+        where even that one must not fail."""
         self.url = url
-        connect_args = {"check_same_thread": False} if url.startswith("sqlite") else {}
-        self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        sqlite = url.startswith("sqlite")
+        connect_args = {"check_same_thread": False} if sqlite else {}
+        pool = {} if sqlite else {"pool_pre_ping": pre_ping, "pool_recycle": POOL_RECYCLE_SECONDS}
+        self.engine = create_engine(url, connect_args=connect_args, **pool)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
@@ -300,6 +309,10 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+# A server database's pooled connections are renewed after this long (seconds): under the
+# common 30-60 minute idle cuts of firewalls, proxies and managed databases.
+POOL_RECYCLE_SECONDS = 1500
+
 # The PostgreSQL advisory lock migrations queue on (any number; the same in every process).
 MIGRATE_LOCK = 0x48414E44  # "HAND"
 
@@ -345,6 +358,6 @@ def _file_lock(path: Path | None) -> Iterator[None]:
 # The referral log's tables live with the audit code (hash chain, checkpoints) and the partner
 # tables (consents to share, partner tokens) with the partner code; importing them here keeps
 # `LogEvent` reachable as `smartapp.db.LogEvent` and puts every table in `Base.metadata`.
-import smartapp.partners.models  # noqa: E402, F401
 import smartapp.cdshooks.store  # noqa: E402, F401  (CDS Hooks: JWT ids used)
+import smartapp.partners.models  # noqa: E402, F401
 from smartapp.audit.models import LogEvent  # noqa: E402, F401

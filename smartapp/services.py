@@ -57,7 +57,7 @@ def init_app(app: Flask, use: str = "serve") -> None:
         app.config.get("DATABASE_URL") or f"sqlite:///{Path(app.instance_path) / 'handoff.sqlite'}"
     )
     app.config["DATABASE_URL"] = url
-    db = Database(url)
+    db = Database(url, pre_ping=bool(app.config.get("DATABASE_PRE_PING")))
     if use in ("serve", "migrate"):
         db.migrate()
     elif use == "existing":

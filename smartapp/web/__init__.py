@@ -1,6 +1,7 @@
 """Cross-cutting web concerns, one module each: the browser's opaque session id (browser.py),
 CSRF (csrf.py), security headers and the CSP (headers.py), error pages (errors.py), access-log
-redaction (logs.py), and serving in a thread for the demo and tests (serving.py).
+redaction and JSON log lines (logs.py), and serving in a thread for the demo and tests
+(serving.py). `init_app` also installs smartapp.ops (health, readiness, metrics, request ids).
 
 `init_app` installs them on the app; the names views import are re-exported here."""
 
@@ -47,3 +48,8 @@ def init_app(app: Flask) -> None:
     policy = content_security_policy(o for reg in registry for o in reg.frame_ancestors)
     install_security_headers(app, policy)
     install_error_pages(app)
+
+    # Health, readiness, metrics, request ids and JSON logs (imported here for the same reason).
+    from smartapp import ops
+
+    ops.init_app(app)
