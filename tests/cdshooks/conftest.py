@@ -54,14 +54,19 @@ class CdsStack:
         }
 
 
-@pytest.fixture(scope="package")
-def cds(tmp_path_factory, shared_dir) -> Iterator[CdsStack]:
-    folder = tmp_path_factory.mktemp("cdshooks")
+def start_cds_stack(folder, shared_dir) -> CdsStack:
     stack, _kid = start_backend_stack(folder, shared_dir, proxy=True, CDS_BUDGET_SECONDS=3.0)
     key = new_key("test-ehr-1")
     trust(stack.launch_dir, key, ISSUER, origins=[ORIGIN])
     client = CdsClient(stack.app.url, ISSUER, key, f"{stack.ehr_url}/fhir")
+    return CdsStack(stack, client, key, {})
+
+
+@pytest.fixture(scope="package")
+def cds(tmp_path_factory, shared_dir) -> Iterator[CdsStack]:
+    """For the tests that decide nothing (a decided visit gets no card)."""
+    found = start_cds_stack(tmp_path_factory.mktemp("cdshooks"), shared_dir)
     try:
-        yield CdsStack(stack, client, key, {})
+        yield found
     finally:
-        stack.stop()
+        found.stack.stop()

@@ -7,7 +7,9 @@ the pack's reason is logged and writes nothing; a decided visit gets no new offe
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
+import pytest
 from sqlalchemy import select
 
 from smartapp.audit.models import LogEvent
@@ -15,10 +17,21 @@ from smartapp.db import Database, Referral
 from smartapp.writeback.resources import referral_key
 from tests import launch_flow
 from tests.cdshooks.cds_client import PATIENT_VIEW, accepted, prefetch_from
+from tests.cdshooks.conftest import CdsStack, start_cds_stack
 from tests.conftest import TEST_READER, TEST_READER_REDIRECT
 from tests.smart_helpers import FhirReader, token_for
 
 SYSTEM = "urn:handoff:referral"
+
+
+@pytest.fixture(scope="module")
+def cds(tmp_path_factory, shared_dir) -> Iterator[CdsStack]:
+    """A stack of its own: these tests decide visits (which then get no card)."""
+    found = start_cds_stack(tmp_path_factory.mktemp("cdshooks-feedback"), shared_dir)
+    try:
+        yield found
+    finally:
+        found.stack.stop()
 
 
 def card_for(cds, patient: str, encounter: str) -> dict:
