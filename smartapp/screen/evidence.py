@@ -133,8 +133,11 @@ def phrase(resource: dict | None, reference: str, p: dict) -> str:
         value = f" {p['value']}" if p.get("value") else ""
         return f"{name}{value}" + (f" at {when}" if when else "")
     if kind == "Condition":
-        where = "problem list" if is_problem_list(resource) else "diagnosis"
-        return f"{name}, {where}" + (f" since {date}" if date else "")
+        if is_problem_list(resource):
+            return f"{name}, problem list" + (f" since {date}" if date else "")
+        if when and when != date:  # today: the time it was recorded
+            return f"{name}, diagnosed at {when}"
+        return f"{name}, diagnosed" + (f" {date}" if date else "")
     if kind == "Encounter":
         return f"Reason for this visit: {name}"
     if kind == "AllergyIntolerance":

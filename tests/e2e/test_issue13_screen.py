@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import ARTIFACTS
+from tests.e2e.test_accessibility import axe_violations, describe
 from tests.stacks import referral_of, start_stack
 
 WIDTHS = (360, 420, 600, 1366)
@@ -99,11 +100,16 @@ def test_screen_fits_a_sidebar_and_says_why(browser, stack, patient):
         expect(page.locator('fieldset[data-kind="moud-continue"] .why')).to_contain_text(
             "Methadone (864706), order of"
         )
+    if patient == "P25-pt":  # the DSM-5 checklist is offered: the card points to it
+        expect(page.locator('.aid-link a[href="#aid-dsm5"]')).to_be_visible()
     SHOTS.mkdir(parents=True, exist_ok=True)
     for width in WIDTHS:
         page.set_viewport_size({"width": width, "height": HEIGHT})
         check_layout(page, f"{patient} at {width}px")
         page.screenshot(path=str(SHOTS / f"{patient}-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 420, "height": HEIGHT})
+    violations = axe_violations(page)
+    assert violations == [], describe(violations)
     context.close()
 
 
@@ -169,8 +175,6 @@ def test_keyboard_only_declines_signs_and_amends(browser, stack):
     """With the keyboard only (issue 13 item 8): accept the coach, decline buprenorphine with
     a reason and words, accept naloxone, Sign; then open Amend from the signed page and
     revoke the coach referral. axe-core finds no serious or critical issue on either page."""
-    from tests.e2e.test_accessibility import axe_violations, describe
-
     context, page = open_screen(browser, stack, "P14-pt", 420)
     assert axe_violations(page) == [], describe(axe_violations(page))
     page.locator("body").focus()
