@@ -211,6 +211,7 @@ def test_follow_up_falls_due_and_overdue_and_outcomes_are_logged(stack, jordan):
     jordan.post(f"/worklist/{referral_id}/accept")
     row = row_html(jordan.page(), referral_id)
     assert re.search(r'data-day="1">Day 1: <span class="fu-state">upcoming', row)
+    assert "Day 1 attempt" not in row and "Record contact" in row  # in the ED: one contact form
 
     days_pass(stack, referral_id, 1.5)
     row = row_html(jordan.page(), referral_id)
@@ -237,7 +238,7 @@ def test_follow_up_falls_due_and_overdue_and_outcomes_are_logged(stack, jordan):
     jordan.post(f"/worklist/{referral_id}/close", reason="Linked to a program", note="phone")
     days_pass(stack, referral_id, 29)  # 31.5 days after the visit
     row = row_html(jordan.page(), referral_id)
-    assert 'data-status="completed"' in row
+    assert 'data-status="completed"' in row and "Record consent to share" not in row
     assert "Outcome at 7 days" in row and "Outcome at 30 days" in row
     assert "Outcome at 90 days" not in row
     jordan.post(f"/worklist/{referral_id}/outcome/30", outcome="in-treatment")
