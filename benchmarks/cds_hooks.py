@@ -4,7 +4,8 @@ prefetch (the public charts, dates shifted to now) at 1, 10 and 50 concurrent re
 request carries its own ES384 JWT (signed before the clock starts), so every call pays the
 signature check, the jti insert, the evaluation, the card and the log entry. The floor, in
 the same run and the same server: a no-op endpoint (POST, same body, answers `{"cards": []}`)
-at the same concurrency. Printed per level: p50 and p99 of both and the p99 ratio; the last
+at the same concurrency. Printed per level: p50 and p99 of both, the p99 ratio, and the
+server's CPU time per call of both (user + system of gunicorn's processes, /proc); the last
 line is one JSON object with `p99_ms_50`, `p99_noop_ms_50`, `p99_ratio_50` and the rest.
 
     python benchmarks/cds_hooks.py [--workers 2] [--threads 8] [--quick]
@@ -35,7 +36,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.load_stack import gunicorn, reserve_port, wait_until_up  # noqa: E402
+from benchmarks.load_stack import (  # noqa: E402
+    cpu_seconds,
+    gunicorn,
+    reserve_port,
+    wait_until_up,
+)
 
 LEVELS = (1, 10, 50)
 SERVICE = "handoff-patient-view"
@@ -222,13 +228,21 @@ def main() -> None:
         run_level(url, jobs_for(url, key, cases, 40, True), 4)
         for level in LEVELS:
             count = max(level * (4 if args.quick else 8), 40 if args.quick else 100)
-            noop = run_level(url, jobs_for(url, key, cases, count, True), level)
-            cds = run_level(url, jobs_for(url, key, cases, count, False), level)
+            noop_jobs = jobs_for(url, key, cases, count, True)
+            cds_jobs = jobs_for(url, key, cases, count, False)
+            before = cpu_seconds(process.pid)
+            noop = run_level(url, noop_jobs, level)
+            middle = cpu_seconds(process.pid)
+            cds = run_level(url, cds_jobs, level)
+            after = cpu_seconds(process.pid)
+            cds["cpu"] = round((after - middle) * 1000 / count, 2)
+            noop["cpu"] = round((middle - before) * 1000 / count, 2)
             ratio = round(cds["p99"] / noop["p99"], 2) if noop["p99"] else None
             print(
                 f"{level:>3} concurrent: CDS p50 {cds['p50']} ms p99 {cds['p99']} ms "
                 f"({cds['errors']} errors, n={cds['n']}); no-op p50 {noop['p50']} ms "
-                f"p99 {noop['p99']} ms; p99 ratio {ratio}",
+                f"p99 {noop['p99']} ms; p99 ratio {ratio}; server CPU per call "
+                f"{cds['cpu']} ms (no-op {noop['cpu']} ms)",
                 flush=True,
             )
             figures[f"p50_ms_{level}"] = cds["p50"]
@@ -237,6 +251,8 @@ def main() -> None:
             figures[f"p99_noop_ms_{level}"] = noop["p99"]
             figures[f"p99_ratio_{level}"] = ratio
             figures[f"errors_{level}"] = cds["errors"] + noop["errors"]
+            figures[f"cpu_ms_per_call_{level}"] = cds["cpu"]
+            figures[f"cpu_noop_ms_per_call_{level}"] = noop["cpu"]
     finally:
         process.terminate()
         try:

@@ -25,9 +25,11 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from smartapp.cdshooks.clients import CdsClient, CdsClients
 from smartapp.cdshooks.store import CdsJwtUse
+from smartapp.cdshooks.writer import writer_for
 from smartapp.db import Database
 
 log = logging.getLogger("handoff.cdshooks.security")
@@ -110,6 +112,8 @@ class Verifier:
     clients: Callable[[], CdsClients]
     max_seconds: int = 300
     jwks: JwksCache = field(default_factory=JwksCache)
+    # Keys imported from a key set, by (issuer, kid, alg), with the key set they came from.
+    _imported: dict = field(default_factory=dict)
 
     def verify(self, authorization: str | None, audience: str, now: float | None = None):
         """The trusted client of a call whose JWT passes every check; Refused otherwise."""
@@ -140,6 +144,15 @@ class Verifier:
 
     def _key(self, client: CdsClient, kid: str, alg: str) -> RSAKey | ECKey:
         document = client.jwks if client.jwks else self.jwks.keys(str(client.jwks_url), kid)
+        cache_key = (client.issuer, kid, alg)
+        cached = self._imported.get(cache_key)
+        if cached is not None and cached[0] is document:  # the same key set as imported
+            return cached[1]
+        key = self._import(document, kid, alg)
+        self._imported[cache_key] = (document, key)
+        return key
+
+    def _import(self, document: dict, kid: str, alg: str) -> RSAKey | ECKey:
         matching = [k for k in document["keys"] if isinstance(k, dict) and k.get("kid") == kid]
         if not matching:
             raise Refused("no key with the JWT's kid in the client's JWKS")
@@ -177,14 +190,19 @@ class Verifier:
             raise Refused("the JWT needs a jti (a string of at most 200 characters)")
 
     def _use_jti(self, client: CdsClient, jti: str, exp: float, now: float) -> None:
-        """Record the jti until the JWT expires; a second use (in any process) is a replay."""
+        """Record the jti until the JWT expires (committed before anything is read); a second
+        use (in any process) is a replay, refused by the primary key."""
         expires = datetime.fromtimestamp(exp + CLOCK_SKEW_SECONDS, UTC)
+
+        def record(session: Session) -> None:
+            if int(now) % 16 == 0:  # now and then: the expired ones go
+                cutoff = datetime.fromtimestamp(now, UTC)
+                session.execute(delete(CdsJwtUse).where(CdsJwtUse.expires_at < cutoff))
+            session.add(CdsJwtUse(issuer=client.issuer, jti=jti, expires_at=expires))
+            session.flush()  # a replay fails here, inside its own unit
+
         try:
-            with self.db.session() as session:
-                if int(now) % 16 == 0:  # now and then: the expired ones go
-                    cutoff = datetime.fromtimestamp(now, UTC)
-                    session.execute(delete(CdsJwtUse).where(CdsJwtUse.expires_at < cutoff))
-                session.add(CdsJwtUse(issuer=client.issuer, jti=jti, expires_at=expires))
+            writer_for(self.db).run(record)
         except IntegrityError:
             log.warning("CDS call refused: a JWT id used before (client %s)", client.id)
             raise Refused("the JWT's jti was used before (replay)") from None

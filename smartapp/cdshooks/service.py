@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from smartapp.audit import log as referral_log
 from smartapp.audit.models import LogEvent
@@ -30,6 +31,7 @@ from smartapp.cdshooks import cards, prefetch
 from smartapp.cdshooks.clients import CdsClient
 from smartapp.cdshooks.discovery import CdsSettings, HookService
 from smartapp.cdshooks.models import HookRequest, HookResponse, PatientContext, first_problem
+from smartapp.cdshooks.writer import writer_for
 from smartapp.db import LaunchContext, Referral
 from smartapp.engine import ChartError
 from smartapp.screen.service import shown_from_read, shown_suggestion
@@ -289,11 +291,13 @@ def keep_shown(
     now: datetime,
 ) -> None:
     """Keep what the card shows (a launch context under the card's id) and log it as the
-    screen does (`suggestions-shown`), in one unit of work."""
+    screen does (`suggestions-shown`), in one unit of work (committed with the other calls'
+    of the moment: `writer`)."""
     # The call's access token is transient (CDS Hooks): never kept. The writes of an accept
     # go with Handoff's backend access, or wait for the next launch of the visit.
     expired = {"access_token": ""}
-    with services.db.session() as db:
+
+    def record(db: Session) -> None:
         context = LaunchContext(
             id=card_id,
             browser_id=browser_id(client),
@@ -313,3 +317,5 @@ def keep_shown(
         data = shown_log_data(shown) | {"entry": "cds-hooks", "card": card_id}
         data["hook"] = call.request.hook
         referral_log.append_about(db, "suggestions-shown", context, data=data)
+
+    writer_for(services.db).run(record)
