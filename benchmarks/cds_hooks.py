@@ -64,9 +64,9 @@ def bench_app():
     return app
 
 
-def charts(folder: Path) -> list[tuple[str, str, dict]]:
-    """(patient, encounter, prefetch) per public chart, dates shifted to now as the sandbox
-    shifts them."""
+def charts(folder: Path) -> list[tuple[str, str, dict, bool]]:
+    """(patient, encounter, prefetch, a card expected) per public chart, dates shifted to now
+    as the sandbox shifts them."""
     from smartapp.cdshooks.prefetch import TEMPLATES
     from smartapp.sandbox.seed import scenario_resources
 
@@ -87,11 +87,11 @@ def charts(folder: Path) -> list[tuple[str, str, dict]]:
             else:
                 entries = [{"resource": r} for r in found]
                 prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "entry": entries}
-        out.append((case["patient"], case["encounter"], prefetch))
+        out.append((case["patient"], case["encounter"], prefetch, bool(case["expected"])))
     return out
 
 
-def start(folder: Path, workers: int, threads: int):
+def start(folder: Path, workers: int, threads: int, data: Path | None = None):
     """Handoff under gunicorn, trusting the benchmark's CDS client; (process, url, key)."""
     from joserfc.jwk import ECKey
 
@@ -121,8 +121,9 @@ def start(folder: Path, workers: int, threads: int):
     keys.mkdir(mode=0o700)
     signer = load_signer(keys / "audit-key.pem")
     (keys / "audit-key.pub.pem").write_text(signer.public_pem())
-    database_url = f"sqlite:///{folder / 'data' / 'handoff.sqlite'}"
-    (folder / "data").mkdir()
+    data = data or folder / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    database_url = f"sqlite:///{data / 'handoff.sqlite'}"
     Database(database_url).migrate()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")} | {
         "PYTHONPATH": str(REPO),
@@ -172,28 +173,31 @@ def body(patient: str, encounter: str, prefetch: dict) -> bytes:
     ).encode()
 
 
-def run_level(url: str, jobs: list[tuple[str, bytes, dict]], level: int) -> dict:
-    """Send every job at `level` concurrent; latencies in ms, errors counted."""
+def run_level(url: str, jobs: list[tuple[str, bytes, dict, bool]], level: int) -> dict:
+    """Send every job at `level` concurrent; latencies in ms, errors counted, and the answers
+    without the card their chart has (over the time budget: no card rather than late)."""
     session_for = {}
 
-    def one(job: tuple[str, bytes, dict]) -> tuple[float, bool]:
+    def one(job: tuple[str, bytes, dict, bool]) -> tuple[float, bool, bool]:
         import threading
 
         session = session_for.setdefault(threading.get_ident(), requests.Session())
-        target, data, headers = job
+        target, data, headers, card_expected = job
         started = time.perf_counter()
         response = session.post(target, data=data, headers=headers, timeout=60)
         took = (time.perf_counter() - started) * 1000
         ok = response.status_code == 200 and "cards" in response.json()
-        return took, ok
+        missing = ok and card_expected and not response.json()["cards"]
+        return took, ok, missing
 
     with ThreadPoolExecutor(level) as pool:
         results = list(pool.map(one, jobs))
-    times = sorted(t for t, _ in results)
+    times = sorted(t for t, _, _ in results)
     return {
         "p50": round(statistics.median(times), 1),
         "p99": round(times[min(len(times) - 1, int(len(times) * 0.99))], 1),
-        "errors": sum(1 for _, ok in results if not ok),
+        "errors": sum(1 for _, ok, _ in results if not ok),
+        "no_card": sum(1 for _, _, missing in results if missing),
         "n": len(times),
     }
 
@@ -202,14 +206,14 @@ def jobs_for(url: str, key, cases: list, count: int, noop: bool) -> list:
     service_url = f"{url}/cds-services/{SERVICE}"
     out = []
     for i in range(count):
-        patient, encounter, prefetch = cases[i % len(cases)]
+        patient, encounter, prefetch, card = cases[i % len(cases)]
         data = body(patient, encounter, prefetch)
         headers = {"Content-Type": "application/json"}
         if noop:
-            out.append((f"{url}{NOOP}", data, headers))
+            out.append((f"{url}{NOOP}", data, headers, False))
         else:
             headers["Authorization"] = f"Bearer {signed(key, service_url)}"
-            out.append((service_url, data, headers))
+            out.append((service_url, data, headers, card))
     return out
 
 
@@ -218,10 +222,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=8, help="threads per worker")
     parser.add_argument("--quick", action="store_true", help="fewer requests per level")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where the SQLite database lives (default: the run's temp folder, on disk); "
+        "e.g. /dev/shm to see the figures without the disk's commit (fsync) time",
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="handoff-cds-bench-"))
-    process, url, key = start(folder, args.workers, args.threads)
-    figures: dict = {"workers": args.workers, "threads": args.threads}
+    data = args.data_dir / folder.name if args.data_dir else None
+    process, url, key = start(folder, args.workers, args.threads, data)
+    figures: dict = {"workers": args.workers, "threads": args.threads, "data": str(data or "disk")}
     try:
         cases = charts(folder)
         run_level(url, jobs_for(url, key, cases, 40, False), 4)  # warm up both
@@ -240,7 +251,8 @@ def main() -> None:
             ratio = round(cds["p99"] / noop["p99"], 2) if noop["p99"] else None
             print(
                 f"{level:>3} concurrent: CDS p50 {cds['p50']} ms p99 {cds['p99']} ms "
-                f"({cds['errors']} errors, n={cds['n']}); no-op p50 {noop['p50']} ms "
+                f"({cds['errors']} errors, {cds['no_card']} over budget without their card, "
+                f"n={cds['n']}); no-op p50 {noop['p50']} ms "
                 f"p99 {noop['p99']} ms; p99 ratio {ratio}; server CPU per call "
                 f"{cds['cpu']} ms (no-op {noop['cpu']} ms)",
                 flush=True,
@@ -251,6 +263,7 @@ def main() -> None:
             figures[f"p99_noop_ms_{level}"] = noop["p99"]
             figures[f"p99_ratio_{level}"] = ratio
             figures[f"errors_{level}"] = cds["errors"] + noop["errors"]
+            figures[f"no_card_over_budget_{level}"] = cds["no_card"]
             figures[f"cpu_ms_per_call_{level}"] = cds["cpu"]
             figures[f"cpu_noop_ms_per_call_{level}"] = noop["cpu"]
     finally:
@@ -260,6 +273,8 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             process.kill()
         shutil.rmtree(folder, ignore_errors=True)
+        if data:
+            shutil.rmtree(data, ignore_errors=True)
     print(json.dumps(figures))
 
 
