@@ -14,6 +14,7 @@ from smartapp.cdshooks.prefetch import TEMPLATES
 from smartapp.db import Database
 from tests.cdshooks.cds_client import PATIENT_VIEW, CdsClient, new_key
 from tests.cdshooks.conftest import ORIGIN
+from tests.launch_flow import Controls
 
 HOOKS = {"patient-view", "encounter-start", "order-select", "order-sign"}
 
@@ -40,10 +41,13 @@ def _events(cds) -> int:
 
 def refused_without_reading(cds, token: str, body: dict) -> None:
     before = _events(cds)
+    ehr = Controls(cds.stack.ehr_url)
+    ehr.clear_requests()
     response = cds.client.post(cds.client.url(PATIENT_VIEW), body, token=token)
     assert response.status_code == 401, response.text
     assert "cards" not in response.json()
-    assert _events(cds) == before  # nothing shown, nothing logged: the chart was not read
+    assert ehr.requests() == []  # the EHR was not asked for anything
+    assert _events(cds) == before  # nothing shown, nothing logged
 
 
 def test_refusals_read_nothing(cds):
@@ -62,8 +66,10 @@ def test_refusals_read_nothing(cds):
     refused_without_reading(cds, cds.client.jwt(url, iat=past, exp=past + 60), body)
     refused_without_reading(cds, cds.client.jwt(url, exp=int(time.time()) + 3600), body)
     token = cds.client.jwt(url)
+    Controls(cds.stack.ehr_url).clear_requests()
     first = cds.client.post(url, body, token=token)
     assert first.status_code == 200, first.text
+    assert Controls(cds.stack.ehr_url).requests()  # a call that passes reads the chart
     refused_without_reading(cds, token, body)  # the same jti again: a replay
 
 

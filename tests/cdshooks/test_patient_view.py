@@ -152,3 +152,15 @@ def test_order_hooks_answer_only_for_the_trigger_orders(cds):
     # the hook must be the service's own
     status, answer = cds.client.call(naloxone, PATIENT_VIEW)
     assert status == 400
+
+
+def test_encounter_start_offers_the_same_as_patient_view(cds):
+    case = EXPECTED["P12-overdose-naloxone-given"]
+    patient, encounter = case["patient"], case["encounter"]
+    service = "handoff-encounter-start"
+    prefetch = prefetch_from(cds.client.discovery(), service, cds.reader(patient), patient)
+    body = cds.client.request(patient, encounter, prefetch, hook="encounter-start")
+    status, answer = cds.client.call(body, service)
+    assert status == 200, answer
+    (card,) = answer["cards"]
+    check_offer(card["extension"]["handoff-offer"], case)
