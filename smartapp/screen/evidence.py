@@ -171,7 +171,8 @@ class CodeTitles(Mapping[tuple[str, str], str]):
     for codes the chart sends without a text or display."""
 
     def __init__(self, pack: Any) -> None:
-        self.valuesets = [v for _, v in sorted(pack.valuesets.items()) if v.title]
+        found = getattr(pack, "valuesets", None) or {}
+        self.valuesets = [v for _, v in sorted(found.items()) if v.title]
 
     def __getitem__(self, key: tuple[str, str]) -> str:
         for valueset in self.valuesets:

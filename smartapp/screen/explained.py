@@ -22,7 +22,7 @@ def variant_evidence(
 ) -> tuple[str, ...]:
     """The references that made the engine choose the suggestion's variant (its `when`),
     as the engine's fact context finds them; () for a default variant without `when`."""
-    rule = next((r for r in pack.rules if r.id == suggestion.rule), None)
+    rule = next((r for r in getattr(pack, "rules", ()) if r.id == suggestion.rule), None)
     variants = (rule.variants or ()) if rule is not None else ()
     variant = next((v for v in variants if v.name == suggestion.variant), None)
     if variant is None or variant.when is None:

@@ -193,10 +193,12 @@ def present(
     context: LaunchContext,
     settings: ScreenSettings,
     now: datetime,
+    record: bool = True,
 ) -> dict:
     """What the physician sees for the launch (see `build_shown`), with who signs (read now
     with the chart, so that Sign itself waits for nothing but its write), recorded on the
-    launch and in the referral log."""
+    launch and in the referral log (by the caller, with `record` False: the screen records
+    it while it renders the page, and answers once both are done)."""
     # The chart is read in a thread of its own while what does not depend on it (the coach
     # team's caseload, what the aids kept) is read here: the EHR's answer is the long wait.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chart") as pool:
@@ -206,7 +208,8 @@ def present(
     # after the read: a token refresh it needed is done, never two at once
     shown["signer_name"] = signer.display_name(services, context)
     shown["coach_expectation"] = expectation
-    record_shown(services, context, shown)
+    if record:
+        record_shown(services, context, shown)
     return shown
 
 

@@ -68,14 +68,19 @@ def notice_text(notice: Notice) -> str:
     return NOTICE_WORDS.get(notice.code, notice.code)
 
 
-def describe_suggestion(suggestion: Suggestion, chart: Chart, explainer: Explainer) -> dict:
+def describe_suggestion(
+    suggestion: Suggestion, chart: Chart, explainer: Explainer | None = None
+) -> dict:
     """A suggestion as shown: its words, cautions, decline reasons and evidence in words
-    (`words`: for the note; `says`: as the screen shows it, with the values)."""
+    (`words`: for the note; `says`: as the screen shows it, with the values, where an
+    `explainer` of the evaluation is given)."""
     evidence = [describe(chart.get(ref), ref) for ref in suggestion.evidence]
     for item in evidence:
         item["words"] = in_words(item)
-        item["says"] = explainer.item(item["reference"])["says"]
-    return explainer.suggestion(suggestion) | {
+        if explainer is not None:
+            item["says"] = explainer.item(item["reference"])["says"]
+    explained = explainer.suggestion(suggestion) if explainer is not None else {}
+    return explained | {
         "kind": suggestion.kind,
         "title": suggestion.title,
         "reason": suggestion.reason,
@@ -90,10 +95,11 @@ def describe_suggestion(suggestion: Suggestion, chart: Chart, explainer: Explain
     }
 
 
-def describe_withheld(withheld: Withheld, explainer: Explainer) -> dict:
-    """A withheld suggestion as shown: the first reason in words, every reason by code and
-    in words with its evidence."""
-    return explainer.withheld(withheld) | {
+def describe_withheld(withheld: Withheld, explainer: Explainer | None = None) -> dict:
+    """A withheld suggestion as shown: the first reason in words, every reason by code (and,
+    with an `explainer` of the evaluation, in words with its evidence)."""
+    explained = explainer.withheld(withheld) if explainer is not None else {}
+    return explained | {
         "kind": withheld.kind,
         "reason": withheld.reason,
         "reasons": [b.reason for b in withheld.reasons],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -128,7 +129,7 @@ def show(context_id: str):
         # it stands, never the same suggestions as new.
         return signed_page(context, existing.decision.get("shown") or context.shown, existing)
     try:
-        shown = service.present(services, context, settings(), datetime.now(UTC))
+        shown = service.present(services, context, settings(), datetime.now(UTC), record=False)
     except sessions.SessionEnded as exc:
         abort(403, description=str(exc))
     except FhirError as exc:
@@ -143,7 +144,13 @@ def show(context_id: str):
             f"The EHR sent data Handoff cannot read: {exc}. "
             "Nothing was written; tell your informatics team.",
         )
-    return unsigned_page(context, shown, [], blank_choices(shown))
+    # What was shown is kept on the launch (Sign acts on exactly that) and logged while the
+    # page renders; the answer goes out once both are done.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shown") as pool:
+        recording = pool.submit(service.record_shown, services, context, shown)
+        page = unsigned_page(context, shown, [], blank_choices(shown))
+        recording.result()
+    return page
 
 
 @bp.context_processor
