@@ -31,8 +31,8 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 CHROMIUM = "/usr/bin/chromium"
 # The locks: every package with its exact version and hashes, resolved from pyproject.toml.
 APP_LOCK = "requirements.lock"  # the dependencies
-TEST_LOCK = "requirements-test.lock"  # the dependencies and the extras test, postgres
-LOCKS = {APP_LOCK: "", TEST_LOCK: "[test,postgres]"}
+TEST_LOCK = "requirements-test.lock"  # the dependencies and the extras test, postgres, spark
+LOCKS = {APP_LOCK: "", TEST_LOCK: "[test,postgres,spark]"}
 # The checks `test` runs before pytest, each a command of the virtual environment.
 CHECKS = (
     ("ruff", "check", "."),

@@ -124,14 +124,22 @@ def ndjson_resource(line: bytes | str, where: str) -> dict[str, Any] | None:
         resource = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise BacktestError(f"{where}: not valid JSON: {exc}") from exc
-    if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+    rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+    if rtype == "Bundle":
         raise BacktestError(f"{where}: a Bundle (NDJSON holds one resource a line)")
+    if isinstance(rtype, str) and rtype and isinstance(resource.get("id", ""), str):
+        return resource  # the common case, checked inline
     try:
         resource_items([resource])
     except ChartError as exc:
         message = str(exc).removeprefix("resources[0]: ")
         raise BacktestError(f"{where}: {message}") from exc
     return resource
+
+
+def checked_line(line: bytes | str) -> dict[str, Any]:
+    """A line :func:`ndjson_resource` has checked before (read again from disk)."""
+    return orjson.loads(line)
 
 
 def read_ndjson_files(paths: Iterable[Path]) -> list[ChartItem]:

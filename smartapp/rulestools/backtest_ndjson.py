@@ -27,7 +27,12 @@ from typing import IO
 
 from smartapp.engine.chart import ChartItem
 from smartapp.engine.history import patient_of
-from smartapp.rulestools.backtest_input import BacktestError, ndjson_lines, ndjson_resource
+from smartapp.rulestools.backtest_input import (
+    BacktestError,
+    checked_line,
+    ndjson_lines,
+    ndjson_resource,
+)
 
 #: NDJSON (bytes on disk, gzip counted as GZIP_RATIO times its size) read in memory at once;
 #: above it, the two passes, with buckets of about BUCKET_BYTES.
@@ -46,8 +51,9 @@ def input_bytes(paths: Sequence[Path]) -> int:
     return total
 
 
-def bucket_count(paths: Sequence[Path], bucket_bytes: int = BUCKET_BYTES) -> int:
-    return max(1, min(MAX_BUCKETS, -(-input_bytes(paths) // bucket_bytes)))
+def bucket_count(paths: Sequence[Path], bucket_bytes: int | None = None) -> int:
+    size = bucket_bytes or BUCKET_BYTES
+    return max(1, min(MAX_BUCKETS, -(-input_bytes(paths) // size)))
 
 
 def bucket_of(patient: str, buckets: int) -> int:
@@ -113,10 +119,7 @@ def read_bucket(folder: Path, paths: Sequence[Path], bucket: int) -> list[ChartI
         with rows.open("rb") as f:
             for row in f:
                 number, _, line = row.partition(b"\t")
-                where = f"{path}:{int(number)}"
-                resource = ndjson_resource(line, where)
-                if resource is not None:
-                    items.append((None, resource, where))
+                items.append((None, checked_line(line), f"{path}:{int(number)}"))
     return items
 
 

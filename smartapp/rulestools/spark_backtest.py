@@ -22,6 +22,7 @@ system) and the executors need Handoff's dependencies (Handoff itself is shipped
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -36,12 +37,21 @@ from smartapp.engine.chart import ChartItem
 from smartapp.engine.history import patient_of, split_by_patient
 from smartapp.rulestools import backtest
 from smartapp.rulestools.backtest import Backtest, OnTasks, PatientOutcome, collect
-from smartapp.rulestools.backtest_input import BacktestError, find_inputs, ndjson_resource
+from smartapp.rulestools.backtest_input import (
+    BacktestError,
+    checked_line,
+    find_inputs,
+    ndjson_lines,
+    ndjson_resource,
+)
 from smartapp.rulestools.backtest_ndjson import BUCKET_BYTES, input_bytes
 
 DEFAULT_MASTER = "local[*]"
 _ERROR, _SHARED, _NONE = "!error", "!shared", "!none"  # keys that are not a patient's
 _APP = "handoff rules backtest"
+# Hadoop's text reader: (byte offset, line) records, split across tasks, gzip by extension
+_TEXT = "org.apache.hadoop.mapreduce.lib.input.TextInputFormat"
+_OFFSET, _LINE = "org.apache.hadoop.io.LongWritable", "org.apache.hadoop.io.Text"
 
 
 def run_spark_backtest(
@@ -65,9 +75,9 @@ def run_spark_backtest(
             outcomes = _bundles(sc, bundles, shared, phase) if bundles else []
             if ndjson:
                 outcomes += _ndjson(sc, ndjson, shared, phase, partitions)
-        errors = sorted((o.source, o.not_fhir) for o in outcomes if o.source == _ERROR)
+        errors = sorted(str(o.not_fhir) for o in outcomes if o.source == _ERROR)
         if errors:
-            raise BacktestError(errors[0][1])
+            raise BacktestError(_numbered(errors[0], ndjson))
         workers = sc.defaultParallelism
     except BacktestError:
         raise
@@ -213,7 +223,7 @@ def _ndjson(
     """Key every line by its patient, shuffle whole patients together, check, replay."""
     phase("grouping NDJSON by patient")
     lines = [
-        sc.textFile(p.resolve().as_uri()).zipWithIndex().flatMap(_keyer(index, str(p)))
+        sc.newAPIHadoopFile(p.resolve().as_uri(), _TEXT, _OFFSET, _LINE).flatMap(_keyer(index))
         for index, p in enumerate(paths)
     ]
     count = partitions or max(sc.defaultParallelism * 2, input_bytes(paths) // BUCKET_BYTES)
@@ -221,7 +231,8 @@ def _ndjson(
     summaries = shuffled.mapPartitions(_summary).collect()
     errors = sorted(e for s in summaries for e in s["errors"])
     if errors:
-        raise BacktestError(errors[0][2])
+        index, offset, message = errors[0]
+        raise BacktestError(f"{_where(paths[index], offset)}{message}")
     names = [str(p) for p in paths]
     if not any(s["owned"] for s in summaries):  # about no patient: one group, as in memory
         rows = sorted(shuffled.filter(lambda kv: kv[0] in (_SHARED, _NONE)).values().collect())
@@ -237,25 +248,51 @@ def _ndjson(
     return shuffled.mapPartitions(lambda rows: _replay(rows, packs, medications, names)).collect()
 
 
-def _keyer(index: int, name: str) -> Callable[[tuple[str, int]], list[tuple[str, Any]]]:
-    """Line (and its index) to ``(patient key, (file index, line number, line))``."""
+def _keyer(index: int) -> Callable[[tuple[int, str]], list[tuple[str, Any]]]:
+    """A line (and its byte offset) to ``(patient key, (file index, offset, line))``; a
+    malformed one to ``(_ERROR, (file index, offset, what is wrong))``.
 
-    def keyed(pair: tuple[str, int]) -> list[tuple[str, Any]]:
-        line, at = pair
-        number = at + 1
+    Spark's reader gives each line's offset, not its number (counting lines would be a
+    second pass over the input): the number is counted on the driver for the one error
+    it reports (``_where``), and offsets order a patient's lines as numbers would."""
+
+    def keyed(pair: tuple[int, str]) -> list[tuple[str, Any]]:
+        offset, line = pair
         try:
-            resource = ndjson_resource(line, f"{name}:{number}")
+            resource = ndjson_resource(line, "")
         except BacktestError as exc:
-            return [(_ERROR, (index, number, str(exc)))]
+            return [(_ERROR, (index, offset, str(exc)))]
         if resource is None:
             return []
-        owner = patient_of((None, resource, f"{name}:{number}"))
+        owner = patient_of((None, resource, f"@{offset}"))
         if owner is None:
             key = _SHARED if resource["resourceType"] == "Medication" else _NONE
-            return [(key, (index, number, line))]
-        return [(owner, (index, number, line))]
+            return [(key, (index, offset, line))]
+        return [(owner, (index, offset, line))]
 
     return keyed
+
+
+def _numbered(message: str, paths: list[Path]) -> str:
+    """An executor's error with ``file:@offset`` (see _parsed) as ``file:line``."""
+    for path in paths:
+        pattern = re.escape(str(path)) + r":@(\d+)"
+
+        def line_of(match: re.Match[str], path: Path = path) -> str:
+            return _where(path, int(match.group(1)))
+
+        message = re.sub(pattern, line_of, message)
+    return message
+
+
+def _where(path: Path, offset: int) -> str:
+    """``file:line`` of the line at a byte offset (of the uncompressed text)."""
+    at = 0
+    for number, line in ndjson_lines(path):
+        if at >= offset:
+            return f"{path}:{number}"
+        at += len(line)
+    return f"{path}:(byte {offset})"
 
 
 def _summary(rows: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:
@@ -272,11 +309,8 @@ def _summary(rows: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:
     return [out]
 
 
-def _parsed(names: list[str], index: int, number: int, line: str) -> ChartItem:
-    where = f"{names[index]}:{number}"
-    resource = ndjson_resource(line, where)
-    assert resource is not None  # blank lines were left out
-    return (None, resource, where)
+def _parsed(names: list[str], index: int, offset: int, line: str) -> ChartItem:
+    return (None, checked_line(line), f"{names[index]}:@{offset}")  # an offset: see _keyer
 
 
 def _replay(
