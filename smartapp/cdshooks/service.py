@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import literal, select, union_all
 from sqlalchemy.orm import Session
 
 from smartapp.audit import log as referral_log
@@ -99,22 +99,17 @@ def visit_key(iss: str, encounter_id: str | None, patient_id: str) -> str:
 
 def decided(services: Services, iss: str, patient_id: str, encounter_id: str | None) -> bool:
     """Signed in Handoff or accepted on a card (a referral), or overridden on a card: one
-    read of the referral's unique key and the log's patient index."""
+    query (the referral's unique key, the log's patient index), no unit of work."""
     key = visit_key(iss, encounter_id, patient_id)
-    with services.db.session() as db:
-        if db.scalar(select(Referral.id).where(Referral.visit_key == key)) is not None:
-            return True
-        query = (
-            select(LogEvent.seq)
-            .where(
-                LogEvent.type == OVERRIDE_EVENT,
-                LogEvent.patient_id == patient_id,
-                LogEvent.encounter_id == (encounter_id or None),
-                LogEvent.iss == iss,
-            )
-            .limit(1)
-        )
-        return db.scalar(query) is not None
+    referral = select(literal(1)).where(Referral.visit_key == key)
+    override = select(literal(1)).where(
+        LogEvent.type == OVERRIDE_EVENT,
+        LogEvent.patient_id == patient_id,
+        LogEvent.encounter_id == (encounter_id or None),
+        LogEvent.iss == iss,
+    )
+    with services.db.engine.connect() as connection:
+        return connection.execute(union_all(referral, override).limit(1)).first() is not None
 
 
 def ordered(pack: Any, draft_orders: dict | None, valuesets: tuple[str, ...]) -> bool:
