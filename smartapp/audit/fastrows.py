@@ -74,7 +74,8 @@ def query(dialect: str, *where: ColumnElement[bool]) -> Select:
 
 def stream(connection: Connection, statement: Select, chunk: int = 5000) -> Iterator[Any]:
     """The statement's rows as tuples, read `chunk` at a time (server-side on PostgreSQL)."""
-    result = connection.execution_options(stream_results=True, yield_per=chunk).execute(statement)
+    # Options on the statement: on the connection they would stay (it is the session's).
+    result = connection.execute(statement.execution_options(stream_results=True, yield_per=chunk))
     for partition in result.partitions():
         yield from partition
 

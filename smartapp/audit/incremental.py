@@ -125,7 +125,7 @@ def verify_since_last(
     report = verify(session, public_keys, max_unsigned, kept, since=since)
     if report.ok:
         _record(session, report, mark, full=False)
-    return _verified(session, report, state.seq + 1, None)
+    return _verified(session, report, since[0] + 1, None)
 
 
 def verify_everything(

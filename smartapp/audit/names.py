@@ -18,11 +18,14 @@ from smartapp.audit.models import LogEvent, LogSummaryState, LogTamperMark, LogU
 
 NAME = "user-names"
 NAMED_TYPES = ("launch", "staff-sign-in")
+# The users the console's user filter offers: who launched, decided or signed in (kept with an
+# empty name until an identity event names them).
+USER_TYPES = ("launch", "decision", "staff-sign-in")
 
 
 def _targets(session: Session) -> tuple[int, int]:
     """(the last seq of a naming event, the last tamper mark): what the names must reach."""
-    last = session.scalar(select(func.max(LogEvent.seq)).where(LogEvent.type.in_(NAMED_TYPES)))
+    last = session.scalar(select(func.max(LogEvent.seq)).where(LogEvent.type.in_(USER_TYPES)))
     mark = session.scalar(select(func.max(LogTamperMark.id)))
     return int(last or 0), int(mark or 0)
 
@@ -53,15 +56,19 @@ def bring_up_to_date(session: Session) -> None:
         after = 0
     found: dict[str, tuple[str, int]] = {}
     query = stored.select_events(
-        LogEvent.type.in_(NAMED_TYPES),
+        LogEvent.type.in_(USER_TYPES),
         LogEvent.user_ref.is_not(None),
         LogEvent.seq > after,
         LogEvent.seq <= last,
     ).order_by(LogEvent.seq)
     for event in stored.read(session, query, 2000):
-        name = (event.data or {}).get("user_name")
-        if isinstance(name, str) and name and event.user_ref:
+        if not event.user_ref:
+            continue
+        name = (event.data or {}).get("user_name") if event.type in NAMED_TYPES else None
+        if isinstance(name, str) and name:
             found[event.user_ref] = (name, event.seq)
+        else:
+            found.setdefault(event.user_ref, ("", 0))
     _keep(session, found)
     session.execute(
         update(LogSummaryState).where(LogSummaryState.name == NAME).values(seq=last, mark=mark)
@@ -83,12 +90,21 @@ def _keep(session: Session, found: dict[str, tuple[str, int]]) -> None:
         session.execute(insert(LogUserName), fresh)
     for ref in known:
         name, seq = found[ref]
-        session.execute(
-            update(LogUserName).where(LogUserName.user_ref == ref).values(name=name, seq=seq)
-        )
+        if name:  # a user seen again without a name keeps the name they had
+            session.execute(
+                update(LogUserName).where(LogUserName.user_ref == ref).values(name=name, seq=seq)
+            )
 
 
 def user_names(session: Session) -> dict[str, str]:
     """Each user's display name by reference (brought up to date first)."""
     bring_up_to_date(session)
-    return dict(session.execute(select(LogUserName.user_ref, LogUserName.name)).tuples().all())
+    query = select(LogUserName.user_ref, LogUserName.name).where(LogUserName.name != "")
+    return dict(session.execute(query).tuples().all())
+
+
+def known_users(session: Session, limit: int) -> list[str]:
+    """The first `limit` users (by reference) who launched, decided or signed in."""
+    bring_up_to_date(session)
+    query = select(LogUserName.user_ref).order_by(LogUserName.user_ref).limit(limit)
+    return list(session.scalars(query))

@@ -132,7 +132,9 @@ def checkpoint_count(session: Session) -> int:
     return int(session.scalar(select(func.count()).select_from(_CHECKPOINTS)) or 0)
 
 
-def checkpoints(session: Session, after: int = 0) -> list[StoredCheckpoint]:
+def checkpoints(
+    session: Session, after: int = 0, limit: int | None = None
+) -> list[StoredCheckpoint]:
     """Every checkpoint after seq `after` by seq, each decoded on its own (a damaged time is a
     `defect`)."""
     dialect = session.get_bind().dialect

@@ -194,7 +194,8 @@ def run_search(
     query = search.query(names)
     offset = (search.page - 1) * page_size
     if not search.reads_data:
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        counted = select(func.count()).select_from(LogEvent).where(*search.conditions(names))
+        total = session.scalar(counted) or 0
         rows = stored.read(
             session, query.order_by(LogEvent.seq.desc()).offset(offset).limit(page_size)
         )

@@ -1,0 +1,95 @@
+"""`audit verify` and `audit export` read rows fast (tuples, one orjson serialisation each) and
+fall back to the exact path for a row that does not prove itself: the same reports, the same
+bytes as the exact path, on a generated log with non-ASCII text and on values orjson prints
+otherwise (a float like 1e-07) or reads otherwise (an integer past 64 bits, read as a float)."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+from smartapp.audit import log as referral_log
+from smartapp.audit import rows as stored
+from smartapp.audit.csvform import csv_row
+from smartapp.audit.export import audit_event, write_export
+from smartapp.audit.fastrows import proven, query, stream
+from smartapp.audit.models import LogEvent
+from smartapp.audit.verify import verify
+from smartapp.db import Database
+from tests.audit.test_verify import CASES
+
+sys.path.insert(0, "benchmarks")
+import scale_log  # noqa: E402
+
+ODD = ({"x": 1e-7}, {"big": 2**70}, {"name": "Zoë ✓ \u2028 \x07", "nested": {"b": 1, "a": [1.5]}})
+
+
+def a_log(db: Database) -> None:
+    scale_log.generate(db, 600, sign=False)
+    with db.session() as session:
+        for data in ODD:
+            referral_log.append(session, "odd", user_ref="urn:staff:zoë", data=data)
+    scale_log.generate(db, 150, seed=3, sign=False)
+
+
+def exact_lines(db: Database, fmt: str) -> str:
+    """The export as the exact path writes it (every row decoded and canonicalised apart)."""
+    out = io.StringIO()
+    with db.session() as session:
+        events = list(stored.read(session, stored.select_events().order_by(LogEvent.seq)))
+    if fmt == "ndjson":
+        for event in events:
+            line = json.dumps(audit_event(event), ensure_ascii=False, separators=(",", ":"))
+            out.write(line + "\n")
+        return out.getvalue()
+    import csv
+
+    writer = csv.writer(out)
+    writer.writerow(
+        ("seq", "time", "type", "user", "iss", "patient", "encounter", "prev_hash", "hash", "data")
+    )
+    for event in events:
+        writer.writerow(csv_row(event))
+    return out.getvalue()
+
+
+def test_most_rows_prove_themselves_and_the_odd_ones_do_not(db):
+    a_log(db)
+    with db.engine.connect() as connection:
+        rows = list(stream(connection, query("sqlite"), chunk=100))
+    assert len(rows) == 753
+    unproven = [(r[2], r[7]) for r in rows if proven(r) is None]
+    assert [type_ for type_, _ in unproven] == ["odd", "odd"], (
+        unproven
+    )  # 1e-07 printed otherwise, 2**70 read as a float
+
+
+def test_verify_is_the_same_fast_or_exact(db, signer):
+    a_log(db)
+    with db.session() as session:
+        report = verify(session, [signer.public_key], 100)
+    assert report.ok and report.events == 753 and report.head_seq == 753
+
+
+def test_the_exports_are_the_exact_paths_bytes(db):
+    a_log(db)
+    for fmt in ("ndjson", "csv"):
+        out = io.StringIO()
+        with db.session() as session:
+            result = write_export(session, out, fmt, None, None)
+        assert result.events == 753
+        assert out.getvalue() == exact_lines(db, fmt), fmt
+
+
+def test_a_tampered_log_still_names_the_first_break(db, signer):
+    """The fast walk hands over to the exact one at the tampered row."""
+    from tests.audit.conftest import fill
+
+    fill(db, 30)
+    for name in ("changed", "reordered"):
+        case = CASES[name]
+        case.tamper(db)
+        with db.session() as session:
+            report = verify(session, [signer.public_key], 10)
+        assert not report.ok and report.first.seq == case.seq
