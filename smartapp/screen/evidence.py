@@ -166,6 +166,9 @@ def evidence_item(reference: str, chart: Chart, titles: Mapping, now: datetime) 
     return {"reference": reference, "says": says, "parts": p}
 
 
+_TITLES: dict[Any, CodeTitles] = {}
+
+
 class CodeTitles(Mapping[tuple[str, str], str]):
     """(system, code) -> the title of the first pack value set (by id) that holds the code,
     for codes the chart sends without a text or display."""
@@ -173,12 +176,26 @@ class CodeTitles(Mapping[tuple[str, str], str]):
     def __init__(self, pack: Any) -> None:
         found = getattr(pack, "valuesets", None) or {}
         self.valuesets = [v for _, v in sorted(found.items()) if v.title]
+        self.known: dict[tuple[str, str], str | None] = {}
 
     def __getitem__(self, key: tuple[str, str]) -> str:
-        for valueset in self.valuesets:
-            if valueset.contains(*key):
-                return valueset.title
-        raise KeyError(key)
+        if key not in self.known:
+            self.known[key] = next((v.title for v in self.valuesets if v.contains(*key)), None)
+        title = self.known[key]
+        if title is None:
+            raise KeyError(key)
+        return title
+
+    @classmethod
+    def of(cls, pack: Any) -> CodeTitles:
+        """The pack's titles, built once per pack (the pack is immutable once loaded)."""
+        key = getattr(pack, "content_hash", None) or id(pack)
+        titles = _TITLES.get(key)
+        if titles is None:
+            titles = cls(pack)
+            _TITLES.clear()  # one pack runs at a time; a reloaded pack replaces it
+            _TITLES[key] = titles
+        return titles
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(())

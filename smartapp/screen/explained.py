@@ -39,7 +39,7 @@ class Explainer:
 
     def __init__(self, chart: Chart, pack: Pack, now: datetime, evaluation: Evaluation) -> None:
         self.chart, self.pack, self.now, self.evaluation = chart, pack, now, evaluation
-        self.titles = CodeTitles(pack)
+        self.titles = CodeTitles.of(pack)
         self.words = Words(pack)
 
     def item(self, reference: str) -> dict:
