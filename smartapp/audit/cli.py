@@ -31,6 +31,7 @@ from smartapp.audit.chain import (
     signing_key_path,
 )
 from smartapp.audit.export import export as run_export
+from smartapp.audit.incremental import verify_everything
 from smartapp.audit.kept import KeptCheckpoint, KeptCheckpointError
 from smartapp.audit.kept import append as append_kept
 from smartapp.audit.kept import read as read_kept
@@ -111,6 +112,13 @@ def audit(ctx: click.Context, instance_path: Path | None) -> None:
     "break (0: any number). Default: the app's AUDIT_CHECKPOINT_EVERY if the app's "
     f"configuration is read, else {DEFAULT_EVERY}.",
 )
+@click.option(
+    "--record",
+    is_flag=True,
+    help="Record this full verification in the database (when, through which event, what it "
+    "found) for the auditor console, whose pages then check only the events after it: run it "
+    "on a schedule (cron).",
+)
 @click.pass_obj
 def verify(
     obj: _Context,
@@ -118,6 +126,7 @@ def verify(
     public_keys: tuple[str, ...],
     kept_files: tuple[Path, ...],
     max_unsigned: int | None,
+    record: bool,
 ) -> None:
     """Recompute every hash and checkpoint signature, check the log against the kept
     checkpoints and the referral tables; report the first break (exit 1)."""
@@ -136,9 +145,13 @@ def verify(
             signed = session.scalar(select(func.count()).select_from(LogCheckpoint))
             if (signed or kept) and not keys:
                 keys = [_app_public_key(obj)]
-            report = verify_log(
-                session, keys, _max_unsigned(obj, max_unsigned), kept=kept, cross_check=True
-            )
+            most = _max_unsigned(obj, max_unsigned)
+            if record:
+                report = verify_everything(
+                    session, keys, most, kept, reason="recorded", cross_check=True
+                ).report
+            else:
+                report = verify_log(session, keys, most, kept=kept, cross_check=True)
     except SQLAlchemyError as exc:
         raise click.ClickException(f"cannot read the log: {exc.__class__.__name__}: {exc}") from exc
     click.echo(report.summary())

@@ -142,3 +142,23 @@ def test_a_full_verification_on_demand_is_recorded(log_db, signer):
         done = verify_everything(session, keys(signer), DEFAULT_EVERY, reason="asked for")
     assert done.report.ok and done.checked_from == 1 and done.full_seq == EVENTS
     assert check(log_db, signer).full_at == done.full_at
+
+
+def test_the_scheduled_full_verification_is_recorded_for_the_console(log_db, signer, tmp_path):
+    """`handoff audit verify --record` (cron): the console's next page checks only what
+    follows it, and shows when it ran."""
+    from click.testing import CliRunner
+
+    from smartapp.audit.cli import audit
+
+    key = tmp_path / "public.pem"
+    key.write_text(signer.public_pem())
+    url = log_db.url
+    result = CliRunner().invoke(
+        audit, ["verify", "--database-url", url, "--public-key", str(key), "--record"]
+    )
+    assert result.exit_code == 0, result.output
+    fill(log_db, MORE, start=EVENTS + 1)
+    found = check(log_db, signer)
+    assert found.report.ok and found.checked_from == EVENTS + 1
+    assert found.full_at is not None and found.full_seq == EVENTS and found.full_ok

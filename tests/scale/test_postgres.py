@@ -1,0 +1,86 @@
+"""The same on PostgreSQL (a schema of its own per test; skipped without
+HANDOFF_TEST_POSTGRES_URL): the triggers write tamper marks, incremental verification finds
+tampering in the verified part, the kept visits give the old figures, verify and export read
+through a server-side cursor inside the session's transaction and leave it usable."""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+
+from smartapp.audit import chain
+from smartapp.audit import log as referral_log
+from smartapp.audit.export import write_export
+from smartapp.audit.incremental import verify_since_last
+from smartapp.audit.verify import verify
+from smartapp.db import Database
+from tests.audit.conftest import fill
+from tests.audit.test_verify import EVENTS
+from tests.console import logdata
+from tests.scale.test_dashboard_same_figures import assert_same
+
+POSTGRES = os.environ.get("HANDOFF_TEST_POSTGRES_URL")
+pytestmark = pytest.mark.skipif(not POSTGRES, reason="HANDOFF_TEST_POSTGRES_URL is not set")
+
+
+@pytest.fixture
+def pg(signer) -> Iterator[Database]:
+    assert POSTGRES
+    schema = f"scale_{secrets.token_hex(4)}"
+    admin = create_engine(POSTGRES)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(POSTGRES).update_query_dict({"options": f"-csearch_path={schema}"})
+    database = Database(url.render_as_string(hide_password=False))
+    try:
+        database.migrate()
+        chain.configure(database, signer=signer, every=10)
+        yield database
+    finally:
+        database.engine.dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "UPDATE log_event SET type = 'x' WHERE seq = 7",
+        "DELETE FROM log_event WHERE seq = 7",
+        "DELETE FROM log_checkpoint WHERE seq = 20",
+    ],
+)
+def test_tampering_in_the_verified_part_is_found(pg, signer, tamper):
+    fill(pg, EVENTS)
+    with pg.session() as session:
+        assert verify_since_last(session, [signer.public_key], 10).report.ok
+    with pg.engine.begin() as connection:
+        connection.execute(text(tamper))
+    with pg.session() as session:
+        found = verify_since_last(session, [signer.public_key], 10)
+    assert found.checked_from == 1 and "changed or deleted" in (found.reason or "")
+    assert not found.report.ok
+    with pg.session() as session:
+        assert found.report.summary() == verify(session, [signer.public_key], 10).summary()
+
+
+def test_the_dashboard_equals_the_old_one(pg, clock):
+    logdata.fill(pg, clock, logdata.busy_visits(count=60, weeks=4))
+    assert_same(pg)
+
+
+def test_verify_and_export_leave_the_session_usable(pg, signer):
+    fill(pg, 25)
+    with pg.session() as session:
+        assert verify(session, [signer.public_key], 10).ok
+        out = io.StringIO()
+        assert write_export(session, out, "csv", None, None).events == 25
+        referral_log.append(session, "audit-read", user_ref="urn:staff:a", data={"query": "q"})
+    with pg.session() as session:
+        assert verify(session, [signer.public_key], 10).head_seq == 26
