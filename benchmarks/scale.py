@@ -25,7 +25,9 @@ Figures (one function each; the last line printed is one JSON object with every 
 - memory: Python's peak allocation (tracemalloc) during verify and each export, per size.
 
 Keys for the issue: `console_page_ms_1m`, `dashboard_ms_1m` (SQLite), `verify_to_floor` and
-`export_to_floor` (the worst over sizes, formats and databases measured). Other helpers may add
+`export_to_floor` (the worst over sizes, formats and databases measured); `backtest_to_parse`
+and `spark_visits_per_s_100k` from `population.figures` (`--patients`: the backtest of 10k and
+100k patients on both engines, see benchmarks/population.py). Other helpers may add
 their figures as further functions; keys not measured here are left out.
 """
 
@@ -332,6 +334,9 @@ def issue_keys(found: dict) -> dict:
         keys["verify_to_floor"] = max(verify)
     if export:
         keys["export_to_floor"] = max(export)
+    for key in ("backtest_to_parse", "spark_visits_per_s_100k"):  # benchmarks/population.py
+        if key in found:
+            keys[key] = found[key]
     return keys
 
 
@@ -344,6 +349,10 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--patients", type=int, nargs="*", default=[10_000, 100_000],
+        help="backtest populations, patients (benchmarks/population.py); no size: skip",
+    )  # fmt: skip
     args = parser.parse_args()
     found: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="handoff-scale-") as folder:
@@ -360,6 +369,12 @@ def main() -> None:
                     bench.cleanup()
                     for leftover in work.glob("sqlite-*"):
                         leftover.unlink()
+    if args.patients:
+        import population  # the backtest at population scale, both engines
+
+        rows = population.figures(tuple(args.patients))
+        print(json.dumps(rows.pop("population")), flush=True)
+        found |= rows
     print(json.dumps(found | issue_keys(found)))
 
 
