@@ -8,7 +8,9 @@ bulk-export layout (one ``<Type>.ndjson`` per type the engine reads, references 
 number), cached under ``$TMPDIR/handoff-population/<patients>``. For each size it measures,
 each in its own process (peak memory: the whole process tree's resident memory, sampled):
 
-- the floor: reading and parsing every line (orjson), in one process, as ratios' divisor;
+- the floor: reading and parsing every line (orjson), in one process, as ratios' divisor
+  (``to_parse``: wall time; ``cpu_to_parse_cpu``: CPU time of every process, steadier
+  when other work shares the machine);
 - ``handoff rules backtest --engine single`` (every core; the NDJSON grouped by patient on
   disk above 256 MB) and ``--engine spark`` (local[*]: every core);
 
@@ -24,6 +26,7 @@ import gzip
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -40,7 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from smartapp.engine.history import READ_TYPES  # noqa: E402
 
-SYNTHEA = REPO.parent / "shared" / "synthea"
+SYNTHEA = Path(os.environ.get("HANDOFF_SHARED_DIR") or REPO.parent / "shared") / "synthea"
 CACHE = Path(tempfile.gettempdir()) / "handoff-population"
 TYPES = READ_TYPES | {"Medication"}
 UUID = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
@@ -84,6 +87,8 @@ def write_population(dest: Path, patients: int, gz: bool = False, src: Path = SY
         return dest
     dest.mkdir(parents=True, exist_ok=True)
     lines = templates(src)
+    if not lines.get("Patient"):
+        raise SystemExit(f"{src}: no Synthea patients to copy")
     per_copy = len(lines.get("Patient", ())) or 1
     copies = -(-patients // per_copy)
     for rtype, rows in sorted(lines.items()):
@@ -129,8 +134,11 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def measured(command: list[str]) -> tuple[float, int, str]:
-    """Run a command: (seconds, peak resident memory of its process tree, stdout)."""
+def measured(command: list[str]) -> tuple[float, float, int, str]:
+    """Run a command: (seconds, CPU seconds of it and every process it waited for, peak
+    resident memory of its process tree, stdout). CPU time is the steadier figure on a
+    machine other work shares; wall time is what a user waits."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
     peak = [0]
@@ -148,7 +156,9 @@ def measured(command: list[str]) -> tuple[float, int, str]:
     sampler.join()
     if proc.returncode:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(command)}")
-    return elapsed, peak[0], out
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return elapsed, cpu, peak[0], out
 
 
 PARSE = """
@@ -166,17 +176,19 @@ def run_size(patients: int, engines: list[str]) -> dict[str, Any]:
     folder = write_population(CACHE / str(patients), patients)
     size = sum(p.stat().st_size for p in folder.glob("*.ndjson"))
     print(f"{patients} patients: {size / 1e9:.2f} GB of NDJSON in {folder}", file=sys.stderr)
-    parse_s, parse_mem, _ = measured([sys.executable, "-c", PARSE, str(folder)])
+    parse_s, parse_cpu, parse_mem, _ = measured([sys.executable, "-c", PARSE, str(folder)])
     row: dict[str, Any] = {"patients": patients, "bytes": size, "parse_s": round(parse_s, 1)}
-    row["parse_peak_mb"] = parse_mem // 2**20
+    row |= {"parse_cpu_s": round(parse_cpu, 1), "parse_peak_mb": parse_mem // 2**20}
     handoff = str(Path(sys.executable).with_name("handoff"))
     for engine in engines:
         command = [handoff, "rules", "backtest", str(folder), "--json", "--progress"]
         command += ["--engine", engine]
-        seconds, peak, out = measured(command)
+        seconds, cpu, peak, out = measured(command)
         report = json.loads(out)
         row[engine] = {
             "seconds": round(seconds, 1),
+            "cpu_s": round(cpu, 1),
+            "cpu_to_parse_cpu": round(cpu / parse_cpu, 2),
             "visits": report["visits"],
             "patients": report["patients"],
             "visits_per_s": round(report["visits"] / seconds, 1),
