@@ -129,21 +129,40 @@ def chart_of(
     timeout: tuple[float, float],
 ) -> ChartRead:
     """The chart: the prefetch, plus the missing types read from the FHIR server (same searches
-    as the launch); what could not be read is in `incomplete` with a notice, never dropped."""
+    as the launch) and the Medications its orders reference; what could not be read is in
+    `incomplete` with a notice, never dropped."""
     read = ChartRead(
         resources=list(prefetched.resources),
         notices=list(prefetched.notices),
         incomplete=set(prefetched.incomplete),
     )
     missing = tuple(dict.fromkeys(prefetched.missing))
-    if not missing:
-        return read
+    if missing:
+        _fetch_missing(
+            read, missing, access, patient_id, encounter_id, now, observation_days, limits, timeout
+        )
+    _read_medications(read, access, timeout)
+    return read
+
+
+def _fetch_missing(
+    read: ChartRead,
+    missing: tuple[str, ...],
+    access: Access | None,
+    patient_id: str,
+    encounter_id: str | None,
+    now: datetime,
+    observation_days: int,
+    limits: ChartLimits,
+    timeout: tuple[float, float],
+) -> None:
+    """Read the types the prefetch did not cover (the launch's searches), or name them."""
     if access is None:
         read.incomplete.update(missing)
         read.notices.append(
             "The EHR neither prefetched nor let Handoff read: " + ", ".join(missing) + "."
         )
-        return read
+        return
     client = FhirClient(access.server.rstrip("/"), access.token, timeout)
     try:
         fetched = client.read_chart(
@@ -152,11 +171,50 @@ def chart_of(
     except FhirError as exc:  # the EHR could not be reached at all: all of it unread
         read.incomplete.update(missing)
         read.notices.append(f"{exc} Not read: {', '.join(missing)}.")
-        return read
+        return
     kept = {(r.get("resourceType"), r.get("id")) for r in read.resources}
     read.resources += [
         r for r in fetched.resources if (r.get("resourceType"), r.get("id")) not in kept
     ]
     read.notices += fetched.notices
     read.incomplete |= fetched.incomplete
-    return read
+
+
+#: Referenced Medications read for one call, at most (Epic references them from its orders).
+MAX_MEDICATIONS = 20
+
+
+def _read_medications(read: ChartRead, access: Access | None, timeout: tuple[float, float]) -> None:
+    """Medications that the chart's medication records reference but do not contain, read
+    from the FHIR server as the launch reads them; a record whose Medication could be neither
+    prefetched nor read makes its type unread (its code is unknown: it may be methadone)."""
+    have = {f"{r.get('resourceType')}/{r.get('id')}" for r in read.resources}
+    referencing: dict[str, set[str]] = {}
+    for resource in read.resources:
+        reference = resource.get("medicationReference")
+        ref = reference.get("reference") if isinstance(reference, dict) else None
+        if isinstance(ref, str) and ref and not ref.startswith("#"):
+            relative = "/".join(ref.split("/_history/")[0].rstrip("/").split("/")[-2:])
+            if relative not in have:
+                referencing.setdefault(relative, set()).add(str(resource["resourceType"]))
+    unresolved = sorted(referencing)
+    if access is not None and unresolved:
+        client = FhirClient(access.server.rstrip("/"), access.token, timeout)
+        still = []
+        for ref in unresolved[:MAX_MEDICATIONS]:
+            try:
+                found = client.get(ref)
+            except FhirError:
+                found = None
+            if isinstance(found, dict) and found.get("resourceType") == "Medication":
+                read.resources.append(found)
+            else:
+                still.append(ref)
+        unresolved = still + unresolved[MAX_MEDICATIONS:]
+    if unresolved:
+        types = sorted({t for ref in unresolved for t in referencing[ref]})
+        read.incomplete.update(types)
+        read.notices.append(
+            f"{len(unresolved)} medication(s) referenced by {', '.join(types)} could not be "
+            "read: their codes are unknown. Suggestions may be incomplete."
+        )

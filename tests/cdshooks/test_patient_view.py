@@ -12,10 +12,13 @@ import time
 import uuid
 
 import pytest
+import requests
 
 from smartapp.cdshooks.models import HookResponse
 from tests.cdshooks.cds_client import PATIENT_VIEW, prefetch_from
+from tests.conftest import TEST_READER, TEST_READER_REDIRECT
 from tests.shared import SCENARIOS_DIR
+from tests.smart_helpers import token_for
 
 EXPECTED = json.loads((SCENARIOS_DIR / "expected.json").read_text())["cases"]
 
@@ -164,3 +167,65 @@ def test_encounter_start_offers_the_same_as_patient_view(cds):
     assert status == 200, answer
     (card,) = answer["cards"]
     check_offer(card["extension"]["handoff-offer"], case)
+
+
+def methadone_order(medication: str, patient: str, encounter: str) -> dict:
+    """A methadone order that references its Medication (as Epic's do) instead of a code."""
+    return {
+        "resourceType": "MedicationRequest",
+        "id": "cds-methadone-order",
+        "status": "active",
+        "intent": "order",
+        "medicationReference": {"reference": f"Medication/{medication}"},
+        "subject": {"reference": f"Patient/{patient}"},
+        "encounter": {"reference": f"Encounter/{encounter}"},
+        "authoredOn": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def test_referenced_medications_are_read_or_the_orders_count_unread(cds):
+    case = EXPECTED["P01-oud-withdrawal"]
+    patient, encounter = case["patient"], case["encounter"]
+    prefetch = prefetch_from(cds.client.discovery(), PATIENT_VIEW, cds.reader(patient), patient)
+    writer = token_for(
+        cds.stack.ehr_url,
+        patient,
+        TEST_READER,
+        TEST_READER_REDIRECT,
+        "launch openid fhirUser patient/*.cruds user/*.cruds",
+    )
+    methadone = {
+        "resourceType": "Medication",
+        "code": {
+            "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "6813"}]
+        },
+    }
+    made = requests.post(
+        f"{cds.fhir_base}/Medication",
+        json=methadone,
+        headers={
+            "Authorization": f"Bearer {writer['access_token']}",
+            "Content-Type": "application/fhir+json",
+        },
+        timeout=10,
+    )
+    assert made.status_code == 201, made.text
+    medication = made.json()["id"]
+    orders = prefetch["medicationRequests"]
+    orders["entry"] = orders.get("entry", []) + [
+        {"resource": methadone_order(medication, patient, encounter)}
+    ]
+    # With fhirAuthorization the Medication is read: methadone, so on MOUD (no buprenorphine)
+    body = cds.client.request(patient, encounter, prefetch, cds.authorization(patient))
+    status, answer = cds.client.call(body)
+    assert status == 200, answer
+    (card,) = answer["cards"]
+    offer = card["extension"]["handoff-offer"]
+    assert ("moud-buprenorphine", "on-moud") in {
+        (w["kind"], w["reason"]) for w in offer["withheld"]
+    }
+    # Without it the order's code is unknown: its type is unread (the chart-incomplete caution)
+    status, answer = cds.client.call(cds.client.request(patient, encounter, prefetch))
+    (card,) = answer["cards"]
+    offer = {s["kind"]: s for s in card["extension"]["handoff-offer"]["suggestions"]}
+    assert "chart-incomplete" in offer["moud-buprenorphine"]["cautions"]
