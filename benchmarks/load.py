@@ -232,8 +232,19 @@ def figures(result: dict) -> dict:
     }
 
 
+def scale_keys(argv: list[str] | None = None) -> dict:
+    """The two keys benchmarks/scale.py prints (`load_errors_64`, `handoff_cpu_ms_per_flow`),
+    from a run with `argv` (default: every level, SQLite); the table is printed on the way."""
+    return figures(measure(parse(argv)))
+
+
 def run(argv: list[str] | None = None) -> dict:
     """Parse arguments, measure, print the table; the result with the two keys on top."""
+    result = measure(parse(argv))
+    return figures(result) | result
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", help="Handoff's database (default: a SQLite file)")
     parser.add_argument("--postgres", action="store_true", help="$HANDOFF_TEST_POSTGRES_URL")
@@ -242,9 +253,7 @@ def run(argv: list[str] | None = None) -> dict:
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)))
     parser.add_argument("--quick", action="store_true", help="fewer flows per level")
     parser.add_argument("--server-log", help="keep the servers' error log in this file")
-    args = parser.parse_args(argv)
-    result = measure(args)
-    return figures(result) | result
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":

@@ -225,10 +225,15 @@ class Database:
         sqlite = url.startswith("sqlite")
         connect_args = {"check_same_thread": False} if sqlite else {}
         pool = {} if sqlite else {"pool_pre_ping": pre_ping, "pool_recycle": POOL_RECYCLE_SECONDS}
-        self.engine = create_engine(url, connect_args=connect_args, **pool)
+        # hide_parameters: a database error's message (logged with its traceback) must not
+        # carry the statement's values: patient ids, PKCE verifiers, states, nonces.
+        self.engine = create_engine(url, connect_args=connect_args, hide_parameters=True, **pool)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        if sqlite:
+            event.listen(self._factory, "before_flush", _writer_lock_first)
+            event.listen(self._factory, "do_orm_execute", _writer_lock_first_for_dml)
 
     @property
     def sqlite_file(self) -> Path | None:
@@ -300,14 +305,41 @@ def alembic_config():
     return config
 
 
+def _writer_lock_first(session: Session, _context, _instances) -> None:
+    """SQLite: a session about to write takes the referral log's writer lock (the process lock,
+    then BEGIN IMMEDIATE: smartapp.audit.chain.lock) before its first INSERT/UPDATE/DELETE,
+    whether or not it appends to the log. Without this, a session that wrote a row first held
+    SQLite's write lock and then waited for the process lock to append its event, while another
+    thread held the process lock and waited for SQLite's write lock: both stalled until the
+    busy timeout and a request failed ("database is locked") under load."""
+    if session.new or session.dirty or session.deleted:
+        from smartapp.audit import chain
+
+        chain.lock(session)
+
+
+def _writer_lock_first_for_dml(state) -> None:
+    """The same for a Core INSERT/UPDATE/DELETE run through the session (e.g. a lease claim)."""
+    if state.is_insert or state.is_update or state.is_delete:
+        from smartapp.audit import chain
+
+        chain.lock(state.session)
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """WAL and a busy timeout so the web app and a worker can share one SQLite file (the
-    timeout first: switching a fresh file to WAL waits for the lock instead of failing)."""
+    """WAL and a busy timeout so the web app's workers and the outbox worker can share one
+    SQLite file (the timeout first: switching a fresh file to WAL waits for the lock instead of
+    failing). 30 s, not 5: under load (benchmarks/load.py, 16+ concurrent physicians on two
+    workers) a writer of another process could wait more than 5 s behind the others and the
+    request failed with "database is locked"."""
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
 
+
+# How long a SQLite writer waits for another process's write to end (milliseconds).
+SQLITE_BUSY_TIMEOUT_MS = 30000
 
 # A server database's pooled connections are renewed after this long (seconds): under the
 # common 30-60 minute idle cuts of firewalls, proxies and managed databases.

@@ -25,7 +25,15 @@ def _take() -> None:
     sent = request.headers.get(HEADER, "")
     rid = sent if WELL_FORMED.fullmatch(sent) else secrets.token_hex(16)
     g.request_id = rid
-    current.set(rid)
+    g.request_id_token = current.set(rid)
+
+
+def _drop(_exc: BaseException | None) -> None:
+    """The request is over: this thread's later lines are no longer its own (a test client
+    runs requests in the caller's thread; a server thread serves the next request)."""
+    token = g.pop("request_id_token", None)
+    if token is not None:
+        current.reset(token)
 
 
 def _give(response: Response) -> Response:
@@ -39,3 +47,4 @@ def install(app: Flask) -> None:
     """Take the id first thing in every request; send it back on every response."""
     app.before_request_funcs.setdefault(None, []).insert(0, _take)
     app.after_request(_give)
+    app.teardown_request(_drop)

@@ -201,7 +201,8 @@ def test_launch_and_sign_counted_logged_by_request_without_phi(
     ]
     assert any(line["logger"] == "handoff.launch" for line in handoff_lines)
     with_ids = {line["request_id"] for line in handoff_lines if "request_id" in line}
-    assert len(with_ids) >= 4  # launch, callback, screen, sign (each its own id)
+    assert len(with_ids) >= 2  # the callback and the screen (each its own id) at least
+    assert all("request_id" in line for line in handoff_lines if line["logger"] == "handoff.launch")
     handoff_text = "\n".join(json.dumps(line) for line in handoff_lines)
     for secret in secrets_of_the_visit(stack, launch):
         assert secret not in handoff_text, f"logged: {secret[:12]}…"
