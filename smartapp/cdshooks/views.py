@@ -18,6 +18,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from smartapp.cdshooks import discovery, feedback, service
 from smartapp.cdshooks.clients import CdsClientError, CdsClients, load_clients
 from smartapp.cdshooks.security import JwksCache, Refused, Verifier
+from smartapp.cdshooks.writer import writer_for
 from smartapp.launch.sessions import client_for_referral
 from smartapp.services import Services, current_services
 from smartapp.writeback import outbox
@@ -55,6 +56,8 @@ def runtime() -> CdsRuntime:
             max_seconds=settings.jwt_max_seconds,
             jwks=JwksCache(ttl=float(app.config["CDS_JWKS_CACHE_SECONDS"])),
         )
+        # The calls' writes append to the referral log in the app's context (its signer).
+        writer_for(current_services().db, app.app_context)
         found = app.extensions[EXTENSION] = CdsRuntime(settings, clients, verifier)
     return found
 

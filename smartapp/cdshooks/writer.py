@@ -9,6 +9,7 @@ reaches its caller.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -37,8 +38,11 @@ class _Unit:
 class GroupWriter:
     """Commits queued units of work together, in the order they came."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, context: Callable[[], Any] | None = None) -> None:
         self.db = db
+        # A context every batch runs in (the app's: the referral log finds the checkpoint
+        # signer there, as in a request), given by whoever made the writer.
+        self.context = context or contextlib.nullcontext
         self._queue: queue.Queue[_Unit] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="cds-writer", daemon=True)
         self._thread.start()
@@ -62,7 +66,8 @@ class GroupWriter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._commit(batch)
+            with self.context():
+                self._commit(batch)
 
     def _commit(self, batch: list[_Unit]) -> None:
         try:
@@ -93,10 +98,10 @@ _WRITERS: dict[int, GroupWriter] = {}
 _LOCK = threading.Lock()
 
 
-def writer_for(db: Database) -> GroupWriter:
-    """The process's group writer for this database (made on first use; one per fork)."""
+def writer_for(db: Database, context: Callable[[], Any] | None = None) -> GroupWriter:
+    """The process's group writer for this database (made on first use, with `context`)."""
     with _LOCK:
         found = _WRITERS.get(id(db))
         if found is None or not found._thread.is_alive():
-            found = _WRITERS[id(db)] = GroupWriter(db)
+            found = _WRITERS[id(db)] = GroupWriter(db, context)
         return found

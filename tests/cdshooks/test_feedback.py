@@ -181,3 +181,17 @@ def test_feedback_for_a_card_not_given_is_refused(cds):
     item["acceptedSuggestions"] = [{"id": "9368d37b-283f-44a0-93ea-547cebab93ee"}]
     response = cds.client.feedback(PATIENT_VIEW, [item])
     assert response.status_code == 400
+
+
+def test_the_referral_log_verifies_after_cards_and_feedback(cds):
+    """What the cards showed, the decisions and overrides: the chain recomputes, and the log
+    still covers the referral tables (the group writer appends as a request does)."""
+    from smartapp.audit import coverage
+    from smartapp.audit.verify import verify
+
+    card_for(cds, "P14-pt", "P14-enc")
+    with Database(cds.stack.database_url).session() as session:
+        report = verify(session, max_unsigned=None, cross_check=True)
+        findings, note = coverage.check(session)
+    assert report.ok, report
+    assert findings == [] and note is None
