@@ -3,7 +3,7 @@ verify` and `audit export` on logs of 100k and 1M events, each against a floor m
 same run, on SQLite and on PostgreSQL.
 
     python benchmarks/scale.py [--events N ...] [--postgres URL | --no-postgres] [--no-sqlite]
-        [--repeat R]
+        [--repeat R] [--only verify export console dashboard memory]
 
 The logs are generated through the app's own append path (`scale_log`: batched units of work,
 the real chain code, a checkpoint every 100 events) and cached under the temp folder, keyed
@@ -307,16 +307,20 @@ def figure_memory(bench: Bench, work: Path) -> dict:
     return found
 
 
-def measure(bench: Bench, work: Path, repeat: int) -> dict:
+FIGURES = ("verify", "export", "console", "dashboard", "memory")
+
+
+def measure(bench: Bench, work: Path, repeat: int, only: tuple[str, ...] = FIGURES) -> dict:
     found: dict[str, Any] = {}
-    for figure in (
-        lambda: figure_verify(bench),
-        lambda: figure_export(bench, work),
-        lambda: figure_console(bench, repeat),
-        lambda: figure_dashboard(bench, repeat),
-        lambda: figure_memory(bench, work),
-    ):
-        result = figure()
+    figures = {
+        "verify": lambda: figure_verify(bench),
+        "export": lambda: figure_export(bench, work),
+        "console": lambda: figure_console(bench, repeat),
+        "dashboard": lambda: figure_dashboard(bench, repeat),
+        "memory": lambda: figure_memory(bench, work),
+    }
+    for name in only:
+        result = figures[name]()
         print(json.dumps(result), flush=True)
         found |= result
     return found
@@ -349,6 +353,7 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", nargs="+", choices=FIGURES, default=list(FIGURES))
     parser.add_argument(
         "--patients", type=int, nargs="*", default=[10_000, 100_000],
         help="backtest populations, patients (benchmarks/population.py); no size: skip",
@@ -364,7 +369,7 @@ def main() -> None:
             for make in makers:
                 bench = make()
                 try:
-                    found |= measure(bench, work, args.repeat)
+                    found |= measure(bench, work, args.repeat, tuple(args.only))
                 finally:
                     bench.cleanup()
                     for leftover in work.glob("sqlite-*"):
