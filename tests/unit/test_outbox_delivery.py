@@ -77,13 +77,12 @@ class FakeEhr:
         rtype, rid = path.split("/")[:2]
         return self._by_id(rtype, rid)[1]
 
-    def _request(self, method: str, url: str, body: dict, headers: dict | None = None) -> dict:
-        assert method == "PUT"
+    def put(self, body: dict, if_match: str | None = None) -> dict:
         self.calls.append(f"update {body['resourceType']}")
         self._fail()
         key, current = self._by_id(body["resourceType"], body["id"])
         version = int((current.get("meta") or {}).get("versionId", "1"))
-        if headers and headers["If-Match"] != f'W/"{version}"':
+        if if_match and if_match != f'W/"{version}"':
             raise FhirError("conflict", status=412)
         meta = (body.get("meta") or {}) | {"versionId": str(version + 1)}
         self.store[key] = body | {"meta": meta}
@@ -253,8 +252,8 @@ def test_an_update_queued_during_a_delivery_is_not_lost(db):
         def create(self, resource: dict, if_none_exist: str | None = None) -> dict:
             return ehr.create(resource, if_none_exist)
 
-        def _request(self, method: str, url: str, body: dict, headers=None) -> dict:
-            answer = ehr._request(method, url, body, headers)
+        def put(self, body: dict, if_match: str | None = None) -> dict:
+            answer = ehr.put(body, if_match)
             if not queued:
                 with db.session() as session:
                     queued.append(outbox.enqueue_task_update(session, referral_id, changes))
