@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -62,6 +63,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any, TextIO
 
 import orjson
@@ -170,6 +172,9 @@ WRITE_OUTCOMES = {"written": "0", "queued": "4", "failed": "8"}
 _REFERENCE = re.compile(r"^(https?://\S+/)?[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
 
 
+SOURCE = {"observer": HANDOFF_APP, "type": [_coding(SOURCE_TYPE, "4", "Application Server")]}
+
+
 def audit_event(event: Any, canonical: bytes | None = None, recorded: str | None = None) -> dict:
     """The FHIR R4 AuditEvent for one log event (a `LogEvent` or a row with its columns).
 
@@ -192,11 +197,8 @@ def audit_event(event: Any, canonical: bytes | None = None, recorded: str | None
     }
     if outcome_desc:
         resource["outcomeDesc"] = outcome_desc
-    resource["agent"] = _agents(event, pattern)
-    resource["source"] = {
-        "observer": HANDOFF_APP,
-        "type": [_coding(SOURCE_TYPE, "4", "Application Server")],
-    }
+    resource["agent"] = _shared_agents(event.type, event.user_ref, event.iss)
+    resource["source"] = SOURCE
     resource["entity"] = _entities(event, data, canonical)
     return resource
 
@@ -216,6 +218,16 @@ def _who(user_ref: str) -> dict:
     if _REFERENCE.match(user_ref):
         return {"reference": user_ref}
     return {"identifier": {"system": "urn:handoff:user", "value": user_ref}, "display": user_ref}
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_agents(type_: str, user_ref: str | None, iss: str | None) -> list[dict]:
+    """`_agents`, made once per (type, user, EHR): an export repeats them on every line. The
+    list is shared: serialised, never changed."""
+    pattern = PATTERNS.get(type_) or Pattern(
+        _coding(HANDOFF_EVENT, type_), (), "E", AGENT, APPLICATION, SOURCE_ROLE
+    )
+    return _agents(SimpleNamespace(user_ref=user_ref, iss=iss), pattern)
 
 
 def _agents(event: Any, pattern: Pattern) -> list[dict]:
