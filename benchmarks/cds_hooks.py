@@ -16,6 +16,7 @@ Target (issue 14): p99 <= 100 ms at 50 concurrent on a 2-core machine, <= 3x the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -36,6 +37,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.load import database  # noqa: E402
 from benchmarks.load_stack import (  # noqa: E402
     cpu_seconds,
     gunicorn,
@@ -91,7 +93,9 @@ def charts(folder: Path) -> list[tuple[str, str, dict, bool]]:
     return out
 
 
-def start(folder: Path, workers: int, threads: int, data: Path | None = None):
+def start(
+    folder: Path, workers: int, threads: int, data: Path | None = None, url: str | None = None
+):
     """Handoff under gunicorn, trusting the benchmark's CDS client; (process, url, key)."""
     from joserfc.jwk import ECKey
 
@@ -100,6 +104,7 @@ def start(folder: Path, workers: int, threads: int, data: Path | None = None):
     from smartapp.db import Database
     from smartapp.launch.tokens import TokenCipher
 
+    database_given = url
     port = reserve_port()
     url = f"http://127.0.0.1:{port}"
     launch = folder / "launch"
@@ -123,7 +128,7 @@ def start(folder: Path, workers: int, threads: int, data: Path | None = None):
     (keys / "audit-key.pub.pem").write_text(signer.public_pem())
     data = data or folder / "data"
     data.mkdir(parents=True, exist_ok=True)
-    database_url = f"sqlite:///{data / 'handoff.sqlite'}"
+    database_url = database_given or f"sqlite:///{data / 'handoff.sqlite'}"
     Database(database_url).migrate()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")} | {
         "PYTHONPATH": str(REPO),
@@ -223,6 +228,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="threads per worker")
     parser.add_argument("--quick", action="store_true", help="fewer requests per level")
     parser.add_argument(
+        "--database-url",
+        help="PostgreSQL (postgresql+psycopg://...): a fresh schema, dropped afterwards",
+    )
+    parser.add_argument(
         "--data-dir",
         type=Path,
         help="where the SQLite database lives (default: the run's temp folder, on disk); "
@@ -231,8 +240,18 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="handoff-cds-bench-"))
     data = args.data_dir / folder.name if args.data_dir else None
-    process, url, key = start(folder, args.workers, args.threads, data)
-    figures: dict = {"workers": args.workers, "threads": args.threads, "data": str(data or "disk")}
+    with contextlib.ExitStack() as stack:
+        database_url = None
+        if args.database_url:
+            database_url = stack.enter_context(database(args.database_url, False, folder))
+        measure(args, folder, data, database_url)
+
+
+def measure(args: argparse.Namespace, folder: Path, data: Path | None, database_url) -> None:
+    """Start Handoff, warm it, run every level; print the figures."""
+    process, url, key = start(folder, args.workers, args.threads, data, database_url)
+    where = "postgresql" if database_url else str(data or "disk")
+    figures: dict = {"workers": args.workers, "threads": args.threads, "data": where}
     try:
         cases = charts(folder)
         run_level(url, jobs_for(url, key, cases, 40, False), 4)  # warm up both
