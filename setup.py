@@ -1,7 +1,8 @@
 """Build hook: ship the default rules inside the package, so an installed wheel runs.
 
 ``rules/`` stays the informatics-owned source in the repository. At build time its
-``packs/``, ``valuesets/``, ``schema/`` and ``aids/`` (the decision aids' items) are copied into the wheel as
+``packs/``, ``valuesets/``, ``schema/`` and ``aids/`` (the decision aids' items) are copied
+into the wheel as
 ``smartapp/default_rules/``, where ``smartapp.engine.location`` finds them when Handoff
 runs from an installed package (a checkout, and an editable install, read ``rules/``).
 Everything else about the package is in ``pyproject.toml``.
