@@ -118,6 +118,9 @@ def call(service_id: str):
         return jsonify({"error": "bad-request", "reason": str(exc)}), 400
     except service.PreconditionFailed as exc:
         return jsonify({"error": "precondition-failed", "reason": str(exc)}), 412
+    except Exception:  # an EHR waits on this call: no card rather than an error page
+        log.exception("CDS call answered without a card: unexpected error (service %s)", service_id)
+        return jsonify(service.NO_CARDS)
     return jsonify(body)
 
 
