@@ -19,6 +19,7 @@ from smartapp.fhir.chart import (
     withheld_reasons,
 )
 from smartapp.fhir.errors import FhirError, parse_response
+from smartapp.fhir.http import session_for
 
 # Names importers of this module use, kept at their old path since the chart read moved.
 __all__ = [
@@ -44,7 +45,8 @@ class IncompleteSearch(FhirError):
 
 @dataclass
 class FhirClient:
-    """A FHIR server base URL and a bearer token; every call has a timeout."""
+    """A FHIR server base URL and a bearer token; every call has a timeout and goes over the
+    EHR's shared keep-alive connections (smartapp.fhir.http)."""
 
     base: str
     access_token: str = field(repr=False)  # never in a repr, a log line or a traceback
@@ -66,7 +68,9 @@ class FhirClient:
         headers = self.headers() | (extra_headers or {})
         data = orjson.dumps(body) if body is not None else None
         try:
-            return requests.request(method, url, data=data, headers=headers, timeout=self.timeout)
+            return session_for(url).request(
+                method, url, data=data, headers=headers, timeout=self.timeout
+            )
         except requests.ConnectTimeout as exc:  # before "connected": nothing was sent
             raise FhirError("The EHR could not be reached.", transient=True) from exc
         except requests.Timeout as exc:

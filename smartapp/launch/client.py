@@ -18,6 +18,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from smartapp.fhir.http import adopt, session_for
 from smartapp.launch.registrations import Registration
 
 
@@ -74,7 +75,9 @@ def _oauth_error(exc: Exception) -> str:
 def _get_json(url: str, timeout: tuple[float, float]) -> dict | None:
     """GET a JSON document; None when it is absent or not JSON."""
     try:
-        response = requests.get(url, headers={"Accept": "application/json"}, timeout=timeout)
+        response = session_for(url).get(
+            url, headers={"Accept": "application/json"}, timeout=timeout
+        )
     except requests.RequestException as exc:
         raise LaunchError(
             f"The EHR could not be reached ({exc.__class__.__name__}). Try again in a moment."
@@ -312,7 +315,7 @@ def exchange_code(
     signing_key=None,
 ) -> dict:
     """Trade the authorization code for tokens (PKCE verifier sent, client authenticated)."""
-    session = _session(registration, redirect_uri, signing_key=signing_key)
+    session = adopt(_session(registration, redirect_uri, signing_key=signing_key), token_endpoint)
     try:
         return dict(
             session.fetch_token(
@@ -341,7 +344,9 @@ def refresh(
     signing_key=None,
 ) -> dict:
     """Use the refresh token for a new access token."""
-    session = _session(registration, redirect_uri="", signing_key=signing_key)
+    session = adopt(
+        _session(registration, redirect_uri="", signing_key=signing_key), token_endpoint
+    )
     try:
         return dict(
             session.refresh_token(token_endpoint, refresh_token=refresh_token, timeout=timeout)
@@ -360,7 +365,7 @@ def verify_id_token(
 ) -> dict:
     """Check the id_token's signature (issuer's JWKS), iss, aud, exp and nonce; return claims."""
     try:
-        keys = KeySet.import_key_set(requests.get(jwks_uri, timeout=timeout).json())
+        keys = KeySet.import_key_set(session_for(jwks_uri).get(jwks_uri, timeout=timeout).json())
         token = jwt.decode(id_token, keys, algorithms=["RS256", "RS384", "ES256", "ES384"])
     except (JoseError, requests.RequestException, ValueError) as exc:
         raise LaunchError(

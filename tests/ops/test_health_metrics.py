@@ -185,6 +185,11 @@ def test_launch_and_sign_counted_logged_by_request_without_phi(
     assert metric(text, "handoff_write_attempts_total", ehr=ehr, outcome="written") >= 1
     assert metric(text, "handoff_outbox_depth") == 0
     assert "handoff_outbox_oldest_age_seconds" in text
+    # The chart read (a batch) and the writes (a transaction), timed.
+    fhir_posts = metric(
+        text, "handoff_fhir_request_seconds_count", ehr=ehr, method="POST", status="2xx"
+    ) - metric(before, "handoff_fhir_request_seconds_count", ehr=ehr, method="POST", status="2xx")
+    assert fhir_posts >= 2
     assert metric(
         text, "handoff_http_request_seconds_count", route="/launch", method="GET", status="3xx"
     )
@@ -222,3 +227,21 @@ def test_metrics_behind_a_token_when_set(stack: Stack) -> None:
         app.config["METRICS_TOKEN"] = None
     assert refused.status_code == 401
     assert allowed.status_code == 200 and "handoff_launches_total" in allowed.text
+
+
+def test_calls_to_an_ehr_reuse_kept_alive_connections(stack: Stack) -> None:
+    """Two launches: the EHR's connections are opened once per process and reused (one
+    shared pool per EHR), not opened anew for each FHIR or token call."""
+    from smartapp.fhir import http
+
+    app = app_url(stack)
+    manager = http.session_for(stack.ehr_url).get_adapter(stack.ehr_url).poolmanager
+
+    def count(attribute: str) -> int:
+        return sum(getattr(manager.pools[key], attribute) for key in manager.pools.keys())  # noqa: SIM118 (no iteration)
+
+    launch_flow.full(app, stack.ehr_url, "P05-pt")
+    opened, served = count("num_connections"), count("num_requests")
+    launch_flow.full(app, stack.ehr_url, "P12-pt")
+    assert count("num_requests") >= served + 3  # discovery, token, JWKS, the chart read
+    assert count("num_connections") <= opened + 1

@@ -1,0 +1,94 @@
+"""HTTP to the EHRs: one `requests.Session` per EHR origin, shared by every thread of the
+process, so FHIR and OAuth calls reuse kept-alive connections (a launch and Sign made a new TCP
+connection per call before: a visible part of Handoff's CPU per flow, benchmarks/load.py).
+
+The sessions keep no cookies (an EHR's cookie must never follow one patient's call into
+another's) and read the proxy and CA settings of the environment once, when made (requests
+would re-read the whole environment on every call). `RESPONSE_HOOKS` are called with every
+answer (smartapp.ops times them for the metrics). A forked process (gunicorn with
+--preload) makes its own sessions: sockets are never shared across processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies
+
+#: Connections kept open per EHR origin (more may open under load; only this many are kept).
+POOL_SIZE = 32
+#: Called with each response from an EHR (must never raise into the caller).
+RESPONSE_HOOKS: list[Callable[[requests.Response], Any]] = []
+
+S = TypeVar("S", bound=requests.Session)
+
+_sessions: dict[str, requests.Session] = {}
+_lock = threading.Lock()
+_owner = [os.getpid()]
+
+
+def origin(url: str) -> str:
+    """scheme://host[:port] of an URL."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def session_for(url: str) -> requests.Session:
+    """The shared session for the EHR `url` belongs to (made on first use)."""
+    key = origin(url)
+    with _lock:
+        if _owner[0] != os.getpid():  # forked: the parent's sockets are not ours
+            _sessions.clear()
+            _owner[0] = os.getpid()
+        session = _sessions.get(key)
+        if session is None:
+            session = _sessions[key] = _new_session(key)
+        return session
+
+
+def _new_session(key: str) -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    # The environment read once (proxies honouring NO_PROXY for this origin, the CA bundle).
+    session.trust_env = False
+    session.proxies = get_environ_proxies(key)
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    session.hooks["response"] = [_run_hooks]
+    return session
+
+
+def _run_hooks(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+    for hook in RESPONSE_HOOKS:
+        with contextlib.suppress(Exception):  # a metric must never break a call to the EHR
+            hook(response)
+    return response
+
+
+def adopt(session: S, url: str) -> S:
+    """`session` (e.g. authlib's OAuth2Session for one token request) sends what it sends to
+    `url`'s origin over that EHR's shared connections, with the response hooks."""
+    key = origin(url)
+    session.mount(f"{key}/", session_for(url).get_adapter(key))
+    session.hooks["response"] = [*session.hooks.get("response", []), _run_hooks]
+    return session
+
+
+def close_all() -> None:
+    """Close every session (tests; a process about to exit)."""
+    with _lock:
+        for session in _sessions.values():
+            session.close()
+        _sessions.clear()
