@@ -130,12 +130,18 @@ def test_accept_on_the_card_writes_one_referral_once(cds):
     assert len(referrals(cds, patient)) == 1
     assert len(at_ehr(cds, patient, "ServiceRequest", "prc-consult", encounter)) == 1
     assert no_offer(cds, patient, encounter)
+    # then the physician opens Handoff from the card's link: the visit shows as signed
+    launch = launch_flow.full(cds.stack.app.url, cds.stack.ehr_url, patient)
+    assert launch.final.status_code == 200
+    assert 'name="decision-prc-consult"' not in launch.final.text  # no Sign form again
+    assert len(referrals(cds, patient)) == 1
 
 
 def test_signed_in_the_app_then_accepted_on_the_card_is_one_referral(cds):
     patient, encounter = "P05-pt", "P05-enc"
     card = card_for(cds, patient, encounter)  # shown before the physician opens Handoff
     launch = launch_flow.full(cds.stack.app.url, cds.stack.ehr_url, patient)
+    assert 'name="decision-prc-consult"' in launch.final.text  # the Sign form, unsigned
     signed = launch_flow.sign_all(launch, cds.stack.app.url)
     assert signed.status_code in (200, 303), signed.text[:500]
     (row,) = referrals(cds, patient)
