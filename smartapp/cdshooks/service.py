@@ -13,6 +13,7 @@ Handoff's backend access, or with the next launch of the visit (launch.sessions)
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +46,17 @@ log = logging.getLogger("handoff.cdshooks")
 
 OVERRIDE_EVENT = "cds-override"
 NO_CARDS: dict = {"cards": []}
-_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="cds-hook")
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """This process's threads for hook calls (made after a fork: a pool does not survive it)."""
+    with _POOL_LOCK:
+        found = _POOLS.get(os.getpid())
+        if found is None:
+            found = _POOLS[os.getpid()] = ThreadPoolExecutor(16, thread_name_prefix="cds-hook")
+        return found
 
 
 class BadRequest(ValueError):
@@ -139,7 +150,7 @@ def answer(
     the rest within the budget; past it, no card (and nothing of the late work is kept)."""
     call = parse(services, client, service, body)
     late = threading.Event()
-    work = _POOL.submit(respond, services, settings, client, service, call, now, late)
+    work = _pool().submit(respond, services, settings, client, service, call, now, late)
     try:
         return work.result(timeout=settings.budget_seconds)
     except FutureTimeout:

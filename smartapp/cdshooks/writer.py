@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -94,14 +95,15 @@ class GroupWriter:
         unit.done.set()
 
 
-_WRITERS: dict[int, GroupWriter] = {}
+_WRITERS: dict[tuple[int, int], GroupWriter] = {}
 _LOCK = threading.Lock()
 
 
 def writer_for(db: Database, context: Callable[[], Any] | None = None) -> GroupWriter:
     """The process's group writer for this database (made on first use, with `context`)."""
-    with _LOCK:
-        found = _WRITERS.get(id(db))
+    with _LOCK:  # keyed by process too: a writer's thread does not survive a fork
+        key = (os.getpid(), id(db))
+        found = _WRITERS.get(key)
         if found is None or not found._thread.is_alive():
-            found = _WRITERS[id(db)] = GroupWriter(db, context)
+            found = _WRITERS[key] = GroupWriter(db, context)
         return found
