@@ -14,17 +14,25 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
+
+if TYPE_CHECKING:
+    from urllib3._base_connection import BaseHTTPConnection
 
 #: Connections kept open per EHR origin (more may open under load; only this many are kept).
 POOL_SIZE = 32
+#: A kept-alive connection idle longer than this (seconds) is not reused but opened again:
+#: under the shortest keep-alive of common servers (gunicorn's default, 2 s).
+IDLE_SECONDS = 1.0
 #: Called with each response from an EHR (must never raise into the caller).
 RESPONSE_HOOKS: list[Callable[[requests.Response], Any]] = []
 
@@ -54,9 +62,37 @@ def session_for(url: str) -> requests.Session:
         return session
 
 
+class _FreshPool(HTTPConnectionPool):
+    """A pool that does not reuse a connection idle for longer than IDLE_SECONDS: servers close
+    idle keep-alive connections (gunicorn after 2 s, Apache 5 s, nginx 75 s), and one closed
+    just as a request goes out fails it (a POST cannot be retried: it may have landed)."""
+
+    def _get_conn(self, timeout: float | None = None) -> BaseHTTPConnection:
+        conn = super()._get_conn(timeout)
+        idle_since = getattr(conn, "handoff_idle_since", None)
+        if idle_since is not None and time.monotonic() - idle_since > IDLE_SECONDS:
+            conn.close()  # urllib3 connects it again on use
+        return conn
+
+    def _put_conn(self, conn: BaseHTTPConnection | None) -> None:
+        if conn is not None:
+            conn.handoff_idle_since = time.monotonic()  # type: ignore[attr-defined]
+        super()._put_conn(conn)
+
+
+class _FreshHTTPSPool(_FreshPool, HTTPSConnectionPool):
+    """The same for https."""
+
+
+class _Adapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _FreshPool, "https": _FreshHTTPSPool}
+
+
 def _new_session(key: str) -> requests.Session:
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE)
+    adapter = _Adapter(pool_connections=1, pool_maxsize=POOL_SIZE)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
