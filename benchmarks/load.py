@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.load_stack import LoadStack, start_stack  # noqa: E402
+from smartapp.fhir.http import fresh_adapter  # noqa: E402
 
 LEVELS = (1, 4, 16, 32, 64)
 #: Requests a flow makes to Handoff: /launch, /callback, the screen, Sign, the signed page.
@@ -55,6 +56,9 @@ def flows_at(level: int, quick: bool) -> int:
 def one_flow(stack: LoadStack, patient: str) -> str | None:
     """A physician's whole flow; None when it went through, else what went wrong."""
     browser = requests.Session()
+    # Like a browser, a connection the server may have closed while idle is not reused.
+    adapter = fresh_adapter(4)
+    browser.mount("http://", adapter)
     ehr, app = stack.ehr_url, stack.app_url
     try:
         browser.get(f"{ehr}/", timeout=60).raise_for_status()

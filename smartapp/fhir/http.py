@@ -90,9 +90,14 @@ class _Adapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": _FreshPool, "https": _FreshHTTPSPool}
 
 
+def fresh_adapter(pool_maxsize: int = POOL_SIZE) -> HTTPAdapter:
+    """A requests adapter whose pools reopen a connection idle over IDLE_SECONDS."""
+    return _Adapter(pool_connections=1, pool_maxsize=pool_maxsize)
+
+
 def _new_session(key: str) -> requests.Session:
     session = requests.Session()
-    adapter = _Adapter(pool_connections=1, pool_maxsize=POOL_SIZE)
+    adapter = fresh_adapter()
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
