@@ -39,7 +39,10 @@ from smartapp.rulestools.backtest_input import (
 IN_MEMORY_BYTES = 256 * 1024 * 1024
 BUCKET_BYTES = 32 * 1024 * 1024
 GZIP_RATIO = 8
-MAX_BUCKETS = 512
+#: Bucket files a pass-1 task keeps open (under the usual limit of 1024 open files); above
+#: MAX_BUCKETS * BUCKET_BYTES of input (32 GB) the buckets grow instead.
+MAX_BUCKETS = 1000
+WRITE_BUFFER = 64 * 1024  # per open bucket file
 
 
 def input_bytes(paths: Sequence[Path]) -> int:
@@ -99,7 +102,7 @@ def split_file(folder: Path, paths: Sequence[Path], index: int, buckets: int) ->
             bucket = bucket_of(owner, buckets)
             f = files.get(bucket)
             if f is None:
-                f = files[bucket] = bucket_path(folder, bucket, index).open("wb", 1 << 20)
+                f = files[bucket] = bucket_path(folder, bucket, index).open("wb", WRITE_BUFFER)
             f.write(b"%d\t%s\n" % (number, line.rstrip(b"\r\n")))
     except BacktestError as exc:
         out.error = str(exc)
