@@ -27,7 +27,9 @@ Figures (one function each; the last line printed is one JSON object with every 
 Keys for the issue: `console_page_ms_1m`, `dashboard_ms_1m` (SQLite), `verify_to_floor` and
 `export_to_floor` (the worst over sizes, formats and databases measured); `backtest_to_parse`
 and `spark_visits_per_s_100k` from `population.figures` (`--patients`: the backtest of 10k and
-100k patients on both engines, see benchmarks/population.py). Other helpers may add
+100k patients on both engines, see benchmarks/population.py); `load_errors_64` and
+`handoff_cpu_ms_per_flow` from `load.scale_keys` (whole physician flows at 1 to 64 concurrent,
+see benchmarks/load.py; `--no-load`: skip). Other helpers may add
 their figures as further functions; keys not measured here are left out.
 """
 
@@ -338,7 +340,12 @@ def issue_keys(found: dict) -> dict:
         keys["verify_to_floor"] = max(verify)
     if export:
         keys["export_to_floor"] = max(export)
-    for key in ("backtest_to_parse", "spark_visits_per_s_100k"):  # benchmarks/population.py
+    for key in (
+        "backtest_to_parse",  # benchmarks/population.py
+        "spark_visits_per_s_100k",
+        "load_errors_64",  # benchmarks/load.py
+        "handoff_cpu_ms_per_flow",
+    ):
         if key in found:
             keys[key] = found[key]
     return keys
@@ -358,6 +365,7 @@ def main() -> None:
         "--patients", type=int, nargs="*", default=[10_000, 100_000],
         help="backtest populations, patients (benchmarks/population.py); no size: skip",
     )  # fmt: skip
+    parser.add_argument("--no-load", action="store_true", help="skip benchmarks/load.py")
     args = parser.parse_args()
     found: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="handoff-scale-") as folder:
@@ -380,6 +388,10 @@ def main() -> None:
         rows = population.figures(tuple(args.patients))
         print(json.dumps(rows.pop("population")), flush=True)
         found |= rows
+    if not args.no_load:
+        import load  # whole physician flows under load (its table printed on the way)
+
+        found |= load.scale_keys()
     print(json.dumps(found | issue_keys(found)))
 
 
