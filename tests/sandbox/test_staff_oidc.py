@@ -554,7 +554,10 @@ def test_cli_registers_the_staff_client(monkeypatch: pytest.MonkeyPatch) -> None
         ["http://127.0.0.1:8700/callback"],
     )
     assert staff.client_id == "handoff-staff"
-    assert staff.redirect_uris == ["http://127.0.0.1:8700/staff/callback"]
+    assert staff.redirect_uris == [
+        "http://127.0.0.1:8700/staff/callback",
+        "http://127.0.0.1:8700/partner/callback",
+    ]
     assert staff.launch_url == "http://127.0.0.1:8700/"
     assert (staff.auth_method, staff.client_secret) == (
         "client_secret_basic",
