@@ -52,7 +52,8 @@ def test_a_partner_update_lands_at_medplum(tmp_path, medplum):
     database_url = f"sqlite:///{tmp_path / 'handoff.sqlite'}"
     app = start_app(tmp_path / "app", port, launch_dir, DATABASE_URL=database_url)
     try:
-        db, referral_id, client = medplum_referral(tmp_path, medplum, "P21-pt")
+        # P27: a visit no other test writes at the Medplum peer (it outlives each test)
+        db, referral_id, client = medplum_referral(tmp_path, medplum, "P27-pt")
         coach_accepts_contacts_and_records_consent(app, referral_id)
         deliver_until_written(db, referral_id, client)
 
