@@ -17,6 +17,13 @@ DEFAULT_INSTANCE = (
     else Path(sys.prefix) / "var" / "smartapp-instance"
 )
 INSTANCE_ENV = "HANDOFF_INSTANCE_PATH"
+# The catalog data Handoff ships (the sample catalog, the discharge sheet's words): catalog/
+# of a checkout, or its copy inside an installed wheel (setup.py: smartapp/default_catalog/).
+SHIPPED_CATALOG = (
+    Path(__file__).resolve().parent / "default_catalog"
+    if (Path(__file__).resolve().parent / "default_catalog").is_dir()
+    else REPO_ROOT / "catalog"
+)
 # Where `handoff demo` serves Handoff unless told otherwise (the demo's PUBLIC_URL).
 DEMO_PUBLIC_URL = "http://127.0.0.1:8700"
 
@@ -39,10 +46,10 @@ class Defaults:
     # SQLAlchemy URL; None means a SQLite file in the instance folder.
     DATABASE_URL: str | None = None
     # The community resource catalog (FHIR HealthcareService/Organization/Location JSON).
-    CATALOG_DIR: str = str(REPO_ROOT / "catalog" / "sample")
+    CATALOG_DIR: str = str(SHIPPED_CATALOG / "sample")
     # The patient's discharge sheet's words, one file per language (en.yaml, es.yaml; issue 13
     # item 7: the spec is silent on the wording, so it is data with its sources).
-    AFTERCARE_SHEET_DIR: str = str(REPO_ROOT / "catalog" / "sheet")
+    AFTERCARE_SHEET_DIR: str = str(SHIPPED_CATALOG / "sheet")
     # Where EHR registrations (launch/*.yaml) live.
     LAUNCH_DIR: str = str(REPO_ROOT / "launch")
     # The rules directory: its packs/default.yaml is the pack the app runs, its valuesets/ the

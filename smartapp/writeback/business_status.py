@@ -17,7 +17,13 @@ from typing import Any
 
 import yaml
 
-DEFAULT_FILE = Path(__file__).resolve().parents[2] / "catalog" / "lifecycle.yaml"
+#: catalog/lifecycle.yaml of a checkout, or its copy inside an installed wheel (setup.py).
+_PACKAGED_FILE = Path(__file__).resolve().parents[1] / "default_catalog" / "lifecycle.yaml"
+DEFAULT_FILE = (
+    _PACKAGED_FILE
+    if _PACKAGED_FILE.is_file()
+    else Path(__file__).resolve().parents[2] / "catalog" / "lifecycle.yaml"
+)
 DEFAULT_SYSTEM = "urn:handoff:task-business-status"
 #: Handoff's steps between accepted and completed, in lifecycle order.
 STEPS = ("contacted", "appointment-scheduled", "appointment-attended", "engaged-30-days")
