@@ -391,7 +391,7 @@ def main() -> None:
     if not args.no_load:
         import load  # whole physician flows under load (its table printed on the way)
 
-        found |= load.scale_keys()
+        found |= load.scale_keys([])  # its own defaults, not scale.py's command line
     print(json.dumps(found | issue_keys(found)))
 
 
