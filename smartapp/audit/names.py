@@ -100,7 +100,7 @@ def user_names(session: Session) -> dict[str, str]:
     """Each user's display name by reference (brought up to date first)."""
     bring_up_to_date(session)
     query = select(LogUserName.user_ref, LogUserName.name).where(LogUserName.name != "")
-    return dict(session.execute(query).tuples().all())
+    return {user_ref: name for user_ref, name in session.execute(query)}
 
 
 def known_users(session: Session, limit: int) -> list[str]:
