@@ -14,9 +14,7 @@ refusal is an OAuth error naming the check (no token or assertion is ever logged
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import logging
 import secrets
 from collections.abc import Callable
@@ -34,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from smartapp.db import Database
 from smartapp.partners.models import PartnerAssertion, PartnerToken
 from smartapp.partners.registry import Partner, Partners
+from smartapp.web import jws
 
 log = logging.getLogger("handoff.partners.auth")
 
@@ -89,20 +88,12 @@ def fetch_jwks(url: str) -> dict:
     return document
 
 
-def _unverified(assertion: str) -> tuple[dict, dict]:
+def _unverified(token: str) -> tuple[dict, dict]:
     """Header and claims of a compact JWS, before its signature is checked."""
     try:
-        header_b64, payload_b64, _signature = assertion.split(".")
-        return _b64json(header_b64), _b64json(payload_b64)
-    except (ValueError, TypeError):
+        return jws.unverified(token)
+    except ValueError:
         raise refuse("client_assertion is not a signed JWT") from None
-
-
-def _b64json(part: str) -> dict:
-    value = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    if not isinstance(value, dict):
-        raise ValueError("not a JSON object")
-    return value
 
 
 @dataclass
