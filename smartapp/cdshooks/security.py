@@ -17,10 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import requests
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, KeySet, RSAKey
+from joserfc.jwk import ECKey, RSAKey
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -35,10 +34,6 @@ log = logging.getLogger("handoff.cdshooks.security")
 
 CLOCK_SKEW_SECONDS = 5
 JWKS_TIMEOUT_SECONDS = 5
-_KEY_TYPES: dict[str, tuple[type, str | None]] = {
-    "RS384": (RSAKey, None),
-    "ES384": (ECKey, "P-384"),
-}
 
 
 class Refused(Exception):
@@ -48,14 +43,11 @@ class Refused(Exception):
 def fetch_jwks(url: str) -> dict:
     """GET a client's JWK Set."""
     try:
-        response = requests.get(url, timeout=JWKS_TIMEOUT_SECONDS)
-        response.raise_for_status()
-        document = response.json()
-    except (requests.RequestException, ValueError) as error:
-        raise Refused(f"the client's JWKS could not be read: {error.__class__.__name__}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise Refused("the client's jwks_url did not return a JWK Set")
-    return document
+        return jws.fetch_key_set(url, JWKS_TIMEOUT_SECONDS)
+    except jws.NotAKeySet:
+        raise Refused("the client's jwks_url did not return a JWK Set") from None
+    except jws.KeySetUnreadable as error:
+        raise Refused(f"the client's JWKS could not be read: {error}") from None
 
 
 @dataclass
@@ -145,20 +137,12 @@ class Verifier:
         return key
 
     def _import(self, document: dict, kid: str, alg: str) -> RSAKey | ECKey:
-        matching = [k for k in document["keys"] if isinstance(k, dict) and k.get("kid") == kid]
-        if not matching:
-            raise Refused("no key with the JWT's kid in the client's JWKS")
-        key_type, curve = _KEY_TYPES[alg]
-        for data in matching:
-            if data.get("alg") not in (None, alg) or data.get("use") not in (None, "sig"):
-                continue
-            try:
-                key = KeySet.import_key_set({"keys": [data]}).keys[0]
-            except (JoseError, ValueError, TypeError):
-                continue
-            if isinstance(key, key_type) and (curve is None or data.get("crv") == curve):
-                return key  # type: ignore[return-value]
-        raise Refused(f"the client's key for the JWT's kid cannot verify {alg}")
+        try:
+            return jws.signing_key(document["keys"], kid, alg)
+        except jws.NoSuchKid:
+            raise Refused("no key with the JWT's kid in the client's JWKS") from None
+        except jws.KeyCannotVerify:
+            raise Refused(f"the client's key for the JWT's kid cannot verify {alg}") from None
 
     def _check_claims(self, claims: dict, client: CdsClient, audience: str, now: float) -> None:
         if claims.get("iss") != client.issuer:

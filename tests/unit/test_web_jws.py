@@ -29,3 +29,27 @@ def test_claims_must_be_a_json_object():
     token = jose_jws.serialize_compact({"alg": "ES384"}, b"[1, 2]", key, algorithms=["ES384"])
     with pytest.raises(ValueError, match="not a signed JWT"):
         jws.unverified(token)
+
+
+def _jwk(key, **extra) -> dict:
+    return key.as_dict(private=False) | extra
+
+
+def test_the_key_with_the_kid_that_verifies_the_alg():
+    ec = ECKey.generate_key("P-384")
+    other = ECKey.generate_key("P-256")
+    keys = [_jwk(other, kid="k1"), _jwk(ec, kid="k1", use="sig"), _jwk(ec, kid="k2")]
+    found = jws.signing_key(keys, "k1", "ES384")
+    assert found.as_dict(private=False)["x"] == ec.as_dict(private=False)["x"]
+
+
+def test_an_unknown_kid_or_a_key_that_cannot_verify_is_refused():
+    ec = ECKey.generate_key("P-384")
+    with pytest.raises(jws.NoSuchKid):
+        jws.signing_key([_jwk(ec, kid="k1")], "k9", "ES384")
+    with pytest.raises(jws.KeyCannotVerify):  # an EC key for RS384
+        jws.signing_key([_jwk(ec, kid="k1")], "k1", "RS384")
+    with pytest.raises(jws.KeyCannotVerify):  # the key says it is for encryption
+        jws.signing_key([_jwk(ec, kid="k1", use="enc")], "k1", "ES384")
+    with pytest.raises(jws.KeyCannotVerify):  # the key names another algorithm
+        jws.signing_key([_jwk(ec, kid="k1", alg="ES256")], "k1", "ES384")
