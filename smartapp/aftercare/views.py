@@ -27,26 +27,14 @@ from smartapp.aftercare import amend as amending
 from smartapp.aftercare import sheet as sheets
 from smartapp.launch import sessions
 from smartapp.screen import service as screen
+from smartapp.screen.views import load_context
 from smartapp.services import current_services
 from smartapp.staff import caseload
-from smartapp.web import check_csrf, holds_browser_id
+from smartapp.web import check_csrf
 from smartapp.writeback import outbox
 
 bp = Blueprint("aftercare", __name__, url_prefix="/c")
 log = logging.getLogger("handoff.aftercare")
-
-
-def load_context(context_id: str):
-    """The launch context, only for the browser that launched it (as the screen's)."""
-    context = screen.find_context(current_services(), context_id)
-    if context is None or not holds_browser_id(context.browser_id):
-        log.warning("aftercare refused: unknown context or another browser's")
-        abort(
-            403,
-            description="This Handoff session is not yours or has ended. "
-            "Launch Handoff again from the patient's chart.",
-        )
-    return context
 
 
 def parse_form() -> amending.AmendForm:
