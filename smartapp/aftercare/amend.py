@@ -195,14 +195,9 @@ def check(form: AmendForm, current: CoachState) -> list[str]:
 
 def program_words(services: Services, form: AmendForm) -> str | None:
     """The chosen program as the referral names it ("name (phone)"), or the typed words."""
-    if form.program and services.catalog is not None:
-        try:
-            program = services.catalog.get(form.program)
-        except KeyError:
-            program = None
-        if program is not None:
-            return f"{program.name} ({program.phone})"
-    return form.program_other[: forms.PROGRAM_TEXT_MAX] or None
+    catalog = services.catalog
+    label = catalog.label(form.program) if form.program and catalog is not None else None
+    return label or form.program_other[: forms.PROGRAM_TEXT_MAX] or None
 
 
 # -- amend --------------------------------------------------------------------------------

@@ -112,12 +112,7 @@ def place(program: Program, text: dict[str, Any]) -> Place:
 
 def program_named(catalog: Catalog | None, words: str | None) -> Program | None:
     """The catalog program the referral names ("name (phone)", the name, or the id)."""
-    if not words or catalog is None:
-        return None
-    for program in catalog.programs():
-        if words in (program.id, program.name, f"{program.name} ({program.phone})"):
-            return program
-    return None
+    return catalog.named(words) if catalog is not None else None
 
 
 def warm_line(

@@ -48,6 +48,11 @@ class Program:
     video_link: str | None = None
 
     @property
+    def label(self) -> str:
+        """The program as a referral names it in words: "name (phone)"."""
+        return f"{self.name} ({self.phone})"
+
+    @property
     def call_link(self) -> str:
         """The phone as a tel: link (digits and a leading +)."""
         return "tel:" + "".join(c for c in self.phone if c.isdigit() or c == "+")
@@ -113,6 +118,22 @@ class Catalog:
             return self._programs[program_id]
         except KeyError:
             raise KeyError(f"no program {program_id!r} in catalog {self.folder}") from None
+
+    def label(self, program_id: str) -> str | None:
+        """The words a referral names this program by ("name (phone)"), None if unknown."""
+        try:
+            return self.get(program_id).label
+        except KeyError:
+            return None
+
+    def named(self, words: str | None) -> Program | None:
+        """The active program a referral's words name: its id, its name or its label."""
+        if not words:
+            return None
+        for program in self.programs():
+            if words in (program.id, program.name, program.label):
+                return program
+        return None
 
     def resource(self, reference: str) -> FHIRAbstractResource:
         """The parsed fhirclient model for ``Type/id`` (e.g. ``Organization/example-otp``)."""

@@ -181,9 +181,5 @@ def _program_id(words: str | None) -> str | None:
     """The catalog program the handoff names: its id, or the words the screen stored (the
     name, or "name (phone)")."""
     catalog = current_services().catalog
-    if not words or catalog is None:
-        return words
-    for program in catalog.programs():
-        if words in (program.id, program.name, f"{program.name} ({program.phone})"):
-            return program.id
-    return words
+    program = catalog.named(words) if catalog is not None else None
+    return program.id if program is not None else words

@@ -261,14 +261,9 @@ def program_choices(services: Services, now: datetime) -> dict:
 
 def chosen_program(services: Services, form: forms.SignForm) -> str | None:
     """The program the physician picked (from the catalog) or typed, as words for the note."""
-    if form.program and services.catalog is not None:
-        try:
-            program = services.catalog.get(form.program)
-        except KeyError:
-            program = None
-        if program is not None:
-            return f"{program.name} ({program.phone})"
-    return form.program_other or None
+    catalog = services.catalog
+    label = catalog.label(form.program) if form.program and catalog is not None else None
+    return label or form.program_other or None
 
 
 # ---------------------------------------------------------------------------------------

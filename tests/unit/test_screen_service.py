@@ -17,17 +17,11 @@ from tests.engine.helpers import EXPECTED, NOW, RULES, SCENARIOS
 pytestmark = pytest.mark.unit
 
 
-@dataclass
-class Program:
-    name: str
-    phone: str
-
-
 class Catalog:
-    def get(self, program_id: str) -> Program:
-        if program_id != "p1":
-            raise KeyError(program_id)
-        return Program("Harbor Recovery", "555-0100")
+    """A stand-in for smartapp.catalog.Catalog's words for a program id."""
+
+    def label(self, program_id: str) -> str | None:
+        return "Harbor Recovery (555-0100)" if program_id == "p1" else None
 
 
 @dataclass

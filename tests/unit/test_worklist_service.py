@@ -4,7 +4,6 @@ the Task update it asks the outbox to queue (SQLite in a temporary folder)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
@@ -42,13 +41,9 @@ def test_task_changes_mirror_the_state_and_name_who_acted():
 
 
 def test_program_label_names_a_catalog_program_or_takes_the_typed_one():
-    bridge = SimpleNamespace(name="Example Bridge Clinic", phone="555-0100")
-
     class Catalog:
-        def get(self, program_id: str):
-            if program_id != "bridge-clinic":
-                raise KeyError(program_id)
-            return bridge
+        def label(self, program_id: str) -> str | None:  # as smartapp.catalog.Catalog's
+            return "Example Bridge Clinic (555-0100)" if program_id == "bridge-clinic" else None
 
     catalog = Catalog()
     assert program_label(catalog, "bridge-clinic", "x") == "Example Bridge Clinic (555-0100)"

@@ -107,10 +107,5 @@ def program_label(catalog: Catalog | None, chosen: str | None, other: str | None
     """The program a coach linked the patient to, in words: a catalog program by its name
     and phone, else what the coach typed."""
     chosen = (chosen or "").strip()
-    if chosen and catalog is not None:
-        try:
-            program = catalog.get(chosen)
-            chosen = f"{program.name} ({program.phone})"
-        except KeyError:
-            pass
-    return chosen or (other or "").strip() or None
+    label = catalog.label(chosen) if chosen and catalog is not None else None
+    return label or chosen or (other or "").strip() or None

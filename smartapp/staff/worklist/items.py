@@ -181,12 +181,7 @@ def note_text(referral: Referral) -> str | None:
 def program_in_catalog(catalog: Catalog | None, words: str | None) -> Program | None:
     """The catalog program named by the words the referral carries ("Name (phone)"), or by
     its id."""
-    if catalog is None or not words:
-        return None
-    for program in catalog.programs():
-        if words in (program.id, f"{program.name} ({program.phone})", program.name):
-            return program
-    return None
+    return catalog.named(words) if catalog is not None else None
 
 
 def consult_link(
