@@ -339,13 +339,12 @@ def _log(
 ) -> None:
     """The amendment in the referral log: who, what, why (the original decision stays)."""
     revoke = form.action == "revoke"
-    referral_log.append_about(
+    referral_log.append_by(
         session,
         "decision-amended",
         original,
-        user_ref=actor.reference,
-        user_name=actor.display,
-        data={
+        actor,
+        {
             "referral": original.id,
             "amended_referral": target.id if revoke else None,
             "new_referral": None if revoke else target.id,
@@ -354,7 +353,6 @@ def _log(
             "to": "declined" if revoke else "accepted",
             "reason": form.reason,
             "why": _why(form),
-            "actor_kind": actor.kind,
         },
     )
     log.info("decision amended: referral=%s action=%s", original.id[:8], form.action)

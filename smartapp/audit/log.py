@@ -15,6 +15,7 @@ nothing here updates or deletes them.
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -111,6 +112,33 @@ def append_about(
         encounter_id=subject.encounter_id,
         data=data,
         user_name=user_name,
+    )
+
+
+class Acting(Protocol):
+    """Who acted on a referral (smartapp.writeback.actor.Actor): a kind, a display name and a
+    reference (None for someone the EHR cannot resolve)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def display(self) -> str: ...
+    @property
+    def reference(self) -> str | None: ...
+
+
+def append_by(
+    session: Session, type_: str, subject, actor: Acting, data: dict | None = None
+) -> LogEvent:
+    """`append_about` for an event someone named acted on: the event's user is the actor
+    (`user_ref`, `user_name`) and its data says which kind of actor (`actor_kind`)."""
+    return append_about(
+        session,
+        type_,
+        subject,
+        data=(data or {}) | {"actor_kind": actor.kind},
+        user_ref=actor.reference,
+        user_name=actor.display,
     )
 
 

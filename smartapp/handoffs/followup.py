@@ -240,19 +240,12 @@ def record_attempt(
             raise LifecycleError(f"The day {day} contact was recorded already.")
         row.done_at, row.result, row.note = now, result, text
         row.by_ref, row.by_name = actor.reference, actor.display
-        referral_log.append_about(
+        referral_log.append_by(
             session,
             "followup-attempt",
             referral,
-            user_ref=actor.reference,
-            user_name=actor.display,
-            data={
-                "referral": referral_id,
-                "day": day,
-                "result": result,
-                "note": text,
-                "actor_kind": actor.kind,
-            },
+            actor,
+            {"referral": referral_id, "day": day, "result": result, "note": text},
         )
         return Contact(day, row.due_at, now, result, text, actor.display)
 
@@ -288,19 +281,12 @@ def record_outcome(
             session.add(row)
         row.outcome, row.note, row.recorded_at = outcome, text, now
         row.by_ref, row.by_name = actor.reference, actor.display
-        referral_log.append_about(
+        referral_log.append_by(
             session,
             "followup-outcome",
             referral,
-            user_ref=actor.reference,
-            user_name=actor.display,
-            data={
-                "referral": referral_id,
-                "day": day,
-                "outcome": outcome,
-                "note": text,
-                "actor_kind": actor.kind,
-            },
+            actor,
+            {"referral": referral_id, "day": day, "outcome": outcome, "note": text},
         )
         if day == 30 and outcome in ENGAGED:
             _step_engaged(session, referral_id, actor, now)

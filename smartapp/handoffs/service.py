@@ -99,13 +99,8 @@ def record_in(
     _store(row, after)
     outbox.enqueue_task_update(session, referral_id, task_changes(after, actor, change))
     for type_ in lifecycle.event_types(before, after, change, actor):
-        referral_log.append_about(
-            session,
-            type_,
-            referral,
-            user_ref=actor.reference,
-            user_name=actor.display,
-            data=event_data(type_, before, after, change, actor),
+        referral_log.append_by(
+            session, type_, referral, actor, event_data(type_, before, after, change, actor)
         )
     session.flush()
     return after
@@ -115,7 +110,7 @@ def event_data(
     type_: str, before: HandoffState, after: HandoffState, change: Change, actor: Actor
 ) -> dict[str, Any]:
     """The data of one log event (keys as the contract lists them for the dashboard)."""
-    data: dict[str, Any] = {"referral": after.referral_id, "actor_kind": actor.kind}
+    data: dict[str, Any] = {"referral": after.referral_id}
     if actor.kind == "partner":
         data["partner"] = change.partner
     if change.at is not None:

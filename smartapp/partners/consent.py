@@ -270,19 +270,17 @@ def revoke(
 def _log(
     session: Session, type_: str, referral: Referral, row: PartnerConsent, actor: Actor
 ) -> None:
-    referral_log.append_about(
+    referral_log.append_by(
         session,
         type_,
         referral,
-        user_ref=actor.reference,
-        user_name=actor.display,
-        data={
+        actor,
+        {
             "referral": row.referral_id,
             "consent": row.id,
             "program": row.program_id,
             "partner": row.partner_id,
             "purpose": row.purpose,
-            "actor_kind": actor.kind,
         },
     )
 
