@@ -13,7 +13,6 @@ from flask import (
     abort,
     current_app,
     flash,
-    g,
     redirect,
     render_template,
     request,
@@ -28,7 +27,13 @@ from smartapp.partners.registry import Partner
 from smartapp.partners.runtime import partner_services
 from smartapp.services import current_services
 from smartapp.staff import sessions as staff_sessions
-from smartapp.staff.auth import SESSION_KEY, current_staff, limits, staff_client
+from smartapp.staff.auth import (
+    SESSION_KEY,
+    current_staff,
+    open_fresh_session,
+    signed_in_claims,
+    staff_client,
+)
 from smartapp.staff.identity import record_sign_in
 from smartapp.web import check_csrf
 
@@ -89,17 +94,7 @@ def login():
 
 @bp.get("/callback")
 def callback():
-    client = staff_client()
-    if client is None:
-        abort(404)
-    if request.args.get("error"):
-        abort(403, description="The identity provider did not sign you in.")
-    try:
-        token = client.authorize_access_token()
-    except Exception as exc:  # authlib: mismatching state, bad id_token, refused code...
-        log.warning("partner sign-in failed: %s", exc.__class__.__name__)
-        abort(400, description="Sign-in failed. Start again.")
-    claims = token.get("userinfo") or {}
+    claims = signed_in_claims("partner")
     roles = claims.get(current_app.config.get("STAFF_ROLES_CLAIM", "handoff_roles")) or []
     if ROLE not in roles:
         abort(403, description="Your account has no partner role for Handoff.")
@@ -112,15 +107,9 @@ def callback():
         "user_ref": claims.get("fhirUser") or f"urn:staff:{claims.get('sub')}",
         "roles": [ROLE],
     }
-    services = current_services()
-    old = session.get(SESSION_KEY)
-    if isinstance(old, str):
-        staff_sessions.end_session(services.db, old)
-    session.clear()
-    session[SESSION_KEY] = staff_sessions.open_session(services.db, staff, limits())
+    open_fresh_session(staff)
     session["partner_id"], session["partner_via"] = partner.id, via
-    g.staff = staff
-    record_sign_in(services.db, staff | {"roles": [ROLE, f"partner:{partner.id}"]})
+    record_sign_in(current_services().db, staff | {"roles": [ROLE, f"partner:{partner.id}"]})
     return redirect(url_for("partners.web.home"))
 
 

@@ -24,7 +24,17 @@ from smartapp.staff.identity import ROLES, record_sign_in, safe_next, staff_from
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 log = logging.getLogger("handoff.staff")
-__all__ = ["ROLES", "bp", "current_staff", "init_app", "limits", "require_role", "staff_client"]
+__all__ = [
+    "ROLES",
+    "bp",
+    "current_staff",
+    "init_app",
+    "limits",
+    "open_fresh_session",
+    "require_role",
+    "signed_in_claims",
+    "staff_client",
+]
 #: The session cookie's key for the staff session's token.
 SESSION_KEY = "staff_session"
 
@@ -116,30 +126,40 @@ def login():
     return client.authorize_redirect(redirect_uri, prompt="login")
 
 
-@bp.get("/callback")
-def callback():
+def signed_in_claims(who: str) -> dict:
+    """The id_token claims of the identity provider's answer to a sign-in (the callback of
+    the staff pages and of the partner page, `who` naming it in the log); the request ends
+    with 404 (no sign-in configured), 403 (refused) or 400 (state, code or id_token bad)."""
     client = staff_client()
     if client is None:
         abort(404)
     if request.args.get("error"):
-        log.warning("staff sign-in denied by the identity provider")
+        log.warning("%s sign-in denied by the identity provider", who)
         abort(403, description="The identity provider did not sign you in.")
     try:
         token = client.authorize_access_token()
     except Exception as exc:  # authlib: mismatching state, bad id_token, refused code...
-        log.warning("staff sign-in failed: %s", exc.__class__.__name__)
+        log.warning("%s sign-in failed: %s", who, exc.__class__.__name__)
         abort(400, description="Sign-in failed. Start again.")
-    claims = token.get("userinfo") or {}
+    return token.get("userinfo") or {}
+
+
+def open_fresh_session(staff: dict) -> None:
+    """Sign `staff` in: the browser's previous staff session ends, nothing of it carries over,
+    and the cookie gets a fresh token (a token planted before sign-in opens nothing)."""
+    _end_staff_session()
+    session.clear()
+    session[SESSION_KEY] = staff_sessions.open_session(current_services().db, staff, limits())
+    g.staff = staff
+
+
+@bp.get("/callback")
+def callback():
+    claims = signed_in_claims("staff")
     staff = staff_from_claims(claims, current_app.config.get("STAFF_ROLES_CLAIM", "handoff_roles"))
     target = safe_next(session.get("staff_next"))  # checked again: the cookie is the browser's
-    services = current_services()
-    _end_staff_session()
-    # A new identity: nothing of the previous session carries over, and the session's token is
-    # fresh (a token planted in this browser before sign-in opens nothing).
-    session.clear()
-    session[SESSION_KEY] = staff_sessions.open_session(services.db, staff, limits())
-    g.staff = staff
-    record_sign_in(services.db, staff)
+    open_fresh_session(staff)
+    record_sign_in(current_services().db, staff)
     log.info("staff signed in with roles %s", staff["roles"])
     return redirect(target or url_for("staff.home"))
 
