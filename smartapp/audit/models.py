@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Double, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, synonym
 
 from smartapp.db import Base
@@ -112,6 +112,51 @@ class LogVisitSummary(Base):
     referral: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
     first_shown: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     state: Mapped[str] = mapped_column(Text)
+
+
+class LogVisitFigure(Base):
+    """The dashboard's figures of one kept visit as typed columns (issue 15), so a view adds
+    them up in SQL instead of loading every visit: written beside its `LogVisitSummary` row
+    (same `visit_key`, rows in the same order) by `smartapp.staff.dashboard.store`.
+
+    Flags are 0/1 integers (summed alike on every database); `to_*` are minutes from the ED
+    arrival to a step (NULL where either time is unknown); `patient` is a digest of the
+    patient key, only to count distinct patients; `kinds`, `decided`, `declines` and `labels`
+    are small JSON texts that many visits share (grouped on, then expanded in Python)."""
+
+    __tablename__ = "log_visit_figure"
+
+    id: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    visit_key: Mapped[str] = mapped_column(String(64), unique=True)
+    first_shown: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    week: Mapped[str] = mapped_column(String(10))
+    patient: Mapped[str] = mapped_column(String(32))
+    suggestions: Mapped[int] = mapped_column(Integer)
+    signed: Mapped[int] = mapped_column(Integer)
+    decisions: Mapped[int] = mapped_column(Integer)
+    accepted: Mapped[int] = mapped_column(Integer)
+    coach: Mapped[int] = mapped_column(Integer)
+    contacted: Mapped[int] = mapped_column(Integer)
+    handoff: Mapped[int] = mapped_column(Integer)
+    by_partner: Mapped[int] = mapped_column(Integer)
+    by_coach: Mapped[int] = mapped_column(Integer)
+    attended: Mapped[int] = mapped_column(Integer)
+    engaged: Mapped[int] = mapped_column(Integer)
+    first_contacted: Mapped[int] = mapped_column(Integer)
+    arrival: Mapped[int] = mapped_column(Integer)
+    race: Mapped[str | None] = mapped_column(Text, nullable=True)
+    ethnicity: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sex: Mapped[str | None] = mapped_column(Text, nullable=True)
+    age_group: Mapped[str | None] = mapped_column(Text, nullable=True)
+    to_decision: Mapped[float | None] = mapped_column(Double, nullable=True)
+    to_contact: Mapped[float | None] = mapped_column(Double, nullable=True)
+    to_first_contact: Mapped[float | None] = mapped_column(Double, nullable=True)
+    to_scheduled: Mapped[float | None] = mapped_column(Double, nullable=True)
+    to_attended: Mapped[float | None] = mapped_column(Double, nullable=True)
+    kinds: Mapped[str] = mapped_column(Text)
+    decided: Mapped[str] = mapped_column(Text)
+    declines: Mapped[str] = mapped_column(Text)
+    labels: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class LogSummaryState(Base):

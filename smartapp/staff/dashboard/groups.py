@@ -79,19 +79,23 @@ def _equity_row(name: str, value: str, shown: dict[str, dict]) -> dict:
 
 def equity(visits: Sequence[Visit], min_cell: int) -> list[dict]:
     """Acceptance by race, ethnicity, sex and age group, small cells suppressed."""
-    out = []
-    for name, label in DIMENSIONS:
-        groups = _equity_groups(visits, name)
-        values = _ordered(name, {v: row["visits"][0] for v, row in groups.items()})
-        cells = suppress(
-            [groups[v] for v in values],
-            EQUITY_COLUMNS,
-            min_cell,
-            row_sums=(("decided", ("accepted", "declined")),),
-        )
-        rows = [_equity_row(name, value, shown) for value, shown in zip(values, cells, strict=True)]
-        out.append({"name": name, "label": label, "rows": rows})
-    return out
+    return [
+        equity_table(name, label, _equity_groups(visits, name), min_cell)
+        for name, label in DIMENSIONS
+    ]
+
+
+def equity_table(name: str, label: str, groups: Mapping[str, Row], min_cell: int) -> dict:
+    """One dimension's table from its groups' figures (in Python or added up in SQL)."""
+    values = _ordered(name, {v: row["visits"][0] for v, row in groups.items()})
+    cells = suppress(
+        [groups[v] for v in values],
+        EQUITY_COLUMNS,
+        min_cell,
+        row_sums=(("decided", ("accepted", "declined")),),
+    )
+    rows = [_equity_row(name, value, shown) for value, shown in zip(values, cells, strict=True)]
+    return {"name": name, "label": label, "rows": rows}
 
 
 def catalog_program(
@@ -121,7 +125,13 @@ def catalog_program(
 def program_name(visit: Visit, by_length: Sequence[str], ids: Mapping[str, str] | None) -> str:
     """The catalog name of the program a visit was linked to: the first of its entries the
     catalog knows; "Other" if none does (free text is never shown); unnamed if none given."""
-    entries = visit.program_entries
+    return entries_program(visit.program_entries, by_length, ids)
+
+
+def entries_program(
+    entries: Sequence[str], by_length: Sequence[str], ids: Mapping[str, str] | None
+) -> str:
+    """`program_name` from a visit's program entries (most telling first)."""
     for text in entries:
         name = catalog_program(text, by_length, ids)
         if name != OTHER_PROGRAM:
@@ -142,6 +152,11 @@ def linked_programs(
         if visit.coach_referral and visit.linked:
             name = program_name(visit, by_length, ids)
             _add(groups.setdefault(name, {"linked": (0, set())}), "linked", 1, visit.patient)
+    return linked_table(groups, min_cell)
+
+
+def linked_table(groups: Mapping[str, Row], min_cell: int) -> list[dict]:
+    """The linked-per-program table from its groups' figures, small cells suppressed."""
     names = sorted(groups, key=lambda n: (-groups[n]["linked"][0], n))
     cells = suppress([groups[n] for n in names], ("linked",), min_cell)
     return [{"program": n, "linked": c["linked"]} for n, c in zip(names, cells, strict=True)]

@@ -201,10 +201,37 @@ def outcome_table(
     tell what every patient of that small group did not do.
     """
     groups, to_attended = _tally(handoffs, label_of)
+    programs = by_partner(groups)
+    subtotals = {p: _subtotal(list(rows.values())) for p, rows in programs.items()}
+    per_partner: dict[str, list[float]] = {}
+    for (partner, _), spans in to_attended.items():
+        per_partner.setdefault(partner, []).extend(spans)
+
+    def spread_of(partner: str, program: str | None) -> dict:
+        if program is None:
+            return spread(per_partner.get(partner, []), min_cell)
+        return spread(to_attended.get((partner, program), []), min_cell)
+
+    return suppressed_table(programs, subtotals, min_cell, spread_of)
+
+
+def by_partner(groups: Mapping[tuple[str, str], Row]) -> dict[str, dict[str, Row]]:
+    """(partner, program) rows as partner -> program -> row."""
     programs: dict[str, dict[str, Row]] = {}
     for (partner, program), row in groups.items():
         programs.setdefault(partner, {})[program] = row
-    subtotals = {p: _subtotal(list(rows.values())) for p, rows in programs.items()}
+    return programs
+
+
+def suppressed_table(
+    programs: Mapping[str, Mapping[str, Row]],
+    subtotals: Mapping[str, Row],
+    min_cell: int,
+    spread_of: Callable[[str, str | None], dict],
+) -> list[dict]:
+    """The outcome table from its rows' figures (per partner, and per program within it),
+    suppressed along every public sum (see `outcome_table`); `spread_of(partner, program or
+    None)`: the row's times to the first appointment attended."""
     partners = _ordered(subtotals, (OTHER_PARTNER, NO_PARTNER))
     table: list[Row] = []
     places: list[tuple[str, str | None]] = []
@@ -214,10 +241,10 @@ def outcome_table(
         table.append(subtotals[partner])
         places.append((partner, None))
         rows = programs[partner]
-        for program in _ordered(rows, LAST_PROGRAMS):
+        for name in _ordered(rows, LAST_PROGRAMS):
             families[-1].append(len(table))
-            table.append(rows[program])
-            places.append((partner, program))
+            table.append(rows[name])
+            places.append((partner, name))
     heads = [family[0] for family in families]
     members = [i for family in families for i in family[1:]]
     cells = suppress(
@@ -230,34 +257,24 @@ def outcome_table(
         zeros=True,
         zeros_with=(("linked", ("attended", "engaged")),),
     )
-    return _nest(places, cells, to_attended, min_cell)
-
-
-def _nest(
-    places: Sequence[tuple[str, str | None]],
-    cells: Sequence[dict],
-    to_attended: Mapping[tuple[str, str], list[float]],
-    min_cell: int,
-) -> list[dict]:
-    """The suppressed rows as partners, each with its programs (and their attended times)."""
-    per_partner: dict[str, list[float]] = {}
-    for (partner, _), spans in to_attended.items():
-        per_partner.setdefault(partner, []).extend(spans)
     out: list[dict] = []
     for (partner, program), shown in zip(places, cells, strict=True):
         if program is None:
-            spans = per_partner.get(partner, [])
-            out.append({"name": partner, **shown, "to_attended": spread(spans, min_cell)})
+            out.append({"name": partner, **shown, "to_attended": spread_of(partner, None)})
             out[-1]["programs"] = []
         else:
             out[-1]["programs"].append(
-                {
-                    "name": program,
-                    **shown,
-                    "to_attended": spread(to_attended.get((partner, program), []), min_cell),
-                }
+                {"name": program, **shown, "to_attended": spread_of(partner, program)}
             )
     return out
+
+
+def partner_name(found: str | None, directory: Directory) -> str:
+    """The partner row a handoff counts in: its partner's name ("Other partner" for one the
+    partner data does not know; "No partner named" for none)."""
+    if found is None:
+        return NO_PARTNER
+    return directory.partners.get(found.removeprefix("Organization/"), OTHER_PARTNER)
 
 
 def outcomes(
@@ -271,10 +288,7 @@ def outcomes(
         return program_name(visit, by_length, directory.programs)
 
     def partner(visit: Visit) -> str:
-        found = visit.partner or directory.partner_of.get(program(visit))
-        if found is None:
-            return NO_PARTNER
-        return directory.partners.get(found.removeprefix("Organization/"), OTHER_PARTNER)
+        return partner_name(visit.partner or directory.partner_of.get(program(visit)), directory)
 
     return {
         "totals": outcome_totals(handoffs),

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from smartapp.audit import rows as stored
 from smartapp.audit.models import LogEvent
 from smartapp.db import Database
-from smartapp.staff.dashboard import figures, store
+from smartapp.staff.dashboard import aggregate, store
 from smartapp.staff.dashboard.outcomes import Directory
 
 # Only these event types feed the dashboard (never audit reads, exports or sign-ins).
@@ -109,10 +109,10 @@ def program_dashboard(
 ) -> Dashboard:
     """Every figure for the visits first shown in [start, end), small cells suppressed: from
     the visits kept beside the log (`store`), brought up to date with the events appended since
-    the last view, never by re-reading the whole log."""
+    the last view, never by re-reading the whole log, and added up in SQL (`aggregate`)."""
     unreadable = store.bring_up_to_date(session)
-    summary = figures.summarize_visits(
-        store.kept_visits(session, start, end),
+    summary = aggregate.dashboard_figures(
+        session,
         start=start,
         end=end,
         min_cell=min_cell,

@@ -25,7 +25,14 @@ from sqlalchemy.orm import Session
 
 from smartapp.audit import chain
 from smartapp.audit import rows as stored
-from smartapp.audit.models import LogEvent, LogSummaryState, LogTamperMark, LogVisitSummary
+from smartapp.audit.models import (
+    LogEvent,
+    LogSummaryState,
+    LogTamperMark,
+    LogVisitFigure,
+    LogVisitSummary,
+)
+from smartapp.staff.dashboard.columns import figure_row
 from smartapp.staff.dashboard.visits import LIFECYCLE_TYPES, Visit, VisitKey, _Joiner
 
 NAME = "dashboard"
@@ -40,6 +47,9 @@ DASHBOARD_TYPES = (
 )
 CHUNK = 5000
 _TABLE: Table = LogVisitSummary.__table__  # type: ignore[assignment]
+# Each kept visit's figures as typed columns (`columns`), added up in SQL by `aggregate`.
+FIGURES: Table = LogVisitFigure.__table__  # type: ignore[assignment]
+_FIGURE_COLUMNS = tuple(c.name for c in FIGURES.columns if c.name not in ("id", "visit_key"))
 _TIMES = (
     "first_shown",
     "arrival",
@@ -156,9 +166,14 @@ class _Kept:
         ]
         if rows:
             self.session.execute(insert(_TABLE), rows)
+            self.session.execute(
+                insert(FIGURES),
+                [{"visit_key": k, **figure_row(self.visit(k))} for k in self.new],
+            )
+        keys = sorted(self.dirty - fresh)
         changed = [
             {"key": k, "state": dump(self.visit(k)), "referral": self.referral_of.get(k)}
-            for k in self.dirty - fresh
+            for k in keys
         ]
         if changed:
             self.session.execute(
@@ -169,6 +184,15 @@ class _Kept:
                     referral=func.coalesce(bindparam("referral"), _TABLE.c.referral),
                 ),
                 changed,
+            )
+            self.session.execute(
+                update(FIGURES)
+                .where(FIGURES.c.visit_key == bindparam("b_key"))
+                .values({name: bindparam(f"b_{name}") for name in _FIGURE_COLUMNS}),
+                [
+                    {"b_key": k} | {f"b_{n}": v for n, v in figure_row(self.visit(k)).items()}
+                    for k in keys
+                ],
             )
         self.reset()
 
@@ -233,6 +257,7 @@ def bring_up_to_date(session: Session) -> int:
     done, unreadable = state[0], state[2]
     if mark > state[1]:
         session.execute(delete(_TABLE))
+        session.execute(delete(FIGURES))
         done, unreadable = 0, 0
     unreadable += _join(session, done, head)
     session.execute(

@@ -1,0 +1,68 @@
+"""log visit figures (issue 15): the dashboard's figures of each kept visit as typed columns,
+added up in SQL on each view.
+
+The kept visits are rebuilt from the log on the next view (their state is dropped here), so
+every visit gets its figure row.
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-12-02 15:40:00
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0009"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+FLAGS = (
+    "suggestions",
+    "signed",
+    "decisions",
+    "accepted",
+    "coach",
+    "contacted",
+    "handoff",
+    "by_partner",
+    "by_coach",
+    "attended",
+    "engaged",
+    "first_contacted",
+    "arrival",
+)
+GROUPS = ("race", "ethnicity", "sex", "age_group")
+SPANS = ("to_decision", "to_contact", "to_first_contact", "to_scheduled", "to_attended")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "log_visit_figure",
+        sa.Column("id", SEQ, autoincrement=True, nullable=False),
+        sa.Column("visit_key", sa.String(length=64), nullable=False),
+        sa.Column("first_shown", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("week", sa.String(length=10), nullable=False),
+        sa.Column("patient", sa.String(length=32), nullable=False),
+        *(sa.Column(name, sa.Integer(), nullable=False) for name in FLAGS),
+        *(sa.Column(name, sa.Text(), nullable=True) for name in GROUPS),
+        *(sa.Column(name, sa.Double(), nullable=True) for name in SPANS),
+        sa.Column("kinds", sa.Text(), nullable=False),
+        sa.Column("decided", sa.Text(), nullable=False),
+        sa.Column("declines", sa.Text(), nullable=False),
+        sa.Column("labels", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("visit_key"),
+    )
+    with op.batch_alter_table("log_visit_figure", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_log_visit_figure_first_shown"), ["first_shown"])
+    # Rebuilt from the log on the next view, figures included.
+    op.execute("DELETE FROM log_visit_summary")
+    op.execute("DELETE FROM log_summary_state WHERE name = 'dashboard'")
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("log_visit_figure", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_log_visit_figure_first_shown"))
+    op.drop_table("log_visit_figure")
