@@ -54,17 +54,22 @@ spreadsheet formulas: the export is evidence and stays byte-faithful.
 from __future__ import annotations
 
 import base64
+import binascii
+import codecs
 import csv
 import functools
 import hashlib
 import io
 import json
+import os
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import orjson
 from sqlalchemy import ColumnElement
@@ -81,9 +86,9 @@ from smartapp.audit.csvform import (
     CSV_COLUMNS,
     csv_records,  # noqa: F401 (re-exported: the CSV read back)
     csv_row,
-    fast_csv_row,
+    fast_csv_line,
 )
-from smartapp.audit.fastrows import fast_events
+from smartapp.audit.fastrows import Fast, fast_rows
 from smartapp.audit.log import append
 from smartapp.audit.models import LogEvent
 from smartapp.db import Database
@@ -180,9 +185,7 @@ def audit_event(event: Any, canonical: bytes | None = None, recorded: str | None
 
     `canonical`, `recorded`: the event's hashed bytes and canonical time where the caller has
     them already (the fast export), so they are not made twice."""
-    pattern = PATTERNS.get(event.type) or Pattern(
-        _coding(HANDOFF_EVENT, event.type), (), "E", AGENT, APPLICATION, SOURCE_ROLE
-    )
+    pattern = _pattern(event.type)
     data = event.data or {}
     outcome, outcome_desc = _outcome(event.type, data)
     resource: dict[str, Any] = {
@@ -201,6 +204,13 @@ def audit_event(event: Any, canonical: bytes | None = None, recorded: str | None
     resource["source"] = SOURCE
     resource["entity"] = _entities(event, data, canonical)
     return resource
+
+
+def _pattern(type_: str) -> Pattern:
+    """The BALP pattern of an event type (the generic one for a type not in `PATTERNS`)."""
+    return PATTERNS.get(type_) or Pattern(
+        _coding(HANDOFF_EVENT, type_), (), "E", AGENT, APPLICATION, SOURCE_ROLE
+    )
 
 
 def _outcome(type_: str, data: dict) -> tuple[str, str | None]:
@@ -224,10 +234,7 @@ def _who(user_ref: str) -> dict:
 def _shared_agents(type_: str, user_ref: str | None, iss: str | None) -> list[dict]:
     """`_agents`, made once per (type, user, EHR): an export repeats them on every line. The
     list is shared: serialised, never changed."""
-    pattern = PATTERNS.get(type_) or Pattern(
-        _coding(HANDOFF_EVENT, type_), (), "E", AGENT, APPLICATION, SOURCE_ROLE
-    )
-    return _agents(SimpleNamespace(user_ref=user_ref, iss=iss), pattern)
+    return _agents(SimpleNamespace(user_ref=user_ref, iss=iss), _pattern(type_))
 
 
 def _agents(event: Any, pattern: Pattern) -> list[dict]:
@@ -275,30 +282,32 @@ def _entities(event: Any, data: dict, canonical: bytes | None = None) -> list[di
         entities.append(_entity({"reference": f"Encounter/{event.encounter_id}"}, "2", "4"))
     for reference, role in _data_references(event.type, data):
         entities.append(_entity(reference, "2", role))
-    if event.type == "audit-read":
-        entities.append(
-            _entity(
-                {
-                    "identifier": {"system": HANDOFF_LOG, "value": "referral-log"},
-                    "display": "Handoff referral log",
-                },
-                "2",
-                "3",
-                description=str(data.get("query", "")) or None,
-            )
-        )
-    if event.type == "audit-export":
-        described = {k: data[k] for k in ("from", "to", "format", "events", "sha256") if k in data}
-        entities.append(
-            _entity(
-                {"display": "Handoff referral log export"},
-                "2",
-                "3",
-                description=canonical_json(described),
-            )
-        )
+    entities.extend(_log_entities(event.type, data))
     entities.append(_log_entry(event, canonical))
     return [{k: v for k, v in e.items() if v is not None} for e in entities]
+
+
+def _log_entities(type_: str, data: dict) -> Iterator[dict]:
+    """The referral log itself as an entity, for an auditor's read (with the query) and an
+    export (range, count, sha256)."""
+    if type_ == "audit-read":
+        yield _entity(
+            {
+                "identifier": {"system": HANDOFF_LOG, "value": "referral-log"},
+                "display": "Handoff referral log",
+            },
+            "2",
+            "3",
+            description=str(data.get("query", "")) or None,
+        )
+    if type_ == "audit-export":
+        described = {k: data[k] for k in ("from", "to", "format", "events", "sha256") if k in data}
+        yield _entity(
+            {"display": "Handoff referral log export"},
+            "2",
+            "3",
+            description=canonical_json(described),
+        )
 
 
 def _data_references(type_: str, data: dict) -> Iterator[tuple[dict, str]]:
@@ -334,18 +343,169 @@ def _log_entry(event: Any, canonical: bytes | None = None) -> dict:
     """The chain link, so an exported line can be matched back and its hash recomputed."""
     if canonical is None:
         canonical = canonical_bytes(document_of(event))
+    encoded = base64.b64encode(canonical).decode()
+    return _link_entity(str(event.seq), event.hash, event.prev_hash, event.type, encoded)
+
+
+def _link_entity(seq: str, hash_: str, prev_hash: str, type_: str, encoded: str) -> dict:
+    """`_log_entry` from its values as text (`encoded`: the canonical bytes in base64)."""
     return _entity(
-        {"identifier": {"system": HANDOFF_LOG, "value": str(event.seq)}},
+        {"identifier": {"system": HANDOFF_LOG, "value": seq}},
         "4",
-        description=f"Handoff referral log entry #{event.seq}",
+        description=f"Handoff referral log entry #{seq}",
         detail=[
-            {"type": "seq", "valueString": str(event.seq)},
-            {"type": "hash", "valueString": event.hash},
-            {"type": "prev_hash", "valueString": event.prev_hash},
-            {"type": "event-type", "valueString": event.type},
-            {"type": "canonical", "valueBase64Binary": base64.b64encode(canonical).decode()},
+            {"type": "seq", "valueString": seq},
+            {"type": "hash", "valueString": hash_},
+            {"type": "prev_hash", "valueString": prev_hash},
+            {"type": "event-type", "valueString": type_},
+            {"type": "canonical", "valueBase64Binary": encoded},
         ],
     )
+
+
+# -- a proven row's line, fast ------------------------------------------------------------------
+# A proven row's AuditEvent line is one `%`-format per event type (and whether the event names
+# a patient and an encounter), made once per export from `audit_event` itself with holes where
+# the row's values go; the agents are serialised once per (type, user, EHR). A line is then the
+# format filled with the row's values: the bytes `orjson.dumps(audit_event(...))` gives (tests
+# pin them), without the resource's dicts built per line.
+
+_HOLE = re.compile(rb'"@@([a-z]+)@@"|@@([a-z]+)@@')
+# Holes filled with a whole JSON value (any other hole is text inside a JSON string).
+_WHOLE = (b"outcome", b"agent", b"extra")
+# Characters JSON escapes: a value with one of them goes the long way.
+_ESCAPED = re.compile('["\\\\\x00-\x1f]')
+
+
+def _hole(name: str) -> str:
+    return f"@@{name}@@"
+
+
+def _format(value: Any) -> bytes:
+    """`value` serialised, each `_hole(name)` made a `%(name)b` (its quotes dropped for a
+    whole value; `extra`, a list's elements, brings its own trailing comma)."""
+
+    def placeholder(found: re.Match[bytes]) -> bytes:
+        name = found.group(1) or found.group(2)
+        if found.group(1) is not None and name not in _WHOLE:
+            return b'"%(' + name + b')b"'
+        return b"%(" + name + b")b"
+
+    text = _HOLE.sub(placeholder, orjson.dumps(value).replace(b"%", b"%%"))
+    return text.replace(b"%(extra)b,", b"%(extra)b")
+
+
+def _line_format(type_: str, patient: bool, encounter: bool) -> bytes:
+    """The line of a `type_` event (naming a patient, an encounter or not) with holes: hash,
+    time, outcome (with outcomeDesc when there is one), agent, patient, encounter, extra (the
+    entities the data names), seq, prev, canonical (base64)."""
+    blank = SimpleNamespace(
+        type=type_,
+        data={},
+        hash=_hole("hash"),
+        prev_hash=_hole("prev"),
+        seq=_hole("seq"),
+        at=None,
+        user_ref=None,
+        iss=None,
+        patient_id=_hole("patient") if patient else None,
+        encounter_id=_hole("encounter") if encounter else None,
+    )
+    resource = audit_event(blank, b"", _hole("time"))
+    resource.pop("outcomeDesc", None)
+    resource.update(outcome=_hole("outcome"), agent=_hole("agent"))
+    # The patient's and encounter's entities, the data's (in the hole), the chain link.
+    named = resource["entity"][: int(patient) + int(encounter)]
+    link = resource["entity"][-1]
+    link["detail"][-1]["valueBase64Binary"] = _hole("canonical")
+    resource["entity"] = [*named, _hole("extra"), link]
+    return _format(resource) + b"\n"
+
+
+_REFERENCE_FORMATS = {
+    role: _format(_entity({"reference": _hole("extra")}, "2", role)) for role in ("3", "4")
+}
+
+
+class _FastLines:
+    """Makes the NDJSON lines of proven rows; holds the formats and agents made so far."""
+
+    def __init__(self) -> None:
+        self.formats: dict[tuple[str, bool, bool], bytes] = {}
+        self.agents: dict[tuple[str, Any, Any], bytes] = {}
+
+    def line(self, row: Any, fast: Fast) -> bytes:
+        """The line (with its newline) of a proven row (`fastrows`: seq, time, type, user,
+        iss, patient, encounter, data, prev_hash, hash)."""
+        seq, _, type_, user_ref, iss, patient, encounter, _, prev_hash, hash_ = row
+        time = fast.time
+        try:
+            if _ESCAPED.search(f"{time}{prev_hash}{patient or ''}{encounter or ''}"):
+                return _long_line(row, fast)
+            key = (type_, bool(patient), bool(encounter))
+            format_ = self.formats.get(key)
+            if format_ is None:
+                format_ = self.formats[key] = _line_format(*key)
+            agents_key = (type_, user_ref, iss)
+            agents = self.agents.get(agents_key)
+            if agents is None:
+                if len(self.agents) > 4096:
+                    self.agents.clear()
+                agents = orjson.dumps(_shared_agents(type_, user_ref, iss))
+                self.agents[agents_key] = agents
+            if type_ in _DATA_TYPES:
+                outcome, extra = _data_parts(type_, fast.data)
+            else:
+                outcome, extra = b'"0"', b""
+            return format_ % {
+                b"hash": hash_.encode(),
+                b"time": time.encode(),
+                b"outcome": outcome,
+                b"agent": agents,
+                b"patient": (patient or "").encode(),
+                b"encounter": (encounter or "").encode(),
+                b"extra": extra,
+                b"seq": b"%d" % seq,
+                b"prev": prev_hash.encode(),
+                b"canonical": binascii.b2a_base64(fast.canonical, newline=False),
+            }
+        except (AttributeError, TypeError):  # a column of an unusual type (SQLite)
+            return _long_line(row, fast)
+
+
+# The event types whose data says the outcome or names entities (`_outcome`,
+# `_data_references`, `_log_entities`).
+_DATA_TYPES = frozenset(
+    ("suggestions-shown", "decision", "write-attempt", "write-held", "audit-read", "audit-export")
+)
+
+
+def _data_parts(type_: str, data: dict) -> tuple[bytes, bytes]:
+    """The outcome (with its description, if any) and the entities the data names (each
+    followed by a comma), serialised."""
+    outcome, outcome_desc = _outcome(type_, data)
+    outcome_json = orjson.dumps(outcome)
+    if outcome_desc:
+        outcome_json += b',"outcomeDesc":' + orjson.dumps(outcome_desc)
+    extra = []
+    for reference, role in _data_references(type_, data):
+        if len(reference) == 1 and "reference" in reference and role in _REFERENCE_FORMATS:
+            extra.append(
+                _REFERENCE_FORMATS[role] % {b"extra": orjson.dumps(reference["reference"])}
+            )
+        else:
+            extra.append(orjson.dumps(_entity(reference, "2", role)))
+    for entity in _log_entities(type_, data):
+        extra.append(orjson.dumps({k: v for k, v in entity.items() if v is not None}))
+    return outcome_json, b"".join(part + b"," for part in extra)
+
+
+def _long_line(row: Any, fast: Fast) -> bytes:
+    """A proven row with a value JSON escapes (or of an unusual column type), the long way."""
+    names = ("seq", "at", "type", "user_ref", "iss", "patient_id", "encounter_id")
+    event = SimpleNamespace(**dict(zip(names, row, strict=False)), prev_hash=row[8], hash=row[9])
+    event.data = fast.data
+    return orjson.dumps(audit_event(event, fast.canonical, fast.time)) + b"\n"
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -395,61 +555,160 @@ def write_export(
     if fmt not in ("ndjson", "csv"):
         raise ValueError(f"unknown export format {fmt!r}")
     lines = _Lines(out, fmt)
-    if keep is None:
-        events: Iterator[Any] = fast_events(session, start, end, where)
-    else:
-        events = select_events(session, start, end, where)
-    for event in events:
-        if event.broken:
-            lines.broken.append(event.seq)
-        elif keep is None or keep(event):
-            lines.add(event)
+    try:
+        if keep is None:
+            lines.add_all(fast_rows(session, start, end, where))
+        else:
+            for event in select_events(session, start, end, where):
+                if event.broken:
+                    lines.broken.append(event.seq)
+                elif keep(event):
+                    lines.add(event)
+    except BaseException:
+        lines.abandon()
+        raise
     return lines.close()
 
 
 class _Lines:
-    """The export being written: one line per event, flushed in blocks, hashed as written."""
+    """The export being written: one line per event as UTF-8, handed on in blocks of about a
+    megabyte (`_Sink`: hashed and written beside the making of the next lines); memory stays
+    flat whatever the log's size."""
+
+    BLOCK = 1 << 20
 
     def __init__(self, out: TextIO, fmt: str) -> None:
-        self.out, self.fmt = out, fmt
-        self.digest = hashlib.sha256()
-        self.count, self.first, self.last = 0, None, None
+        self.fmt = fmt
+        self.sink = _Sink(out)
+        self.count = 0
+        self.first: int | None = None
+        self.last: int | None = None
         self.broken: list[int] = []
-        self.buffer = io.StringIO()
-        self.writer = csv.writer(self.buffer)
+        self.block: list[bytes] = []
+        self.size = 0
         if fmt == "csv":
-            self.writer.writerow(CSV_COLUMNS)
+            self.block.append(_csv_text(CSV_COLUMNS).encode())
 
     def add(self, event: Any) -> None:
-        fast = getattr(event, "fast", None)
+        """An event read the exact way (a `StoredEvent`, not damaged)."""
         if self.fmt == "csv":
-            self.writer.writerow(fast_csv_row(event, fast) if fast else csv_row(event))
-        elif fast:
-            resource = audit_event(event, fast.canonical, fast.time)
-            self.buffer.write(orjson.dumps(resource).decode() + "\n")
+            line = _csv_text(csv_row(event))
         else:
-            self.buffer.write(
-                json.dumps(audit_event(event), ensure_ascii=False, separators=(",", ":")) + "\n"
-            )
+            line = json.dumps(audit_event(event), ensure_ascii=False, separators=(",", ":")) + "\n"
+        encoded = line.encode()
+        self.block.append(encoded)
+        self.size += len(encoded)
         self.count += 1
-        self.first = event.seq if self.first is None else self.first
+        if self.first is None:
+            self.first = event.seq
         self.last = event.seq
-        if self.buffer.tell() > 1 << 16:
-            _flush(self.buffer, self.out, self.digest)
+        if self.size > self.BLOCK:
+            self._flush()
+
+    def add_all(self, rows: Iterator[tuple[Any, Fast | None]]) -> None:
+        """Every row of `fastrows.fast_rows`: a proven one made into its line the fast way, a
+        damaged one named, any other the exact way."""
+        line_of = fast_csv_line if self.fmt == "csv" else _FastLines().line
+        block, size, count = self.block, self.size, self.count
+        for row, fast in rows:
+            if fast is None:
+                self.block, self.size, self.count = block, size, count
+                if row.broken:
+                    self.broken.append(row.seq)
+                else:
+                    self.add(row)
+                block, size, count = self.block, self.size, self.count
+                continue
+            line = line_of(row, fast)
+            block.append(line)
+            size += len(line)
+            count += 1
+            if self.first is None:
+                self.first = row[0]
+            self.last = row[0]
+            if size > self.BLOCK:
+                self.block, self.size = block, size
+                self._flush()
+                block, size = self.block, self.size
+        self.block, self.size, self.count = block, size, count
+
+    def _flush(self) -> None:
+        self.sink.put(b"".join(self.block))
+        self.block, self.size = [], 0
 
     def close(self) -> ExportResult:
-        _flush(self.buffer, self.out, self.digest)
-        return ExportResult(
-            self.count, self.first, self.last, self.digest.hexdigest(), tuple(self.broken)
-        )
+        self._flush()
+        digest = self.sink.close()
+        return ExportResult(self.count, self.first, self.last, digest, tuple(self.broken))
+
+    def abandon(self) -> None:
+        """Stop the sink's thread (the export failed)."""
+        self.sink.close(raising=False)
 
 
-def _flush(buffer: io.StringIO, out: TextIO, digest: Any) -> None:
-    text = buffer.getvalue()
-    out.write(text)
-    digest.update(text.encode("utf-8"))
-    buffer.seek(0)
-    buffer.truncate()
+class _Sink:
+    """Where the export's blocks go: SHA-256 over them and `out`, by a thread of its own
+    (hashing and file writes let go of the GIL, so they run beside the making of the next
+    lines; a few blocks wait at most).
+
+    To a UTF-8 text file (`io.TextIOWrapper`, where lines end in "\\n": not Windows) the bytes
+    go to its binary buffer as they are, unencoded and undecoded; to anything else as text.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.binary = _binary_buffer(out)
+        if self.binary is not None:
+            out.flush()  # what the caller wrote first goes first
+        self.digest = hashlib.sha256()
+        self.blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="audit-export-sink", daemon=True)
+        self.thread.start()
+
+    def put(self, block: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.blocks.put(block)
+
+    def _run(self) -> None:
+        while (block := self.blocks.get()) is not None:
+            if self.error is not None:
+                continue  # drained, so that `put` never blocks for ever
+            try:
+                self.digest.update(block)
+                if self.binary is not None:
+                    self.binary.write(block)
+                else:
+                    self.out.write(block.decode("utf-8"))
+            except BaseException as exc:  # handed to the exporting thread
+                self.error = exc
+
+    def close(self, raising: bool = True) -> str:
+        """Wait for the blocks to be written; the SHA-256 of everything written."""
+        self.blocks.put(None)
+        self.thread.join()
+        if self.error is not None and raising:
+            raise self.error
+        return self.digest.hexdigest()
+
+
+def _binary_buffer(out: TextIO) -> BinaryIO | None:
+    """The binary buffer under `out` where writing UTF-8 bytes there is writing the text."""
+    if not isinstance(out, io.TextIOWrapper) or os.linesep != "\n":
+        return None
+    try:
+        utf8 = codecs.lookup(out.encoding).name == "utf-8"
+    except LookupError:
+        return None
+    return out.buffer if utf8 else None
+
+
+def _csv_text(cells: Sequence[str]) -> str:
+    """One CSV row as the csv module writes it."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(cells)
+    return buffer.getvalue()
 
 
 def export(

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import (
@@ -91,17 +90,21 @@ def canonical_time(raw: Any) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Fast:
-    """A row whose candidate canonical bytes hash to its stored hash: proven as stored."""
+class Fast(NamedTuple):
+    """A row whose candidate canonical bytes hash to its stored hash: proven as stored (a
+    tuple: one is made per row of an export)."""
 
     time: str  # canonical UTC time
     data: dict
     canonical: bytes
+    body: bytes  # the data's canonical bytes (sorted keys), as they appear in `canonical`
 
 
 def proven(row: Any) -> Fast | None:
-    """The row's canonical document if its candidate hashes to the row's hash, else None."""
+    """The row's canonical document if its candidate hashes to the row's hash, else None.
+
+    The data is serialised once (keys sorted) and put into the document as it is (an
+    `orjson.Fragment`), so its canonical bytes are at hand for the CSV export too."""
     time = canonical_time(row[1])
     if time is None:
         return None
@@ -111,52 +114,39 @@ def proven(row: Any) -> Fast | None:
         return None
     if not isinstance(data, dict):
         return None
-    document = {
-        "v": VERSION,
-        "seq": row[0],
-        "at": time,
-        "type": row[2],
-        "user": row[3],
-        "iss": row[4],
-        "patient": row[5],
-        "encounter": row[6],
-        "data": data,
-        "prev_hash": row[8],
-    }
     try:
-        canonical = orjson.dumps(document, option=_SORTED)
+        body = orjson.dumps(data, option=_SORTED)
+        # The document's keys written in sorted order (the canonical form's), the data as made.
+        canonical = orjson.dumps(
+            {
+                "at": time,
+                "data": orjson.Fragment(body),
+                "encounter": row[6],
+                "iss": row[4],
+                "patient": row[5],
+                "prev_hash": row[8],
+                "seq": row[0],
+                "type": row[2],
+                "user": row[3],
+                "v": VERSION,
+            }
+        )
     except TypeError:
         return None
     if hashlib.sha256(canonical).hexdigest() != row[9]:
         return None
-    return Fast(time, data, canonical)
+    return Fast(time, data, canonical, body)
 
 
-@dataclass
-class FastEvent:
-    """A row proven by `fastrows` (its canonical bytes hash to its hash), with its columns."""
-
-    seq: int
-    type: str
-    user_ref: str | None
-    iss: str | None
-    patient_id: str | None
-    encounter_id: str | None
-    prev_hash: str
-    hash: str
-    data: dict
-    fast: Fast
-    broken: bool = False
-
-
-def fast_events(
+def fast_rows(
     session: Session,
     start: datetime | None,
     end: datetime | None,
     where: Sequence[ColumnElement[bool]],
-) -> Iterator[Any]:
-    """The events in range read fast; a row that does not prove itself comes the exact way
-    (`rows`: decoded one by one, a damaged one marked)."""
+) -> Iterator[tuple[Any, Fast | None]]:
+    """The events in range read fast, as (raw row, its proof); a row that does not prove
+    itself comes the exact way (`rows`: decoded one by one, a damaged one marked) as
+    (`StoredEvent`, None). No object is made per proven row beyond its proof."""
     connection = session.connection()
     conditions = list(where)
     if start is not None:
@@ -168,8 +158,6 @@ def fast_events(
         if fast is None:
             event = stored.get(session, raw[0])
             if event is not None:
-                yield event
+                yield event, None
             continue
-        yield FastEvent(
-            raw[0], raw[2], raw[3], raw[4], raw[5], raw[6], raw[8], raw[9], fast.data, fast
-        )
+        yield raw, fast

@@ -93,3 +93,50 @@ def test_a_tampered_log_still_names_the_first_break(db, signer):
         with db.session() as session:
             report = verify(session, [signer.public_key], 10)
         assert not report.ok and report.first.seq == case.seq
+
+
+AWKWARD = (
+    # (type, user, iss, patient, encounter, data): values JSON escapes or CSV quotes, in every
+    # column the fast lines fill, and data naming entities of every kind.
+    ("launch", 'Practitioner/"q"', "https://ehr\\x", 'pat,"1"', "enc\n2", {"registration": "a"}),
+    ("decision", "urn:staff:zoë", None, "pät-✓", None, {"referral": 'ref "7"', "items": []}),
+    ("suggestions-shown", None, None, None, "enc-3", {"suggestions": [{"evidence": [7, "A/b"]}]}),
+    (
+        "write-attempt",
+        "Practitioner/1",
+        "https://ehr",
+        "p4",
+        "e4",
+        {"outcome": "queued", "written": [{"resourceType": "DocumentReference", "id": "d,1"}]},
+    ),
+    ("write-attempt", "Practitioner/1", None, "p5", None, {"outcome": "failed", "error": "x\ty"}),
+    ("write-held", None, None, "p6", "e6", {"reason": "no consent", "referral": "r6"}),
+    ("audit-read", "urn:staff:ann", None, None, None, {"query": ""}),
+    ("audit-read", "urn:staff:ann", None, "p8", None, {"query": 'user="a,b"'}),
+    ("audit-export", "os:ann", None, None, None, {"from": None, "format": "csv", "events": 3}),
+    ("odd,type", None, None, None, None, {}),
+    ('odd"type\n', "u\r", "i,", None, None, {"a": {"b": [1, 2.5, None, True]}}),
+)
+
+
+def test_awkward_values_give_the_exact_paths_bytes(db):
+    """Every column the fast lines fill holds a value that JSON escapes or CSV quotes
+    somewhere: the fast lines are still the exact path's bytes."""
+    scale_log.generate(db, 30, sign=False)
+    with db.session() as session:
+        for type_, user, iss, patient, encounter, data in AWKWARD:
+            referral_log.append(
+                session,
+                type_,
+                user_ref=user,
+                iss=iss,
+                patient_id=patient,
+                encounter_id=encounter,
+                data=data,
+            )
+    for fmt in ("ndjson", "csv"):
+        out = io.StringIO()
+        with db.session() as session:
+            result = write_export(session, out, fmt, None, None)
+        assert result.events == 30 + len(AWKWARD)
+        assert out.getvalue() == exact_lines(db, fmt), fmt
