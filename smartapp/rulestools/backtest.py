@@ -3,10 +3,10 @@
 Reads FHIR Bundles (``*.json``: transaction, collection... one or more patients each) and
 bulk-export NDJSON (``*.ndjson``, ``*.ndjson.gz``: one resource per line, resources of many
 patients, grouped by their ``subject``/``patient`` reference: in memory, or for a population
-in buckets on disk, see ``backtest_ndjson``), replays each ED visit at its own time with the
-pure engine (``smartapp.engine.history``), on a pool of worker processes, and sums the
-results. The report's shapes are documented in ``rules/README.md``. ``spark_backtest`` runs
-the same tasks on Apache Spark.
+through an index of byte offsets by patient, see ``backtest_ndjson``), replays each ED visit
+at its own time with the pure engine (``smartapp.engine.history``), on a pool of worker
+processes, and sums the results. The report's shapes are documented in
+``rules/README.md``. ``spark_backtest`` runs the same tasks on Apache Spark.
 
 Input is read in ``backtest_input``, the ``--json`` report built in ``backtest_report`` and
 rendered as text in ``backtest_render``; their public names are re-exported here.
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from smartapp.engine import Chart, Pack
-from smartapp.engine.chart import ChartItem, KeepCodes, coded_in
+from smartapp.engine.chart import ChartError, ChartItem, KeepCodes, coded_in
 from smartapp.engine.history import Replayed, ed_visits, replay, split_by_patient
 from smartapp.rulestools.backtest_input import (
     BUNDLE_SUFFIXES,
@@ -39,12 +39,15 @@ from smartapp.rulestools.backtest_input import (
 )
 from smartapp.rulestools.backtest_ndjson import (
     IN_MEMORY_BYTES,
-    Partitioned,
-    bucket_count,
+    Chunk,
+    ChunkIndex,
+    Misplaced,
+    Population,
+    bucket_groups,
+    first_error,
     input_bytes,
-    partitioned,
-    read_bucket,
-    split_file,
+    release,
+    run_indexing,
     temporary_folder,
 )
 from smartapp.rulestools.backtest_pool import fork_available, run_forked
@@ -99,7 +102,7 @@ class PatientOutcome:
 _PACKS: list[Pack] = []
 _GROUPS: list[list[ChartItem]] = []
 _KEEP: list[KeepCodes] = []  # what the packs' rules can read (one memo per process)
-_PARTS: list[Partitioned] = []  # NDJSON split in buckets (a population), if it was
+_POP: list[Population] = []  # NDJSON indexed by bucket (a population), if it was
 
 
 def _init_worker(packs: list[Pack] | None, groups: list[list[ChartItem]] | None) -> None:
@@ -148,8 +151,8 @@ def _work(task: tuple[str, Any]) -> PatientOutcome:
     kind, arg = task
     keep = _KEEP[0] if _KEEP else None
     if kind == "bucket":
-        parts, index = (_PARTS[0], arg) if isinstance(arg, int) else arg
-        return _replay_groups(_bucket_groups(parts, index), keep)
+        pop, index = (_POP[0], arg) if isinstance(arg, int) else arg
+        return _replay_groups(bucket_groups(pop, index), keep)
     if kind == "bundle":
         path = Path(arg)
         try:
@@ -164,15 +167,6 @@ def _work(task: tuple[str, Any]) -> PatientOutcome:
     out = _replay_charts(charts_of(group, source, keep), _PACKS)
     out.source = source
     return out
-
-
-def _bucket_groups(parts: Partitioned, index: int) -> list[list[ChartItem]]:
-    """A bucket's patients, each with the Medications about no patient (as split_by_patient
-    gives them every patient)."""
-    groups = split_by_patient(read_bucket(parts.folder, parts.paths, index))
-    for group in groups.values():
-        group.extend(parts.shared)
-    return list(groups.values())
 
 
 def _replay_groups(groups: Iterable[list[ChartItem]], keep: KeepCodes | None) -> PatientOutcome:
@@ -238,6 +232,31 @@ def run_backtest(
     packs = list(packs)
     bundles, ndjson = find_inputs(path)
     wanted = workers if workers is not None else (os.cpu_count() or 1)
+    exact = False  # pass 1 parses every line (a hint was wrong: see backtest_ndjson)
+    while True:
+        try:
+            outcomes, used = _run_tasks(
+                bundles, ndjson, packs, wanted, exact, progress, on_tasks, in_memory_bytes
+            )
+            break
+        except Misplaced:
+            if exact:
+                raise
+            exact = True
+    return collect(path, packs, outcomes, len(bundles), len(ndjson), used)
+
+
+def _run_tasks(
+    bundles: list[Path],
+    ndjson: list[Path],
+    packs: list[Pack],
+    wanted: int,
+    exact: bool,
+    progress: Callable[[int], None] | None,
+    on_tasks: OnTasks | None,
+    in_memory_bytes: int,
+) -> tuple[list[PatientOutcome], int]:
+    """Every task's outcome and the workers used; a population's NDJSON indexed first."""
     tasks: list[tuple[str, Any]] = []
     # largest first, so one big chart does not finish alone at the end
     sizes = {p: p.stat().st_size for p in bundles}
@@ -247,12 +266,13 @@ def run_backtest(
     with ExitStack() as stack:
         if ndjson and input_bytes(ndjson) > in_memory_bytes:
             folder = Path(stack.enter_context(temporary_folder()))
-            parts = _split_ndjson(ndjson, folder, wanted, progress, on_tasks)
-            _PARTS[:] = [parts]
-            stack.callback(_PARTS.clear)
-            if parts.owned:
-                tasks.extend(("bucket", i) for i in range(parts.buckets))
-        if ndjson and (not _PARTS or not _PARTS[0].owned):
+            stack.callback(release)
+            pop = _index_ndjson(ndjson, folder, wanted, exact, progress, on_tasks)
+            _POP[:] = [pop]
+            stack.callback(_POP.clear)
+            if pop.owned:
+                tasks.extend(("bucket", i) for i in pop.filled())
+        if ndjson and (not _POP or not _POP[0].owned):
             with _no_gc():
                 groups = list(split_by_patient(read_ndjson_files(ndjson)).values())
             tasks.extend(("group", i) for i in range(len(groups)))
@@ -268,10 +288,14 @@ def run_backtest(
                         progress(1)
             else:
                 outcomes = _run_pool(tasks, packs, groups, used, progress)
+        except (BacktestError, ChartError) as exc:
+            if not _POP:
+                raise
+            raise first_error(ndjson) or exc from None  # a bad line first, in file order
         finally:
             _init_worker([], [])  # let the NDJSON resources go
             _KEEP.clear()
-    return collect(path, packs, outcomes, len(bundles), len(ndjson), used)
+    return outcomes, used
 
 
 def collect(
@@ -303,32 +327,36 @@ def collect(
     )
 
 
-def _split_ndjson(
+def _index_ndjson(
     paths: list[Path],
     folder: Path,
     workers: int,
+    exact: bool,
     progress: Callable[[int], None] | None,
     on_tasks: OnTasks | None,
-) -> Partitioned:
-    """Pass 1 (see backtest_ndjson): each file into the buckets, on forked workers."""
-    buckets = bucket_count(paths)
-    if on_tasks:
-        on_tasks("grouping NDJSON by patient", len(paths))
-    used = max(1, min(workers, len(paths)))
+) -> Population:
+    """Pass 1 (see backtest_ndjson): each chunk of each file indexed by patient, on forked
+    workers."""
 
-    def split(index: int) -> Any:
-        with _no_gc():
-            return split_file(folder, paths, index, buckets)
+    def run(chunks: Sequence[Chunk], index: Callable[[Chunk], ChunkIndex]) -> list[ChunkIndex]:
+        if on_tasks:
+            on_tasks("grouping NDJSON by patient", len(chunks))
 
-    if used > 1 and fork_available():
-        splits = run_forked(range(len(paths)), split, used, progress)
-    else:
-        splits = []
-        for index in range(len(paths)):
-            splits.append(split(index))
+        def work(chunk: Chunk) -> ChunkIndex:
+            with _no_gc():
+                return index(chunk)
+
+        used = max(1, min(workers, len(chunks)))
+        if used > 1 and fork_available():
+            return run_forked(chunks, work, used, progress)
+        found = []
+        for chunk in chunks:
+            found.append(work(chunk))
             if progress:
                 progress(1)
-    return partitioned(folder, paths, buckets, splits)
+        return found
+
+    return run_indexing(folder, paths, exact, run)
 
 
 def _run_pool(
@@ -359,5 +387,5 @@ def _portable(kind: str, arg: Any, groups: list[list[ChartItem]]) -> tuple[str, 
     if kind == "group":
         return kind, groups[arg]
     if kind == "bucket":
-        return kind, (_PARTS[0], arg)
+        return kind, (_POP[0], arg)
     return kind, arg

@@ -1,15 +1,25 @@
-"""A population's NDJSON grouped by patient without holding the population in memory.
+"""A population's NDJSON grouped by patient without holding it in memory or copying it.
 
 A bulk export (``$export``: one file per resource type, each holding every patient's
-resources of that type) is grouped by patient in two passes:
+resources of that type) is grouped by patient in two passes, each on the backtest's
+workers, so that every line is parsed once:
 
-1. each file is read streaming, every line checked where it is (``file:line``) and written,
-   as it was, to one of N bucket files chosen by a hash of the patient it is about (one
-   task per file, on the backtest's workers);
-2. each bucket (a whole set of patients, small enough to hold) is one task of the replay:
-   its lines are parsed again, grouped by patient as ``split_by_patient`` groups them, in
-   the order of the files and lines they came from, so the charts and the report are the
-   ones the in-memory reading gives.
+1. **index** (one task per chunk of about CHUNK_BYTES of a file): each line's patient is
+   read from its first ``"subject":{"reference":"..."}`` (else ``"patient"``) without
+   parsing the line, a hint; a line without one (a Patient, a Medication, JSON written
+   with spaces) is parsed there. The line's place (offset, length, line number) goes to
+   its patient's bucket, in the chunk's index file; the NDJSON itself is not copied (a
+   gzip file is unpacked once to a temporary file, which has offsets).
+2. **replay** (one task per bucket, a set of patients small enough to hold): the bucket's
+   lines are read at their offsets, parsed and checked (``file:line``), and grouped by the
+   patient ``patient_of`` gives, in the order of the files and lines they came from, as
+   ``split_by_patient`` groups them, so the charts and the report are the in-memory ones.
+
+A hint is checked against the parsed line: a line whose patient is not one of its
+bucket's (a hint that was wrong, say a ``subject`` inside a contained resource) raises
+:class:`Misplaced`, and the backtest indexes again parsing every line (``exact``). A
+malformed line raises where it is found; the caller then names the first one in the
+order of the files (:func:`first_error`), as the in-memory reading would.
 
 Medications about no patient go to every patient's chart (orders may reference them), as
 in ``split_by_patient``; they are kept in memory (a formulary, not a population). When no
@@ -18,18 +28,21 @@ resource at all is about a patient, everything is one group, as there (read in m
 
 from __future__ import annotations
 
+import gzip
+import mmap
 import tempfile
 import zlib
-from collections.abc import Sequence
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import Any
 
-from smartapp.engine.chart import ChartItem
+from smartapp.engine.chart import ChartError, ChartItem, resource_key
+from smartapp.engine.fhir import type_id_of
 from smartapp.engine.history import patient_of
 from smartapp.rulestools.backtest_input import (
     BacktestError,
-    checked_line,
     ndjson_lines,
     ndjson_resource,
 )
@@ -38,11 +51,19 @@ from smartapp.rulestools.backtest_input import (
 #: above it, the two passes, with buckets of about BUCKET_BYTES.
 IN_MEMORY_BYTES = 256 * 1024 * 1024
 BUCKET_BYTES = 32 * 1024 * 1024
+CHUNK_BYTES = 32 * 1024 * 1024  # of a file, per indexing task
 GZIP_RATIO = 8
-#: Bucket files a pass-1 task keeps open (under the usual limit of 1024 open files); above
-#: MAX_BUCKETS * BUCKET_BYTES of input (32 GB) the buckets grow instead.
-MAX_BUCKETS = 1000
-WRITE_BUFFER = 64 * 1024  # per open bucket file
+#: Buckets at most (each indexing task writes an index slice for each).
+MAX_BUCKETS = 4000
+#: How a line names its patient, as bulk exports write it (compact JSON, reference first).
+SUBJECT = b'"subject":{"reference":"'
+PATIENT = b'"patient":{"reference":"'
+ENTRY = 3  # an index entry: offset, length, line (0-based, within the chunk)
+ENTRY_BYTES = ENTRY * array("q").itemsize
+
+
+class Misplaced(Exception):
+    """A line's hint named a patient of another bucket than the line's own (see above)."""
 
 
 def input_bytes(paths: Sequence[Path]) -> int:
@@ -50,7 +71,7 @@ def input_bytes(paths: Sequence[Path]) -> int:
     total = 0
     for path in paths:
         size = path.stat().st_size
-        total += size * GZIP_RATIO if path.name.lower().endswith(".gz") else size
+        total += size * GZIP_RATIO if _gzipped(path) else size
     return total
 
 
@@ -64,91 +85,376 @@ def bucket_of(patient: str, buckets: int) -> int:
     return zlib.crc32(patient.encode()) % buckets
 
 
-@dataclass
-class FileSplit:
-    """What pass 1 found in one file."""
-
-    index: int
-    owned: int = 0  # lines about a patient, written to the buckets
-    shared: list[ChartItem] = field(default_factory=list)  # Medications about no patient
-    unowned: int = 0  # lines about no patient, Medications or not
-    error: str | None = None  # the file's first malformed line
-
-
-def bucket_path(folder: Path, bucket: int, index: int) -> Path:
-    return folder / f"b{bucket:04d}-f{index:05d}.rows"
-
-
-def split_file(folder: Path, paths: Sequence[Path], index: int, buckets: int) -> FileSplit:
-    """Pass 1 for ``paths[index]``: each line checked, then written to its patient's
-    bucket as ``line-number TAB line``; what is about no patient kept in the result.
-    The first malformed line ends the file, named in ``error``."""
-    path = paths[index]
-    out = FileSplit(index)
-    files: dict[int, IO[bytes]] = {}
-    try:
-        for number, line in ndjson_lines(path):
-            resource = ndjson_resource(line, f"{path}:{number}")
-            if resource is None:
-                continue
-            item: ChartItem = (None, resource, f"{path}:{number}")
-            owner = patient_of(item)
-            if owner is None:
-                out.unowned += 1
-                if resource["resourceType"] == "Medication":
-                    out.shared.append(item)
-                continue
-            out.owned += 1
-            bucket = bucket_of(owner, buckets)
-            f = files.get(bucket)
-            if f is None:
-                f = files[bucket] = bucket_path(folder, bucket, index).open("wb", WRITE_BUFFER)
-            f.write(b"%d\t%s\n" % (number, line.rstrip(b"\r\n")))
-    except BacktestError as exc:
-        out.error = str(exc)
-    finally:
-        for f in files.values():
-            f.close()
-    return out
-
-
-def read_bucket(folder: Path, paths: Sequence[Path], bucket: int) -> list[ChartItem]:
-    """Pass 2: the resources of one bucket, in the order of the files and their lines."""
-    items: list[ChartItem] = []
-    for index, path in enumerate(paths):
-        rows = bucket_path(folder, bucket, index)
-        if not rows.exists():
-            continue
-        with rows.open("rb") as f:
-            for row in f:
-                number, _, line = row.partition(b"\t")
-                items.append((None, checked_line(line), f"{path}:{int(number)}"))
-    return items
-
-
-@dataclass
-class Partitioned:
-    """The NDJSON split into buckets (pass 1 done), in a temporary folder."""
-
-    folder: Path
-    paths: list[Path]
-    buckets: int
-    shared: list[ChartItem]  # Medications about no patient (every chart gets them)
-    owned: int  # lines about a patient (none: the input is one group, read in memory)
-
-
 def temporary_folder() -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix="handoff-backtest-")
 
 
-def partitioned(
-    folder: Path, paths: list[Path], buckets: int, splits: list[FileSplit]
-) -> Partitioned:
-    """Pass 1's results together; BacktestError at the first malformed line (in the
-    order of the files, as the in-memory reading would stop)."""
-    splits = sorted(splits, key=lambda s: s.index)
-    for split in splits:
-        if split.error:
-            raise BacktestError(split.error)
-    shared = [item for s in splits for item in s.shared]
-    return Partitioned(folder, paths, buckets, shared, sum(s.owned for s in splits))
+def _gzipped(path: Path) -> bool:
+    return path.name.lower().endswith(".gz")
+
+
+# ---------------------------------------------------------------------------------------
+# pass 1: the index
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Lines ``[start, end)`` of ``paths[file]`` (whole lines); a gzip file is one chunk
+    (``end`` -1: to its end)."""
+
+    index: int
+    file: int
+    start: int
+    end: int
+
+
+def plan_chunks(paths: Sequence[Path], chunk_bytes: int | None = None) -> list[Chunk]:
+    """Each file cut at line ends into chunks of about ``chunk_bytes``."""
+    size_of = chunk_bytes or CHUNK_BYTES
+    chunks: list[Chunk] = []
+    for index, path in enumerate(paths):
+        if _gzipped(path):
+            chunks.append(Chunk(len(chunks), index, 0, -1))
+            continue
+        try:
+            size = path.stat().st_size
+            with path.open("rb") as f:
+                start = 0
+                while start < size:
+                    end = _line_end_after(f, start + size_of, size)
+                    chunks.append(Chunk(len(chunks), index, start, end))
+                    start = end
+        except OSError as exc:
+            raise BacktestError(f"{path}: cannot read: {exc.strerror}") from exc
+    return chunks
+
+
+def _line_end_after(f: Any, position: int, size: int) -> int:
+    """The offset just after the first newline at or after ``position - 1`` (the start
+    of the line ``position`` is in, unless it starts a line), or ``size``."""
+    if position >= size:
+        return size
+    f.seek(position - 1)
+    at = position - 1
+    while True:
+        block = f.read(1 << 16)
+        if not block:
+            return size
+        found = block.find(b"\n")
+        if found >= 0:
+            return at + found + 1
+        at += len(block)
+
+
+@dataclass
+class ChunkIndex:
+    """What pass 1 found in one chunk; its entries are in ``index_path(folder, chunk)``."""
+
+    chunk: int
+    lines: int = 0  # lines of the chunk (blank ones too): the next chunk's line numbers
+    starts: array[int] = field(default_factory=lambda: array("q"))  # bucket -> first entry
+    shared: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (line, Medication)
+    unowned: int = 0  # lines about no patient, Medications or not
+    bad: bool = False  # a line that is not a resource (or not readable): see first_error
+    data: str = ""  # the file the offsets are into, when not the NDJSON's own (gzip)
+
+
+def index_path(folder: Path, chunk: int) -> Path:
+    return folder / f"i{chunk:05d}.idx"
+
+
+class _Indexer:
+    """Pass 1 over the lines of one chunk, fed in order (``feed``)."""
+
+    def __init__(self, buckets: int, exact: bool, out: ChunkIndex) -> None:
+        self.buckets = buckets
+        self.exact = exact
+        self.out = out
+        self.rows = [array("q") for _ in range(buckets)]
+        self.hints: dict[bytes, int] = {}  # reference -> bucket, -1: not a Patient's
+        self.offset = 0
+
+    def feed(self, data: bytes) -> None:
+        """Whole lines (the last one's newline may be missing: the end of the file)."""
+        if not data:
+            return
+        lines = data.split(b"\n")
+        if data.endswith(b"\n"):
+            lines.pop()
+        rows, hints, exact = self.rows, self.hints, self.exact
+        offset, number = self.offset, self.out.lines
+        for line in lines:
+            size = len(line)
+            bucket = -1
+            if not exact:
+                at = line.find(SUBJECT)
+                if at < 0:
+                    at = line.find(PATIENT)
+                if at >= 0:
+                    at += len(SUBJECT)
+                    ref = line[at : line.find(b'"', at)]
+                    bucket = hints.get(ref, -2)
+                    if bucket == -2:
+                        bucket = hints[ref] = self._hinted(ref)
+            if bucket < 0:
+                bucket = self._parsed(line, number)
+            if bucket >= 0:
+                row = rows[bucket]
+                row.append(offset)
+                row.append(size)
+                row.append(number)
+            offset += size + 1
+            number += 1
+        self.offset, self.out.lines = offset, number
+
+    def _hinted(self, ref: bytes) -> int:
+        """The bucket of the patient a reference names, -1 when it names none."""
+        try:
+            key = type_id_of(ref.decode().strip())
+        except UnicodeDecodeError:
+            return -1
+        return bucket_of(key, self.buckets) if key and key.startswith("Patient/") else -1
+
+    def _parsed(self, line: bytes, number: int) -> int:
+        """A line without a hint, parsed: its patient's bucket, else -1 (kept aside)."""
+        resource = ndjson_resource(line, "")  # the caller names a bad line (first_error)
+        if resource is None:
+            return -1
+        owner = patient_of((None, resource, ""))
+        if owner is not None:
+            return bucket_of(owner, self.buckets)
+        self.out.unowned += 1
+        if resource["resourceType"] == "Medication":
+            self.out.shared.append((number, resource))
+        return -1
+
+    def write(self, path: Path) -> None:
+        starts = self.out.starts
+        starts.append(0)
+        with path.open("wb") as f:
+            for row in self.rows:
+                row.tofile(f)
+                starts.append(starts[-1] + len(row) // ENTRY)
+
+
+def index_chunk(
+    folder: Path, paths: Sequence[Path], chunk: Chunk, buckets: int, exact: bool = False
+) -> ChunkIndex:
+    """Pass 1 for one chunk: each line's place written to its patient's bucket in the
+    chunk's index file. A line that is not a resource (or a file that cannot be read)
+    ends the chunk, ``bad``."""
+    out = ChunkIndex(chunk.index)
+    indexer = _Indexer(buckets, exact, out)
+    path = paths[chunk.file]
+    try:
+        if chunk.end < 0:
+            out.data = str(folder / f"u{chunk.file:05d}.ndjson")
+            _unpack(path, Path(out.data), indexer)
+        else:
+            with path.open("rb") as f:
+                f.seek(chunk.start)
+                indexer.offset = chunk.start
+                indexer.feed(f.read(chunk.end - chunk.start))
+    except (BacktestError, ChartError, OSError, EOFError, zlib.error):
+        out.bad = True
+    indexer.write(index_path(folder, chunk.index))
+    return out
+
+
+def _unpack(path: Path, dest: Path, indexer: _Indexer) -> None:
+    """A gzip file unpacked to ``dest`` (which has offsets), indexed as it goes."""
+    with gzip.open(path, "rb") as src, dest.open("wb") as out:
+        rest = b""
+        while block := src.read(CHUNK_BYTES):
+            out.write(block)
+            data = rest + block
+            cut = data.rfind(b"\n") + 1
+            indexer.feed(data[:cut])
+            rest = data[cut:]
+        indexer.feed(rest)
+
+
+@dataclass
+class Population:
+    """The NDJSON indexed by bucket (pass 1 done); the index in a temporary folder."""
+
+    folder: Path
+    paths: list[Path]
+    data: list[Path]  # what each file's offsets are into (an unpacked gzip, else itself)
+    chunks: list[Chunk]
+    numbers: list[int]  # lines before each chunk in its file
+    starts: list[array[int]]  # each chunk's first entry of each bucket
+    buckets: int
+    shared: list[ChartItem]  # Medications about no patient (every chart gets them)
+    owned: int  # lines about a patient (none: the input is one group, read in memory)
+
+    def filled(self) -> list[int]:
+        """The buckets that have lines."""
+        return [b for b in range(self.buckets) if any(s[b + 1] > s[b] for s in self.starts)]
+
+
+def indexed(
+    folder: Path, paths: list[Path], chunks: list[Chunk], buckets: int, found: list[ChunkIndex]
+) -> Population:
+    """Pass 1's results together; BacktestError (or ChartError) at the first bad line in
+    the order of the files, as the in-memory reading would stop."""
+    found = sorted(found, key=lambda c: c.chunk)
+    if any(c.bad for c in found):
+        raise first_error(paths) or BacktestError(f"{paths[0].parent}: the NDJSON changed")
+    data = list(paths)
+    numbers: list[int] = []
+    seen: dict[int, int] = {}
+    shared: list[ChartItem] = []
+    for chunk, index in zip(chunks, found, strict=True):
+        before = seen.get(chunk.file, 0)
+        numbers.append(before)
+        seen[chunk.file] = before + index.lines
+        if index.data:
+            data[chunk.file] = Path(index.data)
+        path = paths[chunk.file]
+        shared.extend((None, r, f"{path}:{before + n + 1}") for n, r in index.shared)
+    starts = [c.starts for c in found]
+    owned = sum(s[-1] for s in starts)
+    return Population(folder, paths, data, chunks, numbers, starts, buckets, shared, owned)
+
+
+# ---------------------------------------------------------------------------------------
+# pass 2: a bucket's patients
+
+_MAPPED: dict[Path, mmap.mmap] = {}  # the data files this process has mapped
+
+
+def _mapped(path: Path) -> mmap.mmap:
+    found = _MAPPED.get(path)
+    if found is None:
+        with path.open("rb") as f:
+            found = _MAPPED[path] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return found
+
+
+def release() -> None:
+    """Unmap the data files (the backtest is over; the temporary folder goes)."""
+    for mapped in _MAPPED.values():
+        mapped.close()
+    _MAPPED.clear()
+
+
+def _entries(pop: Population, chunk: int, bucket: int) -> array[int]:
+    starts = pop.starts[chunk]
+    first, end = starts[bucket], starts[bucket + 1]
+    entries: array[int] = array("q")
+    if end > first:
+        with index_path(pop.folder, chunk).open("rb") as f:
+            f.seek(first * ENTRY_BYTES)
+            entries.fromfile(f, (end - first) * ENTRY)
+    return entries
+
+
+def bucket_groups(pop: Population, bucket: int) -> list[list[ChartItem]]:
+    """Pass 2: one bucket's patients (as ``split_by_patient`` groups them), each with the
+    Medications about no patient. BacktestError at a malformed line; Misplaced when a
+    line is about a patient of another bucket."""
+    groups: dict[str, list[ChartItem]] = {}
+    owners: dict[str, bool] = {}  # patient -> of this bucket
+    refs: dict[str, str | None] = {}  # reference -> the patient it names
+    buckets = pop.buckets
+    for chunk in pop.chunks:
+        entries = _entries(pop, chunk.index, bucket)
+        if not entries:
+            continue
+        mapped = _mapped(pop.data[chunk.file])
+        prefix = f"{pop.paths[chunk.file]}:"
+        first = pop.numbers[chunk.index] + 1
+        for at in range(0, len(entries), ENTRY):
+            offset = entries[at]
+            where = f"{prefix}{first + entries[at + 2]}"
+            resource = ndjson_resource(mapped[offset : offset + entries[at + 1]], where)
+            if resource is None:
+                raise Misplaced(f"{where}: a blank line in the index")
+            item: ChartItem = (None, resource, where)
+            if not resource.get("id"):
+                resource_key(resource, None, where)  # ChartError, as split_by_patient
+            owner = _owner(item, refs)
+            mine = owners.get(owner) if owner is not None else False
+            if mine is None and owner is not None:
+                mine = owners[owner] = bucket_of(owner, buckets) == bucket
+            if not mine or owner is None:
+                raise Misplaced(f"{where}: about {owner}, not a patient of bucket {bucket}")
+            group = groups.get(owner)
+            if group is None:
+                groups[owner] = [item]
+            else:
+                group.append(item)
+    for mapped in _MAPPED.values():  # resident no longer (the page cache keeps the pages)
+        mapped.madvise(mmap.MADV_DONTNEED)
+    for group in groups.values():
+        group.extend(pop.shared)
+    return list(groups.values())
+
+
+def _owner(item: ChartItem, refs: dict[str, str | None]) -> str | None:
+    """``patient_of(item)``, with each reference's patient remembered (a patient's
+    resources all name it)."""
+    resource = item[1]
+    if resource["resourceType"] == "Patient":
+        return patient_of(item)
+    for element in ("subject", "patient"):
+        value = resource.get(element)
+        if not isinstance(value, dict):
+            continue
+        ref = value.get("reference")
+        if not isinstance(ref, str):
+            continue
+        key = refs.get(ref, "")
+        if key == "":
+            key = refs[ref] = _patient_named(ref)
+        if key is not None:
+            return key
+    return None
+
+
+def _patient_named(ref: str) -> str | None:
+    """The patient key a reference names (as ``patient_of`` reads it), else None."""
+    stripped = ref.strip()
+    key = type_id_of(stripped) if stripped else None
+    return key if key is not None and key.startswith("Patient/") else None
+
+
+# ---------------------------------------------------------------------------------------
+# errors
+
+
+def first_error(paths: Sequence[Path]) -> Exception | None:
+    """The error the in-memory reading stops at: the first line that is not a resource
+    (BacktestError, in the order of the files and lines), else the first resource
+    without a key (ChartError, as ``split_by_patient`` raises it). Reads every line."""
+    keyless: Exception | None = None
+    try:
+        for path in paths:
+            for number, line in ndjson_lines(path):
+                where = f"{path}:{number}"
+                resource = ndjson_resource(line, where)
+                if keyless is None and resource is not None and not resource.get("id"):
+                    try:
+                        resource_key(resource, None, where)
+                    except ChartError as exc:
+                        keyless = exc
+    except BacktestError as exc:
+        return exc
+    return keyless
+
+
+def run_indexing(
+    folder: Path,
+    paths: list[Path],
+    exact: bool,
+    run: Callable[[Sequence[Chunk], Callable[[Chunk], ChunkIndex]], list[ChunkIndex]],
+) -> Population:
+    """Pass 1 on ``run`` (workers, or in-process): the population indexed."""
+    chunks = plan_chunks(paths)
+    buckets = bucket_count(paths)
+
+    def work(chunk: Chunk) -> ChunkIndex:
+        return index_chunk(folder, paths, chunk, buckets, exact)
+
+    return indexed(folder, paths, chunks, buckets, run(chunks, work))
