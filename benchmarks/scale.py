@@ -205,8 +205,8 @@ def append_some(db: Database, count: int) -> None:
 def console_view(bench: Bench, full: bool = False) -> None:
     """What /console/events does for the first page of all events."""
     with bench.db.session() as session:
-        search_page(session, Search(), PAGE_SIZE)
-        chain_status(session, bench.keys, 100, None, full=full)
+        verified = chain_status(session, bench.keys, 100, None, full=full)
+        search_page(session, Search(), PAGE_SIZE, verified.report)
         referral_log.record_read(session, AUDITOR, "log search (all events), page 1")
 
 

@@ -50,10 +50,16 @@ def event_row(event: StoredEvent, names: Mapping[str, str]) -> dict:
     }
 
 
-def search_page(session: Session, search: Search, page_size: int) -> SearchPage:
-    """The page of events `search` asks for, with the event types and users to filter by."""
+def search_page(
+    session: Session, search: Search, page_size: int, verified: Report | None = None
+) -> SearchPage:
+    """The page of events `search` asks for, with the event types and users to filter by.
+
+    `verified`: this view's verification of the chain; when it passed, the events it verified
+    are counted from its head (`search.count_all`) instead of one by one."""
     names = referral_log.user_names(session)
-    rows, total = run_search(session, search, page_size, names)
+    whole_through = verified.head_seq if verified is not None and verified.ok else None
+    rows, total = run_search(session, search, page_size, names, whole_through)
     types = event_types(session)
     users = known_users(session, 500)
     return SearchPage(

@@ -184,18 +184,27 @@ def _midnight(day: date) -> datetime:
 
 
 def run_search(
-    session: Session, search: Search, page_size: int, names: Mapping[str, str] | None = None
+    session: Session,
+    search: Search,
+    page_size: int,
+    names: Mapping[str, str] | None = None,
+    whole_through: int | None = None,
 ) -> tuple[list[StoredEvent], int]:
     """One page of matching events, newest first, and how many match in all.
 
     Column filters run in SQL with LIMIT/OFFSET; a kind or outcome filter reads each candidate's
     data in Python (JSON queries differ between SQLite and PostgreSQL), streaming the rows.
+    `whole_through`: see `count_all`.
     """
     query = search.query(names)
     offset = (search.page - 1) * page_size
     if not search.reads_data:
-        counted = select(func.count()).select_from(LogEvent).where(*search.conditions(names))
-        total = session.scalar(counted) or 0
+        conditions = search.conditions(names)
+        if conditions or whole_through is None:
+            counted = select(func.count()).select_from(LogEvent).where(*conditions)
+            total = session.scalar(counted) or 0
+        else:
+            total = count_all(session, whole_through)
         rows = stored.read(
             session, query.order_by(LogEvent.seq.desc()).offset(offset).limit(page_size)
         )
@@ -208,3 +217,14 @@ def run_search(
                 page.append(event)
             total += 1
     return page, total
+
+
+def count_all(session: Session, whole_through: int) -> int:
+    """How many events the log holds, when it is known to hold exactly the events #1 to
+    #`whole_through` and whatever follows (a chain verified through that event, unchanged since:
+    `smartapp.audit.incremental`): those plus the rows outside them, counted on the primary key.
+
+    An exact count without reading a million index entries (a COUNT(*) over the whole table
+    costs 100 ms and more on PostgreSQL at 1M events, growing with the log)."""
+    outside = or_(LogEvent.seq > whole_through, LogEvent.seq < 1)
+    return whole_through + int(session.scalar(select(func.count()).where(outside)) or 0)

@@ -43,10 +43,10 @@ def events() -> ResponseReturnValue:
     page_size = int(current_app.config.get("CONSOLE_PAGE_SIZE") or PAGE_SIZE)
     auditor = signed_in()["user_ref"]
     with current_services().db.session() as session:
-        page = search_page(session, search, page_size)
         # ?verify=all: the whole log on this view (else only what follows the verified head)
         full = request.args.get("verify") == "all"
         verified = app_chain_status(current_app, session, full=full)
+        page = search_page(session, search, page_size, verified.report)
         referral_log.record_read(session, auditor, search.describe(), patient_id=search.patient)
     return render_template(
         "console/events.html",
