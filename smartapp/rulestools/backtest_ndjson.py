@@ -33,10 +33,12 @@ import mmap
 import tempfile
 import zlib
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from smartapp.engine.chart import ChartError, ChartItem, resource_key
 from smartapp.engine.fhir import type_id_of
@@ -58,7 +60,7 @@ MAX_BUCKETS = 4000
 #: How a line names its patient, as bulk exports write it (compact JSON, reference first).
 SUBJECT = b'"subject":{"reference":"'
 PATIENT = b'"patient":{"reference":"'
-ENTRY = 3  # an index entry: offset, length, line (0-based, within the chunk)
+ENTRY = 4  # an index entry: offset, length, line (0-based, in the chunk), patient's tag
 ENTRY_BYTES = ENTRY * array("q").itemsize
 
 
@@ -80,9 +82,15 @@ def bucket_count(paths: Sequence[Path], bucket_bytes: int | None = None) -> int:
     return max(1, min(MAX_BUCKETS, -(-input_bytes(paths) // size)))
 
 
+def tag_of(patient: str) -> int:
+    """A stable number for a patient key (the same in every process and run): its bucket's
+    and, within the bucket, the lines read together (a patient's, or a few patients')."""
+    return zlib.crc32(patient.encode())
+
+
 def bucket_of(patient: str, buckets: int) -> int:
-    """A stable bucket for a patient key (the same in every process and run)."""
-    return zlib.crc32(patient.encode()) % buckets
+    """A stable bucket for a patient key."""
+    return tag_of(patient) % buckets
 
 
 def temporary_folder() -> tempfile.TemporaryDirectory[str]:
@@ -171,7 +179,7 @@ class _Indexer:
         self.exact = exact
         self.out = out
         self.rows = [array("q") for _ in range(buckets)]
-        self.hints: dict[bytes, int] = {}  # reference -> bucket, -1: not a Patient's
+        self.hints: dict[bytes, int] = {}  # reference -> its patient's tag, -1: none
         self.offset = 0
 
     def feed(self, data: bytes) -> None:
@@ -181,11 +189,11 @@ class _Indexer:
         lines = data.split(b"\n")
         if data.endswith(b"\n"):
             lines.pop()
-        rows, hints, exact = self.rows, self.hints, self.exact
+        rows, hints, exact, buckets = self.rows, self.hints, self.exact, self.buckets
         offset, number = self.offset, self.out.lines
         for line in lines:
             size = len(line)
-            bucket = -1
+            tag = -1
             if not exact:
                 at = line.find(SUBJECT)
                 if at < 0:
@@ -193,36 +201,37 @@ class _Indexer:
                 if at >= 0:
                     at += len(SUBJECT)
                     ref = line[at : line.find(b'"', at)]
-                    bucket = hints.get(ref, -2)
-                    if bucket == -2:
-                        bucket = hints[ref] = self._hinted(ref)
-            if bucket < 0:
-                bucket = self._parsed(line, number)
-            if bucket >= 0:
-                row = rows[bucket]
+                    tag = hints.get(ref, -2)
+                    if tag == -2:
+                        tag = hints[ref] = self._hinted(ref)
+            if tag < 0:
+                tag = self._parsed(line, number)
+            if tag >= 0:
+                row = rows[tag % buckets]
                 row.append(offset)
                 row.append(size)
                 row.append(number)
+                row.append(tag)
             offset += size + 1
             number += 1
         self.offset, self.out.lines = offset, number
 
     def _hinted(self, ref: bytes) -> int:
-        """The bucket of the patient a reference names, -1 when it names none."""
+        """The tag of the patient a reference names, -1 when it names none."""
         try:
             key = type_id_of(ref.decode().strip())
         except UnicodeDecodeError:
             return -1
-        return bucket_of(key, self.buckets) if key and key.startswith("Patient/") else -1
+        return tag_of(key) if key and key.startswith("Patient/") else -1
 
     def _parsed(self, line: bytes, number: int) -> int:
-        """A line without a hint, parsed: its patient's bucket, else -1 (kept aside)."""
+        """A line without a hint, parsed: its patient's tag, else -1 (kept aside)."""
         resource = ndjson_resource(line, "")  # the caller names a bad line (first_error)
         if resource is None:
             return -1
         owner = patient_of((None, resource, ""))
         if owner is not None:
-            return bucket_of(owner, self.buckets)
+            return tag_of(owner)
         self.out.unowned += 1
         if resource["resourceType"] == "Medication":
             self.out.shared.append((number, resource))
@@ -350,46 +359,106 @@ def _entries(pop: Population, chunk: int, bucket: int) -> array[int]:
     return entries
 
 
-def bucket_groups(pop: Population, bucket: int) -> list[list[ChartItem]]:
+def bucket_groups(pop: Population, bucket: int) -> Iterator[list[ChartItem]]:
     """Pass 2: one bucket's patients (as ``split_by_patient`` groups them), each with the
-    Medications about no patient. BacktestError at a malformed line; Misplaced when a
-    line is about a patient of another bucket."""
-    groups: dict[str, list[ChartItem]] = {}
-    owners: dict[str, bool] = {}  # patient -> of this bucket
-    refs: dict[str, str | None] = {}  # reference -> the patient it names
-    buckets = pop.buckets
+    Medications about no patient, read and parsed a tag at a time (so a patient's
+    resources are parsed just before its chart is built, and freed after: the memory
+    stays in the processor's caches). BacktestError at a malformed line; Misplaced when
+    a line is about a patient of another tag than its hint's."""
+    tables: list[tuple[mmap.mmap, str, int, array[int]]] = []  # chunks with lines here
+    order: dict[int, list[int]] = {}  # tag -> its lines: (table, entry) after each other
     for chunk in pop.chunks:
         entries = _entries(pop, chunk.index, bucket)
         if not entries:
             continue
+        table = len(tables)
         mapped = _mapped(pop.data[chunk.file])
-        prefix = f"{pop.paths[chunk.file]}:"
-        first = pop.numbers[chunk.index] + 1
+        tables.append((mapped, f"{pop.paths[chunk.file]}:", pop.numbers[chunk.index] + 1, entries))
         for at in range(0, len(entries), ENTRY):
-            offset = entries[at]
-            where = f"{prefix}{first + entries[at + 2]}"
-            resource = ndjson_resource(mapped[offset : offset + entries[at + 1]], where)
-            if resource is None:
-                raise Misplaced(f"{where}: a blank line in the index")
-            item: ChartItem = (None, resource, where)
-            if not resource.get("id"):
-                resource_key(resource, None, where)  # ChartError, as split_by_patient
-            owner = _owner(item, refs)
-            mine = owners.get(owner) if owner is not None else False
-            if mine is None and owner is not None:
-                mine = owners[owner] = bucket_of(owner, buckets) == bucket
-            if not mine or owner is None:
-                raise Misplaced(f"{where}: about {owner}, not a patient of bucket {bucket}")
-            group = groups.get(owner)
-            if group is None:
-                groups[owner] = [item]
+            tag = entries[at + 3]
+            lines = order.get(tag)
+            if lines is None:
+                order[tag] = [table, at]
             else:
-                group.append(item)
-    for mapped in _MAPPED.values():  # resident no longer (the page cache keeps the pages)
-        mapped.madvise(mmap.MADV_DONTNEED)
-    for group in groups.values():
-        group.extend(pop.shared)
-    return list(groups.values())
+                lines.append(table)
+                lines.append(at)
+    try:
+        for tag, lines in order.items():
+            yield from _tag_groups(tables, tag, lines, pop.shared)
+    finally:
+        for mapped, *_ in tables:  # resident no longer (the page cache keeps the pages)
+            mapped.madvise(mmap.MADV_DONTNEED)
+
+
+def _tag_groups(
+    tables: list[tuple[mmap.mmap, str, int, array[int]]],
+    tag: int,
+    lines: list[int],
+    shared: list[ChartItem],
+) -> list[list[ChartItem]]:
+    """The patients of one tag's lines (in the order of the files and lines)."""
+    place = _Placer(tag)
+    by_ref = place.by_ref
+    loads = orjson.loads
+    for at in range(0, len(lines), 2):
+        mapped, prefix, first, entries = tables[lines[at]]
+        entry = lines[at + 1]
+        offset = entries[entry]
+        line = mapped[offset : offset + entries[entry + 1]]
+        where = f"{prefix}{first + entries[entry + 2]}"
+        # the common line, checked inline: a resource with a string id, not a Patient,
+        # whose subject's reference names a patient of this tag already seen
+        try:
+            resource = loads(line)
+            group = by_ref[resource["subject"]["reference"]]
+            rtype, rid = resource["resourceType"], resource["id"]
+            if rtype.__class__ is not str or rid.__class__ is not str or not rid:
+                raise TypeError
+            if rtype in _CHECKED:
+                raise KeyError
+        except (ValueError, KeyError, TypeError):
+            place.checked(line, where)
+            continue
+        group.append((None, resource, where))
+    groups = list(place.groups.values())
+    for group in groups:
+        group.extend(shared)
+    return groups
+
+
+#: Resource types whose lines take the checked way (as ``ndjson_resource``, ``patient_of``).
+_CHECKED = frozenset({"", "Bundle", "Patient"})
+
+
+class _Placer:
+    """A bucket's lines grouped by patient, each line checked as the in-memory reading
+    checks it (``ndjson_resource``, ``split_by_patient``'s keys, ``patient_of``)."""
+
+    def __init__(self, tag: int) -> None:
+        self.tag = tag
+        self.groups: dict[str, list[ChartItem]] = {}
+        self.refs: dict[str, str | None] = {}  # reference -> the patient it names
+        #: a subject's reference -> its patient's group (the patient is of this bucket)
+        self.by_ref: dict[str, list[ChartItem]] = {}
+
+    def checked(self, line: bytes, where: str) -> None:
+        resource = ndjson_resource(line, where)
+        if resource is None:
+            raise Misplaced(f"{where}: a blank line in the index")
+        item: ChartItem = (None, resource, where)
+        if not resource.get("id"):
+            resource_key(resource, None, where)  # ChartError, as split_by_patient
+        owner = _owner(item, self.refs)
+        if owner is None or tag_of(owner) != self.tag:
+            raise Misplaced(f"{where}: about {owner}, not a patient of tag {self.tag}")
+        group = self.groups.get(owner)
+        if group is None:
+            group = self.groups[owner] = []
+        group.append(item)
+        subject = resource.get("subject")
+        ref = subject.get("reference") if isinstance(subject, dict) else None
+        if isinstance(ref, str) and self.refs.get(ref) == owner:
+            self.by_ref[ref] = group
 
 
 def _owner(item: ChartItem, refs: dict[str, str | None]) -> str | None:
