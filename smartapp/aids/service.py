@@ -1,9 +1,10 @@
 """The decision aids' workflow, without Flask.
 
 - `for_screen`: which aids to offer with an evaluation (see `offer`).
-- `kept_resources(db, context_id)`: the COWS Observations recorded through the calculator
-  for the launch's visit and kept in Handoff (FHIR R4 JSON); the screen adds them to the chart
-  before `evaluate`, so a kept score decides exactly as one written to the EHR.
+- `visit_aids(db, context)`: in one read, the COWS Observations recorded through the
+  calculator for the launch's visit and kept in Handoff (FHIR R4 JSON; the screen adds them to
+  the chart before `evaluate`, so a kept score decides exactly as one written to the EHR), and
+  the latest record of each aid for the screen (`kept_resources`, `recorded`: each part alone).
 - `record_cows`: score the 11 answers, write the total as an Observation where the EHR's write
   profile and the granted scopes allow it (kept in Handoff otherwise, or when the write
   fails), and log it (`aid-cows`).
@@ -48,6 +49,8 @@ __all__ = [
     "for_note",
     "for_screen",
     "kept_resources",
+    "visit_aids",
+    "VisitAids",
     "record_cows",
     "record_dsm5",
     "recorded",
@@ -102,13 +105,13 @@ class CowsOutcome:
 # reading what was recorded for the visit
 
 
-def _visit_events(session: Any, context: LaunchContext, type_: str) -> list[LogEvent]:
-    """The visit's events of one type, oldest first (the visit: iss, patient, encounter)."""
+def _visit_events(session: Any, context: LaunchContext, *types: str) -> list[LogEvent]:
+    """The visit's events of these types, oldest first (the visit: iss, patient, encounter)."""
     query = (
         select(LogEvent)
         .where(
             LogEvent.patient_id == context.patient_id,
-            LogEvent.type == type_,
+            LogEvent.type.in_(types),
             LogEvent.iss == context.iss,
             LogEvent.encounter_id == context.encounter_id,
         )
@@ -117,33 +120,47 @@ def _visit_events(session: Any, context: LaunchContext, type_: str) -> list[LogE
     return list(session.scalars(query))
 
 
+@dataclass(frozen=True)
+class VisitAids:
+    """What the aids recorded for a visit, read in one query: `kept`, the COWS Observations
+    kept in Handoff (those written to the EHR come back with the chart), and `recorded`, the
+    latest of each aid for the screen (`cows`, `dsm5`: a summary or None)."""
+
+    kept: list[dict]
+    recorded: dict
+
+
+def visit_aids(db: Database, context: LaunchContext) -> VisitAids:
+    """The visit's aid records (see VisitAids); nothing before the launch knows its visit."""
+    if not context.encounter_id:
+        return VisitAids([], {"cows": None, "dsm5": None})
+    with db.session() as session:
+        events = _visit_events(session, context, COWS_EVENT, DSM5_EVENT)
+    cows = [e for e in events if e.type == COWS_EVENT]
+    dsm5 = [e for e in events if e.type == DSM5_EVENT]
+    kept = [
+        dict(e.data["observation"])
+        for e in cows
+        if isinstance(e.data, dict) and not e.data.get("written") and e.data.get("observation")
+    ]
+    recorded = {
+        "cows": _summary(cows[-1]) if cows else None,
+        "dsm5": _summary(dsm5[-1]) if dsm5 else None,
+    }
+    return VisitAids(kept, recorded)
+
+
 def kept_resources(db: Database, context_id: str) -> list[dict]:
-    """The COWS Observations recorded for the launch's visit and kept in Handoff (those
-    written to the EHR come back with the chart)."""
+    """The COWS Observations recorded for the launch's visit and kept in Handoff."""
     with db.session() as session:
         context = session.get(LaunchContext, context_id)
-        if context is None or not context.encounter_id:
-            return []
-        events = _visit_events(session, context, COWS_EVENT)
-        return [
-            dict(e.data["observation"])
-            for e in events
-            if isinstance(e.data, dict) and not e.data.get("written") and e.data.get("observation")
-        ]
+    return visit_aids(db, context).kept if context is not None else []
 
 
 def recorded(db: Database, context: LaunchContext) -> dict:
     """What the aids recorded this visit, for the screen: `cows` (the latest score: total,
     band, written or kept, when) and `dsm5` (the latest checklist result), each or None."""
-    if not context.encounter_id:
-        return {"cows": None, "dsm5": None}
-    with db.session() as session:
-        cows = _visit_events(session, context, COWS_EVENT)
-        dsm5 = _visit_events(session, context, DSM5_EVENT)
-        return {
-            "cows": _summary(cows[-1]) if cows else None,
-            "dsm5": _summary(dsm5[-1]) if dsm5 else None,
-        }
+    return visit_aids(db, context).recorded
 
 
 def _summary(event: LogEvent) -> dict:

@@ -2,8 +2,9 @@
 calculator and the DSM-5 checklist post here (a plain form: it works without JavaScript),
 then go back to the screen, which evaluates again with the new score.
 
-Web layer only: the context is the launching browser's (`screen.views.load_context`), every
-POST carries the CSRF token (`web.check_csrf`), the Flask-free `aids.service` does the work.
+Web layer only: the context is the launching browser's, with what was shown
+(`screen.views.load_shown_context`), every POST carries the CSRF token (`web.check_csrf`), the
+Flask-free `aids.service` does the work.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 
 from smartapp.aids import data, service
-from smartapp.screen.views import load_context
+from smartapp.screen.views import load_shown_context
 from smartapp.services import current_services
 from smartapp.web import check_csrf
 
@@ -30,8 +31,11 @@ def settings() -> service.AidSettings:
 def aids_helpers() -> dict:
     """For the screen's aid partials: the forms' data and what the visit recorded."""
 
-    def aids_recorded(context) -> dict:
-        # read once per request (both partials ask)
+    def aids_recorded(context, shown: dict | None = None) -> dict:
+        # what the screen read with the chart (one read for both), else once per request
+        recorded = ((shown or {}).get("aids") or {}).get("recorded")
+        if isinstance(recorded, dict):
+            return recorded
         found = g.setdefault("aids_recorded", {})
         if context.id not in found:
             found[context.id] = service.recorded(current_services().db, context)
@@ -54,7 +58,7 @@ def refused(title: str, message: str, status: int):
 @bp.post("/<context_id>/aids/cows")
 def cows(context_id: str):
     check_csrf()
-    context = load_context(context_id)
+    context = load_shown_context(context_id)
     scale = settings().cows
     sent = {item.id: request.form.get(f"cows-{item.id}", "") for item in scale.items}
     try:
@@ -69,7 +73,7 @@ def cows(context_id: str):
 @bp.post("/<context_id>/aids/dsm5")
 def dsm5(context_id: str):
     check_csrf()
-    context = load_context(context_id)
+    context = load_shown_context(context_id)
     ticked = request.form.getlist("dsm5")
     if len(ticked) > 50:
         abort(400)

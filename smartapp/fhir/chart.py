@@ -15,6 +15,7 @@ import orjson
 import requests
 
 from smartapp.fhir.errors import FhirError, parse_response
+from smartapp.fhir.http import session_for
 
 if TYPE_CHECKING:  # the client only types the reader; it imports this module at run time
     from smartapp.fhir.client import FhirClient
@@ -393,7 +394,9 @@ class _ChartReader:
         headers = self.client.headers()
         data = orjson.dumps(body) if body is not None else None
         try:
-            response = requests.request(
+            # the EHR's shared keep-alive connections (a new connection per read cost more
+            # than the read's own work on a local EHR)
+            response = session_for(url).request(
                 method, url, data=data, headers=headers, timeout=self.client.timeout, stream=True
             )
             try:

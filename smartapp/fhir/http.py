@@ -122,7 +122,12 @@ def adopt(session: S, url: str) -> S:
     """`session` (e.g. authlib's OAuth2Session for one token request) sends what it sends to
     `url`'s origin over that EHR's shared connections, with the response hooks."""
     key = origin(url)
-    session.mount(f"{key}/", session_for(url).get_adapter(key))
+    shared = session_for(url)
+    session.mount(f"{key}/", shared.get_adapter(key))
+    # the environment as the shared session read it once (not per request: proxies, CA bundle)
+    session.trust_env = False
+    session.proxies = dict(shared.proxies)
+    session.verify = shared.verify
     session.hooks["response"] = [*session.hooks.get("response", []), _run_hooks]
     return session
 

@@ -68,20 +68,27 @@ def refresh_due(token: dict, expires: datetime | None, now: datetime) -> bool:
     return expires - now < refresh_margin(lifetime, *_margin_settings())
 
 
-def client_for(services, context_id: str, force_refresh: bool = False) -> FhirClient:
+def client_for(
+    services, context_id: str, force_refresh: bool = False, loaded: LaunchContext | None = None
+) -> FhirClient:
     """A FHIR client for the context's EHR with a live access token: refreshed inside its
-    margin when the EHR gave a refresh token; without one, used until it really expires."""
+    margin when the EHR gave a refresh token; without one, used until it really expires.
+    `loaded`: the context as the caller read it in this request, whose token is used as is
+    while it is live; a refresh (due, expired, or forced after a 401) always starts from the
+    row as stored, never from a copy another request may have refreshed meanwhile."""
+    now = datetime.now(UTC)
+    if loaded is not None and not force_refresh and loaded.id == context_id:
+        token = services.cipher.decrypt(loaded.token_ciphertext, loaded.id)
+        if not _refresh_needed(token, loaded, now):
+            return FhirClient(loaded.iss, token["access_token"], services.timeout)
     with services.db.session() as db:
         context = db.get(LaunchContext, context_id)
         if context is None:
             raise SessionEnded("This launch is unknown.")
         db.expunge(context)
     token = services.cipher.decrypt(context.token_ciphertext, context.id)
-    expires = _aware(context.access_expires_at)
-    now = datetime.now(UTC)
-    expired = expires is not None and expires <= now
-    due = bool(token.get("refresh_token")) and refresh_due(token, expires, now)
-    if force_refresh or expired or due:
+    expired = _expired(context, now)
+    if force_refresh or _refresh_needed(token, context, now):
         try:
             token = _refresh(services, context, token)
         except SessionEnded as ended:
@@ -90,6 +97,18 @@ def client_for(services, context_id: str, force_refresh: bool = False) -> FhirCl
                 _mark_expired(services, context.id, now)
             raise
     return FhirClient(context.iss, token["access_token"], services.timeout)
+
+
+def _expired(context: LaunchContext, now: datetime) -> bool:
+    expires = _aware(context.access_expires_at)
+    return expires is not None and expires <= now
+
+
+def _refresh_needed(token: dict, context: LaunchContext, now: datetime) -> bool:
+    """Expired, or inside the refresh margin with a refresh token to use."""
+    expires = _aware(context.access_expires_at)
+    due = bool(token.get("refresh_token")) and refresh_due(token, expires, now)
+    return _expired(context, now) or due
 
 
 def _mark_expired(services, context_id: str, now: datetime) -> None:

@@ -10,8 +10,9 @@ shown is described in `screen.shown`; the form and its checks are in `screen.dec
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -97,8 +98,8 @@ def signed_referral(services: Services, context: LaunchContext) -> Referral | No
 def with_fhir(services: Services, context: LaunchContext, call: Callable[[FhirClient], Any]):
     """Run `call(client)` with a live token; on a 401 (expired early, revoked) refresh once and
     retry. A session the EHR ended raises sessions.SessionEnded."""
-    try:
-        return call(sessions.client_for(services, context.id))
+    try:  # the context as loaded for this request: its token, unless a refresh is due
+        return call(sessions.client_for(services, context.id, loaded=context))
     except FhirError as exc:
         if exc.status != 401:
             raise
@@ -131,20 +132,23 @@ def build_shown(
     context: LaunchContext,
     settings: ScreenSettings,
     now: datetime,
-    reading: Future | None = None,
+    read: tuple[ChartRead, list[str]] | None = None,
+    visit_aids: aids.VisitAids | None = None,
 ) -> dict:
-    """Read the chart (or take the read under way: `reading`), evaluate the pack, and
+    """Read the chart (or take the read done: `read`), evaluate the pack, and
     describe what the physician will see. Raises FhirError (the chart could not be read),
-    ChartError (it could not be understood) or sessions.SessionEnded."""
+    ChartError (it could not be understood) or sessions.SessionEnded. `visit_aids`: what the
+    aids recorded for the visit, when the caller read it already."""
     # COWS scores recorded with the calculator and kept in Handoff count like the chart's own.
-    kept = aids.kept_resources(services.db, context.id)
-    read, unreadable = reading.result() if reading else read_chart(services, context, settings, now)
-    read.resources.extend(kept)
+    recorded = visit_aids or aids.visit_aids(services.db, context)
+    kept = list(recorded.kept)
+    chart_read, unreadable = read or read_chart(services, context, settings, now)
+    chart_read.resources.extend(kept)
     registration = services.registry.by_id(context.registration_id)
     if registration is None:
         raise LookupError(f"no registration {context.registration_id!r} for this launch")
     return shown_from_read(
-        read,
+        chart_read,
         unreadable,
         services.pack,
         settings,
@@ -198,19 +202,45 @@ def present(
     """What the physician sees for the launch (see `build_shown`), with who signs (read now
     with the chart, so that Sign itself waits for nothing but its write), recorded on the
     launch and in the referral log (by the caller, with `record` False: the screen records
-    it while it renders the page, and answers once both are done)."""
-    # The chart is read in a thread of its own while what does not depend on it (the coach
-    # team's caseload, what the aids kept) is read here: the EHR's answer is the long wait.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chart") as pool:
-        reading = pool.submit(read_chart, services, context, settings, now)
-        expectation = coach_expectation(services, settings, now)
-        shown = build_shown(services, context, settings, now, reading)
+    it once the page is sent, see `record_shown`)."""
+    # The chart is read in this thread: the EHR's answer is the long wait. What does not
+    # depend on it (the coach team's caseload, what the aids recorded) is read meanwhile in a
+    # thread of its own, which starts once the read is under way (it would otherwise hold the
+    # interpreter while the request to the EHR waits to be sent).
+    reading = threading.Event()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="screen-side") as pool:
+        side = pool.submit(_side_reads, services, settings, context, now, reading)
+        try:
+            reading.set()
+            read = read_chart(services, context, settings, now)
+        finally:
+            reading.set()
+        expectation, recorded = side.result()
+    shown = build_shown(services, context, settings, now, read, recorded)
+    shown["aids"]["recorded"] = recorded.recorded  # what the aids' partials say was recorded
+    if context.encounter_id is None and shown["encounter"]["id"]:
+        # Standalone launch without an encounter: the visit the rules chose is this visit
+        # (kept on the launch by record_shown).
+        context.encounter_id = shown["encounter"]["id"]
     # after the read: a token refresh it needed is done, never two at once
     shown["signer_name"] = signer.display_name(services, context)
     shown["coach_expectation"] = expectation
     if record:
         record_shown(services, context, shown)
     return shown
+
+
+def _side_reads(
+    services: Services,
+    settings: ScreenSettings,
+    context: LaunchContext,
+    now: datetime,
+    reading: threading.Event,
+) -> tuple[dict, aids.VisitAids]:
+    """What the screen reads beside the chart: the coach team's expectation and the visit's
+    aid records (after the chart's read has started)."""
+    reading.wait(5.0)
+    return coach_expectation(services, settings, now), aids.visit_aids(services.db, context)
 
 
 def coach_expectation(services: Services, settings: ScreenSettings, now: datetime) -> dict:

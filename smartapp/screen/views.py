@@ -153,6 +153,30 @@ def show(context_id: str):
     return page
 
 
+def load_shown_context(context_id: str) -> service.LaunchContext:
+    """The launch context (see `load_context`) with what was shown on the page that posts
+    (its `shown_at`: the evaluation's time). A page that is no longer the latest shown for the
+    launch (another window, a newer evaluation) gets 409: its choices are never applied to
+    what another page showed."""
+    expected = request.form.get("shown_at") or None
+    context = load_context(context_id)
+    if context.shown and not _shows(context, expected):
+        log.info("post from a page that is no longer the latest shown")
+        abort(
+            409,
+            description="The screen changed since this page was shown (a newer evaluation or "
+            "another window). Nothing was recorded. Reload the page and choose again.",
+        )
+    return context
+
+
+def _shows(context: service.LaunchContext, evaluated_at: str | None) -> bool:
+    """Whether the context's record is the page's (any record, for a post without one)."""
+    if not context.shown:
+        return False
+    return evaluated_at is None or context.shown.get("evaluated_at") == evaluated_at
+
+
 @bp.context_processor
 def inject_programs() -> dict:
     return service.program_choices(current_services(), datetime.now(UTC))
@@ -161,7 +185,7 @@ def inject_programs() -> dict:
 @bp.post("/<context_id>/sign")
 def sign(context_id: str):
     check_csrf()
-    context = load_context(context_id)
+    context = load_shown_context(context_id)
     shown = context.shown
     if not shown:
         abort(400, description="Nothing was shown yet for this launch. Reload the page.")

@@ -10,11 +10,12 @@ column and back.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 from smartapp.writeback.profiles import WriteProfile
 
@@ -296,8 +297,9 @@ class WritePlan:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WritePlan:
-        """A plan from the referral row (a deep copy: editing it leaves the row alone)."""
-        data = copy.deepcopy(data)
+        """A plan from the referral row (a deep copy: editing it leaves the row alone; JSON
+        through orjson, many times faster than copy.deepcopy on a plan's resources)."""
+        data = orjson.loads(orjson.dumps(data))
         return cls(
             profile=data.get("profile", ""),
             transaction=bool(data.get("transaction", False)),

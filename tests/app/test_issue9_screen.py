@@ -255,6 +255,25 @@ def test_double_click_in_the_same_window_is_not_a_conflict(stack):
     assert "Written to the chart" in second.text
 
 
+def test_a_page_no_longer_the_latest_shown_cannot_sign(stack):
+    """The same launch shown again (a reload in another window: a newer evaluation): the
+    older page's Sign is refused with 409 and nothing is signed; the newer page signs."""
+    launch = open_screen(stack, "P07-pt")
+    old_form = form_of(launch.final.text)
+    assert old_form["shown_at"]
+    kinds = re.findall(r'fieldset class="suggestion" data-kind="([^"]+)"', launch.final.text)
+    accept = {f"decision-{k}": "accept" for k in kinds}
+    newer = launch.browser.get(launch.final.url, timeout=30)
+    new_form = form_of(newer.text)
+    assert new_form["shown_at"] != old_form["shown_at"]
+    stale = launch.browser.post(sign_url(stack, launch), data=old_form | accept, timeout=30)
+    assert stale.status_code == 409
+    assert "The screen changed since this page was shown" in stale.text
+    assert referral_of(stack, "P07-pt") is None
+    signed = launch.browser.post(sign_url(stack, launch), data=new_form | accept, timeout=30)
+    assert signed.status_code == 200 and "Written to the chart" in signed.text
+
+
 # ---------------------------------------------------------------------------------------
 # Item 26: Sign has a deadline (a slow EHR behind a real proxy)
 
