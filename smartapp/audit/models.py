@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Double, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Double,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, synonym
 
 from smartapp.db import Base
@@ -125,6 +135,16 @@ class LogVisitFigure(Base):
     are small JSON texts that many visits share (grouped on, then expanded in Python)."""
 
     __tablename__ = "log_visit_figure"
+    # Distinct patients counted along an index (no sort), the period read from it alone.
+    # Times from arrival read in order along an index: medians by OFFSET, histograms as ranges.
+    __table_args__ = (
+        Index("ix_log_visit_figure_patient", "patient", "first_shown"),
+        Index("ix_log_visit_figure_to_decision", "coach", "to_decision", "first_shown"),
+        Index("ix_log_visit_figure_to_contact", "coach", "to_contact", "first_shown"),
+        Index("ix_log_visit_figure_to_first_contact", "handoff", "to_first_contact", "first_shown"),
+        Index("ix_log_visit_figure_to_scheduled", "handoff", "to_scheduled", "first_shown"),
+        Index("ix_log_visit_figure_to_attended", "handoff", "to_attended", "first_shown"),
+    )
 
     id: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
     visit_key: Mapped[str] = mapped_column(String(64), unique=True)

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from smartapp.db import Database
+from smartapp.staff.dashboard import aggregate
 from smartapp.staff.dashboard.service import program_dashboard
 from tests.console import logdata
 from tests.dashboard import outcomedata as od
@@ -126,3 +127,18 @@ def test_a_damaged_row_is_counted_as_before(db, clock):
 def test_a_threshold_below_one_is_refused_as_before(db, min_cell):
     with pytest.raises(ValueError), db.session() as session:
         program_dashboard(session, start=None, end=None, min_cell=min_cell, programs=())
+
+
+@pytest.mark.parametrize("per_figure", [1, 20])
+def test_few_patients_behind_many_visits(db, clock, monkeypatch, per_figure):
+    """Figures with many visits but few patients: suppression counts the patients (the first
+    rows read are not enough to tell; with one row per figure read, every large figure is
+    counted exactly)."""
+    monkeypatch.setattr(aggregate._Behind, "PER_FIGURE", per_figure)
+    visits = logdata.busy_visits(count=90, weeks=4)
+    few = tuple(
+        logdata.Visit(**{**v.__dict__, "patient": f"pat-few-{i % 4}"})
+        for i, v in enumerate(visits[:60])
+    )
+    logdata.fill(db, clock, few + visits[60:])
+    assert_same(db)

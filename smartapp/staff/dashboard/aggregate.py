@@ -15,12 +15,23 @@ threshold, reaches it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Table, case, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Table,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from smartapp.audit.models import LogVisitFigure
@@ -97,65 +108,113 @@ def dashboard_figures(
         where.append(F.c.first_shown >= as_utc(start))
     if end is not None:
         where.append(F.c.first_shown < as_utc(end))
+    sums = _Sums(session, where)
     shapes = _shapes(session, where)
-    labelled = _Labels(session, where, names, directory)
+    behind = _Behind(session, where, min_cell)
+    labelled = _Labels(session, where, names, directory, behind)
+    equity = _Equity(session, where, behind)
+    behind.count()
     return {
         "min_cell": min_cell,
-        "totals": _totals(session, where),
+        "totals": _totals(session, where, sums),
         "weeks": _weeks(session, where),
         "decline_reasons": [
             {"reason": r, "count": n} for r, n in _by_count(_reasons(shapes)).items()
         ],
         "kinds": _kinds(shapes),
         "rules": _rules(shapes),
-        "times": _times(session, where, min_cell),
+        "times": _times(session, where, sums, min_cell),
         "programs": labelled.linked_programs(min_cell),
-        "equity": [
-            equity_table(name, label, _equity_groups(session, where, name, min_cell), min_cell)
-            for name, label in DIMENSIONS
-        ],
+        "equity": equity.tables(min_cell),
         "outcomes": {
-            "totals": _outcome_totals(session, where),
-            "times": _outcome_times(session, where, min_cell),
+            "totals": _outcome_totals(sums),
+            "times": _outcome_times(session, where, sums, min_cell),
             "partners": labelled.outcome_table(min_cell),
         },
     }
 
 
-# -- totals and weeks -------------------------------------------------------------------------
+# -- sums over the period ---------------------------------------------------------------------
 
 
 def _linked(table: Any = F) -> Any:
     return table.c.by_partner + table.c.by_coach
 
 
-def _totals(session: Session, where: Where) -> dict:
-    c = F.c
-    row = session.execute(
-        select(
-            func.count(),
-            _patients(),
-            _sum(c.suggestions),
-            _sum(c.signed),
-            _sum(c.decisions),
-            _sum(c.accepted),
-            _sum(c.coach),
-            _sum(c.coach * c.contacted),
-            _sum(c.coach * _linked()),
-        ).where(*where)
-    ).one()
-    visits, patients, suggestions, signed, decided, accepted, coach, contacted, linked = row
+class _Sums:
+    """Every figure that is one sum over the period's visits: the totals and the outcome
+    totals in one pass (plain sums of 0/1 columns), and the counts and histograms of the
+    times from arrival, each a range of an index on (coach or handoff, minutes, first shown)."""
+
+    def __init__(self, session: Session, where: Where) -> None:
+        c = F.c
+        wanted: dict[str, Any] = {
+            "visits": func.count(),
+            "suggestions": _sum(c.suggestions),
+            "signed": _sum(c.signed),
+            "decided": _sum(c.decisions),
+            "accepted": _sum(c.accepted),
+            "coach": _sum(c.coach),
+            "contacted": _sum(c.coach * c.contacted),
+            "linked": _sum(c.coach * _linked()),
+            "coach_arrival": _sum(c.coach * c.arrival),
+            "handoffs": _sum(c.handoff),
+            "handoff_contacted": _sum(c.handoff * c.first_contacted),
+            "handoff_by_partner": _sum(c.handoff * c.by_partner),
+            "handoff_linked": _sum(c.handoff * _linked()),
+            "handoff_attended": _sum(c.handoff * c.attended),
+            "handoff_engaged": _sum(c.handoff * c.engaged),
+            "handoff_no_arrival": _sum(c.handoff * (1 - c.arrival)),
+        }
+        query = select(*(e.label(k) for k, e in wanted.items())).where(*where)
+        self.row: dict[str, int] = dict(session.execute(query).one()._mapping)
+
+        def count(*condition: ColumnElement[bool]) -> Any:
+            return select(func.count()).where(*where, *condition).scalar_subquery()
+
+        ranges: dict[str, Any] = {}
+        for column, within in (*((s, c.coach) for s in _COACH_SPANS), *_HANDOFF_SPANS.items()):
+            value = c[column]
+            ranges[f"{column}_n"] = count(within == 1, value >= 0)
+            ranges[f"{column}_negative"] = count(within == 1, value < 0)
+            if column in _COACH_SPANS:
+                for high in _BOUNDS:
+                    ranges[f"{column}_{high}"] = count(within == 1, value >= 0, value < high)
+        found = session.execute(select(*(e.label(k) for k, e in ranges.items()))).one()
+        self.row |= dict(found._mapping)
+
+    def __getitem__(self, name: str) -> int:
+        return int(self.row[name] or 0)
+
+
+_COACH_SPANS = ("to_decision", "to_contact")
+# The outcome times' columns, each counted over the handoffs.
+_HANDOFF_SPANS = {
+    "to_first_contact": F.c.handoff,
+    "to_scheduled": F.c.handoff,
+    "to_attended": F.c.handoff,
+}
+_BOUNDS = [high for high, _ in BUCKETS if high is not None]
+
+
+def _totals(session: Session, where: Where, sums: _Sums) -> dict:
+    decided, accepted, coach, linked = (
+        sums["decided"],
+        sums["accepted"],
+        sums["coach"],
+        sums["linked"],
+    )
     return {
-        "visits": visits,
-        "patients": patients,
-        "suggestions": suggestions,
-        "signed_visits": signed,
+        "visits": sums["visits"],
+        "patients": session.execute(select(_patients()).where(*where)).scalar_one(),
+        "suggestions": sums["suggestions"],
+        "signed_visits": sums["signed"],
         "decided": decided,
         "accepted": accepted,
         "declined": decided - accepted,
         "acceptance": rate(accepted, decided),
         "coach_referrals": coach,
-        "contacted": contacted,
+        "contacted": sums["contacted"],
         "linked": linked,
         "linked_rate": rate(linked, coach),
     }
@@ -215,6 +274,63 @@ def _weeks(session: Session, where: Where) -> list[dict]:
             }
         )
     return out
+
+
+# -- distinct patients behind a figure --------------------------------------------------------
+
+
+class _Behind:
+    """How many distinct patients are behind each figure of the suppressed tables, capped at
+    the threshold (all suppression asks). A figure under the threshold in items needs no
+    query (fewer items, fewer patients); the others are asked together, each reading only its
+    first rows (a large group finds its `min_cell` patients at once); a figure those rows
+    leave undecided is counted exactly."""
+
+    PER_FIGURE = 4  # rows read per figure, times min_cell
+
+    def __init__(self, session: Session, where: Where, min_cell: int) -> None:
+        self.session = session
+        self.where = list(where)
+        self.min_cell = min_cell
+        self.asked: list[tuple[ColumnElement[bool], set]] = []
+
+    def figure(self, count: int, condition: Callable[[], ColumnElement[bool]]) -> tuple[int, set]:
+        """A (count, patients) figure: the patients' set, filled by `count`, stands for
+        min(distinct patients, min_cell) of the rows where `condition` holds."""
+        if count < self.min_cell:
+            return count, set(range(count))
+        patients: set = set()
+        self.asked.append((condition(), patients))
+        return count, patients
+
+    def count(self) -> None:
+        """Fill every asked figure's set."""
+        limit = self.min_cell * self.PER_FIGURE
+        for first in range(0, len(self.asked), 200):
+            batch = self.asked[first : first + 200]
+            parts = [
+                select(literal(i, Integer).label("figure"), F.c.patient)
+                .where(*self.where, condition)
+                .limit(limit)
+                .subquery()
+                for i, (condition, _) in enumerate(batch)
+            ]
+            rows = union_all(*(select(p.c.figure, p.c.patient) for p in parts)).subquery()
+            found = {
+                i: (int(distinct), int(n))
+                for i, distinct, n in self.session.execute(
+                    select(
+                        rows.c.figure, func.count(func.distinct(rows.c.patient)), func.count()
+                    ).group_by(rows.c.figure)
+                )
+            }
+            for i, (condition, patients) in enumerate(batch):
+                distinct, n = found.get(i, (0, 0))
+                if distinct < self.min_cell and n >= limit:
+                    distinct = self.session.execute(
+                        select(_patients()).where(*self.where, condition)
+                    ).scalar_one()
+                patients.update(range(min(distinct, self.min_cell)))
 
 
 # -- suggestion kinds, rules and decline reasons ----------------------------------------------
@@ -293,11 +409,11 @@ def _ranked(
     session: Session,
     value: Any,
     where: Where,
-    groups: Sequence[Any] = (),
-    parts: int = 4,
+    groups: Sequence[Any],
 ) -> Ranked:
-    """The order statistics the median and the `parts`-quantiles of `value` (minutes, 0 and
-    over) need, per group: n, and the values at the ranks they interpolate between."""
+    """The order statistics the median and the 90th percentile of `value` (minutes, 0 and
+    over) need, per group: n, and the values at the ranks they interpolate between (one sort,
+    ROW_NUMBER per group: for the groups named at view time)."""
     known = [*where, value.isnot(None), value >= 0]
     inner = select(
         *groups,
@@ -307,9 +423,7 @@ def _ranked(
     ).where(*known)
     s = inner.subquery()
     m = s.c.n - 1
-    wanted = [m // 2, s.c.n // 2]
-    for i in range(1, parts):
-        wanted += [(m * i) // parts, (m * i) // parts + 1]
+    wanted = [m // 2, s.c.n // 2, (m * 9) // 10, (m * 9) // 10 + 1]
     group_columns = [s.c[g.name] for g in groups]
     out: Ranked = {}
     for row in session.execute(
@@ -328,32 +442,62 @@ def _median(n: int, at: Mapping[int, float]) -> float:
     return (at[n // 2 - 1] + at[n // 2]) / 2
 
 
-def _quantiles(n: int, at: Mapping[int, float], parts: int) -> list[float]:
-    """`statistics.quantiles(method="inclusive")` of n > 1 sorted values, at their ranks."""
-    m = n - 1
-    out = []
-    for i in range(1, parts):
-        j, delta = divmod(i * m, parts)
-        out.append((at[j] * (parts - delta) + at[j + 1] * delta) / parts)
-    return out
+def _quantile(n: int, at: Mapping[int, float], i: int, parts: int) -> float:
+    """The i-th of `statistics.quantiles(method="inclusive", n=parts)` of n > 1 sorted values,
+    from the two values it interpolates between."""
+    j, delta = divmod(i * (n - 1), parts)
+    return (at[j] * (parts - delta) + at[j + 1] * delta) / parts
 
 
-def _distribution(
-    session: Session, where: Where, value: Any, min_cell: int
-) -> dict:  # figures.distribution
-    bounds = [high for high, _ in BUCKETS if high is not None]
-    known = [*where, value.isnot(None), value >= 0]
-    n, *below = session.execute(
-        select(func.count(), *(_sum(_when(value < high)) for high in bounds)).where(*known)
-    ).one()
+def _median_ranks(n: int) -> set[int]:
+    return {n // 2} if n % 2 else {n // 2 - 1, n // 2}
+
+
+def _quantile_ranks(n: int, i: int, parts: int) -> set[int]:
+    if n < 2:
+        return {0}
+    j = i * (n - 1) // parts
+    return {j, j + 1}
+
+
+def _spread_ranks(n: int) -> set[int]:
+    return _median_ranks(n) | _quantile_ranks(n, 9, 10)
+
+
+def _at_ranks(
+    session: Session, value: Any, where: Where, ranks: Collection[int]
+) -> dict[int, float]:
+    """The values (minutes, 0 and over) at these 0-based ranks in sorted order: each one
+    read with OFFSET along the index on (coach or handoff, minutes, first shown), no sort."""
+    parts = [
+        select(literal(rank, Integer).label("rank"), value.label("v"))
+        .where(*where, value >= 0)
+        .order_by(value)
+        .limit(1)
+        .offset(rank)
+        .subquery()
+        for rank in sorted(ranks)
+    ]
+    query = union_all(*(select(p.c.rank, p.c.v) for p in parts))
+    return {int(rank): float(v) for rank, v in session.execute(query)}
+
+
+def _distribution(session: Session, where: Where, sums: _Sums, column: str, min_cell: int) -> dict:
+    """`figures.distribution` of a time from arrival over the period's coach referrals."""
+    n = sums[f"{column}_n"]
+    below = [sums[f"{column}_{high}"] for high in _BOUNDS]
     counts = [b - a for a, b in zip([0, *below], [*below, n], strict=True)]
     shown = n >= min_cell
     median = p25 = p75 = None
     if shown:
-        ranked = _ranked(session, value, where).get((), (n, {}))[1]
+        coach = [*where, F.c.coach == 1]
+        ranks = _median_ranks(n) | (_quantile_ranks(n, 1, 4) | _quantile_ranks(n, 3, 4))
+        ranked = _at_ranks(session, F.c[column], coach, ranks)
         median = _median(n, ranked)
-        quartiles = _quantiles(n, ranked, 4) if n > 1 else [ranked[0]] * 3
-        p25, p75 = quartiles[0], quartiles[2]
+        if n > 1:
+            p25, p75 = _quantile(n, ranked, 1, 4), _quantile(n, ranked, 3, 4)
+        else:
+            p25 = p75 = ranked[0]
     return {
         "n": n,
         "suppressed": bool(n) and not shown,
@@ -373,176 +517,213 @@ def _spread(n: int, at: Mapping[int, float], min_cell: int) -> dict:  # outcomes
         "n": n,
         "suppressed": bool(n) and not shown,
         "median": _median(n, at) if shown else None,
-        "p90": (_quantiles(n, at, 10)[8] if n > 1 else at[0]) if shown else None,
+        "p90": (_quantile(n, at, 9, 10) if n > 1 else at[0]) if shown else None,
     }
 
 
-def _times(session: Session, where: Where, min_cell: int) -> dict:
+def _times(session: Session, where: Where, sums: _Sums, min_cell: int) -> dict:
     """Times from ED arrival to coach referral and to coach contact (`figures.times`)."""
-    c = F.c
-    coach = [*where, c.coach == 1]
-    referrals, with_arrival, not_contacted, negative = session.execute(
-        select(
-            func.count(),
-            _sum(c.arrival),
-            _sum(1 - c.contacted),
-            _sum(_when(c.to_decision < 0) + _when(c.to_contact < 0)),
-        ).where(*coach)
-    ).one()
+    referrals = sums["coach"]
     return {
-        "referral": _distribution(session, coach, c.to_decision, min_cell),
-        "contact": _distribution(session, coach, c.to_contact, min_cell),
+        "referral": _distribution(session, where, sums, "to_decision", min_cell),
+        "contact": _distribution(session, where, sums, "to_contact", min_cell),
         "coach_referrals": referrals,
-        "no_arrival_time": referrals - with_arrival,
-        "not_contacted": not_contacted,
-        "negative": negative,
+        "no_arrival_time": referrals - sums["coach_arrival"],
+        "not_contacted": referrals - sums["contacted"],
+        "negative": sums["to_decision_negative"] + sums["to_contact_negative"],
     }
 
 
 # -- groups -----------------------------------------------------------------------------------
 
 
-def _equity_groups(session: Session, where: Where, name: str, min_cell: int) -> dict[str, Row]:
-    """Visits, decided, accepted and declined items per value of one dimension, with how many
-    distinct patients are behind each (`groups._equity_groups`)."""
-    c = F.c
-    value = func.coalesce(c[name], NOT_RECORDED).label("value")
-    s = select(value, c.patient, c.decisions, c.accepted).where(*where).subquery()
-    declined = s.c.decisions - s.c.accepted
-    rows = session.execute(
-        select(
-            s.c.value,
-            func.count(),
-            _sum(s.c.decisions),
-            _sum(s.c.accepted),
-            _patients(table=s),
-            _patients(s.c.decisions > 0, s),
-            _patients(s.c.accepted > 0, s),
-            _patients(declined > 0, s),
-        ).group_by(s.c.value)
-    )
-    groups: dict[str, Row] = {}
-    for group, visits, decided, accepted, *patients in rows:
-        counts = (visits, decided, accepted, decided - accepted)
-        groups[group] = {
-            column: (count, _capped(behind, min_cell))
-            for column, count, behind in zip(EQUITY_COLUMNS, counts, patients, strict=True)
-        }
-    return groups
+class _Equity:
+    """Visits, decided, accepted and declined items per value of each dimension
+    (`groups._equity_groups`): one GROUP BY over the four dimensions together, added up per
+    dimension in Python (sums add up; the patients behind them are counted apart)."""
+
+    FLAGS: Mapping[str, Callable[[], ColumnElement[bool]]] = {
+        "visits": lambda: literal(True),
+        "decided": lambda: F.c.decisions > 0,
+        "accepted": lambda: F.c.accepted > 0,
+        "declined": lambda: F.c.decisions > F.c.accepted,
+    }
+
+    def __init__(self, session: Session, where: Where, behind: _Behind) -> None:
+        c = F.c
+        dimensions = [c[name] for name, _ in DIMENSIONS]
+        sums: dict[str, dict[str, list[int]]] = {name: {} for name, _ in DIMENSIONS}
+        for row in session.execute(
+            select(*dimensions, func.count(), _sum(c.decisions), _sum(c.accepted))
+            .where(*where)
+            .group_by(*dimensions)
+        ):
+            visits, decided, accepted = row[len(dimensions) :]
+            for (name, _), value in zip(DIMENSIONS, row[: len(dimensions)], strict=False):
+                found = sums[name].setdefault(value or NOT_RECORDED, [0, 0, 0, 0])
+                for i, n in enumerate((visits, decided, accepted, decided - accepted)):
+                    found[i] += n
+        self.groups: dict[str, dict[str, Row]] = {}
+        for name, values in sums.items():
+            self.groups[name] = {}
+            for value, counts in values.items():
+                self.groups[name][value] = {
+                    column: behind.figure(n, self._condition(name, value, column))
+                    for column, n in zip(EQUITY_COLUMNS, counts, strict=True)
+                }
+
+    def _condition(self, name: str, value: str, column: str) -> Callable[[], ColumnElement]:
+        def condition() -> ColumnElement[bool]:
+            found = F.c[name]
+            group = or_(found.is_(None), found == "", found == value)
+            return and_(found == value if value != NOT_RECORDED else group, self.FLAGS[column]())
+
+        return condition
+
+    def tables(self, min_cell: int) -> list[dict]:
+        return [
+            equity_table(name, label, self.groups[name], min_cell) for name, label in DIMENSIONS
+        ]
+
+
+def _add_up(into: dict[Any, list], key: Any, counts: Sequence[int], text: str) -> None:
+    """Add a group of entries' outcome counts into a named row (and remember the entries)."""
+    found = into.setdefault(key, [[0] * len(counts), []])
+    found[0] = [a + b for a, b in zip(found[0], counts, strict=True)]
+    found[1].append(text)
 
 
 class _Labels:
     """The kept handoffs named by catalog program and partner, as at view time: the distinct
-    program entries (`columns`: `labels`) are named in Python, once each, and every figure per
-    program or partner is grouped in SQL on those names (a CASE over the entries)."""
+    program entries (`columns`: `labels`) are named in Python, once each; the figures are
+    summed per entries in SQL and added up per name here; the times to the first appointment
+    are ranked per name in SQL (a CASE over the entries)."""
 
     def __init__(
-        self, session: Session, where: Where, names: Sequence[str], directory: Directory
+        self,
+        session: Session,
+        where: Where,
+        names: Sequence[str],
+        directory: Directory,
+        behind: _Behind,
     ) -> None:
+        c = F.c
         self.session = session
-        self.where = [*where, F.c.handoff == 1]
+        self.where = [*where, c.handoff == 1]
         by_length = sorted(names, key=len, reverse=True)
         program: dict[str, str] = {}
         partner: dict[str, str] = {}
-        for text in session.execute(select(F.c.labels).where(*self.where).distinct()).scalars():
+        sums: dict[str, tuple[int, ...]] = {}
+        for text, *counts in session.execute(
+            select(
+                c.labels,
+                _sum(c.coach * _linked()),
+                _sum(_linked()),
+                _sum(c.by_partner),
+                _sum(c.by_coach),
+                _sum(c.attended),
+                _sum(c.engaged),
+            )
+            .where(*self.where)
+            .group_by(c.labels)
+        ):
             *entries, named = orjson.loads(text)
             program[text] = entries_program(
                 tuple(e for e in entries if e), by_length, directory.programs
             )
             found = named or directory.partner_of.get(program[text])
             partner[text] = partner_name(found, directory)
-        self.source = None
-        if program:
-            self.source = (
-                select(
-                    case(program, value=F.c.labels).label("program"),
-                    case(partner, value=F.c.labels).label("partner"),
-                    F.c.patient,
-                    F.c.coach,
-                    F.c.by_partner,
-                    F.c.by_coach,
-                    F.c.attended,
-                    F.c.engaged,
-                    F.c.to_attended,
-                )
-                .where(*self.where)
-                .subquery()
-            )
+            sums[text] = tuple(counts)
+        self.program, self.partner = program, partner
+        # linked per program (coach referrals); outcomes per (partner, program) and partner
+        linked: dict[str, list] = {}
+        pairs: dict[tuple[str, str], list] = {}
+        partners: dict[str, list] = {}
+        for text, (coach_linked, *outcome) in sums.items():
+            if coach_linked:
+                found = linked.setdefault(program[text], [0, []])
+                found[0] += coach_linked
+                found[1].append(text)
+            if outcome[0] or outcome[3] or outcome[4]:  # linked, attended or engaged
+                _add_up(pairs, (partner[text], program[text]), outcome, text)
+                _add_up(partners, partner[text], outcome, text)
+        flags = {
+            "linked": lambda: _linked() > 0,
+            "by_partner": lambda: c.by_partner == 1,
+            "by_coach": lambda: c.by_coach == 1,
+            "attended": lambda: c.attended == 1,
+            "engaged": lambda: c.engaged == 1,
+        }
+
+        in_row: dict[int, ColumnElement[bool]] = {}  # one IN (...) per row, for its figures
+
+        def among(texts: list[str], flag: Callable[[], Any]) -> Callable[[], Any]:
+            def condition() -> ColumnElement[bool]:
+                if id(texts) not in in_row:
+                    in_row[id(texts)] = and_(c.handoff == 1, c.labels.in_(texts))
+                return and_(in_row[id(texts)], flag())
+
+            return condition
+
+        coach_linked_flag = lambda: and_(c.coach == 1, _linked() > 0)  # noqa: E731
+        self.linked = {
+            name: {"linked": behind.figure(n, among(texts, coach_linked_flag))}
+            for name, (n, texts) in linked.items()
+        }
+
+        def rows(found: Mapping[Any, list]) -> dict[Any, Row]:
+            return {
+                key: {
+                    column: behind.figure(n, among(texts, flags[column]))
+                    for column, n in zip(OUTCOME_COLUMNS, counts, strict=True)
+                }
+                for key, (counts, texts) in found.items()
+            }
+
+        self.pairs = rows(pairs)
+        self.subtotals = rows(partners)
 
     def linked_programs(self, min_cell: int) -> list[dict]:
         """Handoffs linked per catalog program (`groups.linked_programs`)."""
-        groups: dict[str, Row] = {}
-        if self.source is not None:
-            s = self.source
-            for program, n, patients in self.session.execute(
-                select(s.c.program, func.count(), _patients(table=s))
-                .where(s.c.coach == 1, _linked(s) > 0)
-                .group_by(s.c.program)
-            ):
-                groups[program] = {"linked": (n, _capped(patients, min_cell))}
-        return linked_table(groups, min_cell)
+        return linked_table(self.linked, min_cell)
 
     def outcome_table(self, min_cell: int) -> list[dict]:
         """Outcomes per partner and per program within it (`outcomes.outcome_table`)."""
-        if self.source is None:
+        if not self.pairs:
             return []
-        s = self.source
-        flags = {
-            "linked": _linked(s) > 0,
-            "by_partner": s.c.by_partner == 1,
-            "by_coach": s.c.by_coach == 1,
-            "attended": s.c.attended == 1,
-            "engaged": s.c.engaged == 1,
-        }
-        assert tuple(flags) == OUTCOME_COLUMNS
-        with_outcome = or_(flags["linked"], flags["attended"], flags["engaged"])
-        figures = [f for flag in flags.values() for f in (_sum(_when(flag)), _patients(flag, s))]
-
-        def rows(*groups: Any) -> dict[tuple, Row]:
-            out: dict[tuple, Row] = {}
-            query = select(*groups, *figures).where(with_outcome).group_by(*groups)
-            for found in self.session.execute(query):
-                values = found[len(groups) :]
-                out[tuple(found[: len(groups)])] = {
-                    column: (values[2 * i], _capped(values[2 * i + 1], min_cell))
-                    for i, column in enumerate(OUTCOME_COLUMNS)
-                }
-            return out
-
-        pairs = rows(s.c.partner, s.c.program)
-        subtotals = {partner: row for (partner,), row in rows(s.c.partner).items()}
-        value = s.c.to_attended
-        kept = [with_outcome]
-        per_pair = _ranked(self.session, value, kept, [s.c.partner, s.c.program], 10)
-        per_partner = _ranked(self.session, value, kept, [s.c.partner], 10)
+        c = F.c
+        source = (
+            select(
+                case(self.program, value=c.labels).label("program"),
+                case(self.partner, value=c.labels).label("partner"),
+                c.to_attended,
+            )
+            .where(*self.where, or_(_linked() > 0, c.attended == 1, c.engaged == 1))
+            .subquery()
+        )
+        value = source.c.to_attended
+        groups = [source.c.partner, source.c.program]
+        per_pair = _ranked(self.session, value, (), groups)
+        per_partner = _ranked(self.session, value, (), groups[:1])
 
         def spread_of(partner: str, program: str | None) -> dict:
             key = (partner,) if program is None else (partner, program)
             n, at = (per_partner if program is None else per_pair).get(key, (0, {}))
             return _spread(n, at, min_cell)
 
-        return suppressed_table(by_partner(pairs), subtotals, min_cell, spread_of)
+        return suppressed_table(by_partner(self.pairs), self.subtotals, min_cell, spread_of)
 
 
 # -- outcomes ---------------------------------------------------------------------------------
 
 
-def _outcome_totals(session: Session, where: Where) -> dict:
+def _outcome_totals(sums: _Sums) -> dict:
     """`outcomes.outcome_totals` over the period's handoffs."""
-    c = F.c
-    n, contacted, by_partner, linked, attended, engaged = session.execute(
-        select(
-            func.count(),
-            _sum(c.first_contacted),
-            _sum(c.by_partner),
-            _sum(_linked()),
-            _sum(c.attended),
-            _sum(c.engaged),
-        ).where(*where, c.handoff == 1)
-    ).one()
+    n, linked, by_partner = sums["handoffs"], sums["handoff_linked"], sums["handoff_by_partner"]
+    attended, engaged = sums["handoff_attended"], sums["handoff_engaged"]
     return {
         "handoffs": n,
-        "contacted": contacted,
+        "contacted": sums["handoff_contacted"],
         "linked": linked,
         "by_partner": by_partner,
         "by_coach": linked - by_partner,
@@ -554,16 +735,15 @@ def _outcome_totals(session: Session, where: Where) -> dict:
     }
 
 
-def _outcome_times(session: Session, where: Where, min_cell: int) -> dict:
+def _outcome_times(session: Session, where: Where, sums: _Sums, min_cell: int) -> dict:
     """`outcomes.outcome_times`: arrival to first contact, scheduled, attended."""
-    c = F.c
-    handoffs = [*where, c.handoff == 1]
-    spans = [c[_OUTCOME_SPANS[attribute]] for _, attribute in TIMES]
-    no_arrival, *negatives = session.execute(
-        select(_sum(1 - c.arrival), *(_sum(_when(span < 0)) for span in spans)).where(*handoffs)
-    ).one()
-    out: dict = {"no_arrival_time": no_arrival}
-    for (name, _), span, negative in zip(TIMES, spans, negatives, strict=True):
-        n, at = _ranked(session, span, handoffs, parts=10).get((), (0, {}))
-        out[name] = _spread(n, at, min_cell) | {"negative": negative}
+    handoffs = [*where, F.c.handoff == 1]
+    out: dict = {"no_arrival_time": sums["handoff_no_arrival"]}
+    for name, attribute in TIMES:
+        column = _OUTCOME_SPANS[attribute]
+        n = sums[f"{column}_n"]
+        at: Mapping[int, float] = {}
+        if n >= min_cell:
+            at = _at_ranks(session, F.c[column], handoffs, _spread_ranks(n))
+        out[name] = _spread(n, at, min_cell) | {"negative": sums[f"{column}_negative"]}
     return out
