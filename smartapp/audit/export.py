@@ -88,7 +88,7 @@ from smartapp.audit.csvform import (
     csv_row,
     fast_csv_line,
 )
-from smartapp.audit.fastrows import Fast, fast_rows
+from smartapp.audit.fastrows import Fast, proven, rows
 from smartapp.audit.log import append
 from smartapp.audit.models import LogEvent
 from smartapp.db import Database
@@ -364,15 +364,33 @@ def _link_entity(seq: str, hash_: str, prev_hash: str, type_: str, encoded: str)
 
 
 # -- a proven row's line, fast ------------------------------------------------------------------
-# A proven row's AuditEvent line is one `%`-format per event type (and whether the event names
-# a patient and an encounter), made once per export from `audit_event` itself with holes where
-# the row's values go; the agents are serialised once per (type, user, EHR). A line is then the
-# format filled with the row's values: the bytes `orjson.dumps(audit_event(...))` gives (tests
-# pin them), without the resource's dicts built per line.
+# A proven row's AuditEvent line is one `%`-format per event type, made once per export from
+# `audit_event` itself with holes where the row's values go; the agents are serialised once per
+# (type, user, EHR). A line is then the format filled with the row's values: the bytes
+# `orjson.dumps(audit_event(...))` gives (tests pin them), without the resource's dicts built
+# per line.
 
 _HOLE = re.compile(rb'"@@([a-z]+)@@"|@@([a-z]+)@@')
-# Holes filled with a whole JSON value (any other hole is text inside a JSON string).
-_WHOLE = (b"outcome", b"agent", b"extra")
+# Holes filled with a whole JSON value (any other hole is text inside a JSON string); those
+# standing for list elements (`_LISTED`) bring their own trailing comma, or nothing.
+_WHOLE = (b"outcome", b"agent", b"patient", b"encounter", b"extra", b"value")
+_LISTED = (b"patient", b"encounter", b"extra")
+# The holes of a line, in the order they are filled.
+_LINE_HOLES = (
+    b"hash",
+    b"time",
+    b"outcome",
+    b"agent",
+    b"patient",
+    b"encounter",
+    b"extra",
+    b"seq",
+    b"seq",
+    b"seq",
+    b"hash",
+    b"prev",
+    b"canonical",
+)
 # Characters JSON escapes: a value with one of them goes the long way.
 _ESCAPED = re.compile('["\\\\\x00-\x1f]')
 
@@ -381,24 +399,28 @@ def _hole(name: str) -> str:
     return f"@@{name}@@"
 
 
-def _format(value: Any) -> bytes:
-    """`value` serialised, each `_hole(name)` made a `%(name)b` (its quotes dropped for a
-    whole value; `extra`, a list's elements, brings its own trailing comma)."""
+def _format(value: Any, holes: tuple[bytes, ...]) -> bytes:
+    """`value` serialised with each `_hole(name)` made a `%b` (its quotes dropped for a whole
+    value, `_WHOLE`); the holes must come in the order `holes` names them."""
+    found: list[bytes] = []
 
-    def placeholder(found: re.Match[bytes]) -> bytes:
-        name = found.group(1) or found.group(2)
-        if found.group(1) is not None and name not in _WHOLE:
-            return b'"%(' + name + b')b"'
-        return b"%(" + name + b")b"
+    def placeholder(match: re.Match[bytes]) -> bytes:
+        name = match.group(1) or match.group(2)
+        found.append(name)
+        if match.group(1) is not None and name not in _WHOLE:
+            return b'"%b"'
+        return b"%b\x00" if name in _LISTED else b"%b"  # marked: its comma goes
 
     text = _HOLE.sub(placeholder, orjson.dumps(value).replace(b"%", b"%%"))
-    return text.replace(b"%(extra)b,", b"%(extra)b")
+    if tuple(found) != holes:
+        raise AssertionError(f"holes {found} where {holes} were expected")
+    return text.replace(b"\x00,", b"")  # (serialised JSON has no NUL of its own)
 
 
-def _line_format(type_: str, patient: bool, encounter: bool) -> bytes:
-    """The line of a `type_` event (naming a patient, an encounter or not) with holes: hash,
-    time, outcome (with outcomeDesc when there is one), agent, patient, encounter, extra (the
-    entities the data names), seq, prev, canonical (base64)."""
+def _line_format(type_: str) -> bytes:
+    """The line of a `type_` event with the holes `_LINE_HOLES`: hash, time, outcome (with
+    outcomeDesc when there is one), agent, the patient's, encounter's and data's entities
+    (each with a trailing comma; none: empty), seq (3 times), hash, prev, canonical (base64)."""
     blank = SimpleNamespace(
         type=type_,
         data={},
@@ -408,22 +430,27 @@ def _line_format(type_: str, patient: bool, encounter: bool) -> bytes:
         at=None,
         user_ref=None,
         iss=None,
-        patient_id=_hole("patient") if patient else None,
-        encounter_id=_hole("encounter") if encounter else None,
+        patient_id=None,
+        encounter_id=None,
     )
     resource = audit_event(blank, b"", _hole("time"))
     resource.pop("outcomeDesc", None)
     resource.update(outcome=_hole("outcome"), agent=_hole("agent"))
-    # The patient's and encounter's entities, the data's (in the hole), the chain link.
-    named = resource["entity"][: int(patient) + int(encounter)]
     link = resource["entity"][-1]
     link["detail"][-1]["valueBase64Binary"] = _hole("canonical")
-    resource["entity"] = [*named, _hole("extra"), link]
-    return _format(resource) + b"\n"
+    resource["entity"] = [_hole("patient"), _hole("encounter"), _hole("extra"), link]
+    return _format(resource, _LINE_HOLES) + b"\n"
 
 
+def _entity_format(what: dict, type_code: str, role: str, hole: bytes) -> bytes:
+    """An entity with one hole, followed by a comma (a listed hole's filling)."""
+    return _format(_entity(what, type_code, role), (hole,)) + b","
+
+
+_PATIENT_FORMAT = _entity_format({"reference": f"Patient/{_hole('id')}"}, "1", "1", b"id")
+_ENCOUNTER_FORMAT = _entity_format({"reference": f"Encounter/{_hole('id')}"}, "2", "4", b"id")
 _REFERENCE_FORMATS = {
-    role: _format(_entity({"reference": _hole("extra")}, "2", role)) for role in ("3", "4")
+    role: _entity_format({"reference": _hole("value")}, "2", role, b"value") for role in ("3", "4")
 }
 
 
@@ -431,7 +458,7 @@ class _FastLines:
     """Makes the NDJSON lines of proven rows; holds the formats and agents made so far."""
 
     def __init__(self) -> None:
-        self.formats: dict[tuple[str, bool, bool], bytes] = {}
+        self.formats: dict[str, bytes] = {}
         self.agents: dict[tuple[str, Any, Any], bytes] = {}
 
     def line(self, row: Any, fast: Fast) -> bytes:
@@ -442,33 +469,35 @@ class _FastLines:
         try:
             if _ESCAPED.search(f"{time}{prev_hash}{patient or ''}{encounter or ''}"):
                 return _long_line(row, fast)
-            key = (type_, bool(patient), bool(encounter))
-            format_ = self.formats.get(key)
+            format_ = self.formats.get(type_)
             if format_ is None:
-                format_ = self.formats[key] = _line_format(*key)
-            agents_key = (type_, user_ref, iss)
-            agents = self.agents.get(agents_key)
+                format_ = self.formats[type_] = _line_format(type_)
+            agents = self.agents.get((type_, user_ref, iss))
             if agents is None:
                 if len(self.agents) > 4096:
                     self.agents.clear()
                 agents = orjson.dumps(_shared_agents(type_, user_ref, iss))
-                self.agents[agents_key] = agents
+                self.agents[type_, user_ref, iss] = agents
             if type_ in _DATA_TYPES:
                 outcome, extra = _data_parts(type_, fast.data)
             else:
                 outcome, extra = b'"0"', b""
-            return format_ % {
-                b"hash": hash_.encode(),
-                b"time": time.encode(),
-                b"outcome": outcome,
-                b"agent": agents,
-                b"patient": (patient or "").encode(),
-                b"encounter": (encounter or "").encode(),
-                b"extra": extra,
-                b"seq": b"%d" % seq,
-                b"prev": prev_hash.encode(),
-                b"canonical": binascii.b2a_base64(fast.canonical, newline=False),
-            }
+            hash_bytes, seq_bytes = hash_.encode(), b"%d" % seq
+            return format_ % (
+                hash_bytes,
+                time.encode(),
+                outcome,
+                agents,
+                _PATIENT_FORMAT % patient.encode() if patient else b"",
+                _ENCOUNTER_FORMAT % encounter.encode() if encounter else b"",
+                extra,
+                seq_bytes,
+                seq_bytes,
+                seq_bytes,
+                hash_bytes,
+                prev_hash.encode(),
+                binascii.b2a_base64(fast.canonical, newline=False),
+            )
         except (AttributeError, TypeError):  # a column of an unusual type (SQLite)
             return _long_line(row, fast)
 
@@ -490,14 +519,12 @@ def _data_parts(type_: str, data: dict) -> tuple[bytes, bytes]:
     extra = []
     for reference, role in _data_references(type_, data):
         if len(reference) == 1 and "reference" in reference and role in _REFERENCE_FORMATS:
-            extra.append(
-                _REFERENCE_FORMATS[role] % {b"extra": orjson.dumps(reference["reference"])}
-            )
+            extra.append(_REFERENCE_FORMATS[role] % orjson.dumps(reference["reference"]))
         else:
-            extra.append(orjson.dumps(_entity(reference, "2", role)))
+            extra.append(orjson.dumps(_entity(reference, "2", role)) + b",")
     for entity in _log_entities(type_, data):
-        extra.append(orjson.dumps({k: v for k, v in entity.items() if v is not None}))
-    return outcome_json, b"".join(part + b"," for part in extra)
+        extra.append(orjson.dumps({k: v for k, v in entity.items() if v is not None}) + b",")
+    return outcome_json, b"".join(extra)
 
 
 def _long_line(row: Any, fast: Fast) -> bytes:
@@ -557,7 +584,7 @@ def write_export(
     lines = _Lines(out, fmt)
     try:
         if keep is None:
-            lines.add_all(fast_rows(session, start, end, where))
+            lines.add_all(session, rows(session, start, end, where))
         else:
             for event in select_events(session, start, end, where):
                 if event.broken:
@@ -591,13 +618,9 @@ class _Lines:
 
     def add(self, event: Any) -> None:
         """An event read the exact way (a `StoredEvent`, not damaged)."""
-        if self.fmt == "csv":
-            line = _csv_text(csv_row(event))
-        else:
-            line = json.dumps(audit_event(event), ensure_ascii=False, separators=(",", ":")) + "\n"
-        encoded = line.encode()
-        self.block.append(encoded)
-        self.size += len(encoded)
+        line = self.exact_line(event)
+        self.block.append(line)
+        self.size += len(line)
         self.count += 1
         if self.first is None:
             self.first = event.seq
@@ -605,32 +628,40 @@ class _Lines:
         if self.size > self.BLOCK:
             self._flush()
 
-    def add_all(self, rows: Iterator[tuple[Any, Fast | None]]) -> None:
-        """Every row of `fastrows.fast_rows`: a proven one made into its line the fast way, a
-        damaged one named, any other the exact way."""
+    def exact_line(self, event: Any) -> bytes:
+        """The line of an event read the exact way (a `StoredEvent`, not damaged)."""
+        if self.fmt == "csv":
+            return _csv_text(csv_row(event)).encode()
+        resource = audit_event(event)
+        return (json.dumps(resource, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+    def add_all(self, session: Session, raws: Iterator[Any]) -> None:
+        """Every row of `raws` (`fastrows.rows`): one that proves itself made into its line
+        the fast way; any other read again the exact way (`rows`), left out if damaged."""
         line_of = fast_csv_line if self.fmt == "csv" else _FastLines().line
-        block, size, count = self.block, self.size, self.count
-        for row, fast in rows:
-            if fast is None:
-                self.block, self.size, self.count = block, size, count
-                if row.broken:
-                    self.broken.append(row.seq)
-                else:
-                    self.add(row)
-                block, size, count = self.block, self.size, self.count
-                continue
-            line = line_of(row, fast)
+        block, size, count, first, last = self.block, self.size, self.count, self.first, self.last
+        for raw in raws:
+            fast = proven(raw)
+            if fast is not None:
+                line = line_of(raw, fast)
+            else:
+                event = stored.get(session, raw[0])
+                if event is None:
+                    continue
+                if event.broken:
+                    self.broken.append(event.seq)
+                    continue
+                line = self.exact_line(event)
             block.append(line)
             size += len(line)
             count += 1
-            if self.first is None:
-                self.first = row[0]
-            self.last = row[0]
+            last = raw[0]
+            if first is None:
+                first = last
             if size > self.BLOCK:
-                self.block, self.size = block, size
-                self._flush()
-                block, size = self.block, self.size
-        self.block, self.size, self.count = block, size, count
+                self.sink.put(b"".join(block))
+                block, size = [], 0
+        self.block, self.size, self.count, self.first, self.last = block, size, count, first, last
 
     def _flush(self) -> None:
         self.sink.put(b"".join(self.block))

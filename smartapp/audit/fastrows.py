@@ -34,7 +34,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from smartapp.audit import rows as stored
 from smartapp.audit.canonical import VERSION
 from smartapp.audit.models import LogEvent
 
@@ -138,26 +137,19 @@ def proven(row: Any) -> Fast | None:
     return Fast(time, data, canonical, body)
 
 
-def fast_rows(
+def rows(
     session: Session,
     start: datetime | None,
     end: datetime | None,
     where: Sequence[ColumnElement[bool]],
-) -> Iterator[tuple[Any, Fast | None]]:
-    """The events in range read fast, as (raw row, its proof); a row that does not prove
-    itself comes the exact way (`rows`: decoded one by one, a damaged one marked) as
-    (`StoredEvent`, None). No object is made per proven row beyond its proof."""
+) -> Iterator[Any]:
+    """The raw rows (`query`) of the events with start <= time < end and the `where`
+    conditions, in chain order, streamed: each to be `proven`, or read again the exact way
+    (`smartapp.audit.rows.get`) where it does not prove itself."""
     connection = session.connection()
     conditions = list(where)
     if start is not None:
         conditions.append(LogEvent.at >= start)
     if end is not None:
         conditions.append(LogEvent.at < end)
-    for raw in stream(connection, query(connection.dialect.name, *conditions)):
-        fast = proven(raw)
-        if fast is None:
-            event = stored.get(session, raw[0])
-            if event is not None:
-                yield event, None
-            continue
-        yield raw, fast
+    return stream(connection, query(connection.dialect.name, *conditions))
