@@ -62,6 +62,10 @@ class Defaults:
     # Timeouts (seconds) for every HTTP request to an EHR: (connect, read).
     FHIR_CONNECT_TIMEOUT: float = 5.0
     FHIR_READ_TIMEOUT: float = 20.0
+    # Each EHR's SMART configuration and identity-token key set are kept this many seconds
+    # instead of fetched on every launch (0: fetched every time). A new signing key's kid
+    # fetches the key set again at once.
+    SMART_DISCOVERY_CACHE_SECONDS: float = 300.0
     # How far back observations are read for the chart (COWS, screens of this visit).
     CHART_OBSERVATION_DAYS: int = 30
     # A pending authorization (state) expires after this many seconds.

@@ -5,7 +5,7 @@ worker and the commands use it as they find it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flask import Flask, current_app
@@ -16,6 +16,7 @@ from smartapp.catalog import Catalog, CatalogError, load_catalog
 from smartapp.config import Defaults
 from smartapp.db import Database
 from smartapp.engine import Pack
+from smartapp.launch.client import EhrDocuments
 from smartapp.launch.keys import KeyStore
 from smartapp.launch.registrations import (
     Registration,
@@ -42,6 +43,8 @@ class Services:
     catalog_error: str | None
     # Every HTTP request to an EHR: (connect, read) seconds (FHIR_*_TIMEOUT).
     timeout: tuple[float, float] = (Defaults.FHIR_CONNECT_TIMEOUT, Defaults.FHIR_READ_TIMEOUT)
+    # The EHRs' SMART configurations and key sets, kept a while (SMART_DISCOVERY_CACHE_SECONDS).
+    ehr_documents: EhrDocuments = field(default_factory=EhrDocuments)
 
     def signing_key(self, registration: Registration) -> RSAKey | ECKey | None:
         """The private key a private_key_jwt registration signs with (None otherwise)."""
@@ -79,6 +82,7 @@ def init_app(app: Flask, use: str = "serve") -> None:
         catalog=catalog,
         catalog_error=catalog_error,
         timeout=(app.config["FHIR_CONNECT_TIMEOUT"], app.config["FHIR_READ_TIMEOUT"]),
+        ehr_documents=EhrDocuments(ttl=float(app.config["SMART_DISCOVERY_CACHE_SECONDS"])),
     )
 
 

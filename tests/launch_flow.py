@@ -112,3 +112,11 @@ class Controls:
 
     def token_requests(self) -> int:
         return sum(1 for r in self.requests() if r["path"].endswith("/auth/token"))
+
+
+def forget_ehr_documents(handle, monkeypatch) -> None:
+    """Handoff (a test's server `handle`) as just started: no EHR's SMART configuration or key
+    set kept yet (smartapp.launch.client.EhrDocuments), as after their time to live."""
+    from smartapp.launch.client import EhrDocuments
+
+    monkeypatch.setattr(handle.app.extensions["handoff"], "ehr_documents", EhrDocuments())

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 
 import requests
 from authlib.common.security import generate_token
@@ -20,6 +22,7 @@ from joserfc.jwk import KeySet
 
 from smartapp.fhir.http import adopt, session_for
 from smartapp.launch.registrations import Registration
+from smartapp.web.jws import unverified
 
 
 class LaunchError(Exception):
@@ -355,19 +358,90 @@ def refresh(
         raise LaunchError(f"The EHR refused to refresh the session ({_oauth_error(exc)}).") from exc
 
 
+@dataclass
+class EhrDocuments:
+    """The EHRs' published documents, kept `ttl` seconds (SMART_DISCOVERY_CACHE_SECONDS) as
+    HTTP caches keep them, instead of fetched on every launch: each EHR's SMART configuration
+    (an EHR that changes it is seen within `ttl`) and the key sets its identity tokens are
+    signed with (a kid not in the kept set fetches it again, at most every `refetch_after`
+    seconds: a key rotation is seen at once). `ttl` 0 keeps nothing."""
+
+    ttl: float = 300.0
+    refetch_after: float = 30.0
+    _configs: dict[str, tuple[float, SmartConfiguration]] = field(default_factory=dict)
+    _key_sets: dict[str, tuple[float, dict]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def configuration(self, iss: str, timeout: tuple[float, float]) -> SmartConfiguration:
+        now = time.monotonic()
+        with self._lock:
+            found = self._configs.get(iss)
+        if found is not None and now - found[0] < self.ttl:
+            return found[1]
+        config = discover(iss, timeout)
+        if self.ttl > 0:
+            with self._lock:
+                self._configs[iss] = (now, config)
+        return config
+
+    def key_set(self, jwks_uri: str, kid: str | None, timeout: tuple[float, float]) -> dict:
+        now = time.monotonic()
+        with self._lock:
+            found = self._key_sets.get(jwks_uri)
+        if found is not None and now - found[0] < self.ttl:
+            just_fetched = now - found[0] < self.refetch_after
+            if _names_kid(found[1], kid) or just_fetched:
+                return found[1]
+        document = fetch_key_set(jwks_uri, timeout)
+        if self.ttl > 0:
+            with self._lock:
+                self._key_sets[jwks_uri] = (now, document)
+        return document
+
+
+def _names_kid(document: dict, kid: str | None) -> bool:
+    keys = document.get("keys")
+    if kid is None or not isinstance(keys, list):
+        return kid is None
+    return any(isinstance(k, dict) and k.get("kid") == kid for k in keys)
+
+
+def fetch_key_set(jwks_uri: str, timeout: tuple[float, float]) -> dict:
+    """The EHR's JWK Set (LaunchError when it cannot be read)."""
+    try:
+        document = session_for(jwks_uri).get(jwks_uri, timeout=timeout).json()
+    except (requests.RequestException, ValueError) as exc:
+        raise LaunchError(
+            f"The EHR's identity token could not be verified ({exc.__class__.__name__})."
+        ) from exc
+    if not isinstance(document, dict):
+        raise LaunchError("The EHR's identity token could not be verified (no key set).")
+    return document
+
+
+def id_token_kid(id_token: str) -> str | None:
+    """The `kid` of an identity token's header (which kept key set to use), if any."""
+    try:
+        header, _ = unverified(id_token)
+    except ValueError:
+        return None
+    kid = header.get("kid")
+    return kid if isinstance(kid, str) else None
+
+
 def verify_id_token(
     id_token: str,
-    jwks_uri: str,
+    key_set: dict,
     issuer: str,
     client_id: str,
     nonce: str,
-    timeout: tuple[float, float],
 ) -> dict:
-    """Check the id_token's signature (issuer's JWKS), iss, aud, exp and nonce; return claims."""
+    """Check the id_token's signature (the issuer's JWK Set `key_set`), iss, aud, exp and
+    nonce; return claims."""
     try:
-        keys = KeySet.import_key_set(session_for(jwks_uri).get(jwks_uri, timeout=timeout).json())
+        keys = KeySet.import_key_set(key_set)  # type: ignore[arg-type]
         token = jwt.decode(id_token, keys, algorithms=["RS256", "RS384", "ES256", "ES384"])
-    except (JoseError, requests.RequestException, ValueError) as exc:
+    except (JoseError, ValueError, TypeError) as exc:
         raise LaunchError(
             f"The EHR's identity token could not be verified ({exc.__class__.__name__})."
         ) from exc

@@ -70,7 +70,7 @@ def begin_authorization(
     nonce are kept for the callback, bound to this browser. Without `launch_value` it is a
     standalone launch."""
     try:
-        config = smart.discover(registration.iss, settings.timeout)
+        config = services.ehr_documents.configuration(registration.iss, settings.timeout)
         auth = smart.authorization_request(
             registration, config, settings.redirect_uri, launch_value
         )
@@ -92,7 +92,7 @@ def complete_launch(
     if registration is None:
         raise LaunchRefused(403, "This EHR is no longer registered with Handoff.")
     token = _exchange(services, registration, pending, code, settings)
-    claims = _identity(token, pending, registration, settings.timeout)
+    claims = _identity(token, pending, registration, settings.timeout, services.ehr_documents)
     bound_to = browser.renew()  # a fresh session id for what this launch opens
     context_id = store.open_context(services, pending, registration, token, claims, bound_to)
     log.info("launch ok: context=%s registration=%s", context_id[:8], registration.id)
@@ -159,11 +159,12 @@ def _identity(
     pending: PendingAuthorization,
     registration: Registration,
     timeout: tuple[float, float],
+    documents: smart.EhrDocuments,
 ) -> dict:
     """The user's verified identity claims; a launch without a user (fhirUser) or a patient
     does not go on: every decision is recorded under the user's name, for one patient."""
     try:
-        claims = verified_identity(token, pending, registration, timeout)
+        claims = verified_identity(token, pending, registration, timeout, documents)
     except smart.LaunchError as exc:
         log.warning("callback refused: %s", exc)
         raise LaunchRefused(400, f"{exc} Handoff did not use the EHR's token.") from exc
@@ -185,6 +186,7 @@ def verified_identity(
     pending: PendingAuthorization,
     registration: Registration,
     timeout: tuple[float, float],
+    documents: smart.EhrDocuments,
 ) -> dict:
     """The id_token's claims, verified against the issuer's keys; no id_token is refused."""
     if not token.get("id_token"):
@@ -193,11 +195,7 @@ def verified_identity(
         raise smart.LaunchError(
             "The EHR publishes no keys (jwks_uri) to verify the user's identity."
         )
+    key_set = documents.key_set(pending.jwks_uri, smart.id_token_kid(token["id_token"]), timeout)
     return smart.verify_id_token(
-        token["id_token"],
-        pending.jwks_uri,
-        pending.iss,
-        registration.client_id,
-        pending.nonce,
-        timeout,
+        token["id_token"], key_set, pending.iss, registration.client_id, pending.nonce
     )

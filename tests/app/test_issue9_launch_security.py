@@ -317,10 +317,13 @@ def referral_status(handoff, patient_id: str) -> str:
         return rows[-1].status
 
 
-def test_online_access_is_asked_where_the_ehr_advertises_it(sandbox, handoff, controls):
+def test_online_access_is_asked_where_the_ehr_advertises_it(
+    sandbox, handoff, controls, monkeypatch
+):
     scopes = launch_flow.start(handoff.url, sandbox.url, "P02-pt").authorize_params["scope"]
     assert "online_access" in scopes.split()
     controls.faults(smart_config_unavailable=True)  # no capabilities known: not asked
+    launch_flow.forget_ehr_documents(handoff, monkeypatch)  # as the kept ones expire
     scopes = launch_flow.start(handoff.url, sandbox.url, "P02-pt").authorize_params["scope"]
     assert "online_access" not in scopes.split()
 

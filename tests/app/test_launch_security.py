@@ -79,7 +79,21 @@ def test_wrong_client_secret_is_refused(sandbox, handoff_basic, controls, caplog
     assert warned(caplog, "callback failed at token exchange")
 
 
-def test_standalone_launch_discovery_fallback_and_v1_scopes(sandbox, handoff, controls):
+def test_discovery_and_key_set_are_kept_between_launches(sandbox, handoff, controls, monkeypatch):
+    """Two launches read the EHR's SMART configuration and key set once (kept 300 s by
+    default, SMART_DISCOVERY_CACHE_SECONDS), and each still verifies its identity token."""
+    launch_flow.forget_ehr_documents(handoff, monkeypatch)
+    for patient, name in (("P02-pt", "Test P02"), ("P05-pt", "Test P05")):
+        assert_screen(launch_flow.full(handoff.url, sandbox.url, patient).final, name)
+    paths = [r["path"] for r in controls.requests()]
+    assert sum(p.endswith(".well-known/smart-configuration") for p in paths) == 1
+    assert sum(p.endswith("jwks.json") or p.endswith("/jwks") for p in paths) == 1, paths
+
+
+def test_standalone_launch_discovery_fallback_and_v1_scopes(
+    sandbox, handoff, controls, monkeypatch
+):
+    launch_flow.forget_ehr_documents(handoff, monkeypatch)  # an EHR seen for the first time
     controls.faults(smart_config_unavailable=True, advertise_v1_only=True)
     browser = requests.Session()
     browser.get(f"{sandbox.url}/", timeout=10)  # signed in at the EHR
