@@ -38,7 +38,9 @@ from smartapp.rulestools.backtest_input import (
     read_ndjson_files,
 )
 from smartapp.rulestools.backtest_ndjson import (
+    EXACT,
     IN_MEMORY_BYTES,
+    RUNS,
     Chunk,
     ChunkIndex,
     Misplaced,
@@ -46,6 +48,7 @@ from smartapp.rulestools.backtest_ndjson import (
     bucket_groups,
     first_error,
     input_bytes,
+    numbered,
     release,
     run_indexing,
     temporary_folder,
@@ -232,17 +235,17 @@ def run_backtest(
     packs = list(packs)
     bundles, ndjson = find_inputs(path)
     wanted = workers if workers is not None else (os.cpu_count() or 1)
-    exact = False  # pass 1 parses every line (a hint was wrong: see backtest_ndjson)
+    mode = RUNS  # how pass 1 finds each line's patient (see backtest_ndjson)
     while True:
         try:
             outcomes, used = _run_tasks(
-                bundles, ndjson, packs, wanted, exact, progress, on_tasks, in_memory_bytes
+                bundles, ndjson, packs, wanted, mode, progress, on_tasks, in_memory_bytes
             )
             break
         except Misplaced:
-            if exact:
+            if mode == EXACT:
                 raise
-            exact = True
+            mode += 1
     return collect(path, packs, outcomes, len(bundles), len(ndjson), used)
 
 
@@ -251,7 +254,7 @@ def _run_tasks(
     ndjson: list[Path],
     packs: list[Pack],
     wanted: int,
-    exact: bool,
+    mode: int,
     progress: Callable[[int], None] | None,
     on_tasks: OnTasks | None,
     in_memory_bytes: int,
@@ -267,7 +270,7 @@ def _run_tasks(
         if ndjson and input_bytes(ndjson) > in_memory_bytes:
             folder = Path(stack.enter_context(temporary_folder()))
             stack.callback(release)
-            pop = _index_ndjson(ndjson, folder, wanted, exact, progress, on_tasks)
+            pop = _index_ndjson(ndjson, folder, wanted, mode, progress, on_tasks)
             _POP[:] = [pop]
             stack.callback(_POP.clear)
             if pop.owned:
@@ -291,7 +294,11 @@ def _run_tasks(
         except (BacktestError, ChartError) as exc:
             if not _POP:
                 raise
-            raise first_error(ndjson) or exc from None  # a bad line first, in file order
+            # a bad line first, in file order; resources named file:line, not file:@offset
+            found = first_error(ndjson)
+            if found is None:
+                found = type(exc)(numbered(str(exc), ndjson))
+            raise found from None
         finally:
             _init_worker([], [])  # let the NDJSON resources go
             _KEEP.clear()
@@ -331,7 +338,7 @@ def _index_ndjson(
     paths: list[Path],
     folder: Path,
     workers: int,
-    exact: bool,
+    mode: int,
     progress: Callable[[int], None] | None,
     on_tasks: OnTasks | None,
 ) -> Population:
@@ -356,7 +363,7 @@ def _index_ndjson(
                 progress(1)
         return found
 
-    return run_indexing(folder, paths, exact, run)
+    return run_indexing(folder, paths, mode, run)
 
 
 def _run_pool(

@@ -6,18 +6,22 @@ workers, so that every line is parsed once:
 
 1. **index** (one task per chunk of about CHUNK_BYTES of a file): each line's patient is
    read from its first ``"subject":{"reference":"..."}`` (else ``"patient"``) without
-   parsing the line, a hint; a line without one (a Patient, a Medication, JSON written
-   with spaces) is parsed there. The line's place (offset, length, line number) goes to
-   its patient's bucket, in the chunk's index file; the NDJSON itself is not copied (a
-   gzip file is unpacked once to a temporary file, which has offsets).
+   parsing the line, a hint, and the lines after it that name the same patient join it
+   in a run; a line without a hint (a Patient, a Medication, JSON written with spaces) is
+   parsed there. Each run's place (offset, length) goes to its patient's bucket, in the
+   chunk's index file; the NDJSON itself is not copied (a gzip file is unpacked once to
+   a temporary file, which has offsets), nor its lines counted.
 2. **replay** (one task per bucket, a set of patients small enough to hold): the bucket's
-   lines are read at their offsets, parsed and checked (``file:line``), and grouped by the
-   patient ``patient_of`` gives, in the order of the files and lines they came from, as
+   lines are read at their offsets, parsed and checked, and grouped by the patient
+   ``patient_of`` gives, in the order of the files and lines they came from, as
    ``split_by_patient`` groups them, so the charts and the report are the in-memory ones.
+   Each resource is named ``file:@offset`` (as on Spark: counting lines would cost a pass
+   of its own); an error's message names ``file:line`` (:func:`numbered`).
 
 A hint is checked against the parsed line: a line whose patient is not one of its
-bucket's (a hint that was wrong, say a ``subject`` inside a contained resource) raises
-:class:`Misplaced`, and the backtest indexes again parsing every line (``exact``). A
+bucket's (a hint that was wrong, say a ``subject`` inside a contained resource, or a run
+that held another patient's line) raises :class:`Misplaced`, and the backtest indexes
+again, line by line (``LINES``), then parsing every line (``EXACT``). A
 malformed line raises where it is found; the caller then names the first one in the
 order of the files (:func:`first_error`), as the in-memory reading would.
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import gzip
 import mmap
+import re
 import tempfile
 import zlib
 from array import array
@@ -60,7 +65,16 @@ MAX_BUCKETS = 4000
 #: How a line names its patient, as bulk exports write it (compact JSON, reference first).
 SUBJECT = b'"subject":{"reference":"'
 PATIENT = b'"patient":{"reference":"'
-ENTRY = 4  # an index entry: offset, length, line (0-based, in the chunk), patient's tag
+#: An index entry, a run of lines: offset, length (without the last newline), patient's tag.
+ENTRY = 3
+#: Bytes a run of lines naming the same patient is first extended by (then doubled, or
+#: halved down to RUN_MIN_BYTES when the line that far names another).
+RUN_PROBE_BYTES = 16 * 1024
+RUN_MIN_BYTES = 2 * 1024
+#: How pass 1 finds each line's patient: hints, runs of lines taken by their last line's
+#: hint; hints, line by line; every line parsed. Each is tried when the one before was
+#: found wrong (Misplaced).
+RUNS, LINES, EXACT = 0, 1, 2
 ENTRY_BYTES = ENTRY * array("q").itemsize
 
 
@@ -159,9 +173,9 @@ class ChunkIndex:
     """What pass 1 found in one chunk; its entries are in ``index_path(folder, chunk)``."""
 
     chunk: int
-    lines: int = 0  # lines of the chunk (blank ones too): the next chunk's line numbers
     starts: array[int] = field(default_factory=lambda: array("q"))  # bucket -> first entry
-    shared: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (line, Medication)
+    #: Medications about no patient: (offset, resource)
+    shared: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     unowned: int = 0  # lines about no patient, Medications or not
     bad: bool = False  # a line that is not a resource (or not readable): see first_error
     data: str = ""  # the file the offsets are into, when not the NDJSON's own (gzip)
@@ -174,47 +188,62 @@ def index_path(folder: Path, chunk: int) -> Path:
 class _Indexer:
     """Pass 1 over the lines of one chunk, fed in order (``feed``)."""
 
-    def __init__(self, buckets: int, exact: bool, out: ChunkIndex) -> None:
+    def __init__(self, buckets: int, mode: int, out: ChunkIndex) -> None:
         self.buckets = buckets
-        self.exact = exact
+        self.mode = mode
         self.out = out
         self.rows = [array("q") for _ in range(buckets)]
         self.hints: dict[bytes, int] = {}  # reference -> its patient's tag, -1: none
         self.offset = 0
 
     def feed(self, data: bytes) -> None:
-        """Whole lines (the last one's newline may be missing: the end of the file)."""
-        if not data:
-            return
-        lines = data.split(b"\n")
-        if data.endswith(b"\n"):
-            lines.pop()
-        rows, hints, exact, buckets = self.rows, self.hints, self.exact, self.buckets
-        offset, number = self.offset, self.out.lines
-        for line in lines:
-            size = len(line)
+        """Whole lines (the last one's newline may be missing: the end of the file).
+
+        With RUNS, a line with a hint starts a run, extended by probes (the line that far
+        still names the patient: the run reaches it, and the probe doubles; else it
+        halves), so a file sorted by patient, as exports are, costs little per line. A
+        line in a run that names another patient is found out in pass 2 (Misplaced)."""
+        rows, hints, buckets = self.rows, self.hints, self.buckets
+        hinted, runs = self.mode != EXACT, self.mode == RUNS
+        size, pos, base = len(data), 0, self.offset
+        find, rfind = data.find, data.rfind
+        while pos < size:
+            end = find(b"\n", pos)
+            if end < 0:
+                end = size
             tag = -1
-            if not exact:
-                at = line.find(SUBJECT)
+            if hinted:
+                at = find(SUBJECT, pos, end)
                 if at < 0:
-                    at = line.find(PATIENT)
+                    at = find(PATIENT, pos, end)
                 if at >= 0:
-                    at += len(SUBJECT)
-                    ref = line[at : line.find(b'"', at)]
+                    close = find(b'"', at + len(SUBJECT), end)
+                    ref = data[at + len(SUBJECT) : close]
                     tag = hints.get(ref, -2)
                     if tag == -2:
                         tag = hints[ref] = self._hinted(ref)
             if tag < 0:
-                tag = self._parsed(line, number)
-            if tag >= 0:
-                row = rows[tag % buckets]
-                row.append(offset)
-                row.append(size)
-                row.append(number)
-                row.append(tag)
-            offset += size + 1
-            number += 1
-        self.offset, self.out.lines = offset, number
+                tag = self._parsed(data[pos:end], base + pos)
+                if tag >= 0:
+                    rows[tag % buckets].extend((base + pos, end - pos, tag))
+                pos = end + 1
+                continue
+            run, probe = end + 1, RUN_PROBE_BYTES
+            if runs and run < size:
+                hint = data[at : close + 1]
+                while probe >= RUN_MIN_BYTES:
+                    far = min(run + probe, size) - 1
+                    start = max(run, rfind(b"\n", run, far) + 1)
+                    stop = find(b"\n", far)
+                    if stop >= 0 and find(hint, start, stop) >= 0:
+                        run, probe = stop + 1, probe * 2
+                        if run >= size:
+                            break
+                    else:
+                        probe //= 2
+            rows[tag % buckets].extend((base + pos, min(run - 1, size) - pos, tag))
+            pos = run
+        self.offset = base + size
 
     def _hinted(self, ref: bytes) -> int:
         """The tag of the patient a reference names, -1 when it names none."""
@@ -224,7 +253,7 @@ class _Indexer:
             return -1
         return tag_of(key) if key and key.startswith("Patient/") else -1
 
-    def _parsed(self, line: bytes, number: int) -> int:
+    def _parsed(self, line: bytes, offset: int) -> int:
         """A line without a hint, parsed: its patient's tag, else -1 (kept aside)."""
         resource = ndjson_resource(line, "")  # the caller names a bad line (first_error)
         if resource is None:
@@ -234,7 +263,7 @@ class _Indexer:
             return tag_of(owner)
         self.out.unowned += 1
         if resource["resourceType"] == "Medication":
-            self.out.shared.append((number, resource))
+            self.out.shared.append((offset, resource))
         return -1
 
     def write(self, path: Path) -> None:
@@ -247,13 +276,13 @@ class _Indexer:
 
 
 def index_chunk(
-    folder: Path, paths: Sequence[Path], chunk: Chunk, buckets: int, exact: bool = False
+    folder: Path, paths: Sequence[Path], chunk: Chunk, buckets: int, mode: int = RUNS
 ) -> ChunkIndex:
     """Pass 1 for one chunk: each line's place written to its patient's bucket in the
     chunk's index file. A line that is not a resource (or a file that cannot be read)
     ends the chunk, ``bad``."""
     out = ChunkIndex(chunk.index)
-    indexer = _Indexer(buckets, exact, out)
+    indexer = _Indexer(buckets, mode, out)
     path = paths[chunk.file]
     try:
         if chunk.end < 0:
@@ -291,11 +320,10 @@ class Population:
     paths: list[Path]
     data: list[Path]  # what each file's offsets are into (an unpacked gzip, else itself)
     chunks: list[Chunk]
-    numbers: list[int]  # lines before each chunk in its file
     starts: list[array[int]]  # each chunk's first entry of each bucket
     buckets: int
     shared: list[ChartItem]  # Medications about no patient (every chart gets them)
-    owned: int  # lines about a patient (none: the input is one group, read in memory)
+    owned: int  # runs of lines about a patient (none: the input is one group, in memory)
 
     def filled(self) -> list[int]:
         """The buckets that have lines."""
@@ -311,20 +339,15 @@ def indexed(
     if any(c.bad for c in found):
         raise first_error(paths) or BacktestError(f"{paths[0].parent}: the NDJSON changed")
     data = list(paths)
-    numbers: list[int] = []
-    seen: dict[int, int] = {}
     shared: list[ChartItem] = []
     for chunk, index in zip(chunks, found, strict=True):
-        before = seen.get(chunk.file, 0)
-        numbers.append(before)
-        seen[chunk.file] = before + index.lines
         if index.data:
             data[chunk.file] = Path(index.data)
         path = paths[chunk.file]
-        shared.extend((None, r, f"{path}:{before + n + 1}") for n, r in index.shared)
+        shared.extend((None, r, f"{path}:@{offset}") for offset, r in index.shared)
     starts = [c.starts for c in found]
     owned = sum(s[-1] for s in starts)
-    return Population(folder, paths, data, chunks, numbers, starts, buckets, shared, owned)
+    return Population(folder, paths, data, chunks, starts, buckets, shared, owned)
 
 
 # ---------------------------------------------------------------------------------------
@@ -365,17 +388,17 @@ def bucket_groups(pop: Population, bucket: int) -> Iterator[list[ChartItem]]:
     resources are parsed just before its chart is built, and freed after: the memory
     stays in the processor's caches). BacktestError at a malformed line; Misplaced when
     a line is about a patient of another tag than its hint's."""
-    tables: list[tuple[mmap.mmap, str, int, array[int]]] = []  # chunks with lines here
-    order: dict[int, list[int]] = {}  # tag -> its lines: (table, entry) after each other
+    tables: list[tuple[mmap.mmap, str, array[int]]] = []  # chunks with lines here
+    order: dict[int, list[int]] = {}  # tag -> its runs: (table, entry) after each other
     for chunk in pop.chunks:
         entries = _entries(pop, chunk.index, bucket)
         if not entries:
             continue
         table = len(tables)
         mapped = _mapped(pop.data[chunk.file])
-        tables.append((mapped, f"{pop.paths[chunk.file]}:", pop.numbers[chunk.index] + 1, entries))
+        tables.append((mapped, f"{pop.paths[chunk.file]}:@", entries))
         for at in range(0, len(entries), ENTRY):
-            tag = entries[at + 3]
+            tag = entries[at + 2]
             lines = order.get(tag)
             if lines is None:
                 order[tag] = [table, at]
@@ -391,35 +414,36 @@ def bucket_groups(pop: Population, bucket: int) -> Iterator[list[ChartItem]]:
 
 
 def _tag_groups(
-    tables: list[tuple[mmap.mmap, str, int, array[int]]],
+    tables: list[tuple[mmap.mmap, str, array[int]]],
     tag: int,
     lines: list[int],
     shared: list[ChartItem],
 ) -> list[list[ChartItem]]:
-    """The patients of one tag's lines (in the order of the files and lines)."""
+    """The patients of one tag's runs of lines (in the order of the files and lines)."""
     place = _Placer(tag)
     by_ref = place.by_ref
     loads = orjson.loads
     for at in range(0, len(lines), 2):
-        mapped, prefix, first, entries = tables[lines[at]]
+        mapped, prefix, entries = tables[lines[at]]
         entry = lines[at + 1]
         offset = entries[entry]
-        line = mapped[offset : offset + entries[entry + 1]]
-        where = f"{prefix}{first + entries[entry + 2]}"
-        # the common line, checked inline: a resource with a string id, not a Patient,
-        # whose subject's reference names a patient of this tag already seen
-        try:
-            resource = loads(line)
-            group = by_ref[resource["subject"]["reference"]]
-            rtype, rid = resource["resourceType"], resource["id"]
-            if rtype.__class__ is not str or rid.__class__ is not str or not rid:
-                raise TypeError
-            if rtype in _CHECKED:
-                raise KeyError
-        except (ValueError, KeyError, TypeError):
-            place.checked(line, where)
-            continue
-        group.append((None, resource, where))
+        for line in mapped[offset : offset + entries[entry + 1]].split(b"\n"):
+            where = f"{prefix}{offset}"
+            offset += len(line) + 1
+            # the common line, checked inline: a resource with a string id, not a
+            # Patient, whose subject's reference names a patient of this tag already seen
+            try:
+                resource = loads(line)
+                group = by_ref[resource["subject"]["reference"]]
+                rtype, rid = resource["resourceType"], resource["id"]
+                if rtype.__class__ is not str or rid.__class__ is not str or not rid:
+                    raise TypeError
+                if rtype in _CHECKED:
+                    raise KeyError
+            except (ValueError, KeyError, TypeError):
+                place.checked(line, where)
+                continue
+            group.append((None, resource, where))
     groups = list(place.groups.values())
     for group in groups:
         group.extend(shared)
@@ -444,7 +468,7 @@ class _Placer:
     def checked(self, line: bytes, where: str) -> None:
         resource = ndjson_resource(line, where)
         if resource is None:
-            raise Misplaced(f"{where}: a blank line in the index")
+            return  # a blank line in a run: left out, as everywhere
         item: ChartItem = (None, resource, where)
         if not resource.get("id"):
             resource_key(resource, None, where)  # ChartError, as split_by_patient
@@ -493,6 +517,27 @@ def _patient_named(ref: str) -> str | None:
 # errors
 
 
+def numbered(message: str, paths: Sequence[Path]) -> str:
+    """An error's message with each ``file:@offset`` as ``file:line``."""
+    for path in paths:
+
+        def line_of(match: re.Match[str], path: Path = path) -> str:
+            return line_at(path, int(match.group(1)))
+
+        message = re.sub(re.escape(str(path)) + r":@(\d+)", line_of, message)
+    return message
+
+
+def line_at(path: Path, offset: int) -> str:
+    """``file:line`` of the line at a byte offset (of the uncompressed text)."""
+    at = 0
+    for number, line in ndjson_lines(path):
+        if at >= offset:
+            return f"{path}:{number}"
+        at += len(line)
+    return f"{path}:(byte {offset})"
+
+
 def first_error(paths: Sequence[Path]) -> Exception | None:
     """The error the in-memory reading stops at: the first line that is not a resource
     (BacktestError, in the order of the files and lines), else the first resource
@@ -516,7 +561,7 @@ def first_error(paths: Sequence[Path]) -> Exception | None:
 def run_indexing(
     folder: Path,
     paths: list[Path],
-    exact: bool,
+    mode: int,
     run: Callable[[Sequence[Chunk], Callable[[Chunk], ChunkIndex]], list[ChunkIndex]],
 ) -> Population:
     """Pass 1 on ``run`` (workers, or in-process): the population indexed."""
@@ -524,6 +569,6 @@ def run_indexing(
     buckets = bucket_count(paths)
 
     def work(chunk: Chunk) -> ChunkIndex:
-        return index_chunk(folder, paths, chunk, buckets, exact)
+        return index_chunk(folder, paths, chunk, buckets, mode)
 
     return indexed(folder, paths, chunks, buckets, run(chunks, work))

@@ -5,6 +5,7 @@ in-memory reading whatever the chunks, buckets, JSON layout or a hint that is wr
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from smartapp.engine import Pack
 from smartapp.engine.history import patient_of
 from smartapp.rulestools import backtest_ndjson
 from smartapp.rulestools.backtest import BacktestError, report, run_backtest
-from smartapp.rulestools.backtest_ndjson import _owner, bucket_of
+from smartapp.rulestools.backtest_ndjson import EXACT, LINES, RUNS, _owner, bucket_of
 
 
 def _same(result: Any) -> dict[str, Any]:
@@ -45,13 +46,13 @@ def small(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backtest_ndjson, "BUCKET_BYTES", 1024 * 1024)
 
 
-def _exact_runs(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Records each indexing task's ``exact`` (in this process: one worker)."""
-    seen: list[bool] = []
+def _modes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records each indexing task's mode (in this process: one worker)."""
+    seen: list[int] = []
     index_chunk = backtest_ndjson.index_chunk
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        seen.append(bool(args[4] if len(args) > 4 else kwargs.get("exact")))
+        seen.append(args[4] if len(args) > 4 else kwargs.get("mode", RUNS))
         return index_chunk(*args, **kwargs)
 
     monkeypatch.setattr(backtest_ndjson, "index_chunk", spy)
@@ -61,11 +62,28 @@ def _exact_runs(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 def test_many_chunks_and_buckets_give_the_in_memory_report(
     population: Path, expected: dict, pack: Pack, small: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen = _exact_runs(monkeypatch)
+    seen = _modes(monkeypatch)
     assert len(backtest_ndjson.plan_chunks(sorted(population.glob("*.ndjson")))) > 20
     for workers in (1, 2):
         assert _same(run_backtest(population, [pack], workers, in_memory_bytes=0)) == expected
-    assert seen and not any(seen)  # every hint was right: indexed once
+    assert seen and set(seen) == {RUNS}  # every hint and run was right: indexed once
+
+
+def test_lines_not_sorted_by_patient_are_indexed_again_line_by_line(
+    population: Path, pack: Pack, small: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shuffled Observations: runs taken from their last line's hint hold other patients'
+    lines, found out in the buckets; indexed again line by line, the same report."""
+    folder = tmp_path / "shuffled"
+    shutil.copytree(population, folder)
+    path = folder / "Observation.ndjson"
+    lines = path.read_bytes().splitlines()
+    random.Random(15).shuffle(lines)
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    expected = _same(run_backtest(folder, [pack], workers=1))
+    seen = _modes(monkeypatch)
+    assert _same(run_backtest(folder, [pack], workers=1, in_memory_bytes=0)) == expected
+    assert RUNS in seen and LINES in seen and EXACT not in seen
 
 
 def test_json_with_spaces_is_parsed_in_the_first_pass(
@@ -85,15 +103,16 @@ def test_json_with_spaces_is_parsed_in_the_first_pass(
 def test_a_wrong_hint_starts_again_parsing_every_line(
     population: Path, pack: Pack, small: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An Observation whose first ``subject`` is a contained resource's, naming a patient
-    of another bucket: found out in the bucket, and the whole index made again, exact."""
+    """The first Observation's first ``subject`` is a contained resource's, naming a
+    patient of another bucket: found out there, and the whole index made again, by runs,
+    then by lines, then parsing every line."""
     folder = tmp_path / "contained"
     shutil.copytree(population, folder)
     patients = [json.loads(x)["id"] for x in (folder / "Patient.ndjson").read_text().splitlines()]
     buckets = backtest_ndjson.bucket_count(sorted(folder.glob("*.ndjson")))
     path = folder / "Observation.ndjson"
     lines = path.read_bytes().splitlines()
-    resource = orjson.loads(lines[10])
+    resource = orjson.loads(lines[0])
     owner = resource["subject"]["reference"]
     other = next(
         p for p in patients if bucket_of(f"Patient/{p}", buckets) != bucket_of(owner, buckets)
@@ -103,12 +122,12 @@ def test_a_wrong_hint_starts_again_parsing_every_line(
         "id": "c1",
         "subject": {"reference": f"Patient/{other}"},
     }
-    lines[10] = orjson.dumps({"resourceType": "Observation", "contained": [nested], **resource})
+    lines[0] = orjson.dumps({"resourceType": "Observation", "contained": [nested], **resource})
     path.write_bytes(b"\n".join(lines) + b"\n")
     expected = _same(run_backtest(folder, [pack], workers=1))
-    seen = _exact_runs(monkeypatch)
+    seen = _modes(monkeypatch)
     assert _same(run_backtest(folder, [pack], workers=1, in_memory_bytes=0)) == expected
-    assert False in seen and True in seen
+    assert RUNS in seen and LINES in seen and EXACT in seen
 
 
 def test_a_malformed_line_in_a_later_chunk_is_named(
@@ -176,3 +195,22 @@ def test_owner_is_patient_of_every_population_line(population: Path) -> None:
         for line in path.read_bytes().splitlines():
             item = (None, orjson.loads(line), "x:1")
             assert _owner(item, refs) == patient_of(item)
+
+
+def test_a_chart_error_names_file_and_line_as_in_memory(
+    population: Path, pack: Pack, small: None, tmp_path: Path
+) -> None:
+    """Resources are named ``file:@offset`` in the buckets; an error names ``file:line``."""
+    folder = tmp_path / "twice"
+    shutil.copytree(population, folder)
+    path = folder / "Condition.ndjson"
+    lines = path.read_bytes().splitlines()
+    resource = orjson.loads(lines[0])
+    lines.insert(3, orjson.dumps({**resource, "recordedDate": "1999-01-01"}))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(BacktestError) as in_memory:
+        run_backtest(folder, [pack], workers=1)
+    with pytest.raises(BacktestError) as on_disk:
+        run_backtest(folder, [pack], workers=2, in_memory_bytes=0)
+    assert "Condition.ndjson:4" in str(in_memory.value)
+    assert str(on_disk.value) == str(in_memory.value)
