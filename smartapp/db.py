@@ -7,11 +7,15 @@ SQLite by default; PostgreSQL when DATABASE_URL says so.
 from __future__ import annotations
 
 import fcntl
+import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import orjson
 from sqlalchemy import (
     JSON,
     DateTime,
@@ -227,7 +231,13 @@ class Database:
         pool = {} if sqlite else {"pool_pre_ping": pre_ping, "pool_recycle": POOL_RECYCLE_SECONDS}
         # hide_parameters: a database error's message (logged with its traceback) must not
         # carry the statement's values: patient ids, PKCE verifiers, states, nonces.
-        self.engine = create_engine(url, connect_args=connect_args, hide_parameters=True, **pool)
+        self.engine = create_engine(
+            url,
+            connect_args=connect_args,
+            hide_parameters=True,
+            json_deserializer=read_json,
+            **pool,
+        )
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
@@ -292,6 +302,26 @@ class Database:
             raise
         finally:
             session.close()
+
+
+def read_json(text: str | bytes) -> Any:
+    """A JSON column's value (the shown suggestions, a referral's decision and plan, log data):
+    orjson, several times faster than the standard library on these documents. What orjson
+    reads otherwise than the standard library is left to the standard library, as before: NaN
+    (refused by orjson) and integers past 64 bits (a float in orjson, an exact int here: a
+    logged value must read back exactly as it was hashed)."""
+    if isinstance(text, bytes | bytearray):
+        text = text.decode()
+    if _LONG_DIGITS.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
+# A run of 20 digits: a number orjson would read as a float (or text that merely holds one).
+_LONG_DIGITS = re.compile(r"\d{20}")
 
 
 def alembic_config():
