@@ -130,13 +130,15 @@ class LogVisitFigure(Base):
     (same `visit_key`, rows in the same order) by `smartapp.staff.dashboard.store`.
 
     Flags are 0/1 integers (summed alike on every database); `to_*` are minutes from the ED
-    arrival to a step (NULL where either time is unknown); `patient` is a digest of the
-    patient key, only to count distinct patients; `kinds`, `decided`, `declines` and `labels`
-    are small JSON texts that many visits share (grouped on, then expanded in Python)."""
+    arrival to a step (NULL where either time is unknown); `week` is the ISO year * 100 + week;
+    `patient` a 64-bit digest of the patient key, only to count distinct patients; `shape`
+    (kinds, rules and decision items), `declines`, `demographics` and `labels` (program
+    entries) are digests of small JSON texts many visits share (`LogVisitText`), grouped on as
+    integers and read once per group."""
 
     __tablename__ = "log_visit_figure"
-    # Distinct patients counted along an index (no sort), the period read from it alone.
-    # Times from arrival read in order along an index: medians by OFFSET, histograms as ranges.
+    # Distinct patients counted along an index (no sort); times from arrival read in order
+    # along an index: medians by OFFSET, histograms as ranges.
     __table_args__ = (
         Index("ix_log_visit_figure_patient", "patient", "first_shown"),
         Index("ix_log_visit_figure_to_decision", "coach", "to_decision", "first_shown"),
@@ -149,8 +151,8 @@ class LogVisitFigure(Base):
     id: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
     visit_key: Mapped[str] = mapped_column(String(64), unique=True)
     first_shown: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    week: Mapped[str] = mapped_column(String(10))
-    patient: Mapped[str] = mapped_column(String(32))
+    week: Mapped[int] = mapped_column(Integer)
+    patient: Mapped[int] = mapped_column(BigInteger)
     suggestions: Mapped[int] = mapped_column(Integer)
     signed: Mapped[int] = mapped_column(Integer)
     decisions: Mapped[int] = mapped_column(Integer)
@@ -164,19 +166,24 @@ class LogVisitFigure(Base):
     engaged: Mapped[int] = mapped_column(Integer)
     first_contacted: Mapped[int] = mapped_column(Integer)
     arrival: Mapped[int] = mapped_column(Integer)
-    race: Mapped[str | None] = mapped_column(Text, nullable=True)
-    ethnicity: Mapped[str | None] = mapped_column(Text, nullable=True)
-    sex: Mapped[str | None] = mapped_column(Text, nullable=True)
-    age_group: Mapped[str | None] = mapped_column(Text, nullable=True)
     to_decision: Mapped[float | None] = mapped_column(Double, nullable=True)
     to_contact: Mapped[float | None] = mapped_column(Double, nullable=True)
     to_first_contact: Mapped[float | None] = mapped_column(Double, nullable=True)
     to_scheduled: Mapped[float | None] = mapped_column(Double, nullable=True)
     to_attended: Mapped[float | None] = mapped_column(Double, nullable=True)
-    kinds: Mapped[str] = mapped_column(Text)
-    decided: Mapped[str] = mapped_column(Text)
-    declines: Mapped[str] = mapped_column(Text)
-    labels: Mapped[str | None] = mapped_column(Text, nullable=True)
+    shape: Mapped[int] = mapped_column(BigInteger)
+    declines: Mapped[int] = mapped_column(BigInteger)
+    demographics: Mapped[int] = mapped_column(BigInteger)
+    labels: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class LogVisitText(Base):
+    """The JSON texts `LogVisitFigure` names by digest (one row per distinct text)."""
+
+    __tablename__ = "log_visit_text"
+
+    digest: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    text: Mapped[str] = mapped_column(Text)
 
 
 class LogSummaryState(Base):

@@ -33,7 +33,7 @@ FLAGS = (
     "first_contacted",
     "arrival",
 )
-GROUPS = ("race", "ethnicity", "sex", "age_group")
+DIGESTS = ("shape", "declines", "demographics")
 SPANS = ("to_decision", "to_contact", "to_first_contact", "to_scheduled", "to_attended")
 # Times from arrival read in order along an index: medians by OFFSET, histograms as ranges.
 INDEXED = (
@@ -51,15 +51,12 @@ def upgrade() -> None:
         sa.Column("id", SEQ, autoincrement=True, nullable=False),
         sa.Column("visit_key", sa.String(length=64), nullable=False),
         sa.Column("first_shown", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("week", sa.String(length=10), nullable=False),
-        sa.Column("patient", sa.String(length=32), nullable=False),
+        sa.Column("week", sa.Integer(), nullable=False),
+        sa.Column("patient", sa.BigInteger(), nullable=False),
         *(sa.Column(name, sa.Integer(), nullable=False) for name in FLAGS),
-        *(sa.Column(name, sa.Text(), nullable=True) for name in GROUPS),
         *(sa.Column(name, sa.Double(), nullable=True) for name in SPANS),
-        sa.Column("kinds", sa.Text(), nullable=False),
-        sa.Column("decided", sa.Text(), nullable=False),
-        sa.Column("declines", sa.Text(), nullable=False),
-        sa.Column("labels", sa.Text(), nullable=True),
+        *(sa.Column(name, sa.BigInteger(), nullable=False) for name in DIGESTS),
+        sa.Column("labels", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("visit_key"),
     )
@@ -68,6 +65,12 @@ def upgrade() -> None:
         batch_op.create_index("ix_log_visit_figure_patient", ["patient", "first_shown"])
         for within, column in INDEXED:
             batch_op.create_index(f"ix_log_visit_figure_{column}", [within, column, "first_shown"])
+    op.create_table(
+        "log_visit_text",
+        sa.Column("digest", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("digest"),
+    )
     # Rebuilt from the log on the next view, figures included.
     op.execute("DELETE FROM log_visit_summary")
     op.execute("DELETE FROM log_summary_state WHERE name = 'dashboard'")
@@ -80,3 +83,4 @@ def downgrade() -> None:
         batch_op.drop_index("ix_log_visit_figure_patient")
         batch_op.drop_index(batch_op.f("ix_log_visit_figure_first_shown"))
     op.drop_table("log_visit_figure")
+    op.drop_table("log_visit_text")

@@ -34,7 +34,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from smartapp.audit.models import LogVisitFigure
+from smartapp.audit.models import LogVisitFigure, LogVisitText
+from smartapp.staff.dashboard.columns import week_label, week_number
 from smartapp.staff.dashboard.figures import BUCKETS, NO_REASON, _by_count
 from smartapp.staff.dashboard.formatting import rate
 from smartapp.staff.dashboard.groups import (
@@ -57,6 +58,7 @@ from smartapp.staff.dashboard.suppression import Row
 from smartapp.staff.dashboard.visits import as_utc, week_monday, weeks_between
 
 F: Table = LogVisitFigure.__table__  # type: ignore[assignment]
+T: Table = LogVisitText.__table__  # type: ignore[assignment]
 Where = Sequence[ColumnElement[bool]]
 # Order statistics: {group: (n, {0-based rank: minutes})}
 Ranked = dict[tuple, tuple[int, dict[int, float]]]
@@ -66,6 +68,19 @@ _OUTCOME_SPANS = {
     "scheduled_at": "to_scheduled",
     "attended_at": "to_attended",
 }
+
+
+def _texts(session: Session, digests: Collection[int]) -> dict[int, Any]:
+    """The JSON values kept under these digests (`columns.figure_row`), parsed."""
+    out: dict[int, Any] = {}
+    wanted = sorted(set(digests))
+    for first in range(0, len(wanted), 500):
+        part = wanted[first : first + 500]
+        for found, text in session.execute(
+            select(T.c.digest, T.c.text).where(T.c.digest.in_(part))
+        ):
+            out[found] = orjson.loads(text)
+    return out
 
 
 def _sum(column: Any) -> Any:
@@ -244,19 +259,22 @@ def _weeks(session: Session, where: Where) -> list[dict]:
     }
     if not found:
         return []
-    reasons: dict[str, Counter[str]] = {}
-    for week, declines, n in session.execute(
+    reasons: dict[int, Counter[str]] = {}
+    grouped = session.execute(
         select(c.week, c.declines, func.count())
-        .where(*where, c.declines != "[]")
+        .where(*where, c.decisions > c.accepted)
         .group_by(c.week, c.declines)
-    ):
+    ).all()
+    texts = _texts(session, [declines for _, declines, _ in grouped])
+    for week, declines, n in grouped:
         counter = reasons.setdefault(week, Counter())
-        for reason in orjson.loads(declines):
+        for reason in texts[declines][1]:
             counter[reason] += n
     out = []
-    for week in weeks_between(min(found), max(found)):
+    for week in weeks_between(week_label(min(found)), week_label(max(found))):
+        number = week_number(week)
         visits, suggestions, accepted, decided, coach, contacted, linked = found.get(
-            week, (0, 0, 0, 0, 0, 0, 0)
+            number, (0, 0, 0, 0, 0, 0, 0)
         )
         out.append(
             {
@@ -269,7 +287,7 @@ def _weeks(session: Session, where: Where) -> list[dict]:
                 "coach_referrals": coach,
                 "contacted": contacted,
                 "linked": linked,
-                "reasons": _by_count(reasons.get(week, Counter())),
+                "reasons": _by_count(reasons.get(number, Counter())),
                 "acceptance": rate(accepted, decided),
             }
         )
@@ -282,9 +300,10 @@ def _weeks(session: Session, where: Where) -> list[dict]:
 class _Behind:
     """How many distinct patients are behind each figure of the suppressed tables, capped at
     the threshold (all suppression asks). A figure under the threshold in items needs no
-    query (fewer items, fewer patients); the others are asked together, each reading only its
-    first rows (a large group finds its `min_cell` patients at once); a figure those rows
-    leave undecided is counted exactly."""
+    query (fewer items, fewer patients), nor one over `min_cell` times the most visits any
+    patient has (so many visits are that many patients at least); the others are asked
+    together, each reading only its first rows (a large group finds its `min_cell` patients
+    at once); a figure those rows leave undecided is counted exactly."""
 
     PER_FIGURE = 4  # rows read per figure, times min_cell
 
@@ -293,12 +312,30 @@ class _Behind:
         self.where = list(where)
         self.min_cell = min_cell
         self.asked: list[tuple[ColumnElement[bool], set]] = []
+        self._most: int | None = None
 
-    def figure(self, count: int, condition: Callable[[], ColumnElement[bool]]) -> tuple[int, set]:
+    def most_visits(self) -> int:
+        """The most visits one patient has among all kept visits (read along the patient
+        index, once)."""
+        if self._most is None:
+            per_patient = (
+                select(func.count().label("n")).select_from(F).group_by(F.c.patient).subquery()
+            )
+            found = self.session.execute(select(func.max(per_patient.c.n))).scalar_one()
+            self._most = int(found or 0)
+        return self._most
+
+    def figure(
+        self, count: int, condition: Callable[[], ColumnElement[bool]], visits: int | None = None
+    ) -> tuple[int, set]:
         """A (count, patients) figure: the patients' set, filled by `count`, stands for
-        min(distinct patients, min_cell) of the rows where `condition` holds."""
+        min(distinct patients, min_cell) of the rows where `condition` holds; `visits`: how
+        many rows (visits) that is, where `count` counts items."""
         if count < self.min_cell:
             return count, set(range(count))
+        visits = count if visits is None else visits
+        if visits >= self.min_cell * max(self.most_visits(), 1):
+            return count, set(range(self.min_cell))
         patients: set = set()
         self.asked.append((condition(), patients))
         return count, patients
@@ -344,15 +381,16 @@ def _shapes(session: Session, where: Where) -> list[Shape]:
     visit: (kind -> rule pairs, rules, decisions, how many visits)."""
     c = F.c
     rows = session.execute(
-        select(c.kinds, c.decided, func.count(), func.min(c.id).label("first"))
+        select(c.shape, func.count(), func.min(c.id).label("first"))
         .where(*where)
-        .group_by(c.kinds, c.decided)
+        .group_by(c.shape)
         .order_by("first")
-    )
+    ).all()
+    texts = _texts(session, [shape for shape, _, _ in rows])
     out: list[Shape] = []
-    for kinds, decided, n, _ in rows:
-        pairs, rules = orjson.loads(kinds)
-        out.append(([tuple(p) for p in pairs], rules, [tuple(d) for d in orjson.loads(decided)], n))
+    for shape, n, _ in rows:
+        _, pairs, rules, decisions = texts[shape]
+        out.append(([tuple(p) for p in pairs], rules, [tuple(d) for d in decisions], n))
     return out
 
 
@@ -551,34 +589,40 @@ class _Equity:
 
     def __init__(self, session: Session, where: Where, behind: _Behind) -> None:
         c = F.c
-        dimensions = [c[name] for name, _ in DIMENSIONS]
-        sums: dict[str, dict[str, list[int]]] = {name: {} for name, _ in DIMENSIONS}
-        for row in session.execute(
-            select(*dimensions, func.count(), _sum(c.decisions), _sum(c.accepted))
+        grouped = session.execute(
+            select(
+                c.demographics,
+                func.count(),
+                _sum(c.decisions),
+                _sum(c.accepted),
+                *(_sum(_when(flag())) for flag in list(self.FLAGS.values())[1:]),
+            )
             .where(*where)
-            .group_by(*dimensions)
-        ):
-            visits, decided, accepted = row[len(dimensions) :]
-            for (name, _), value in zip(DIMENSIONS, row[: len(dimensions)], strict=False):
-                found = sums[name].setdefault(value or NOT_RECORDED, [0, 0, 0, 0])
+            .group_by(c.demographics)
+        ).all()
+        texts = _texts(session, [found for found, *_ in grouped])
+        sums: dict[str, dict[str, list]] = {name: {} for name, _ in DIMENSIONS}
+        for found, visits, decided, accepted, *flagged in grouped:
+            values = texts[found][1:]
+            for (name, _), value in zip(DIMENSIONS, values, strict=True):
+                into = sums[name].setdefault(value or NOT_RECORDED, [[0] * 4, [0] * 4, []])
                 for i, n in enumerate((visits, decided, accepted, decided - accepted)):
-                    found[i] += n
+                    into[0][i] += n
+                for i, n in enumerate((visits, *flagged)):
+                    into[1][i] += n
+                into[2].append(found)
         self.groups: dict[str, dict[str, Row]] = {}
-        for name, values in sums.items():
-            self.groups[name] = {}
-            for value, counts in values.items():
-                self.groups[name][value] = {
-                    column: behind.figure(n, self._condition(name, value, column))
-                    for column, n in zip(EQUITY_COLUMNS, counts, strict=True)
+        for name, groups in sums.items():
+            self.groups[name] = {
+                value: {
+                    column: behind.figure(n, self._condition(digests, column), v)
+                    for column, n, v in zip(EQUITY_COLUMNS, counts, visits, strict=True)
                 }
+                for value, (counts, visits, digests) in groups.items()
+            }
 
-    def _condition(self, name: str, value: str, column: str) -> Callable[[], ColumnElement]:
-        def condition() -> ColumnElement[bool]:
-            found = F.c[name]
-            group = or_(found.is_(None), found == "", found == value)
-            return and_(found == value if value != NOT_RECORDED else group, self.FLAGS[column]())
-
-        return condition
+    def _condition(self, digests: list[int], column: str) -> Callable[[], ColumnElement]:
+        return lambda: and_(F.c.demographics.in_(digests), self.FLAGS[column]())
 
     def tables(self, min_cell: int) -> list[dict]:
         return [
@@ -586,7 +630,7 @@ class _Equity:
         ]
 
 
-def _add_up(into: dict[Any, list], key: Any, counts: Sequence[int], text: str) -> None:
+def _add_up(into: dict[Any, list], key: Any, counts: Sequence[int], text: int) -> None:
     """Add a group of entries' outcome counts into a named row (and remember the entries)."""
     found = into.setdefault(key, [[0] * len(counts), []])
     found[0] = [a + b for a, b in zip(found[0], counts, strict=True)]
@@ -611,10 +655,10 @@ class _Labels:
         self.session = session
         self.where = [*where, c.handoff == 1]
         by_length = sorted(names, key=len, reverse=True)
-        program: dict[str, str] = {}
-        partner: dict[str, str] = {}
-        sums: dict[str, tuple[int, ...]] = {}
-        for text, *counts in session.execute(
+        program: dict[int, str] = {}
+        partner: dict[int, str] = {}
+        sums: dict[int, tuple[int, ...]] = {}
+        grouped = session.execute(
             select(
                 c.labels,
                 _sum(c.coach * _linked()),
@@ -626,8 +670,10 @@ class _Labels:
             )
             .where(*self.where)
             .group_by(c.labels)
-        ):
-            *entries, named = orjson.loads(text)
+        ).all()
+        texts = _texts(session, [found for found, *_ in grouped])
+        for text, *counts in grouped:
+            _, *entries, named = texts[text]
             program[text] = entries_program(
                 tuple(e for e in entries if e), by_length, directory.programs
             )
@@ -657,7 +703,7 @@ class _Labels:
 
         in_row: dict[int, ColumnElement[bool]] = {}  # one IN (...) per row, for its figures
 
-        def among(texts: list[str], flag: Callable[[], Any]) -> Callable[[], Any]:
+        def among(texts: list[int], flag: Callable[[], Any]) -> Callable[[], Any]:
             def condition() -> ColumnElement[bool]:
                 if id(texts) not in in_row:
                     in_row[id(texts)] = and_(c.handoff == 1, c.labels.in_(texts))

@@ -5,9 +5,10 @@ every visit. Pure.
 Each column is what the pure figures (`figures`, `groups`, `outcomes`) compute from a `Visit`,
 computed here once, when the visit is kept or changed: flags as 0/1, minutes from arrival as
 the same floats, demographics as recorded (NULL: not recorded). What a visit holds several of
-(suggestion kinds and their rules, decision items, decline reasons) is kept as a small JSON
-text that many visits share, grouped on in SQL and expanded in Python. The patient is kept only
-as a digest, to count distinct patients.
+(suggestion kinds and their rules, decision items, decline reasons), its demographics and its
+program entries are small JSON texts that many visits share: kept once each
+(`log_visit_text`), named by a 64-bit digest the figures group on, and expanded in Python once
+per group. The patient is kept only as a digest, to count distinct patients.
 """
 
 from __future__ import annotations
@@ -32,9 +33,14 @@ SPANS = (
 )
 
 
-def patient_digest(patient: PatientKey) -> str:
-    """The patient key as a digest (128 bits): counted, never shown nor reversed."""
-    return hashlib.sha256(orjson.dumps(list(patient))).hexdigest()[:32]
+def digest(text: str) -> int:
+    """A text as a signed 64-bit integer (SHA-256's first 8 bytes): what the figures group on."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+def patient_digest(patient: PatientKey) -> int:
+    """The patient key as a digest: counted, never shown nor reversed."""
+    return digest(_json(["patient", *patient]))
 
 
 def minutes(arrival: datetime | None, later: datetime | None) -> float | None:
@@ -44,15 +50,33 @@ def minutes(arrival: datetime | None, later: datetime | None) -> float | None:
     return (later - arrival).total_seconds() / 60
 
 
+def week_number(label: str) -> int:
+    """An ISO week label as year * 100 + week ("2024-W05": 202405), ordered as the labels."""
+    year, week = label.split("-W")
+    return int(year) * 100 + int(week)
+
+
+def week_label(number: int) -> str:
+    return f"{number // 100}-W{number % 100:02d}"
+
+
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def figure_row(visit: Visit) -> dict[str, Any]:
-    """The `log_visit_figure` columns of a visit (all but `id` and `visit_key`)."""
+def figure_row(visit: Visit, texts: dict[int, str]) -> dict[str, Any]:
+    """The `log_visit_figure` columns of a visit (all but `id` and `visit_key`); the texts its
+    digests stand for are added to `texts`."""
+
+    def named(value: Any) -> int:
+        text = _json(value)
+        found = digest(text)
+        texts[found] = text
+        return found
+
     row: dict[str, Any] = {
         "first_shown": visit.first_shown,
-        "week": visit.week,
+        "week": week_number(visit.week),
         "patient": patient_digest(visit.patient),
         "suggestions": len(visit.kinds),
         "signed": int(visit.decided_at is not None),
@@ -67,15 +91,15 @@ def figure_row(visit: Visit) -> dict[str, Any]:
         "engaged": int(visit.engaged),
         "first_contacted": int(visit.first_contact_at is not None),
         "arrival": int(visit.arrival is not None),
-        "kinds": _json([list(visit.kinds.items()), sorted(visit.rules)]),
-        "decided": _json(visit.decisions),
-        "declines": _json(
-            sorted(reason or NO_REASON for _, ok, reason in visit.decisions if not ok)
+        "shape": named(["shape", list(visit.kinds.items()), sorted(visit.rules), visit.decisions]),
+        "declines": named(
+            ["declines", sorted(reason or NO_REASON for _, ok, reason in visit.decisions if not ok)]
         ),
-        "labels": _json([*_entries(visit), visit.partner]) if visit.handoff else None,
+        "demographics": named(
+            ["demographics", *(visit.demographics.get(name) or None for name, _ in DIMENSIONS)]
+        ),
+        "labels": named(["labels", *_entries(visit), visit.partner]) if visit.handoff else None,
     }
-    for name, _ in DIMENSIONS:
-        row[name] = visit.demographics.get(name) or None
     for column, attribute in SPANS:
         row[column] = minutes(visit.arrival, getattr(visit, attribute))
     return row

@@ -31,6 +31,7 @@ from smartapp.audit.models import (
     LogTamperMark,
     LogVisitFigure,
     LogVisitSummary,
+    LogVisitText,
 )
 from smartapp.staff.dashboard.columns import figure_row
 from smartapp.staff.dashboard.visits import LIFECYCLE_TYPES, Visit, VisitKey, _Joiner
@@ -49,6 +50,7 @@ CHUNK = 5000
 _TABLE: Table = LogVisitSummary.__table__  # type: ignore[assignment]
 # Each kept visit's figures as typed columns (`columns`), added up in SQL by `aggregate`.
 FIGURES: Table = LogVisitFigure.__table__  # type: ignore[assignment]
+TEXTS: Table = LogVisitText.__table__  # type: ignore[assignment]
 _FIGURE_COLUMNS = tuple(c.name for c in FIGURES.columns if c.name not in ("id", "visit_key"))
 _TIMES = (
     "first_shown",
@@ -101,6 +103,7 @@ class _Kept:
         self.keys: dict[int, str] = {}  # id(visit) -> its key
         self.dirty: set[str] = set()
         self.new: list[str] = []
+        self.texts: dict[int, str] = {}  # digest -> text, named by the figure rows written
 
     def _load(self, where: Any) -> str | None:
         row = self.session.execute(
@@ -168,7 +171,7 @@ class _Kept:
             self.session.execute(insert(_TABLE), rows)
             self.session.execute(
                 insert(FIGURES),
-                [{"visit_key": k, **figure_row(self.visit(k))} for k in self.new],
+                [{"visit_key": k, **figure_row(self.visit(k), self.texts)} for k in self.new],
             )
         keys = sorted(self.dirty - fresh)
         changed = [
@@ -190,11 +193,28 @@ class _Kept:
                 .where(FIGURES.c.visit_key == bindparam("b_key"))
                 .values({name: bindparam(f"b_{name}") for name in _FIGURE_COLUMNS}),
                 [
-                    {"b_key": k} | {f"b_{n}": v for n, v in figure_row(self.visit(k)).items()}
+                    {"b_key": k}
+                    | {f"b_{n}": v for n, v in figure_row(self.visit(k), self.texts).items()}
                     for k in keys
                 ],
             )
+        self._keep_texts()
         self.reset()
+
+    def _keep_texts(self) -> None:
+        """The texts the new figure rows name that are not kept yet (one row per digest)."""
+        wanted = set(self.texts)
+        kept: set[int] = set()
+        for first in range(0, len(wanted), 500):
+            part = sorted(wanted)[first : first + 500]
+            kept.update(
+                self.session.execute(select(TEXTS.c.digest).where(TEXTS.c.digest.in_(part)))
+                .scalars()
+                .all()
+            )
+        missing = [{"digest": d, "text": self.texts[d]} for d in sorted(wanted - kept)]
+        if missing:
+            self.session.execute(insert(TEXTS), missing)
 
 
 class _Visits:
@@ -258,6 +278,7 @@ def bring_up_to_date(session: Session) -> int:
     if mark > state[1]:
         session.execute(delete(_TABLE))
         session.execute(delete(FIGURES))
+        session.execute(delete(TEXTS))
         done, unreadable = 0, 0
     unreadable += _join(session, done, head)
     session.execute(
