@@ -659,12 +659,12 @@ class _Lines:
             if first is None:
                 first = last
             if size > self.BLOCK:
-                self.sink.put(b"".join(block))
+                self.sink.put(block)
                 block, size = [], 0
         self.block, self.size, self.count, self.first, self.last = block, size, count, first, last
 
     def _flush(self) -> None:
-        self.sink.put(b"".join(self.block))
+        self.sink.put(self.block)
         self.block, self.size = [], 0
 
     def close(self) -> ExportResult:
@@ -678,9 +678,9 @@ class _Lines:
 
 
 class _Sink:
-    """Where the export's blocks go: SHA-256 over them and `out`, by a thread of its own
-    (hashing and file writes let go of the GIL, so they run beside the making of the next
-    lines; a few blocks wait at most).
+    """Where the export's blocks of lines go: joined, SHA-256 over them and written to `out`,
+    by a thread of its own (a large join, hashing and file writes let go of the GIL, so they
+    run beside the making of the next lines; a few blocks wait at most).
 
     To a UTF-8 text file (`io.TextIOWrapper`, where lines end in "\\n": not Windows) the bytes
     go to its binary buffer as they are, unencoded and undecoded; to anything else as text.
@@ -692,21 +692,22 @@ class _Sink:
         if self.binary is not None:
             out.flush()  # what the caller wrote first goes first
         self.digest = hashlib.sha256()
-        self.blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self.blocks: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=4)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="audit-export-sink", daemon=True)
         self.thread.start()
 
-    def put(self, block: bytes) -> None:
+    def put(self, lines: list[bytes]) -> None:
         if self.error is not None:
             raise self.error
-        self.blocks.put(block)
+        self.blocks.put(lines)
 
     def _run(self) -> None:
-        while (block := self.blocks.get()) is not None:
+        while (lines := self.blocks.get()) is not None:
             if self.error is not None:
                 continue  # drained, so that `put` never blocks for ever
             try:
+                block = b"".join(lines)
                 self.digest.update(block)
                 if self.binary is not None:
                     self.binary.write(block)

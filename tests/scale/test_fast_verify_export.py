@@ -5,9 +5,12 @@ otherwise (a float like 1e-07) or reads otherwise (an integer past 64 bits, read
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import sys
+
+import pytest
 
 from smartapp.audit import log as referral_log
 from smartapp.audit import rows as stored
@@ -140,3 +143,22 @@ def test_awkward_values_give_the_exact_paths_bytes(db):
             result = write_export(session, out, fmt, None, None)
         assert result.events == 30 + len(AWKWARD)
         assert out.getvalue() == exact_lines(db, fmt), fmt
+
+
+def test_a_file_gets_the_same_bytes_and_a_failing_one_stops_the_export(db, tmp_path):
+    """A UTF-8 text file gets the lines' bytes as they are (its buffer): the same as text; a
+    stream that fails makes the export fail with its error (the writing thread stopped)."""
+    a_log(db)
+    path = tmp_path / "export.ndjson"
+    with db.session() as session, path.open("w", encoding="utf-8", newline="") as out:
+        out.write("")  # nothing pending, but the export flushes first all the same
+        result = write_export(session, out, "ndjson", None, None)
+    assert path.read_bytes() == exact_lines(db, "ndjson").encode()
+    assert result.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError("no space left on device")
+
+    with db.session() as session, pytest.raises(OSError, match="no space"):
+        write_export(session, Full(), "csv", None, None)
