@@ -241,6 +241,14 @@ def due(db: Database, now: datetime | None = None, limit: int = 20) -> list[str]
 
 def claim(db: Database, referral_id: str, owner: str, now: datetime | None = None) -> bool:
     """Take the lease if nobody holds it (an atomic compare-and-set on the row)."""
+    return claimed(db, referral_id, owner, now) is not None
+
+
+def claimed(
+    db: Database, referral_id: str, owner: str, now: datetime | None = None
+) -> Referral | None:
+    """Take the lease if nobody holds it (an atomic compare-and-set on the row) and read the
+    row under it, in one unit of work; None when somebody else holds it or it is done."""
     now = now or utcnow()
     with db.session() as session:
         # An UPDATE answers with a CursorResult (its row count); the stubs say Result.
@@ -254,9 +262,10 @@ def claim(db: Database, referral_id: str, owner: str, now: datetime | None = Non
                     or_(Referral.lease_until.is_(None), Referral.lease_until < now),
                 )
                 .values(lease_owner=owner, lease_until=now + LEASE)
+                .execution_options(synchronize_session=False)
             ),
         )
-        return result.rowcount == 1
+        return _row(session, referral_id) if result.rowcount == 1 else None
 
 
 def backoff_seconds(
@@ -282,10 +291,9 @@ def deliver(
     """One attempt at every pending write of the referral, under a lease. `confirm_wait`:
     seconds a create that got no answer in time may still land (CONFIRM_WAIT_SECONDS)."""
     owner = owner or secrets.token_hex(8)
-    if not claim(db, referral_id, owner):
+    referral = claimed(db, referral_id, owner)
+    if referral is None:
         return get(db, referral_id)  # somebody else is writing it, or it is done
-    with db.session() as session:
-        referral = _row(session, referral_id)
     plan = plan_of(referral)
     wait = timedelta(seconds=CONFIRM_WAIT_SECONDS if confirm_wait is None else confirm_wait)
     actors = _pending_actors(plan)
@@ -382,9 +390,7 @@ def _record_attempt(
             referral.status = "failed"
             referral.last_error = str(error)
         _log_attempt(session, referral, error, actors or [])
-    result = get(db, referral_id)
-    assert result is not None  # recorded just now; referrals are never deleted
-    return result
+    return referral  # as recorded (loaded: the session keeps it on commit)
 
 
 def _merge_changes_made_meanwhile(delivered: WritePlan, stored: WritePlan) -> None:
