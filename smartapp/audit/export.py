@@ -467,7 +467,11 @@ class _FastLines:
         seq, _, type_, user_ref, iss, patient, encounter, _, prev_hash, hash_ = row
         time = fast.time
         try:
-            if _ESCAPED.search(f"{time}{prev_hash}{patient or ''}{encounter or ''}"):
+            # The canonical bytes hold every value JSON-escaped: without a backslash in them no
+            # value needs escaping (one scan in C); else the values put in as text are checked.
+            if b"\\" in fast.canonical and _ESCAPED.search(
+                f"{time}{prev_hash}{patient or ''}{encounter or ''}"
+            ):
                 return _long_line(row, fast)
             format_ = self.formats.get(type_)
             if format_ is None:
