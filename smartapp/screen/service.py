@@ -82,6 +82,18 @@ def find_context(services: Services, context_id: str) -> LaunchContext | None:
         return db.get(LaunchContext, context_id)
 
 
+def find_visit(
+    services: Services, context_id: str
+) -> tuple[LaunchContext | None, Referral | None]:
+    """The launch context and the referral signed for its visit (in this launch or an earlier
+    one), in one unit of work (the caller checks that the context belongs to the browser)."""
+    with services.db.session() as db:
+        context = db.get(LaunchContext, context_id)
+        if context is None:
+            return None, None
+        return context, outbox.visit_referral(db, visit_key(context))
+
+
 def visit_key(context: LaunchContext) -> str:
     return writeback.referral_key(context.iss, context.encounter_id, context.patient_id, "visit")
 

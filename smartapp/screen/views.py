@@ -47,7 +47,18 @@ log = logging.getLogger("handoff.screen")
 
 def load_context(context_id: str) -> service.LaunchContext:
     """The launch context, only for the browser that launched it."""
-    context = service.find_context(current_services(), context_id)
+    return yours(service.find_context(current_services(), context_id))
+
+
+def load_visit(context_id: str) -> tuple[service.LaunchContext, Any]:
+    """The launch context (only for the browser that launched it) and the referral signed
+    for its visit, if any."""
+    context, referral = service.find_visit(current_services(), context_id)
+    return yours(context), referral
+
+
+def yours(context: service.LaunchContext | None) -> service.LaunchContext:
+    """The context if this browser launched it; 403 otherwise."""
     if context is None or not holds_browser_id(context.browser_id):
         log.warning("screen refused: unknown context or another browser's")
         abort(
@@ -121,9 +132,8 @@ def unsigned_page(context: service.LaunchContext, shown: dict, errors: list, cho
 
 @bp.get("/<context_id>")
 def show(context_id: str):
-    context = load_context(context_id)
+    context, existing = load_visit(context_id)
     services = current_services()
-    existing = service.signed_referral(services, context)
     if existing is not None:
         # Signed already (in this launch or an earlier one): show what was decided and where
         # it stands, never the same suggestions as new.
@@ -230,8 +240,7 @@ def deliver_in_background(referral_id: str) -> threading.Thread:
 def status(context_id: str):
     """Where the visit's signed referral stands, for the page to follow a write that is still
     under way (polled by handoff.js; the page reloads when it changes)."""
-    context = load_context(context_id)
-    referral = service.signed_referral(current_services(), context)
+    _, referral = load_visit(context_id)
     if referral is None:
         return jsonify(status="unsigned", attempts=0, writing=False)
     return jsonify(status=referral.status, attempts=referral.attempts, writing=is_writing(referral))

@@ -177,7 +177,12 @@ def submit_in(
 
 def for_visit(db: Database, visit_key: str) -> Referral | None:
     with db.session() as session:
-        return session.scalar(select(Referral).where(Referral.visit_key == visit_key))
+        return visit_referral(session, visit_key)
+
+
+def visit_referral(session: Session, visit_key: str) -> Referral | None:
+    """The referral signed for a visit, in the caller's unit of work."""
+    return session.scalar(select(Referral).where(Referral.visit_key == visit_key))
 
 
 def get(db: Database, referral_id: str) -> Referral | None:
