@@ -475,6 +475,8 @@ class _FastLines:
                 return _long_line(row, fast)
             format_ = self.formats.get(type_)
             if format_ is None:
+                if _HOLE.search(type_.encode()):  # a type that reads as a hole: no format
+                    return _long_line(row, fast)
                 format_ = self.formats[type_] = _line_format(type_)
             agents = self.agents.get((type_, user_ref, iss))
             if agents is None:

@@ -78,17 +78,6 @@ def stream(connection: Connection, statement: Select, chunk: int = 5000) -> Iter
         yield from partition
 
 
-def canonical_time(raw: Any) -> str | None:
-    """The stored time as `canonical.format_time` writes it; None where not recognised."""
-    if not isinstance(raw, str):
-        return None
-    if len(raw) == 27 and raw[10] == "T" and raw[26] == "Z":  # PostgreSQL's to_char
-        return raw
-    if len(raw) == 26 and raw[10] == " " and raw[19] == ".":  # SQLite's storage format
-        return f"{raw[:10]}T{raw[11:]}Z"
-    return None
-
-
 class Fast(NamedTuple):
     """A row whose candidate canonical bytes hash to its stored hash: proven as stored (a
     tuple: one is made per row of an export)."""
@@ -104,7 +93,8 @@ def proven(row: Any) -> Fast | None:
 
     The data is serialised once (keys sorted) and put into the document as it is (an
     `orjson.Fragment`), so its canonical bytes are at hand for the CSV export too."""
-    time = row[1]  # `canonical_time`, inline: once per row of a million
+    # The stored time in the canonical form (`canonical.format_time`'s), else not proven.
+    time = row[1]
     if type(time) is not str:
         return None
     if len(time) == 26 and time[10] == " " and time[19] == ".":  # SQLite's storage format

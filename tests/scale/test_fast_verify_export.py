@@ -119,6 +119,8 @@ AWKWARD = (
     ("audit-export", "os:ann", None, None, None, {"from": None, "format": "csv", "events": 3}),
     ("odd,type", None, None, None, None, {}),
     ('odd"type\n', "u\r", "i,", None, None, {"a": {"b": [1, 2.5, None, True]}}),
+    ("@@seq@@", "@@hash@@", None, "@@patient@@", None, {"query": "%s %b %%"}),
+    ("50%b", None, None, None, None, {}),
 )
 
 
