@@ -124,7 +124,8 @@ def dashboard_figures(
     if end is not None:
         where.append(F.c.first_shown < as_utc(end))
     sums = _Sums(session, where)
-    shapes = _shapes(session, where)
+    by_shape = _shapes(session, sums)
+    shapes = list(by_shape.values())
     behind = _Behind(session, where, min_cell)
     labelled = _Labels(session, where, names, directory, behind)
     equity = _Equity(session, where, behind)
@@ -132,7 +133,7 @@ def dashboard_figures(
     return {
         "min_cell": min_cell,
         "totals": _totals(session, where, sums),
-        "weeks": _weeks(session, where),
+        "weeks": _weeks(sums, by_shape),
         "decline_reasons": [
             {"reason": r, "count": n} for r, n in _by_count(_reasons(shapes)).items()
         ],
@@ -157,9 +158,11 @@ def _linked(table: Any = F) -> Any:
 
 
 class _Sums:
-    """Every figure that is one sum over the period's visits: the totals and the outcome
-    totals in one pass (plain sums of 0/1 columns), and the counts and histograms of the
-    times from arrival, each a range of an index on (coach or handoff, minutes, first shown)."""
+    """Every figure that is a sum over the period's visits: the totals, the weeks' and the
+    outcome totals in one pass grouped by week and shape (kinds, rules and decisions: the
+    kinds, rules and decline reasons are counted from the groups), and the counts and
+    histograms of the times from arrival, each a range of an index on (coach or handoff,
+    minutes, first shown)."""
 
     def __init__(self, session: Session, where: Where) -> None:
         c = F.c
@@ -181,8 +184,20 @@ class _Sums:
             "handoff_engaged": _sum(c.handoff * c.engaged),
             "handoff_no_arrival": _sum(c.handoff * (1 - c.arrival)),
         }
-        query = select(*(e.label(k) for k, e in wanted.items())).where(*where)
-        self.row: dict[str, int] = dict(session.execute(query).one()._mapping)
+        query = (
+            select(c.week, c.shape, func.min(c.id), *(e.label(k) for k, e in wanted.items()))
+            .where(*where)
+            .group_by(c.week, c.shape)
+        )
+        self.row: dict[str, int] = dict.fromkeys(wanted, 0)
+        self.weeks: dict[int, dict[str, int]] = {}
+        self.groups: list[tuple[int, int, int, int]] = []  # (week, shape, visits, first id)
+        for week, shape, first, *values in session.execute(query):
+            into = self.weeks.setdefault(week, dict.fromkeys(wanted, 0))
+            for name, value in zip(wanted, values, strict=True):
+                self.row[name] += value
+                into[name] += value
+            self.groups.append((week, shape, values[0], first))
 
         def count(*condition: ColumnElement[bool]) -> Any:
             return select(func.count()).where(*where, *condition).scalar_subquery()
@@ -235,59 +250,33 @@ def _totals(session: Session, where: Where, sums: _Sums) -> dict:
     }
 
 
-def _weeks(session: Session, where: Where) -> list[dict]:
+def _weeks(sums: _Sums, shapes: Mapping[int, Shape]) -> list[dict]:
     """Figures per ISO week, every week from the first to the last (none missing)."""
-    c = F.c
-    found = {
-        week: (visits, suggestions, accepted, decided, coach, contacted, linked)
-        for week, visits, suggestions, accepted, decided, coach, contacted, linked in (
-            session.execute(
-                select(
-                    c.week,
-                    func.count(),
-                    _sum(c.suggestions),
-                    _sum(c.accepted),
-                    _sum(c.decisions),
-                    _sum(c.coach),
-                    _sum(c.coach * c.contacted),
-                    _sum(c.coach * _linked()),
-                )
-                .where(*where)
-                .group_by(c.week)
-            )
-        )
-    }
-    if not found:
+    if not sums.weeks:
         return []
     reasons: dict[int, Counter[str]] = {}
-    grouped = session.execute(
-        select(c.week, c.declines, func.count())
-        .where(*where, c.decisions > c.accepted)
-        .group_by(c.week, c.declines)
-    ).all()
-    texts = _texts(session, [declines for _, declines, _ in grouped])
-    for week, declines, n in grouped:
-        counter = reasons.setdefault(week, Counter())
-        for reason in texts[declines][1]:
-            counter[reason] += n
+    for number, shape, n, _ in sums.groups:
+        counter = reasons.setdefault(number, Counter())
+        for _, ok, reason in shapes[shape][2]:
+            if not ok:
+                counter[reason or NO_REASON] += n
     out = []
-    for week in weeks_between(week_label(min(found)), week_label(max(found))):
-        number = week_number(week)
-        visits, suggestions, accepted, decided, coach, contacted, linked = found.get(
-            number, (0, 0, 0, 0, 0, 0, 0)
-        )
+    empty = dict.fromkeys(sums.row, 0)
+    for week in weeks_between(week_label(min(sums.weeks)), week_label(max(sums.weeks))):
+        found = sums.weeks.get(week_number(week), empty)
+        accepted, decided = found["accepted"], found["decided"]
         out.append(
             {
                 "week": week,
                 "monday": week_monday(week).isoformat(),
-                "visits": visits,
-                "suggestions": suggestions,
+                "visits": found["visits"],
+                "suggestions": found["suggestions"],
                 "accepted": accepted,
                 "declined": decided - accepted,
-                "coach_referrals": coach,
-                "contacted": contacted,
-                "linked": linked,
-                "reasons": _by_count(reasons.get(number, Counter())),
+                "coach_referrals": found["coach"],
+                "contacted": found["contacted"],
+                "linked": found["linked"],
+                "reasons": _by_count(reasons.get(week_number(week), Counter())),
                 "acceptance": rate(accepted, decided),
             }
         )
@@ -376,21 +365,24 @@ class _Behind:
 Shape = tuple[list[tuple[Any, Any]], list[str], list[tuple[Any, bool, Any]], int]
 
 
-def _shapes(session: Session, where: Where) -> list[Shape]:
-    """The visits' (kinds and rules, decision items) as groups, in the order of their first
+def _shapes(session: Session, sums: _Sums) -> dict[int, Shape]:
+    """The visits' (kinds and rules, decision items) by shape, in the order of their first
     visit: (kind -> rule pairs, rules, decisions, how many visits)."""
-    c = F.c
-    rows = session.execute(
-        select(c.shape, func.count(), func.min(c.id).label("first"))
-        .where(*where)
-        .group_by(c.shape)
-        .order_by("first")
-    ).all()
-    texts = _texts(session, [shape for shape, _, _ in rows])
-    out: list[Shape] = []
-    for shape, n, _ in rows:
+    visits: Counter[int] = Counter()
+    first: dict[int, int] = {}
+    for _, shape, n, found in sums.groups:
+        visits[shape] += n
+        first[shape] = min(found, first.get(shape, found))
+    texts = _texts(session, visits)
+    out: dict[int, Shape] = {}
+    for shape in sorted(visits, key=first.__getitem__):
         _, pairs, rules, decisions = texts[shape]
-        out.append(([tuple(p) for p in pairs], rules, [tuple(d) for d in decisions], n))
+        out[shape] = (
+            [tuple(p) for p in pairs],
+            rules,
+            [tuple(d) for d in decisions],
+            visits[shape],
+        )
     return out
 
 
@@ -744,7 +736,11 @@ class _Labels:
                 case(self.partner, value=c.labels).label("partner"),
                 c.to_attended,
             )
-            .where(*self.where, or_(_linked() > 0, c.attended == 1, c.engaged == 1))
+            .where(
+                *self.where,
+                c.to_attended >= 0,  # along the index on (handoff, to_attended, first shown)
+                or_(_linked() > 0, c.attended == 1, c.engaged == 1),
+            )
             .subquery()
         )
         value = source.c.to_attended
