@@ -235,6 +235,7 @@ class Database:
             url,
             connect_args=connect_args,
             hide_parameters=True,
+            json_serializer=write_json,
             json_deserializer=read_json,
             **pool,
         )
@@ -318,6 +319,15 @@ def read_json(text: str | bytes) -> Any:
         except orjson.JSONDecodeError:
             pass
     return json.loads(text)
+
+
+def write_json(value: Any) -> str:
+    """A JSON column's text: orjson (non-string keys as strings, as the standard library
+    writes them), the standard library for what orjson refuses (integers past 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value)
 
 
 # A run of 20 digits: a number orjson would read as a float (or text that merely holds one).

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from smartapp.db import read_json
+from smartapp.db import read_json, write_json
 
 DOCUMENTS = [
     '{"a": 1, "b": [1.5, -0.0, 1e-07, 3e+20], "c": "x\\u00e9\\ud83d\\ude00", "d": null}',
@@ -34,3 +34,15 @@ def test_read_like_the_standard_library(text):
 
 def test_nan_reads_as_before():
     assert math.isnan(read_json('{"a": NaN}')["a"])
+
+
+@pytest.mark.parametrize("text", DOCUMENTS[:-1])
+def test_written_text_reads_back_the_same(text):
+    value = json.loads(text)
+    assert read_json(write_json(value)) == value
+    assert json.loads(write_json(value)) == value
+
+
+def test_written_like_the_standard_library_for_keys_and_big_numbers():
+    value = {1: "one", "big": 2**70, "nested": {"x": [1, 2.5, None, True]}}
+    assert json.loads(write_json(value)) == json.loads(json.dumps(value))
