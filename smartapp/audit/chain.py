@@ -30,6 +30,7 @@ Each checkpoint, once committed, is also appended to AUDIT_CHECKPOINT_SINK when 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import weakref
@@ -209,10 +210,15 @@ _file_locks_guard = threading.Lock()
 
 def _file_lock(engine: Engine) -> _ProcessLock:
     """One lock per database file, shared by every engine on that file in this process."""
-    database = engine.url.database or ""
-    key = database if database in ("", ":memory:") else str(Path(database).resolve())
+    key = _lock_key(engine.url.database or "")
     with _file_locks_guard:
         return _file_locks.setdefault(key, _ProcessLock())
+
+
+@functools.lru_cache(maxsize=64)
+def _lock_key(database: str) -> str:
+    """The database file's real path (resolved once: every write asks)."""
+    return database if database in ("", ":memory:") else str(Path(database).resolve())
 
 
 def _lock(session: Session) -> None:
