@@ -44,6 +44,15 @@ INDEXED = (
     ("handoff", "to_attended"),
 )
 
+# The grouped sums read along covering indexes, in group order (no sort).
+COVERING = {
+    "sums": ("week", "shape", "id", *FLAGS[:4], "coach", "contacted", "by_partner", "by_coach")
+    + ("arrival", "handoff", "first_contacted", "attended", "engaged", "first_shown"),
+    "demographics": ("demographics", "decisions", "accepted", "first_shown"),
+    "labels": ("handoff", "labels", "coach", "by_partner", "by_coach", "attended", "engaged")
+    + ("first_shown",),
+}
+
 
 def upgrade() -> None:
     op.create_table(
@@ -65,6 +74,8 @@ def upgrade() -> None:
         batch_op.create_index("ix_log_visit_figure_patient", ["patient", "first_shown"])
         for within, column in INDEXED:
             batch_op.create_index(f"ix_log_visit_figure_{column}", [within, column, "first_shown"])
+        for name, columns in COVERING.items():
+            batch_op.create_index(f"ix_log_visit_figure_{name}", list(columns))
     op.create_table(
         "log_visit_text",
         sa.Column("digest", sa.BigInteger(), autoincrement=False, nullable=False),
@@ -80,6 +91,8 @@ def downgrade() -> None:
     with op.batch_alter_table("log_visit_figure", schema=None) as batch_op:
         for _, column in INDEXED:
             batch_op.drop_index(f"ix_log_visit_figure_{column}")
+        for name in COVERING:
+            batch_op.drop_index(f"ix_log_visit_figure_{name}")
         batch_op.drop_index("ix_log_visit_figure_patient")
         batch_op.drop_index(batch_op.f("ix_log_visit_figure_first_shown"))
     op.drop_table("log_visit_figure")

@@ -1,15 +1,16 @@
 """Every dashboard figure added up in the database (issue 15): SQL over the kept visits' typed
-columns (`log_visit_figure`, see `columns`), so a view costs a few grouped queries whatever the
-size of the log, never a pass over every visit in Python.
+columns (`log_visit_figure`, see `columns`), so a view costs a few grouped queries and index
+reads, never a pass over every visit in Python.
 
 The figures are exactly those of `figures.summarize_visits` over the same visits (the tests
-compare them): sums and distinct-patient counts come from GROUP BY; what a visit holds several
-of is grouped on its JSON text and expanded per group; medians and percentiles are read as the
-few order statistics they need (ROW_NUMBER over the sorted minutes) and interpolated as
-`statistics` does; catalog and partner names are given to the groups at view time (a CASE over
-the few distinct program entries), as the catalog may change. Small-cell suppression runs on
-the same tables as before; only how many distinct patients are behind a figure, capped at the
-threshold, reaches it.
+compare them): sums come from one pass grouped by week and shape (kinds, rules, decisions:
+expanded in Python once per group), demographics and program entries are grouped on their
+digests and named in Python once per group (catalog and partner names at view time, as the
+catalog may change); medians and percentiles of the times from arrival are read at the few
+ranks they need by OFFSET along an index and interpolated as `statistics` does (per partner
+and program: the attended times in index order, split per row). Small-cell suppression runs
+on the same tables as before; only how many distinct patients are behind a figure, capped at
+the threshold, reaches it (`_Behind`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from smartapp.staff.dashboard.outcomes import (
     Directory,
     by_partner,
     partner_name,
+    spread,
     suppressed_table,
 )
 from smartapp.staff.dashboard.suppression import Row
@@ -60,8 +62,6 @@ from smartapp.staff.dashboard.visits import as_utc, week_monday, weeks_between
 F: Table = LogVisitFigure.__table__  # type: ignore[assignment]
 T: Table = LogVisitText.__table__  # type: ignore[assignment]
 Where = Sequence[ColumnElement[bool]]
-# Order statistics: {group: (n, {0-based rank: minutes})}
-Ranked = dict[tuple, tuple[int, dict[int, float]]]
 # The Visit attribute of an outcome time -> its column.
 _OUTCOME_SPANS = {
     "first_contact_at": "to_first_contact",
@@ -435,36 +435,6 @@ def _rules(shapes: Sequence[Shape]) -> list[dict]:
 # -- times from arrival -----------------------------------------------------------------------
 
 
-def _ranked(
-    session: Session,
-    value: Any,
-    where: Where,
-    groups: Sequence[Any],
-) -> Ranked:
-    """The order statistics the median and the 90th percentile of `value` (minutes, 0 and
-    over) need, per group: n, and the values at the ranks they interpolate between (one sort,
-    ROW_NUMBER per group: for the groups named at view time)."""
-    known = [*where, value.isnot(None), value >= 0]
-    inner = select(
-        *groups,
-        value.label("v"),
-        (func.row_number().over(partition_by=list(groups) or None, order_by=value) - 1).label("rn"),
-        func.count().over(partition_by=list(groups) or None).label("n"),
-    ).where(*known)
-    s = inner.subquery()
-    m = s.c.n - 1
-    wanted = [m // 2, s.c.n // 2, (m * 9) // 10, (m * 9) // 10 + 1]
-    group_columns = [s.c[g.name] for g in groups]
-    out: Ranked = {}
-    for row in session.execute(
-        select(*group_columns, s.c.v, s.c.rn, s.c.n).where(or_(*(s.c.rn == w for w in wanted)))
-    ):
-        key = tuple(row[: len(groups)])
-        v, rn, n = row[len(groups) :]
-        out.setdefault(key, (int(n), {}))[1][int(rn)] = float(v)
-    return out
-
-
 def _median(n: int, at: Mapping[int, float]) -> float:
     """`statistics.median` of n sorted values known at the ranks it reads."""
     if n % 2 == 1:
@@ -633,7 +603,7 @@ class _Labels:
     """The kept handoffs named by catalog program and partner, as at view time: the distinct
     program entries (`columns`: `labels`) are named in Python, once each; the figures are
     summed per entries in SQL and added up per name here; the times to the first appointment
-    are ranked per name in SQL (a CASE over the entries)."""
+    are read in order along their index and split per name here."""
 
     def __init__(
         self,
@@ -730,28 +700,24 @@ class _Labels:
         if not self.pairs:
             return []
         c = F.c
-        source = (
-            select(
-                case(self.program, value=c.labels).label("program"),
-                case(self.partner, value=c.labels).label("partner"),
-                c.to_attended,
-            )
+        # The minutes to the first appointment attended, in order along their index (no
+        # sort), split per row here: each row's are then in order for `spread`.
+        per_row: dict[tuple[str, str | None], list[float]] = {}
+        for found, minutes in self.session.execute(
+            select(c.labels, c.to_attended)
             .where(
                 *self.where,
-                c.to_attended >= 0,  # along the index on (handoff, to_attended, first shown)
+                c.to_attended >= 0,
                 or_(_linked() > 0, c.attended == 1, c.engaged == 1),
             )
-            .subquery()
-        )
-        value = source.c.to_attended
-        groups = [source.c.partner, source.c.program]
-        per_pair = _ranked(self.session, value, (), groups)
-        per_partner = _ranked(self.session, value, (), groups[:1])
+            .order_by(c.to_attended)
+        ):
+            partner, program = self.partner[found], self.program[found]
+            per_row.setdefault((partner, program), []).append(minutes)
+            per_row.setdefault((partner, None), []).append(minutes)
 
         def spread_of(partner: str, program: str | None) -> dict:
-            key = (partner,) if program is None else (partner, program)
-            n, at = (per_partner if program is None else per_pair).get(key, (0, {}))
-            return _spread(n, at, min_cell)
+            return spread(per_row.get((partner, program), []), min_cell)
 
         return suppressed_table(by_partner(self.pairs), self.subtotals, min_cell, spread_of)
 
