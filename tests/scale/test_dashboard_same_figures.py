@@ -142,3 +142,7 @@ def test_few_patients_behind_many_visits(db, clock, monkeypatch, per_figure):
     )
     logdata.fill(db, clock, few + visits[60:])
     assert_same(db)
+
+
+def test_an_empty_log(db):
+    assert_same(db)
