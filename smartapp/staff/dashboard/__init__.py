@@ -1,5 +1,7 @@
 """The program dashboard: pure figures (`figures`, with `visits`, `suppression`, `groups`),
-their SVG chart geometry (`charts`), and the page (`views`, on the console blueprint).
+the same figures added up in the database over the kept visits (`store`, `columns`,
+`aggregate`, through `service`), their SVG chart geometry (`charts`), and the page (`views`,
+on the console blueprint).
 
 The package exposes the pure figures, so `from smartapp.staff import dashboard` and
 `dashboard.summarize(events)` need neither Flask nor a database.

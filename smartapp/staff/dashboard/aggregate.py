@@ -92,16 +92,9 @@ def _when(condition: ColumnElement[bool]) -> Any:
     return case((condition, 1), else_=0)
 
 
-def _patients(condition: ColumnElement[bool] | None = None, table: Any = F) -> Any:
-    """Distinct patients (of the rows where `condition` holds)."""
-    patient = table.c.patient
-    return func.count(func.distinct(patient if condition is None else case((condition, patient))))
-
-
-def _capped(count: int, min_cell: int) -> set:
-    """A stand-in for the patients behind a figure: suppression only asks how many there are
-    below the threshold, so `min(count, min_cell)` of them tell it the same."""
-    return set(range(min(count, min_cell)))
+def _patients() -> Any:
+    """Distinct patients (along the index on (patient, first shown) where unfiltered)."""
+    return func.count(func.distinct(F.c.patient))
 
 
 def dashboard_figures(
@@ -511,7 +504,8 @@ def _distribution(session: Session, where: Where, sums: _Sums, column: str, min_
     }
 
 
-def _spread(n: int, at: Mapping[int, float], min_cell: int) -> dict:  # outcomes.spread
+def _spread(n: int, at: Mapping[int, float], min_cell: int) -> dict:
+    """`outcomes.spread` of n values known at the ranks it reads."""
     shown = n >= min_cell and n > 0
     return {
         "n": n,

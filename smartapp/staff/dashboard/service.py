@@ -1,5 +1,6 @@
-"""The dashboard's figures from the referral log (Flask-free): read the events the dashboard
-counts, leave damaged rows out (counted), and summarise them with the pure figures."""
+"""The dashboard's figures from the referral log (Flask-free): the visits kept beside the log
+(`store`) brought up to date, damaged rows left out (counted), and every figure added up in the
+database (`aggregate`: the same figures the pure `figures` make from events)."""
 
 from __future__ import annotations
 
