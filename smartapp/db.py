@@ -7,15 +7,11 @@ SQLite by default; PostgreSQL when DATABASE_URL says so.
 from __future__ import annotations
 
 import fcntl
-import json
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import orjson
 from sqlalchemy import (
     JSON,
     DateTime,
@@ -30,6 +26,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from smartapp.jsonio import read_json, write_json
 
 
 def utcnow() -> datetime:
@@ -303,35 +301,6 @@ class Database:
             raise
         finally:
             session.close()
-
-
-def read_json(text: str | bytes) -> Any:
-    """A JSON column's value (the shown suggestions, a referral's decision and plan, log data):
-    orjson, several times faster than the standard library on these documents. What orjson
-    reads otherwise than the standard library is left to the standard library, as before: NaN
-    (refused by orjson) and integers past 64 bits (a float in orjson, an exact int here: a
-    logged value must read back exactly as it was hashed)."""
-    if isinstance(text, bytes | bytearray):
-        text = text.decode()
-    if _LONG_DIGITS.search(text) is None:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(text)
-
-
-def write_json(value: Any) -> str:
-    """A JSON column's text: orjson (non-string keys as strings, as the standard library
-    writes them), the standard library for what orjson refuses (integers past 64 bits)."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except (orjson.JSONEncodeError, TypeError):
-        return json.dumps(value)
-
-
-# A run of 20 digits: a number orjson would read as a float (or text that merely holds one).
-_LONG_DIGITS = re.compile(r"\d{20}")
 
 
 def alembic_config():

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from smartapp.db import read_json, write_json
+from smartapp.jsonio import read_json, write_json
 
 DOCUMENTS = [
     '{"a": 1, "b": [1.5, -0.0, 1e-07, 3e+20], "c": "x\\u00e9\\ud83d\\ude00", "d": null}',
