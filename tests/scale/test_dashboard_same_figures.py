@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from smartapp.db import Database
-from smartapp.staff.dashboard import aggregate
+from smartapp.staff.dashboard import sums
 from smartapp.staff.dashboard.service import program_dashboard
 from tests.console import logdata
 from tests.dashboard import outcomedata as od
@@ -134,7 +134,7 @@ def test_few_patients_behind_many_visits(db, clock, monkeypatch, per_figure):
     """Figures with many visits but few patients: suppression counts the patients (the first
     rows read are not enough to tell; with one row per figure read, every large figure is
     counted exactly)."""
-    monkeypatch.setattr(aggregate._Behind, "PER_FIGURE", per_figure)
+    monkeypatch.setattr(sums.Behind, "PER_FIGURE", per_figure)
     visits = logdata.busy_visits(count=90, weeks=4)
     few = tuple(
         logdata.Visit(**{**v.__dict__, "patient": f"pat-few-{i % 4}"})
