@@ -3,6 +3,8 @@ the worklist by keyboard and mouse; the worklist passes axe-core (no serious or 
 
 from __future__ import annotations
 
+import re
+
 from playwright.sync_api import expect
 
 from tests import launch_flow
@@ -31,10 +33,13 @@ def test_coach_signs_in_and_works_the_worklist(browser, sandbox, handoff):
     violations = axe_violations(page)
     assert violations == [], describe(violations)
 
+    # Sam's caseload before (other tests on the shared stack may have given Sam handoffs).
+    held = re.search(r"Sam Lee, CPRS: (\d+)", page.locator(".loads").inner_text())
+    before = int(held.group(1)) if held else 0
     row.get_by_role("button", name="Accept").click()
     row = page.locator('tr[data-patient-id="P12-pt"]')
     expect(row.locator(".status")).to_have_text("accepted")
-    expect(page.locator(".loads")).to_contain_text("Sam Lee, CPRS: 1")
+    expect(page.locator(".loads")).to_contain_text(f"Sam Lee, CPRS: {before + 1}")
     row.get_by_label("Contact note").fill("Warm handoff done at bedside")
     row.get_by_role("button", name="Record contact").click()
     expect(page.locator('tr[data-patient-id="P12-pt"] .status')).to_have_text("in-progress")
