@@ -266,6 +266,8 @@ def test_capability_statement_describes_what_is_supported(sandbox: RunningSandbo
     assert params["date"] == "date" and params["code"] == "token"
     assert params["patient"] == "reference" and params["_id"] == "token"
     assert observation["conditionalCreate"] is True
+    # PUT honours If-Match (the lifecycle's version-aware updates): said so to clients
+    assert {r["versioning"] for r in rest["resource"]} == {"versioned-update"}
     oauth = rest["security"]["extension"][0]
     assert oauth["url"].endswith("oauth-uris")
     uris = {e["url"]: e["valueUri"] for e in oauth["extension"]}

@@ -97,7 +97,7 @@ def _resource(rtype: str, rules: WriteRules) -> dict:
     return {
         "type": rtype,
         "interaction": [{"code": code} for code in interactions],
-        "versioning": "versioned",
+        "versioning": "versioned-update",  # PUT honours If-Match (412 on another version)
         "readHistory": False,
         "updateCreate": creatable,
         "conditionalCreate": creatable and rules.conditional_create,
