@@ -9,7 +9,6 @@ browser that launched it; POSTs carry the session's CSRF token. The work is in
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime
 
 from flask import (
@@ -25,13 +24,11 @@ from flask import (
 
 from smartapp.aftercare import amend as amending
 from smartapp.aftercare import sheet as sheets
-from smartapp.launch import sessions
 from smartapp.screen import service as screen
-from smartapp.screen.views import load_context
+from smartapp.screen.views import deliver_in_background, load_context
 from smartapp.services import current_services
 from smartapp.staff import caseload
 from smartapp.web import check_csrf
-from smartapp.writeback import outbox
 
 bp = Blueprint("aftercare", __name__, url_prefix="/c")
 log = logging.getLogger("handoff.aftercare")
@@ -106,30 +103,9 @@ def amend(context_id: str):
         )
         return amend_page(context, state, notice=notice, status=409)
     if result.referral is not None:
-        delivery = deliver_in_background(result.referral.id)
+        delivery = deliver_in_background(result.referral.id, "amend")
         delivery.join(current_app.config["SIGN_WAIT_SECONDS"])
     return redirect(url_for("aftercare.amend", context_id=context.id, done=form.action))
-
-
-def deliver_in_background(referral_id: str) -> threading.Thread:
-    """The amendment's writes at once, under the outbox's lease (the outbox worker retries
-    whatever does not land), as Sign does."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-
-    def run() -> None:
-        with app.app_context():
-            try:
-                outbox.deliver(current_services().db, referral_id, client_for_referral)
-            except Exception:  # it stays queued; the outbox worker retries it
-                log.exception("amend delivery crashed: referral=%s", referral_id[:8])
-
-    thread = threading.Thread(target=run, name=f"amend-{referral_id[:8]}", daemon=True)
-    thread.start()
-    return thread
-
-
-def client_for_referral(referral, force_refresh: bool = False):
-    return sessions.client_for_referral(current_services(), referral, force_refresh)
 
 
 def build_sheet(context_id: str) -> sheets.Sheet:

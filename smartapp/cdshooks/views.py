@@ -9,7 +9,6 @@ trusted clients' files name are allowed (no wildcard), with the headers CDS Hook
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +18,8 @@ from smartapp.cdshooks import discovery, feedback, service
 from smartapp.cdshooks.clients import CdsClientError, CdsClients, load_clients
 from smartapp.cdshooks.security import JwksCache, Refused, Verifier
 from smartapp.cdshooks.writer import writer_for
-from smartapp.launch.sessions import client_for_referral
-from smartapp.services import Services, current_services
-from smartapp.writeback import outbox
+from smartapp.screen.views import deliver_in_background
+from smartapp.services import current_services
 
 bp = Blueprint("cdshooks", __name__, url_prefix="/cds-services")
 log = logging.getLogger("handoff.cdshooks")
@@ -142,26 +140,5 @@ def call_feedback(service_id: str):
     except service.BadRequest as exc:
         return jsonify({"error": "bad-request", "reason": str(exc)}), 400
     for referral_id in outcome.deliver:
-        deliver_in_background(services, referral_id)
+        deliver_in_background(referral_id, "cds")  # as the screen's Sign does
     return jsonify({"cards": outcome.cards})
-
-
-def deliver_in_background(services: Services, referral_id: str) -> threading.Thread:
-    """The referral's first write, beside the answer (as the screen's Sign does); under the
-    outbox's lease, so the outbox worker takes over whatever is left."""
-
-    def run() -> None:
-        try:
-            outbox.deliver(
-                services.db,
-                referral_id,
-                lambda referral, force_refresh=False: client_for_referral(
-                    services, referral, force_refresh
-                ),
-            )
-        except Exception:  # it stays queued; the outbox worker retries it
-            log.exception("delivery crashed: referral=%s", referral_id[:8])
-
-    thread = threading.Thread(target=run, name=f"cds-{referral_id[:8]}", daemon=True)
-    thread.start()
-    return thread

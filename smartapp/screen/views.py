@@ -39,6 +39,7 @@ from smartapp.screen.decisions import (
 from smartapp.screen.signed import summary as signed_summary
 from smartapp.services import current_services
 from smartapp.web import check_csrf, holds_browser_id
+from smartapp.web.background import start_beside
 from smartapp.writeback import outbox
 
 bp = Blueprint("screen", __name__, url_prefix="/c")
@@ -216,10 +217,11 @@ def sign(context_id: str):
     return redirect(url_for("screen.show", context_id=context.id))
 
 
-def deliver_in_background(referral_id: str) -> threading.Thread:
+def deliver_in_background(referral_id: str, what: str = "sign") -> threading.Thread:
     """Start the referral's first write in a thread of its own (under the outbox's lease, so
-    no worker writes it at the same time); if this process dies, the lease runs out and the
-    outbox worker takes over."""
+    no worker writes it at the same time), which logs under this request's id; if this process
+    dies, the lease runs out and the outbox worker takes over. `what`: the step that wrote
+    (Sign, an amendment), for the thread's name and log line."""
     # The app behind the proxy, for the thread (mypy types `current_app` as the Flask app
     # itself, not as the proxy that has this method).
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -229,11 +231,9 @@ def deliver_in_background(referral_id: str) -> threading.Thread:
             try:
                 outbox.deliver(current_services().db, referral_id, client_for_referral)
             except Exception:  # it stays queued; the outbox worker retries it
-                log.exception("delivery crashed: referral=%s", referral_id[:8])
+                log.exception("%s delivery crashed: referral=%s", what, referral_id[:8])
 
-    thread = threading.Thread(target=run, name=f"sign-{referral_id[:8]}", daemon=True)
-    thread.start()
-    return thread
+    return start_beside(run, f"{what}-{referral_id[:8]}")
 
 
 @bp.get("/<context_id>/status")

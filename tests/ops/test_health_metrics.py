@@ -163,6 +163,7 @@ def test_launch_and_sign_counted_logged_by_request_without_phi(
     before = requests.get(f"{app}/metrics", timeout=10).text
     launch = launch_flow.full(app, stack.ehr_url, PATIENT)
     assert launch.final.status_code == 200
+    launch.browser.headers["X-Request-Id"] = "sign-request-0001"
     signed = launch_flow.sign_all(launch, app)
     assert signed.status_code == 200
     after = requests.get(f"{app}/metrics", timeout=10)
@@ -208,6 +209,9 @@ def test_launch_and_sign_counted_logged_by_request_without_phi(
     with_ids = {line["request_id"] for line in handoff_lines if "request_id" in line}
     assert len(with_ids) >= 2  # the callback and the screen (each its own id) at least
     assert all("request_id" in line for line in handoff_lines if line["logger"] == "handoff.launch")
+    # The write Sign started goes on in a thread of its own: its lines keep Sign's request id.
+    attempts = [line for line in handoff_lines if line["message"].startswith("write attempt:")]
+    assert attempts and attempts[0]["request_id"] == "sign-request-0001"
     handoff_text = "\n".join(json.dumps(line) for line in handoff_lines)
     for secret in secrets_of_the_visit(stack, launch):
         assert secret not in handoff_text, f"logged: {secret[:12]}…"
