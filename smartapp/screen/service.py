@@ -82,9 +82,7 @@ def find_context(services: Services, context_id: str) -> LaunchContext | None:
         return db.get(LaunchContext, context_id)
 
 
-def find_visit(
-    services: Services, context_id: str
-) -> tuple[LaunchContext | None, Referral | None]:
+def find_visit(services: Services, context_id: str) -> tuple[LaunchContext | None, Referral | None]:
     """The launch context and the referral signed for its visit (in this launch or an earlier
     one), in one unit of work (the caller checks that the context belongs to the browser)."""
     with services.db.session() as db:
