@@ -11,8 +11,9 @@ each in its own process (peak memory: the whole process tree's resident memory, 
 - the floor: reading and parsing every line (orjson), in one process, as ratios' divisor
   (``to_parse``: wall time; ``cpu_to_parse_cpu``: CPU time of every process, steadier
   when other work shares the machine);
-- ``handoff rules backtest --engine single`` (every core; the NDJSON grouped by patient on
-  disk above 256 MB) and ``--engine spark`` (local[*]: every core);
+- ``handoff rules backtest --engine single`` (every core; the NDJSON grouped by patient
+  through an index of byte offsets, each line parsed once) and ``--engine spark``
+  (local[*]: every core);
 
 and prints visits/s, peak memory and the ratio to parsing of each. The last line is one JSON
 object; :func:`figures` gives it to ``benchmarks/scale.py``

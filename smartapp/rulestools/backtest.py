@@ -229,7 +229,8 @@ def run_backtest(
 
     ``workers``: processes (default: every core; 1 runs in this process). ``on_tasks``
     is told each phase and its number of tasks, then ``progress`` is called with 1 as each
-    one ends. NDJSON larger than ``in_memory_bytes`` is grouped by patient on disk.
+    one ends. NDJSON larger than ``in_memory_bytes`` is grouped by patient through an index
+    of byte offsets on disk (``backtest_ndjson``).
     Raises BacktestError naming the file on unreadable or malformed input.
     """
     packs = list(packs)

@@ -20,6 +20,8 @@ from smartapp.rulestools import backtest_ndjson
 from smartapp.rulestools.backtest import BacktestError, report, run_backtest
 from smartapp.rulestools.backtest_ndjson import EXACT, LINES, RUNS, _owner, bucket_of
 
+IN_MEMORY = 1 << 40  # the reference: the NDJSON read in memory, in one process
+
 
 def _same(result: Any) -> dict[str, Any]:
     data = report(result)
@@ -36,7 +38,7 @@ def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def expected(population: Path, pack: Pack) -> dict[str, Any]:
-    return _same(run_backtest(population, [pack], workers=1))
+    return _same(run_backtest(population, [pack], workers=1, in_memory_bytes=IN_MEMORY))
 
 
 @pytest.fixture
@@ -80,7 +82,7 @@ def test_lines_not_sorted_by_patient_are_indexed_again_line_by_line(
     lines = path.read_bytes().splitlines()
     random.Random(15).shuffle(lines)
     path.write_bytes(b"\n".join(lines) + b"\n")
-    expected = _same(run_backtest(folder, [pack], workers=1))
+    expected = _same(run_backtest(folder, [pack], workers=1, in_memory_bytes=IN_MEMORY))
     seen = _modes(monkeypatch)
     assert _same(run_backtest(folder, [pack], workers=1, in_memory_bytes=0)) == expected
     assert RUNS in seen and LINES in seen and EXACT not in seen
@@ -96,7 +98,7 @@ def test_json_with_spaces_is_parsed_in_the_first_pass(
     for name in ("Condition.ndjson", "Observation.ndjson"):
         lines = (folder / name).read_text().splitlines()
         (folder / name).write_text("".join(json.dumps(json.loads(x)) + "\n" for x in lines))
-    expected = _same(run_backtest(folder, [pack], workers=1))
+    expected = _same(run_backtest(folder, [pack], workers=1, in_memory_bytes=IN_MEMORY))
     assert _same(run_backtest(folder, [pack], workers=2, in_memory_bytes=0)) == expected
 
 
@@ -124,7 +126,7 @@ def test_a_wrong_hint_starts_again_parsing_every_line(
     }
     lines[0] = orjson.dumps({"resourceType": "Observation", "contained": [nested], **resource})
     path.write_bytes(b"\n".join(lines) + b"\n")
-    expected = _same(run_backtest(folder, [pack], workers=1))
+    expected = _same(run_backtest(folder, [pack], workers=1, in_memory_bytes=IN_MEMORY))
     seen = _modes(monkeypatch)
     assert _same(run_backtest(folder, [pack], workers=1, in_memory_bytes=0)) == expected
     assert RUNS in seen and LINES in seen and EXACT in seen
@@ -209,7 +211,7 @@ def test_a_chart_error_names_file_and_line_as_in_memory(
     lines.insert(3, orjson.dumps({**resource, "recordedDate": "1999-01-01"}))
     path.write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(BacktestError) as in_memory:
-        run_backtest(folder, [pack], workers=1)
+        run_backtest(folder, [pack], workers=1, in_memory_bytes=IN_MEMORY)
     with pytest.raises(BacktestError) as on_disk:
         run_backtest(folder, [pack], workers=2, in_memory_bytes=0)
     assert "Condition.ndjson:4" in str(in_memory.value)
