@@ -8,12 +8,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from sqlalchemy import (
-    Integer,
-    literal,
-    select,
-    union_all,
-)
+from sqlalchemy import Integer, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from smartapp.staff.dashboard.figures import BUCKETS
@@ -55,19 +50,41 @@ def _spread_ranks(n: int) -> set[int]:
 def _at_ranks(
     session: Session, value: Any, where: Where, ranks: Collection[int]
 ) -> dict[int, float]:
-    """The values (minutes, 0 and over) at these 0-based ranks in sorted order: each one
-    read with OFFSET along the index on (coach or handoff, minutes, first shown), no sort."""
+    """The values (minutes, 0 and over) at these 0-based ranks in sorted order, read with
+    OFFSET along the index on (coach or handoff, minutes, first shown), no sort: two next
+    ranks in one read (the smaller value is the first rank's, the larger the second's)."""
+    wanted = sorted(set(ranks))
+    starts: list[tuple[int, int]] = []  # (rank, how many ranks from it)
+    covered: set[int] = set()
+    for rank in wanted:
+        if rank not in covered:
+            count = 2 if rank + 1 in wanted else 1
+            starts.append((rank, count))
+            covered.update(range(rank, rank + count))
     parts = [
-        select(literal(rank, Integer).label("rank"), value.label("v"))
+        select(value.label("v"))
         .where(*where, value >= 0)
         .order_by(value)
-        .limit(1)
+        .limit(count)
         .offset(rank)
         .subquery()
-        for rank in sorted(ranks)
+        for rank, count in starts
     ]
-    query = union_all(*(select(p.c.rank, p.c.v) for p in parts))
-    return {int(rank): float(v) for rank, v in session.execute(query)}
+    query = union_all(
+        *(
+            select(literal(rank, Integer), func.min(p.c.v), func.max(p.c.v))
+            for (rank, _), p in zip(starts, parts, strict=True)
+        )
+    )
+    count_of = dict(starts)
+    out: dict[int, float] = {}
+    for rank, low, high in session.execute(query):
+        if low is None:
+            continue
+        out[int(rank)] = float(low)
+        if count_of[int(rank)] == 2:
+            out[int(rank) + 1] = float(high)
+    return out
 
 
 def _distribution(session: Session, where: Where, sums: Sums, column: str, min_cell: int) -> dict:
