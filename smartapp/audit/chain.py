@@ -30,8 +30,10 @@ Each checkpoint, once committed, is also appended to AUDIT_CHECKPOINT_SINK when 
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import logging
+import os
 import threading
 import weakref
 from dataclasses import dataclass
@@ -181,12 +183,19 @@ def add(session: Session, entry: LogEvent) -> None:
 
 
 class _ProcessLock:
-    """A lock for one SQLite file that knows its holder, so a thread asking twice (two sessions
-    appending at once in one thread: a certain deadlock on SQLite) fails fast instead."""
+    """The writers' lock for one SQLite file: a thread lock that knows its holder (a thread
+    asking twice, two sessions appending at once in one thread, is a certain deadlock on
+    SQLite: it fails fast instead), then an exclusive `flock` on `<database>.writer-lock`
+    beside the file, so the writers of several processes (gunicorn's workers, the outbox
+    worker) queue in the kernel and the next one is woken as soon as the lock is free,
+    instead of polling SQLite's write lock with its busy handler's sleeps of up to 100 ms (the
+    long tail of every writer under load). A process that dies lets go of it with its files."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: str | None = None) -> None:
         self._lock = threading.Lock()
         self.owner: int | None = None
+        self._path = path  # None: a database in memory (one process)
+        self._descriptor: tuple[int, int] | None = None  # (pid, fd): one per process
 
     def acquire(self) -> None:
         me = threading.get_ident()
@@ -198,10 +207,32 @@ class _ProcessLock:
         if not self._lock.acquire(timeout=LOCK_TIMEOUT):
             raise ChainLockError(f"referral log lock not granted within {LOCK_TIMEOUT:.0f} s")
         self.owner = me
+        try:
+            if self._path is not None:
+                fcntl.flock(self._fd(), fcntl.LOCK_EX)
+        except BaseException:
+            self.owner = None
+            self._lock.release()
+            raise
 
     def release(self) -> None:
-        self.owner = None
-        self._lock.release()
+        try:
+            if self._path is not None and self._descriptor is not None:
+                pid, fd = self._descriptor
+                if pid == os.getpid():
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self.owner = None
+            self._lock.release()
+
+    def _fd(self) -> int:
+        """This process's descriptor of the lock file (a forked worker opens its own: a
+        descriptor inherited from the parent would share the parent's lock)."""
+        pid = os.getpid()
+        if self._descriptor is None or self._descriptor[0] != pid:
+            assert self._path is not None
+            self._descriptor = (pid, os.open(self._path, os.O_CREAT | os.O_RDWR, 0o600))
+        return self._descriptor[1]
 
 
 _file_locks: dict[str, _ProcessLock] = {}
@@ -212,7 +243,11 @@ def _file_lock(engine: Engine) -> _ProcessLock:
     """One lock per database file, shared by every engine on that file in this process."""
     key = _lock_key(engine.url.database or "")
     with _file_locks_guard:
-        return _file_locks.setdefault(key, _ProcessLock())
+        found = _file_locks.get(key)
+        if found is None:
+            in_memory = key in ("", ":memory:") or key.startswith("file::memory:")
+            found = _file_locks[key] = _ProcessLock(None if in_memory else f"{key}.writer-lock")
+        return found
 
 
 @functools.lru_cache(maxsize=64)
