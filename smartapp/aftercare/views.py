@@ -24,7 +24,7 @@ from flask import (
 
 from smartapp.aftercare import amend as amending
 from smartapp.aftercare import sheet as sheets
-from smartapp.screen import service as screen
+from smartapp.screen.programs import program_choices
 from smartapp.screen.views import deliver_in_background, load_context
 from smartapp.services import current_services
 from smartapp.staff import caseload
@@ -48,7 +48,7 @@ def parse_form() -> amending.AmendForm:
 
 
 def amend_page(context, state, errors=(), notice=None, form=None, status=200):
-    programs = screen.program_choices(current_services(), datetime.now(UTC))
+    programs = program_choices(current_services(), datetime.now(UTC))
     page = render_template(
         "aftercare/amend.html",
         context=context,

@@ -26,6 +26,7 @@ from smartapp.fhir.client import ChartLimits, ChartRead, FhirClient, FhirError
 from smartapp.launch import client as smart
 from smartapp.launch import sessions, signer
 from smartapp.screen import decisions as forms
+from smartapp.screen.programs import chosen_program
 from smartapp.screen.shown import (
     describe_evaluation,
     missing_write_scopes,
@@ -272,38 +273,6 @@ def record_shown(services: Services, context: LaunchContext, shown: dict) -> Non
             # Standalone launch without an encounter: the visit the rules chose is this visit.
             row.encounter_id = context.encounter_id = shown["encounter"]["id"]
         referral_log.append_about(db, "suggestions-shown", context, data=shown_log_data(shown))
-
-
-# ---------------------------------------------------------------------------------------
-# the catalog's programs
-
-
-def program_choices(services: Services, now: datetime) -> dict:
-    """The catalog's programs for the picker, with whether each is open now."""
-    if services.catalog is None:
-        return {"programs": [], "service_types": {}, "catalog_error": services.catalog_error}
-    from smartapp.catalog import SERVICE_TYPES
-
-    programs = [
-        {
-            "id": p.id,
-            "name": p.name,
-            "phone": p.phone,
-            "services": p.services,
-            "accepting_new": p.accepting_new,
-            "hours": p.hours,
-            "open": p.open_now(now),
-        }
-        for p in services.catalog.programs()
-    ]
-    return {"programs": programs, "service_types": SERVICE_TYPES, "catalog_error": None}
-
-
-def chosen_program(services: Services, form: forms.SignForm) -> str | None:
-    """The program the physician picked (from the catalog) or typed, as words for the note."""
-    catalog = services.catalog
-    label = catalog.label(form.program) if form.program and catalog is not None else None
-    return label or form.program_other or None
 
 
 # ---------------------------------------------------------------------------------------

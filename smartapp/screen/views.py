@@ -36,6 +36,7 @@ from smartapp.screen.decisions import (
     parse_form,
     signed_words,
 )
+from smartapp.screen.programs import program_choices
 from smartapp.screen.signed import summary as signed_summary
 from smartapp.services import current_services
 from smartapp.web import check_csrf, holds_browser_id
@@ -190,7 +191,7 @@ def _shows(context: service.LaunchContext, evaluated_at: str | None) -> bool:
 
 @bp.context_processor
 def inject_programs() -> dict:
-    return service.program_choices(current_services(), datetime.now(UTC))
+    return program_choices(current_services(), datetime.now(UTC))
 
 
 @bp.post("/<context_id>/sign")
