@@ -26,6 +26,13 @@ from typing import Any
 from smartapp.engine import Chart, Pack
 from smartapp.engine.chart import ChartError, ChartItem, KeepCodes, coded_in
 from smartapp.engine.history import Replayed, ed_visits, replay, split_by_patient
+from smartapp.rulestools.backtest_files import (
+    first_error,
+    input_bytes,
+    numbered,
+    release,
+    temporary_folder,
+)
 from smartapp.rulestools.backtest_input import (
     BUNDLE_SUFFIXES,
     NDJSON_SUFFIXES,
@@ -46,12 +53,7 @@ from smartapp.rulestools.backtest_ndjson import (
     Misplaced,
     Population,
     bucket_groups,
-    first_error,
-    input_bytes,
-    numbered,
-    release,
     run_indexing,
-    temporary_folder,
 )
 from smartapp.rulestools.backtest_pool import fork_available, run_forked
 from smartapp.rulestools.backtest_render import render_text

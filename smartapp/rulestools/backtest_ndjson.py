@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import gzip
 import mmap
-import re
-import tempfile
 import zlib
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -48,9 +46,14 @@ import orjson
 from smartapp.engine.chart import ChartError, ChartItem, resource_key
 from smartapp.engine.fhir import type_id_of
 from smartapp.engine.history import patient_of
+from smartapp.rulestools.backtest_files import (
+    first_error,
+    gzipped,
+    input_bytes,
+    mapped_file,
+)
 from smartapp.rulestools.backtest_input import (
     BacktestError,
-    ndjson_lines,
     ndjson_resource,
 )
 
@@ -60,7 +63,6 @@ from smartapp.rulestools.backtest_input import (
 IN_MEMORY_BYTES = 8 * 1024 * 1024
 BUCKET_BYTES = 32 * 1024 * 1024
 CHUNK_BYTES = 32 * 1024 * 1024  # of a file, per indexing task
-GZIP_RATIO = 8
 #: Buckets at least (tasks to share among the workers) and at most (each indexing task
 #: writes an index slice for each).
 MIN_BUCKETS = 16
@@ -85,15 +87,6 @@ class Misplaced(Exception):
     """A line's hint named a patient of another bucket than the line's own (see above)."""
 
 
-def input_bytes(paths: Sequence[Path]) -> int:
-    """The NDJSON's size once uncompressed (gzip estimated)."""
-    total = 0
-    for path in paths:
-        size = path.stat().st_size
-        total += size * GZIP_RATIO if _gzipped(path) else size
-    return total
-
-
 def bucket_count(paths: Sequence[Path], bucket_bytes: int | None = None) -> int:
     size = bucket_bytes or BUCKET_BYTES
     return max(MIN_BUCKETS, min(MAX_BUCKETS, -(-input_bytes(paths) // size)))
@@ -108,14 +101,6 @@ def tag_of(patient: str) -> int:
 def bucket_of(patient: str, buckets: int) -> int:
     """A stable bucket for a patient key."""
     return tag_of(patient) % buckets
-
-
-def temporary_folder() -> tempfile.TemporaryDirectory[str]:
-    return tempfile.TemporaryDirectory(prefix="handoff-backtest-")
-
-
-def _gzipped(path: Path) -> bool:
-    return path.name.lower().endswith(".gz")
 
 
 # ---------------------------------------------------------------------------------------
@@ -138,7 +123,7 @@ def plan_chunks(paths: Sequence[Path], chunk_bytes: int | None = None) -> list[C
     size_of = chunk_bytes or CHUNK_BYTES
     chunks: list[Chunk] = []
     for index, path in enumerate(paths):
-        if _gzipped(path):
+        if gzipped(path):
             chunks.append(Chunk(len(chunks), index, 0, -1))
             continue
         try:
@@ -356,23 +341,6 @@ def indexed(
 # ---------------------------------------------------------------------------------------
 # pass 2: a bucket's patients
 
-_MAPPED: dict[Path, mmap.mmap] = {}  # the data files this process has mapped
-
-
-def _mapped(path: Path) -> mmap.mmap:
-    found = _MAPPED.get(path)
-    if found is None:
-        with path.open("rb") as f:
-            found = _MAPPED[path] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    return found
-
-
-def release() -> None:
-    """Unmap the data files (the backtest is over; the temporary folder goes)."""
-    for mapped in _MAPPED.values():
-        mapped.close()
-    _MAPPED.clear()
-
 
 def _entries(pop: Population, chunk: int, bucket: int) -> array[int]:
     starts = pop.starts[chunk]
@@ -398,7 +366,7 @@ def bucket_groups(pop: Population, bucket: int) -> Iterator[list[ChartItem]]:
         if not entries:
             continue
         table = len(tables)
-        mapped = _mapped(pop.data[chunk.file])
+        mapped = mapped_file(pop.data[chunk.file])
         tables.append((mapped, f"{pop.paths[chunk.file]}:@", entries))
         for at in range(0, len(entries), ENTRY):
             tag = entries[at + 2]
@@ -514,51 +482,6 @@ def _patient_named(ref: str) -> str | None:
     stripped = ref.strip()
     key = type_id_of(stripped) if stripped else None
     return key if key is not None and key.startswith("Patient/") else None
-
-
-# ---------------------------------------------------------------------------------------
-# errors
-
-
-def numbered(message: str, paths: Sequence[Path]) -> str:
-    """An error's message with each ``file:@offset`` as ``file:line``."""
-    for path in paths:
-
-        def line_of(match: re.Match[str], path: Path = path) -> str:
-            return line_at(path, int(match.group(1)))
-
-        message = re.sub(re.escape(str(path)) + r":@(\d+)", line_of, message)
-    return message
-
-
-def line_at(path: Path, offset: int) -> str:
-    """``file:line`` of the line at a byte offset (of the uncompressed text)."""
-    at = 0
-    for number, line in ndjson_lines(path):
-        if at >= offset:
-            return f"{path}:{number}"
-        at += len(line)
-    return f"{path}:(byte {offset})"
-
-
-def first_error(paths: Sequence[Path]) -> Exception | None:
-    """The error the in-memory reading stops at: the first line that is not a resource
-    (BacktestError, in the order of the files and lines), else the first resource
-    without a key (ChartError, as ``split_by_patient`` raises it). Reads every line."""
-    keyless: Exception | None = None
-    try:
-        for path in paths:
-            for number, line in ndjson_lines(path):
-                where = f"{path}:{number}"
-                resource = ndjson_resource(line, where)
-                if keyless is None and resource is not None and not resource.get("id"):
-                    try:
-                        resource_key(resource, None, where)
-                    except ChartError as exc:
-                        keyless = exc
-    except BacktestError as exc:
-        return exc
-    return keyless
 
 
 def run_indexing(

@@ -37,6 +37,7 @@ from smartapp.engine.chart import ChartItem
 from smartapp.engine.history import patient_of, split_by_patient
 from smartapp.rulestools import backtest
 from smartapp.rulestools.backtest import Backtest, OnTasks, PatientOutcome, collect
+from smartapp.rulestools.backtest_files import input_bytes
 from smartapp.rulestools.backtest_input import (
     BacktestError,
     checked_line,
@@ -44,7 +45,7 @@ from smartapp.rulestools.backtest_input import (
     ndjson_lines,
     ndjson_resource,
 )
-from smartapp.rulestools.backtest_ndjson import BUCKET_BYTES, input_bytes
+from smartapp.rulestools.backtest_ndjson import BUCKET_BYTES
 
 DEFAULT_MASTER = "local[*]"
 _ERROR, _SHARED, _NONE = "!error", "!shared", "!none"  # keys that are not a patient's
