@@ -22,7 +22,6 @@ system) and the executors need Handoff's dependencies (Handoff itself is shipped
 from __future__ import annotations
 
 import os
-import re
 import sys
 import tempfile
 import threading
@@ -37,12 +36,11 @@ from smartapp.engine.chart import ChartItem
 from smartapp.engine.history import patient_of, split_by_patient
 from smartapp.rulestools import backtest
 from smartapp.rulestools.backtest import Backtest, OnTasks, PatientOutcome, collect
-from smartapp.rulestools.backtest_files import input_bytes
+from smartapp.rulestools.backtest_files import input_bytes, line_at, numbered
 from smartapp.rulestools.backtest_input import (
     BacktestError,
     checked_line,
     find_inputs,
-    ndjson_lines,
     ndjson_resource,
 )
 from smartapp.rulestools.backtest_ndjson import BUCKET_BYTES
@@ -78,7 +76,7 @@ def run_spark_backtest(
                 outcomes += _ndjson(sc, ndjson, shared, phase, partitions)
         errors = sorted(str(o.not_fhir) for o in outcomes if o.source == _ERROR)
         if errors:
-            raise BacktestError(_numbered(errors[0], ndjson))
+            raise BacktestError(numbered(errors[0], ndjson))
         workers = sc.defaultParallelism
     except BacktestError:
         raise
@@ -233,7 +231,7 @@ def _ndjson(
     errors = sorted(e for s in summaries for e in s["errors"])
     if errors:
         index, offset, message = errors[0]
-        raise BacktestError(f"{_where(paths[index], offset)}{message}")
+        raise BacktestError(f"{line_at(paths[index], offset)}{message}")
     names = [str(p) for p in paths]
     if not any(s["owned"] for s in summaries):  # about no patient: one group, as in memory
         rows = sorted(shuffled.filter(lambda kv: kv[0] in (_SHARED, _NONE)).values().collect())
@@ -255,7 +253,8 @@ def _keyer(index: int) -> Callable[[tuple[int, str]], list[tuple[str, Any]]]:
 
     Spark's reader gives each line's offset, not its number (counting lines would be a
     second pass over the input): the number is counted on the driver for the one error
-    it reports (``_where``), and offsets order a patient's lines as numbers would."""
+    it reports (``backtest_files.line_at``), and offsets order a patient's lines as numbers
+    would."""
 
     def keyed(pair: tuple[int, str]) -> list[tuple[str, Any]]:
         offset, line = pair
@@ -272,28 +271,6 @@ def _keyer(index: int) -> Callable[[tuple[int, str]], list[tuple[str, Any]]]:
         return [(owner, (index, offset, line))]
 
     return keyed
-
-
-def _numbered(message: str, paths: list[Path]) -> str:
-    """An executor's error with ``file:@offset`` (see _parsed) as ``file:line``."""
-    for path in paths:
-        pattern = re.escape(str(path)) + r":@(\d+)"
-
-        def line_of(match: re.Match[str], path: Path = path) -> str:
-            return _where(path, int(match.group(1)))
-
-        message = re.sub(pattern, line_of, message)
-    return message
-
-
-def _where(path: Path, offset: int) -> str:
-    """``file:line`` of the line at a byte offset (of the uncompressed text)."""
-    at = 0
-    for number, line in ndjson_lines(path):
-        if at >= offset:
-            return f"{path}:{number}"
-        at += len(line)
-    return f"{path}:(byte {offset})"
 
 
 def _summary(rows: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:

@@ -30,9 +30,7 @@ from smartapp.staff.dashboard.columns import week_label, week_number
 from smartapp.staff.dashboard.figures import NO_REASON, _by_count
 from smartapp.staff.dashboard.formatting import rate
 from smartapp.staff.dashboard.named import Equity, Labels
-from smartapp.staff.dashboard.outcomes import (
-    Directory,
-)
+from smartapp.staff.dashboard.outcomes import Directory, totals_of
 from smartapp.staff.dashboard.spans import coach_times, outcome_times
 from smartapp.staff.dashboard.sums import Behind, F, Sums, Where, distinct_patients, kept_texts
 from smartapp.staff.dashboard.visits import as_utc, week_monday, weeks_between
@@ -218,17 +216,11 @@ def _rules(shapes: Sequence[Shape]) -> list[dict]:
 
 def _outcome_totals(sums: Sums) -> dict:
     """`outcomes.outcome_totals` over the period's handoffs."""
-    n, linked, by_partner = sums["handoffs"], sums["handoff_linked"], sums["handoff_by_partner"]
-    attended, engaged = sums["handoff_attended"], sums["handoff_engaged"]
-    return {
-        "handoffs": n,
-        "contacted": sums["handoff_contacted"],
-        "linked": linked,
-        "by_partner": by_partner,
-        "by_coach": linked - by_partner,
-        "attended": attended,
-        "engaged": engaged,
-        "linked_rate": rate(linked, n),
-        "attended_rate": rate(attended, n),
-        "engaged_rate": rate(engaged, n),
-    }
+    return totals_of(
+        sums["handoffs"],
+        sums["handoff_contacted"],
+        sums["handoff_linked"],
+        sums["handoff_by_partner"],
+        sums["handoff_attended"],
+        sums["handoff_engaged"],
+    )

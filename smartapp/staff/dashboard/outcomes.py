@@ -99,9 +99,17 @@ def outcome_totals(handoffs: Sequence[Visit]) -> dict:
     linked = sum(1 for v in handoffs if v.linked)
     attended = sum(1 for v in handoffs if v.attended)
     engaged = sum(1 for v in handoffs if v.engaged)
+    contacted = sum(1 for v in handoffs if v.first_contact_at is not None)
+    return totals_of(n, contacted, linked, by_partner, attended, engaged)
+
+
+def totals_of(
+    n: int, contacted: int, linked: int, by_partner: int, attended: int, engaged: int
+) -> dict:
+    """The outcome totals from their counts (over visits here, in SQL by the aggregate)."""
     return {
         "handoffs": n,
-        "contacted": sum(1 for v in handoffs if v.first_contact_at is not None),
+        "contacted": contacted,
         "linked": linked,
         "by_partner": by_partner,
         "by_coach": linked - by_partner,
