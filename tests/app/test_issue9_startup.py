@@ -111,6 +111,35 @@ def test_relative_instance_path_is_accepted(tmp_path, monkeypatch):
     app.extensions["handoff"].db.engine.dispose()
 
 
+def test_db_upgrade_brings_the_dashboard_visits_up_to_date(tmp_path):
+    """`handoff db upgrade` joins the log's events into the dashboard's kept visits, so the
+    first dashboard view after an upgrade that rebuilds them (0009) is not the slow one."""
+    from smartapp.audit.models import LogEvent, LogSummaryState
+    from smartapp.db import Database
+
+    env = {"HANDOFF_INSTANCE_PATH": str(demo_instance(tmp_path / "instance"))}
+    assert handoff("db", "upgrade", cwd=tmp_path, env=env).returncode == 0
+    database = Database(f"sqlite:///{tmp_path / 'instance' / 'handoff.sqlite'}")
+    with database.session() as session:
+        for n in range(3):
+            referral_log.append(
+                session,
+                "suggestions-shown",
+                iss="https://ehr.example/fhir",
+                patient_id=f"P-{n}",
+                encounter_id=f"E-{n}",
+                data={"pack": {"id": "p", "version": "1"}, "suggestions": []},
+            )
+    upgraded = handoff("db", "upgrade", cwd=tmp_path, env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "dashboard visits up to date" in upgraded.stdout
+    with database.session() as session:
+        head = session.scalar(select(func.max(LogEvent.seq)))
+        state = session.get(LogSummaryState, "dashboard")
+        assert head == 3 and state is not None and state.seq == head
+    database.engine.dispose()
+
+
 # 11: quiet unless asked
 
 
