@@ -264,10 +264,17 @@ def _heads(session: Session) -> tuple[int, int]:
 def bring_up_to_date(session: Session) -> int:
     """Join the events appended since the last view into the kept visits (all of them again
     when a log row was changed); returns how many damaged rows were left out."""
+    return catch_up(session)[1]
+
+
+def catch_up(session: Session, limit: int | None = None) -> tuple[bool, int]:
+    """`bring_up_to_date`, at most `limit` events in this unit of work (the chain lock is held
+    until it ends: a rebuild of millions of events in one unit would hold every append back
+    for minutes); (whether the kept visits reach the log's head, damaged rows left out)."""
     head, mark = _heads(session)
     state = _state(session)
     if state is not None and state[0] >= head and state[1] >= mark:
-        return state[2]
+        return True, state[2]
     chain.lock(session)
     head, mark = _heads(session)
     state = _state(session)
@@ -280,13 +287,14 @@ def bring_up_to_date(session: Session) -> int:
         session.execute(delete(FIGURES))
         session.execute(delete(TEXTS))
         done, unreadable = 0, 0
-    unreadable += _join(session, done, head)
+    upto = head if limit is None else min(head, done + limit)
+    unreadable += _join(session, done, upto)
     session.execute(
         update(LogSummaryState)
         .where(LogSummaryState.name == NAME)
-        .values(seq=head, mark=mark, unreadable=unreadable)
+        .values(seq=upto, mark=mark, unreadable=unreadable)
     )
-    return unreadable
+    return upto >= head, unreadable
 
 
 def _join(session: Session, after: int, head: int) -> int:
