@@ -147,28 +147,34 @@ def _watch(
     words = ["starting"]
     stop = threading.Event()
 
+    tracker = sc.statusTracker()
+    shown: dict[int, int] = {}  # stage id: completed tasks told
+    current: list[int | None] = [None]
+
     def poll() -> None:
-        tracker = sc.statusTracker()
-        shown: dict[int, int] = {}  # stage id: completed tasks told
-        current = None
         while not stop.wait(0.5):
-            for job_id in tracker.getJobIdsForGroup(group):
-                job = tracker.getJobInfo(job_id)
-                for stage_id in sorted(job.stageIds) if job else ():
-                    stage = tracker.getStageInfo(stage_id)
-                    if stage is None or stage.numTasks == 0:
-                        continue
-                    if stage_id not in shown:
-                        if stage.numActiveTasks == 0 and stage.numCompletedTasks == 0:
-                            continue  # not started (or skipped: its shuffle is re-used)
-                        shown[stage_id] = 0
-                        current = stage_id
-                        if on_tasks:
-                            on_tasks(f"{words[0]} (Spark stage {stage_id})", stage.numTasks)
-                    done = stage.numCompletedTasks - shown[stage_id]
-                    if done > 0 and stage_id == current and progress:
-                        progress(done)
-                    shown[stage_id] += max(done, 0)
+            look()
+        look()  # once more: the stages that ran since the last look (a short last job)
+
+    def look() -> None:
+        """Tell the stages of our jobs that started, and their tasks done since the last look."""
+        for job_id in tracker.getJobIdsForGroup(group):
+            job = tracker.getJobInfo(job_id)
+            for stage_id in sorted(job.stageIds) if job else ():
+                stage = tracker.getStageInfo(stage_id)
+                if stage is None or stage.numTasks == 0:
+                    continue
+                if stage_id not in shown:
+                    if stage.numActiveTasks == 0 and stage.numCompletedTasks == 0:
+                        continue  # not started (or skipped: its shuffle is re-used)
+                    shown[stage_id] = 0
+                    current[0] = stage_id
+                    if on_tasks:
+                        on_tasks(f"{words[0]} (Spark stage {stage_id})", stage.numTasks)
+                done = stage.numCompletedTasks - shown[stage_id]
+                if done > 0 and stage_id == current[0] and progress:
+                    progress(done)
+                shown[stage_id] += max(done, 0)
 
     thread = threading.Thread(target=poll, name="spark-progress", daemon=True)
     if progress or on_tasks:
