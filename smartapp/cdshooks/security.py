@@ -11,7 +11,6 @@ read before this passes, and no token is ever logged. Flask-free.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,36 +49,6 @@ def fetch_jwks(url: str) -> dict:
         raise Refused(f"the client's JWKS could not be read: {error}") from None
 
 
-@dataclass
-class JwksCache:
-    """Each client's JWKS by URL, kept `ttl` seconds; an unknown kid fetches it again (at most
-    once every `refetch_after` seconds per URL), so a rotation is seen without a fetch per call."""
-
-    ttl: float = 300.0
-    refetch_after: float = 30.0
-    fetch: Callable[[str], dict] = fetch_jwks
-    _entries: dict[str, tuple[float, dict]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def keys(self, url: str, kid: str) -> dict:
-        now = time.monotonic()
-        with self._lock:
-            found = self._entries.get(url)
-        fresh = found is not None and now - found[0] < self.ttl
-        if found is not None and fresh and _has_kid(found[1], kid):
-            return found[1]
-        if found is not None and fresh and now - found[0] < self.refetch_after:
-            return found[1]  # fetched just now: the kid is not there
-        document = self.fetch(url)
-        with self._lock:
-            self._entries[url] = (now, document)
-        return document
-
-
-def _has_kid(document: dict, kid: str) -> bool:
-    return any(isinstance(k, dict) and k.get("kid") == kid for k in document.get("keys", []))
-
-
 def _unverified(token: str) -> tuple[dict, dict]:
     """Header and claims of a compact JWS, before its signature is checked."""
     try:
@@ -95,7 +64,7 @@ class Verifier:
     db: Database
     clients: Callable[[], CdsClients]
     max_seconds: int = 300
-    jwks: JwksCache = field(default_factory=JwksCache)
+    jwks: jws.JwksCache = field(default_factory=lambda: jws.JwksCache(fetch_jwks))
     # Keys imported from a key set, by (issuer, kid, alg), with the key set they came from.
     _imported: dict = field(default_factory=dict)
 

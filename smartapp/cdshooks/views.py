@@ -16,10 +16,11 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from smartapp.cdshooks import discovery, feedback, service
 from smartapp.cdshooks.clients import CdsClientError, CdsClients, load_clients
-from smartapp.cdshooks.security import JwksCache, Refused, Verifier
+from smartapp.cdshooks.security import Refused, Verifier, fetch_jwks
 from smartapp.cdshooks.writer import writer_for
 from smartapp.screen.views import deliver_in_background
 from smartapp.services import current_services
+from smartapp.web.jws import JwksCache
 
 bp = Blueprint("cdshooks", __name__, url_prefix="/cds-services")
 log = logging.getLogger("handoff.cdshooks")
@@ -52,7 +53,7 @@ def runtime() -> CdsRuntime:
             db=current_services().db,
             clients=lambda: clients,
             max_seconds=settings.jwt_max_seconds,
-            jwks=JwksCache(ttl=float(app.config["CDS_JWKS_CACHE_SECONDS"])),
+            jwks=JwksCache(fetch_jwks, ttl=float(app.config["CDS_JWKS_CACHE_SECONDS"])),
         )
         # The calls' writes append to the referral log in the app's context (its signer).
         writer_for(current_services().db, app.app_context)

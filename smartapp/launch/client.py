@@ -22,7 +22,7 @@ from joserfc.jwk import KeySet
 
 from smartapp.fhir.http import adopt, session_for
 from smartapp.launch.registrations import Registration
-from smartapp.web.jws import unverified
+from smartapp.web.jws import JwksCache, unverified
 
 
 class LaunchError(Exception):
@@ -363,14 +363,17 @@ class EhrDocuments:
     """The EHRs' published documents, kept `ttl` seconds (SMART_DISCOVERY_CACHE_SECONDS) as
     HTTP caches keep them, instead of fetched on every launch: each EHR's SMART configuration
     (an EHR that changes it is seen within `ttl`) and the key sets its identity tokens are
-    signed with (a kid not in the kept set fetches it again, at most every `refetch_after`
-    seconds: a key rotation is seen at once). `ttl` 0 keeps nothing."""
+    signed with (`web.jws.JwksCache`: a kid not in the kept set fetches it again, at most every
+    `refetch_after` seconds: a key rotation is seen at once). `ttl` 0 keeps nothing."""
 
     ttl: float = 300.0
     refetch_after: float = 30.0
     _configs: dict[str, tuple[float, SmartConfiguration]] = field(default_factory=dict)
-    _key_sets: dict[str, tuple[float, dict]] = field(default_factory=dict)
+    _key_sets: JwksCache = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._key_sets = JwksCache(ttl=self.ttl, refetch_after=self.refetch_after)
 
     def configuration(self, iss: str, timeout: tuple[float, float]) -> SmartConfiguration:
         now = time.monotonic()
@@ -385,25 +388,7 @@ class EhrDocuments:
         return config
 
     def key_set(self, jwks_uri: str, kid: str | None, timeout: tuple[float, float]) -> dict:
-        now = time.monotonic()
-        with self._lock:
-            found = self._key_sets.get(jwks_uri)
-        if found is not None and now - found[0] < self.ttl:
-            just_fetched = now - found[0] < self.refetch_after
-            if _names_kid(found[1], kid) or just_fetched:
-                return found[1]
-        document = fetch_key_set(jwks_uri, timeout)
-        if self.ttl > 0:
-            with self._lock:
-                self._key_sets[jwks_uri] = (now, document)
-        return document
-
-
-def _names_kid(document: dict, kid: str | None) -> bool:
-    keys = document.get("keys")
-    if kid is None or not isinstance(keys, list):
-        return kid is None
-    return any(isinstance(k, dict) and k.get("kid") == kid for k in keys)
+        return self._key_sets.keys(jwks_uri, kid, lambda url: fetch_key_set(url, timeout))
 
 
 def fetch_key_set(jwks_uri: str, timeout: tuple[float, float]) -> dict:

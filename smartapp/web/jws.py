@@ -6,7 +6,10 @@ parses and imports; callers turn the ValueErrors into their protocol's refusal (
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import requests
 from joserfc import jws
@@ -81,3 +84,46 @@ def signing_key(keys: Iterable[object], kid: str, alg: str) -> RSAKey | ECKey:
         if isinstance(key, key_type) and (curve is None or data.get("crv") == curve):
             return key  # type: ignore[return-value]
     raise KeyCannotVerify(kid)
+
+
+@dataclass
+class JwksCache:
+    """Key sets by URL, kept `ttl` seconds; a kid the kept set lacks fetches it again (at most
+    once every `refetch_after` seconds per URL), so a rotation is seen without a fetch per use.
+    `fetch` reads a key set (or the one given to `keys`); `ttl` 0 keeps nothing."""
+
+    fetch: Callable[[str], dict] | None = None
+    ttl: float = 300.0
+    refetch_after: float = 30.0
+    _entries: dict[str, tuple[float, dict]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def keys(self, url: str, kid: str | None, fetch: Callable[[str], dict] | None = None) -> dict:
+        """The key set at `url` that names `kid` (None: any kept set will do)."""
+        now = time.monotonic()
+        with self._lock:
+            found = self._entries.get(url)
+        if found is not None and self._answers(found, now, kid):
+            return found[1]
+        read = fetch or self.fetch
+        if read is None:
+            raise TypeError("JwksCache.keys needs a fetch")
+        document = read(url)
+        if self.ttl > 0:
+            with self._lock:
+                self._entries[url] = (now, document)
+        return document
+
+    def _answers(self, found: tuple[float, dict], now: float, kid: str | None) -> bool:
+        """A kept set still answers: not too old, and it has the kid or was fetched just now
+        (then the kid is not there: asked again only after `refetch_after`)."""
+        age = now - found[0]
+        return age < self.ttl and (names_kid(found[1], kid) or age < self.refetch_after)
+
+
+def names_kid(document: dict, kid: str | None) -> bool:
+    """Whether a key set holds a key with this kid (any set, for no kid)."""
+    keys = document.get("keys")
+    if kid is None or not isinstance(keys, list):
+        return kid is None
+    return any(isinstance(k, dict) and k.get("kid") == kid for k in keys)
