@@ -356,3 +356,26 @@ def test_updated_task_owner_only_for_a_fhir_reference():
     linked = updated_task(task, replace(CHANGES, linked_program="Bridge (555)"))
     assert linked["output"] == [{"type": {"text": "Linked program"}, "valueString": "Bridge (555)"}]
     assert task["status"] == "requested"  # a copy
+
+
+def test_a_plan_read_from_its_row_is_an_exact_copy():
+    """from_json copies the row's JSON (editing the plan leaves the row alone) and keeps every
+    value as stored, an integer past 64 bits too (the JSON columns read it exactly)."""
+    row = {
+        "profile": "fhir-rest",
+        "transaction": True,
+        "operations": [
+            {
+                "key": "note",
+                "type": "DocumentReference",
+                "mode": "rest",
+                "status": "pending",
+                "resource": {"resourceType": "DocumentReference", "size": 2**70},
+            }
+        ],
+    }
+    kept = json.loads(json.dumps(row))
+    plan = WritePlan.from_json(row)
+    assert plan.to_json()["operations"][0]["resource"]["size"] == 2**70
+    plan.operations[0].resource["size"] = 1
+    assert row == kept
