@@ -4,7 +4,7 @@
 - `visit_aids(db, context)`: in one read, the COWS Observations recorded through the
   calculator for the launch's visit and kept in Handoff (FHIR R4 JSON; the screen adds them to
   the chart before `evaluate`, so a kept score decides exactly as one written to the EHR), and
-  the latest record of each aid for the screen (`kept_resources`, `recorded`: each part alone).
+  the latest record of each aid for the screen (`recorded`: that part alone).
 - `record_cows`: score the 11 answers, write the total as an Observation where the EHR's write
   profile and the granted scopes allow it (kept in Handoff otherwise, or when the write
   fails), and log it (`aid-cows`).
@@ -48,7 +48,6 @@ __all__ = [
     "CowsOutcome",
     "for_note",
     "for_screen",
-    "kept_resources",
     "visit_aids",
     "VisitAids",
     "record_cows",
@@ -148,13 +147,6 @@ def visit_aids(db: Database, context: LaunchContext) -> VisitAids:
         "dsm5": _summary(dsm5[-1]) if dsm5 else None,
     }
     return VisitAids(kept, recorded)
-
-
-def kept_resources(db: Database, context_id: str) -> list[dict]:
-    """The COWS Observations recorded for the launch's visit and kept in Handoff."""
-    with db.session() as session:
-        context = session.get(LaunchContext, context_id)
-    return visit_aids(db, context).kept if context is not None else []
 
 
 def recorded(db: Database, context: LaunchContext) -> dict:

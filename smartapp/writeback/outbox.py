@@ -244,11 +244,6 @@ def due(db: Database, now: datetime | None = None, limit: int = 20) -> list[str]
         return list(session.scalars(query))
 
 
-def claim(db: Database, referral_id: str, owner: str, now: datetime | None = None) -> bool:
-    """Take the lease if nobody holds it (an atomic compare-and-set on the row)."""
-    return claimed(db, referral_id, owner, now) is not None
-
-
 def claimed(
     db: Database, referral_id: str, owner: str, now: datetime | None = None
 ) -> Referral | None:
