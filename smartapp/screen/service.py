@@ -10,7 +10,6 @@ shown is described in `screen.shown`; the form and its checks are in `screen.dec
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -213,19 +212,13 @@ def present(
     """What the physician sees for the launch (see `build_shown`), with who signs (read now
     with the chart, so that Sign itself waits for nothing but its write), recorded on the
     launch and in the referral log (by the caller, with `record` False: the screen records
-    it once the page is sent, see `record_shown`)."""
+    it while it renders the page, and answers once both are done)."""
     # The chart is read in this thread: the EHR's answer is the long wait. What does not
     # depend on it (the coach team's caseload, what the aids recorded) is read meanwhile in a
-    # thread of its own, which starts once the read is under way (it would otherwise hold the
-    # interpreter while the request to the EHR waits to be sent).
-    reading = threading.Event()
+    # thread of its own.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="screen-side") as pool:
-        side = pool.submit(_side_reads, services, settings, context, now, reading)
-        try:
-            reading.set()
-            read = read_chart(services, context, settings, now)
-        finally:
-            reading.set()
+        side = pool.submit(_side_reads, services, settings, context, now)
+        read = read_chart(services, context, settings, now)
         expectation, recorded = side.result()
     shown = build_shown(services, context, settings, now, read, recorded)
     shown["aids"]["recorded"] = recorded.recorded  # what the aids' partials say was recorded
@@ -246,11 +239,9 @@ def _side_reads(
     settings: ScreenSettings,
     context: LaunchContext,
     now: datetime,
-    reading: threading.Event,
 ) -> tuple[dict, aids.VisitAids]:
     """What the screen reads beside the chart: the coach team's expectation and the visit's
-    aid records (after the chart's read has started)."""
-    reading.wait(5.0)
+    aid records."""
     return coach_expectation(services, settings, now), aids.visit_aids(services.db, context)
 
 
