@@ -74,3 +74,10 @@ def condition(cid: str, system: str, code: str, **extra: Any) -> dict[str, Any]:
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"
 SCT = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+
+
+def run_free(data: dict[str, Any]) -> dict[str, Any]:
+    """A backtest report without what depends on the run: its workers and input path."""
+    data.pop("workers")
+    data["input"].pop("path")
+    return data

@@ -20,14 +20,13 @@ from smartapp.rulestools import backtest_ndjson
 from smartapp.rulestools.backtest import BacktestError, report, run_backtest
 from smartapp.rulestools.backtest_ndjson import EXACT, LINES, RUNS, _owner, bucket_of
 
+from .helpers import run_free
+
 IN_MEMORY = 1 << 40  # the reference: the NDJSON read in memory, in one process
 
 
 def _same(result: Any) -> dict[str, Any]:
-    data = report(result)
-    data.pop("workers")
-    data["input"].pop("path")
-    return data
+    return run_free(report(result))
 
 
 @pytest.fixture(scope="module")

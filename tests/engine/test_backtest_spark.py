@@ -27,16 +27,12 @@ from smartapp.rulestools import backtest_ndjson
 from smartapp.rulestools.backtest import BacktestError, report, run_backtest
 from smartapp.rulestools.backtest_progress import Progress
 
-from .helpers import SYNTHEA, run_cli
+from .helpers import SYNTHEA, run_cli, run_free
 from .test_backtest_speed import variant_pack
 
 
 def _same(result: Any) -> dict[str, Any]:
-    """The report without the run's own figure (workers) and input path."""
-    data = report(result)
-    data.pop("workers")
-    data["input"].pop("path")
-    return data
+    return run_free(report(result))
 
 
 @pytest.fixture(scope="module")
@@ -225,8 +221,6 @@ def test_cli_spark_engine_report_and_progress(population: Path, expected: dict) 
         "--progress", "--json",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    data = json.loads(proc.stdout)
-    data.pop("workers")
-    data["input"].pop("path")
+    data = run_free(json.loads(proc.stdout))
     assert data == expected
     assert "replaying ED visits (Spark stage" in proc.stderr

@@ -27,7 +27,7 @@ from smartapp.engine.history import Replayed
 from smartapp.rulestools.backtest import Backtest, BacktestError, report, run_backtest
 from smartapp.rulestools.backtest_pool import WorkerFailed, run_forked
 
-from .helpers import ICD, RULES, SCENARIOS, SYNTHEA
+from .helpers import ICD, RULES, SCENARIOS, SYNTHEA, run_free
 from .test_backtest import write_bundles, write_ndjson
 
 GOLDEN = Path(__file__).parent / "data" / "backtest_golden"
@@ -83,9 +83,7 @@ def _timeline(replayed: Replayed) -> dict[str, Any]:
 
 def snapshot(result: Backtest, root: Path) -> dict[str, Any]:
     """The report without what depends on the run (paths, workers), and every timeline."""
-    data = report(result)
-    data.pop("workers")
-    data["input"].pop("path")
+    data = run_free(report(result))
     for skipped in data["input"]["skipped_files"]:
         skipped["path"] = str(Path(skipped["path"]).relative_to(root))
     for name in ("pack", "compare"):
