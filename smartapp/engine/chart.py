@@ -12,9 +12,9 @@ The chart's types live in ``chart_types``, input checks in ``chart_input``, refe
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .chart_input import bundle_items, check_outcome, key_of, resource_items, resource_key
 from .chart_refs import MEDICATION_PROBLEM, Resolver, codes_of, encounter_of
@@ -52,6 +52,8 @@ __all__ = [
     "resource_items",
     "resource_key",
 ]
+
+T = TypeVar("T")
 
 #: Types a chart built with ``keep`` always holds, whatever their codes.
 ALWAYS_KEPT = frozenset({"Patient", "Encounter", "Medication", *MEDICATION_TYPES})
@@ -119,6 +121,8 @@ class Chart:
         self._with: dict[tuple[str, str], tuple[ChartEntry, ...]] = {}
         self._reasons: dict[str, tuple[tuple[str, str], ...]] = {}
         self._reason_members: dict[int, tuple[Any, tuple[ChartEntry, ...]]] = {}
+        self._derived: dict[int, tuple[Any, Any]] = {}
+        self._reason_codings: frozenset[tuple[str, str]] | None = None
 
     # construction -------------------------------------------------------------------
 
@@ -293,10 +297,16 @@ class Chart:
         cached = self._reason_members.get(id(valueset))
         if cached is not None and cached[0] is valueset:
             return cached[1]
-        found = tuple(
-            e
-            for e in self.with_element("Encounter", "reasonCode")
-            if any(valueset.contains(system, code) for system, code in self.reason_codes(e.key))
+        encounters = self.with_element("Encounter", "reasonCode")
+        codings = self._reason_codings  # each distinct reason tested once per value set
+        if codings is None:
+            codings = frozenset(c for e in encounters for c in self.reason_codes(e.key))
+            self._reason_codings = codings
+        hits = {c for c in codings if valueset.contains(*c)}
+        found = (
+            tuple(e for e in encounters if not hits.isdisjoint(self.reason_codes(e.key)))
+            if hits
+            else ()
         )
         self._reason_members[id(valueset)] = (valueset, found)
         return found
@@ -332,6 +342,22 @@ class Chart:
         # kept with its result, so the value set's id() cannot be reused meanwhile
         self._members[id(valueset)] = (valueset, found)
         return found
+
+    def derived(self, owner: Any, build: Callable[[Chart], T]) -> T:
+        """What ``build`` works out from the full chart for ``owner`` (a pack), once per
+        chart and owner: the views of a chart (:meth:`as_of`) share it."""
+        found = self._derived.get(id(owner))
+        if found is not None and found[0] is owner:
+            return cast(T, found[1])
+        value = build(self)
+        # kept with its owner, so the owner's id() cannot be reused meanwhile
+        self._derived[id(owner)] = (owner, value)
+        return value
+
+    def shown(self, entries: tuple[ChartEntry, ...]) -> tuple[ChartEntry, ...]:
+        """Entries of the full chart as this chart shows them (all of them, as they are;
+        a view of the chart as of a time hides and revises some)."""
+        return entries
 
     # history --------------------------------------------------------------------------
 

@@ -3,13 +3,15 @@ indexes, with what the views of one chart share computed once (``History``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from . import asof
 from .chart import Chart
 from .chart_types import ChartEntry, ValueSetLike
+
+T = TypeVar("T")
 
 
 class History:
@@ -133,6 +135,12 @@ class ChartAsOf(Chart):
 
     def reason_members(self, valueset: ValueSetLike) -> tuple[ChartEntry, ...]:
         return self._cut(self._base.reason_members(valueset))
+
+    def derived(self, owner: Any, build: Callable[[Chart], T]) -> T:
+        return self._base.derived(owner, build)
+
+    def shown(self, entries: tuple[ChartEntry, ...]) -> tuple[ChartEntry, ...]:
+        return self._cut(entries)
 
     def as_of(self, time: datetime, current_encounter: str | None = None) -> Chart:
         raise TypeError("a chart as of a time is a view: call as_of on the full chart")

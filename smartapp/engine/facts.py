@@ -7,12 +7,13 @@ set membership is computed once per value set from the chart's coding index.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from .chart import Chart, ChartEntry
+from .fact_plan import fact_plan
 from .fhir import (
     age_in_years,
     coding_tuple,
@@ -78,7 +79,10 @@ class FactContext:
         self.pack = pack
         self.encounter = encounter
         self.unread = unread
-        self._facts: dict[str, Truth] = {}
+        plan = self._plan = fact_plan(chart, pack)
+        # facts no resource of this chart can make true, answered without looking
+        self._facts: dict[str, Truth] = dict.fromkeys(plan.never_facts, FALSE)
+        self._never = plan.never
         rule = pack.document.current_encounter
         start = encounter.time if encounter is not None else None
         self._history_cut = (
@@ -98,14 +102,17 @@ class FactContext:
         """Evaluate any expression node."""
         if isinstance(expr, str):
             return self.fact(expr)
+        if id(expr) in self._never:
+            return FALSE
         handler = _HANDLERS[type(expr)]
         return handler(self, expr)
 
     def fact(self, name: str) -> Truth:
         """A named fact, evaluated at most once (the pack loader rejects cycles)."""
-        if name not in self._facts:
-            self._facts[name] = self.eval(self.pack.facts[name])
-        return self._facts[name]
+        found = self._facts.get(name)
+        if found is None:
+            found = self._facts[name] = self.eval(self.pack.facts[name])
+        return found
 
     # chart queries ------------------------------------------------------------------
 
@@ -118,6 +125,19 @@ class FactContext:
                 if entry.resource_type in types:
                     found[entry.key] = entry
         return [found[k] for k in sorted(found)]
+
+    def selected(self, selector: Any, resource_types: Iterable[str]) -> Sequence[ChartEntry]:
+        """``coded(selector.valueset, resource_types)``; for the pack's own selectors, from
+        the candidates worked out once for the full chart (see fact_plan)."""
+        found = self._plan.candidates.get(id(selector))
+        if found is None:
+            return self.coded(selector.valueset, resource_types)
+        return self.chart.shown(found)
+
+    def may_read_reasons(self, selector: Any) -> bool:
+        """False when no encounter's ``reasonCode`` is coded in the selector's value sets
+        (``reason_entries`` would find nothing, at any time)."""
+        return self._plan.reasons.get(id(selector), True)
 
     def _members_of(self, vs_id: str) -> tuple[ChartEntry, ...]:
         """Chart entries with at least one coding in a value set (the chart memoises it)."""
@@ -277,13 +297,13 @@ def _condition(ctx: FactContext, expr: ConditionExpr) -> Truth:
     sel = expr.condition
     hits = [
         e
-        for e in ctx.coded(sel.valueset, ("Condition",))
+        for e in ctx.selected(sel, ("Condition",))
         if _condition_statuses(
             sel, _status(e.resource, "clinicalStatus"), _status(e.resource, "verificationStatus")
         )
         and ctx.timed(e, sel, sel.history_codes)
     ]
-    if _condition_statuses(sel, *_REASON_STATUS):
+    if ctx.may_read_reasons(sel) and _condition_statuses(sel, *_REASON_STATUS):
         hits.extend(
             e
             for e in ctx.reason_entries(sel.valueset, sel.earlier_encounter_reasons)
@@ -296,7 +316,7 @@ def _observation(ctx: FactContext, expr: ObservationExpr) -> Truth:
     sel = expr.observation
     return _holds(
         e
-        for e in ctx.coded(sel.valueset, ("Observation",))
+        for e in ctx.selected(sel, ("Observation",))
         if status_allows(sel.status, _status(e.resource, "status"))
         and (sel.positive is None or is_positive(e.resource, sel.positive))
         and ctx.timed(e, sel)
@@ -331,7 +351,7 @@ def _latest_observation(ctx: FactContext, expr: LatestObservationExpr) -> Truth:
     sel = expr.latest_observation_value_at_least
     scored = [
         (e.time, -value, e)
-        for e in ctx.coded(sel.valueset, ("Observation",))
+        for e in ctx.selected(sel, ("Observation",))
         if status_allows(sel.status, _status(e.resource, "status"))
         and ctx.timed(e, sel)
         and (value := numeric_value(e.resource)) is not None
@@ -346,7 +366,7 @@ def _medication(ctx: FactContext, expr: MedicationExpr) -> Truth:
     sel = expr.medication
     return _holds(
         e
-        for e in ctx.coded(sel.valueset, sel.status)
+        for e in ctx.selected(sel, sel.status)
         if status_allows(sel.status_of(e.resource_type), _status(e.resource, "status"))
         and _intent_allows(sel, e)
         and ctx.timed(e, sel)
@@ -397,7 +417,7 @@ def _allergy(ctx: FactContext, expr: AllergyExpr) -> Truth:
     sel = expr.allergy
     return _holds(
         e
-        for e in ctx.coded(sel.valueset, ("AllergyIntolerance",))
+        for e in ctx.selected(sel, ("AllergyIntolerance",))
         if status_allows(sel.clinical_status, _status(e.resource, "clinicalStatus"))
         and status_allows(sel.verification_status, _status(e.resource, "verificationStatus"))
     )
@@ -407,7 +427,7 @@ def _service_request(ctx: FactContext, expr: ServiceRequestExpr) -> Truth:
     sel = expr.service_request
     return _holds(
         e
-        for e in ctx.coded(sel.valueset, ("ServiceRequest",))
+        for e in ctx.selected(sel, ("ServiceRequest",))
         if status_allows(sel.status, _status(e.resource, "status")) and ctx.timed(e, sel)
     )
 
