@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,6 +33,8 @@ log = logging.getLogger("handoff.cdshooks.security")
 
 CLOCK_SKEW_SECONDS = 5
 JWKS_TIMEOUT_SECONDS = 5
+#: How often a process deletes the JWT ids whose JWTs have expired.
+SWEEP_SECONDS = 60.0
 
 
 class Refused(Exception):
@@ -67,6 +69,7 @@ class Verifier:
     jwks: jws.JwksCache = field(default_factory=lambda: jws.JwksCache(fetch_jwks))
     # Keys imported from a key set, by (issuer, kid, alg), with the key set they came from.
     _imported: dict = field(default_factory=dict)
+    _next_sweep: float = 0.0  # when this process next deletes expired JWT ids
 
     def verify(self, authorization: str | None, audience: str, now: float | None = None):
         """The trusted client of a call whose JWT passes every check; Refused otherwise."""
@@ -136,15 +139,19 @@ class Verifier:
 
     def _use_jti(self, client: CdsClient, jti: str, exp: float, now: float) -> None:
         """Record the jti until the JWT expires (committed before anything is read); a second
-        use (in any process) is a replay, refused by the primary key."""
+        use (in any process) is a replay, refused by the primary key. One INSERT (no ORM
+        object); the expired rows go at most every SWEEP_SECONDS per process."""
         expires = datetime.fromtimestamp(exp + CLOCK_SKEW_SECONDS, UTC)
+        sweep = now >= self._next_sweep
+        if sweep:
+            self._next_sweep = now + SWEEP_SECONDS
 
         def record(session: Session) -> None:
-            if int(now) % 16 == 0:  # now and then: the expired ones go
+            if sweep:
                 cutoff = datetime.fromtimestamp(now, UTC)
                 session.execute(delete(CdsJwtUse).where(CdsJwtUse.expires_at < cutoff))
-            session.add(CdsJwtUse(issuer=client.issuer, jti=jti, expires_at=expires))
-            session.flush()  # a replay fails here, inside its own unit
+            values = {"issuer": client.issuer, "jti": jti, "expires_at": expires}
+            session.execute(insert(CdsJwtUse).values(values))  # a replay fails here
 
         try:
             writer_for(self.db).run(record)

@@ -20,10 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from sqlalchemy import literal, select, union_all
+from sqlalchemy import insert, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from smartapp.audit import log as referral_log
@@ -303,25 +304,26 @@ def keep_shown(
     # go with Handoff's backend access, or wait for the next launch of the visit.
     expired = {"access_token": ""}
 
+    row = {
+        "id": card_id,
+        "browser_id": browser_id(client),
+        "registration_id": call.registration_id,
+        "iss": call.iss,
+        "patient_id": call.context.patientId,
+        "encounter_id": encounter_id,
+        "user_ref": call.context.userId,
+        "scope": "",
+        "need_patient_banner": 0,
+        "token_ciphertext": services.cipher.encrypt(expired, card_id),
+        "token_endpoint": "",
+        "access_expires_at": now,
+        "shown": shown,
+    }
+    data = shown_log_data(shown) | {"entry": "cds-hooks", "card": card_id}
+    data["hook"] = call.request.hook
+
     def record(db: Session) -> None:
-        context = LaunchContext(
-            id=card_id,
-            browser_id=browser_id(client),
-            registration_id=call.registration_id,
-            iss=call.iss,
-            patient_id=call.context.patientId,
-            encounter_id=encounter_id,
-            user_ref=call.context.userId,
-            scope="",
-            need_patient_banner=0,
-            token_ciphertext=services.cipher.encrypt(expired, card_id),
-            token_endpoint="",
-            access_expires_at=now,
-            shown=shown,
-        )
-        db.add(context)
-        data = shown_log_data(shown) | {"entry": "cds-hooks", "card": card_id}
-        data["hook"] = call.request.hook
-        referral_log.append_about(db, "suggestions-shown", context, data=data)
+        db.execute(insert(LaunchContext).values(row))  # one INSERT, no ORM object
+        referral_log.append_about(db, "suggestions-shown", SimpleNamespace(**row), data=data)
 
     writer_for(services.db).run(record)
