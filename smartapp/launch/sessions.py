@@ -6,7 +6,9 @@ report."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import select
 
@@ -81,11 +83,9 @@ def client_for(
         token = services.cipher.decrypt(loaded.token_ciphertext, loaded.id)
         if not _refresh_needed(token, loaded, now):
             return FhirClient(loaded.iss, token["access_token"], services.timeout)
-    with services.db.session() as db:
-        context = db.get(LaunchContext, context_id)
-        if context is None:
-            raise SessionEnded("This launch is unknown.")
-        db.expunge(context)
+    context = _stored_credentials(services, context_id)
+    if context is None:
+        raise SessionEnded("This launch is unknown.")
     token = services.cipher.decrypt(context.token_ciphertext, context.id)
     expired = _expired(context, now)
     if force_refresh or _refresh_needed(token, context, now):
@@ -99,12 +99,48 @@ def client_for(
     return FhirClient(context.iss, token["access_token"], services.timeout)
 
 
-def _expired(context: LaunchContext, now: datetime) -> bool:
+class Credentials(Protocol):
+    """What a launch context's credentials are read from: a loaded LaunchContext, or its
+    credential columns alone (`_stored_credentials`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def iss(self) -> str: ...
+    @property
+    def registration_id(self) -> str: ...
+    @property
+    def token_ciphertext(self) -> bytes: ...
+    @property
+    def token_endpoint(self) -> str: ...
+    @property
+    def access_expires_at(self) -> datetime | None: ...
+
+
+# The columns a client needs; not the whole row: `shown` (the screen's suggestions, a large
+# JSON document) was parsed on every write's credentials and never used.
+_CREDENTIALS = select(
+    LaunchContext.id,
+    LaunchContext.iss,
+    LaunchContext.registration_id,
+    LaunchContext.token_ciphertext,
+    LaunchContext.token_endpoint,
+    LaunchContext.access_expires_at,
+)
+
+
+def _stored_credentials(services, context_id: str) -> Credentials | None:
+    """The context's credential columns as stored now (None for an unknown context)."""
+    with services.db.session() as db:
+        return db.execute(_CREDENTIALS.where(LaunchContext.id == context_id)).first()
+
+
+def _expired(context: Credentials, now: datetime) -> bool:
     expires = _aware(context.access_expires_at)
     return expires is not None and expires <= now
 
 
-def _refresh_needed(token: dict, context: LaunchContext, now: datetime) -> bool:
+def _refresh_needed(token: dict, context: Credentials, now: datetime) -> bool:
     """Expired, or inside the refresh margin with a refresh token to use."""
     expires = _aware(context.access_expires_at)
     due = bool(token.get("refresh_token")) and refresh_due(token, expires, now)
@@ -120,7 +156,7 @@ def _mark_expired(services, context_id: str, now: datetime) -> None:
             row.access_expires_at = now
 
 
-def _refresh(services, context: LaunchContext, token: dict) -> dict:
+def _refresh(services, context: Credentials, token: dict) -> dict:
     registration = services.registry.by_id(context.registration_id)
     if registration is None or not token.get("refresh_token"):
         log.warning("session ended: no refresh token (context=%s)", context.id[:8])
@@ -180,14 +216,19 @@ def client_for_referral(services, referral, force_refresh: bool = False) -> Fhir
     it), the write waits, queued and visible, and CredentialsUnavailable says for what."""
     from smartapp.writeback.outbox import CredentialsUnavailable
 
-    candidates = [
-        referral.context_id,
-        newest_context_for_visit(
+    def candidates() -> Iterator[str | None]:
+        """Its own launch, then (only where that one has ended) the visit's newest."""
+        yield referral.context_id
+        yield newest_context_for_visit(
             services, referral.iss, referral.patient_id, referral.encounter_id
-        ),
-    ]
+        )
+
     launch_refused = False  # the 401 that forced this refresh was the launch token's
-    for context_id in dict.fromkeys(c for c in candidates if c):
+    tried: set[str] = set()
+    for context_id in candidates():
+        if not context_id or context_id in tried:
+            continue
+        tried.add(context_id)
         try:
             return client_for(services, context_id, force_refresh=force_refresh)
         except SessionEnded as ended:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import update
+from sqlalchemy import Table, Update, bindparam, delete, insert, update
 from sqlalchemy.orm import Session
 
 from smartapp.audit import log as referral_log
@@ -24,10 +25,11 @@ def remember_authorization(
     auth: AuthorizationRequest,
     browser_id: str,
 ) -> None:
-    """Keep an authorization request in flight until its callback, bound to this browser."""
+    """Keep an authorization request in flight until its callback, bound to this browser
+    (one INSERT: Core, no unit of work to flush for a row nothing reads back here)."""
     with services.db.session() as db:
-        db.add(
-            PendingAuthorization(
+        db.execute(
+            insert(PendingAuthorization).values(
                 state=auth.state,
                 browser_id=browser_id,
                 registration_id=registration.id,
@@ -40,14 +42,23 @@ def remember_authorization(
         )
 
 
+_PENDING_COLUMNS = tuple(PendingAuthorization.__table__.columns)
+
+
 def take_authorization(services: Services, state: str) -> PendingAuthorization | None:
-    """The authorization request of `state`, deleted as it is read: single use, whatever
-    happens next. None for an empty, unknown or used state."""
+    """The authorization request of `state`, deleted as it is read (one DELETE ... RETURNING:
+    single use, whatever happens next, and two callbacks with one state cannot both get it).
+    None for an empty, unknown or used state. The row comes back as a PendingAuthorization
+    that belongs to no session."""
+    if not state:
+        return None
     with services.db.session() as db:
-        pending = db.get(PendingAuthorization, state) if state else None
-        if pending is not None:
-            db.delete(pending)
-    return pending
+        row = db.execute(
+            delete(PendingAuthorization)
+            .where(PendingAuthorization.state == state)
+            .returning(*_PENDING_COLUMNS)
+        ).first()
+    return PendingAuthorization(**row._asdict()) if row is not None else None
 
 
 def _aware(moment: datetime) -> datetime:
@@ -72,24 +83,25 @@ def open_context(
     the referral log, and return the new context's id."""
     context_id = secrets.token_urlsafe(24)
     expires_in = token.get("expires_in")
+    values = {
+        "id": context_id,
+        "browser_id": browser_id,
+        "registration_id": registration.id,
+        "iss": pending.iss,
+        "patient_id": str(token["patient"]),
+        "encounter_id": token.get("encounter"),
+        "user_ref": fhir_user_reference(claims.get("fhirUser"), pending.iss),
+        "scope": token.get("scope", ""),
+        "need_patient_banner": 1 if token.get("need_patient_banner", True) else 0,
+        "token_ciphertext": services.cipher.encrypt(token, context_id),
+        "token_endpoint": pending.token_endpoint,
+        "access_expires_at": (datetime.now(UTC) + timedelta(seconds=int(expires_in)))
+        if expires_in
+        else None,
+    }
+    context = LaunchContext(**values)  # what the log event is about; the row goes in by Core
     with services.db.session() as db:
-        context = LaunchContext(
-            id=context_id,
-            browser_id=browser_id,
-            registration_id=registration.id,
-            iss=pending.iss,
-            patient_id=str(token["patient"]),
-            encounter_id=token.get("encounter"),
-            user_ref=fhir_user_reference(claims.get("fhirUser"), pending.iss),
-            scope=token.get("scope", ""),
-            need_patient_banner=1 if token.get("need_patient_banner", True) else 0,
-            token_ciphertext=services.cipher.encrypt(token, context_id),
-            token_endpoint=pending.token_endpoint,
-            access_expires_at=(datetime.now(UTC) + timedelta(seconds=int(expires_in)))
-            if expires_in
-            else None,
-        )
-        db.add(context)
+        db.execute(insert(LaunchContext).values(values))
         referral_log.append_about(
             db,
             "launch",
@@ -101,20 +113,40 @@ def open_context(
     return context_id
 
 
+def _wake_statement(in_encounter: bool) -> Update:
+    """The UPDATE of `_wake_waiting_writes` (built once per form; values bound per call)."""
+    referrals = cast(Table, Referral.__table__)  # a Core UPDATE: no ORM bulk-update work
+    table = referrals.c
+    encounter = (
+        table.encounter_id == bindparam("wake_encounter_id")
+        if in_encounter
+        else table.encounter_id.is_(None)
+    )
+    return (
+        update(referrals)
+        .where(
+            table.iss == bindparam("wake_iss"),
+            table.patient_id == bindparam("wake_patient_id"),
+            encounter,
+            table.status == "queued",
+            table.next_attempt_at > bindparam("wake_now"),
+        )
+        .values(next_attempt_at=bindparam("wake_now"))
+    )
+
+
+_WAKE = {True: _wake_statement(True), False: _wake_statement(False)}
+
+
 def _wake_waiting_writes(db: Session, context: LaunchContext) -> None:
     """A new launch of a visit brings fresh credentials: its queued writes (waiting for a
     launch where the EHR gives no backend access, or backing off) are due now, not at their
     next scheduled retry."""
-    db.execute(
-        update(Referral)
-        .where(
-            Referral.iss == context.iss,
-            Referral.patient_id == context.patient_id,
-            Referral.encounter_id == context.encounter_id
-            if context.encounter_id
-            else Referral.encounter_id.is_(None),
-            Referral.status == "queued",
-            Referral.next_attempt_at > datetime.now(UTC),
-        )
-        .values(next_attempt_at=datetime.now(UTC))
-    )
+    values = {
+        "wake_iss": context.iss,
+        "wake_patient_id": context.patient_id,
+        "wake_now": datetime.now(UTC),
+    }
+    if context.encounter_id:
+        values["wake_encounter_id"] = context.encounter_id
+    db.execute(_WAKE[bool(context.encounter_id)], values)

@@ -19,9 +19,9 @@ import logging
 import random
 import secrets
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from sqlalchemy import CursorResult, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -248,24 +248,21 @@ def claimed(
     db: Database, referral_id: str, owner: str, now: datetime | None = None
 ) -> Referral | None:
     """Take the lease if nobody holds it (an atomic compare-and-set on the row) and read the
-    row under it, in one unit of work; None when somebody else holds it or it is done."""
+    row under it, in one statement (UPDATE ... RETURNING: SQLite and PostgreSQL both have it);
+    None when somebody else holds it or it is done."""
     now = now or utcnow()
     with db.session() as session:
-        # An UPDATE answers with a CursorResult (its row count); the stubs say Result.
-        result = cast(
-            "CursorResult[Any]",
-            session.execute(
-                update(Referral)
-                .where(
-                    Referral.id == referral_id,
-                    Referral.status == "queued",
-                    or_(Referral.lease_until.is_(None), Referral.lease_until < now),
-                )
-                .values(lease_owner=owner, lease_until=now + LEASE)
-                .execution_options(synchronize_session=False)
-            ),
-        )
-        return _row(session, referral_id) if result.rowcount == 1 else None
+        return session.scalars(
+            update(Referral)
+            .where(
+                Referral.id == referral_id,
+                Referral.status == "queued",
+                or_(Referral.lease_until.is_(None), Referral.lease_until < now),
+            )
+            .values(lease_owner=owner, lease_until=now + LEASE)
+            .returning(Referral)
+            .execution_options(synchronize_session=False)
+        ).one_or_none()
 
 
 def backoff_seconds(
@@ -294,7 +291,9 @@ def deliver(
     referral = claimed(db, referral_id, owner)
     if referral is None:
         return get(db, referral_id)  # somebody else is writing it, or it is done
-    plan = plan_of(referral)
+    # The claimed row belongs to no session and is dropped after this attempt: its plan is
+    # read without a copy (the attempt's edits reach the row only through _record_attempt).
+    plan = WritePlan.from_json(referral.plan, copy=False)
     wait = timedelta(seconds=CONFIRM_WAIT_SECONDS if confirm_wait is None else confirm_wait)
     actors = _pending_actors(plan)
     error = _attempt(plan, referral, client_for, wait)
@@ -372,7 +371,9 @@ def _record_attempt(
             log.warning("lease lost: referral=%s", referral_id[:8])
             return referral
         referral.attempts += 1
-        _merge_changes_made_meanwhile(plan, plan_of(referral))
+        # The stored plan read as it is (no copy): its operations move into `plan`, which
+        # replaces it on the row.
+        _merge_changes_made_meanwhile(plan, WritePlan.from_json(referral.plan, copy=False))
         store_plan(referral, plan)
         referral.lease_owner = None
         referral.lease_until = None

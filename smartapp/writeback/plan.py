@@ -295,11 +295,13 @@ class WritePlan:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> WritePlan:
+    def from_json(cls, data: dict[str, Any], copy: bool = True) -> WritePlan:
         """A plan from the referral row (a deep copy: editing it leaves the row alone; through
         the JSON columns' own reader and writer, many times faster than copy.deepcopy on a
-        plan's resources, and exact where orjson alone is not: integers past 64 bits)."""
-        data = read_json(write_json(data))
+        plan's resources, and exact where orjson alone is not: integers past 64 bits).
+        `copy=False` shares the row's values, for a caller that replaces the row's plan."""
+        if copy:
+            data = read_json(write_json(data))
         return cls(
             profile=data.get("profile", ""),
             transaction=bool(data.get("transaction", False)),

@@ -36,7 +36,13 @@ def write_transaction(client: FhirClient, plan: WritePlan) -> None:
         write_follow_ups(client, plan)
         return
     local = plan.local_references()
-    resolved = [replace(op, resource=resolve_references(op.resource, {}, local)) for op in pending]
+    # Only references to what stays in Handoff change (the transaction resolves its own
+    # `urn:uuid:`s); with none kept, the resources go as planned, without a rewritten copy.
+    resolved = (
+        [replace(op, resource=resolve_references(op.resource, {}, local)) for op in pending]
+        if local
+        else pending
+    )
     response = client.post_bundle(transaction_bundle_from_operations(resolved))
     answers = response.get("entry", [])
     if len(answers) != len(pending):
