@@ -414,6 +414,28 @@ def id_token_kid(id_token: str) -> str | None:
     return kid if isinstance(kid, str) else None
 
 
+_IMPORTED_MAX = 16
+_imported_sets: dict[int, tuple[dict, KeySet]] = {}
+_imported_lock = threading.Lock()
+
+
+def _imported(key_set: dict) -> KeySet:
+    """The JWK Set `key_set` imported (its keys parsed) once while it is the one kept:
+    EhrDocuments answers with the same document until it fetches the set again, and parsing
+    the keys was a visible part of every launch. Keyed by the document itself (the entry holds
+    it, so its id cannot be reused meanwhile); a few are kept, the oldest dropped first."""
+    with _imported_lock:
+        found = _imported_sets.get(id(key_set))
+    if found is not None and found[0] is key_set:
+        return found[1]
+    keys = KeySet.import_key_set(key_set)  # type: ignore[arg-type]
+    with _imported_lock:
+        if len(_imported_sets) >= _IMPORTED_MAX:
+            _imported_sets.pop(next(iter(_imported_sets)))
+        _imported_sets[id(key_set)] = (key_set, keys)
+    return keys
+
+
 def verify_id_token(
     id_token: str,
     key_set: dict,
@@ -424,7 +446,7 @@ def verify_id_token(
     """Check the id_token's signature (the issuer's JWK Set `key_set`), iss, aud, exp and
     nonce; return claims."""
     try:
-        keys = KeySet.import_key_set(key_set)  # type: ignore[arg-type]
+        keys = _imported(key_set)
         token = jwt.decode(id_token, keys, algorithms=["RS256", "RS384", "ES256", "ES384"])
     except (JoseError, ValueError, TypeError) as exc:
         raise LaunchError(

@@ -17,6 +17,14 @@ from smartapp.launch.client import AuthorizationRequest, SmartConfiguration, fhi
 from smartapp.launch.registrations import Registration
 from smartapp.services import Services
 
+# The launch's statements, built once: Core on the tables (no ORM unit of work, no statement
+# built per call); the values are bound per call.
+_PENDING = cast(Table, PendingAuthorization.__table__)
+_CONTEXTS = cast(Table, LaunchContext.__table__)
+_REMEMBER = insert(_PENDING)
+_TAKE = delete(_PENDING).where(_PENDING.c.state == bindparam("take_state")).returning(*_PENDING.c)
+_OPEN = insert(_CONTEXTS)
+
 
 def remember_authorization(
     services: Services,
@@ -26,23 +34,21 @@ def remember_authorization(
     browser_id: str,
 ) -> None:
     """Keep an authorization request in flight until its callback, bound to this browser
-    (one INSERT: Core, no unit of work to flush for a row nothing reads back here)."""
+    (one INSERT; nothing reads the row back here)."""
     with services.db.session() as db:
         db.execute(
-            insert(PendingAuthorization).values(
-                state=auth.state,
-                browser_id=browser_id,
-                registration_id=registration.id,
-                iss=registration.iss,
-                code_verifier=auth.code_verifier,
-                nonce=auth.nonce,
-                token_endpoint=config.token_endpoint,
-                jwks_uri=config.jwks_uri,
-            )
+            _REMEMBER,
+            {
+                "state": auth.state,
+                "browser_id": browser_id,
+                "registration_id": registration.id,
+                "iss": registration.iss,
+                "code_verifier": auth.code_verifier,
+                "nonce": auth.nonce,
+                "token_endpoint": config.token_endpoint,
+                "jwks_uri": config.jwks_uri,
+            },
         )
-
-
-_PENDING_COLUMNS = tuple(PendingAuthorization.__table__.columns)
 
 
 def take_authorization(services: Services, state: str) -> PendingAuthorization | None:
@@ -53,11 +59,7 @@ def take_authorization(services: Services, state: str) -> PendingAuthorization |
     if not state:
         return None
     with services.db.session() as db:
-        row = db.execute(
-            delete(PendingAuthorization)
-            .where(PendingAuthorization.state == state)
-            .returning(*_PENDING_COLUMNS)
-        ).first()
+        row = db.execute(_TAKE, {"take_state": state}).first()
     return PendingAuthorization(**row._asdict()) if row is not None else None
 
 
@@ -101,7 +103,7 @@ def open_context(
     }
     context = LaunchContext(**values)  # what the log event is about; the row goes in by Core
     with services.db.session() as db:
-        db.execute(insert(LaunchContext).values(values))
+        db.execute(_OPEN, values)
         referral_log.append_about(
             db,
             "launch",
@@ -115,7 +117,7 @@ def open_context(
 
 def _wake_statement(in_encounter: bool) -> Update:
     """The UPDATE of `_wake_waiting_writes` (built once per form; values bound per call)."""
-    referrals = cast(Table, Referral.__table__)  # a Core UPDATE: no ORM bulk-update work
+    referrals = cast(Table, Referral.__table__)
     table = referrals.c
     encounter = (
         table.encounter_id == bindparam("wake_encounter_id")

@@ -1,0 +1,188 @@
+"""The launch's and the outbox's single statements (issue 15: less CPU per flow), on SQLite and
+PostgreSQL: a pending authorization taken once (DELETE ... RETURNING), a lease taken and the
+row read in one UPDATE ... RETURNING, a new launch waking its visit's queued writes, and a
+write's credentials read from the launch context's credential columns only."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import create_engine, make_url, text, update
+
+from smartapp.db import Database, LaunchContext, Referral
+from smartapp.launch import client as smart
+from smartapp.launch import sessions, store
+from smartapp.launch.client import AuthorizationRequest, SmartConfiguration
+from smartapp.launch.tokens import TokenCipher
+from smartapp.writeback import outbox, profiles
+from smartapp.writeback.resources import plan_writes
+from tests.unit.referrals import SETTINGS, referral
+
+ISS = "http://ehr.test/fhir"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, tmp_path):
+    """A migrated database: a SQLite file, or a fresh schema in HANDOFF_TEST_POSTGRES_URL."""
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'handoff.sqlite'}")
+        database.migrate()
+        yield database
+        database.engine.dispose()
+        return
+    base = os.environ.get("HANDOFF_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("HANDOFF_TEST_POSTGRES_URL is not set (.ci/run sets it)")
+    schema = f"ls_{secrets.token_hex(4)}"
+    admin = create_engine(base)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    database = Database(url.render_as_string(hide_password=False))
+    database.migrate()
+    yield database
+    database.engine.dispose()
+    with admin.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def services_for(db: Database) -> SimpleNamespace:
+    """What the store and the sessions use of Services."""
+    return SimpleNamespace(
+        db=db, cipher=TokenCipher(TokenCipher.new_key()), timeout=(1.0, 1.0), registry=None
+    )
+
+
+def remember(services, state: str) -> None:
+    registration = SimpleNamespace(id="sandbox", iss=ISS)
+    config = SmartConfiguration(
+        authorization_endpoint=f"{ISS}/authorize",
+        token_endpoint=f"{ISS}/token",
+        jwks_uri=f"{ISS}/jwks",
+        issuer=ISS,
+        capabilities=(),
+        code_challenge_methods=("S256",),
+    )
+    auth = AuthorizationRequest(url="u", state=state, code_verifier="v" * 64, nonce="n" * 20)
+    store.remember_authorization(services, registration, config, auth, "browser-1")
+
+
+def test_a_pending_authorization_is_taken_once(db):
+    services = services_for(db)
+    remember(services, "state-1")
+    pending = store.take_authorization(services, "state-1")
+    assert pending is not None
+    assert (pending.state, pending.browser_id, pending.registration_id) == (
+        "state-1",
+        "browser-1",
+        "sandbox",
+    )
+    assert (pending.code_verifier, pending.nonce, pending.iss) == ("v" * 64, "n" * 20, ISS)
+    assert (pending.token_endpoint, pending.jwks_uri) == (f"{ISS}/token", f"{ISS}/jwks")
+    assert store.authorization_age(pending, datetime.now(UTC)) < timedelta(minutes=1)
+    assert store.take_authorization(services, "state-1") is None  # single use
+    assert store.take_authorization(services, "") is None
+    assert store.take_authorization(services, "unknown") is None
+
+
+def open_launch(services, encounter: str | None = "e1", patient: str = "p1") -> str:
+    pending = SimpleNamespace(iss=ISS, token_endpoint=f"{ISS}/token")
+    token = {"access_token": "at-1", "patient": patient, "scope": "launch", "expires_in": 3600}
+    if encounter:
+        token["encounter"] = encounter
+    claims = {"fhirUser": f"{ISS}/Practitioner/doc", "name": "Dr Demo"}
+    registration = SimpleNamespace(id="sandbox")
+    return store.open_context(services, pending, registration, token, claims, "browser-2")
+
+
+def submitted(db: Database, visit: str, encounter: str | None = "e1", patient: str = "p1") -> str:
+    row, _ = outbox.submit(
+        db,
+        visit_key=visit,
+        context_id="old-launch",
+        iss=ISS,
+        patient_id=patient,
+        encounter_id=encounter,
+        user_ref="Practitioner/doc",
+        decision={"decisions": [{"kind": "prc-consult", "accepted": True}]},
+        plan=plan_writes(referral(), SETTINGS, profiles.profile("fhir-rest")),
+    )
+    return row.id
+
+
+def test_a_new_launch_wakes_its_visits_queued_writes_only(db):
+    services = services_for(db)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    ids = {
+        "same": submitted(db, "v1"),
+        "other encounter": submitted(db, "v2", encounter="e2"),
+        "no encounter": submitted(db, "v3", encounter=None),
+    }
+    with db.session() as session:
+        session.execute(update(Referral).values(next_attempt_at=later))
+    context_id = open_launch(services)
+    due = set(outbox.due(db))
+    assert due == {ids["same"]}
+    open_launch(services, encounter=None)
+    assert set(outbox.due(db)) == {ids["same"], ids["no encounter"]}
+    with db.session() as session:
+        context = session.get(LaunchContext, context_id)
+        assert context is not None
+        assert (context.patient_id, context.encounter_id, context.user_ref) == (
+            "p1",
+            "e1",
+            "Practitioner/doc",
+        )
+        assert context.shown is None and context.created_at is not None
+        assert services.cipher.decrypt(context.token_ciphertext, context_id)["access_token"] == (
+            "at-1"
+        )
+
+
+def test_a_lease_is_taken_and_the_row_read_in_one_statement(db):
+    referral_id = submitted(db, "v1")
+    now = datetime.now(UTC)
+    row = outbox.claimed(db, referral_id, "worker-a", now)
+    assert row is not None and row.id == referral_id
+    assert row.lease_owner == "worker-a" and row.lease_until is not None
+    assert row.plan["operations"] and row.decision["decisions"]
+    assert outbox.claimed(db, referral_id, "worker-b", now) is None  # held
+    after = now + outbox.LEASE + timedelta(seconds=1)
+    taken = outbox.claimed(db, referral_id, "worker-b", after)  # the lease ran out
+    assert taken is not None and taken.lease_owner == "worker-b"
+    with db.session() as session:
+        session.execute(update(Referral).values(status="written"))
+    assert outbox.claimed(db, referral_id, "worker-c", after + outbox.LEASE * 2) is None
+
+
+def test_a_writes_credentials_come_from_the_stored_launch(db, monkeypatch):
+    services = services_for(db)
+    context_id = open_launch(services)
+    with db.session() as session:  # the screen's suggestions: not read for credentials
+        session.execute(update(LaunchContext).values(shown={"suggestions": [{"kind": "x"}] * 50}))
+    client = sessions.client_for(services, context_id)
+    assert (client.base, client.access_token) == (ISS, "at-1")
+    with pytest.raises(sessions.SessionEnded):
+        sessions.client_for(services, "no-such-launch")
+
+    def newest(*_args):  # the referral's own launch is live: no other launch is looked for
+        raise AssertionError("the visit's newest launch was looked up")
+
+    monkeypatch.setattr(sessions, "newest_context_for_visit", newest)
+    mine = SimpleNamespace(
+        id="r1", context_id=context_id, iss=ISS, patient_id="p1", encounter_id="e1"
+    )
+    assert sessions.client_for_referral(services, mine).access_token == "at-1"
+
+
+def test_a_kept_key_set_is_imported_once():
+    document = {"keys": [{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0", "kid": "a"}]}
+    first = smart._imported(document)
+    assert smart._imported(document) is first
+    fetched_again = {"keys": [dict(document["keys"][0])]}
+    assert smart._imported(fetched_again) is not first
