@@ -224,10 +224,11 @@ def db() -> None:
 def db_upgrade() -> None:
     """Migrate the configured database (DATABASE_URL) to the newest schema. Every start does
     it too (once, under a lock); run it as a one-shot step before starting if you prefer. It
-    also brings the dashboard's kept visits up to date with the log (a migration that rebuilds
-    them, such as 0009, would otherwise leave that to the first dashboard view: minutes at
-    millions of events)."""
+    also brings the dashboard's kept visits and the console's event tags up to date with the
+    log (a migration that makes them anew, such as 0009 and 0010, would otherwise leave that to
+    the first dashboard view or filtered console search: minutes at millions of events)."""
     from smartapp.services import current_services
+    from smartapp.staff.console import tags
     from smartapp.staff.dashboard.service import bring_up_to_date
 
     app = _app("config")
@@ -238,6 +239,8 @@ def db_upgrade() -> None:
         click.echo(f"schema at revision {database.current_revision()} (was {before or 'empty'})")
         bring_up_to_date(database)
         click.echo("dashboard visits up to date with the referral log")
+        tags.bring_up_to_date(database)
+        click.echo("console event tags up to date with the referral log")
 
 
 @cli.group()

@@ -235,6 +235,17 @@ class LogSummaryState(Base):
     unreadable: Mapped[int] = mapped_column(Integer, default=0)  # damaged rows left out
 
 
+class LogEventTag(Base):
+    """A kind or an outcome an event's data names (`smartapp.staff.console.tags`), kept beside
+    the log so that the console's kind and outcome filters read an index, not every event's
+    data: the primary key (tag, seq) gives a tag's events newest first, and their count."""
+
+    __tablename__ = "log_event_tag"
+
+    tag: Mapped[str] = mapped_column(String(120), primary_key=True)
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=False)
+
+
 class LogUserName(Base):
     """Each user's display name as last recorded where an identity was established (launches,
     staff sign-ins), kept as the log grows (`smartapp.audit.names`) so the console names users

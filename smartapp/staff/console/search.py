@@ -4,7 +4,7 @@ of matching events (Flask-free: a SQLAlchemy session in, stored events out)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -12,8 +12,9 @@ from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from smartapp.audit import rows as stored
-from smartapp.audit.models import LogEvent
+from smartapp.audit.models import LogEvent, LogEventTag
 from smartapp.audit.rows import StoredEvent
+from smartapp.staff.console import tags
 
 PAGE_SIZE = 50
 MAX_PAGE = 1_000_000
@@ -192,31 +193,50 @@ def run_search(
 ) -> tuple[list[StoredEvent], int]:
     """One page of matching events, newest first, and how many match in all.
 
-    Column filters run in SQL with LIMIT/OFFSET; a kind or outcome filter reads each candidate's
-    data in Python (JSON queries differ between SQLite and PostgreSQL), streaming the rows.
+    Column filters run in SQL with LIMIT/OFFSET; a kind or outcome filter reads the tags kept
+    beside the log (`tags`: brought up to date first), never each event's data.
     `whole_through`: see `count_all`.
     """
-    query = search.query(names)
     offset = (search.page - 1) * page_size
-    if not search.reads_data:
-        conditions = search.conditions(names)
-        if conditions or whole_through is None:
-            counted = select(func.count()).select_from(LogEvent).where(*conditions)
-            total = session.scalar(counted) or 0
-        else:
-            total = count_all(session, whole_through)
-        rows = stored.read(
-            session, query.order_by(LogEvent.seq.desc()).offset(offset).limit(page_size)
-        )
-        return list(rows), total
-    page, total = [], 0
-    stream = stored.read(session, query.order_by(LogEvent.seq.desc()), 500)
-    for event in stream:
-        if search.matches(event):
-            if offset <= total < offset + page_size:
-                page.append(event)
-            total += 1
-    return page, total
+    if search.reads_data:
+        return _tagged(session, search, page_size, offset, names)
+    query = search.query(names)
+    conditions = search.conditions(names)
+    if conditions or whole_through is None:
+        counted = select(func.count()).select_from(LogEvent).where(*conditions)
+        total = session.scalar(counted) or 0
+    else:
+        total = count_all(session, whole_through)
+    rows = stored.read(session, query.order_by(LogEvent.seq.desc()).offset(offset).limit(page_size))
+    return list(rows), total
+
+
+def _tagged(
+    session: Session,
+    search: Search,
+    page_size: int,
+    offset: int,
+    names: Mapping[str, str] | None,
+) -> tuple[list[StoredEvent], int]:
+    """`run_search` for a kind or outcome filter: the events carrying its tag, along the tag
+    index newest first; counted on the index alone unless another filter narrows them."""
+    if search.types == ():  # a type that cannot hold the kind or outcome asked for
+        return [], 0
+    tags.catch_up(session)
+    tag = tags.search_tag(search.kind, search.outcome)
+    tagged = LogEventTag.tag == tag
+    # The type condition follows from the tag, unless a type filter narrows it further.
+    others = replace(search, kind="", outcome="").conditions(names)
+    joined = stored.select_events(*others, tagged).join_from(
+        LogEvent, LogEventTag, LogEventTag.seq == LogEvent.seq
+    )
+    if others:
+        counted = select(func.count()).select_from(joined.subquery())
+    else:
+        counted = select(func.count()).select_from(LogEventTag).where(tagged)
+    total = session.scalar(counted) or 0
+    page = joined.order_by(LogEventTag.seq.desc()).offset(offset).limit(page_size)
+    return list(stored.read(session, page)), total
 
 
 def count_all(session: Session, whole_through: int) -> int:

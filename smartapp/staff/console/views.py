@@ -18,6 +18,7 @@ from smartapp.audit import log as referral_log
 from smartapp.audit import rows as stored
 from smartapp.services import current_services
 from smartapp.staff.auth import require_role
+from smartapp.staff.console import tags
 from smartapp.staff.console.blueprint import AUDITOR, MANAGER, app_chain_status, bp, signed_in
 from smartapp.staff.console.events import event_detail as describe_event
 from smartapp.staff.console.events import has_event, search_page
@@ -42,6 +43,8 @@ def events() -> ResponseReturnValue:
     search = Search.from_args(request.args)
     page_size = int(current_app.config.get("CONSOLE_PAGE_SIZE") or PAGE_SIZE)
     auditor = signed_in()["user_ref"]
+    if search.reads_data:  # the kinds and outcomes tagged first, a unit of work at a time
+        tags.bring_up_to_date(current_services().db)
     with current_services().db.session() as session:
         # ?verify=all: the whole log on this view (else only what follows the verified head)
         full = request.args.get("verify") == "all"

@@ -1,0 +1,149 @@
+"""The console's kind and outcome filters at any log size (issue 15): each event's kinds and
+outcomes are read from its data once, when it is first searched for, and kept as tags beside
+the log (`log_event_tag`), so a filtered page reads one range of an index instead of the data
+of every candidate event (at 1M events: seconds per view before).
+
+Which tags an event gets (`event_tags`) mirrors `Search.matches`, the reference the tests hold
+it to: a shown suggestion's kind; a decision's kind, its outcome (accepted or declined) and the
+two together, for each decision; a write attempt's outcome; a held write. Tags are brought up
+to the log's head as the dashboard's kept visits are (`smartapp.staff.dashboard.store`): only
+the events after the last one tagged, under the chain lock, and all of them again when a row
+of the log was changed (a tamper mark): the tags never keep what the log no longer says.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeGuard
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from smartapp.audit import chain
+from smartapp.audit import rows as stored
+from smartapp.audit.models import LogEvent, LogEventTag, LogSummaryState, LogTamperMark
+from smartapp.db import Database
+
+NAME = "console-tags"
+# The event types whose data a kind or an outcome is read from (`Search.matches`).
+TAGGED_TYPES = ("suggestions-shown", "decision", "write-attempt", "write-held")
+# Events tagged per unit of work (the chain lock is held for each; appends go on between).
+UNIT_EVENTS = 20_000
+_READ_BATCH = 2_000
+_MAX_KIND = 100  # the longest kind a search names (`Search.from_args`)
+
+
+def kind_tag(kind: str) -> str:
+    return f"k:{kind}"
+
+
+def outcome_tag(outcome: str) -> str:
+    return f"o:{outcome}"
+
+
+def both_tag(kind: str, outcome: str) -> str:
+    return f"ko:{kind}|{outcome}"
+
+
+def search_tag(kind: str, outcome: str) -> str:
+    """The tag the events a kind and/or outcome filter matches carry."""
+    if kind and outcome:
+        return both_tag(kind, outcome)
+    return kind_tag(kind) if kind else outcome_tag(outcome)
+
+
+def event_tags(type_: str, data: Any) -> set[str]:
+    """The tags of one event, from its type and data (unreadable data: none, except for a
+    held write, which `Search.matches` finds by its type alone)."""
+    data = data if isinstance(data, dict) else {}
+    found: set[str] = set()
+    if type_ == "suggestions-shown":
+        for suggestion in _dicts(data.get("suggestions")):
+            kind = suggestion.get("kind")
+            if _searchable(kind):
+                found.add(kind_tag(kind))
+    elif type_ == "decision":
+        for decision in _dicts(data.get("decisions")):
+            outcome = "accepted" if decision.get("accepted") else "declined"
+            found.add(outcome_tag(outcome))
+            kind = decision.get("kind")
+            if _searchable(kind):
+                found.update((kind_tag(kind), both_tag(kind, outcome)))
+    elif type_ == "write-attempt":
+        outcome = data.get("outcome")
+        if _searchable(outcome):
+            found.add(outcome_tag(outcome))
+    elif type_ == "write-held":
+        found.add(outcome_tag("held"))
+    return found
+
+
+def _dicts(value: Any) -> list[dict]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _searchable(value: Any) -> TypeGuard[str]:
+    return isinstance(value, str) and 0 < len(value) <= _MAX_KIND
+
+
+def bring_up_to_date(db: Database, unit: int = UNIT_EVENTS) -> None:
+    """Tag the events appended since the last time, in units of work of their own."""
+    done = False
+    while not done:
+        with db.session() as session:
+            done = catch_up(session, unit)
+
+
+def catch_up(session: Session, limit: int | None = None) -> bool:
+    """Tag the events after the last one tagged (all of them again after a tamper mark), at
+    most `limit` in this unit of work; whether the tags now reach the log's head. A view that
+    finds nothing new takes no lock."""
+    head, mark = _heads(session)
+    state = _state(session)
+    if state is not None and state[0] >= head and state[1] >= mark:
+        return True
+    chain.lock(session)
+    head, mark = _heads(session)
+    state = _state(session)
+    if state is None:
+        session.execute(insert(LogSummaryState).values(name=NAME, seq=0, mark=0, unreadable=0))
+        state = (0, 0)
+    done = state[0]
+    if mark > state[1]:
+        session.execute(delete(LogEventTag))
+        done = 0
+    upto = head if limit is None else min(head, done + limit)
+    _tag(session, done, upto)
+    session.execute(
+        update(LogSummaryState).where(LogSummaryState.name == NAME).values(seq=upto, mark=mark)
+    )
+    return upto >= head
+
+
+def _tag(session: Session, after: int, upto: int) -> None:
+    """Insert the tags of the events after..upto, read a range of UNIT_EVENTS at a time."""
+    for start in range(after, upto, UNIT_EVENTS):
+        end = min(start + UNIT_EVENTS, upto)
+        query = stored.select_events(
+            LogEvent.type.in_(TAGGED_TYPES), LogEvent.seq > start, LogEvent.seq <= end
+        )
+        rows = [
+            {"tag": tag, "seq": event.seq}
+            for event in list(stored.read(session, query, _READ_BATCH))
+            for tag in event_tags(event.type, event.data)
+        ]
+        for first in range(0, len(rows), _READ_BATCH):
+            session.execute(insert(LogEventTag), rows[first : first + _READ_BATCH])
+
+
+def _state(session: Session) -> tuple[int, int] | None:
+    row = session.execute(
+        select(LogSummaryState.seq, LogSummaryState.mark).where(LogSummaryState.name == NAME)
+    ).first()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def _heads(session: Session) -> tuple[int, int]:
+    """(the last seq of an event that may carry tags, the last tamper mark)."""
+    head = session.scalar(select(func.max(LogEvent.seq)).where(LogEvent.type.in_(TAGGED_TYPES)))
+    mark = session.scalar(select(func.max(LogTamperMark.id))) or 0
+    return int(head or 0), int(mark)
