@@ -286,31 +286,51 @@ def log_entities(type_: str, data: dict) -> Iterator[dict]:
 
 def data_references(type_: str, data: dict) -> Iterator[tuple[dict, str]]:
     """The resources an event is about, as (Reference, object-role code)."""
+    for reference, role in resource_references(type_, data):
+        yield {"reference": reference}, role
+    referral = referral_of(type_, data)
+    if referral is not None:
+        yield referral_what(referral), "4"
+
+
+def resource_references(type_: str, data: dict) -> Iterator[tuple[Any, str]]:
+    """The EHR resources an event is about (the evidence shown, the resources written), as
+    (reference, object-role code): each the `reference` of a Reference."""
     if type_ == "suggestions-shown":
         seen: set[str] = set()
         for suggestion in data.get("suggestions", []):
             for reference in suggestion.get("evidence", []):
                 if reference not in seen:
                     seen.add(reference)
-                    yield {"reference": reference}, "4"
+                    yield reference, "4"
         return
-    written = (data.get("written") or []) if type_ == "write-attempt" else []
-    for item in written:
+    for item in _written(type_, data):
         if item.get("resourceType") and item.get("id"):
             role = "3" if item["resourceType"] == "DocumentReference" else "4"
-            yield {"reference": f"{item['resourceType']}/{item['id']}"}, role
+            yield f"{item['resourceType']}/{item['id']}", role
+
+
+def referral_of(type_: str, data: dict) -> str | None:
+    """The referral an event is about, where it names no resource written instead."""
     if (
-        not written
+        type_ in ("decision", "write-attempt", "write-held")
         and data.get("referral")
-        and type_ in ("decision", "write-attempt", "write-held")
+        and not _written(type_, data)
     ):
-        yield (
-            {
-                "identifier": {"system": "urn:handoff:referral", "value": str(data["referral"])},
-                "display": "Handoff referral",
-            },
-            "4",
-        )
+        return str(data["referral"])
+    return None
+
+
+def referral_what(referral: str) -> dict:
+    """A referral as a Reference: Handoff's own identifier (no FHIR resource of its own)."""
+    return {
+        "identifier": {"system": "urn:handoff:referral", "value": referral},
+        "display": "Handoff referral",
+    }
+
+
+def _written(type_: str, data: dict) -> list:
+    return (data.get("written") or []) if type_ == "write-attempt" else []
 
 
 def log_entry(event: Any, canonical: bytes | None = None) -> dict:

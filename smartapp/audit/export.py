@@ -110,11 +110,13 @@ def write_export(
 
 
 class _Lines:
-    """The export being written: one line per event as UTF-8, handed on in blocks of about a
-    megabyte (`_Sink`: hashed and written beside the making of the next lines); memory stays
-    flat whatever the log's size."""
+    """The export being written: one line per event as UTF-8, gathered in a block of a few
+    megabytes and handed on whole (`_Sink`: hashed and written beside the making of the next
+    lines); memory stays flat whatever the log's size."""
 
-    BLOCK = 1 << 20
+    # Large enough that the writing thread takes the GIL back (after hashing, after writing)
+    # seldom: at a megabyte it waited for it more than it worked, and the lines waited for it.
+    BLOCK = 4 << 20
 
     def __init__(self, out: TextIO, fmt: str) -> None:
         self.fmt = fmt
@@ -123,21 +125,18 @@ class _Lines:
         self.first: int | None = None
         self.last: int | None = None
         self.broken: list[int] = []
-        self.block: list[bytes] = []
-        self.size = 0
+        self.block = bytearray()
         if fmt == "csv":
-            self.block.append(_csv_text(CSV_COLUMNS).encode())
+            self.block += _csv_text(CSV_COLUMNS).encode()
 
     def add(self, event: Any) -> None:
         """An event read the exact way (a `StoredEvent`, not damaged)."""
-        line = self.exact_line(event)
-        self.block.append(line)
-        self.size += len(line)
+        self.block += self.exact_line(event)
         self.count += 1
         if self.first is None:
             self.first = event.seq
         self.last = event.seq
-        if self.size > self.BLOCK:
+        if len(self.block) > self.BLOCK:
             self._flush()
 
     def exact_line(self, event: Any) -> bytes:
@@ -150,13 +149,12 @@ class _Lines:
     def add_all(self, session: Session, raws: Iterator[Any]) -> None:
         """Every row of `raws` (`fastrows.rows`): one that proves itself made into its line
         the fast way; any other read again the exact way (`rows`), left out if damaged."""
-        line_of = fast_csv_line if self.fmt == "csv" else _FastLines().line
-        block, size, count, first, last = self.block, self.size, self.count, self.first, self.last
+        line_of = _FastLines().row_line if self.fmt == "ndjson" else _csv_line
+        block, count, first, last = self.block, self.count, self.first, self.last
+        put, size = self.sink.put, self.BLOCK
         for raw in raws:
-            fast = proven(raw)
-            if fast is not None:
-                line = line_of(raw, fast)
-            else:
+            line = line_of(raw)
+            if line is None:
                 event = stored.get(session, raw[0])
                 if event is None:
                     continue
@@ -164,20 +162,19 @@ class _Lines:
                     self.broken.append(event.seq)
                     continue
                 line = self.exact_line(event)
-            block.append(line)
-            size += len(line)
+            block += line
             count += 1
             last = raw[0]
             if first is None:
                 first = last
-            if size > self.BLOCK:
-                self.sink.put(block)
-                block, size = [], 0
-        self.block, self.size, self.count, self.first, self.last = block, size, count, first, last
+            if len(block) > size:
+                put(block)
+                block = bytearray()
+        self.block, self.count, self.first, self.last = block, count, first, last
 
     def _flush(self) -> None:
         self.sink.put(self.block)
-        self.block, self.size = [], 0
+        self.block = bytearray()
 
     def close(self) -> ExportResult:
         self._flush()
@@ -190,9 +187,9 @@ class _Lines:
 
 
 class _Sink:
-    """Where the export's blocks of lines go: joined, SHA-256 over them and written to `out`,
-    by a thread of its own (a large join, hashing and file writes let go of the GIL, so they
-    run beside the making of the next lines; a few blocks wait at most).
+    """Where the export's blocks go: SHA-256 over them and written to `out`, by a thread of its
+    own (hashing and file writes let go of the GIL, so they run beside the making of the next
+    lines; one block waits at most, so memory stays at a few blocks).
 
     To a UTF-8 text file (`io.TextIOWrapper`, where lines end in "\\n": not Windows) the bytes
     go to its binary buffer as they are, unencoded and undecoded; to anything else as text.
@@ -204,22 +201,21 @@ class _Sink:
         if self.binary is not None:
             out.flush()  # what the caller wrote first goes first
         self.digest = hashlib.sha256()
-        self.blocks: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=4)
+        self.blocks: queue.Queue[bytearray | None] = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="audit-export-sink", daemon=True)
         self.thread.start()
 
-    def put(self, lines: list[bytes]) -> None:
+    def put(self, block: bytearray) -> None:
         if self.error is not None:
             raise self.error
-        self.blocks.put(lines)
+        self.blocks.put(block)
 
     def _run(self) -> None:
-        while (lines := self.blocks.get()) is not None:
+        while (block := self.blocks.get()) is not None:
             if self.error is not None:
                 continue  # drained, so that `put` never blocks for ever
             try:
-                block = b"".join(lines)
                 self.digest.update(block)
                 if self.binary is not None:
                     self.binary.write(block)
@@ -246,6 +242,12 @@ def _binary_buffer(out: TextIO) -> BinaryIO | None:
     except LookupError:
         return None
     return out.buffer if utf8 else None
+
+
+def _csv_line(raw: Any) -> bytes | None:
+    """The CSV line of a row that proves itself (`fastrows.proven`), else None."""
+    fast = proven(raw)
+    return None if fast is None else fast_csv_line(raw, fast)
 
 
 def _csv_text(cells: Sequence[str]) -> str:

@@ -5,6 +5,7 @@ the same bytes as `orjson.dumps(audit_event(...))`."""
 from __future__ import annotations
 
 import binascii
+import hashlib
 import re
 from types import SimpleNamespace
 from typing import Any
@@ -13,13 +14,15 @@ import orjson
 
 from smartapp.audit.auditevent import (
     audit_event,
-    data_references,
     entity_of,
     log_entities,
     outcome_of,
+    referral_of,
+    referral_what,
+    resource_references,
     shared_agents,
 )
-from smartapp.audit.fastrows import Fast
+from smartapp.audit.canonical import VERSION
 
 # -- a proven row's line, fast ------------------------------------------------------------------
 # A proven row's AuditEvent line is one `%`-format per event type, made once per export from
@@ -51,6 +54,8 @@ _LINE_HOLES = (
 )
 # Characters JSON escapes: a value with one of them goes the long way.
 _ESCAPED = re.compile('["\\\\\x00-\x1f]')
+_SORTED = orjson.OPT_SORT_KEYS
+_loads, _dumps, _sha256, _base64 = orjson.loads, orjson.dumps, hashlib.sha256, binascii.b2a_base64
 
 
 def _hole(name: str) -> str:
@@ -110,31 +115,63 @@ _ENCOUNTER_FORMAT = _entity_format({"reference": f"Encounter/{_hole('id')}"}, "2
 _REFERENCE_FORMATS = {
     role: _entity_format({"reference": _hole("value")}, "2", role, b"value") for role in ("3", "4")
 }
+_REFERRAL_FORMAT = _entity_format(referral_what(_hole("value")), "2", "4", b"value")
 
 
 class _FastLines:
-    """Makes the NDJSON lines of proven rows; holds the formats and agents made so far."""
+    """Makes the NDJSON lines of rows that prove themselves; holds the formats and agents made
+    so far."""
 
     def __init__(self) -> None:
         self.formats: dict[str, bytes] = {}
         self.agents: dict[tuple[str, Any, Any], bytes] = {}
 
-    def line(self, row: Any, fast: Fast) -> bytes:
-        """The line (with its newline) of a proven row (`fastrows`: seq, time, type, user,
-        iss, patient, encounter, data, prev_hash, hash)."""
-        seq, _, type_, user_ref, iss, patient, encounter, _, prev_hash, hash_ = row
-        time = fast.time
+    def row_line(self, row: Any) -> bytes | None:
+        """The line (with its newline) of a raw row (`fastrows`: seq, time, type, user, iss,
+        patient, encounter, data, prev_hash, hash) that proves itself, else None (the row is
+        then read the exact way).
+
+        The proof is `fastrows.proven`'s, made here in one pass without its CSV part (the
+        data's own sorted bytes): the row's candidate canonical bytes must hash to its hash."""
+        seq, time, type_, user_ref, iss, patient, encounter, text, prev_hash, hash_ = row
+        if type(time) is not str:
+            return None
+        if len(time) == 26 and time[10] == " " and time[19] == ".":  # SQLite's storage format
+            time = f"{time[:10]}T{time[11:]}Z"
+        elif not (len(time) == 27 and time[10] == "T" and time[26] == "Z"):  # PostgreSQL's
+            return None
+        try:
+            data = _loads(text)
+            canonical = _dumps(
+                {
+                    "at": time,
+                    "data": data,
+                    "encounter": encounter,
+                    "iss": iss,
+                    "patient": patient,
+                    "prev_hash": prev_hash,
+                    "seq": seq,
+                    "type": type_,
+                    "user": user_ref,
+                    "v": VERSION,
+                },
+                option=_SORTED,
+            )
+        except (orjson.JSONDecodeError, TypeError):
+            return None
+        if type(data) is not dict or _sha256(canonical).hexdigest() != hash_:
+            return None
         try:
             # The canonical bytes hold every value JSON-escaped: without a backslash in them no
             # value needs escaping (one scan in C); else the values put in as text are checked.
-            if b"\\" in fast.canonical and _ESCAPED.search(
+            if canonical.find(b"\\") >= 0 and _ESCAPED.search(
                 f"{time}{prev_hash}{patient or ''}{encounter or ''}"
             ):
-                return _long_line(row, fast)
+                return _long_line(row, time, data, canonical)
             format_ = self.formats.get(type_)
             if format_ is None:
                 if _HOLE.search(type_.encode()):  # a type that reads as a hole: no format
-                    return _long_line(row, fast)
+                    return _long_line(row, time, data, canonical)
                 format_ = self.formats[type_] = _line_format(type_)
             agents = self.agents.get((type_, user_ref, iss))
             if agents is None:
@@ -143,7 +180,7 @@ class _FastLines:
                 agents = orjson.dumps(shared_agents(type_, user_ref, iss))
                 self.agents[type_, user_ref, iss] = agents
             if type_ in _DATA_TYPES:
-                outcome, extra = _data_parts(type_, fast.data)
+                outcome, extra = _data_parts(type_, data)
             else:
                 outcome, extra = b'"0"', b""
             hash_bytes, seq_bytes = hash_.encode(), b"%d" % seq
@@ -160,14 +197,14 @@ class _FastLines:
                 seq_bytes,
                 hash_bytes,
                 prev_hash.encode(),
-                binascii.b2a_base64(fast.canonical, newline=False),
+                _base64(canonical, newline=False),
             )
         except (AttributeError, TypeError):  # a column of an unusual type (SQLite)
-            return _long_line(row, fast)
+            return _long_line(row, time, data, canonical)
 
 
 # The event types whose data says the outcome or names entities (`outcome`,
-# `data_references`, `log_entities`).
+# `resource_references`, `referral_of`, `log_entities`).
 _DATA_TYPES = frozenset(
     ("suggestions-shown", "decision", "write-attempt", "write-held", "audit-read", "audit-export")
 )
@@ -175,25 +212,31 @@ _DATA_TYPES = frozenset(
 
 def _data_parts(type_: str, data: dict) -> tuple[bytes, bytes]:
     """The outcome (with its description, if any) and the entities the data names (each
-    followed by a comma), serialised."""
+    followed by a comma), serialised: the referral and the resources from their formats."""
     outcome, outcome_desc = outcome_of(type_, data)
-    outcome_json = orjson.dumps(outcome)
+    outcome_json = _OUTCOMES.get(outcome) or _dumps(outcome)
     if outcome_desc:
-        outcome_json += b',"outcomeDesc":' + orjson.dumps(outcome_desc)
-    extra = []
-    for reference, role in data_references(type_, data):
-        if len(reference) == 1 and "reference" in reference and role in _REFERENCE_FORMATS:
-            extra.append(_REFERENCE_FORMATS[role] % orjson.dumps(reference["reference"]))
-        else:
-            extra.append(orjson.dumps(entity_of(reference, "2", role)) + b",")
-    for entity in log_entities(type_, data):
-        extra.append(orjson.dumps({k: v for k, v in entity.items() if v is not None}) + b",")
-    return outcome_json, b"".join(extra)
+        outcome_json += b',"outcomeDesc":' + _dumps(outcome_desc)
+    extra = b"".join(
+        _REFERENCE_FORMATS[role] % _dumps(reference)
+        for reference, role in resource_references(type_, data)
+    )
+    referral = referral_of(type_, data)
+    if referral is not None:
+        extra += _REFERRAL_FORMAT % _dumps(referral)
+    if type_ in _LOG_TYPES:
+        for entity in log_entities(type_, data):
+            extra += _dumps({k: v for k, v in entity.items() if v is not None}) + b","
+    return outcome_json, extra
 
 
-def _long_line(row: Any, fast: Fast) -> bytes:
+_OUTCOMES = {code: orjson.dumps(code) for code in ("0", "4", "8")}
+_LOG_TYPES = frozenset(("audit-read", "audit-export"))  # those with `log_entities`
+
+
+def _long_line(row: Any, time: str, data: dict, canonical: bytes) -> bytes:
     """A proven row with a value JSON escapes (or of an unusual column type), the long way."""
     names = ("seq", "at", "type", "user_ref", "iss", "patient_id", "encounter_id")
     event = SimpleNamespace(**dict(zip(names, row, strict=False)), prev_hash=row[8], hash=row[9])
-    event.data = fast.data
-    return orjson.dumps(audit_event(event, fast.canonical, fast.time)) + b"\n"
+    event.data = data
+    return orjson.dumps(audit_event(event, canonical, time)) + b"\n"
