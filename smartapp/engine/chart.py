@@ -59,6 +59,18 @@ T = TypeVar("T")
 ALWAYS_KEPT = frozenset({"Patient", "Encounter", "Medication", *MEDICATION_TYPES})
 
 
+class LeftOut:
+    """A resource a chart built for some rules leaves out, decided as it was read
+    (``chart_stream``): what the chart still needs of it, the references that say whose it
+    is (``subject``, ``patient``), and its content as read, to compare a second version."""
+
+    __slots__ = ("content", "owners")
+
+    def __init__(self, content: Any, owners: tuple[Any, ...]) -> None:
+        self.content = content
+        self.owners = owners
+
+
 def coded_in(valuesets: Iterable[ValueSetLike]) -> KeepCodes:
     """A ``keep`` test for :meth:`Chart.from_items`: some coding is in one of the value
     sets (so a rule reading them can see the resource). Memoised per coding."""
@@ -164,7 +176,7 @@ class Chart:
         keep: KeepCodes | None = None,
     ) -> Chart:
         """Key every resource, resolve references, then index (one pass over the chart)."""
-        keyed: dict[str, tuple[dict[str, Any], str]] = {}
+        keyed: dict[str, tuple[dict[str, Any], str] | LeftOut] = {}
         aliases: dict[str, str] = {}
         conflicting: set[str] = set()
         for full_url, resource, where in items:
@@ -174,7 +186,7 @@ class Chart:
                 continue
             rid = resource.get("id")
             key = f"{rtype}/{rid}" if rid else key_of(resource, full_url, where)
-            prior = keyed.get(key)
+            prior = cast(tuple[dict[str, Any], str] | None, keyed.get(key))
             if prior is None:
                 keyed[key] = (resource, where)
             elif prior[0] is not resource and prior[0] != resource:
@@ -187,6 +199,19 @@ class Chart:
             del keyed[key]
             if on_unreadable is not None:  # always: only a lenient chart keeps conflicts
                 on_unreadable(key, "it appears twice with different content")
+        return cls.indexed(keyed, aliases, bool(conflicting), on_unreadable, keep)
+
+    @classmethod
+    def indexed(
+        cls,
+        keyed: Mapping[str, tuple[dict[str, Any], str] | LeftOut],
+        aliases: dict[str, str],
+        conflicting: bool = False,
+        on_unreadable: Unreadable | None = None,
+        keep: KeepCodes | None = None,
+    ) -> Chart:
+        """The chart of keyed resources (each key's first version, in chart order), its
+        references resolved; a :class:`LeftOut` (see chart_stream) was decided already."""
         resolver = Resolver(keyed, aliases)
         target = resolver.target
         timed = CLINICAL_TIME_FIELDS
@@ -194,7 +219,15 @@ class Chart:
         patients: set[str] = set()
         left_out: list[str] = []
         # one tight loop: this is most of the cost of evaluating a chart
-        for key, (resource, _where) in keyed.items():
+        for key, held in keyed.items():
+            if held.__class__ is LeftOut:
+                left_out.append(key)  # checked, never read: not indexed
+                for reference in cast(LeftOut, held).owners:
+                    owner = target(reference)
+                    if owner is not None and owner.startswith("Patient/"):
+                        patients.add(owner)
+                continue
+            resource = cast(tuple[dict[str, Any], str], held)[0]
             rtype = resource["resourceType"]
             if rtype in MEDICATION_TYPES:
                 try:

@@ -77,6 +77,9 @@ class FactPlan:
         self.never_facts = frozenset(n for n, s in states.items() if s == NEVER)
         #: ids of expression nodes false at every time on this chart
         self.never = frozenset(i for i, s in self._expr_states.items() if s == NEVER)
+        # the chart keeps its plan (Chart.derived): a plan keeping the chart would make a
+        # cycle, which the backtest (its cyclic garbage collector off) would never free
+        del self._chart
 
     def _fact_state(self, name: str) -> int:
         found = self._states.get(name)

@@ -26,6 +26,7 @@ from typing import Any
 from smartapp.engine import Chart, Pack
 from smartapp.engine.chart import ChartError, ChartItem, KeepCodes, coded_in
 from smartapp.engine.history import Replayed, ed_visits, replay, split_by_patient
+from smartapp.rulestools.backtest_bucket import PatientCharts, bucket_charts
 from smartapp.rulestools.backtest_files import (
     first_error,
     input_bytes,
@@ -52,7 +53,6 @@ from smartapp.rulestools.backtest_ndjson import (
     ChunkIndex,
     Misplaced,
     Population,
-    bucket_groups,
     run_indexing,
 )
 from smartapp.rulestools.backtest_pool import fork_available, run_forked
@@ -157,7 +157,7 @@ def _work(task: tuple[str, Any]) -> PatientOutcome:
     keep = _KEEP[0] if _KEEP else None
     if kind == "bucket":
         pop, index = (_POP[0], arg) if isinstance(arg, int) else arg
-        return _replay_groups(bucket_groups(pop, index), keep)
+        return _replay_patients(bucket_charts(pop, index, keep))
     if kind == "bundle":
         path = Path(arg)
         try:
@@ -184,6 +184,19 @@ def _replay_groups(groups: Iterable[list[ChartItem]], keep: KeepCodes | None) ->
         out.skipped += found.skipped
         out.visits.extend(found.visits)
         out.source = out.source or source
+    return out
+
+
+def _replay_patients(patients: Iterable[PatientCharts]) -> PatientOutcome:
+    """A bucket's patients, each read into its chart (``_replay_groups`` of the bucket's
+    groups); source: the first one's."""
+    out = PatientOutcome()
+    for patient in patients:
+        found = _replay_charts(patient.charts(), _PACKS)
+        out.patients += found.patients
+        out.skipped += found.skipped
+        out.visits.extend(found.visits)
+        out.source = out.source or patient.source
     return out
 
 

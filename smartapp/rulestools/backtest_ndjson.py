@@ -33,24 +33,20 @@ resource at all is about a patient, everything is one group, as there (read in m
 from __future__ import annotations
 
 import gzip
-import mmap
 import zlib
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from smartapp.engine.chart import ChartError, ChartItem, resource_key
+from smartapp.engine.chart import ChartError, ChartItem
 from smartapp.engine.fhir import type_id_of
 from smartapp.engine.history import patient_of
 from smartapp.rulestools.backtest_files import (
     first_error,
     gzipped,
     input_bytes,
-    mapped_file,
 )
 from smartapp.rulestools.backtest_input import (
     BacktestError,
@@ -336,124 +332,6 @@ def indexed(
     starts = [c.starts for c in found]
     owned = sum(s[-1] for s in starts)
     return Population(folder, paths, data, chunks, starts, buckets, shared, owned)
-
-
-# ---------------------------------------------------------------------------------------
-# pass 2: a bucket's patients
-
-
-def _entries(pop: Population, chunk: int, bucket: int) -> array[int]:
-    starts = pop.starts[chunk]
-    first, end = starts[bucket], starts[bucket + 1]
-    entries: array[int] = array("q")
-    if end > first:
-        with index_path(pop.folder, chunk).open("rb") as f:
-            f.seek(first * ENTRY_BYTES)
-            entries.fromfile(f, (end - first) * ENTRY)
-    return entries
-
-
-def bucket_groups(pop: Population, bucket: int) -> Iterator[list[ChartItem]]:
-    """Pass 2: one bucket's patients (as ``split_by_patient`` groups them), each with the
-    Medications about no patient, read and parsed a tag at a time (so a patient's
-    resources are parsed just before its chart is built, and freed after: the memory
-    stays in the processor's caches). BacktestError at a malformed line; Misplaced when
-    a line is about a patient of another tag than its hint's."""
-    tables: list[tuple[mmap.mmap, str, array[int]]] = []  # chunks with lines here
-    order: dict[int, list[int]] = {}  # tag -> its runs: (table, entry) after each other
-    for chunk in pop.chunks:
-        entries = _entries(pop, chunk.index, bucket)
-        if not entries:
-            continue
-        table = len(tables)
-        mapped = mapped_file(pop.data[chunk.file])
-        tables.append((mapped, f"{pop.paths[chunk.file]}:@", entries))
-        for at in range(0, len(entries), ENTRY):
-            tag = entries[at + 2]
-            lines = order.get(tag)
-            if lines is None:
-                order[tag] = [table, at]
-            else:
-                lines.append(table)
-                lines.append(at)
-    try:
-        for tag, lines in order.items():
-            yield from _tag_groups(tables, tag, lines, pop.shared)
-    finally:
-        for mapped, *_ in tables:  # resident no longer (the page cache keeps the pages)
-            mapped.madvise(mmap.MADV_DONTNEED)
-
-
-def _tag_groups(
-    tables: list[tuple[mmap.mmap, str, array[int]]],
-    tag: int,
-    lines: list[int],
-    shared: list[ChartItem],
-) -> list[list[ChartItem]]:
-    """The patients of one tag's runs of lines (in the order of the files and lines)."""
-    place = _Placer(tag)
-    by_ref = place.by_ref
-    loads = orjson.loads
-    for at in range(0, len(lines), 2):
-        mapped, prefix, entries = tables[lines[at]]
-        entry = lines[at + 1]
-        offset = entries[entry]
-        for line in mapped[offset : offset + entries[entry + 1]].split(b"\n"):
-            where = f"{prefix}{offset}"
-            offset += len(line) + 1
-            # the common line, checked inline: a resource with a string id, not a
-            # Patient, whose subject's reference names a patient of this tag already seen
-            try:
-                resource = loads(line)
-                group = by_ref[resource["subject"]["reference"]]
-                rtype, rid = resource["resourceType"], resource["id"]
-                if rtype.__class__ is not str or rid.__class__ is not str or not rid:
-                    raise TypeError
-                if rtype in _CHECKED:
-                    raise KeyError
-            except (ValueError, KeyError, TypeError):
-                place.checked(line, where)
-                continue
-            group.append((None, resource, where))
-    groups = list(place.groups.values())
-    for group in groups:
-        group.extend(shared)
-    return groups
-
-
-#: Resource types whose lines take the checked way (as ``ndjson_resource``, ``patient_of``).
-_CHECKED = frozenset({"", "Bundle", "Patient"})
-
-
-class _Placer:
-    """A bucket's lines grouped by patient, each line checked as the in-memory reading
-    checks it (``ndjson_resource``, ``split_by_patient``'s keys, ``patient_of``)."""
-
-    def __init__(self, tag: int) -> None:
-        self.tag = tag
-        self.groups: dict[str, list[ChartItem]] = {}
-        self.refs: dict[str, str | None] = {}  # reference -> the patient it names
-        #: a subject's reference -> its patient's group (the patient is of this bucket)
-        self.by_ref: dict[str, list[ChartItem]] = {}
-
-    def checked(self, line: bytes, where: str) -> None:
-        resource = ndjson_resource(line, where)
-        if resource is None:
-            return  # a blank line in a run: left out, as everywhere
-        item: ChartItem = (None, resource, where)
-        if not resource.get("id"):
-            resource_key(resource, None, where)  # ChartError, as split_by_patient
-        owner = _owner(item, self.refs)
-        if owner is None or tag_of(owner) != self.tag:
-            raise Misplaced(f"{where}: about {owner}, not a patient of tag {self.tag}")
-        group = self.groups.get(owner)
-        if group is None:
-            group = self.groups[owner] = []
-        group.append(item)
-        subject = resource.get("subject")
-        ref = subject.get("reference") if isinstance(subject, dict) else None
-        if isinstance(ref, str) and self.refs.get(ref) == owner:
-            self.by_ref[ref] = group
 
 
 def _owner(item: ChartItem, refs: dict[str, str | None]) -> str | None:

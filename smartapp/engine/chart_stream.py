@@ -1,0 +1,87 @@
+"""A chart built as its resources are read, one at a time (a bulk export's patient).
+
+``Chart.from_items(items, keep=keep)`` holds every resource until the chart is built. A
+:class:`ChartStream` is fed the same items in the same order and gives the same chart, or
+raises the same error, but decides at once what ``keep`` leaves out: such a resource is
+checked as it comes (its key, a second version of it, whose it is) and then held only as
+its line as read (with ``reread``), so the memory of a patient's many unread resources
+(vital signs, most labs) is freed while it is still in the processor's caches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .chart import ALWAYS_KEPT, Chart, ChartError, KeepCodes, LeftOut
+from .chart_input import check_outcome, key_of
+from .fhir import coding_tuple
+
+#: Reads a resource again from what it was read from (``orjson.loads``).
+Reread = Callable[[Any], dict[str, Any]]
+
+
+class ChartStream:
+    """``Chart.from_items`` of the items fed by :meth:`add` (none with a fullUrl)."""
+
+    __slots__ = ("_error", "_keep", "_keyed", "_reread")
+
+    def __init__(self, keep: KeepCodes | None = None, reread: Reread | None = None) -> None:
+        self._keep = keep
+        self._reread = reread
+        self._keyed: dict[str, tuple[dict[str, Any], str] | LeftOut] = {}
+        self._error: ChartError | None = None
+
+    def add(self, resource: dict[str, Any], where: str, raw: Any = None) -> None:
+        """One checked resource (``resourceType`` a string), read at ``where`` from ``raw``
+        (kept instead of the resource when it is left out and ``reread`` was given). The
+        first error is raised by :meth:`chart`, as ``from_items`` would raise it."""
+        if self._error is not None:
+            return  # from_items stops at the first error
+        try:
+            rtype = resource["resourceType"]
+            if rtype == "OperationOutcome":
+                check_outcome(resource, where)
+                return
+            rid = resource.get("id")
+            key = f"{rtype}/{rid}" if rid else key_of(resource, None, where)
+            keyed = self._keyed
+            prior = keyed.get(key)
+            if prior is not None:
+                if not self._same(prior, resource, raw):
+                    raise ChartError(f"{where}: {key} appears twice with different content")
+                return
+        except ChartError as error:
+            self._error = error
+            return
+        keep = self._keep
+        if keep is None or rtype in ALWAYS_KEPT:
+            keyed[key] = (resource, where)
+            return
+        concept = resource.get("code")
+        if keep(coding_tuple(concept) if concept else ()):
+            keyed[key] = (resource, where)
+            return
+        content = raw if raw is not None and self._reread is not None else resource
+        keyed[key] = LeftOut(content, (resource.get("subject"), resource.get("patient")))
+
+    def _same(
+        self, prior: tuple[dict[str, Any], str] | LeftOut, resource: dict[str, Any], raw: Any
+    ) -> bool:
+        """Whether a second version of a key has the first one's content."""
+        if not isinstance(prior, LeftOut):
+            return prior[0] is resource or prior[0] == resource
+        earlier = prior.content
+        if isinstance(earlier, dict):
+            return earlier is resource or earlier == resource
+        if raw is not None and earlier == raw:
+            return True
+        assert self._reread is not None  # content is a line only with a reread
+        return self._reread(earlier) == resource
+
+    def chart(self) -> Chart:
+        """The chart (ChartError, MultiplePatientsError among them, as from_items)."""
+        if self._error is not None:
+            raise self._error
+        keyed, self._keyed = self._keyed, {}  # what was left out is let go with the chart
+        return Chart.indexed(keyed, {}, keep=self._keep)

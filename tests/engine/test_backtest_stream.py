@@ -1,0 +1,66 @@
+"""A population's patients read straight into their charts (``backtest_bucket``): what
+the rules never read is left out as it is parsed, and the report, or the error, is the
+in-memory reading's, whatever a patient's lines hold twice or whoever they name."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from benchmarks.population import write_population
+from smartapp.engine import Pack
+from smartapp.rulestools.backtest import BacktestError, report, run_backtest
+
+from .helpers import run_free
+
+IN_MEMORY = 1 << 40  # the reference: the NDJSON read in memory, in one process
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Synthea folder as a bulk export, 30 patients."""
+    return write_population(tmp_path_factory.mktemp("population") / "ndjson", 30)
+
+
+def _outcome(folder: Path, pack: Pack, in_memory_bytes: int) -> Any:
+    try:
+        return run_free(report(run_backtest(folder, [pack], 1, in_memory_bytes=in_memory_bytes)))
+    except BacktestError as exc:
+        return str(exc)
+
+
+def _with_line(population: Path, tmp_path: Path, change: Any) -> Path:
+    """The population with a line after the first Observation: ``change(first)``."""
+    folder = tmp_path / "changed"
+    shutil.copytree(population, folder)
+    path = folder / "Observation.ndjson"
+    lines = path.read_bytes().splitlines()
+    lines.insert(1, orjson.dumps(change(orjson.loads(lines[0]))))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r,  # the same line twice
+        lambda r: dict(reversed(r.items())),  # the same content, written otherwise
+        lambda r: {**r, "status": "amended"},  # another version of the same key
+        lambda r: {**r, "patient": {"reference": "Patient/someone-else"}},
+        lambda r: {**r, "id": r["id"] + "x", "patient": {"reference": "Patient/someone-else"}},
+    ],
+    ids=["same-line", "same-content", "other-content", "another-patient", "names-two"],
+)
+def test_a_patients_lines_give_the_in_memory_outcome(
+    population: Path, pack: Pack, tmp_path: Path, change: Any
+) -> None:
+    folder = _with_line(population, tmp_path, change)
+    assert _outcome(folder, pack, 0) == _outcome(folder, pack, IN_MEMORY)
+
+
+def test_the_population_gives_the_in_memory_report(population: Path, pack: Pack) -> None:
+    assert _outcome(population, pack, 0) == _outcome(population, pack, IN_MEMORY)
