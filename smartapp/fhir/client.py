@@ -19,7 +19,7 @@ from smartapp.fhir.chart import (
     withheld_reasons,
 )
 from smartapp.fhir.errors import FhirError, parse_response
-from smartapp.fhir.http import session_for
+from smartapp.fhir.http import send
 
 # Names importers of this module use, kept at their old path since the chart read moved.
 __all__ = [
@@ -68,9 +68,7 @@ class FhirClient:
         headers = self.headers() | (extra_headers or {})
         data = orjson.dumps(body) if body is not None else None
         try:
-            return session_for(url).request(
-                method, url, data=data, headers=headers, timeout=self.timeout
-            )
+            return send(method, url, headers=headers, data=data, timeout=self.timeout)
         except requests.ConnectTimeout as exc:  # before "connected": nothing was sent
             raise FhirError("The EHR could not be reached.", transient=True) from exc
         except requests.Timeout as exc:
