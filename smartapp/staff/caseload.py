@@ -25,7 +25,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
 
 from smartapp.catalog.codes import DEFAULT_TIMEZONE
 from smartapp.catalog.hours import DAYS, Window, is_open
@@ -212,14 +213,26 @@ def _ref_name(coach: Any) -> Coach:
 
 def open_counts(db: Database) -> dict[str, tuple[str, int]]:
     """Coach reference -> (display name, open handoffs: accepted or in progress)."""
-    counts: dict[str, tuple[str, int]] = {}
     with db.session() as session:
-        for row in session.scalars(select(CoachHandoff).where(CoachHandoff.status.in_(COUNTED))):
-            if getattr(row, "owner_kind", None) not in (None, "coach"):
-                continue  # a community partner holds it: no coach's caseload
-            ref = row.coach_ref or row.coach_name or "?"
-            name, n = counts.get(ref, (row.coach_name or ref, 0))
-            counts[ref] = (name, n + 1)
+        return _open_counts(session)
+
+
+def _open_counts(session: Session) -> dict[str, tuple[str, int]]:
+    """`open_counts`, counted in the database (a row per coach and name), never by loading
+    every open handoff: the physician's screen asks on every launch."""
+    coach_held = or_(CoachHandoff.owner_kind.is_(None), CoachHandoff.owner_kind == "coach")
+    query = (  # a community partner's handoff is in no coach's caseload
+        select(CoachHandoff.coach_ref, CoachHandoff.coach_name, func.count())
+        .where(CoachHandoff.status.in_(COUNTED), coach_held)
+        .group_by(CoachHandoff.coach_ref, CoachHandoff.coach_name)
+        .order_by(CoachHandoff.coach_ref, CoachHandoff.coach_name.is_(None))
+        .order_by(CoachHandoff.coach_name)
+    )
+    counts: dict[str, tuple[str, int]] = {}
+    for coach_ref, coach_name, held in session.execute(query):
+        ref = coach_ref or coach_name or "?"
+        name, n = counts.get(ref, (coach_name or ref, 0))
+        counts[ref] = (name, n + held)
     return counts
 
 
@@ -228,14 +241,16 @@ def on_shift(
 ) -> list[Coach]:
     """Coaches on shift at `now`: seen in a staff session lately, and the roster's coaches
     during coverage hours (each once, by reference)."""
-    settings = _settings(config)
-    now = now or datetime.now(UTC)
+    with db.session() as session:
+        return _on_shift(session, _settings(config), now or datetime.now(UTC))
+
+
+def _on_shift(session: Session, settings: Settings, now: datetime) -> list[Coach]:
     since = now - timedelta(minutes=settings.on_shift_minutes)
     found: dict[str, Coach] = {}
-    with db.session() as session:
-        for row in session.scalars(select(StaffSession).where(StaffSession.last_seen_at >= since)):
-            if "coach" in (row.roles or []):
-                found.setdefault(row.user_ref, Coach(ref=row.user_ref, name=row.name))
+    for row in session.scalars(select(StaffSession).where(StaffSession.last_seen_at >= since)):
+        if "coach" in (row.roles or []):
+            found.setdefault(row.user_ref, Coach(ref=row.user_ref, name=row.name))
     if settings.roster and in_coverage(settings, now):
         for coach in settings.roster:
             found.setdefault(coach.ref, coach)
@@ -247,8 +262,9 @@ def loads(
 ) -> list[Load]:
     """Every coach on shift or carrying open handoffs, with their open caseload and the cap."""
     settings = _settings(config)
-    counts = open_counts(db)
-    shift = {c.ref: c for c in on_shift(db, settings, now)}
+    with db.session() as session:  # one unit of work for both reads
+        counts = _open_counts(session)
+        shift = {c.ref: c for c in _on_shift(session, settings, now or datetime.now(UTC))}
     refs = set(counts) | set(shift)
     out = [
         Load(

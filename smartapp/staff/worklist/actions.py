@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from smartapp.db import CoachHandoff, Database
 from smartapp.handoffs import lifecycle, service
@@ -25,14 +25,13 @@ WorklistError = LifecycleError
 
 
 def loads(db: Database) -> dict[str, int]:
-    """Open handoffs per coach (accepted or in progress)."""
+    """Open handoffs per coach name (accepted or in progress), counted in the database."""
+    counts: dict[str, int] = {}
+    open_ = CoachHandoff.status.in_(("accepted", "in-progress"))
+    query = select(CoachHandoff.coach_name, func.count()).where(open_)
     with db.session() as session:
-        rows = session.scalars(
-            select(CoachHandoff).where(CoachHandoff.status.in_(("accepted", "in-progress")))
-        )
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[row.coach_name or "?"] = counts.get(row.coach_name or "?", 0) + 1
+        for name, held in session.execute(query.group_by(CoachHandoff.coach_name)):
+            counts[name or "?"] = counts.get(name or "?", 0) + held
     return counts
 
 
