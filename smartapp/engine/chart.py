@@ -11,7 +11,7 @@ The chart's types live in ``chart_types``, input checks in ``chart_input``, refe
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import ChainMap, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -57,18 +57,6 @@ T = TypeVar("T")
 
 #: Types a chart built with ``keep`` always holds, whatever their codes.
 ALWAYS_KEPT = frozenset({"Patient", "Encounter", "Medication", *MEDICATION_TYPES})
-
-
-class LeftOut:
-    """A resource a chart built for some rules leaves out, decided as it was read
-    (``chart_stream``): what the chart still needs of it, the references that say whose it
-    is (``subject``, ``patient``), and its content as read, to compare a second version."""
-
-    __slots__ = ("content", "owners")
-
-    def __init__(self, content: Any, owners: tuple[Any, ...]) -> None:
-        self.content = content
-        self.owners = owners
 
 
 def coded_in(valuesets: Iterable[ValueSetLike]) -> KeepCodes:
@@ -176,7 +164,7 @@ class Chart:
         keep: KeepCodes | None = None,
     ) -> Chart:
         """Key every resource, resolve references, then index (one pass over the chart)."""
-        keyed: dict[str, tuple[dict[str, Any], str] | LeftOut] = {}
+        keyed: dict[str, tuple[dict[str, Any], str]] = {}
         aliases: dict[str, str] = {}
         conflicting: set[str] = set()
         for full_url, resource, where in items:
@@ -186,7 +174,7 @@ class Chart:
                 continue
             rid = resource.get("id")
             key = f"{rtype}/{rid}" if rid else key_of(resource, full_url, where)
-            prior = cast(tuple[dict[str, Any], str] | None, keyed.get(key))
+            prior = keyed.get(key)
             if prior is None:
                 keyed[key] = (resource, where)
             elif prior[0] is not resource and prior[0] != resource:
@@ -204,30 +192,29 @@ class Chart:
     @classmethod
     def indexed(
         cls,
-        keyed: Mapping[str, tuple[dict[str, Any], str] | LeftOut],
+        keyed: dict[str, tuple[dict[str, Any], str]],
         aliases: dict[str, str],
         conflicting: bool = False,
         on_unreadable: Unreadable | None = None,
         keep: KeepCodes | None = None,
+        decided: dict[str, Any] | None = None,
+        owners: Iterable[str] = (),
     ) -> Chart:
         """The chart of keyed resources (each key's first version, in chart order), its
-        references resolved; a :class:`LeftOut` (see chart_stream) was decided already."""
-        resolver = Resolver(keyed, aliases)
+        references resolved. ``decided``: keys ``keep`` left out already (chart_stream),
+        ``owners`` the references their ``subject`` and ``patient`` hold."""
+        resolver = Resolver(ChainMap(keyed, decided) if decided else keyed, aliases)
         target = resolver.target
         timed = CLINICAL_TIME_FIELDS
         entries: dict[str, ChartEntry] = {}
         patients: set[str] = set()
-        left_out: list[str] = []
+        left_out: list[str] = list(decided or ())
+        for reference in owners:
+            owner = resolver.named(reference)
+            if owner is not None and owner.startswith("Patient/"):
+                patients.add(owner)
         # one tight loop: this is most of the cost of evaluating a chart
-        for key, held in keyed.items():
-            if held.__class__ is LeftOut:
-                left_out.append(key)  # checked, never read: not indexed
-                for reference in cast(LeftOut, held).owners:
-                    owner = target(reference)
-                    if owner is not None and owner.startswith("Patient/"):
-                        patients.add(owner)
-                continue
-            resource = cast(tuple[dict[str, Any], str], held)[0]
+        for key, (resource, _where) in keyed.items():
             rtype = resource["resourceType"]
             if rtype in MEDICATION_TYPES:
                 try:

@@ -43,6 +43,10 @@ class Resolver:
         raw = value.get("reference")
         if not isinstance(raw, str):
             return None
+        return self.named(raw)
+
+    def named(self, raw: str) -> str | None:
+        """Canonical key a reference string names (as :meth:`target` reads it)."""
         try:
             return self._targets[raw]
         except KeyError:

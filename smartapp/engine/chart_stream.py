@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .chart import ALWAYS_KEPT, Chart, ChartError, KeepCodes, LeftOut
+from .chart import ALWAYS_KEPT, Chart, ChartError, KeepCodes
 from .chart_input import check_outcome, key_of
 from .fhir import coding_tuple
 
@@ -24,12 +24,16 @@ Reread = Callable[[Any], dict[str, Any]]
 class ChartStream:
     """``Chart.from_items`` of the items fed by :meth:`add` (none with a fullUrl)."""
 
-    __slots__ = ("_error", "_keep", "_keyed", "_reread")
+    __slots__ = ("_error", "_keep", "_keyed", "_left", "_owners", "_reread")
 
     def __init__(self, keep: KeepCodes | None = None, reread: Reread | None = None) -> None:
         self._keep = keep
         self._reread = reread
-        self._keyed: dict[str, tuple[dict[str, Any], str] | LeftOut] = {}
+        self._keyed: dict[str, tuple[dict[str, Any], str]] = {}
+        #: what ``keep`` left out: key -> its content as read (its line, or the resource)
+        self._left: dict[str, Any] = {}
+        #: the references the left-out resources' ``subject`` and ``patient`` hold
+        self._owners: set[str] = set()
         self._error: ChartError | None = None
 
     def add(self, resource: dict[str, Any], where: str, raw: Any = None) -> None:
@@ -38,6 +42,7 @@ class ChartStream:
         first error is raised by :meth:`chart`, as ``from_items`` would raise it."""
         if self._error is not None:
             return  # from_items stops at the first error
+        keyed = self._keyed
         try:
             rtype = resource["resourceType"]
             if rtype == "OperationOutcome":
@@ -45,10 +50,13 @@ class ChartStream:
                 return
             rid = resource.get("id")
             key = f"{rtype}/{rid}" if rid else key_of(resource, None, where)
-            keyed = self._keyed
             prior = keyed.get(key)
             if prior is not None:
-                if not self._same(prior, resource, raw):
+                if prior[0] is not resource and prior[0] != resource:
+                    raise ChartError(f"{where}: {key} appears twice with different content")
+                return
+            if key in self._left:
+                if not self._same(self._left[key], resource, raw):
                     raise ChartError(f"{where}: {key} appears twice with different content")
                 return
         except ChartError as error:
@@ -62,16 +70,16 @@ class ChartStream:
         if keep(coding_tuple(concept) if concept else ()):
             keyed[key] = (resource, where)
             return
-        content = raw if raw is not None and self._reread is not None else resource
-        keyed[key] = LeftOut(content, (resource.get("subject"), resource.get("patient")))
+        self._left[key] = raw if raw is not None and self._reread is not None else resource
+        for element in ("subject", "patient"):  # whose it is: Chart.indexed reads them
+            value = resource.get(element)
+            if value.__class__ is dict:
+                reference = value.get("reference")
+                if reference.__class__ is str:
+                    self._owners.add(reference)
 
-    def _same(
-        self, prior: tuple[dict[str, Any], str] | LeftOut, resource: dict[str, Any], raw: Any
-    ) -> bool:
-        """Whether a second version of a key has the first one's content."""
-        if not isinstance(prior, LeftOut):
-            return prior[0] is resource or prior[0] == resource
-        earlier = prior.content
+    def _same(self, earlier: Any, resource: dict[str, Any], raw: Any) -> bool:
+        """Whether a second version of a left-out key has the first one's content."""
         if isinstance(earlier, dict):
             return earlier is resource or earlier == resource
         if raw is not None and earlier == raw:
@@ -83,5 +91,6 @@ class ChartStream:
         """The chart (ChartError, MultiplePatientsError among them, as from_items)."""
         if self._error is not None:
             raise self._error
-        keyed, self._keyed = self._keyed, {}  # what was left out is let go with the chart
-        return Chart.indexed(keyed, {}, keep=self._keep)
+        keyed, left = self._keyed, self._left
+        self._keyed, self._left = {}, {}  # what was left out is let go with the chart
+        return Chart.indexed(keyed, {}, keep=self._keep, decided=left, owners=self._owners)
