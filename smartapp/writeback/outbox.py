@@ -19,9 +19,9 @@ import logging
 import random
 import secrets
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -244,6 +244,29 @@ def due(db: Database, now: datetime | None = None, limit: int = 20) -> list[str]
         return list(session.scalars(query))
 
 
+# The delivery's own statements on the referral row, built once, run as Core (no ORM unit of
+# work or bulk-update machinery: a visible part of each delivery's CPU); a row read back
+# comes out as a Referral that belongs to no session, as the ORM's detached rows did.
+_REFERRALS = cast(Table, Referral.__table__)
+_CLAIM = (
+    update(_REFERRALS)
+    .where(
+        _REFERRALS.c.id == bindparam("claim_id"),
+        _REFERRALS.c.status == "queued",
+        or_(
+            _REFERRALS.c.lease_until.is_(None),
+            _REFERRALS.c.lease_until < bindparam("claim_now"),
+        ),
+    )
+    .values(lease_owner=bindparam("claim_owner"), lease_until=bindparam("claim_until"))
+    .returning(*_REFERRALS.c)
+)
+_READ_LOCKED = (
+    select(*_REFERRALS.c).where(_REFERRALS.c.id == bindparam("read_id")).with_for_update()
+)
+_RECORD = update(_REFERRALS).where(_REFERRALS.c.id == bindparam("record_id"))
+
+
 def claimed(
     db: Database, referral_id: str, owner: str, now: datetime | None = None
 ) -> Referral | None:
@@ -252,17 +275,16 @@ def claimed(
     None when somebody else holds it or it is done."""
     now = now or utcnow()
     with db.session() as session:
-        return session.scalars(
-            update(Referral)
-            .where(
-                Referral.id == referral_id,
-                Referral.status == "queued",
-                or_(Referral.lease_until.is_(None), Referral.lease_until < now),
-            )
-            .values(lease_owner=owner, lease_until=now + LEASE)
-            .returning(Referral)
-            .execution_options(synchronize_session=False)
-        ).one_or_none()
+        row = session.execute(
+            _CLAIM,
+            {
+                "claim_id": referral_id,
+                "claim_now": now,
+                "claim_owner": owner,
+                "claim_until": now + LEASE,
+            },
+        ).first()
+    return Referral(**row._asdict()) if row is not None else None
 
 
 def backoff_seconds(
@@ -364,34 +386,40 @@ def _record_attempt(
 ) -> Referral:
     now = utcnow()
     with db.session() as session:
-        referral = session.get(Referral, referral_id, with_for_update=True)
-        if referral is None:  # pragma: no cover - referrals are never deleted
+        row = session.execute(_READ_LOCKED, {"read_id": referral_id}).first()
+        if row is None:  # pragma: no cover - referrals are never deleted
             raise LookupError(f"No referral {referral_id[:8]}.")
-        if referral.lease_owner != owner:  # lease lost (we were too slow): the other one records
+        stored = row._asdict()
+        if stored["lease_owner"] != owner:  # lease lost (too slow): the other one records
             log.warning("lease lost: referral=%s", referral_id[:8])
-            return referral
-        referral.attempts += 1
+            return Referral(**stored)
         # The stored plan read as it is (no copy): its operations move into `plan`, which
         # replaces it on the row.
-        _merge_changes_made_meanwhile(plan, WritePlan.from_json(referral.plan, copy=False))
-        store_plan(referral, plan)
-        referral.lease_owner = None
-        referral.lease_until = None
-        referral.updated_at = now
+        _merge_changes_made_meanwhile(plan, WritePlan.from_json(stored["plan"], copy=False))
+        attempts = stored["attempts"] + 1
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "plan": plan.to_json(),
+            "lease_owner": None,
+            "lease_until": None,
+            "updated_at": now,
+        }
         if error is None:
-            referral.status = "written" if plan.all_rest_written else "queued"
-            referral.last_error = None
+            values["status"] = "written" if plan.all_rest_written else "queued"
+            values["last_error"] = None
         elif error.transient or error.status == 401:
-            referral.status = "queued"
-            referral.last_error = str(error)
-            referral.next_attempt_at = now + timedelta(
-                seconds=backoff_seconds(referral.attempts, error.retry_after)
+            values["status"] = "queued"
+            values["last_error"] = str(error)
+            values["next_attempt_at"] = now + timedelta(
+                seconds=backoff_seconds(attempts, error.retry_after)
             )
         else:
-            referral.status = "failed"
-            referral.last_error = str(error)
+            values["status"] = "failed"
+            values["last_error"] = str(error)
+        session.execute(_RECORD.values(values), {"record_id": referral_id})
+        referral = Referral(**(stored | values))
         _log_attempt(session, referral, error, actors or [])
-    return referral  # as recorded (loaded: the session keeps it on commit)
+    return referral  # as recorded
 
 
 def _merge_changes_made_meanwhile(delivered: WritePlan, stored: WritePlan) -> None:

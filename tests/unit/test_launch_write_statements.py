@@ -13,12 +13,15 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import create_engine, make_url, text, update
 
+from smartapp.audit import log as referral_log
 from smartapp.db import Database, LaunchContext, Referral
+from smartapp.fhir.errors import FhirError
 from smartapp.launch import client as smart
 from smartapp.launch import sessions, store
 from smartapp.launch.client import AuthorizationRequest, SmartConfiguration
 from smartapp.launch.tokens import TokenCipher
 from smartapp.writeback import outbox, profiles
+from smartapp.writeback.plan import WritePlan
 from smartapp.writeback.resources import plan_writes
 from tests.unit.referrals import SETTINGS, referral
 
@@ -186,3 +189,47 @@ def test_a_kept_key_set_is_imported_once():
     assert smart._imported(document) is first
     fetched_again = {"keys": [dict(document["keys"][0])]}
     assert smart._imported(fetched_again) is not first
+
+
+def attempts_logged(db: Database) -> list[dict]:
+    with db.session() as session:
+        return [e.data for e in referral_log.events(session) if e.type == "write-attempt"]
+
+
+def test_an_attempt_is_recorded_on_the_row_under_its_lease_only(db):
+    referral_id = submitted(db, "v1")
+    row = outbox.claimed(db, referral_id, "worker-a")
+    assert row is not None
+    plan = WritePlan.from_json(row.plan)
+    with db.session() as session:  # another worker took the lease meanwhile
+        session.execute(update(Referral).values(lease_owner="worker-b"))
+    lost = outbox._record_attempt(db, referral_id, "worker-a", plan, None)
+    assert (lost.lease_owner, lost.attempts, lost.status) == ("worker-b", 0, "queued")
+    assert lost.decision["decisions"] and attempts_logged(db) == []
+
+    with db.session() as session:
+        session.execute(update(Referral).values(lease_owner="worker-a"))
+    failed = FhirError("The EHR did not answer in time.", transient=True, retry_after=30)
+    queued = outbox._record_attempt(db, referral_id, "worker-a", plan, failed)
+    assert (queued.status, queued.attempts, queued.lease_owner) == ("queued", 1, None)
+    assert queued.last_error == "The EHR did not answer in time."
+    assert queued.next_attempt_at > datetime.now(UTC) + timedelta(seconds=20)
+
+    outbox.claimed(db, referral_id, "worker-a", queued.next_attempt_at + timedelta(seconds=1))
+    for op in plan.operations:
+        if op.is_rest_create:
+            op.mark_written(f"id-{op.key[:4]}", "201")
+    done = outbox._record_attempt(db, referral_id, "worker-a", plan, None)
+    assert (done.status, done.attempts, done.last_error, done.lease_until) == (
+        "written",
+        2,
+        None,
+        None,
+    )
+    stored = outbox.get(db, referral_id)
+    assert stored is not None
+    assert (stored.status, stored.attempts, stored.lease_owner) == ("written", 2, None)
+    assert stored.plan == done.plan and stored.written == done.written != []
+    logged = attempts_logged(db)
+    assert [(e["attempt"], e["outcome"]) for e in logged] == [(1, "queued"), (2, "written")]
+    assert logged[-1]["written"] == done.written
