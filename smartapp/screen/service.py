@@ -291,20 +291,21 @@ class SignResult:
 def sign(
     services: Services,
     context: LaunchContext,
+    existing: Referral | None,
     form: forms.SignForm,
     settings: ScreenSettings,
     now: datetime,
 ) -> SignResult:
     """Sign the decisions on what was shown for the launch (`context.shown`): check them,
     build the referral and its write plan, and submit it to the outbox (which logs the
-    decision). A visit signed already (another window or launch, a race) is not signed
-    again: the result says by whom, and which of these choices were not sent. Raises
-    NothingShown when nothing was shown for the launch yet."""
+    decision). A visit signed already (`existing`, read with the context; another window or
+    launch, or a race the submit finds) is not signed again: the result says by whom, and
+    which of these choices were not sent. Raises NothingShown when nothing was shown for the
+    launch yet."""
     shown = context.shown
     if not shown:
         raise NothingShown("Nothing was shown yet for this launch. Reload the page.")
     choices = forms.form_choices(form, shown)
-    existing = signed_referral(services, context)
     if existing is not None:
         return after_signed(services, context, shown, existing, form, choices)
     decisions, errors = forms.read_decisions(shown, form)

@@ -170,9 +170,18 @@ def load_shown_context(context_id: str) -> service.LaunchContext:
     (its `shown_at`: the evaluation's time). A page that is no longer the latest shown for the
     launch (another window, a newer evaluation) gets 409: its choices are never applied to
     what another page showed."""
-    expected = request.form.get("shown_at") or None
-    context = load_context(context_id)
-    if context.shown and not _shows(context, expected):
+    return _shown_by_this_page(load_context(context_id))
+
+
+def load_shown_visit(context_id: str) -> tuple[service.LaunchContext, Any]:
+    """`load_shown_context`, and the referral signed for its visit (one read for both)."""
+    context, referral = load_visit(context_id)
+    return _shown_by_this_page(context), referral
+
+
+def _shown_by_this_page(context: service.LaunchContext) -> service.LaunchContext:
+    """The context, unless what it last showed is not what the posting page showed (409)."""
+    if context.shown and not _shows(context, request.form.get("shown_at") or None):
         log.info("post from a page that is no longer the latest shown")
         abort(
             409,
@@ -197,12 +206,13 @@ def inject_programs() -> dict:
 @bp.post("/<context_id>/sign")
 def sign(context_id: str):
     check_csrf()
-    context = load_shown_context(context_id)
+    context, existing = load_shown_visit(context_id)
     shown = context.shown
     if not shown:
         abort(400, description="Nothing was shown yet for this launch. Reload the page.")
     form = parse_form(request.form, shown)
-    result = service.sign(current_services(), context, form, settings(), datetime.now(UTC))
+    now = datetime.now(UTC)
+    result = service.sign(current_services(), context, existing, form, settings(), now)
     if result.outcome == "invalid":
         return unsigned_page(context, shown, result.errors, result.choices), 422
     if result.outcome == "conflict":
