@@ -407,6 +407,15 @@ class Chart:
             self._history = History(self)
         return self._history.appears(self._entries[key])
 
+    def changes_at(self, key: str) -> datetime | None:
+        """When a resource took its recorded form, if it had an earlier one (see
+        asof.change_time; worked out once per chart, as :meth:`appears_at`)."""
+        from .chart_asof import History
+
+        if self._history is None:
+            self._history = History(self)
+        return self._history.change(self._entries[key])
+
     def full_urls(self) -> dict[str, list[str]]:
         """The fullUrls each key was given in its bundle(s)."""
         out: dict[str, list[str]] = defaultdict(list)

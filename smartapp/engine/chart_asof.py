@@ -12,6 +12,8 @@ from .chart import Chart
 from .chart_types import ChartEntry, ValueSetLike
 
 T = TypeVar("T")
+#: Not worked out yet (None is an answer: no time).
+_UNKNOWN: Any = object()
 
 
 class History:
@@ -20,32 +22,45 @@ class History:
     def __init__(self, chart: Chart) -> None:
         self._entries = chart._entries
         self._appears: dict[str, datetime | None] = {}
-        self._changes: dict[str, tuple[datetime | None, ChartEntry | None]] = {}
+        self._changes: dict[str, datetime | None] = {}
+        self._earlier: dict[str, ChartEntry] = {}
 
     def appears(self, entry: ChartEntry) -> datetime | None:
         """When the entry's resource entered the chart (see asof.appears_at)."""
         key = entry.key
-        try:
-            return self._appears[key]
-        except KeyError:
-            pass
-        start = None
-        if entry.encounter is not None:
-            target = self._entries.get(entry.encounter)
-            if target is not None and target.resource["resourceType"] == "Encounter":
-                start = asof.encounter_appears(target.resource)
-        found = self._appears[key] = asof.appears_at(entry.resource, start)
+        found = self._appears.get(key, _UNKNOWN)
+        if found is not _UNKNOWN:
+            return found
+        resource = entry.resource
+        if resource["resourceType"] == "Encounter":  # its start, parsed already, else its end
+            found = entry.time if entry.time is not None else asof.encounter_appears(resource)
+        else:
+            start = None
+            if entry.encounter is not None:
+                target = self._entries.get(entry.encounter)
+                if target is not None and target.resource["resourceType"] == "Encounter":
+                    start = self.appears(target)
+            found = asof.appears_at(resource, start)
+        self._appears[key] = found
+        return found
+
+    def change(self, entry: ChartEntry) -> datetime | None:
+        """When the entry's resource took its recorded form (see asof.change_time)."""
+        key = entry.key
+        found = self._changes.get(key, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = self._changes[key] = asof.change_time(entry.resource)
         return found
 
     def then(self, entry: ChartEntry, time: datetime) -> ChartEntry:
         """The entry as it stood at ``time``: its earlier form before its change time."""
-        change = self._changes.get(entry.key)
-        if change is None:
-            when = asof.change_time(entry.resource)
-            earlier = None if when is None else revised(entry, asof.earlier_form(entry.resource))
-            change = self._changes[entry.key] = (when, earlier)
-        when, earlier = change
-        return earlier if earlier is not None and when is not None and time < when else entry
+        when = self.change(entry)
+        if when is None or time >= when:
+            return entry
+        earlier = self._earlier.get(entry.key)
+        if earlier is None:
+            earlier = self._earlier[entry.key] = revised(entry, asof.earlier_form(entry.resource))
+        return earlier
 
 
 def revised(entry: ChartEntry, resource: dict[str, Any]) -> ChartEntry:
@@ -147,6 +162,9 @@ class ChartAsOf(Chart):
 
     def appears_at(self, key: str) -> datetime | None:
         return self._base.appears_at(key)
+
+    def changes_at(self, key: str) -> datetime | None:
+        return self._base.changes_at(key)
 
     def full_urls(self) -> dict[str, list[str]]:
         keys = {e.key for e in self.of_all()}

@@ -130,7 +130,7 @@ def change_times(chart: Chart, packs: Sequence[Pack] = ()) -> list[datetime]:
         entries = (e for e in chart.of_all() if e.resource_type in READ_TYPES)
     times: set[datetime] = set()
     for entry in entries:
-        for time in (chart.appears_at(entry.key), asof.change_time(entry.resource)):
+        for time in (chart.appears_at(entry.key), chart.changes_at(entry.key)):
             if time is not None and time != asof.UNDATED:
                 times.add(time)
     return sorted(times)
