@@ -78,6 +78,31 @@ class ChartStream:
                 if reference.__class__ is str:
                     self._owners.add(reference)
 
+    def add_read(self, resource: dict[str, Any], where: str, raw: Any, subject: str) -> None:
+        """:meth:`add` of a resource whose reader checked it already: ``resourceType`` and
+        ``id`` non-empty strings, ``subject.reference`` the string ``subject``."""
+        rtype = resource["resourceType"]
+        if self._error is not None or rtype == "OperationOutcome":
+            self.add(resource, where, raw)
+            return
+        key = f"{rtype}/{resource['id']}"
+        keyed, left = self._keyed, self._left
+        if key in keyed or key in left or rtype in ALWAYS_KEPT or self._keep is None:
+            self.add(resource, where, raw)
+            return
+        concept = resource.get("code")
+        if self._keep(coding_tuple(concept) if concept else ()):
+            keyed[key] = (resource, where)
+            return
+        left[key] = raw if raw is not None and self._reread is not None else resource
+        self._owners.add(subject)
+        if "patient" in resource:
+            value = resource["patient"]
+            if value.__class__ is dict:
+                reference = value.get("reference")
+                if reference.__class__ is str:
+                    self._owners.add(reference)
+
     def _same(self, earlier: Any, resource: dict[str, Any], raw: Any) -> bool:
         """Whether a second version of a left-out key has the first one's content."""
         if isinstance(earlier, dict):

@@ -197,7 +197,8 @@ def _tag_streams(
             offset += len(line) + 1
             try:  # the common line, as in _tag_groups
                 resource = loads(line)
-                patient = by_ref[resource["subject"]["reference"]]
+                subject = resource["subject"]["reference"]
+                patient = by_ref[subject]
                 rtype, rid = resource["resourceType"], resource["id"]
                 if rtype.__class__ is not str or rid.__class__ is not str or not rid:
                     raise TypeError
@@ -206,7 +207,7 @@ def _tag_streams(
             except (ValueError, KeyError, TypeError):
                 place.checked(line, where)
                 continue
-            patient.add(resource, where, line)
+            patient.add_read(resource, where, line, subject)
     patients = list(place.groups.values())
     for patient in patients:
         for _url, resource, where in shared:
