@@ -187,15 +187,23 @@ def _pattern(type_: str) -> Pattern:
     )
 
 
+# The event types whose data each of `outcome_of`, `resource_references`, `referral_of` and
+# `log_entities` reads: for any other type they give outcome "0" and no entity, unasked.
+OUTCOME_TYPES = frozenset(("write-attempt", "write-held"))
+RESOURCE_TYPES = frozenset(("suggestions-shown", "write-attempt"))
+REFERRAL_TYPES = frozenset(("decision", "write-attempt", "write-held"))
+LOG_TYPES = frozenset(("audit-read", "audit-export"))
+
+
 def outcome_of(type_: str, data: dict) -> tuple[str, str | None]:
+    if type_ not in OUTCOME_TYPES:
+        return "0", None
     if type_ == "write-attempt":
         status = data.get("outcome")
         return WRITE_OUTCOMES.get(str(status), "8"), data.get("error") or (
             None if status == "written" else f"write {status}"
         )
-    if type_ == "write-held":
-        return "8", f"held in Handoff, not sent to the EHR: {data.get('reason', '')}".rstrip(": ")
-    return "0", None
+    return "8", f"held in Handoff, not sent to the EHR: {data.get('reason', '')}".rstrip(": ")
 
 
 def _who(user_ref: str) -> dict:
@@ -264,6 +272,8 @@ def _entities(event: Any, data: dict, canonical: bytes | None = None) -> list[di
 def log_entities(type_: str, data: dict) -> Iterator[dict]:
     """The referral log itself as an entity, for an auditor's read (with the query) and an
     export (range, count, sha256)."""
+    if type_ not in LOG_TYPES:
+        return
     if type_ == "audit-read":
         yield entity_of(
             {
@@ -296,6 +306,8 @@ def data_references(type_: str, data: dict) -> Iterator[tuple[dict, str]]:
 def resource_references(type_: str, data: dict) -> Iterator[tuple[Any, str]]:
     """The EHR resources an event is about (the evidence shown, the resources written), as
     (reference, object-role code): each the `reference` of a Reference."""
+    if type_ not in RESOURCE_TYPES:
+        return
     if type_ == "suggestions-shown":
         seen: set[str] = set()
         for suggestion in data.get("suggestions", []):
@@ -312,11 +324,7 @@ def resource_references(type_: str, data: dict) -> Iterator[tuple[Any, str]]:
 
 def referral_of(type_: str, data: dict) -> str | None:
     """The referral an event is about, where it names no resource written instead."""
-    if (
-        type_ in ("decision", "write-attempt", "write-held")
-        and data.get("referral")
-        and not _written(type_, data)
-    ):
+    if type_ in REFERRAL_TYPES and data.get("referral") and not _written(type_, data):
         return str(data["referral"])
     return None
 
