@@ -9,12 +9,12 @@ the names be read again from the whole log.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from smartapp.audit import chain
+from smartapp.audit import beside
 from smartapp.audit import rows as stored
-from smartapp.audit.models import LogEvent, LogSummaryState, LogTamperMark, LogUserName
+from smartapp.audit.models import LogEvent, LogUserName
 
 NAME = "user-names"
 NAMED_TYPES = ("launch", "staff-sign-in")
@@ -23,37 +23,14 @@ NAMED_TYPES = ("launch", "staff-sign-in")
 USER_TYPES = ("launch", "decision", "staff-sign-in")
 
 
-def _targets(session: Session) -> tuple[int, int]:
-    """(the last seq of a naming event, the last tamper mark): what the names must reach."""
-    last = session.scalar(select(func.max(LogEvent.seq)).where(LogEvent.type.in_(USER_TYPES)))
-    mark = session.scalar(select(func.max(LogTamperMark.id)))
-    return int(last or 0), int(mark or 0)
-
-
-def _state(session: Session) -> tuple[int, int] | None:
-    row = session.execute(
-        select(LogSummaryState.seq, LogSummaryState.mark).where(LogSummaryState.name == NAME)
-    ).first()
-    return None if row is None else (int(row[0]), int(row[1]))
-
-
 def bring_up_to_date(session: Session) -> None:
     """Read the naming events since the last time (all of them after a tamper mark). Takes the
     chain lock only when there is something to read."""
-    last, mark = _targets(session)
-    state = _state(session)
-    if state is not None and state[0] >= last and state[1] >= mark:
-        return
-    chain.lock(session)
-    last, mark = _targets(session)
-    state = _state(session)
-    if state is None:
-        session.execute(insert(LogSummaryState).values(name=NAME, seq=0, mark=0, unreadable=0))
-        state = (0, 0)
-    after = state[0]
-    if mark > state[1]:
-        session.execute(delete(LogUserName))
-        after = 0
+    beside.catch_up(session, SUMMARY)
+
+
+def _read(session: Session, after: int, last: int) -> int:
+    """Keep the names the events after..last give (damaged rows are skipped, not counted)."""
     found: dict[str, tuple[str, int]] = {}
     query = stored.select_events(
         LogEvent.type.in_(USER_TYPES),
@@ -70,9 +47,14 @@ def bring_up_to_date(session: Session) -> None:
         else:
             found.setdefault(event.user_ref, ("", 0))
     _keep(session, found)
-    session.execute(
-        update(LogSummaryState).where(LogSummaryState.name == NAME).values(seq=last, mark=mark)
-    )
+    return 0
+
+
+def _clear(session: Session) -> None:
+    session.execute(delete(LogUserName))
+
+
+SUMMARY = beside.Summary(NAME, USER_TYPES, _clear, _read)
 
 
 def _keep(session: Session, found: dict[str, tuple[str, int]]) -> None:

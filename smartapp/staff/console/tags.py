@@ -6,21 +6,20 @@ of every candidate event (at 1M events: seconds per view before).
 Which tags an event gets (`event_tags`) mirrors `Search.matches`, the reference the tests hold
 it to: a shown suggestion's kind; a decision's kind, its outcome (accepted or declined) and the
 two together, for each decision; a write attempt's outcome; a held write. Tags are brought up
-to the log's head as the dashboard's kept visits are (`smartapp.staff.dashboard.store`): only
-the events after the last one tagged, under the chain lock, and all of them again when a row
-of the log was changed (a tamper mark): the tags never keep what the log no longer says.
+to the log's head as every summary kept beside the log is (`smartapp.audit.beside`): only the
+events after the last one tagged, and all of them again after a tamper mark.
 """
 
 from __future__ import annotations
 
 from typing import Any, TypeGuard
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert
 from sqlalchemy.orm import Session
 
-from smartapp.audit import chain
+from smartapp.audit import beside
 from smartapp.audit import rows as stored
-from smartapp.audit.models import LogEvent, LogEventTag, LogSummaryState, LogTamperMark
+from smartapp.audit.models import LogEvent, LogEventTag
 from smartapp.db import Database
 
 NAME = "console-tags"
@@ -95,32 +94,13 @@ def bring_up_to_date(db: Database, unit: int = UNIT_EVENTS) -> None:
 
 def catch_up(session: Session, limit: int | None = None) -> bool:
     """Tag the events after the last one tagged (all of them again after a tamper mark), at
-    most `limit` in this unit of work; whether the tags now reach the log's head. A view that
-    finds nothing new takes no lock."""
-    head, mark = _heads(session)
-    state = _state(session)
-    if state is not None and state[0] >= head and state[1] >= mark:
-        return True
-    chain.lock(session)
-    head, mark = _heads(session)
-    state = _state(session)
-    if state is None:
-        session.execute(insert(LogSummaryState).values(name=NAME, seq=0, mark=0, unreadable=0))
-        state = (0, 0)
-    done = state[0]
-    if mark > state[1]:
-        session.execute(delete(LogEventTag))
-        done = 0
-    upto = head if limit is None else min(head, done + limit)
-    _tag(session, done, upto)
-    session.execute(
-        update(LogSummaryState).where(LogSummaryState.name == NAME).values(seq=upto, mark=mark)
-    )
-    return upto >= head
+    most `limit` in this unit of work; whether the tags now reach the log's head."""
+    return beside.catch_up(session, SUMMARY, limit)[0]
 
 
-def _tag(session: Session, after: int, upto: int) -> None:
-    """Insert the tags of the events after..upto, read a range of UNIT_EVENTS at a time."""
+def _tag(session: Session, after: int, upto: int) -> int:
+    """Insert the tags of the events after..upto, read a range of UNIT_EVENTS at a time (a
+    damaged row gets the tags its type alone gives: none is left out)."""
     for start in range(after, upto, UNIT_EVENTS):
         end = min(start + UNIT_EVENTS, upto)
         query = stored.select_events(
@@ -133,17 +113,11 @@ def _tag(session: Session, after: int, upto: int) -> None:
         ]
         for first in range(0, len(rows), _READ_BATCH):
             session.execute(insert(LogEventTag), rows[first : first + _READ_BATCH])
+    return 0
 
 
-def _state(session: Session) -> tuple[int, int] | None:
-    row = session.execute(
-        select(LogSummaryState.seq, LogSummaryState.mark).where(LogSummaryState.name == NAME)
-    ).first()
-    return None if row is None else (int(row[0]), int(row[1]))
+def _clear(session: Session) -> None:
+    session.execute(delete(LogEventTag))
 
 
-def _heads(session: Session) -> tuple[int, int]:
-    """(the last seq of an event that may carry tags, the last tamper mark)."""
-    head = session.scalar(select(func.max(LogEvent.seq)).where(LogEvent.type.in_(TAGGED_TYPES)))
-    mark = session.scalar(select(func.max(LogTamperMark.id))) or 0
-    return int(head or 0), int(mark)
+SUMMARY = beside.Summary(NAME, TAGGED_TYPES, _clear, _tag)

@@ -23,12 +23,10 @@ import orjson
 from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from smartapp.audit import chain
+from smartapp.audit import beside
 from smartapp.audit import rows as stored
 from smartapp.audit.models import (
     LogEvent,
-    LogSummaryState,
-    LogTamperMark,
     LogVisitFigure,
     LogVisitSummary,
     LogVisitText,
@@ -243,24 +241,6 @@ class _Referrals:
         self.kept.name_referral(referral, visit)
 
 
-def _state(session: Session) -> tuple[int, int, int] | None:
-    row = session.execute(
-        select(LogSummaryState.seq, LogSummaryState.mark, LogSummaryState.unreadable).where(
-            LogSummaryState.name == NAME
-        )
-    ).first()
-    return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
-
-
-def _heads(session: Session) -> tuple[int, int]:
-    """(the last seq of an event the dashboard counts, the last tamper mark): what the kept
-    visits must reach. Other events (audit reads: one per view) never make a view catch up."""
-    head = session.scalar(select(func.max(LogEvent.seq)).where(LogEvent.type.in_(DASHBOARD_TYPES)))
-    head = head or 0
-    mark = session.scalar(select(func.max(LogTamperMark.id))) or 0
-    return int(head), int(mark)
-
-
 def bring_up_to_date(session: Session) -> int:
     """Join the events appended since the last view into the kept visits (all of them again
     when a log row was changed); returns how many damaged rows were left out."""
@@ -268,33 +248,15 @@ def bring_up_to_date(session: Session) -> int:
 
 
 def catch_up(session: Session, limit: int | None = None) -> tuple[bool, int]:
-    """`bring_up_to_date`, at most `limit` events in this unit of work (the chain lock is held
-    until it ends: a rebuild of millions of events in one unit would hold every append back
-    for minutes); (whether the kept visits reach the log's head, damaged rows left out)."""
-    head, mark = _heads(session)
-    state = _state(session)
-    if state is not None and state[0] >= head and state[1] >= mark:
-        return True, state[2]
-    chain.lock(session)
-    head, mark = _heads(session)
-    state = _state(session)
-    if state is None:
-        session.execute(insert(LogSummaryState).values(name=NAME, seq=0, mark=0, unreadable=0))
-        state = (0, 0, 0)
-    done, unreadable = state[0], state[2]
-    if mark > state[1]:
-        session.execute(delete(_TABLE))
-        session.execute(delete(FIGURES))
-        session.execute(delete(TEXTS))
-        done, unreadable = 0, 0
-    upto = head if limit is None else min(head, done + limit)
-    unreadable += _join(session, done, upto)
-    session.execute(
-        update(LogSummaryState)
-        .where(LogSummaryState.name == NAME)
-        .values(seq=upto, mark=mark, unreadable=unreadable)
-    )
-    return upto >= head, unreadable
+    """`bring_up_to_date`, at most `limit` events in this unit of work (`audit.beside`);
+    (whether the kept visits reach the log's head, damaged rows left out)."""
+    return beside.catch_up(session, SUMMARY, limit)
+
+
+def _clear(session: Session) -> None:
+    session.execute(delete(_TABLE))
+    session.execute(delete(FIGURES))
+    session.execute(delete(TEXTS))
 
 
 def _join(session: Session, after: int, head: int) -> int:
@@ -348,3 +310,6 @@ def kept_visits(session: Session, start: datetime | None, end: datetime | None) 
     if end is not None:
         query = query.where(_TABLE.c.first_shown < end + timedelta(days=1))
     return [load(text) for text in session.execute(query).scalars()]
+
+
+SUMMARY = beside.Summary(NAME, DASHBOARD_TYPES, _clear, _join)

@@ -1,0 +1,76 @@
+"""What is kept beside the referral log so that staff pages read it instead of the whole log
+(issue 15): the dashboard's visits, the console's user names and its event tags. Each is
+brought up to the log's head from the last event it holds (`log_summary_state`, one row per
+summary), under the chain lock (no append races it; a view that finds nothing new takes no
+lock), and made again from the first event when a row of the log was changed or deleted (a
+tamper mark): a summary never keeps what the log no longer says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from smartapp.audit import chain
+from smartapp.audit.models import LogEvent, LogSummaryState, LogTamperMark
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One summary kept beside the log: its `name` in `log_summary_state`, the event `types`
+    it reads, `clear` (deletes what it kept, before it is made again) and `add` (takes the
+    events after..upto of its types into it; returns how many damaged rows it left out)."""
+
+    name: str
+    types: tuple[str, ...]
+    clear: Callable[[Session], None]
+    add: Callable[[Session, int, int], int]
+
+
+def catch_up(session: Session, summary: Summary, limit: int | None = None) -> tuple[bool, int]:
+    """Bring `summary` up to the log's head, at most `limit` events in this unit of work (the
+    chain lock is held until it ends: a rebuild of millions of events in one unit would hold
+    every append back for minutes); (whether it reaches the head, damaged rows left out)."""
+    head, mark = _heads(session, summary.types)
+    state = _state(session, summary.name)
+    if state is not None and state[0] >= head and state[1] >= mark:
+        return True, state[2]
+    chain.lock(session)
+    head, mark = _heads(session, summary.types)
+    state = _state(session, summary.name)
+    if state is None:
+        values = {"name": summary.name, "seq": 0, "mark": 0, "unreadable": 0}
+        session.execute(insert(LogSummaryState).values(values))
+        state = (0, 0, 0)
+    done, unreadable = state[0], state[2]
+    if mark > state[1]:
+        summary.clear(session)
+        done, unreadable = 0, 0
+    upto = head if limit is None else min(head, done + limit)
+    unreadable += summary.add(session, done, upto)
+    session.execute(
+        update(LogSummaryState)
+        .where(LogSummaryState.name == summary.name)
+        .values(seq=upto, mark=mark, unreadable=unreadable)
+    )
+    return upto >= head, unreadable
+
+
+def _state(session: Session, name: str) -> tuple[int, int, int] | None:
+    row = session.execute(
+        select(LogSummaryState.seq, LogSummaryState.mark, LogSummaryState.unreadable).where(
+            LogSummaryState.name == name
+        )
+    ).first()
+    return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+
+def _heads(session: Session, types: tuple[str, ...]) -> tuple[int, int]:
+    """(the last seq of an event of `types`, the last tamper mark): what the summary must
+    reach. Other events (audit reads: one per view) never make a view catch up."""
+    head = session.scalar(select(func.max(LogEvent.seq)).where(LogEvent.type.in_(types)))
+    mark = session.scalar(select(func.max(LogTamperMark.id)))
+    return int(head or 0), int(mark or 0)
