@@ -77,6 +77,11 @@ class FactPlan:
         self.never_facts = frozenset(n for n, s in states.items() if s == NEVER)
         #: ids of expression nodes false at every time on this chart
         self.never = frozenset(i for i, s in self._expr_states.items() if s == NEVER)
+        #: no rule of the pack can fire on this chart, at any time: every evaluation
+        #: suggests and withholds nothing (its notices aside)
+        self.silent = all(self._state(rule.when) == NEVER for rule in pack.rules) and all(
+            self._reads_nothing(w.when) for w in pack.document.withholds_all()
+        )
         # the chart keeps its plan (Chart.derived): a plan keeping the chart would make a
         # cycle, which the backtest (its cyclic garbage collector off) would never free
         del self._chart
@@ -119,6 +124,21 @@ class FactPlan:
             inner = self._state(expr.not_)
             return ALWAYS if inner == NEVER else NEVER if inner == ALWAYS else DEPENDS
         return DEPENDS  # age, death, what the caller could not read: known only then
+
+    def _reads_nothing(self, expr: Any) -> bool:
+        """Whether an expression reads no resource but the patient: it cannot fail on a
+        malformed one (``withhold_all`` is evaluated even when no rule fires)."""
+        if isinstance(expr, str):
+            return self._reads_nothing(self._pack.facts[expr])
+        kind = type(expr)
+        if kind in SELECTORS:
+            return self._state(expr) == NEVER
+        if kind is AnyOf or kind is AllOf:
+            subs = expr.any_of if kind is AnyOf else expr.all_of
+            return all(self._reads_nothing(sub) for sub in subs)
+        if kind is Not:
+            return self._reads_nothing(expr.not_)
+        return True  # age, death, what the caller could not read
 
     def _candidates(self, selector: Any, types: tuple[str, ...]) -> tuple[ChartEntry, ...]:
         """Entries of these types coded in any of the selector's value sets, by key."""

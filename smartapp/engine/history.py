@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 from . import asof
 from .chart import MEDICATION_TYPES, Chart, ChartEntry, ChartItem, resource_key
 from .evaluate import Evaluation, evaluate, has_class
+from .fact_plan import fact_plan
 from .fhir import parse_datetime, reference_string, type_id_of
 from .pack import CurrentEncounter, Pack
 
@@ -199,14 +200,44 @@ def replay_moments(
     chart: Chart, visit: Visit, packs: Sequence[Pack]
 ) -> tuple[tuple[Moment, ...], ...]:
     """Each pack's timeline over the visit's moments (the last is the replay time)."""
+    moments = visit.moments or (visit.time,)
+    if _silent(chart, visit, packs):
+        return tuple((Moment(moments[0], NOTHING),) for _ in packs)
     timelines: list[list[Moment]] = [[] for _ in packs]
-    for time in visit.moments or (visit.time,):
+    for time in moments:
         view = chart.as_of(time, visit.key)
         for timeline, pack in zip(timelines, packs, strict=True):
             found = outcome(evaluate(view, time, pack, visit.key))
             if not timeline or timeline[-1].outcome != found:
                 timeline.append(Moment(time, found))
     return tuple(tuple(timeline) for timeline in timelines)
+
+
+#: The outcome of an evaluation in which no rule fired.
+NOTHING = Outcome((), ())
+
+
+def _silent(chart: Chart, visit: Visit, packs: Sequence[Pack]) -> bool:
+    """Whether no pack's rule can fire on this chart at any moment (fact_plan), so each
+    moment's outcome is NOTHING, as evaluating would find (an encounter evaluate cannot
+    read, a ``diagnosis`` it cannot list or a start it cannot look back from, is
+    evaluated all the same, to fail as it does)."""
+    if not all(fact_plan(chart, pack).silent for pack in packs):
+        return False
+    entry = chart.entry(visit.key)
+    if entry is None:
+        return False
+    diagnosis = entry.resource.get("diagnosis")
+    if diagnosis and not isinstance(diagnosis, list | dict | str):
+        return False
+    for pack in packs:
+        history = pack.document.current_encounter.condition_history
+        if history is not None and entry.time is not None:
+            try:
+                entry.time - history
+            except OverflowError:
+                return False
+    return True
 
 
 def outcome(evaluation: Evaluation) -> Outcome:

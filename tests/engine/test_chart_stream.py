@@ -5,7 +5,6 @@ pack's selectors (``fact_plan``) changes no evaluation and leaves no cycle to co
 from __future__ import annotations
 
 import gc
-import json
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -13,14 +12,17 @@ from typing import Any
 import orjson
 import pytest
 
-from smartapp.engine import Chart, ChartError, Pack, evaluate, facts
-from smartapp.engine.chart import ChartItem, MultiplePatientsError, bundle_items, coded_in
+from benchmarks.population import write_population
+from smartapp.engine import Chart, ChartError, Pack, evaluate, facts, history
+from smartapp.engine.chart import ChartItem, MultiplePatientsError, coded_in
 from smartapp.engine.chart_stream import ChartStream
 from smartapp.engine.evaluate import select_encounter
+from smartapp.engine.fact_plan import fact_plan
 from smartapp.engine.facts import FactContext
 from smartapp.engine.history import ed_visits, replay, split_by_patient
+from smartapp.rulestools.backtest_input import read_ndjson_files
 
-from .helpers import NOW, SCENARIO_NAMES, SYNTHEA, scenario_chart
+from .helpers import NOW, SCENARIO_NAMES, scenario_chart
 
 PATIENT = {"resourceType": "Patient", "id": "p"}
 SUBJECT = {"reference": "Patient/p"}
@@ -38,18 +40,21 @@ def _shape(chart: Chart) -> list[tuple[Any, ...]]:
     return [(e.key, e.resource, e.codes, e.time, e.encounter) for e in chart.of_all()]
 
 
-def _synthea_groups() -> list[list[ChartItem]]:
-    groups: list[list[ChartItem]] = []
-    for path in sorted(SYNTHEA.glob("*.json"))[:12]:
-        items = [(None, r, w) for _url, r, w in bundle_items(json.loads(path.read_bytes()))]
-        groups.extend(g for key, g in split_by_patient(items).items() if key)
-    return groups
+@pytest.fixture(scope="module")
+def synthea_groups(tmp_path_factory: pytest.TempPathFactory) -> list[list[ChartItem]]:
+    """The Synthea patients as a bulk export reads them: each patient's resources."""
+    folder = write_population(tmp_path_factory.mktemp("population") / "ndjson", 100)
+    items = read_ndjson_files(sorted(folder.glob("*.ndjson")))
+    return [group for key, group in split_by_patient(items).items() if key]
 
 
 @pytest.mark.parametrize("raw", [True, False])
-def test_a_streamed_chart_is_the_chart_of_its_items(pack: Pack, raw: bool) -> None:
+def test_a_streamed_chart_is_the_chart_of_its_items(
+    pack: Pack, raw: bool, synthea_groups: list[list[ChartItem]]
+) -> None:
     keep = coded_in(pack.valuesets.values())
-    for group in _synthea_groups():
+    visits_seen = 0
+    for group in synthea_groups[::3]:
         streamed, built = _streamed(group, keep, raw), Chart.from_items(group, keep=keep)
         assert _shape(streamed) == _shape(built)
         assert streamed.codes_in_system("http://snomed.info/sct") == built.codes_in_system(
@@ -58,6 +63,8 @@ def test_a_streamed_chart_is_the_chart_of_its_items(pack: Pack, raw: bool) -> No
         rule = pack.document.current_encounter
         visits, _ = ed_visits(streamed, rule, [pack])
         assert replay(streamed, [pack], visits) == replay(built, [pack], visits)
+        visits_seen += len(visits)
+    assert visits_seen
 
 
 def _items(*resources: dict[str, Any]) -> list[ChartItem]:
@@ -174,3 +181,50 @@ def test_a_chart_and_its_plan_are_freed_without_the_cyclic_collector(pack: Pack)
     finally:
         if was:
             gc.enable()
+
+
+def test_a_chart_no_rule_can_fire_on_replays_as_evaluated(
+    pack: Pack, monkeypatch: pytest.MonkeyPatch, synthea_groups: list[list[ChartItem]]
+) -> None:
+    """A visit of a chart on which no rule can fire (history._silent) is not evaluated at
+    each moment: its timeline is what evaluating every moment gives."""
+    rule = pack.document.current_encounter
+    silent = 0
+    for group in synthea_groups:
+        chart = Chart.from_items(group)
+        visits, _ = ed_visits(chart, rule, [pack])
+        fast = replay(chart, [pack], visits)
+        silent += sum(history._silent(chart, visit, [pack]) for visit in visits)
+        with monkeypatch.context() as patched:
+            patched.setattr(history, "_silent", lambda *args: False)
+            assert replay(chart, [pack], visits) == fast
+    assert silent
+
+
+ED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"}
+
+
+@pytest.mark.parametrize(
+    "encounter",
+    [
+        {"diagnosis": 5},  # evaluate cannot list it
+        {"period": {"start": "0001-01-01T00:00:00Z", "end": "0001-01-01T05:00:00Z"}},
+    ],
+)
+def test_a_visit_evaluate_cannot_read_fails_as_evaluated(
+    pack: Pack, encounter: dict[str, Any]
+) -> None:
+    visit = {
+        "resourceType": "Encounter",
+        "id": "e",
+        "status": "finished",
+        "class": ED,
+        "subject": SUBJECT,
+        "period": {"start": "2020-01-01T00:00:00Z", "end": "2020-01-01T05:00:00Z"},
+        **encounter,
+    }
+    chart = Chart.from_resources([PATIENT, visit])
+    assert fact_plan(chart, pack).silent
+    visits, _ = ed_visits(chart, pack.document.current_encounter, [pack])
+    with pytest.raises((TypeError, OverflowError)):
+        replay(chart, [pack], visits)
