@@ -8,6 +8,7 @@
 - `plan`: `WritePlan` and its operations; the JSON column's only (de)serialiser.
 - `profiles`: what each EHR takes (fhir-rest, epic, oracle-health).
 - `outbox`: the queue (submit, lease, retry backoff, deliver, enqueue_task_update).
+- `rows`: the delivery's statements on a referral row (lease claim, locked read, record).
 - `writers`: transaction, one by one (search first), then the follow-ups in order.
 - `task_update`: a change to the handoff (who acted, status, businessStatus, reason, output,
   note) merged onto the Task as the EHR holds it (only our fields); the follow-ups it queues.

@@ -19,16 +19,16 @@ import logging
 import random
 import secrets
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from smartapp.audit import log as referral_log
 from smartapp.db import Database, Referral, utcnow
 from smartapp.fhir.client import FhirClient, FhirError
-from smartapp.writeback import writers
+from smartapp.writeback import rows, writers
 from smartapp.writeback.actor import Actor
 from smartapp.writeback.plan import (
     Delivery,
@@ -244,29 +244,6 @@ def due(db: Database, now: datetime | None = None, limit: int = 20) -> list[str]
         return list(session.scalars(query))
 
 
-# The delivery's own statements on the referral row, built once, run as Core (no ORM unit of
-# work or bulk-update machinery: a visible part of each delivery's CPU); a row read back
-# comes out as a Referral that belongs to no session, as the ORM's detached rows did.
-_REFERRALS = cast(Table, Referral.__table__)
-_CLAIM = (
-    update(_REFERRALS)
-    .where(
-        _REFERRALS.c.id == bindparam("claim_id"),
-        _REFERRALS.c.status == "queued",
-        or_(
-            _REFERRALS.c.lease_until.is_(None),
-            _REFERRALS.c.lease_until < bindparam("claim_now"),
-        ),
-    )
-    .values(lease_owner=bindparam("claim_owner"), lease_until=bindparam("claim_until"))
-    .returning(*_REFERRALS.c)
-)
-_READ_LOCKED = (
-    select(*_REFERRALS.c).where(_REFERRALS.c.id == bindparam("read_id")).with_for_update()
-)
-_RECORD = update(_REFERRALS).where(_REFERRALS.c.id == bindparam("record_id"))
-
-
 def claimed(
     db: Database, referral_id: str, owner: str, now: datetime | None = None
 ) -> Referral | None:
@@ -275,16 +252,7 @@ def claimed(
     None when somebody else holds it or it is done."""
     now = now or utcnow()
     with db.session() as session:
-        row = session.execute(
-            _CLAIM,
-            {
-                "claim_id": referral_id,
-                "claim_now": now,
-                "claim_owner": owner,
-                "claim_until": now + LEASE,
-            },
-        ).first()
-    return Referral(**row._asdict()) if row is not None else None
+        return rows.claim(session, referral_id, owner, now, now + LEASE)
 
 
 def backoff_seconds(
@@ -386,10 +354,9 @@ def _record_attempt(
 ) -> Referral:
     now = utcnow()
     with db.session() as session:
-        row = session.execute(_READ_LOCKED, {"read_id": referral_id}).first()
-        if row is None:  # pragma: no cover - referrals are never deleted
+        stored = rows.read_locked(session, referral_id)
+        if stored is None:  # pragma: no cover - referrals are never deleted
             raise LookupError(f"No referral {referral_id[:8]}.")
-        stored = row._asdict()
         if stored["lease_owner"] != owner:  # lease lost (too slow): the other one records
             log.warning("lease lost: referral=%s", referral_id[:8])
             return Referral(**stored)
@@ -416,7 +383,7 @@ def _record_attempt(
         else:
             values["status"] = "failed"
             values["last_error"] = str(error)
-        session.execute(_RECORD.values(values), {"record_id": referral_id})
+        rows.record(session, referral_id, values)
         referral = Referral(**(stored | values))
         _log_attempt(session, referral, error, actors or [])
     return referral  # as recorded
