@@ -1,6 +1,6 @@
-"""A proven row's AuditEvent line, fast (`smartapp.audit.export`): one `%`-format per event
-type made from `smartapp.audit.auditevent.audit_event` itself, filled with the row's values;
-the same bytes as `orjson.dumps(audit_event(...))`."""
+"""A proven row's AuditEvent line, fast (`smartapp.audit.export`): one format per event type
+made from `smartapp.audit.auditevent.audit_event` itself, filled with the row's values; the
+same bytes as `orjson.dumps(audit_event(...))`."""
 
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ from smartapp.audit.canonical import VERSION
 # -- a proven row's line, fast ------------------------------------------------------------------
 # A proven row's AuditEvent line is one `%`-format per event type, made once per export from
 # `audit_event` itself with holes where the row's values go; the agents are serialised once per
-# (type, user, EHR). A line is then the format filled with the row's values: the bytes
-# `orjson.dumps(audit_event(...))` gives (tests pin them), without the resource's dicts built
-# per line.
+# (type, user, EHR). A line is then the format's constant pieces joined with the row's values
+# (`_pieces`): the bytes `orjson.dumps(audit_event(...))` gives (tests pin them), without the
+# resource's dicts built per line.
 
 _HOLE = re.compile(rb'"@@([a-z]+)@@"|@@([a-z]+)@@')
 # Holes filled with a whole JSON value (any other hole is text inside a JSON string); those

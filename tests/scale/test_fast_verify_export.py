@@ -164,3 +164,26 @@ def test_a_file_gets_the_same_bytes_and_a_failing_one_stops_the_export(db, tmp_p
 
     with db.session() as session, pytest.raises(OSError, match="no space"):
         write_export(session, Full(), "csv", None, None)
+
+
+def test_a_formats_pieces_read_a_doubled_percent_as_text():
+    """A line is its format's constant pieces joined with the values: `%%` is a `%` of the
+    text (an event type "50%b" is not a hole), `%b` a hole."""
+    from smartapp.audit.exportlines import _pieces
+
+    assert _pieces(b'{"t":"50%%b","v":%b,"p":"%%"}%b') == (b'{"t":"50%b","v":', b',"p":"%"}', b"")
+
+
+def test_a_referral_is_an_entity_by_its_identifier_unless_resources_were_written():
+    from smartapp.audit.auditevent import data_references
+
+    referral = {
+        "identifier": {"system": "urn:handoff:referral", "value": "7"},
+        "display": "Handoff referral",
+    }
+    assert list(data_references("decision", {"referral": 7})) == [(referral, "4")]
+    written = {"referral": "7", "written": [{"resourceType": "DocumentReference", "id": "d"}]}
+    assert list(data_references("write-attempt", written)) == [
+        ({"reference": "DocumentReference/d"}, "3")
+    ]
+    assert list(data_references("launch", {"referral": "7"})) == []
