@@ -224,12 +224,14 @@ def db() -> None:
 def db_upgrade() -> None:
     """Migrate the configured database (DATABASE_URL) to the newest schema. Every start does
     it too (once, under a lock); run it as a one-shot step before starting if you prefer. It
-    also brings the dashboard's kept visits and the console's event tags up to date with the
-    log (a migration that makes them anew, such as 0009 and 0010, would otherwise leave that to
-    the first dashboard view or filtered console search: minutes at millions of events)."""
+    also brings what staff pages keep beside the log up to date with it (the dashboard's
+    visits, the console's event tags, the supervisor's holdings: a migration that makes one of
+    them anew, such as 0009, 0010 and 0011, would otherwise leave that to the first view that
+    reads it: minutes at millions of events)."""
     from smartapp.services import current_services
     from smartapp.staff.console import tags
     from smartapp.staff.dashboard.service import bring_up_to_date
+    from smartapp.staff.supervisor import holdings
 
     app = _app("config")
     with app.app_context():
@@ -241,6 +243,8 @@ def db_upgrade() -> None:
         click.echo("dashboard visits up to date with the referral log")
         tags.bring_up_to_date(database)
         click.echo("console event tags up to date with the referral log")
+        holdings.bring_up_to_date(database)
+        click.echo("supervisor handoff holdings up to date with the referral log")
 
 
 @cli.group()

@@ -246,6 +246,28 @@ class LogEventTag(Base):
     seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=False)
 
 
+class LogHandoffHolding(Base):
+    """A coach's holding of a handoff, from the event that gave it (a coach's accept, a
+    reassignment) to the one that ended it (another holder, a closed Task status), kept beside
+    the log for the supervisor's caseload series (`smartapp.staff.supervisor.holdings`): the
+    series reads the holdings of its days, not every handoff event of the log."""
+
+    __tablename__ = "log_handoff_holding"
+    __table_args__ = (
+        Index("ix_log_handoff_holding_open", "end_seq"),
+        Index("ix_log_handoff_holding_end_at", "end_at"),
+        Index("ix_log_handoff_holding_coach", "coach_ref", "start_seq"),
+    )
+
+    referral: Mapped[str] = mapped_column(String(64), primary_key=True)
+    start_seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=False)
+    start_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    coach_ref: Mapped[str] = mapped_column(String(500))
+    coach_name: Mapped[str] = mapped_column(String(200), default="")
+    end_seq: Mapped[int | None] = mapped_column(SeqType, nullable=True)
+    end_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class LogUserName(Base):
     """Each user's display name as last recorded where an identity was established (launches,
     staff sign-ins), kept as the log grows (`smartapp.audit.names`) so the console names users

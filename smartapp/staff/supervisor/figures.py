@@ -92,18 +92,35 @@ def caseload_over_time(
 
     owner: dict[str, str] = {}
     names: dict[str, str] = {}
+    held: Counter[str] = Counter()  # each coach's open handoffs, kept as owners change
+
+    def apply(event: dict) -> str | None:
+        """Apply one event; the coach it gave a handoff to, if any."""
+        referral = event["data"]["referral"]
+        before = owner.get(referral)
+        _apply(event, owner, names)
+        after = owner.get(referral)
+        if before == after:
+            return None
+        if before is not None:
+            held[before] -= 1
+        if after is not None:
+            held[after] += 1
+        return after
+
     series: dict[str, list[int]] = {}
     position = 0
     for index, day in enumerate(days):
         start, end = midnight(day), midnight(day + timedelta(days=1))
         while position < len(ordered) and ordered[position]["at"] < start:
-            _apply(ordered[position], owner, names)  # before the day: who holds what
+            apply(ordered[position])  # before the day: who holds what
             position += 1
-        peak = Counter(owner.values())
+        peak = {ref: count for ref, count in held.items() if count > 0}
         while position < len(ordered) and ordered[position]["at"] < end:
-            _apply(ordered[position], owner, names)
+            gained = apply(ordered[position])
             position += 1
-            peak |= Counter(owner.values())  # the larger count of each coach
+            if gained is not None:  # only a coach given one can reach a larger count
+                peak[gained] = max(peak.get(gained, 0), held[gained])
         for ref, count in peak.items():
             series.setdefault(ref, [0] * len(days))[index] = count
     return sorted(

@@ -6,12 +6,12 @@ caseload cap allows it (`smartapp.staff.caseload.check_accept`)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from smartapp.audit import log as referral_log
@@ -22,7 +22,7 @@ from smartapp.handoffs import followup, lifecycle
 from smartapp.handoffs import service as handoffs
 from smartapp.handoffs.lifecycle import LifecycleError
 from smartapp.staff import caseload
-from smartapp.staff.supervisor import figures
+from smartapp.staff.supervisor import figures, holdings
 from smartapp.writeback.actor import Actor
 
 if TYPE_CHECKING:
@@ -92,9 +92,15 @@ class SupervisorPage:
         return moment.astimezone(ZoneInfo(self.timezone)).strftime("%a %m-%d %H:%M")
 
 
-def load_events(session: Session, broken: list[int]) -> Iterator[dict]:
-    """The handoff events of the log as dicts; damaged rows are left out (seqs in `broken`)."""
-    query = stored.select_events(LogEvent.type.in_(figures.TYPES)).order_by(LogEvent.seq)
+def load_events(
+    session: Session, broken: list[int], since: datetime | None = None
+) -> Iterator[dict]:
+    """The handoff events of the log (from `since` on) as dicts; damaged rows are left out
+    (seqs in `broken`)."""
+    where: list[ColumnElement[bool]] = [LogEvent.type.in_(figures.TYPES)]
+    if since is not None:
+        where.append(LogEvent.at >= since.astimezone(UTC))
+    query = stored.select_events(*where).order_by(LogEvent.seq)
     for event in stored.read(session, query, 2000):
         if event.broken or event.at is None:
             broken.append(event.seq)
@@ -106,6 +112,19 @@ def load_events(session: Session, broken: list[int]) -> Iterator[dict]:
             "user_ref": event.user_ref,
             "data": event.data or {},
         }
+
+
+def caseload_series(
+    session: Session, days: list[date], zone: ZoneInfo, now: datetime
+) -> list[figures.CoachSeries]:
+    """Each coach's caseload on each of `days`, from the holdings open on any of them
+    (`holdings`), as `figures.caseload_over_time` makes it from the log's events."""
+    first = datetime.combine(days[0], time.min, tzinfo=zone)
+    events = holdings.changes(holdings.overlapping(session, first))
+    series = figures.caseload_over_time(events, days, zone, now)
+    nameless = [s.ref for s in series if s.name == s.ref]
+    names = holdings.latest_names(session, nameless)
+    return [replace(s, name=names.get(s.ref, s.name)) for s in series]
 
 
 def _patient_names(db: Database, referral_ids: set[str]) -> dict[str, tuple[str, str]]:
@@ -187,10 +206,12 @@ def supervisor_page(
     """The supervisor page at `now` (the read is logged as `viewer`'s, when given)."""
     settings = caseload.Settings.from_config(config, catalog)
     zone = ZoneInfo(settings.timezone)
-    broken: list[int] = []
-    with db.session() as session:
-        events = list(load_events(session, broken))
     days = figures.period_days(now.astimezone(zone).date(), HISTORY_DAYS)
+    first = datetime.combine(days[0], time.min, tzinfo=zone)
+    unreadable = holdings.bring_up_to_date(db)
+    with db.session() as session:  # the days shown only: never the whole log
+        events = list(load_events(session, [], first))
+        series = caseload_series(session, days, zone, now)
     signed = figures.signed_handoffs(events, lambda at: caseload.in_coverage(settings, at))
     recent = [row for row in signed if row.signed_at.astimezone(zone).date() >= days[0]]
     waiting = caseload.team_queue(db, now)
@@ -211,7 +232,7 @@ def supervisor_page(
         cap=settings.cap,
         loads=loads,
         days=days,
-        series=figures.caseload_over_time(events, days, zone, now),
+        series=series,
         queue=queue,
         held=held_handoffs(db),
         overdue=overdue_followups(db, config, now),
@@ -220,7 +241,7 @@ def supervisor_page(
         coaches=reassign_targets(db, settings, now),
         coverage_hours=_lines(config.get("COACH_COVERAGE_HOURS", caseload.DEFAULT_COVERAGE_HOURS)),
         coverage_problem=settings.coverage_problem,
-        unreadable=len(broken),
+        unreadable=unreadable,
         timezone=settings.timezone,
     )
     if viewer:
