@@ -11,7 +11,7 @@ treatment, attending the program, declined, lost to contact. Attempts log
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -140,14 +140,11 @@ def ensure_plans(db: Database, referrals: Iterable[Referral], settings: Followup
     wanted = {r.id: r.created_at for r in referrals}
     if not wanted:
         return
+    planned: set[str] = set()
     with db.session() as session:
-        planned = set(
-            session.scalars(
-                select(FollowupContact.referral_id).where(
-                    FollowupContact.referral_id.in_(list(wanted))
-                )
-            )
-        )
+        for ids in _batches(wanted):
+            query = select(FollowupContact.referral_id).where(FollowupContact.referral_id.in_(ids))
+            planned.update(session.scalars(query))
     for referral_id, visit_at in wanted.items():
         if referral_id in planned:
             continue
@@ -156,6 +153,18 @@ def ensure_plans(db: Database, referrals: Iterable[Referral], settings: Followup
                 session.add_all(plan_rows(referral_id, visit_at, settings))
         except IntegrityError:
             continue  # planned meanwhile by another process
+
+
+#: Referral ids per IN list: a database takes only so many values in one statement
+#: (PostgreSQL's protocol: 65,535), and a health system has more handoffs than that in time.
+IN_BATCH = 5000
+
+
+def _batches(ids: Iterable[str]) -> Iterator[list[str]]:
+    """`ids` in lists of at most IN_BATCH."""
+    listed = list(ids)
+    for start in range(0, len(listed), IN_BATCH):
+        yield listed[start : start + IN_BATCH]
 
 
 def plan_rows(
@@ -172,19 +181,19 @@ def plans(db: Database, referrals: Iterable[Referral]) -> dict[str, Plan]:
     visits = {r.id: r.created_at for r in referrals}
     if not visits:
         return {}
+    contacts: list[FollowupContact] = []
+    outcomes: list[FollowupOutcome] = []
     with db.session() as session:
-        contacts = list(
-            session.scalars(
-                select(FollowupContact)
-                .where(FollowupContact.referral_id.in_(list(visits)))
-                .order_by(FollowupContact.referral_id, FollowupContact.day)
+        for ids in _batches(visits):
+            contacts.extend(
+                session.scalars(
+                    select(FollowupContact)
+                    .where(FollowupContact.referral_id.in_(ids))
+                    .order_by(FollowupContact.referral_id, FollowupContact.day)
+                )
             )
-        )
-        outcomes = list(
-            session.scalars(
-                select(FollowupOutcome).where(FollowupOutcome.referral_id.in_(list(visits)))
-            )
-        )
+            query = select(FollowupOutcome).where(FollowupOutcome.referral_id.in_(ids))
+            outcomes.extend(session.scalars(query))
     out = {rid: Plan(rid, visit) for rid, visit in visits.items()}
     for row in contacts:
         plan = out[row.referral_id]

@@ -219,3 +219,16 @@ def test_contact_details_take_the_mobile_and_the_active_bed():
     assert phone_of({}) is None and location_of({"location": [{"location": {}}]}) is None
     ended = {"telecom": [{"system": "phone", "value": "1", "period": {"end": "2020"}}]}
     assert phone_of(ended) is None
+
+
+def test_plans_of_more_handoffs_than_one_statement_takes(db, monkeypatch):
+    """Referral ids go to the database in lists of IN_BATCH (PostgreSQL takes at most 65,535
+    values in one statement): planned and read across lists, each plan whole and in order."""
+    monkeypatch.setattr(followup, "IN_BATCH", 2)
+    referrals = [visit(db, signed(db, "fhir-rest", True, patient=f"p{n}")) for n in range(5)]
+    followup.ensure_plans(db, referrals[:3], SETTINGS)
+    followup.ensure_plans(db, referrals, SETTINGS)  # the first three are planned already
+    found = followup.plans(db, referrals)
+    assert sorted(found) == sorted(r.id for r in referrals)
+    for plan in found.values():
+        assert [c.day for c in plan.contacts] == list(SETTINGS.days)
