@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from sqlalchemy import func, update
+
 from smartapp.aids import service as aids
 from smartapp.audit import log as referral_log
 from smartapp.db import LaunchContext, Referral
@@ -255,14 +257,17 @@ def coach_expectation(services: Services, settings: ScreenSettings, now: datetim
 
 def record_shown(services: Services, context: LaunchContext, shown: dict) -> None:
     """Keep what was shown on the launch (Sign acts on exactly that) and log it."""
-    with services.db.session() as db:
-        row = db.get(LaunchContext, context.id)
-        if row is None:
+    values: dict[str, Any] = {"shown": shown}
+    if shown["encounter"]["id"]:
+        # Standalone launch without an encounter: the visit the rules chose is this visit.
+        chosen = shown["encounter"]["id"]
+        values["encounter_id"] = func.coalesce(LaunchContext.encounter_id, chosen)
+        context.encounter_id = context.encounter_id or chosen
+    kept = update(LaunchContext).where(LaunchContext.id == context.id).values(values)
+    with services.db.session() as db:  # one UPDATE, no ORM object loaded
+        found = db.execute(kept.execution_options(synchronize_session=False))
+        if not found.rowcount:  # type: ignore[attr-defined]
             raise LookupError("the launch context is gone")
-        row.shown = shown
-        if row.encounter_id is None and shown["encounter"]["id"]:
-            # Standalone launch without an encounter: the visit the rules chose is this visit.
-            row.encounter_id = context.encounter_id = shown["encounter"]["id"]
         referral_log.append_about(db, "suggestions-shown", context, data=shown_log_data(shown))
 
 
