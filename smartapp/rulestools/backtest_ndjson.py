@@ -16,7 +16,8 @@ workers, so that every line is parsed once:
    ``patient_of`` gives, in the order of the files and lines they came from, as
    ``split_by_patient`` groups them, so the charts and the report are the in-memory ones.
    Each resource is named ``file:@offset`` (as on Spark: counting lines would cost a pass
-   of its own); an error's message names ``file:line`` (:func:`numbered`).
+   of its own); an error's message names ``file:line`` (:func:`numbered`). Pass 2 lives
+   in ``backtest_bucket``, which reads each patient's lines straight into its chart.
 
 A hint is checked against the parsed line: a line whose patient is not one of its
 bucket's (a hint that was wrong, say a ``subject`` inside a contained resource, or a run
