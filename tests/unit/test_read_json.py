@@ -15,6 +15,7 @@ DOCUMENTS = [
     '{"big": 123456789012345678901234567890, "neg": -98765432109876543210987}',
     '{"max64": 18446744073709551615, "min64": -9223372036854775808}',
     '{"id": "12345678901234567890123"}',  # a long digit run in a string: still exact
+    '{"s": "' + "\u0661" * 20 + '"}',  # 20 digits not ASCII, as characters: no number
     '{"lone": "\\ud800"}',  # a lone surrogate: orjson refuses it, read as before
     '{"dup": 1, "dup": 2}',
     "[]",
