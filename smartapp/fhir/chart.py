@@ -15,7 +15,7 @@ import orjson
 import requests
 
 from smartapp.fhir.errors import FhirError, parse_response
-from smartapp.fhir.http import session_for
+from smartapp.fhir.http import send
 
 if TYPE_CHECKING:  # the client only types the reader; it imports this module at run time
     from smartapp.fhir.client import FhirClient
@@ -396,8 +396,8 @@ class _ChartReader:
         try:
             # the EHR's shared keep-alive connections (a new connection per read cost more
             # than the read's own work on a local EHR)
-            response = session_for(url).request(
-                method, url, data=data, headers=headers, timeout=self.client.timeout, stream=True
+            response = send(
+                method, url, headers=headers, data=data, timeout=self.client.timeout, stream=True
             )
             try:
                 content = _bounded_body(response, self.bytes_left)
