@@ -159,91 +159,106 @@ class _FastLines:
 
         The proof is `fastrows.proven`'s, made here in one pass without its CSV part (the
         data's own sorted bytes): the row's candidate canonical bytes must hash to its hash."""
-        seq, time, type_, user_ref, iss, patient, encounter, text, prev_hash, hash_ = row
-        if type(time) is not str:
+        proven = _proven(row)
+        if proven is None:
             return None
-        if len(time) == 26 and time[10] == " " and time[19] == ".":  # SQLite's storage format
-            time = f"{time[:10]}T{time[11:]}Z"
-        elif not (len(time) == 27 and time[10] == "T" and time[26] == "Z"):  # PostgreSQL's
-            return None
+        time, data, canonical = proven
         try:
-            data = _loads(text)
-            canonical = _dumps(
-                {
-                    "at": time,
-                    "data": data,
-                    "encounter": encounter,
-                    "iss": iss,
-                    "patient": patient,
-                    "prev_hash": prev_hash,
-                    "seq": seq,
-                    "type": type_,
-                    "user": user_ref,
-                    "v": VERSION,
-                },
-                option=_SORTED,
-            )
-        except (orjson.JSONDecodeError, TypeError):
-            return None
-        if type(data) is not dict or _sha256(canonical).hexdigest() != hash_:
-            return None
-        try:
-            # The canonical bytes hold every value JSON-escaped: without a backslash in them no
-            # value needs escaping (one scan in C); else the values put in as text are checked.
-            if canonical.find(b"\\") >= 0 and _ESCAPED.search(
-                f"{time}{prev_hash}{patient or ''}{encounter or ''}"
-            ):
-                return _long_line(row, time, data, canonical)
-            format_ = self.formats.get(type_)
-            if format_ is None:
-                if _HOLE.search(type_.encode()):  # a type that reads as a hole: no format
-                    return _long_line(row, time, data, canonical)
-                format_ = self.formats[type_] = _pieces(_line_format(type_))
-            agents = self.agents.get((type_, user_ref, iss))
-            if agents is None:
-                if len(self.agents) > 4096:
-                    self.agents.clear()
-                agents = orjson.dumps(shared_agents(type_, user_ref, iss))
-                self.agents[type_, user_ref, iss] = agents
-            if type_ in _DATA_TYPES:
-                outcome, extra = _data_parts(type_, data)
-            else:
-                outcome, extra = b'"0"', b""
-            hash_bytes, seq_bytes = hash_.encode(), b"%d" % seq
-            p = format_  # the pieces between the holes `_LINE_HOLES`, filled in their order
-            return b"".join(
-                (
-                    p[0],
-                    hash_bytes,
-                    p[1],
-                    time.encode(),
-                    p[2],
-                    outcome,
-                    p[3],
-                    agents,
-                    p[4],
-                    _PATIENT_PRE + patient.encode() + _PATIENT_POST if patient else b"",
-                    p[5],
-                    _ENCOUNTER_PRE + encounter.encode() + _ENCOUNTER_POST if encounter else b"",
-                    p[6],
-                    extra,
-                    p[7],
-                    seq_bytes,
-                    p[8],
-                    seq_bytes,
-                    p[9],
-                    seq_bytes,
-                    p[10],
-                    hash_bytes,
-                    p[11],
-                    prev_hash.encode(),
-                    p[12],
-                    _base64(canonical, newline=False),
-                    p[13],
-                )
-            )
+            return self._line(row, time, data, canonical)
         except (AttributeError, TypeError):  # a column of an unusual type (SQLite)
             return _long_line(row, time, data, canonical)
+
+    def _line(self, row: Any, time: str, data: dict, canonical: bytes) -> bytes:
+        """The line of a row `_proven` proved, from its type's format."""
+        seq, _, type_, user_ref, iss, patient, encounter, _, prev_hash, hash_ = row
+        # The canonical bytes hold every value JSON-escaped: without a backslash in them no
+        # value needs escaping (one scan in C); else the values put in as text are checked.
+        if canonical.find(b"\\") >= 0 and _ESCAPED.search(
+            f"{time}{prev_hash}{patient or ''}{encounter or ''}"
+        ):
+            return _long_line(row, time, data, canonical)
+        format_ = self.formats.get(type_)
+        if format_ is None:
+            if _HOLE.search(type_.encode()):  # a type that reads as a hole: no format
+                return _long_line(row, time, data, canonical)
+            format_ = self.formats[type_] = _pieces(_line_format(type_))
+        agents = self.agents.get((type_, user_ref, iss))
+        if agents is None:
+            if len(self.agents) > 4096:
+                self.agents.clear()
+            agents = orjson.dumps(shared_agents(type_, user_ref, iss))
+            self.agents[type_, user_ref, iss] = agents
+        if type_ in _DATA_TYPES:
+            outcome, extra = _data_parts(type_, data)
+        else:
+            outcome, extra = b'"0"', b""
+        hash_bytes, seq_bytes = hash_.encode(), b"%d" % seq
+        p = format_  # the pieces between the holes `_LINE_HOLES`, filled in their order
+        return b"".join(
+            (
+                p[0],
+                hash_bytes,
+                p[1],
+                time.encode(),
+                p[2],
+                outcome,
+                p[3],
+                agents,
+                p[4],
+                _PATIENT_PRE + patient.encode() + _PATIENT_POST if patient else b"",
+                p[5],
+                _ENCOUNTER_PRE + encounter.encode() + _ENCOUNTER_POST if encounter else b"",
+                p[6],
+                extra,
+                p[7],
+                seq_bytes,
+                p[8],
+                seq_bytes,
+                p[9],
+                seq_bytes,
+                p[10],
+                hash_bytes,
+                p[11],
+                prev_hash.encode(),
+                p[12],
+                _base64(canonical, newline=False),
+                p[13],
+            )
+        )
+
+
+def _proven(row: Any) -> tuple[str, dict, bytes] | None:
+    """(the row's time as the export writes it, its data, its canonical bytes) when the
+    candidate canonical bytes hash to the row's hash, else None."""
+    seq, time, type_, user_ref, iss, patient, encounter, text, prev_hash, hash_ = row
+    if type(time) is not str:
+        return None
+    if len(time) == 26 and time[10] == " " and time[19] == ".":  # SQLite's storage format
+        time = f"{time[:10]}T{time[11:]}Z"
+    elif not (len(time) == 27 and time[10] == "T" and time[26] == "Z"):  # PostgreSQL's
+        return None
+    try:
+        data = _loads(text)
+        canonical = _dumps(
+            {
+                "at": time,
+                "data": data,
+                "encounter": encounter,
+                "iss": iss,
+                "patient": patient,
+                "prev_hash": prev_hash,
+                "seq": seq,
+                "type": type_,
+                "user": user_ref,
+                "v": VERSION,
+            },
+            option=_SORTED,
+        )
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    if type(data) is not dict or _sha256(canonical).hexdigest() != hash_:
+        return None
+    return time, data, canonical
 
 
 # The event types whose data says the outcome or names entities.
