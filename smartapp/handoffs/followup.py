@@ -142,7 +142,7 @@ def ensure_plans(db: Database, referrals: Iterable[Referral], settings: Followup
         return
     planned: set[str] = set()
     with db.session() as session:
-        for ids in _batches(wanted):
+        for ids in in_batches(wanted):
             query = select(FollowupContact.referral_id).where(FollowupContact.referral_id.in_(ids))
             planned.update(session.scalars(query))
     for referral_id, visit_at in wanted.items():
@@ -160,7 +160,7 @@ def ensure_plans(db: Database, referrals: Iterable[Referral], settings: Followup
 IN_BATCH = 5000
 
 
-def _batches(ids: Iterable[str]) -> Iterator[list[str]]:
+def in_batches(ids: Iterable[str]) -> Iterator[list[str]]:
     """`ids` in lists of at most IN_BATCH."""
     listed = list(ids)
     for start in range(0, len(listed), IN_BATCH):
@@ -184,7 +184,7 @@ def plans(db: Database, referrals: Iterable[Referral]) -> dict[str, Plan]:
     contacts: list[FollowupContact] = []
     outcomes: list[FollowupOutcome] = []
     with db.session() as session:
-        for ids in _batches(visits):
+        for ids in in_batches(visits):
             contacts.extend(
                 session.scalars(
                     select(FollowupContact)

@@ -131,13 +131,15 @@ def _patient_names(db: Database, referral_ids: set[str]) -> dict[str, tuple[str,
     """Referral id -> (patient name as shown at Sign, consult mode)."""
     if not referral_ids:
         return {}
+    out = {}
     with db.session() as session:
-        rows = session.scalars(select(Referral).where(Referral.id.in_(referral_ids)))
-        out = {}
-        for referral in rows:
-            shown = (referral.decision or {}).get("shown") or {}
-            name = (shown.get("patient") or {}).get("name") or referral.patient_id
-            out[referral.id] = (name, (referral.decision or {}).get("consult_mode", "in-person"))
+        for ids in followup.in_batches(referral_ids):
+            rows = session.scalars(select(Referral).where(Referral.id.in_(ids)))
+            for referral in rows:
+                shown = (referral.decision or {}).get("shown") or {}
+                name = (shown.get("patient") or {}).get("name") or referral.patient_id
+                mode = (referral.decision or {}).get("consult_mode", "in-person")
+                out[referral.id] = (name, mode)
     return out
 
 
@@ -155,25 +157,27 @@ def overdue_followups(db: Database, config: Mapping[str, Any], now: datetime) ->
             and (rows[r.id].status if r.id in rows else "requested") not in DROPPED
         ]
     followup.ensure_plans(db, referrals, settings)
-    plans = followup.plans(db, referrals)
-    names = _patient_names(db, set(plans))
+    late = [
+        (referral_id, contact)
+        for referral_id, plan in followup.plans(db, referrals).items()
+        for contact in plan.contacts
+        if contact.state(now, settings.overdue_after) == "overdue"
+    ]
+    names = _patient_names(db, {referral_id for referral_id, _ in late})  # those late only
     found = []
-    for referral_id, plan in plans.items():
-        for contact in plan.contacts:
-            if contact.state(now, settings.overdue_after) != "overdue":
-                continue
-            due = caseload.aware(contact.due_at)
-            row = rows.get(referral_id)
-            found.append(
-                Overdue(
-                    referral_id=referral_id,
-                    patient_name=names.get(referral_id, (referral_id, ""))[0],
-                    day=contact.day,
-                    due_at=due,
-                    coach_name=row.coach_name if row is not None else None,
-                    hours_late=int((now - due).total_seconds() // 3600),
-                )
+    for referral_id, contact in late:
+        due = caseload.aware(contact.due_at)
+        row = rows.get(referral_id)
+        found.append(
+            Overdue(
+                referral_id=referral_id,
+                patient_name=names.get(referral_id, (referral_id, ""))[0],
+                day=contact.day,
+                due_at=due,
+                coach_name=row.coach_name if row is not None else None,
+                hours_late=int((now - due).total_seconds() // 3600),
             )
+        )
     return sorted(found, key=lambda o: (o.due_at, o.referral_id))
 
 
