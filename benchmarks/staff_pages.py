@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, timedelta
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +31,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import scale_log  # noqa: E402
-from scale import raw_page  # noqa: E402
+from scale import median_ms, raw_page  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from smartapp.audit.models import LogEvent  # noqa: E402
@@ -47,15 +46,6 @@ SEARCHES = {
     "outcome": Search(outcome="accepted"),
     "kind_outcome": Search(kind="moud-buprenorphine", outcome="declined"),
 }
-
-
-def median_ms(work: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        work()
-        times.append((time.perf_counter() - started) * 1000)
-    return round(statistics.median(times), 1)
 
 
 def label(events: int) -> str:
@@ -74,7 +64,7 @@ def measure(events: int, repeat: int, folder: Path) -> dict:
     started = time.perf_counter()
     holdings.bring_up_to_date(db)
     figures[f"supervisor_holdings_build_s_{size}"] = round(time.perf_counter() - started, 1)
-    floor = median_ms(lambda: raw_page(db), repeat)
+    floor = round(median_ms(lambda: raw_page(db), repeat), 1)
     figures[f"raw_page_ms_{size}"] = floor
 
     def search(wanted: Search) -> None:
@@ -82,7 +72,7 @@ def measure(events: int, repeat: int, folder: Path) -> dict:
             run_search(session, wanted, 50)
 
     for name, wanted in SEARCHES.items():
-        took = median_ms(lambda wanted=wanted: search(wanted), repeat)
+        took = round(median_ms(partial(search, wanted), repeat), 1)
         figures[f"console_{name}_search_ms_{size}"] = took
         figures[f"console_{name}_search_to_floor_{size}"] = round(took / floor, 1)
     config = {k: getattr(Defaults, k) for k in dir(Defaults) if k.isupper()}
@@ -91,7 +81,8 @@ def measure(events: int, repeat: int, folder: Path) -> dict:
     assert last is not None
     last = last if last.tzinfo else last.replace(tzinfo=UTC)
     for name, now in (("full", last), ("quiet", last + timedelta(days=30))):
-        took = median_ms(lambda now=now: service.supervisor_page(db, config, None, now), repeat)
+        view = partial(service.supervisor_page, db, config, None, now)
+        took = round(median_ms(view, repeat), 1)
         figures[f"supervisor_{name}_ms_{size}"] = took
         figures[f"supervisor_{name}_to_floor_{size}"] = round(took / floor, 1)
     db.engine.dispose()

@@ -8,14 +8,21 @@ tamper mark): a summary never keeps what the log no longer says.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from smartapp.audit import chain
+from smartapp.audit import rows as stored
 from smartapp.audit.models import LogEvent, LogSummaryState, LogTamperMark
+from smartapp.audit.rows import StoredEvent
+from smartapp.db import Database
+
+#: Events taken into a summary per unit of work (the chain lock is held for each; appends go
+#: on between them), and read at a time within one.
+UNIT_EVENTS = 20_000
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,29 @@ def catch_up(session: Session, summary: Summary, limit: int | None = None) -> tu
         .values(seq=upto, mark=mark, unreadable=unreadable)
     )
     return upto >= head, unreadable
+
+
+def bring_up_to_date(db: Database, summary: Summary, unit: int = UNIT_EVENTS) -> int:
+    """`catch_up` in units of work of their own of at most `unit` events, up to the log's
+    head; how many damaged rows the summary left out."""
+    done, unreadable = False, 0
+    while not done:
+        with db.session() as session:
+            done, unreadable = catch_up(session, summary, unit)
+    return unreadable
+
+
+def ranges(
+    session: Session, types: tuple[str, ...], after: int, upto: int
+) -> Iterator[list[StoredEvent]]:
+    """The events of `types` after..upto in seq order, a range of UNIT_EVENTS seqs at a time,
+    each read whole before it is given (the caller writes to the same session between)."""
+    for start in range(after, upto, UNIT_EVENTS):
+        end = min(start + UNIT_EVENTS, upto)
+        query = stored.select_events(
+            LogEvent.type.in_(types), LogEvent.seq > start, LogEvent.seq <= end
+        ).order_by(LogEvent.seq)
+        yield list(stored.read(session, query, 2000))
 
 
 def _state(session: Session, name: str) -> tuple[int, int, int] | None:

@@ -18,16 +18,13 @@ from sqlalchemy import delete, insert
 from sqlalchemy.orm import Session
 
 from smartapp.audit import beside
-from smartapp.audit import rows as stored
-from smartapp.audit.models import LogEvent, LogEventTag
+from smartapp.audit.models import LogEventTag
 from smartapp.db import Database
 
 NAME = "console-tags"
 # The event types whose data a kind or an outcome is read from (`Search.matches`).
 TAGGED_TYPES = ("suggestions-shown", "decision", "write-attempt", "write-held")
-# Events tagged per unit of work (the chain lock is held for each; appends go on between).
-UNIT_EVENTS = 20_000
-_READ_BATCH = 2_000
+_INSERT_BATCH = 2_000  # tags per INSERT
 _MAX_KIND = 100  # the longest kind a search names (`Search.from_args`)
 
 
@@ -84,12 +81,9 @@ def _searchable(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and 0 < len(value) <= _MAX_KIND
 
 
-def bring_up_to_date(db: Database, unit: int = UNIT_EVENTS) -> None:
+def bring_up_to_date(db: Database, unit: int = beside.UNIT_EVENTS) -> None:
     """Tag the events appended since the last time, in units of work of their own."""
-    done = False
-    while not done:
-        with db.session() as session:
-            done = catch_up(session, unit)
+    beside.bring_up_to_date(db, SUMMARY, unit)
 
 
 def catch_up(session: Session, limit: int | None = None) -> bool:
@@ -99,20 +93,16 @@ def catch_up(session: Session, limit: int | None = None) -> bool:
 
 
 def _tag(session: Session, after: int, upto: int) -> int:
-    """Insert the tags of the events after..upto, read a range of UNIT_EVENTS at a time (a
-    damaged row gets the tags its type alone gives: none is left out)."""
-    for start in range(after, upto, UNIT_EVENTS):
-        end = min(start + UNIT_EVENTS, upto)
-        query = stored.select_events(
-            LogEvent.type.in_(TAGGED_TYPES), LogEvent.seq > start, LogEvent.seq <= end
-        )
+    """Insert the tags of the events after..upto (a damaged row gets the tags its type alone
+    gives: none is left out)."""
+    for events in beside.ranges(session, TAGGED_TYPES, after, upto):
         rows = [
             {"tag": tag, "seq": event.seq}
-            for event in list(stored.read(session, query, _READ_BATCH))
+            for event in events
             for tag in event_tags(event.type, event.data)
         ]
-        for first in range(0, len(rows), _READ_BATCH):
-            session.execute(insert(LogEventTag), rows[first : first + _READ_BATCH])
+        for first in range(0, len(rows), _INSERT_BATCH):
+            session.execute(insert(LogEventTag), rows[first : first + _INSERT_BATCH])
     return 0
 
 

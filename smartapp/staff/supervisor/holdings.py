@@ -21,25 +21,19 @@ from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from smartapp.audit import beside
-from smartapp.audit import rows as stored
-from smartapp.audit.models import LogEvent, LogHandoffHolding
+from smartapp.audit.models import LogHandoffHolding
 from smartapp.db import Database
 from smartapp.staff.supervisor import figures
 
 NAME = "handoff-holdings"
-UNIT_EVENTS = 20_000
 _TABLE: Table = LogHandoffHolding.__table__  # type: ignore[assignment]
 _MAX_REFERRAL = 64
 
 
-def bring_up_to_date(db: Database, unit: int = UNIT_EVENTS) -> int:
+def bring_up_to_date(db: Database, unit: int = beside.UNIT_EVENTS) -> int:
     """Take the events appended since the last time into the holdings, in units of work of
     their own; how many damaged handoff events the log holds (left out, as always)."""
-    done, unreadable = False, 0
-    while not done:
-        with db.session() as session:
-            done, unreadable = beside.catch_up(session, SUMMARY, unit)
-    return unreadable
+    return beside.bring_up_to_date(db, SUMMARY, unit)
 
 
 def holding_change(event: Any) -> tuple[str, str | None, str, bool] | None:
@@ -70,14 +64,10 @@ def _add(session: Session, after: int, upto: int) -> int:
         )
     }
     broken = 0
-    for start in range(after, upto, UNIT_EVENTS):
-        end = min(start + UNIT_EVENTS, upto)
-        query = stored.select_events(
-            LogEvent.type.in_(figures.TYPES), LogEvent.seq > start, LogEvent.seq <= end
-        ).order_by(LogEvent.seq)
+    for events in beside.ranges(session, figures.TYPES, after, upto):
         new: dict[tuple[str, int], dict] = {}
         ended: list[dict] = []
-        for event in list(stored.read(session, query, 2000)):
+        for event in events:
             if event.broken or event.at is None:
                 broken += 1
                 continue
