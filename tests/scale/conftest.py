@@ -12,6 +12,7 @@ from smartapp.audit import chain
 from smartapp.audit.signing import Signer, load_signer
 from smartapp.db import Database
 from tests.console import logdata
+from tests.pgschema import migrated_schema
 
 EVERY = 10
 
@@ -35,3 +36,11 @@ def db(tmp_path: Path, signer: Signer) -> Iterator[Database]:
     chain.configure(database, signer=signer, every=EVERY)
     yield database
     database.engine.dispose()
+
+
+@pytest.fixture
+def pg(signer: Signer) -> Iterator[Database]:
+    """A migrated PostgreSQL schema of its own, its chain signed as `db`'s (tests.pgschema)."""
+    with migrated_schema("scale") as database:
+        chain.configure(database, signer=signer, every=10)
+        yield database

@@ -16,7 +16,7 @@ from smartapp.db import Database
 from smartapp.staff.console import tags
 from smartapp.staff.console.search import OUTCOMES, Search, run_search
 from tests.console import logdata
-from tests.scale.test_postgres import POSTGRES, pg  # noqa: F401 (pg: the fixture)
+from tests.pgschema import POSTGRES
 
 KINDS = ("prc-consult", "moud-buprenorphine", "moud-continue", "naloxone-kit", "nothing-such")
 PAGE = 7
@@ -143,17 +143,16 @@ def test_the_tags_of_one_event(type_, data, expected):
 
 
 @pytest.mark.skipif(not POSTGRES, reason="HANDOFF_TEST_POSTGRES_URL is not set")
-def test_on_postgresql_a_generated_log_new_events_and_a_changed_row(request):
-    database = request.getfixturevalue("pg")  # tests/scale/test_postgres.py's, imported
-    scale_log.generate(database, 2000, sign=False)
-    assert_same(database)
-    scale_log.generate(database, 300, sign=False)
-    assert_same(database)
-    with database.engine.begin() as connection:
+def test_on_postgresql_a_generated_log_new_events_and_a_changed_row(pg):
+    scale_log.generate(pg, 2000, sign=False)
+    assert_same(pg)
+    scale_log.generate(pg, 300, sign=False)
+    assert_same(pg)
+    with pg.engine.begin() as connection:
         connection.execute(
             text(
                 "UPDATE log_event SET data = replace(data::text, 'true', 'false')::json "
                 "WHERE seq = (SELECT min(seq) FROM log_event WHERE type = 'decision')"
             )
         )
-    assert_same(database)
+    assert_same(pg)

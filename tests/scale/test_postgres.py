@@ -6,49 +6,24 @@ through a server-side cursor inside the session's transaction and leave it usabl
 from __future__ import annotations
 
 import io
-import os
-import secrets
 import sys
-from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import text
 
-from smartapp.audit import chain
 from smartapp.audit import log as referral_log
 from smartapp.audit.export import write_export
 from smartapp.audit.incremental import verify_since_last
 from smartapp.audit.verify import verify
-from smartapp.db import Database
 from smartapp.staff.console.events import search_page
 from smartapp.staff.console.search import Search
 from tests.audit.conftest import fill
 from tests.audit.test_verify import EVENTS
 from tests.console import logdata
+from tests.pgschema import POSTGRES
 from tests.scale.test_dashboard_same_figures import assert_same
 
-POSTGRES = os.environ.get("HANDOFF_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not POSTGRES, reason="HANDOFF_TEST_POSTGRES_URL is not set")
-
-
-@pytest.fixture
-def pg(signer) -> Iterator[Database]:
-    assert POSTGRES
-    schema = f"scale_{secrets.token_hex(4)}"
-    admin = create_engine(POSTGRES)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(POSTGRES).update_query_dict({"options": f"-csearch_path={schema}"})
-    database = Database(url.render_as_string(hide_password=False))
-    try:
-        database.migrate()
-        chain.configure(database, signer=signer, every=10)
-        yield database
-    finally:
-        database.engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.mark.parametrize(

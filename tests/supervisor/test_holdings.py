@@ -21,8 +21,7 @@ from smartapp.audit import log as referral_log
 from smartapp.db import Database
 from smartapp.staff import caseload
 from smartapp.staff.supervisor import figures, holdings, service
-from tests.scale.conftest import signer  # noqa: F401 (a fixture pg needs)
-from tests.scale.test_postgres import POSTGRES, pg  # noqa: F401 (pg: the fixture)
+from tests.pgschema import POSTGRES, migrated_schema
 
 START = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
 ZONE = ZoneInfo("America/New_York")
@@ -207,8 +206,8 @@ def test_the_page_equals_the_old_figures(db, monkeypatch):
 
 
 @pytest.mark.skipif(not POSTGRES, reason="HANDOFF_TEST_POSTGRES_URL is not set")
-def test_on_postgresql(request):
-    database = request.getfixturevalue("pg")  # tests/scale/test_postgres.py's, imported
-    fill(database, Clock(), 80, seed=13)
-    for now in moments():
-        assert new_series(database, now) == old_series(database, now)
+def test_on_postgresql():
+    with migrated_schema("hold") as database:
+        fill(database, Clock(), 80, seed=13)
+        for now in moments():
+            assert new_series(database, now) == old_series(database, now)

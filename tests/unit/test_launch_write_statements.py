@@ -5,13 +5,11 @@ write's credentials read from the launch context's credential columns only."""
 
 from __future__ import annotations
 
-import os
-import secrets
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import create_engine, make_url, text, update
+from sqlalchemy import update
 
 from smartapp.audit import log as referral_log
 from smartapp.db import Database, LaunchContext, Referral
@@ -23,6 +21,7 @@ from smartapp.launch.tokens import TokenCipher
 from smartapp.writeback import outbox, profiles
 from smartapp.writeback.plan import WritePlan
 from smartapp.writeback.resources import plan_writes
+from tests.pgschema import POSTGRES, migrated_schema
 from tests.unit.referrals import SETTINGS, referral
 
 ISS = "http://ehr.test/fhir"
@@ -37,21 +36,10 @@ def db(request, tmp_path):
         yield database
         database.engine.dispose()
         return
-    base = os.environ.get("HANDOFF_TEST_POSTGRES_URL")
-    if not base:
+    if not POSTGRES:
         pytest.skip("HANDOFF_TEST_POSTGRES_URL is not set (.ci/run sets it)")
-    schema = f"ls_{secrets.token_hex(4)}"
-    admin = create_engine(base)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    database = Database(url.render_as_string(hide_password=False))
-    database.migrate()
-    yield database
-    database.engine.dispose()
-    with admin.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with migrated_schema("ls") as database:
+        yield database
 
 
 def services_for(db: Database) -> SimpleNamespace:
