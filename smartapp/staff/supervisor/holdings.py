@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from smartapp.audit import beside
 from smartapp.audit.models import LogHandoffHolding
 from smartapp.db import Database
+from smartapp.staff.caseload import aware
 from smartapp.staff.supervisor import figures
 
 NAME = "handoff-holdings"
@@ -135,18 +136,14 @@ def overlapping(session: Session, since: datetime) -> list[Holding]:
         Holding(
             referral=row.referral,
             start_seq=row.start_seq,
-            start_at=_aware(row.start_at),
+            start_at=aware(row.start_at),
             coach_ref=row.coach_ref,
             coach_name=row.coach_name,
             end_seq=row.end_seq,
-            end_at=_aware(row.end_at) if row.end_at is not None else None,
+            end_at=aware(row.end_at) if row.end_at is not None else None,
         )
         for row in session.execute(query)
     ]
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def latest_names(session: Session, refs: Iterable[str]) -> dict[str, str]:
