@@ -13,10 +13,8 @@ Handoff's backend access, or with the next launch of the visit (launch.sessions)
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,9 +22,10 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from sqlalchemy import insert, literal, select, union_all
+from sqlalchemy import bindparam, insert, literal, select, union_all
 from sqlalchemy.orm import Session
 
+from smartapp import threads
 from smartapp.audit import log as referral_log
 from smartapp.audit.models import LogEvent
 from smartapp.cdshooks import cards, prefetch
@@ -47,17 +46,6 @@ log = logging.getLogger("handoff.cdshooks")
 
 OVERRIDE_EVENT = "cds-override"
 NO_CARDS: dict = {"cards": []}
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    """This process's threads for hook calls (made after a fork: a pool does not survive it)."""
-    with _POOL_LOCK:
-        found = _POOLS.get(os.getpid())
-        if found is None:
-            found = _POOLS[os.getpid()] = ThreadPoolExecutor(16, thread_name_prefix="cds-hook")
-        return found
 
 
 class BadRequest(ValueError):
@@ -109,19 +97,39 @@ def visit_key(iss: str, encounter_id: str | None, patient_id: str) -> str:
     return writeback.referral_key(iss, encounter_id, patient_id, "visit")
 
 
+def _decided_statement(with_encounter: bool) -> Any:
+    """Whether a visit has a referral or a card override: built once per form (an encounter
+    compared by value, or none: IS NULL), its values bound at execution."""
+    referral = select(literal(1)).where(Referral.visit_key == bindparam("key"))
+    encounter = (
+        LogEvent.encounter_id == bindparam("encounter_id")
+        if with_encounter
+        else LogEvent.encounter_id.is_(None)
+    )
+    override = select(literal(1)).where(
+        LogEvent.type == OVERRIDE_EVENT,
+        LogEvent.patient_id == bindparam("patient_id"),
+        encounter,
+        LogEvent.iss == bindparam("iss"),
+    )
+    return union_all(referral, override).limit(1)
+
+
+_DECIDED = {True: _decided_statement(True), False: _decided_statement(False)}
+# A card's launch context, one Core INSERT with the row given at execution.
+_KEEP_SHOWN = insert(LaunchContext.__table__)  # type: ignore[arg-type]
+
+
 def decided(services: Services, iss: str, patient_id: str, encounter_id: str | None) -> bool:
     """Signed in Handoff or accepted on a card (a referral), or overridden on a card: one
     query (the referral's unique key, the log's patient index), no unit of work."""
-    key = visit_key(iss, encounter_id, patient_id)
-    referral = select(literal(1)).where(Referral.visit_key == key)
-    override = select(literal(1)).where(
-        LogEvent.type == OVERRIDE_EVENT,
-        LogEvent.patient_id == patient_id,
-        LogEvent.encounter_id == (encounter_id or None),
-        LogEvent.iss == iss,
-    )
+    values = {"key": visit_key(iss, encounter_id, patient_id), "patient_id": patient_id}
+    values["iss"] = iss
+    if encounter_id:
+        values["encounter_id"] = encounter_id
     with services.db.engine.connect() as connection:
-        return connection.execute(union_all(referral, override).limit(1)).first() is not None
+        found = connection.execute(_DECIDED[bool(encounter_id)], values).first()
+        return found is not None
 
 
 def ordered(pack: Any, draft_orders: dict | None, valuesets: tuple[str, ...]) -> bool:
@@ -151,7 +159,8 @@ def answer(
     the rest within the budget; past it, no card (and nothing of the late work is kept)."""
     call = parse(services, client, service, body)
     late = threading.Event()
-    work = _pool().submit(respond, services, settings, client, service, call, now, late)
+    args = (services, settings, client, service, call, now, late)
+    work = threads.beside("cds-hook", 16, respond, *args)
     try:
         return work.result(timeout=settings.budget_seconds)
     except FutureTimeout:
@@ -323,7 +332,7 @@ def keep_shown(
     data["hook"] = call.request.hook
 
     def record(db: Session) -> None:
-        db.execute(insert(LaunchContext).values(row))  # one INSERT, no ORM object
+        db.connection().execute(_KEEP_SHOWN, row)  # one INSERT, no ORM object
         referral_log.append_about(db, "suggestions-shown", SimpleNamespace(**row), data=data)
 
     writer_for(services.db).run(record)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import func, update
 
+from smartapp import threads
 from smartapp.aids import service as aids
 from smartapp.audit import log as referral_log
 from smartapp.db import LaunchContext, Referral
@@ -41,6 +41,9 @@ from smartapp.writeback.plan import WritePlan
 
 if TYPE_CHECKING:
     from smartapp.services import Services
+
+#: Threads for the reads beside the chart read (one per screen being read at once).
+SIDE_THREADS = 16
 
 log = logging.getLogger("handoff.screen")
 
@@ -218,10 +221,10 @@ def present(
     # The chart is read in this thread: the EHR's answer is the long wait. What does not
     # depend on it (the coach team's caseload, what the aids recorded) is read meanwhile in a
     # thread of its own.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="screen-side") as pool:
-        side = pool.submit(_side_reads, services, settings, context, now)
-        read = read_chart(services, context, settings, now)
-        expectation, recorded = side.result()
+    args = (services, settings, context, now)
+    side = threads.beside("screen-side", SIDE_THREADS, _side_reads, *args)
+    read = read_chart(services, context, settings, now)
+    expectation, recorded = side.result()
     shown = build_shown(services, context, settings, now, read, recorded)
     shown["aids"]["recorded"] = recorded.recorded  # what the aids' partials say was recorded
     if context.encounter_id is None and shown["encounter"]["id"]:

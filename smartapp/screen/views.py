@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +24,7 @@ from flask import (
     url_for,
 )
 
+from smartapp import threads
 from smartapp.engine import ChartError
 from smartapp.fhir.client import FhirError
 from smartapp.launch import sessions
@@ -158,10 +158,9 @@ def show(context_id: str):
         )
     # What was shown is kept on the launch (Sign acts on exactly that) and logged while the
     # page renders; the answer goes out once both are done.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shown") as pool:
-        recording = pool.submit(service.record_shown, services, context, shown)
-        page = unsigned_page(context, shown, [], blank_choices(shown))
-        recording.result()
+    recording = threads.beside("screen-shown", 16, service.record_shown, services, context, shown)
+    page = unsigned_page(context, shown, [], blank_choices(shown))
+    recording.result()
     return page
 
 
