@@ -227,7 +227,9 @@ def db_upgrade() -> None:
     also brings what staff pages keep beside the log up to date with it (the dashboard's
     visits, the console's event tags, the supervisor's holdings: a migration that makes one of
     them anew, such as 0009, 0010 and 0011, would otherwise leave that to the first view that
-    reads it: minutes at millions of events)."""
+    reads it: minutes at millions of events), and plans the follow-up of any handoff that has
+    none (the staff pages plan only the handoffs signed lately)."""
+    from smartapp.handoffs import followup
     from smartapp.services import current_services
     from smartapp.staff.console import tags
     from smartapp.staff.dashboard.service import bring_up_to_date
@@ -245,6 +247,9 @@ def db_upgrade() -> None:
         click.echo("console event tags up to date with the referral log")
         holdings.bring_up_to_date(database)
         click.echo("supervisor handoff holdings up to date with the referral log")
+        settings = followup.FollowupSettings.from_config(app.config)
+        planned = followup.plan_every_handoff(database, settings)
+        click.echo(f"follow-up planned for {planned} handoff(s) that had no plan")
 
 
 @cli.group()

@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import (
     JSON,
     DateTime,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -103,7 +104,10 @@ class Referral(Base):
     # A worker's claim, so two workers (or a worker and the web app) never write at once.
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Indexed: the coach team's pages read the referrals signed lately (handoffs.current).
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     @property
@@ -158,6 +162,9 @@ class FollowupContact(Base):
     due at the visit's day plus `day`; done when an attempt is recorded against it."""
 
     __tablename__ = "followup_contact"
+    # The contacts not made yet, by due time: the supervisor's overdue follow-ups are one
+    # range of it, not every contact ever planned.
+    __table_args__ = (Index("ix_followup_contact_open", "done_at", "due_at"),)
 
     referral_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -137,7 +137,13 @@ def _aware(value: datetime, like: datetime) -> datetime:
 def ensure_plans(db: Database, referrals: Iterable[Referral], settings: FollowupSettings) -> None:
     """Plan the contacts of handoffs that have none yet (idempotent: two processes planning
     the same handoff at once leave one plan, the primary key refuses the second)."""
-    wanted = {r.id: r.created_at for r in referrals}
+    ensure_planned(db, {r.id: r.created_at for r in referrals}, settings)
+
+
+def ensure_planned(
+    db: Database, wanted: Mapping[str, datetime], settings: FollowupSettings
+) -> None:
+    """`ensure_plans` for handoffs given as referral id -> signing time."""
     if not wanted:
         return
     planned: set[str] = set()
@@ -153,6 +159,28 @@ def ensure_plans(db: Database, referrals: Iterable[Referral], settings: Followup
                 session.add_all(plan_rows(referral_id, visit_at, settings))
         except IntegrityError:
             continue  # planned meanwhile by another process
+
+
+def plan_every_handoff(db: Database, settings: FollowupSettings) -> int:
+    """Plan every handoff with no plan yet, whatever its age (`handoff db upgrade`: the pages
+    plan only the handoffs signed lately, `handoffs.current`); the number planned. The
+    decisions are picked out by the database, a batch of referrals at a time."""
+    planned = exists().where(FollowupContact.referral_id == Referral.id)
+    query = (
+        select(Referral.id, Referral.created_at, Referral.decision["decisions"])
+        .where(~planned)
+        .order_by(Referral.id)
+    )
+    count, after = 0, ""
+    while True:
+        with db.session() as session:
+            rows = session.execute(query.where(Referral.id > after).limit(IN_BATCH)).all()
+        if not rows:
+            return count
+        after = rows[-1][0]
+        wanted = {rid: at for rid, at, decisions in rows if service.accepts_coach(decisions)}
+        ensure_planned(db, wanted, settings)
+        count += len(wanted)
 
 
 #: Referral ids per IN list: a database takes only so many values in one statement

@@ -30,9 +30,14 @@ _ROW_NAMES = {"owner_ref": "coach_ref", "owner_name": "coach_name"}
 
 def is_handoff(referral: Referral) -> bool:
     """True when the physician signed an accepted coach consult (a handoff exists)."""
+    return accepts_coach(referral.decision.get("decisions", []))
+
+
+def accepts_coach(decisions: Any) -> bool:
+    """Whether a decision's `decisions` accept the coach consult (see `is_handoff`)."""
     return any(
-        d.get("kind") == kinds.PRC_CONSULT and d.get("accepted")
-        for d in referral.decision.get("decisions", [])
+        isinstance(d, dict) and d.get("kind") == kinds.PRC_CONSULT and d.get("accepted")
+        for d in decisions or []
     )
 
 

@@ -30,9 +30,10 @@ from sqlalchemy.orm import Session
 
 from smartapp.catalog.codes import DEFAULT_TIMEZONE
 from smartapp.catalog.hours import DAYS, Window, is_open
-from smartapp.db import CoachHandoff, Database, Referral, StaffSession
+from smartapp.db import CoachHandoff, Database, StaffSession
+from smartapp.handoffs import current
+from smartapp.handoffs.followup import FollowupSettings, in_batches
 from smartapp.handoffs.lifecycle import LifecycleError
-from smartapp.handoffs.service import is_handoff
 
 if TYPE_CHECKING:
     from smartapp.catalog import Catalog, Program
@@ -377,20 +378,28 @@ class Waiting:
     minutes: int
 
 
-def team_queue(db: Database, now: datetime | None = None) -> list[Waiting]:
+def team_queue(
+    db: Database, now: datetime | None = None, since: datetime | None = None
+) -> list[Waiting]:
     """Handoffs waiting with no coach (status `requested` or no coach row yet), oldest first.
-    Only referrals whose coach consult was accepted at Sign are handoffs."""
+    Only referrals whose coach consult was accepted at Sign are handoffs. Read among the
+    referrals that may still ask something of the team (`handoffs.current`, signed since
+    `since`: by default the follow-up's horizon), never every referral kept."""
     now = now or datetime.now(UTC)
+    since = since or current.horizon(now, FollowupSettings())
     with db.session() as session:
-        states = {h.referral_id: h.status for h in session.scalars(select(CoachHandoff))}
-        referrals = list(session.scalars(select(Referral).order_by(Referral.created_at)))
+        signed = current.handoffs_signed(session, since)  # the decisions only, not whole rows
+        states: dict[str, str] = {}
+        for batch in in_batches(signed):
+            rows = select(CoachHandoff.referral_id, CoachHandoff.status)
+            found = session.execute(rows.where(CoachHandoff.referral_id.in_(batch)))
+            states.update((referral_id, status) for referral_id, status in found)
     out = []
-    for referral in referrals:
-        if not is_handoff(referral) or states.get(referral.id, "requested") != "requested":
+    for referral_id, at in sorted(signed.items(), key=lambda item: (aware(item[1]), item[0])):
+        if states.get(referral_id, "requested") != "requested":
             continue
-        signed = aware(referral.created_at)
-        minutes = max(0, int((now - signed).total_seconds() // 60))
-        out.append(Waiting(referral_id=referral.id, signed_at=signed, minutes=minutes))
+        minutes = max(0, int((now - aware(at)).total_seconds() // 60))
+        out.append(Waiting(referral_id=referral_id, signed_at=aware(at), minutes=minutes))
     return out
 
 

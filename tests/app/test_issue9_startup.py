@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from smartapp import create_app
 from smartapp.audit import log as referral_log
@@ -115,7 +115,7 @@ def test_db_upgrade_brings_the_dashboard_visits_up_to_date(tmp_path):
     """`handoff db upgrade` joins the log's events into the dashboard's kept visits, so the
     first dashboard view after an upgrade that rebuilds them (0009) is not the slow one."""
     from smartapp.audit.models import LogEvent, LogSummaryState
-    from smartapp.db import Database
+    from smartapp.db import Database, FollowupContact, Referral
 
     env = {"HANDOFF_INSTANCE_PATH": str(demo_instance(tmp_path / "instance"))}
     assert handoff("db", "upgrade", cwd=tmp_path, env=env).returncode == 0
@@ -130,9 +130,19 @@ def test_db_upgrade_brings_the_dashboard_visits_up_to_date(tmp_path):
                 encounter_id=f"E-{n}",
                 data={"pack": {"id": "p", "version": "1"}, "suggestions": []},
             )
+    signed = datetime(2025, 1, 2, tzinfo=UTC)  # a handoff no staff page has planned
+    decision = {"decisions": [{"kind": "prc-consult", "accepted": True}]}
+    row = {"id": "r-1", "visit_key": "v-1", "context_id": "c-1", "iss": "https://ehr.example/fhir"}
+    row |= {"patient_id": "P-1", "decision": decision, "plan": {}, "created_at": signed}
+    with database.engine.begin() as connection:
+        connection.execute(insert(Referral), [row])
     upgraded = handoff("db", "upgrade", cwd=tmp_path, env=env)
     assert upgraded.returncode == 0, upgraded.stderr
     assert "dashboard visits up to date" in upgraded.stdout
+    assert "follow-up planned for 1 handoff(s) that had no plan" in upgraded.stdout
+    with database.session() as session:
+        days = select(FollowupContact.day).where(FollowupContact.referral_id == "r-1")
+        assert list(session.scalars(days.order_by(FollowupContact.day))) == [1, 3, 7, 30]
     with database.session() as session:
         head = session.scalar(select(func.max(LogEvent.seq)))
         state = session.get(LogSummaryState, "dashboard")

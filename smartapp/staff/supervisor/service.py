@@ -11,14 +11,14 @@ from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from smartapp.audit import log as referral_log
 from smartapp.audit import rows as stored
 from smartapp.audit.models import LogEvent
-from smartapp.db import CoachHandoff, Database, Referral
-from smartapp.handoffs import followup, lifecycle
+from smartapp.db import CoachHandoff, Database, FollowupContact, Referral
+from smartapp.handoffs import current, followup, lifecycle
 from smartapp.handoffs import service as handoffs
 from smartapp.handoffs.lifecycle import LifecycleError
 from smartapp.staff import caseload
@@ -127,58 +127,65 @@ def caseload_series(
     return [replace(s, name=names.get(s.ref, s.name)) for s in series]
 
 
+_NAME = Referral.decision[("shown", "patient", "name")].as_string()
+_MODE = Referral.decision["consult_mode"].as_string()
+
+
 def _patient_names(db: Database, referral_ids: set[str]) -> dict[str, tuple[str, str]]:
-    """Referral id -> (patient name as shown at Sign, consult mode)."""
+    """Referral id -> (patient name as shown at Sign, consult mode): two values picked out
+    of each decision by the database, not every decision and write plan parsed here."""
     if not referral_ids:
         return {}
     out = {}
+    query = select(Referral.id, Referral.patient_id, _NAME, _MODE)
     with db.session() as session:
         for ids in followup.in_batches(referral_ids):
-            rows = session.scalars(select(Referral).where(Referral.id.in_(ids)))
-            for referral in rows:
-                shown = (referral.decision or {}).get("shown") or {}
-                name = (shown.get("patient") or {}).get("name") or referral.patient_id
-                mode = (referral.decision or {}).get("consult_mode", "in-person")
-                out[referral.id] = (name, mode)
+            for referral_id, patient_id, name, mode in session.execute(
+                query.where(Referral.id.in_(ids))
+            ):
+                out[referral_id] = (name or patient_id, mode or "in-person")
     return out
 
 
 def overdue_followups(db: Database, config: Mapping[str, Any], now: datetime) -> list[Overdue]:
     """Follow-up contacts past overdue (`smartapp.handoffs.followup`: due + FOLLOWUP_OVERDUE_
-    HOURS) and not made, on handoffs not cancelled or rejected, most late first. Plans missing
-    yet are made first (idempotent), so none is left out."""
+    HOURS) and not made, on handoffs not cancelled or rejected, most late first. The handoffs
+    signed lately are planned first (idempotent; `handoffs.current`), so none is left out;
+    the late contacts are then one query along the contacts' due time, not every plan read."""
     settings = followup.FollowupSettings.from_config(config)
     with db.session() as session:
-        rows = {h.referral_id: h for h in session.scalars(select(CoachHandoff))}
-        referrals = [
-            r
-            for r in session.scalars(select(Referral))
-            if handoffs.is_handoff(r)
-            and (rows[r.id].status if r.id in rows else "requested") not in DROPPED
-        ]
-    followup.ensure_plans(db, referrals, settings)
-    late = [
-        (referral_id, contact)
-        for referral_id, plan in followup.plans(db, referrals).items()
-        for contact in plan.contacts
-        if contact.state(now, settings.overdue_after) == "overdue"
-    ]
-    names = _patient_names(db, {referral_id for referral_id, _ in late})  # those late only
-    found = []
-    for referral_id, contact in late:
-        due = caseload.aware(contact.due_at)
-        row = rows.get(referral_id)
-        found.append(
-            Overdue(
-                referral_id=referral_id,
-                patient_name=names.get(referral_id, (referral_id, ""))[0],
-                day=contact.day,
-                due_at=due,
-                coach_name=row.coach_name if row is not None else None,
-                hours_late=int((now - due).total_seconds() // 3600),
-            )
+        signed = current.handoffs_signed(session, current.horizon(now, settings))
+    followup.ensure_planned(db, signed, settings)
+    cutoff = (now - settings.overdue_after).astimezone(UTC)
+    query = (
+        select(
+            FollowupContact.referral_id,
+            FollowupContact.day,
+            FollowupContact.due_at,
+            CoachHandoff.coach_name,
         )
-    return sorted(found, key=lambda o: (o.due_at, o.referral_id))
+        .outerjoin(CoachHandoff, CoachHandoff.referral_id == FollowupContact.referral_id)
+        .where(
+            FollowupContact.done_at.is_(None),
+            FollowupContact.due_at <= cutoff,
+            or_(CoachHandoff.status.is_(None), CoachHandoff.status.not_in(DROPPED)),
+        )
+    )
+    with db.session() as session:
+        late = session.execute(query).all()
+    names = _patient_names(db, {row.referral_id for row in late})  # those late only
+    overdue = [
+        Overdue(
+            referral_id=row.referral_id,
+            patient_name=names.get(row.referral_id, (row.referral_id, ""))[0],
+            day=row.day,
+            due_at=caseload.aware(row.due_at),
+            coach_name=row.coach_name,
+            hours_late=int((now - caseload.aware(row.due_at)).total_seconds() // 3600),
+        )
+        for row in late
+    ]
+    return sorted(overdue, key=lambda o: (o.due_at, o.referral_id))
 
 
 def held_handoffs(db: Database) -> list[Held]:
@@ -218,7 +225,8 @@ def supervisor_page(
         series = caseload_series(session, days, zone, now)
     signed = figures.signed_handoffs(events, lambda at: caseload.in_coverage(settings, at))
     recent = [row for row in signed if row.signed_at.astimezone(zone).date() >= days[0]]
-    waiting = caseload.team_queue(db, now)
+    since = current.horizon(now, followup.FollowupSettings.from_config(config))
+    waiting = caseload.team_queue(db, now, since)
     names = _patient_names(db, {w.referral_id for w in waiting})
     loads = caseload.loads(db, settings, now)
     queue = [

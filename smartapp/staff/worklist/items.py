@@ -14,15 +14,15 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, select
+from sqlalchemy import select
 
 from smartapp.db import CoachHandoff, Database, Referral
 from smartapp.engine import kinds
-from smartapp.handoffs import followup, service
+from smartapp.handoffs import current, followup, service
 from smartapp.handoffs.followup import FollowupSettings, Plan
 from smartapp.handoffs.lifecycle import BUSINESS_WORDS, OPEN, HandoffState
 from smartapp.writeback.outbox import plan_of
@@ -32,9 +32,6 @@ if TYPE_CHECKING:
     from smartapp.catalog import Catalog, Program
 
 MOUD_KINDS = (kinds.MOUD_BUPRENORPHINE, kinds.MOUD_CONTINUE)
-# A closed handoff leaves the open list this many days after its last outcome day (an
-# outcome recorded late still has a window; "Show closed" lists every one).
-HORIZON_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -241,13 +238,12 @@ def items(
     """Handoffs with an accepted coach consult, oldest first: the open ones, and closed ones
     whose follow-up is due or overdue or whose outcome is due (all with `include_closed`)."""
     settings = settings or FollowupSettings()
-    query = select(Referral).order_by(Referral.created_at)
-    if not include_closed:  # closed handoffs past the last outcome day have nothing due
-        horizon = now - timedelta(days=max(settings.outcome_days, default=0) + HORIZON_DAYS)
-        closed = select(CoachHandoff.referral_id).where(CoachHandoff.status.not_in(OPEN))
-        query = query.where(~and_(Referral.created_at < horizon, Referral.id.in_(closed)))
     with db.session() as session:
-        referrals = [r for r in session.scalars(query) if service.is_handoff(r)]
+        if include_closed:
+            found = list(session.scalars(select(Referral).order_by(Referral.created_at)))
+        else:  # closed handoffs past the last outcome day have nothing due: never read
+            found = current.referrals(session, current.horizon(now, settings))
+        referrals = [r for r in found if service.is_handoff(r)]
         ids = [r.id for r in referrals]
         rows = {
             h.referral_id: h
