@@ -35,6 +35,7 @@ from smartapp.db import CoachHandoff, Database, FollowupContact, Referral  # noq
 from smartapp.staff import caseload  # noqa: E402
 from smartapp.staff.supervisor import service as supervisor  # noqa: E402
 from smartapp.staff.worklist.items import items  # noqa: E402
+from tests.referral_rows import referral_row  # noqa: E402
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 OPEN = ("requested", "accepted", "in-progress")
@@ -70,23 +71,7 @@ def build(db: Database, count: int, seed: int = 1) -> None:
         signed = NOW - timedelta(days=3 * 365 * (count - i) / count)
         referral_id = f"ref-{i:08d}"
         accepted = rnd.random() < 0.85
-        referrals.append(
-            {
-                "id": referral_id,
-                "visit_key": f"visit-{i}",
-                "context_id": f"context-{i}",
-                "iss": "https://ehr.example/fhir",
-                "patient_id": f"p{i}",
-                "encounter_id": f"e{i}",
-                "decision": decision(accepted, i),
-                "plan": plan,
-                "status": "written",
-                "attempts": 1,
-                "next_attempt_at": signed,
-                "created_at": signed,
-                "updated_at": signed,
-            }
-        )
+        referrals.append(referral_row(referral_id, i, signed, decision(accepted, i), plan))
         if not accepted:
             continue
         old = signed < NOW - timedelta(days=150)

@@ -7,7 +7,9 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from smartapp.db import Database
@@ -34,3 +36,21 @@ def migrated_schema(prefix: str) -> Iterator[Database]:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@contextmanager
+def migrated(kind: str, folder: Path, prefix: str) -> Iterator[Database]:
+    """A migrated database of `kind`: "sqlite", a file in `folder`; "postgresql", a fresh
+    schema (`migrated_schema`), the test skipped where HANDOFF_TEST_POSTGRES_URL is not set."""
+    if kind == "sqlite":
+        database = Database(f"sqlite:///{folder / 'handoff.sqlite'}")
+        database.migrate()
+        try:
+            yield database
+        finally:
+            database.engine.dispose()
+        return
+    if not POSTGRES:
+        pytest.skip("HANDOFF_TEST_POSTGRES_URL is not set (.ci/run sets it)")
+    with migrated_schema(prefix) as database:
+        yield database

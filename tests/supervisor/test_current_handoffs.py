@@ -20,7 +20,8 @@ from smartapp.handoffs import current, followup, service
 from smartapp.handoffs.lifecycle import OPEN
 from smartapp.staff import caseload, worklist
 from smartapp.staff.supervisor import service as supervisor
-from tests.pgschema import POSTGRES, migrated_schema
+from tests.pgschema import migrated
+from tests.referral_rows import referral_row
 
 NOW = datetime(2026, 11, 20, 16, 0, tzinfo=UTC)
 SETTINGS = followup.FollowupSettings()
@@ -30,15 +31,8 @@ STATUSES = ("requested", "accepted", "in-progress", "completed", "rejected", "ca
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'handoff.sqlite'}")
-        database.migrate()
-        yield database
-        database.engine.dispose()
-        return
-    if not POSTGRES:
-        pytest.skip("HANDOFF_TEST_POSTGRES_URL is not set (.ci/run sets it)")
-    with migrated_schema("current_handoffs") as database:
+    """A migrated database: a SQLite file, or a fresh schema in HANDOFF_TEST_POSTGRES_URL."""
+    with migrated(request.param, tmp_path, "current_handoffs") as database:
         yield database
 
 
@@ -56,23 +50,7 @@ def store(db: Database, count: int, seed: int) -> dict[str, str]:
             "consult_mode": rnd.choice(["in-person", "telehealth"]),
             "shown": {"patient": {"name": f"Patient {i}"}},
         }
-        referrals.append(
-            {
-                "id": referral_id,
-                "visit_key": f"visit-{i}",
-                "context_id": f"context-{i}",
-                "iss": "https://ehr.example/fhir",
-                "patient_id": f"p{i}",
-                "encounter_id": f"e{i}",
-                "decision": decision,
-                "plan": {"operations": []},
-                "status": "written",
-                "attempts": 1,
-                "next_attempt_at": signed,
-                "created_at": signed,
-                "updated_at": signed,
-            }
-        )
+        referrals.append(referral_row(referral_id, i, signed, decision, {"operations": []}))
         kinds[referral_id] = "handoff" if accepted else "declined"
         old = signed < NOW - timedelta(days=150)  # mostly closed by now, as in a program
         if accepted and rnd.random() < (0.95 if old else 0.7):

@@ -5,7 +5,9 @@ write's credentials read from the launch context's credential columns only."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -21,24 +23,16 @@ from smartapp.launch.tokens import TokenCipher
 from smartapp.writeback import outbox, profiles
 from smartapp.writeback.plan import WritePlan
 from smartapp.writeback.resources import plan_writes
-from tests.pgschema import POSTGRES, migrated_schema
+from tests.pgschema import migrated
 from tests.unit.referrals import SETTINGS, referral
 
 ISS = "http://ehr.test/fhir"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request, tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path: Path) -> Iterator[Database]:
     """A migrated database: a SQLite file, or a fresh schema in HANDOFF_TEST_POSTGRES_URL."""
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'handoff.sqlite'}")
-        database.migrate()
-        yield database
-        database.engine.dispose()
-        return
-    if not POSTGRES:
-        pytest.skip("HANDOFF_TEST_POSTGRES_URL is not set (.ci/run sets it)")
-    with migrated_schema("ls") as database:
+    with migrated(request.param, tmp_path, "ls") as database:
         yield database
 
 
