@@ -155,7 +155,7 @@ class Verifier:
                 cutoff = datetime.fromtimestamp(now, UTC)
                 session.execute(delete(CdsJwtUse).where(CdsJwtUse.expires_at < cutoff))
             values = {"issuer": client.issuer, "jti": jti, "expires_at": expires}
-            session.connection().execute(_RECORD_JTI, values)  # a replay fails here
+            session.execute(_RECORD_JTI, values)  # a replay fails here
 
         try:
             writer_for(self.db).run(record)

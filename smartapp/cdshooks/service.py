@@ -332,7 +332,7 @@ def keep_shown(
     data["hook"] = call.request.hook
 
     def record(db: Session) -> None:
-        db.connection().execute(_KEEP_SHOWN, row)  # one INSERT, no ORM object
+        db.execute(_KEEP_SHOWN, row)  # one INSERT, no ORM object (the writer lock first)
         referral_log.append_about(db, "suggestions-shown", SimpleNamespace(**row), data=data)
 
     writer_for(services.db).run(record)
