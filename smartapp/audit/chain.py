@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask, current_app, has_app_context
-from sqlalchemy import Connection, Engine, event, func, make_url, select, text
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import Connection, Engine, event, func, insert, make_url, select, text
+from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 
 from smartapp.audit import kept
 from smartapp.audit.canonical import GENESIS, checkpoint_payload, event_hash
@@ -58,6 +58,8 @@ LOCK_TIMEOUT = 30.0
 APP_EXTENSION = "handoff.audit"
 
 _PENDING = "handoff.audit.pending"  # session.info: events added, not yet linked
+#: session.info: the events this transaction inserted (read by smartapp.ops.events)
+LINKED = "handoff.audit.linked"
 _HELD = "handoff.audit.held"  # session.info: this session's transaction holds the chain lock
 _SIGNED = "handoff.audit.signed"  # session.info: checkpoints made, for the sink after commit
 
@@ -293,6 +295,7 @@ def _release(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is not None:
         return
     session.info.pop(_PENDING, None)
+    session.info.pop(LINKED, None)  # counted after the commit, or rolled back
     held = session.info.pop(_HELD, None)
     if isinstance(held, _ProcessLock):
         held.release()
@@ -300,9 +303,14 @@ def _release(session: Session, transaction: SessionTransaction) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _forget_pending(session: Session) -> None:
-    """Rolled-back events were expunged with the rest; they must not be linked later."""
+    """Rolled-back events were expunged with the rest; they must not be linked later. Those
+    inserted already (`_insert_linked`) are expunged too, as pending ones are: their rows are
+    gone with the rollback."""
     session.info.pop(_PENDING, None)
     session.info.pop(_SIGNED, None)
+    for entry in session.info.pop(LINKED, ()):
+        if entry in session:
+            session.expunge(entry)
 
 
 @event.listens_for(Session, "after_commit")
@@ -369,11 +377,30 @@ def _link(session: Session, _flush_context, _instances) -> None:
         entry.at = utcnow()
         entry.prev_hash = head
         entry.hash = head = event_hash(entry)
+    _insert_linked(session, pending)
     checkpointing = _checkpointing(session)
     if checkpointing and checkpointing.signer and seq - last_checkpoint >= checkpointing.every:
         made = make_checkpoint(checkpointing.signer, seq, head, last_checkpoint)
         session.add(made)
         _remember_for_sink(session, checkpointing, made)
+
+
+_INSERT_EVENTS = insert(LogEvent.__table__)  # type: ignore[arg-type]
+_COLUMNS = tuple(column.key for column in LogEvent.__table__.columns)
+
+
+def _insert_linked(session: Session, linked: list[LogEvent]) -> None:
+    """INSERT the linked events in one Core statement (every write appends at least one: an
+    ORM flush of each cost more than linking and hashing it), then attach them to the session
+    as the persistent rows they now are, so the flush does not insert them again and the
+    caller reads them as before. Noted for what counts events after the commit (`LINKED`)."""
+    rows = [{name: getattr(entry, name) for name in _COLUMNS} for entry in linked]
+    session.execute(_INSERT_EVENTS, rows)
+    for entry in linked:
+        session.expunge(entry)
+        make_transient_to_detached(entry)
+        session.add(entry)
+    session.info.setdefault(LINKED, []).extend(linked)
 
 
 def make_checkpoint(signer: Signer, seq: int, hash_: str, prev_seq: int) -> LogCheckpoint:

@@ -1,5 +1,5 @@
 """Metrics counted from the referral log as its events commit: one hook on every SQLAlchemy
-session (events added are noted at flush, counted after the commit, forgotten on rollback),
+session (the events a transaction inserted, as the chain notes them, counted after its commit),
 so the counts are exactly what the log holds, whichever code path appended them (the
 screen, CDS Hooks, the outbox worker) and without touching those paths."""
 
@@ -11,32 +11,24 @@ from collections.abc import Iterable
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from smartapp.audit import chain
 from smartapp.audit.models import LogEvent
 from smartapp.ops import metrics
 
 log = logging.getLogger("handoff.ops")
 
-_NOTED = "handoff.ops.events"  # session.info: events flushed in this transaction
 _installed: list[bool] = []
 
 
-def _note(session: Session, _context) -> None:
-    new = [obj for obj in session.new if isinstance(obj, LogEvent)]
-    if new:
-        session.info.setdefault(_NOTED, []).extend(new)
-
-
 def _count(session: Session) -> None:
-    committed = session.info.pop(_NOTED, None)
+    """Count the events the committed transaction inserted (the chain notes them as it
+    inserts them: `chain.LINKED`, read before the transaction's end forgets them)."""
+    committed = session.info.get(chain.LINKED)
     if committed:
         try:
             count(committed)
         except Exception:  # a metric must never undo or break what was committed
             log.exception("metrics: an event could not be counted")
-
-
-def _forget(session: Session) -> None:
-    session.info.pop(_NOTED, None)
 
 
 def count(events: Iterable[LogEvent]) -> None:
@@ -71,7 +63,5 @@ def install() -> None:
     """The session hooks, once per process."""
     if _installed:
         return
-    event.listen(Session, "after_flush", _note)
     event.listen(Session, "after_commit", _count)
-    event.listen(Session, "after_soft_rollback", lambda session, _previous: _forget(session))
     _installed.append(True)
