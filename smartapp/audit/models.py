@@ -37,6 +37,8 @@ class LogEvent(Base):
     """
 
     __tablename__ = "log_event"
+    # A span of days of some types along one index (the supervisor's page: its 14 days).
+    __table_args__ = (Index("ix_log_event_type_at", "type", "at"),)
 
     seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=False)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

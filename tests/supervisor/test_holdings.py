@@ -22,6 +22,7 @@ from smartapp.db import Database
 from smartapp.staff import caseload
 from smartapp.staff.supervisor import figures, holdings, service
 from tests.pgschema import POSTGRES, migrated_schema
+from tests.supervisor import old_reading
 
 START = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
 ZONE = ZoneInfo("America/New_York")
@@ -117,7 +118,7 @@ def old_series(db: Database, now: datetime) -> list[figures.CoachSeries]:
     """The series as the page made it: every handoff event of the log, the old loop."""
     days = figures.period_days(now.astimezone(ZONE).date(), service.HISTORY_DAYS)
     with db.session() as session:
-        events = list(service.load_events(session, []))
+        events = list(old_reading.load_events(session, []))
     expected = reference(events, days, ZONE, now)
     assert figures.caseload_over_time(events, days, ZONE, now) == expected
     return expected
@@ -195,7 +196,7 @@ def test_the_page_equals_the_old_figures(db, monkeypatch):
     page = service.supervisor_page(db, config, None, now)
     settings = caseload.Settings.from_config(config, None)
     with db.session() as session:
-        events = list(service.load_events(session, []))
+        events = list(old_reading.load_events(session, []))
     signed = figures.signed_handoffs(events, lambda at: caseload.in_coverage(settings, at))
     days = figures.period_days(now.astimezone(ZONE).date(), service.HISTORY_DAYS)
     recent = [r for r in signed if r.signed_at.astimezone(ZONE).date() >= days[0]]

@@ -1,8 +1,9 @@
 """The supervisor view's figures from the referral log's events (pure: plain dicts in, plain
 dataclasses out; no database, no Flask).
 
-Events are dicts with `seq`, `at` (aware datetime), `type`, `user_ref` and `data`, as
-`service.load_events` reads them. The handoff events carry `data["referral"]`:
+Events are dicts with `seq`, `at` (aware datetime), `type`, `user_ref` and `data`, as the log
+holds them (`holdings.changes` and `signings.events` give the ones each figure reads). The
+handoff events carry `data["referral"]`:
 
 - `decision` (Sign): a handoff when its `decisions` accept the coach consult;
 - `coach-accept` (the coach is `user_ref`, named by `data["user_name"]`) and

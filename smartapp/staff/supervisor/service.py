@@ -5,24 +5,22 @@ caseload cap allows it (`smartapp.staff.caseload.check_accept`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from smartapp.audit import log as referral_log
-from smartapp.audit import rows as stored
-from smartapp.audit.models import LogEvent
 from smartapp.db import CoachHandoff, Database, FollowupContact, Referral
 from smartapp.handoffs import current, followup, lifecycle
 from smartapp.handoffs import service as handoffs
 from smartapp.handoffs.lifecycle import LifecycleError
 from smartapp.staff import caseload
-from smartapp.staff.supervisor import figures, holdings
+from smartapp.staff.supervisor import figures, holdings, signings
 from smartapp.writeback.actor import Actor
 
 if TYPE_CHECKING:
@@ -90,28 +88,6 @@ class SupervisorPage:
     def local(self, moment: datetime) -> str:
         """A time as the program's clock shows it (`Mon 11-16 21:05`)."""
         return moment.astimezone(ZoneInfo(self.timezone)).strftime("%a %m-%d %H:%M")
-
-
-def load_events(
-    session: Session, broken: list[int], since: datetime | None = None
-) -> Iterator[dict]:
-    """The handoff events of the log (from `since` on) as dicts; damaged rows are left out
-    (seqs in `broken`)."""
-    where: list[ColumnElement[bool]] = [LogEvent.type.in_(figures.TYPES)]
-    if since is not None:
-        where.append(LogEvent.at >= since.astimezone(UTC))
-    query = stored.select_events(*where).order_by(LogEvent.seq)
-    for event in stored.read(session, query, 2000):
-        if event.broken or event.at is None:
-            broken.append(event.seq)
-            continue
-        yield {
-            "seq": event.seq,
-            "at": caseload.aware(event.at),
-            "type": event.type,
-            "user_ref": event.user_ref,
-            "data": event.data or {},
-        }
 
 
 def caseload_series(
@@ -221,7 +197,7 @@ def supervisor_page(
     first = datetime.combine(days[0], time.min, tzinfo=zone)
     unreadable = holdings.bring_up_to_date(db)
     with db.session() as session:  # the days shown only: never the whole log
-        events = list(load_events(session, [], first))
+        events = list(signings.events(session, first))  # those the figures count, not all
         series = caseload_series(session, days, zone, now)
     signed = figures.signed_handoffs(events, lambda at: caseload.in_coverage(settings, at))
     recent = [row for row in signed if row.signed_at.astimezone(zone).date() >= days[0]]
