@@ -123,8 +123,8 @@ def readable_chart(
         if resource is None:
             continue
         where = f"{resource['resourceType']}/{resource.get('id')}"
-        resource, count = cut_long_texts(resource, text_limit)
-        if count:
+        if _longest_text(resource) > text_limit:  # copied and cut only where one is long
+            resource, count = cut_long_texts(resource, text_limit)
             cuts.append(TextCut(where, count, text_limit))
         items.append((None, resource, where))
     types = {item[2]: item[1]["resourceType"] for item in items}
@@ -189,6 +189,22 @@ def _too_deep(value: Any) -> bool:
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
     return False
+
+
+def _longest_text(value: Any) -> int:
+    """The length of the longest string in a resource (keys aside), without recursion and
+    without copying: most resources have no text to cut, and `cut_long_texts` copies."""
+    longest = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            longest = max(longest, len(item))
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return longest
 
 
 # ---------------------------------------------------------------------------------------
