@@ -204,33 +204,43 @@ def plan_rows(
     ]
 
 
+_CONTACTS = select(
+    FollowupContact.referral_id,
+    FollowupContact.day,
+    FollowupContact.due_at,
+    FollowupContact.done_at,
+    FollowupContact.result,
+    FollowupContact.note,
+    FollowupContact.by_name,
+).order_by(FollowupContact.referral_id, FollowupContact.day)
+_OUTCOMES = select(
+    FollowupOutcome.referral_id,
+    FollowupOutcome.day,
+    FollowupOutcome.outcome,
+    FollowupOutcome.recorded_at,
+    FollowupOutcome.by_name,
+    FollowupOutcome.note,
+)
+
+
 def plans(db: Database, referrals: Iterable[Referral]) -> dict[str, Plan]:
-    """The follow-up plans of these referrals, by referral id."""
+    """The follow-up plans of these referrals, by referral id (their rows read as values, not
+    ORM objects: a worklist reads the plans of every current handoff on each poll)."""
     visits = {r.id: r.created_at for r in referrals}
     if not visits:
         return {}
-    contacts: list[FollowupContact] = []
-    outcomes: list[FollowupOutcome] = []
+    contacts: dict[str, list[Contact]] = {}
+    outcomes: list[Any] = []
     with db.session() as session:
         for ids in in_batches(visits):
-            contacts.extend(
-                session.scalars(
-                    select(FollowupContact)
-                    .where(FollowupContact.referral_id.in_(ids))
-                    .order_by(FollowupContact.referral_id, FollowupContact.day)
-                )
-            )
-            query = select(FollowupOutcome).where(FollowupOutcome.referral_id.in_(ids))
-            outcomes.extend(session.scalars(query))
-    out = {rid: Plan(rid, visit) for rid, visit in visits.items()}
-    for row in contacts:
-        plan = out[row.referral_id]
-        contact = Contact(row.day, row.due_at, row.done_at, row.result, row.note, row.by_name)
-        out[row.referral_id] = Plan(plan.referral_id, plan.visit_at, (*plan.contacts, contact))
-    for done in outcomes:
-        out[done.referral_id].outcomes[done.day] = Outcome(
-            done.day, done.outcome, done.recorded_at, done.by_name, done.note
-        )
+            query = _CONTACTS.where(FollowupContact.referral_id.in_(ids))
+            for referral_id, day, due, done, result, note, by_name in session.execute(query):
+                contact = Contact(day, due, done, result, note, by_name)
+                contacts.setdefault(referral_id, []).append(contact)
+            outcomes.extend(session.execute(_OUTCOMES.where(FollowupOutcome.referral_id.in_(ids))))
+    out = {rid: Plan(rid, visit, tuple(contacts.get(rid, ()))) for rid, visit in visits.items()}
+    for referral_id, day, outcome, recorded_at, by_name, note in outcomes:
+        out[referral_id].outcomes[day] = Outcome(day, outcome, recorded_at, by_name, note)
     return out
 
 

@@ -207,3 +207,17 @@ def test_closed_handoffs_leave_the_list_after_their_last_outcome_day(db):
     assert [i.referral_id for i in worklist.items(db, late, settings)] == [waiting]  # unowned: open
     everything = worklist.items(db, late, settings, include_closed=True)
     assert [i.referral_id for i in everything] == [old, waiting]
+
+
+def test_the_list_reads_coach_rows_across_in_lists(db, monkeypatch):
+    """The coach rows of the handoffs listed go to the database in lists of IN_BATCH ids
+    (PostgreSQL takes at most 65,535 values in one statement; "Show closed" lists every
+    handoff): each handoff still shows its own row's status."""
+    from smartapp.handoffs import followup
+
+    monkeypatch.setattr(followup, "IN_BATCH", 2)
+    ids = [signed(db, "fhir-rest", task_written=True, patient=f"p{n}") for n in range(5)]
+    for referral_id in ids[::2]:
+        worklist.act(db, referral_id, "accept", COACH)
+    found = {i.referral_id: i.status for i in worklist.items(db, utcnow(), include_closed=True)}
+    assert found == {rid: "accepted" if n % 2 == 0 else "requested" for n, rid in enumerate(ids)}

@@ -244,11 +244,10 @@ def items(
         else:  # closed handoffs past the last outcome day have nothing due: never read
             found = current.referrals(session, current.horizon(now, settings))
         referrals = [r for r in found if service.is_handoff(r)]
-        ids = [r.id for r in referrals]
-        rows = {
-            h.referral_id: h
-            for h in session.scalars(select(CoachHandoff).where(CoachHandoff.referral_id.in_(ids)))
-        }
+        rows: dict[str, CoachHandoff] = {}  # in batches: PostgreSQL takes 65,535 values at most
+        for ids in followup.in_batches(r.id for r in referrals):
+            query = select(CoachHandoff).where(CoachHandoff.referral_id.in_(ids))
+            rows.update((h.referral_id, h) for h in session.scalars(query))
     followup.ensure_plans(db, referrals, settings)
     plans = followup.plans(db, referrals)
     out = []
