@@ -19,23 +19,27 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+#: Threads per pool, started as needed: one per request doing that work at once (more than a
+#: worker's request threads), beyond which the work waits its turn.
+SIZE = 16
+
 _POOLS: dict[tuple[int, str], ThreadPoolExecutor] = {}
 _LOCK = threading.Lock()
 
 
-def pool(name: str, size: int) -> ThreadPoolExecutor:
-    """This process's pool called `name` (at most `size` threads, started as needed)."""
+def pool(name: str) -> ThreadPoolExecutor:
+    """This process's pool called `name`."""
     key = (os.getpid(), name)
     found = _POOLS.get(key)
     if found is None:
         with _LOCK:
             found = _POOLS.get(key)
             if found is None:
-                found = _POOLS[key] = ThreadPoolExecutor(size, thread_name_prefix=name)
+                found = _POOLS[key] = ThreadPoolExecutor(SIZE, thread_name_prefix=name)
     return found
 
 
-def beside(name: str, size: int, work: Callable[..., T], *args: Any) -> Future[T]:
+def beside(name: str, work: Callable[..., T], *args: Any) -> Future[T]:
     """Run `work(*args)` in the pool `name`, in a copy of the caller's context variables."""
     context = contextvars.copy_context()
-    return pool(name, size).submit(context.run, work, *args)
+    return pool(name).submit(context.run, work, *args)

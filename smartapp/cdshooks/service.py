@@ -160,7 +160,7 @@ def answer(
     call = parse(services, client, service, body)
     late = threading.Event()
     args = (services, settings, client, service, call, now, late)
-    work = threads.beside("cds-hook", 16, respond, *args)
+    work = threads.beside("cds-hook", respond, *args)
     try:
         return work.result(timeout=settings.budget_seconds)
     except FutureTimeout:

@@ -42,9 +42,6 @@ from smartapp.writeback.plan import WritePlan
 if TYPE_CHECKING:
     from smartapp.services import Services
 
-#: Threads for the reads beside the chart read (one per screen being read at once).
-SIDE_THREADS = 16
-
 log = logging.getLogger("handoff.screen")
 
 HELD_REASON = (
@@ -221,8 +218,7 @@ def present(
     # The chart is read in this thread: the EHR's answer is the long wait. What does not
     # depend on it (the coach team's caseload, what the aids recorded) is read meanwhile in a
     # thread of its own.
-    args = (services, settings, context, now)
-    side = threads.beside("screen-side", SIDE_THREADS, _side_reads, *args)
+    side = threads.beside("screen-side", _side_reads, services, settings, context, now)
     read = read_chart(services, context, settings, now)
     expectation, recorded = side.result()
     shown = build_shown(services, context, settings, now, read, recorded)

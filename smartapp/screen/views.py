@@ -158,7 +158,7 @@ def show(context_id: str):
         )
     # What was shown is kept on the launch (Sign acts on exactly that) and logged while the
     # page renders; the answer goes out once both are done.
-    recording = threads.beside("screen-shown", 16, service.record_shown, services, context, shown)
+    recording = threads.beside("screen-shown", service.record_shown, services, context, shown)
     page = unsigned_page(context, shown, [], blank_choices(shown))
     recording.result()
     return page
