@@ -25,7 +25,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from smartapp.db import CoachHandoff, FollowupContact, Referral
-from smartapp.handoffs import followup, service
+from smartapp.handoffs import followup
 from smartapp.handoffs.lifecycle import OPEN
 
 #: A closed handoff is read this many days after its last outcome day (an outcome recorded
@@ -55,21 +55,13 @@ def referrals(session: Session, since: datetime) -> list[Referral]:
     return by_ids(session, referral_ids(session, since))
 
 
-_DECISIONS = Referral.decision["decisions"]
-
-
 def handoffs_signed(session: Session, since: datetime) -> dict[str, datetime]:
     """Referral id -> signing time of those referrals (`referral_ids`) that are handoffs: the
     decisions picked out by the database, not whole decisions and write plans read."""
-    ids = referral_ids(session, since)
     found: dict[str, datetime] = {}
-    query = select(Referral.id, Referral.created_at, _DECISIONS)
-    for batch in followup.in_batches(sorted(ids)):
-        for referral_id, signed_at, decisions in session.execute(
-            query.where(Referral.id.in_(batch))
-        ):
-            if service.accepts_coach(decisions):
-                found[referral_id] = signed_at
+    for batch in followup.in_batches(sorted(referral_ids(session, since))):
+        rows = session.execute(followup.SIGNINGS.where(Referral.id.in_(batch)))
+        found.update(followup.handoffs_among(rows))
     return found
 
 

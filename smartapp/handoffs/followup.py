@@ -161,16 +161,22 @@ def ensure_planned(
             continue  # planned meanwhile by another process
 
 
+#: A referral's id, signing time and decisions, picked out by the database: enough to tell a
+#: handoff (`handoffs_among`) without reading its whole decision and write plan.
+SIGNINGS = select(Referral.id, Referral.created_at, Referral.decision["decisions"])
+
+
+def handoffs_among(rows: Iterable[Any]) -> dict[str, datetime]:
+    """Referral id -> signing time, of the rows of `SIGNINGS` that are handoffs."""
+    return {rid: at for rid, at, decisions in rows if service.accepts_coach(decisions)}
+
+
 def plan_every_handoff(db: Database, settings: FollowupSettings) -> int:
     """Plan every handoff with no plan yet, whatever its age (`handoff db upgrade`: the pages
-    plan only the handoffs signed lately, `handoffs.current`); the number planned. The
-    decisions are picked out by the database, a batch of referrals at a time."""
+    plan only the handoffs signed lately, `handoffs.current`); the number planned. A batch of
+    referrals at a time."""
     planned = exists().where(FollowupContact.referral_id == Referral.id)
-    query = (
-        select(Referral.id, Referral.created_at, Referral.decision["decisions"])
-        .where(~planned)
-        .order_by(Referral.id)
-    )
+    query = SIGNINGS.where(~planned).order_by(Referral.id)
     count, after = 0, ""
     while True:
         with db.session() as session:
@@ -178,7 +184,7 @@ def plan_every_handoff(db: Database, settings: FollowupSettings) -> int:
         if not rows:
             return count
         after = rows[-1][0]
-        wanted = {rid: at for rid, at, decisions in rows if service.accepts_coach(decisions)}
+        wanted = handoffs_among(rows)
         ensure_planned(db, wanted, settings)
         count += len(wanted)
 

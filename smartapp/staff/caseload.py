@@ -388,12 +388,17 @@ def team_queue(
     now = now or datetime.now(UTC)
     since = since or current.horizon(now, FollowupSettings())
     with db.session() as session:
-        signed = current.handoffs_signed(session, since)  # the decisions only, not whole rows
-        states: dict[str, str] = {}
-        for batch in in_batches(signed):
-            rows = select(CoachHandoff.referral_id, CoachHandoff.status)
-            found = session.execute(rows.where(CoachHandoff.referral_id.in_(batch)))
-            states.update((referral_id, status) for referral_id, status in found)
+        return waiting(session, current.handoffs_signed(session, since), now)
+
+
+def waiting(session: Session, signed: Mapping[str, datetime], now: datetime) -> list[Waiting]:
+    """The handoffs of `signed` (referral id -> signing time) that no coach holds yet (status
+    `requested` or no coach row), oldest first."""
+    states: dict[str, str] = {}
+    for batch in in_batches(signed):
+        rows = select(CoachHandoff.referral_id, CoachHandoff.status)
+        found = session.execute(rows.where(CoachHandoff.referral_id.in_(batch)))
+        states.update((referral_id, status) for referral_id, status in found)
     out = []
     for referral_id, at in sorted(signed.items(), key=lambda item: (aware(item[1]), item[0])):
         if states.get(referral_id, "requested") != "requested":

@@ -123,14 +123,21 @@ def _patient_names(db: Database, referral_ids: set[str]) -> dict[str, tuple[str,
     return out
 
 
-def overdue_followups(db: Database, config: Mapping[str, Any], now: datetime) -> list[Overdue]:
+def overdue_followups(
+    db: Database,
+    config: Mapping[str, Any],
+    now: datetime,
+    signed: Mapping[str, datetime] | None = None,
+) -> list[Overdue]:
     """Follow-up contacts past overdue (`smartapp.handoffs.followup`: due + FOLLOWUP_OVERDUE_
     HOURS) and not made, on handoffs not cancelled or rejected, most late first. The handoffs
-    signed lately are planned first (idempotent; `handoffs.current`), so none is left out;
-    the late contacts are then one query along the contacts' due time, not every plan read."""
+    signed lately (`signed`, as `current.handoffs_signed` reads them unless given) are planned
+    first (idempotent), so none is left out; the late contacts are then one query along the
+    contacts' due time, not every plan read."""
     settings = followup.FollowupSettings.from_config(config)
-    with db.session() as session:
-        signed = current.handoffs_signed(session, current.horizon(now, settings))
+    if signed is None:
+        with db.session() as session:
+            signed = current.handoffs_signed(session, current.horizon(now, settings))
     followup.ensure_planned(db, signed, settings)
     cutoff = (now - settings.overdue_after).astimezone(UTC)
     query = (
@@ -196,13 +203,14 @@ def supervisor_page(
     days = figures.period_days(now.astimezone(zone).date(), HISTORY_DAYS)
     first = datetime.combine(days[0], time.min, tzinfo=zone)
     unreadable = holdings.bring_up_to_date(db)
+    since = current.horizon(now, followup.FollowupSettings.from_config(config))
     with db.session() as session:  # the days shown only: never the whole log
         events = list(signings.events(session, first))  # those the figures count, not all
         series = caseload_series(session, days, zone, now)
+        handed = current.handoffs_signed(session, since)  # for the queue and the follow-ups
+        waiting = caseload.waiting(session, handed, now)
     signed = figures.signed_handoffs(events, lambda at: caseload.in_coverage(settings, at))
     recent = [row for row in signed if row.signed_at.astimezone(zone).date() >= days[0]]
-    since = current.horizon(now, followup.FollowupSettings.from_config(config))
-    waiting = caseload.team_queue(db, now, since)
     names = _patient_names(db, {w.referral_id for w in waiting})
     loads = caseload.loads(db, settings, now)
     queue = [
@@ -223,7 +231,7 @@ def supervisor_page(
         series=series,
         queue=queue,
         held=held_handoffs(db),
-        overdue=overdue_followups(db, config, now),
+        overdue=overdue_followups(db, config, now, handed),
         after_hours=[row for row in recent if row.after_hours],
         coverage=figures.coverage(recent, now),
         coaches=reassign_targets(db, settings, now),
