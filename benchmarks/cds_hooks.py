@@ -4,8 +4,11 @@ prefetch (the public charts, dates shifted to now) at 1, 10 and 50 concurrent re
 request carries its own ES384 JWT (signed before the clock starts), so every call pays the
 signature check, the jti insert, the evaluation, the card and the log entry. The floor, in
 the same run and the same server: a no-op endpoint (POST, same body, answers `{"cards": []}`)
-at the same concurrency. Printed per level: p50 and p99 of both, the p99 ratio, and the
-server's CPU time per call of both (user + system of gunicorn's processes, /proc); the last
+at the same concurrency. Beside them, the verified no-op: what any correct call must do
+before a card (the JWT's ES384 signature and claims checked, its jti kept against replay),
+then no card; it shows how much of the time is the protocol's own security rather than the
+card. Printed per level: p50 and p99 of each, the p99 ratio (service over no-op), and the
+server's CPU time per call of each (user + system of gunicorn's processes, /proc); the last
 line is one JSON object with `p99_ms_50`, `p99_noop_ms_50`, `p99_ratio_50` and the rest.
 
     python benchmarks/cds_hooks.py [--workers 2] [--threads 8] [--quick]
@@ -49,6 +52,7 @@ LEVELS = (1, 10, 50)
 SERVICE = "handoff-patient-view"
 ISSUER = "https://bench-ehr.example/cds"
 NOOP = "/_bench/noop"
+VERIFIED_NOOP = "/_bench/verified-noop"
 
 
 def bench_app():
@@ -60,6 +64,18 @@ def bench_app():
 
     @app.post(NOOP)
     def noop():
+        request.get_json(silent=True)
+        return jsonify({"cards": []})
+
+    @app.post(VERIFIED_NOOP)
+    def verified_noop():
+        """What every correct call must do before any card: check the JWT (ES384 signature,
+        claims) and refuse a replay (the jti kept); then no card."""
+        from smartapp.cdshooks.views import runtime, verified
+
+        client = verified(runtime().settings.service_url(SERVICE))
+        if isinstance(client, tuple):
+            return client
         request.get_json(silent=True)
         return jsonify({"cards": []})
 
@@ -207,8 +223,10 @@ def run_level(url: str, jobs: list[tuple[str, bytes, dict, bool]], level: int) -
     }
 
 
-def jobs_for(url: str, key, cases: list, count: int, noop: bool) -> list:
+def jobs_for(url: str, key, cases: list, count: int, noop: bool, verified: bool = False) -> list:
+    """`count` calls of the service (or of the no-op; of the verified no-op: `verified`)."""
     service_url = f"{url}/cds-services/{SERVICE}"
+    target = f"{url}{VERIFIED_NOOP}" if verified else service_url
     out = []
     for i in range(count):
         patient, encounter, prefetch, card = cases[i % len(cases)]
@@ -218,8 +236,49 @@ def jobs_for(url: str, key, cases: list, count: int, noop: bool) -> list:
             out.append((f"{url}{NOOP}", data, headers, False))
         else:
             headers["Authorization"] = f"Bearer {signed(key, service_url)}"
-            out.append((service_url, data, headers, card))
+            out.append((target, data, headers, card and not verified))
     return out
+
+
+def measure_level(pid: int, url: str, key, cases: list, level: int, quick: bool) -> dict:
+    """The no-op, the service and the verified no-op at `level` concurrent, with the server's
+    CPU per call of each (gunicorn's processes, /proc); printed and returned as figures."""
+    count = max(level * (4 if quick else 8), 40 if quick else 100)
+    jobs = {
+        "noop": jobs_for(url, key, cases, count, True),
+        "cds": jobs_for(url, key, cases, count, False),
+        "verified": jobs_for(url, key, cases, count, False, verified=True),
+    }
+    got = {}
+    for name, some in jobs.items():
+        before = cpu_seconds(pid)
+        got[name] = run_level(url, some, level)
+        got[name]["cpu"] = round((cpu_seconds(pid) - before) * 1000 / count, 2)
+    cds, noop, verified = got["cds"], got["noop"], got["verified"]
+    ratio = round(cds["p99"] / noop["p99"], 2) if noop["p99"] else None
+    print(
+        f"{level:>3} concurrent: CDS p50 {cds['p50']} ms p99 {cds['p99']} ms "
+        f"({cds['errors']} errors, {cds['no_card']} over budget without their card, "
+        f"n={cds['n']}); no-op p50 {noop['p50']} ms "
+        f"p99 {noop['p99']} ms; p99 ratio {ratio}; server CPU per call "
+        f"{cds['cpu']} ms (no-op {noop['cpu']} ms); verified no-op (JWT checked, jti kept, "
+        f"no card) p50 {verified['p50']} ms p99 {verified['p99']} ms, CPU {verified['cpu']} ms",
+        flush=True,
+    )
+    return {
+        f"p50_ms_{level}": cds["p50"],
+        f"p99_ms_{level}": cds["p99"],
+        f"p50_noop_ms_{level}": noop["p50"],
+        f"p99_noop_ms_{level}": noop["p99"],
+        f"p50_verified_noop_ms_{level}": verified["p50"],
+        f"p99_verified_noop_ms_{level}": verified["p99"],
+        f"p99_ratio_{level}": ratio,
+        f"errors_{level}": cds["errors"] + noop["errors"] + verified["errors"],
+        f"no_card_over_budget_{level}": cds["no_card"],
+        f"cpu_ms_per_call_{level}": cds["cpu"],
+        f"cpu_noop_ms_per_call_{level}": noop["cpu"],
+        f"cpu_verified_noop_ms_per_call_{level}": verified["cpu"],
+    }
 
 
 def main() -> None:
@@ -256,35 +315,9 @@ def measure(args: argparse.Namespace, folder: Path, data: Path | None, database_
         cases = charts(folder)
         run_level(url, jobs_for(url, key, cases, 40, False), 4)  # warm up both
         run_level(url, jobs_for(url, key, cases, 40, True), 4)
+        run_level(url, jobs_for(url, key, cases, 40, False, verified=True), 4)
         for level in LEVELS:
-            count = max(level * (4 if args.quick else 8), 40 if args.quick else 100)
-            noop_jobs = jobs_for(url, key, cases, count, True)
-            cds_jobs = jobs_for(url, key, cases, count, False)
-            before = cpu_seconds(process.pid)
-            noop = run_level(url, noop_jobs, level)
-            middle = cpu_seconds(process.pid)
-            cds = run_level(url, cds_jobs, level)
-            after = cpu_seconds(process.pid)
-            cds["cpu"] = round((after - middle) * 1000 / count, 2)
-            noop["cpu"] = round((middle - before) * 1000 / count, 2)
-            ratio = round(cds["p99"] / noop["p99"], 2) if noop["p99"] else None
-            print(
-                f"{level:>3} concurrent: CDS p50 {cds['p50']} ms p99 {cds['p99']} ms "
-                f"({cds['errors']} errors, {cds['no_card']} over budget without their card, "
-                f"n={cds['n']}); no-op p50 {noop['p50']} ms "
-                f"p99 {noop['p99']} ms; p99 ratio {ratio}; server CPU per call "
-                f"{cds['cpu']} ms (no-op {noop['cpu']} ms)",
-                flush=True,
-            )
-            figures[f"p50_ms_{level}"] = cds["p50"]
-            figures[f"p99_ms_{level}"] = cds["p99"]
-            figures[f"p50_noop_ms_{level}"] = noop["p50"]
-            figures[f"p99_noop_ms_{level}"] = noop["p99"]
-            figures[f"p99_ratio_{level}"] = ratio
-            figures[f"errors_{level}"] = cds["errors"] + noop["errors"]
-            figures[f"no_card_over_budget_{level}"] = cds["no_card"]
-            figures[f"cpu_ms_per_call_{level}"] = cds["cpu"]
-            figures[f"cpu_noop_ms_per_call_{level}"] = noop["cpu"]
+            figures |= measure_level(process.pid, url, key, cases, level, args.quick)
     finally:
         process.terminate()
         try:
