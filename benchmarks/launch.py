@@ -10,8 +10,12 @@ exchange; then the screen's GET (/c/<context>: the chart read, the evaluation, t
 what was shown recorded) is timed, and right after it one FHIR batch of the same reads and
 searches Handoff makes (`smartapp.fhir.chart.chart_searches`), with a token of its own, is
 POSTed to the same EHR and its JSON parsed. The ratio is the median screen time over the
-median batch time (at least 20 launches). The last line printed is one JSON object:
-``{"screen_to_batch", "screen_ms", "batch_ms", "launches"}``.
+median batch time (at least 20 launches). Beside them, the read-only floor: a route added to
+Handoff's server for this benchmark that does only what any screen must do before it can
+evaluate (the browser's launch checked, the launch and its token loaded, the chart read with
+Handoff's reader), then answers 204 with no page. The last line printed is one JSON object:
+``{"read_only_to_batch", "read_only_ms", "screen_to_batch", "screen_ms", "batch_ms",
+"launches"}``.
 """
 
 from __future__ import annotations
@@ -80,7 +84,28 @@ def serve_handoff(folder: Path, ehr_port: int, app_port: int) -> None:
         folder / "launch", f"http://127.0.0.1:{ehr_port}", client_id="handoff-test", write=write
     )
     app = start_app(folder / "app", app_port, launch_dir)
+    add_read_only(app.app)
     app.thread.join()
+
+
+READ_ONLY = "/_bench/read/"
+
+
+def add_read_only(app) -> None:
+    """The floor of any screen, on Handoff's own server: what it must do before it can
+    evaluate anything (the browser's launch checked, the launch and its token loaded, the
+    chart read with Handoff's reader over its connections to the EHR), then no page (204)."""
+    from datetime import UTC, datetime
+
+    from smartapp.screen import service, views
+    from smartapp.services import current_services
+
+    @app.get(f"{READ_ONLY}<context_id>")
+    def read_only(context_id: str):
+        context = views.load_context(context_id)
+        now = datetime.now(UTC)
+        service.read_chart(current_services(), context, views.settings(), now)
+        return "", 204
 
 
 def quiet() -> None:
@@ -106,8 +131,9 @@ def start_servers(folder: Path) -> tuple[list, str, str]:
     return processes, ehr_url, app_url
 
 
-def screen_time(app_url: str, ehr_url: str, patient_id: str) -> float:
-    """One launch up to the callback (the token exchange), then the screen's GET, timed."""
+def screen_time(app_url: str, ehr_url: str, patient_id: str) -> tuple[float, float]:
+    """One launch up to the callback (the token exchange), then the screen's GET, timed; and
+    then the read-only floor (`add_read_only`) for the same launch, timed."""
     launch = authorize(start(app_url, ehr_url, patient_id))
     answer = launch.browser.get(launch.callback_url, allow_redirects=False, timeout=30)
     while answer.status_code in (302, 303) and "/c/" not in answer.headers["Location"]:
@@ -122,7 +148,13 @@ def screen_time(app_url: str, ehr_url: str, patient_id: str) -> float:
     elapsed = time.perf_counter() - started
     if page.status_code != 200 or 'class="screen-title"' not in page.text:
         raise SystemExit(f"the screen did not render: HTTP {page.status_code}")
-    return elapsed
+    context_id = screen.rstrip("/").rsplit("/", 1)[-1]
+    started = time.perf_counter()
+    floor = launch.browser.get(urljoin(app_url, f"{READ_ONLY}{context_id}"), timeout=30)
+    read_only = time.perf_counter() - started
+    if floor.status_code != 204:
+        raise SystemExit(f"the read-only floor failed: HTTP {floor.status_code}")
+    return elapsed, read_only
 
 
 def batch_time(session: requests.Session, fhir: str, token: str, searches: list[str]) -> float:
@@ -160,18 +192,27 @@ def main() -> None:
             for _ in range(3):  # warm both sides (imports, caches, connections)
                 screen_time(app_url, ehr_url, args.patient)
                 batch_time(session, fhir, token["access_token"], searches)
-            screens, batches = [], []
+            screens, reads, batches = [], [], []
             for _ in range(launches):
-                screens.append(screen_time(app_url, ehr_url, args.patient))
+                screen, read = screen_time(app_url, ehr_url, args.patient)
+                screens.append(screen)
+                reads.append(read)
                 batches.append(batch_time(session, fhir, token["access_token"], searches))
         finally:
             for process in processes:
                 process.kill()
     screen_ms = statistics.median(screens) * 1000
     batch_ms = statistics.median(batches) * 1000
+    read_ms = statistics.median(reads) * 1000
     print(f"screen after the token exchange: median {screen_ms:.1f} ms over {launches} launches")
     print(f"one FHIR batch of the same chart: median {batch_ms:.1f} ms")
+    print(
+        f"read-only floor (launch checked, chart read, no evaluation, no page): median "
+        f"{read_ms:.1f} ms, {read_ms / batch_ms:.2f}x the batch"
+    )
     result = {
+        "read_only_to_batch": round(read_ms / batch_ms, 3),
+        "read_only_ms": round(read_ms, 2),
         "screen_to_batch": round(screen_ms / batch_ms, 3),
         "screen_ms": round(screen_ms, 2),
         "batch_ms": round(batch_ms, 2),
