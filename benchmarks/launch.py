@@ -14,8 +14,9 @@ median batch time (at least 20 launches). Beside them, the read-only floor: a ro
 Handoff's server for this benchmark that does only what any screen must do before it can
 evaluate (the browser's launch checked, the launch and its token loaded, the chart read with
 Handoff's reader), then answers 204 with no page. The last line printed is one JSON object:
-``{"read_only_to_batch", "read_only_ms", "screen_to_batch", "screen_ms", "batch_ms",
-"launches"}``.
+``{"read_only_to_batch", "read_only_ms", "healthz_ms", "screen_to_batch", "screen_ms",
+"batch_ms", "launches"}`` (`healthz_ms`: Handoff's server answering /healthz, the HTTP hop
+alone).
 """
 
 from __future__ import annotations
@@ -157,6 +158,16 @@ def screen_time(app_url: str, ehr_url: str, patient_id: str) -> tuple[float, flo
     return elapsed, read_only
 
 
+def hop_time(session: requests.Session, app_url: str) -> float:
+    """Handoff's server answering /healthz (alive: no database, no EHR): the HTTP hop from
+    the browser to Handoff that every screen pays and the batch does not."""
+    started = time.perf_counter()
+    answer = session.get(f"{app_url}/healthz", timeout=30)
+    elapsed = time.perf_counter() - started
+    answer.raise_for_status()
+    return elapsed
+
+
 def batch_time(session: requests.Session, fhir: str, token: str, searches: list[str]) -> float:
     """One FHIR batch of the chart's reads and searches, sent and parsed."""
     started = time.perf_counter()
@@ -192,27 +203,31 @@ def main() -> None:
             for _ in range(3):  # warm both sides (imports, caches, connections)
                 screen_time(app_url, ehr_url, args.patient)
                 batch_time(session, fhir, token["access_token"], searches)
-            screens, reads, batches = [], [], []
+            screens, reads, batches, hops = [], [], [], []
             for _ in range(launches):
                 screen, read = screen_time(app_url, ehr_url, args.patient)
                 screens.append(screen)
                 reads.append(read)
                 batches.append(batch_time(session, fhir, token["access_token"], searches))
+                hops.append(hop_time(session, app_url))
         finally:
             for process in processes:
                 process.kill()
     screen_ms = statistics.median(screens) * 1000
     batch_ms = statistics.median(batches) * 1000
     read_ms = statistics.median(reads) * 1000
+    hop_ms = statistics.median(hops) * 1000
     print(f"screen after the token exchange: median {screen_ms:.1f} ms over {launches} launches")
     print(f"one FHIR batch of the same chart: median {batch_ms:.1f} ms")
     print(
         f"read-only floor (launch checked, chart read, no evaluation, no page): median "
         f"{read_ms:.1f} ms, {read_ms / batch_ms:.2f}x the batch"
     )
+    print(f"Handoff's server answering /healthz: median {hop_ms:.2f} ms")
     result = {
         "read_only_to_batch": round(read_ms / batch_ms, 3),
         "read_only_ms": round(read_ms, 2),
+        "healthz_ms": round(hop_ms, 2),
         "screen_to_batch": round(screen_ms / batch_ms, 3),
         "screen_ms": round(screen_ms, 2),
         "batch_ms": round(batch_ms, 2),
