@@ -21,7 +21,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -180,9 +180,13 @@ def for_visit(db: Database, visit_key: str) -> Referral | None:
         return visit_referral(session, visit_key)
 
 
+#: Built once: every screen, Sign and signed page asks it.
+_VISIT_REFERRAL = select(Referral).where(Referral.visit_key == bindparam("visit_key"))
+
+
 def visit_referral(session: Session, visit_key: str) -> Referral | None:
     """The referral signed for a visit, in the caller's unit of work."""
-    return session.scalar(select(Referral).where(Referral.visit_key == visit_key))
+    return session.scalar(_VISIT_REFERRAL, {"visit_key": visit_key})
 
 
 def get(db: Database, referral_id: str) -> Referral | None:
