@@ -318,11 +318,7 @@ class Chart:
         if cached is not None and cached[0] is valueset:
             return cached[1]
         encounters = self.with_element("Encounter", "reasonCode")
-        codings = self._reason_codings  # each distinct reason tested once per value set
-        if codings is None:
-            codings = frozenset(c for e in encounters for c in self.reason_codes(e.key))
-            self._reason_codings = codings
-        hits = {c for c in codings if valueset.contains(*c)}
+        hits = {c for c in self._all_reason_codings() if valueset.contains(*c)}
         found = (
             tuple(e for e in encounters if not hits.isdisjoint(self.reason_codes(e.key)))
             if hits
@@ -330,6 +326,24 @@ class Chart:
         )
         self._reason_members[id(valueset)] = (valueset, found)
         return found
+
+    def has_reason_in(self, valueset: ValueSetLike) -> bool:
+        """Whether :meth:`reason_members` of the value set has an encounter, without
+        listing them (the fact plan asks it of every chart for every condition)."""
+        cached = self._reason_members.get(id(valueset))
+        if cached is not None and cached[0] is valueset:
+            return bool(cached[1])
+        return any(valueset.contains(*c) for c in self._all_reason_codings())
+
+    def _all_reason_codings(self) -> frozenset[tuple[str, str]]:
+        """Every distinct reasonCode coding of the encounters (each distinct reason is
+        tested once per value set)."""
+        codings = self._reason_codings
+        if codings is None:
+            encounters = self.with_element("Encounter", "reasonCode")
+            codings = frozenset(c for e in encounters for c in self.reason_codes(e.key))
+            self._reason_codings = codings
+        return codings
 
     @property
     def patient(self) -> dict[str, Any] | None:
@@ -393,28 +407,28 @@ class Chart:
         """
         if time.tzinfo is None or time.utcoffset() is None:
             raise ValueError("time must be timezone-aware")
-        from .chart_asof import ChartAsOf, History  # the view subclasses Chart
+        from .chart_asof import ChartAsOf  # the view subclasses Chart
 
-        if self._history is None:
-            self._history = History(self)
-        return ChartAsOf(self, self._history, time, current_encounter)
+        return ChartAsOf(self, self._past(), time, current_encounter)
+
+    def _past(self) -> History:
+        """What the views of this chart share (made once; imported only then: chart_asof
+        imports this module, and an import statement costs at every call)."""
+        history = self._history
+        if history is None:
+            from .chart_asof import History
+
+            history = self._history = History(self)
+        return history
 
     def appears_at(self, key: str) -> datetime | None:
         """When a resource entered the chart (None: it carries no time, always there)."""
-        from .chart_asof import History
-
-        if self._history is None:
-            self._history = History(self)
-        return self._history.appears(self._entries[key])
+        return self._past().appears(self._entries[key])
 
     def changes_at(self, key: str) -> datetime | None:
         """When a resource took its recorded form, if it had an earlier one (see
         asof.change_time; worked out once per chart, as :meth:`appears_at`)."""
-        from .chart_asof import History
-
-        if self._history is None:
-            self._history = History(self)
-        return self._history.change(self._entries[key])
+        return self._past().change(self._entries[key])
 
     def full_urls(self) -> dict[str, list[str]]:
         """The fullUrls each key was given in its bundle(s)."""

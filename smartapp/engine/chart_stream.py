@@ -19,6 +19,9 @@ from .fhir import coding_tuple
 
 #: Reads a resource again from what it was read from (``orjson.loads``).
 Reread = Callable[[Any], dict[str, Any]]
+#: Types :meth:`ChartStream.add_read` leaves to :meth:`ChartStream.add` (kept whatever
+#: their codes, or not a resource of the chart).
+_ADDED = ALWAYS_KEPT | {"OperationOutcome"}
 
 
 class ChartStream:
@@ -78,21 +81,33 @@ class ChartStream:
                 if reference.__class__ is str:
                     self._owners.add(reference)
 
-    def add_read(self, resource: dict[str, Any], where: str, raw: Any, subject: str) -> None:
-        """:meth:`add` of a resource whose reader checked it already: ``resourceType`` and
-        ``id`` non-empty strings, ``subject.reference`` the string ``subject``."""
-        rtype = resource["resourceType"]
-        if self._error is not None or rtype == "OperationOutcome":
-            self.add(resource, where, raw)
-            return
-        key = f"{rtype}/{resource['id']}"
+    def add_read(
+        self,
+        resource: dict[str, Any],
+        rtype: str,
+        key: str,
+        raw: Any,
+        subject: str,
+        prefix: str,
+        offset: int,
+    ) -> None:
+        """:meth:`add` of a resource whose reader checked it already: ``rtype`` its
+        ``resourceType`` and ``key`` ``rtype/id`` (both non-empty strings), ``subject`` its
+        ``subject.reference`` (a string); read at ``f"{prefix}{offset}"`` (its ``where``,
+        made only when it is kept or named: most lines of a population are neither)."""
         keyed, left = self._keyed, self._left
-        if key in keyed or key in left or rtype in ALWAYS_KEPT or self._keep is None:
-            self.add(resource, where, raw)
+        if (
+            self._error is not None
+            or rtype in _ADDED
+            or key in keyed
+            or key in left
+            or self._keep is None
+        ):
+            self.add(resource, f"{prefix}{offset}", raw)
             return
         concept = resource.get("code")
         if self._keep(coding_tuple(concept) if concept else ()):
-            keyed[key] = (resource, where)
+            keyed[key] = (resource, f"{prefix}{offset}")
             return
         left[key] = raw if raw is not None and self._reread is not None else resource
         self._owners.add(subject)

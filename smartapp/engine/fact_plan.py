@@ -8,6 +8,9 @@ filters them to what was visible then; and the expressions that are false at eve
 on this chart because no resource could make them true (``never``), so an evaluation
 answers them without looking. Both are what the selectors would compute, never a guess:
 a view's candidates are a subset of the full chart's.
+
+The pack's expressions are put in order once per pack (:class:`PackPlan`: each node after
+its parts), so a chart's plan is one pass over that list, not a walk of the pack.
 """
 
 from __future__ import annotations
@@ -55,90 +58,33 @@ class FactPlan:
         #: id(selector of a condition) -> whether some encounter's reasonCode is coded in
         #: one of its value sets (the reasons it can read as conditions)
         self.reasons: dict[int, bool] = {}
-        states: dict[str, int] = {}
-        self._states = states
-        self._expr_states: dict[int, int] = {}
-        for name in pack.facts:
-            self._fact_state(name)
-        for rule in pack.rules:
-            self._state(rule.when)
-            for withhold in rule.withheld_when:
-                self._state(withhold.when)
-            if rule.unless is not None:
-                self._state(rule.unless)
-            for variant in rule.variants or ():
-                if variant.when is not None:
-                    self._state(variant.when)
-            for expr in rule.cautions.values():
-                self._state(expr)
-        for withhold in pack.document.withholds_all():
-            self._state(withhold.when)
+        plan = pack_plan(pack)
+        states = plan.states(self)
         #: fact names false at every time on this chart
-        self.never_facts = frozenset(n for n, s in states.items() if s == NEVER)
+        self.never_facts = frozenset(n for n, slot in plan.facts if states[slot] == NEVER)
         #: ids of expression nodes false at every time on this chart
-        self.never = frozenset(i for i, s in self._expr_states.items() if s == NEVER)
+        self.never = frozenset(
+            i for i, state in zip(plan.ids, states, strict=True) if state == NEVER
+        )
         #: no rule of the pack can fire on this chart, at any time: every evaluation
         #: suggests and withholds nothing (its notices aside)
-        self.silent = all(self._state(rule.when) == NEVER for rule in pack.rules) and all(
-            self._reads_nothing(w.when) for w in pack.document.withholds_all()
+        self.silent = all(states[slot] == NEVER for slot in plan.whens) and all(
+            states[slot] == NEVER for slots in plan.withhold_reads for slot in slots
         )
         # the chart keeps its plan (Chart.derived): a plan keeping the chart would make a
         # cycle, which the backtest (its cyclic garbage collector off) would never free
         del self._chart
 
-    def _fact_state(self, name: str) -> int:
-        found = self._states.get(name)
-        if found is None:
-            self._states[name] = DEPENDS  # the pack loader rejects cycles; a guard all the same
-            found = self._states[name] = self._state(self._pack.facts[name])
-        return found
-
-    def _state(self, expr: Any) -> int:
-        if isinstance(expr, str):
-            return self._fact_state(expr)
-        found = self._expr_states.get(id(expr))
-        if found is None:
-            found = self._expr_states[id(expr)] = self._node_state(expr)
-        return found
-
-    def _node_state(self, expr: Any) -> int:
-        kind = type(expr)
-        if kind in SELECTORS:
-            attr, types = SELECTORS[kind]
-            selector = getattr(expr, attr)
-            found = self._candidates(selector, types or tuple(selector.status))
-            self.candidates[id(selector)] = found
-            if kind is ConditionExpr:
-                chart, valuesets = self._chart, self._pack.valuesets
-                reasons = any(chart.reason_members(valuesets[v]) for v in selector.valueset)
-                self.reasons[id(selector)] = reasons
-                return DEPENDS if found or reasons else NEVER
-            return DEPENDS if found else NEVER
-        if kind is AnyOf:
-            states = [self._state(sub) for sub in expr.any_of]
-            return NEVER if all(s == NEVER for s in states) else DEPENDS
-        if kind is AllOf:
-            states = [self._state(sub) for sub in expr.all_of]
-            return NEVER if NEVER in states else DEPENDS
-        if kind is Not:
-            inner = self._state(expr.not_)
-            return ALWAYS if inner == NEVER else NEVER if inner == ALWAYS else DEPENDS
-        return DEPENDS  # age, death, what the caller could not read: known only then
-
-    def _reads_nothing(self, expr: Any) -> bool:
-        """Whether an expression reads no resource but the patient: it cannot fail on a
-        malformed one (``withhold_all`` is evaluated even when no rule fires)."""
-        if isinstance(expr, str):
-            return self._reads_nothing(self._pack.facts[expr])
-        kind = type(expr)
-        if kind in SELECTORS:
-            return self._state(expr) == NEVER
-        if kind is AnyOf or kind is AllOf:
-            subs = expr.any_of if kind is AnyOf else expr.all_of
-            return all(self._reads_nothing(sub) for sub in subs)
-        if kind is Not:
-            return self._reads_nothing(expr.not_)
-        return True  # age, death, what the caller could not read
+    def selector_state(self, kind: type, selector: Any, types: tuple[str, ...]) -> int:
+        """A selector's state on the chart (its candidates and reasons kept)."""
+        found = self._candidates(selector, types)
+        self.candidates[id(selector)] = found
+        if kind is ConditionExpr:
+            chart, valuesets = self._chart, self._pack.valuesets
+            reasons = any(chart.has_reason_in(valuesets[v]) for v in selector.valueset)
+            self.reasons[id(selector)] = reasons
+            return DEPENDS if found or reasons else NEVER
+        return DEPENDS if found else NEVER
 
     def _candidates(self, selector: Any, types: tuple[str, ...]) -> tuple[ChartEntry, ...]:
         """Entries of these types coded in any of the selector's value sets, by key."""
@@ -148,6 +94,122 @@ class FactPlan:
                 if entry.resource_type in types:
                     found[entry.key] = entry
         return tuple(found[k] for k in sorted(found))
+
+
+#: Operations of a pack plan: a selector, any of, all of, not, anything else.
+_SELECTOR, _ANY, _ALL, _NOT, _OTHER = range(5)
+
+
+class PackPlan:
+    """A pack's expression nodes, each after its parts (worked out once per pack), so a
+    chart's :class:`FactPlan` is one pass: what ``_state`` would find, node by node."""
+
+    def __init__(self, pack: Pack) -> None:
+        self._pack = pack
+        self.ids: list[int] = []  # slot -> id(expression node)
+        self.ops: list[tuple[int, Any]] = []  # slot -> (operation, its argument)
+        self._slots: dict[int, int] = {}  # id(node) -> slot
+        self._fact_slots: dict[str, int] = {}
+        self._busy: set[str] = set()
+        self._guard = object()  # a fact met again in its own walk: known only then
+        self._depends = self._add(self._guard, _OTHER, None)
+        for name in pack.facts:
+            self._fact(name)
+        roots: list[Any] = []
+        for rule in pack.rules:
+            roots.append(rule.when)
+            roots.extend(withhold.when for withhold in rule.withheld_when)
+            if rule.unless is not None:
+                roots.append(rule.unless)
+            roots.extend(v.when for v in rule.variants or () if v.when is not None)
+            roots.extend(rule.cautions.values())
+        withholds = pack.document.withholds_all()
+        roots.extend(withhold.when for withhold in withholds)
+        for root in roots:
+            self._node(root)
+        #: (fact name, its slot); the slots of the rules' ``when``
+        self.facts = list(self._fact_slots.items())
+        self.whens = [self._node(rule.when) for rule in pack.rules]
+        #: for each ``withhold_all``, the selectors it reads (it reads nothing else when
+        #: all are false at every time: ``_reads_nothing``)
+        self.withhold_reads = [self._reads(w.when) for w in withholds]
+        del self._busy
+
+    def _add(self, node: Any, op: int, arg: Any) -> int:
+        slot = self._slots[id(node)] = len(self.ids)
+        self.ids.append(id(node))
+        self.ops.append((op, arg))
+        return slot
+
+    def _fact(self, name: str) -> int:
+        found = self._fact_slots.get(name)
+        if found is None:
+            if name in self._busy:  # the pack loader rejects cycles; a guard all the same
+                return self._depends
+            self._busy.add(name)
+            found = self._fact_slots[name] = self._node(self._pack.facts[name])
+        return found
+
+    def _node(self, expr: Any) -> int:
+        if isinstance(expr, str):
+            return self._fact(expr)
+        found = self._slots.get(id(expr))
+        if found is not None:
+            return found
+        kind = type(expr)
+        if kind in SELECTORS:
+            attr, types = SELECTORS[kind]
+            selector = getattr(expr, attr)
+            return self._add(expr, _SELECTOR, (kind, selector, types or tuple(selector.status)))
+        if kind is AnyOf or kind is AllOf:
+            subs = tuple(self._node(sub) for sub in (expr.any_of if kind is AnyOf else expr.all_of))
+            return self._add(expr, _ANY if kind is AnyOf else _ALL, subs)
+        if kind is Not:
+            return self._add(expr, _NOT, self._node(expr.not_))
+        return self._add(expr, _OTHER, None)
+
+    def _reads(self, expr: Any) -> tuple[int, ...]:
+        """The slots of the selectors an expression reads (through facts, combinators)."""
+        if isinstance(expr, str):
+            return self._reads(self._pack.facts[expr])
+        kind = type(expr)
+        if kind in SELECTORS:
+            return (self._slots[id(expr)],)
+        if kind is AnyOf or kind is AllOf:
+            subs = expr.any_of if kind is AnyOf else expr.all_of
+            return tuple(slot for sub in subs for slot in self._reads(sub))
+        if kind is Not:
+            return self._reads(expr.not_)
+        return ()
+
+    def states(self, plan: FactPlan) -> list[int]:
+        """Each slot's state on the chart of ``plan`` (which keeps the candidates)."""
+        states: list[int] = []
+        for op, arg in self.ops:
+            if op == _SELECTOR:
+                state = plan.selector_state(*arg)
+            elif op == _ANY:
+                state = NEVER if all(states[s] == NEVER for s in arg) else DEPENDS
+            elif op == _ALL:
+                state = NEVER if any(states[s] == NEVER for s in arg) else DEPENDS
+            elif op == _NOT:
+                inner = states[arg]
+                state = ALWAYS if inner == NEVER else NEVER if inner == ALWAYS else DEPENDS
+            else:
+                state = DEPENDS  # age, death, what the caller could not read: known only then
+            states.append(state)
+        return states
+
+
+_PLANS: dict[int, tuple[Pack, PackPlan]] = {}
+
+
+def pack_plan(pack: Pack) -> PackPlan:
+    """The pack's plan (made once per pack; kept with it, so its id() is not reused)."""
+    found = _PLANS.get(id(pack))
+    if found is None or found[0] is not pack:
+        found = _PLANS[id(pack)] = (pack, PackPlan(pack))
+    return found[1]
 
 
 def fact_plan(chart: Chart, pack: Pack) -> FactPlan:

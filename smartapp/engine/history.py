@@ -64,6 +64,11 @@ class Visit:
         """The Encounter's id."""
         return self.key.split("/", 1)[1]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its fields in order (the backtest's workers send every visit to the
+        parent; a slotted dataclass's own pickling calls ``fields()`` for each object)."""
+        return (Visit, (self.key, self.start, self.end, self.time, self.moments))
+
 
 class Suggested(NamedTuple):
     """A suggestion as a backtest compares it."""
@@ -109,6 +114,10 @@ class Replayed:
     visit: Visit
     results: tuple[tuple[Suggested, ...], ...]
     timelines: tuple[tuple[Moment, ...], ...] = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its fields in order, as :class:`Visit`."""
+        return (Replayed, (self.patient, self.visit, self.results, self.timelines))
 
 
 def change_times(chart: Chart, packs: Sequence[Pack] = ()) -> list[datetime]:

@@ -380,6 +380,7 @@ def backtest_command(
     """Replay every past ED visit under PATH (bundles, NDJSON) at its own time."""
     from smartapp.rulestools.backtest import BacktestError, render_text, report, run_backtest
     from smartapp.rulestools.backtest_progress import Progress
+    from smartapp.rulestools.backtest_report import report_json
 
     if engine == "single" and master is not None:
         _fail("error: --master is for --engine spark")
@@ -407,7 +408,7 @@ def backtest_command(
         bar.finish()
     data = report(result)
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(report_json(data))
     else:
         click.echo(render_text(data, time.perf_counter() - started))
 
