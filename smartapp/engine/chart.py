@@ -46,6 +46,7 @@ __all__ = [
     "KeepCodes",
     "MultiplePatientsError",
     "Unreadable",
+    "CodedIn",
     "ValueSetLike",
     "bundle_items",
     "coded_in",
@@ -59,23 +60,56 @@ T = TypeVar("T")
 ALWAYS_KEPT = frozenset({"Patient", "Encounter", "Medication", *MEDICATION_TYPES})
 
 
-def coded_in(valuesets: Iterable[ValueSetLike]) -> KeepCodes:
+def coded_in(valuesets: Iterable[ValueSetLike]) -> CodedIn:
     """A ``keep`` test for :meth:`Chart.from_items`: some coding is in one of the value
     sets (so a rule reading them can see the resource). Memoised per coding."""
-    sets = tuple(valuesets)
-    memo: dict[tuple[str, str], bool] = {}
+    return CodedIn(valuesets)
 
-    def keep(codes: tuple[tuple[str, str], ...]) -> bool:
+
+class CodedIn:
+    """:func:`coded_in`'s test: called with codes, or asked of a concept (:meth:`concept`)."""
+
+    __slots__ = ("_memo", "_sets")
+
+    def __init__(self, valuesets: Iterable[ValueSetLike]) -> None:
+        self._sets = tuple(valuesets)
+        self._memo: dict[tuple[str, str], bool] = {}
+
+    def __call__(self, codes: tuple[tuple[str, str], ...]) -> bool:
+        memo = self._memo
         for coding in codes:
             found = memo.get(coding)
             if found is None:
-                system, code = coding
-                found = memo[coding] = any(vs.contains(system, code) for vs in sets)
+                found = self._test(coding)
             if found:
                 return True
         return False
 
-    return keep
+    def _test(self, coding: tuple[str, str]) -> bool:
+        system, code = coding
+        found = self._memo[coding] = any(vs.contains(system, code) for vs in self._sets)
+        return found
+
+    def concept(self, concept: Any) -> bool:
+        """``self(coding_tuple(concept))`` without making the tuple (a chart stream asks it
+        of every resource of a population)."""
+        if not isinstance(concept, dict):
+            return False
+        found = concept.get("coding")
+        if not found:
+            return False
+        memo = self._memo
+        for coding in found:
+            if isinstance(coding, dict):
+                system, code = coding.get("system"), coding.get("code")
+                if isinstance(system, str) and isinstance(code, str):
+                    pair = (system, code)
+                    hit = memo.get(pair)
+                    if hit is None:
+                        hit = self._test(pair)
+                    if hit:
+                        return True
+        return False
 
 
 class Chart:

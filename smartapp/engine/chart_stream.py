@@ -27,7 +27,7 @@ _ADDED = ALWAYS_KEPT | {"OperationOutcome"}
 class ChartStream:
     """``Chart.from_items`` of the items fed by :meth:`add` (none with a fullUrl)."""
 
-    __slots__ = ("_error", "_keep", "_keyed", "_left", "_owners", "_reread")
+    __slots__ = ("_concept", "_error", "_keep", "_keyed", "_left", "_owners", "_reread")
 
     def __init__(self, keep: KeepCodes | None = None, reread: Reread | None = None) -> None:
         self._keep = keep
@@ -38,6 +38,12 @@ class ChartStream:
         #: the references the left-out resources' ``subject`` and ``patient`` hold
         self._owners: set[str] = set()
         self._error: ChartError | None = None
+        #: ``keep`` of a resource's ``code`` (without making its codes' tuple, when it can)
+        self._concept: Callable[[Any], bool] | None = None
+        if keep is not None:
+            self._concept = getattr(keep, "concept", None) or (
+                lambda concept: keep(coding_tuple(concept) if concept else ())
+            )
 
     def add(self, resource: dict[str, Any], where: str, raw: Any = None) -> None:
         """One checked resource (``resourceType`` a string), read at ``where`` from ``raw``
@@ -101,12 +107,11 @@ class ChartStream:
             or rtype in _ADDED
             or key in keyed
             or key in left
-            or self._keep is None
+            or self._concept is None
         ):
             self.add(resource, f"{prefix}{offset}", raw)
             return
-        concept = resource.get("code")
-        if self._keep(coding_tuple(concept) if concept else ()):
+        if self._concept(resource.get("code")):
             keyed[key] = (resource, f"{prefix}{offset}")
             return
         left[key] = raw if raw is not None and self._reread is not None else resource

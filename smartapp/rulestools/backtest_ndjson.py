@@ -34,6 +34,7 @@ resource at all is about a patient, everything is one group, as there (read in m
 from __future__ import annotations
 
 import gzip
+import mmap
 import zlib
 from array import array
 from collections.abc import Callable, Sequence
@@ -48,6 +49,7 @@ from smartapp.rulestools.backtest_files import (
     first_error,
     gzipped,
     input_bytes,
+    mapped_file,
 )
 from smartapp.rulestools.backtest_input import (
     BacktestError,
@@ -181,8 +183,9 @@ class _Indexer:
         self.hints: dict[bytes, int] = {}  # reference -> its patient's tag, -1: none
         self.offset = 0
 
-    def feed(self, data: bytes) -> None:
-        """Whole lines (the last one's newline may be missing: the end of the file).
+    def feed(self, data: Any, pos: int = 0, size: int = -1) -> None:
+        """Whole lines (the last one's newline may be missing: the end of the file):
+        ``data[pos:size]`` (bytes, or a mapped file: no copy), at ``self.offset + pos``.
 
         With RUNS, a line with a hint starts a run, extended by probes (the line that far
         still names the patient: the run reaches it, and the probe doubles; else it
@@ -190,10 +193,10 @@ class _Indexer:
         line in a run that names another patient is found out in pass 2 (Misplaced)."""
         rows, hints, buckets = self.rows, self.hints, self.buckets
         hinted, runs = self.mode != EXACT, self.mode == RUNS
-        size, pos, base = len(data), 0, self.offset
+        size, base = len(data) if size < 0 else size, self.offset
         find, rfind = data.find, data.rfind
         while pos < size:
-            end = find(b"\n", pos)
+            end = find(b"\n", pos, size)
             if end < 0:
                 end = size
             tag = -1
@@ -201,8 +204,7 @@ class _Indexer:
                 at = find(SUBJECT, pos, end)
                 if at < 0:
                     at = find(PATIENT, pos, end)
-                if at >= 0:
-                    close = find(b'"', at + len(SUBJECT), end)
+                if at >= 0 and (close := find(b'"', at + len(SUBJECT), end)) >= 0:
                     ref = data[at + len(SUBJECT) : close]
                     tag = hints.get(ref, -2)
                     if tag == -2:
@@ -219,7 +221,7 @@ class _Indexer:
                 while probe >= RUN_MIN_BYTES:
                     far = min(run + probe, size) - 1
                     start = max(run, rfind(b"\n", run, far) + 1)
-                    stop = find(b"\n", far)
+                    stop = find(b"\n", far, size)
                     if stop >= 0 and find(hint, start, stop) >= 0:
                         run, probe = stop + 1, probe * 2
                         if run >= size:
@@ -274,10 +276,13 @@ def index_chunk(
             out.data = str(folder / f"u{chunk.file:05d}.ndjson")
             _unpack(path, Path(out.data), indexer)
         else:
-            with path.open("rb") as f:
-                f.seek(chunk.start)
-                indexer.offset = chunk.start
-                indexer.feed(f.read(chunk.end - chunk.start))
+            mapped = mapped_file(path)  # read in place: no copy of the chunk
+            try:
+                indexer.feed(mapped, chunk.start, chunk.end)
+            finally:  # resident no longer (the page cache keeps the pages)
+                start = chunk.start - chunk.start % mmap.PAGESIZE
+                if not mapped.closed:
+                    mapped.madvise(mmap.MADV_DONTNEED, start, chunk.end - start)
     except (BacktestError, ChartError, OSError, EOFError, zlib.error):
         out.bad = True
     indexer.write(index_path(folder, chunk.index))

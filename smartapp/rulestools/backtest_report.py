@@ -195,8 +195,9 @@ def report(result: Backtest) -> dict[str, Any]:
     return out
 
 
-#: A number with a fraction or an exponent where indented JSON holds a value (a float).
-_FLOAT = re.compile(rb'^ *(?:"(?:[^"\\\n]|\\.)*": )?-?[0-9]+[.eE]', re.M)
+#: The end of a number with a fraction or an exponent, where indented JSON ends a value
+#: (a float: a string's last character is its quote, and a newline in it is escaped).
+_FLOAT = re.compile(rb"[.eE][-+]?[0-9]+,?$", re.M)
 
 
 def report_json(data: dict[str, Any]) -> str:
