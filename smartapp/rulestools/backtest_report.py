@@ -79,10 +79,10 @@ def pack_report(result: Backtest, index: int) -> dict[str, Any]:
     with_any = 0
     for replayed in result.visits:
         found = replayed.results[index]
-        year = by_year.setdefault(
-            str(replayed.visit.time.year),
-            {"visits_with_suggestions": 0, "counts": _kind_counts(pack)},
-        )
+        name = str(replayed.visit.time.year)
+        year = by_year.get(name)
+        if year is None:  # zeroed counts made once a year, not once a visit
+            year = by_year[name] = {"visits_with_suggestions": 0, "counts": _kind_counts(pack)}
         _add(overall, found)
         _add(year["counts"], found)
         if found:
