@@ -44,7 +44,7 @@ from sqlalchemy import Connection, Engine, event, func, insert, make_url, select
 from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 
 from smartapp.audit import kept
-from smartapp.audit.canonical import GENESIS, checkpoint_payload, event_hash
+from smartapp.audit.canonical import GENESIS, checkpoint_payload, event_hash, sorted_data
 from smartapp.audit.models import LogCheckpoint, LogEvent
 from smartapp.audit.signing import DEFAULT_KEY_FILE, Signer, load_signer
 from smartapp.db import Database, utcnow
@@ -395,6 +395,8 @@ def _insert_linked(session: Session, linked: list[LogEvent]) -> None:
     as the persistent rows they now are, so the flush does not insert them again and the
     caller reads them as before. Noted for what counts events after the commit (`LINKED`)."""
     rows = [{name: getattr(entry, name) for name in _COLUMNS} for entry in linked]
+    for row in rows:  # stored with its keys sorted: the hashed form's text (`sorted_data`)
+        row["data"] = sorted_data(row["data"])
     session.execute(_INSERT_EVENTS, rows)
     for entry in linked:
         session.expunge(entry)

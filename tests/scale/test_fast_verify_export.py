@@ -14,8 +14,10 @@ import pytest
 
 from smartapp.audit import log as referral_log
 from smartapp.audit import rows as stored
+from smartapp.audit.canonical import canonical_json
 from smartapp.audit.csvform import csv_row
 from smartapp.audit.export import audit_event, write_export
+from smartapp.audit.exportlines import _FastLines, _proven, _proven_as_stored
 from smartapp.audit.fastrows import proven, query, stream
 from smartapp.audit.models import LogEvent
 from smartapp.audit.verify import verify
@@ -187,3 +189,78 @@ def test_a_referral_is_an_entity_by_its_identifier_unless_resources_were_written
         ({"reference": "DocumentReference/d"}, "3")
     ]
     assert list(data_references("launch", {"referral": "7"})) == []
+
+
+def test_new_events_store_their_data_as_the_canonical_form_writes_it(db):
+    """The data column's text is the data's part of the hashed document, keys sorted at every
+    depth (so the export proves a row without parsing its data); the values are unchanged."""
+    data = {"zeta": 1, "alpha": {"y": [3, {"b": 1, "a": 2}], "x": "Zoë"}}
+    with db.session() as session:
+        referral_log.append(session, "launch", user_ref="urn:staff:ann", data=data)
+    with db.engine.connect() as connection:
+        text = connection.exec_driver_sql("SELECT data FROM log_event").scalar_one()
+    assert text == canonical_json(data)
+    with db.session() as session:
+        assert session.query(LogEvent).one().data == data
+
+
+def unsorted(text: str) -> str:
+    """A data column's text with every object's keys in reverse order: as an earlier version
+    stored it (in the order the app built the data), the same JSON values."""
+
+    def reverse(value):
+        if isinstance(value, dict):
+            return {key: reverse(value[key]) for key in reversed(list(value))}
+        if isinstance(value, list):
+            return [reverse(item) for item in value]
+        return value
+
+    return json.dumps(reverse(json.loads(text)), ensure_ascii=False, separators=(",", ":"))
+
+
+def test_a_log_stored_unsorted_before_exports_the_same_bytes(db):
+    """Rows whose data was stored in the app's own key order (before the data was stored
+    sorted) prove themselves the long way; the lines are still the exact path's, and the
+    stored text is tried again further on, where the rows are the new ones."""
+    scale_log.generate(db, 1300, sign=False)
+    with db.engine.begin() as connection:
+        old = connection.exec_driver_sql("SELECT seq, data FROM log_event WHERE seq <= 40").all()
+        for seq, text in old:
+            connection.exec_driver_sql(
+                "UPDATE log_event SET data = ? WHERE seq = ?", (unsorted(text), seq)
+            )
+    changed = [seq for seq, text in old if unsorted(text) != text]
+    assert len(changed) > 20  # most rows' data has several keys
+    lines = _FastLines()
+    with db.engine.connect() as connection:
+        made = [lines.row_line(row) for row in stream(connection, query("sqlite"), chunk=100)]
+    assert None not in made
+    assert lines.misses == 0  # the stored text proves the later rows again
+    for fmt in ("ndjson", "csv"):
+        out = io.StringIO()
+        with db.session() as session:
+            result = write_export(session, out, fmt, None, None)
+        assert result.events == 1300 and not result.broken
+        assert out.getvalue() == exact_lines(db, fmt), fmt
+
+
+def test_a_stored_texts_changed_value_is_not_proven_by_it(db):
+    """A data text changed after the fact (a value; its keys still sorted) hashes to nothing:
+    the row goes the exact way, as before (its line the exact path's; `verify` names it)."""
+    scale_log.generate(db, 50, sign=False)
+    with db.engine.begin() as connection:
+        seq = connection.exec_driver_sql(
+            "SELECT max(seq) FROM log_event WHERE type = 'launch'"
+        ).scalar_one()
+        connection.exec_driver_sql(
+            "UPDATE log_event SET data = replace(data, 'epic', 'EPIC') WHERE seq = ?", (seq,)
+        )
+    with db.engine.connect() as connection:
+        rows = {row[0]: row for row in stream(connection, query("sqlite"))}
+    assert _proven_as_stored(rows[seq]) is None and _proven(rows[seq]) is None
+    assert _proven_as_stored(rows[seq - 1]) is not None
+    assert _FastLines().row_line(rows[seq]) is None
+    out = io.StringIO()
+    with db.session() as session:
+        result = write_export(session, out, "ndjson", None, None)
+    assert result.events == 50 and out.getvalue() == exact_lines(db, "ndjson")
