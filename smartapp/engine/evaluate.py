@@ -171,24 +171,11 @@ def evaluate(
     ``chart-incomplete`` notice. Raises ChartError when the given encounter is not in the
     chart, ValueError when ``now`` has no time zone.
     """
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("now must be timezone-aware")
     rule = pack.document.current_encounter
-    encounter = select_encounter(chart, rule, encounter_id)
     missing = tuple(sorted({t.strip() for t in unread if t and t.strip()}))
-    ctx = FactContext(chart, now, pack, encounter, frozenset(missing))
-    everything = _blocks(ctx, pack.document.withholds_all())
-    suggestions: list[Suggestion] = []
-    withheld: list[Withheld] = []
-    for item in pack.rules:
-        fired = ctx.eval(item.when)
-        if not fired.value:
-            continue
-        reasons = everything + _rule_blocks(ctx, item)
-        if reasons:
-            withheld.append(Withheld(item.kind, reasons, tuple(sorted(fired.evidence)), item.id))
-        else:
-            suggestions.append(_suggestion(ctx, item, fired))
+    ctx, everything, fired_rules, withheld = _decide(chart, now, pack, encounter_id, missing)
+    encounter = ctx.encounter
+    suggestions = [_suggestion(ctx, item, fired) for item, fired in fired_rules]
     notices = _notices(rule, encounter if encounter_id else None, missing)
     notices += [Notice(b.reason) for b in everything]
     return Evaluation(
@@ -203,6 +190,52 @@ def evaluate(
         notices=notices,
         unread=missing,
     )
+
+
+def _decide(
+    chart: Chart, now: datetime, pack: Pack, encounter_id: str | None, missing: tuple[str, ...]
+) -> tuple[FactContext, tuple[Blocked, ...], list[tuple[Rule, Truth]], list[Withheld]]:
+    """Every decision of :func:`evaluate`: the reasons every suggestion is withheld for,
+    the rules that fired and are suggested (with their truth), and those withheld."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    encounter = select_encounter(chart, pack.document.current_encounter, encounter_id)
+    ctx = FactContext(chart, now, pack, encounter, frozenset(missing))
+    everything = _blocks(ctx, pack.document.withholds_all())
+    suggested: list[tuple[Rule, Truth]] = []
+    withheld: list[Withheld] = []
+    for item in pack.rules:
+        fired = ctx.eval(item.when)
+        if not fired.value:
+            continue
+        reasons = everything + _rule_blocks(ctx, item)
+        if reasons:
+            withheld.append(Withheld(item.kind, reasons, tuple(sorted(fired.evidence)), item.id))
+        else:
+            suggested.append((item, fired))
+    return ctx, everything, suggested, withheld
+
+
+#: What :func:`decisions` gives: each suggestion as (kind, variant, cautions, evidence),
+#: each withheld kind as (kind, its reasons).
+Decisions = tuple[
+    tuple[tuple[str, str | None, tuple[str, ...], tuple[str, ...]], ...],
+    tuple[tuple[str, tuple[str, ...]], ...],
+]
+
+
+def decisions(chart: Chart, now: datetime, pack: Pack, encounter_id: str) -> Decisions:
+    """What :func:`evaluate` decides, and only that (the backtest compares nothing else,
+    at every moment of every visit): its suggestions' kind, variant, cautions and
+    evidence, and its withheld kinds with their reasons, made by the same code."""
+    ctx, _everything, fired_rules, withheld = _decide(chart, now, pack, encounter_id, ())
+    rule = pack.document.current_encounter
+    _notices(rule, ctx.encounter, ())  # as evaluate reads the launch encounter
+    suggested = []
+    for item, fired in fired_rules:
+        cautions = tuple(name for name, expr in item.cautions.items() if ctx.eval(expr).value)
+        suggested.append((item.kind, _variant(ctx, item), cautions, tuple(sorted(fired.evidence))))
+    return tuple(suggested), tuple((w.kind, tuple(b.reason for b in w.reasons)) for w in withheld)
 
 
 def _blocks(ctx: FactContext, withholds: Iterable[Withhold]) -> tuple[Blocked, ...]:

@@ -19,6 +19,8 @@ _DATETIME_RE = re.compile(
 _FULL_DATETIME_RE = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:Z|[+-]\d{2}:\d{2})\Z", re.ASCII
 )
+#: ``2026-11-20``: a date, read here as the general parser reads it, without its regex.
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}\Z", re.ASCII)
 
 #: Choice-type prefixes of the elements that carry a resource's clinical time.
 CLINICAL_TIME_FIELDS: dict[str, tuple[str, ...]] = {
@@ -44,6 +46,11 @@ def parse_datetime(value: Any) -> datetime | None:
     if _FULL_DATETIME_RE.match(value):  # the common shape: the C parser, same result
         try:
             return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if _DATE_RE.match(value):  # a date (a birthDate): what the general parser makes of it
+        try:
+            return datetime(int(value[:4]), int(value[5:7]), int(value[8:10]), tzinfo=UTC)
         except ValueError:
             return None
     m = _DATETIME_RE.match(value.strip())

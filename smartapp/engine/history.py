@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from . import asof
 from .chart import MEDICATION_TYPES, Chart, ChartEntry, ChartItem, resource_key
-from .evaluate import Evaluation, evaluate, has_class
+from .evaluate import Evaluation, decisions, evaluate, has_class
 from .fact_plan import fact_plan
 from .fhir import parse_datetime, reference_string, type_id_of
 from .pack import CurrentEncounter, Pack
@@ -216,7 +216,8 @@ def replay_moments(
     for time in moments:
         view = chart.as_of(time, visit.key)
         for timeline, pack in zip(timelines, packs, strict=True):
-            found = outcome(evaluate(view, time, pack, visit.key))
+            suggestions, withheld = decisions(view, time, pack, visit.key)
+            found = Outcome(tuple(Suggested(*s) for s in suggestions), withheld)
             if not timeline or timeline[-1].outcome != found:
                 timeline.append(Moment(time, found))
     return tuple(tuple(timeline) for timeline in timelines)
