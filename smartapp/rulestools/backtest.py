@@ -77,6 +77,7 @@ __all__ = [
     "collect",
     "differences",
     "find_inputs",
+    "no_gc",
     "not_fhir_reason",
     "pack_report",
     "per_visit",
@@ -120,7 +121,7 @@ def _init_worker(packs: list[Pack] | None, groups: list[list[ChartItem]] | None)
 
 
 @contextmanager
-def _no_gc() -> Iterator[None]:
+def no_gc() -> Iterator[None]:
     """Parsed FHIR JSON is acyclic: reference counting frees it, and the cyclic garbage
     collector would only rescan millions of live objects (it costs more than parsing)."""
     was = gc.isenabled()
@@ -148,7 +149,7 @@ def _task(task: tuple[str, Any]) -> PatientOutcome:
 
     What it read is freed before the collector is back on (in ``_work``'s frame): else the
     collector's first run would scan the whole parsed file, still alive."""
-    with _no_gc():
+    with no_gc():
         return _work(task)
 
 
@@ -252,17 +253,20 @@ def run_backtest(
     bundles, ndjson = find_inputs(path)
     wanted = workers if workers is not None else (os.cpu_count() or 1)
     mode = RUNS  # how pass 1 finds each line's patient (see backtest_ndjson)
-    while True:
-        try:
-            outcomes, used = _run_tasks(
-                bundles, ndjson, packs, wanted, mode, progress, on_tasks, in_memory_bytes
-            )
-            break
-        except Misplaced:
-            if mode == EXACT:
-                raise
-            mode += 1
-    return collect(path, packs, outcomes, len(bundles), len(ndjson), used)
+    # the outcomes are acyclic too: the collector would rescan every visit received so
+    # far, again and again (on 10k patients, as much CPU as the rest of this process)
+    with no_gc():
+        while True:
+            try:
+                outcomes, used = _run_tasks(
+                    bundles, ndjson, packs, wanted, mode, progress, on_tasks, in_memory_bytes
+                )
+                break
+            except Misplaced:
+                if mode == EXACT:
+                    raise
+                mode += 1
+        return collect(path, packs, outcomes, len(bundles), len(ndjson), used)
 
 
 def _run_tasks(
@@ -292,7 +296,7 @@ def _run_tasks(
             if pop.owned:
                 tasks.extend(("bucket", i) for i in pop.filled())
         if ndjson and (not _POP or not _POP[0].owned):
-            with _no_gc():
+            with no_gc():
                 groups = list(split_by_patient(read_ndjson_files(ndjson)).values())
             tasks.extend(("group", i) for i in range(len(groups)))
         if on_tasks:
@@ -366,7 +370,7 @@ def _index_ndjson(
             on_tasks("grouping NDJSON by patient", len(chunks))
 
         def work(chunk: Chunk) -> ChunkIndex:
-            with _no_gc():
+            with no_gc():
                 return index(chunk)
 
         used = max(1, min(workers, len(chunks)))

@@ -378,7 +378,13 @@ def backtest_command(
     as_json: bool,
 ) -> None:
     """Replay every past ED visit under PATH (bundles, NDJSON) at its own time."""
-    from smartapp.rulestools.backtest import BacktestError, render_text, report, run_backtest
+    from smartapp.rulestools.backtest import (
+        BacktestError,
+        no_gc,
+        render_text,
+        report,
+        run_backtest,
+    )
     from smartapp.rulestools.backtest_progress import Progress
     from smartapp.rulestools.backtest_report import report_json
 
@@ -406,11 +412,10 @@ def backtest_command(
         _fail(f"error: {exc}")
     if bar:
         bar.finish()
-    data = report(result)
-    if as_json:
-        click.echo(report_json(data))
-    else:
-        click.echo(render_text(data, time.perf_counter() - started))
+    with no_gc():  # the report is acyclic: the collector would only rescan it
+        data = report(result)
+        text = report_json(data) if as_json else render_text(data, time.perf_counter() - started)
+    click.echo(text)
 
 
 @rules.command("schema")

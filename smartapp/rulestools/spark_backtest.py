@@ -312,7 +312,7 @@ def _replay(
         found.sort()
         groups.append([*(_parsed(names, *row) for row in found), *shared])
     try:
-        with backtest._no_gc():
+        with backtest.no_gc():
             return [backtest._replay_groups(groups, backtest._KEEP[0])]
     except BacktestError as exc:
         return [PatientOutcome(source=_ERROR, not_fhir=str(exc))]
