@@ -20,7 +20,7 @@ from sqlalchemy import func, update
 from smartapp import threads
 from smartapp.aids import service as aids
 from smartapp.audit import log as referral_log
-from smartapp.db import LaunchContext, Referral
+from smartapp.db import DetachedReader, LaunchContext, Referral
 from smartapp.engine import Chart, Pack, evaluate
 from smartapp.engine.readable import readable_chart
 from smartapp.fhir.client import ChartLimits, ChartRead, FhirClient, FhirError
@@ -78,20 +78,24 @@ class ScreenSettings:
 # the launch and its visit
 
 
+#: Every screen, Sign and signed page reads its launch (detached, as a session gives it).
+_CONTEXT = DetachedReader(LaunchContext, "id")
+
+
 def find_context(services: Services, context_id: str) -> LaunchContext | None:
     """The launch context (the caller checks that it belongs to the browser asking)."""
-    with services.db.session() as db:
-        return db.get(LaunchContext, context_id)
+    with services.db.engine.connect() as connection:
+        return _CONTEXT.one(connection, id=context_id)
 
 
 def find_visit(services: Services, context_id: str) -> tuple[LaunchContext | None, Referral | None]:
     """The launch context and the referral signed for its visit (in this launch or an earlier
-    one), in one unit of work (the caller checks that the context belongs to the browser)."""
-    with services.db.session() as db:
-        context = db.get(LaunchContext, context_id)
+    one), on one connection (the caller checks that the context belongs to the browser)."""
+    with services.db.engine.connect() as connection:
+        context = _CONTEXT.one(connection, id=context_id)
         if context is None:
             return None, None
-        return context, outbox.visit_referral(db, visit_key(context))
+        return context, outbox.visit_referral_read(connection, visit_key(context))
 
 
 def visit_key(context: LaunchContext) -> str:

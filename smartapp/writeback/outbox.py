@@ -21,12 +21,12 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import Connection, bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from smartapp.audit import log as referral_log
-from smartapp.db import Database, Referral, utcnow
+from smartapp.db import Database, DetachedReader, Referral, utcnow
 from smartapp.fhir.client import FhirClient, FhirError
 from smartapp.writeback import rows, writers
 from smartapp.writeback.actor import Actor
@@ -180,13 +180,20 @@ def for_visit(db: Database, visit_key: str) -> Referral | None:
         return visit_referral(session, visit_key)
 
 
-#: Built once: every screen, Sign and signed page asks it.
 _VISIT_REFERRAL = select(Referral).where(Referral.visit_key == bindparam("visit_key"))
+#: Built once: every screen, Sign and signed page asks it.
+_VISIT_REFERRAL_READ = DetachedReader(Referral, "visit_key")
 
 
 def visit_referral(session: Session, visit_key: str) -> Referral | None:
     """The referral signed for a visit, in the caller's unit of work."""
     return session.scalar(_VISIT_REFERRAL, {"visit_key": visit_key})
+
+
+def visit_referral_read(connection: Connection, visit_key: str) -> Referral | None:
+    """The referral signed for a visit, read on `connection`: a detached instance, read
+    for about half the CPU of a session's (`DetachedReader`)."""
+    return _VISIT_REFERRAL_READ.one(connection, visit_key=visit_key)
 
 
 def get(db: Database, referral_id: str) -> Referral | None:
