@@ -15,6 +15,7 @@ its parts), so a chart's plan is one pass over that list, not a walk of the pack
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from .chart import Chart, ChartEntry
@@ -133,7 +134,7 @@ class PackPlan:
         #: for each ``withhold_all``, the selectors it reads (it reads nothing else when
         #: all are false at every time: ``_reads_nothing``)
         self.withhold_reads = [self._reads(w.when) for w in withholds]
-        del self._busy
+        del self._busy, self._pack  # the plan does not keep its pack (see pack_plan)
 
     def _add(self, node: Any, op: int, arg: Any) -> int:
         slot = self._slots[id(node)] = len(self.ids)
@@ -201,15 +202,25 @@ class PackPlan:
         return states
 
 
-_PLANS: dict[int, tuple[Pack, PackPlan]] = {}
+_PLANS: dict[int, tuple[weakref.ref[Pack], PackPlan]] = {}
 
 
 def pack_plan(pack: Pack) -> PackPlan:
-    """The pack's plan (made once per pack; kept with it, so its id() is not reused)."""
-    found = _PLANS.get(id(pack))
-    if found is None or found[0] is not pack:
-        found = _PLANS[id(pack)] = (pack, PackPlan(pack))
+    """The pack's plan, made once per pack and let go with it (a process that loads
+    packs again and again keeps only the plans of those alive)."""
+    key = id(pack)
+    found = _PLANS.get(key)
+    if found is None or found[0]() is not pack:
+        found = _PLANS[key] = (weakref.ref(pack), PackPlan(pack))
+        weakref.finalize(pack, _forget, key, found[0])
     return found[1]
+
+
+def _forget(key: int, ref: weakref.ref[Pack]) -> None:
+    """A pack is gone: its plan too (unless its id() is another pack's already)."""
+    found = _PLANS.get(key)
+    if found is not None and found[0] is ref:
+        del _PLANS[key]
 
 
 def fact_plan(chart: Chart, pack: Pack) -> FactPlan:
