@@ -20,14 +20,18 @@ Figures (one function each; the last line printed is one JSON object with every 
 - verify: `verify` as `handoff audit verify` runs it (the generated log has no referral
   tables, so without the cross-check against them); floor: every row
   read (server-side cursor) and SHA-256 over its columns' text.
-- export: `write_export` as NDJSON and as CSV to a file; floor: every row read and written as
-  one tab-separated line; each of up to `--repeat` (at most 3) runs times the floor and both
-  formats back to back, the medians printed. `export_ndjson_bytes_s_*`: writing the NDJSON
-  export's bytes alone (a copy of its file; about 6 times the floor's bytes).
+- export: `handoff audit export`'s work as NDJSON and as CSV to a file, by every core as the
+  command runs it (`export_jobs`), and NDJSON in one process (`export_ndjson_one_process_*`);
+  floor: every row read and written as one tab-separated line, in one process; each of up to
+  `--repeat` (at most 3) runs times the floor and the exports back to back, each to a new file,
+  the medians printed. `export_ndjson_cpu_to_floor_cpu_*`: the NDJSON export's CPU time (every
+  process) to the floor's. `export_ndjson_bytes_s_*`: writing the NDJSON export's bytes alone
+  (a copy of its file; about 6 times the floor's bytes).
 - memory: Python's peak allocation (tracemalloc) during verify and each export, per size.
 
 Keys for the issue: `console_page_ms_1m`, `dashboard_ms_1m` (SQLite), `verify_to_floor` and
-`export_to_floor` (the worst over sizes, formats and databases measured); `backtest_to_parse`
+`export_to_floor` (the worst over sizes, formats and databases measured, of the export as the
+command runs it); `backtest_to_parse`
 and `spark_visits_per_s_100k` from `population.figures` (`--patients`: the backtest of 10k and
 100k patients on both engines, see benchmarks/population.py); `load_errors_64` and
 `handoff_cpu_ms_per_flow` from `load.scale_keys` (whole physician flows at 1 to 64 concurrent,
@@ -41,6 +45,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import statistics
@@ -64,6 +69,7 @@ from smartapp.audit import chain, fastrows  # noqa: E402
 from smartapp.audit import log as referral_log  # noqa: E402
 from smartapp.audit import rows as stored  # noqa: E402
 from smartapp.audit.export import write_export  # noqa: E402
+from smartapp.audit.export_jobs import default_jobs, write_export_jobs  # noqa: E402
 from smartapp.audit.models import LogEvent  # noqa: E402
 from smartapp.audit.verify import verify  # noqa: E402
 from smartapp.db import Database  # noqa: E402
@@ -73,6 +79,7 @@ from smartapp.staff.console.search import PAGE_SIZE, Search  # noqa: E402
 from smartapp.staff.dashboard.service import bring_up_to_date, program_dashboard  # noqa: E402
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+JOBS = default_jobs()  # `handoff audit export --jobs`' default: every core
 AUDITOR = "urn:staff:bench-auditor"
 
 
@@ -233,9 +240,14 @@ def run_verify(bench: Bench) -> None:
     assert report.ok, report.summary()
 
 
-def run_export(bench: Bench, fmt: str, path: Path) -> None:
-    with bench.db.session() as session, path.open("w", encoding="utf-8", newline="") as out:
-        result = write_export(session, out, fmt, None, None)
+def run_export(bench: Bench, fmt: str, path: Path, jobs: int = 1) -> None:
+    """`handoff audit export`'s work: in this process alone, or by `jobs` worker processes."""
+    with path.open("w", encoding="utf-8", newline="") as out:
+        if jobs > 1:
+            result = write_export_jobs(bench.db, out, fmt, None, None, jobs=jobs)
+        else:
+            with bench.db.session() as session:
+                result = write_export(session, out, fmt, None, None)
     assert result.events >= bench.events
 
 
@@ -288,36 +300,60 @@ def remove(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+#: The exports timed: (name, format, worker processes). `handoff audit export` uses every
+#: core (`ndjson`, `csv`: the issue's figures); `ndjson_one_process` is the same export made
+#: in this process alone, printed beside them.
+EXPORTS = (
+    ("ndjson", "ndjson", JOBS),
+    ("csv", "csv", JOBS),
+    ("ndjson_one_process", "ndjson", 1),
+)
+
+
 def figure_export(bench: Bench, work: Path, repeat: int) -> dict:
-    """Each run times the floor and both formats back to back (on a shared machine a ratio is
+    """Each run times the floor and the exports back to back (on a shared machine a ratio is
     of times taken together); the medians of up to 3 runs. Also the time to write the NDJSON
     export's bytes alone (a copy of its file): the share of its volume (about 6 times the
-    floor's)."""
+    floor's), and the CPU time of the NDJSON export (every process) to the floor's."""
     path, copy = work / "export.out", work / "export.copy"
     floors: list[float] = []
-    took: dict[str, list[float]] = {"ndjson": [], "csv": []}
-    ratios: dict[str, list[float]] = {"ndjson": [], "csv": []}
+    took: dict[str, list[float]] = {name: [] for name, _, _ in EXPORTS}
+    ratios: dict[str, list[float]] = {name: [] for name, _, _ in EXPORTS}
+    cpu_ratios: list[float] = []
     write_only = None
     for _ in range(max(1, min(repeat, 3))):
         remove(path)
+        floor_cpu = cpu_seconds()
         floor = seconds(lambda: read_and_write(bench.db, path))
+        floor_cpu = cpu_seconds() - floor_cpu
         floors.append(floor)
-        for fmt in ("ndjson", "csv"):
+        for name, fmt, jobs in EXPORTS:
             remove(path)
-            took[fmt].append(seconds(lambda fmt=fmt: run_export(bench, fmt, path)))
-            ratios[fmt].append(took[fmt][-1] / floor)
-            if fmt == "ndjson" and write_only is None:
+            used = cpu_seconds()
+            took[name].append(seconds(lambda f=fmt, j=jobs: run_export(bench, f, path, j)))
+            ratios[name].append(took[name][-1] / floor)
+            if name == "ndjson":
+                cpu_ratios.append((cpu_seconds() - used) / floor_cpu)
+            if name == "ndjson" and write_only is None:
                 write_only = seconds(lambda: shutil.copyfile(path, copy))
                 copy.unlink()
     path.unlink(missing_ok=True)
     found = {
         f"export_floor_s_{bench.label}": round(statistics.median(floors), 2),
         f"export_ndjson_bytes_s_{bench.label}": round(write_only or 0.0, 2),
+        f"export_jobs_{bench.label}": JOBS,
+        f"export_ndjson_cpu_to_floor_cpu_{bench.label}": round(statistics.median(cpu_ratios), 2),
     }
-    for fmt in ("ndjson", "csv"):
-        found[f"export_{fmt}_s_{bench.label}"] = round(statistics.median(took[fmt]), 2)
-        found[f"export_{fmt}_to_floor_{bench.label}"] = round(statistics.median(ratios[fmt]), 2)
+    for name, _, _ in EXPORTS:
+        found[f"export_{name}_s_{bench.label}"] = round(statistics.median(took[name]), 2)
+        found[f"export_{name}_to_floor_{bench.label}"] = round(statistics.median(ratios[name]), 2)
     return found
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that ended (the export's workers)."""
+    used = os.times()
+    return used.user + used.system + used.children_user + used.children_system
 
 
 def figure_memory(bench: Bench, work: Path) -> dict:
@@ -364,7 +400,9 @@ def issue_keys(found: dict) -> dict:
         if f"{key}_sqlite_1m" in found:
             keys[f"{key}_1m"] = found[f"{key}_sqlite_1m"]
     verify = [v for k, v in found.items() if k.startswith("verify_to_floor_")]
-    export = [v for k, v in found.items() if k.startswith("export_") and "_to_floor_" in k]
+    export = [
+        v for k, v in found.items() if re.match(r"export_(ndjson|csv)_to_floor_", k)
+    ]  # `handoff audit export` as it runs (every core); the one-process figures beside them
     if verify:
         keys["verify_to_floor"] = max(verify)
     if export:

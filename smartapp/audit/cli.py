@@ -31,6 +31,7 @@ from smartapp.audit.chain import (
     signing_key_path,
 )
 from smartapp.audit.export import export as run_export
+from smartapp.audit.export_jobs import default_jobs
 from smartapp.audit.incremental import verify_everything
 from smartapp.audit.kept import KeptCheckpoint, KeptCheckpointError
 from smartapp.audit.kept import append as append_kept
@@ -337,6 +338,13 @@ def _moment(end: bool):
     help="Who runs the export (recorded in the log).",
 )
 @click.option("--database-url", help="SQLAlchemy URL (default: the app's database).")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=default_jobs,
+    show_default="every core",
+    help="Worker processes making the lines (1: this process alone); the same bytes.",
+)
 @click.pass_obj
 def export(
     obj: _Context,
@@ -346,6 +354,7 @@ def export(
     out: Path | None,
     user: str,
     database_url: str | None,
+    jobs: int,
 ) -> None:
     """Export events as FHIR AuditEvent NDJSON (IHE BALP) or CSV; the export is itself logged."""
     if start and end and end <= start:
@@ -355,11 +364,18 @@ def export(
         if out:
             with out.open("w", encoding="utf-8", newline="") as handle:
                 result = run_export(
-                    db, handle, fmt=fmt, start=start, end=end, user=user, destination=str(out)
+                    db,
+                    handle,
+                    fmt=fmt,
+                    start=start,
+                    end=end,
+                    user=user,
+                    destination=str(out),
+                    jobs=jobs,
                 )
         else:
             # sys.stdout, as click's get_text_stream("stdout") (deprecated in Click 8.5) gave it
-            result = run_export(db, sys.stdout, fmt=fmt, start=start, end=end, user=user)
+            result = run_export(db, sys.stdout, fmt=fmt, start=start, end=end, user=user, jobs=jobs)
     span = f" (#{result.first_seq}..#{result.last_seq})" if result.events else ""
     click.echo(
         f"exported {result.events} events{span} as {fmt} to {out or 'stdout'}, "

@@ -16,6 +16,7 @@ import csv
 import hashlib
 import io
 import json
+import mmap
 import os
 import queue
 import threading
@@ -48,6 +49,9 @@ from smartapp.audit.models import LogEvent
 from smartapp.db import Database
 
 # -- files ------------------------------------------------------------------------------------
+
+#: A block of lines handed to the sink: made here, or a worker's part mapped from its file.
+Block = bytes | bytearray | mmap.mmap
 
 
 @dataclass(frozen=True)
@@ -119,15 +123,21 @@ class _Lines:
     # still now and then. Three blocks at most are held (one made, one waiting, one written).
     BLOCK = 8 << 20
 
-    def __init__(self, out: TextIO, fmt: str) -> None:
+    def __init__(self, out: TextIO | None, fmt: str, sink: Any = None) -> None:
+        """`sink`: where the blocks go instead of a `_Sink` to `out` (an object with `put`
+        and `close`: a part of an export made by a worker process, `export_jobs`), then
+        without the CSV header."""
         self.fmt = fmt
-        self.sink = _Sink(out)
+        if sink is None:
+            assert out is not None  # an export's own lines go to its output
+            sink = _Sink(out)
+        self.sink = sink
         self.count = 0
         self.first: int | None = None
         self.last: int | None = None
         self.broken: list[int] = []
         self.block = bytearray()
-        if fmt == "csv":
+        if fmt == "csv" and out is not None:
             self.block += _csv_text(CSV_COLUMNS).encode()
 
     def add(self, event: Any) -> None:
@@ -177,6 +187,17 @@ class _Lines:
         self.sink.put(self.block)
         self.block = bytearray()
 
+    def add_part(self, block: Block, count: int, first: int | None, last: int | None) -> None:
+        """A part of the export made elsewhere (`export_jobs`), its lines in chain order after
+        those added so far: `count` events, `first` to `last`."""
+        if self.block:
+            self._flush()
+        self.sink.put(block)
+        self.count += count
+        if first is not None:
+            self.first = first if self.first is None else self.first
+            self.last = last
+
     def close(self) -> ExportResult:
         self._flush()
         digest = self.sink.close()
@@ -202,12 +223,12 @@ class _Sink:
         if self.binary is not None:
             out.flush()  # what the caller wrote first goes first
         self.digest = hashlib.sha256()
-        self.blocks: queue.Queue[bytearray | None] = queue.Queue(maxsize=1)
+        self.blocks: queue.Queue[Block | None] = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="audit-export-sink", daemon=True)
         self.thread.start()
 
-    def put(self, block: bytearray) -> None:
+    def put(self, block: Block) -> None:
         if self.error is not None:
             raise self.error
         self.blocks.put(block)
@@ -221,7 +242,7 @@ class _Sink:
                 if self.binary is not None:
                     self.binary.write(block)
                 else:
-                    self.out.write(block.decode("utf-8"))
+                    self.out.write(str(block, "utf-8"))
             except BaseException as exc:  # handed to the exporting thread
                 self.error = exc
 
@@ -270,11 +291,18 @@ def export(
     where: Sequence[ColumnElement[bool]] = (),
     keep: Callable[[Any], bool] | None = None,
     filter_description: str | None = None,
+    jobs: int = 1,
 ) -> ExportResult:
     """Export, then log the export itself (who, what range and filter, how many, the output's
-    sha256). `where`, `keep`: see `write_export`; `filter_description` says them in words."""
-    with db.session() as session:
-        result = write_export(session, out, fmt, start, end, where, keep)
+    sha256). `where`, `keep`: see `write_export`; `filter_description` says them in words.
+    `jobs` > 1: made by that many worker processes (`export_jobs`; not with `keep`)."""
+    if jobs > 1 and keep is None:
+        from smartapp.audit.export_jobs import write_export_jobs
+
+        result = write_export_jobs(db, out, fmt, start, end, where, jobs)
+    else:
+        with db.session() as session:
+            result = write_export(session, out, fmt, start, end, where, keep)
     data: dict[str, Any] = {
         "from": format_time(start) if start else None,
         "to": format_time(end) if end else None,

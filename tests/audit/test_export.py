@@ -170,6 +170,18 @@ def test_every_line_parses_as_fhir_r4_audit_event(exported, tmp_path):
         assert parsed.recorded.datetime.tzinfo is not None
 
 
+def test_the_command_gives_the_same_file_by_one_process_or_several(exported, tmp_path):
+    """`--jobs` (every core by default) changes how the lines are made, not what they are:
+    the export in one process, made right after, holds the same lines, and one more (the
+    first export's own log entry)."""
+    for fmt in ("ndjson", "csv"):
+        many, one = tmp_path / f"many.{fmt}", tmp_path / f"one.{fmt}"
+        exported("--format", fmt, "--out", str(many), "--jobs", "3")
+        exported("--format", fmt, "--out", str(one), "--jobs", "1")
+        lines = one.read_text(encoding="utf-8").splitlines(keepends=True)
+        assert "".join(lines[:-1]) == many.read_text(encoding="utf-8") and len(lines) > 8
+
+
 def test_balp_elements(exported, tmp_path):
     out = tmp_path / "audit.ndjson"
     exported("--format", "ndjson", "--out", str(out))

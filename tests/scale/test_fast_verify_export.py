@@ -264,3 +264,33 @@ def test_a_stored_texts_changed_value_is_not_proven_by_it(db):
     with db.session() as session:
         result = write_export(session, out, "ndjson", None, None)
     assert result.events == 50 and out.getvalue() == exact_lines(db, "ndjson")
+
+
+def test_an_export_made_by_worker_processes_is_the_same(db, tmp_path, monkeypatch):
+    """`--jobs`: the parts made by forked workers and written in chain order give the same
+    bytes and result as one process, filtered or not, damaged rows named; the command line
+    makes it so by default."""
+    from smartapp.audit import export_jobs
+    from smartapp.audit.export import export
+
+    monkeypatch.setattr(export_jobs, "PART_EVENTS", 97)  # many parts, uneven
+    a_log(db)
+    with db.engine.begin() as connection:  # a damaged row: its time is not a time
+        connection.exec_driver_sql("UPDATE log_event SET at = 'garbage' WHERE seq = 300")
+    kinds = [LogEvent.type.in_(("launch", "decision"))]
+    for fmt in ("ndjson", "csv"):
+        for where in ((), kinds):
+            alone, parts = io.StringIO(), io.StringIO()
+            with db.session() as session:
+                one = write_export(session, alone, fmt, None, None, where)
+            many = export_jobs.write_export_jobs(db, parts, fmt, None, None, where, jobs=2)
+            assert parts.getvalue() == alone.getvalue() and many == one, (fmt, where)
+            if not where:
+                assert many.broken == (300,)
+    empty = export_jobs.write_export_jobs(db, io.StringIO(), "csv", None, None, [LogEvent.seq < 0])
+    assert empty.events == 0 and empty.first_seq is None
+    path = tmp_path / "log.ndjson"
+    with path.open("w", encoding="utf-8", newline="") as out:
+        logged = export(db, out, fmt="ndjson", start=None, end=None, user="os:ann", jobs=3)
+    assert logged.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert logged.events == 752 and logged.broken == (300,)

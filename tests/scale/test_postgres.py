@@ -96,3 +96,24 @@ def test_the_console_count_is_the_rows_count(pg, signer, change):
         verified = verify_since_last(session, [signer.public_key], 10)
         total = search_page(session, Search(), 50, verified.report).total
         assert total == session.scalar(text("SELECT count(*) FROM log_event"))
+
+
+def test_an_export_made_by_worker_processes_is_the_same(pg, signer, monkeypatch):
+    """Forked workers read the parts with connections of their own: the same bytes as one
+    process, and the parent's pooled connections still work after (never closed by a child)."""
+    from smartapp.audit import export_jobs
+
+    monkeypatch.setattr(export_jobs, "PART_EVENTS", 37)
+    fill(pg, 250)
+    with pg.session() as session:  # a pooled connection the workers inherit
+        assert verify(session, [signer.public_key], 10).ok
+    for fmt in ("ndjson", "csv"):
+        alone, parts = io.StringIO(), io.StringIO()
+        with pg.session() as session:
+            one = write_export(session, alone, fmt, None, None)
+        many = export_jobs.write_export_jobs(pg, parts, fmt, None, None, jobs=2)
+        assert parts.getvalue() == alone.getvalue() and many == one and one.events == 250
+    with pg.session() as session:
+        referral_log.append(session, "audit-read", user_ref="urn:staff:a", data={"query": "q"})
+    with pg.session() as session:
+        assert verify(session, [signer.public_key], 10).head_seq == 251
