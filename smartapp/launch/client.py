@@ -6,6 +6,7 @@ wires them to SMART's conventions. No Flask here: the launch blueprint calls the
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import threading
@@ -205,9 +206,11 @@ def to_v1(scope: str) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def may(granted: str, resource_type: str, action: str) -> bool:
     """Whether granted scopes allow `action` ('r', 's', 'c', ...) on a type, for the patient
-    or the user, in v1 or v2 form."""
+    or the user, in v1 or v2 form. Remembered: a launch's scopes are asked about each type
+    the chart read, the screen and Sign touch (about twenty times a flow)."""
     for scope in granted.split():
         if "/" not in scope or "." not in scope:
             continue
