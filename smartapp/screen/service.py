@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import func, update
+from sqlalchemy import Update, bindparam, func, update
 
 from smartapp import threads
 from smartapp.aids import service as aids
@@ -258,17 +258,32 @@ def coach_expectation(services: Services, settings: ScreenSettings, now: datetim
     return found.as_dict()
 
 
+def _keep_shown(with_encounter: bool) -> Update:
+    """The UPDATE of `record_shown` (built once per form; values bound per call)."""
+    values: dict[str, Any] = {"shown": bindparam("kept_shown", type_=LaunchContext.shown.type)}
+    if with_encounter:  # a standalone launch's visit is the one the rules chose, if none yet
+        values["encounter_id"] = func.coalesce(LaunchContext.encounter_id, bindparam("chosen"))
+    return (
+        update(LaunchContext)
+        .where(LaunchContext.id == bindparam("kept_id"))
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+_KEEP_SHOWN = {True: _keep_shown(True), False: _keep_shown(False)}
+
+
 def record_shown(services: Services, context: LaunchContext, shown: dict) -> None:
     """Keep what was shown on the launch (Sign acts on exactly that) and log it."""
-    values: dict[str, Any] = {"shown": shown}
-    if shown["encounter"]["id"]:
+    chosen = shown["encounter"]["id"]
+    params: dict[str, Any] = {"kept_id": context.id, "kept_shown": shown}
+    if chosen:
         # Standalone launch without an encounter: the visit the rules chose is this visit.
-        chosen = shown["encounter"]["id"]
-        values["encounter_id"] = func.coalesce(LaunchContext.encounter_id, chosen)
+        params["chosen"] = chosen
         context.encounter_id = context.encounter_id or chosen
-    kept = update(LaunchContext).where(LaunchContext.id == context.id).values(values)
     with services.db.session() as db:  # one UPDATE, no ORM object loaded
-        found = db.execute(kept.execution_options(synchronize_session=False))
+        found = db.execute(_KEEP_SHOWN[bool(chosen)], params)
         if not found.rowcount:  # type: ignore[attr-defined]
             raise LookupError("the launch context is gone")
         referral_log.append_about(db, "suggestions-shown", context, data=shown_log_data(shown))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from smartapp.catalog.codes import DEFAULT_TIMEZONE
@@ -218,19 +218,26 @@ def open_counts(db: Database) -> dict[str, tuple[str, int]]:
         return _open_counts(session)
 
 
+# Built once: the physician's screen asks both on every launch (building them was most of
+# the time of the screen's caseload read on a small table).
+_OPEN_COUNTS = (  # a community partner's handoff is in no coach's caseload
+    select(CoachHandoff.coach_ref, CoachHandoff.coach_name, func.count())
+    .where(
+        CoachHandoff.status.in_(COUNTED),
+        or_(CoachHandoff.owner_kind.is_(None), CoachHandoff.owner_kind == "coach"),
+    )
+    .group_by(CoachHandoff.coach_ref, CoachHandoff.coach_name)
+    .order_by(CoachHandoff.coach_ref, CoachHandoff.coach_name.is_(None))
+    .order_by(CoachHandoff.coach_name)
+)
+_SEEN_SINCE = select(StaffSession).where(StaffSession.last_seen_at >= bindparam("since"))
+
+
 def _open_counts(session: Session) -> dict[str, tuple[str, int]]:
     """`open_counts`, counted in the database (a row per coach and name), never by loading
     every open handoff: the physician's screen asks on every launch."""
-    coach_held = or_(CoachHandoff.owner_kind.is_(None), CoachHandoff.owner_kind == "coach")
-    query = (  # a community partner's handoff is in no coach's caseload
-        select(CoachHandoff.coach_ref, CoachHandoff.coach_name, func.count())
-        .where(CoachHandoff.status.in_(COUNTED), coach_held)
-        .group_by(CoachHandoff.coach_ref, CoachHandoff.coach_name)
-        .order_by(CoachHandoff.coach_ref, CoachHandoff.coach_name.is_(None))
-        .order_by(CoachHandoff.coach_name)
-    )
     counts: dict[str, tuple[str, int]] = {}
-    for coach_ref, coach_name, held in session.execute(query):
+    for coach_ref, coach_name, held in session.execute(_OPEN_COUNTS):
         ref = coach_ref or coach_name or "?"
         name, n = counts.get(ref, (coach_name or ref, 0))
         counts[ref] = (name, n + held)
@@ -249,7 +256,7 @@ def on_shift(
 def _on_shift(session: Session, settings: Settings, now: datetime) -> list[Coach]:
     since = now - timedelta(minutes=settings.on_shift_minutes)
     found: dict[str, Coach] = {}
-    for row in session.scalars(select(StaffSession).where(StaffSession.last_seen_at >= since)):
+    for row in session.scalars(_SEEN_SINCE, {"since": since}):
         if "coach" in (row.roles or []):
             found.setdefault(row.user_ref, Coach(ref=row.user_ref, name=row.name))
     if settings.roster and in_coverage(settings, now):
