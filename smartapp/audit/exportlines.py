@@ -260,30 +260,37 @@ def _proven_as_stored(row: Any) -> tuple[str, None, bytes] | None:
     bytes) when the canonical document made with the stored data's text as it is hashes to
     the row's hash, else None. Only a text that is the canonical form's own can: the data is
     then the JSON object that form wrote."""
-    seq, time, type_, user_ref, iss, patient, encounter, text, prev_hash, hash_ = row
-    time = _export_time(time)
+    time, text = _export_time(row[1]), row[7]
     if time is None or type(text) is not str or not text.startswith("{"):
         return None
     try:
-        canonical = _dumps(
-            {
-                "at": time,
-                "data": _Fragment(text),
-                "encounter": encounter,
-                "iss": iss,
-                "patient": patient,
-                "prev_hash": prev_hash,
-                "seq": seq,
-                "type": type_,
-                "user": user_ref,
-                "v": VERSION,
-            }
-        )
+        canonical = _document(row, time, _Fragment(text), 0)
     except TypeError:
         return None
-    if _sha256(canonical).hexdigest() != hash_:
+    if _sha256(canonical).hexdigest() != row[9]:
         return None
     return time, None, canonical
+
+
+def _document(row: Any, time: str, data: Any, option: int) -> bytes:
+    """The canonical document's candidate bytes of a row, with `data` as given (a dict,
+    serialised with `option`, or the stored text as a fragment)."""
+    seq, _, type_, user_ref, iss, patient, encounter, _, prev_hash, _ = row
+    return _dumps(
+        {
+            "at": time,
+            "data": data,
+            "encounter": encounter,
+            "iss": iss,
+            "patient": patient,
+            "prev_hash": prev_hash,
+            "seq": seq,
+            "type": type_,
+            "user": user_ref,
+            "v": VERSION,
+        },
+        option=option,
+    )
 
 
 def _parsed(row: Any, data: dict | None) -> dict:
@@ -294,30 +301,15 @@ def _parsed(row: Any, data: dict | None) -> dict:
 def _proven(row: Any) -> tuple[str, dict, bytes] | None:
     """(the row's time as the export writes it, its data, its canonical bytes) when the
     candidate canonical bytes hash to the row's hash, else None."""
-    seq, time, type_, user_ref, iss, patient, encounter, text, prev_hash, hash_ = row
-    time = _export_time(time)
+    time = _export_time(row[1])
     if time is None:
         return None
     try:
-        data = _loads(text)
-        canonical = _dumps(
-            {
-                "at": time,
-                "data": data,
-                "encounter": encounter,
-                "iss": iss,
-                "patient": patient,
-                "prev_hash": prev_hash,
-                "seq": seq,
-                "type": type_,
-                "user": user_ref,
-                "v": VERSION,
-            },
-            option=_SORTED,
-        )
+        data = _loads(row[7])
+        canonical = _document(row, time, data, _SORTED)
     except (orjson.JSONDecodeError, TypeError):
         return None
-    if type(data) is not dict or _sha256(canonical).hexdigest() != hash_:
+    if type(data) is not dict or _sha256(canonical).hexdigest() != row[9]:
         return None
     return time, data, canonical
 
