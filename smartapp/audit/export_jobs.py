@@ -78,7 +78,7 @@ def write_export_jobs(
     _JOB.update(url=db.url, engine=db.engine, fmt=fmt, where=tuple(where), start=start, end=end)
     context = multiprocessing.get_context("fork")
     with (
-        tempfile.TemporaryDirectory(prefix="handoff-export-", dir=_parts_folder()) as folder,
+        tempfile.TemporaryDirectory(prefix="handoff-export-", dir=_parts_folder(jobs)) as folder,
         ProcessPoolExecutor(jobs, mp_context=context, initializer=_forked) as pool,
     ):
         _JOB["folder"] = folder
@@ -99,11 +99,25 @@ def write_export_jobs(
     return lines.close()
 
 
-def _parts_folder() -> str | None:
-    """Where the parts wait: shared memory where there is some (Linux: the parts never touch
-    the disk, which the export's own file keeps busy), else the temporary folder. A folder of
-    this user's only (0700), emptied and removed after the export."""
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+#: Bytes a part may take at most, to decide whether shared memory can hold the parts that
+#: wait at once: about 3.4 kB an NDJSON line (CSV less), with room for long data.
+PART_BYTES = PART_EVENTS * 8 * 1024
+SHARED_MEMORY = "/dev/shm"
+
+
+def _parts_folder(jobs: int) -> str | None:
+    """Where the parts wait: shared memory where there is room for every part that may wait
+    at once (one per worker, one queued per worker, one being written: on Linux the parts
+    then never touch the disk, which the export's own file keeps busy; a container's
+    /dev/shm is often 64 MB, too small), else the temporary folder. A folder of this user's
+    only (0700), emptied and removed after the export."""
+    try:
+        found = os.statvfs(SHARED_MEMORY)
+    except OSError:  # none here (not Linux)
+        return None
+    room = found.f_bavail * found.f_frsize
+    enough = room >= (2 * jobs + 1) * PART_BYTES and os.access(SHARED_MEMORY, os.W_OK)
+    return SHARED_MEMORY if enough else None
 
 
 def _write(lines: _Lines, made: tuple[str, int, int | None, int | None, list[int]]) -> None:

@@ -294,3 +294,27 @@ def test_an_export_made_by_worker_processes_is_the_same(db, tmp_path, monkeypatc
         logged = export(db, out, fmt="ndjson", start=None, end=None, user="os:ann", jobs=3)
     assert logged.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert logged.events == 752 and logged.broken == (300,)
+
+
+def test_the_parts_wait_in_shared_memory_only_where_it_has_room(monkeypatch):
+    """A container's /dev/shm (often 64 MB) cannot hold the parts that wait at once: they go
+    to the temporary folder then, as they do where there is no /dev/shm."""
+    from types import SimpleNamespace
+
+    from smartapp.audit import export_jobs
+
+    def free(megabytes: int):
+        return lambda path: SimpleNamespace(f_bavail=megabytes * 256, f_frsize=4096)
+
+    monkeypatch.setattr(export_jobs.os, "access", lambda path, mode: True)
+    monkeypatch.setattr(export_jobs.os, "statvfs", free(64))
+    assert export_jobs._parts_folder(2) is None
+    monkeypatch.setattr(export_jobs.os, "statvfs", free(4096))
+    assert export_jobs._parts_folder(2) == "/dev/shm"
+    assert export_jobs._parts_folder(200) is None
+
+    def missing(path):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(export_jobs.os, "statvfs", missing)
+    assert export_jobs._parts_folder(2) is None
