@@ -342,7 +342,7 @@ def _moment(end: bool):
     "--jobs",
     type=click.IntRange(min=1),
     default=default_jobs,
-    show_default="every core",
+    show_default="every core, up to 4",
     help="Worker processes making the lines (1: this process alone); the same bytes.",
 )
 @click.pass_obj

@@ -1,4 +1,5 @@
-"""The export made by several processes (`handoff audit export --jobs N`, every core by default).
+"""The export made by several processes (`handoff audit export --jobs N`; by default every
+core, up to 4).
 
 The events in range are cut into parts of consecutive sequence numbers; worker processes
 (forked: they read the log with their own connections) each make a part's lines as the
@@ -43,12 +44,18 @@ PART_EVENTS = 10_000
 _JOB: dict[str, Any] = {}
 
 
+#: Workers by default at most: beyond a few, the one process that hashes and writes the
+#: parts is the bottleneck, and each worker holds a connection to the database.
+MAX_DEFAULT_JOBS = 4
+
+
 def default_jobs() -> int:
-    """Every core this process may run on."""
+    """Every core this process may run on, up to MAX_DEFAULT_JOBS."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_DEFAULT_JOBS))
 
 
 def write_export_jobs(

@@ -318,3 +318,13 @@ def test_the_parts_wait_in_shared_memory_only_where_it_has_room(monkeypatch):
 
     monkeypatch.setattr(export_jobs.os, "statvfs", missing)
     assert export_jobs._parts_folder(2) is None
+
+
+def test_the_command_uses_every_core_up_to_four(monkeypatch):
+    """Beyond a few workers the one process that hashes and writes is the bottleneck, and each
+    worker holds a database connection: the default stops at 4."""
+    from smartapp.audit import export_jobs
+
+    for cores, jobs in ((1, 1), (2, 2), (64, 4)):
+        monkeypatch.setattr(export_jobs.os, "sched_getaffinity", lambda _, n=cores: set(range(n)))
+        assert export_jobs.default_jobs() == jobs
