@@ -43,7 +43,7 @@ from smartapp.audit.csvform import (
     fast_csv_line,
 )
 from smartapp.audit.exportlines import _FastLines
-from smartapp.audit.fastrows import proven, rows
+from smartapp.audit.fastrows import in_range, proven, rows
 from smartapp.audit.log import append
 from smartapp.audit.models import LogEvent
 from smartapp.db import Database
@@ -73,11 +73,7 @@ def select_events(
 ):
     """Events with start <= time < end (and the `where` conditions), in chain order, read row
     by row (`smartapp.audit.rows`) so that a damaged one comes back marked instead of raising."""
-    query = stored.select_events(*where).order_by(LogEvent.seq)
-    if start is not None:
-        query = query.where(LogEvent.at >= start)
-    if end is not None:
-        query = query.where(LogEvent.at < end)
+    query = stored.select_events(*in_range(start, end, where)).order_by(LogEvent.seq)
     return stored.read(session, query)
 
 
@@ -195,7 +191,8 @@ class _Lines:
         self.sink.put(block)
         self.count += count
         if first is not None:
-            self.first = first if self.first is None else self.first
+            if self.first is None:
+                self.first = first
             self.last = last
 
     def close(self) -> ExportResult:

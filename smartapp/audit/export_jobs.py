@@ -31,7 +31,7 @@ from typing import Any, TextIO
 from sqlalchemy import ColumnElement, func, select
 
 from smartapp.audit.export import ExportResult, _Lines
-from smartapp.audit.fastrows import rows
+from smartapp.audit.fastrows import in_range, rows
 from smartapp.audit.models import LogEvent
 from smartapp.db import Database
 
@@ -70,12 +70,8 @@ def write_export_jobs(
     """`export.write_export` (without `keep`) made by `jobs` worker processes."""
     if fmt not in ("ndjson", "csv"):
         raise ValueError(f"unknown export format {fmt!r}")
-    conditions = list(where)
-    if start is not None:
-        conditions.append(LogEvent.at >= start)
-    if end is not None:
-        conditions.append(LogEvent.at < end)
-    span = select(func.min(LogEvent.seq), func.max(LogEvent.seq)).where(*conditions)
+    span = select(func.min(LogEvent.seq), func.max(LogEvent.seq))
+    span = span.where(*in_range(start, end, where))
     with db.engine.connect() as connection:
         low, high = connection.execute(span).one()
     if low is None:

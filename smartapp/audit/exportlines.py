@@ -27,6 +27,7 @@ from smartapp.audit.auditevent import (
     shared_agents,
 )
 from smartapp.audit.canonical import VERSION
+from smartapp.audit.fastrows import canonical_time
 
 # -- a proven row's line, fast ------------------------------------------------------------------
 # A proven row's AuditEvent line is one `%`-format per event type, made once per export from
@@ -244,23 +245,12 @@ class _FastLines:
         )
 
 
-def _export_time(time: Any) -> str | None:
-    """The stored time as the export writes it (canonical), else None (not proven)."""
-    if type(time) is not str:
-        return None
-    if len(time) == 26 and time[10] == " " and time[19] == ".":  # SQLite's storage format
-        return f"{time[:10]}T{time[11:]}Z"
-    if len(time) == 27 and time[10] == "T" and time[26] == "Z":  # PostgreSQL's
-        return time
-    return None
-
-
 def _proven_as_stored(row: Any) -> tuple[str, None, bytes] | None:
     """(the row's time as the export writes it, None: its data not parsed, its canonical
     bytes) when the canonical document made with the stored data's text as it is hashes to
     the row's hash, else None. Only a text that is the canonical form's own can: the data is
     then the JSON object that form wrote."""
-    time, text = _export_time(row[1]), row[7]
+    time, text = canonical_time(row[1]), row[7]
     if time is None or type(text) is not str or not text.startswith("{"):
         return None
     try:
@@ -301,7 +291,7 @@ def _parsed(row: Any, data: dict | None) -> dict:
 def _proven(row: Any) -> tuple[str, dict, bytes] | None:
     """(the row's time as the export writes it, its data, its canonical bytes) when the
     candidate canonical bytes hash to the row's hash, else None."""
-    time = _export_time(row[1])
+    time = canonical_time(row[1])
     if time is None:
         return None
     try:

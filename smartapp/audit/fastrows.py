@@ -88,18 +88,25 @@ class Fast(NamedTuple):
     body: bytes  # the data's canonical bytes (sorted keys), as they appear in `canonical`
 
 
+def canonical_time(time: Any) -> str | None:
+    """A row's stored time (`columns`) in the canonical form (`canonical.format_time`'s),
+    else None: the row is not proven."""
+    if type(time) is not str:
+        return None
+    if len(time) == 26 and time[10] == " " and time[19] == ".":  # SQLite's storage format
+        return f"{time[:10]}T{time[11:]}Z"
+    if len(time) == 27 and time[10] == "T" and time[26] == "Z":  # PostgreSQL's to_char
+        return time
+    return None
+
+
 def proven(row: Any) -> Fast | None:
     """The row's canonical document if its candidate hashes to the row's hash, else None.
 
     The data is serialised once (keys sorted) and put into the document as it is (an
     `orjson.Fragment`), so its canonical bytes are at hand for the CSV export too."""
-    # The stored time in the canonical form (`canonical.format_time`'s), else not proven.
-    time = row[1]
-    if type(time) is not str:
-        return None
-    if len(time) == 26 and time[10] == " " and time[19] == ".":  # SQLite's storage format
-        time = f"{time[:10]}T{time[11:]}Z"
-    elif not (len(time) == 27 and time[10] == "T" and time[26] == "Z"):  # PostgreSQL's to_char
+    time = canonical_time(row[1])
+    if time is None:
         return None
     try:
         data = orjson.loads(row[7])
@@ -141,9 +148,16 @@ def rows(
     conditions, in chain order, streamed: each to be `proven`, or read again the exact way
     (`smartapp.audit.rows.get`) where it does not prove itself."""
     connection = session.connection()
+    return stream(connection, query(connection.dialect.name, *in_range(start, end, where)))
+
+
+def in_range(
+    start: datetime | None, end: datetime | None, where: Sequence[ColumnElement[bool]] = ()
+) -> list[ColumnElement[bool]]:
+    """The conditions of the events an export takes: start <= time < end, and `where`."""
     conditions = list(where)
     if start is not None:
         conditions.append(LogEvent.at >= start)
     if end is not None:
         conditions.append(LogEvent.at < end)
-    return stream(connection, query(connection.dialect.name, *conditions))
+    return conditions
