@@ -229,8 +229,6 @@ def decisions(chart: Chart, now: datetime, pack: Pack, encounter_id: str) -> Dec
     at every moment of every visit): its suggestions' kind, variant, cautions and
     evidence, and its withheld kinds with their reasons, made by the same code."""
     ctx, _everything, fired_rules, withheld = _decide(chart, now, pack, encounter_id, ())
-    rule = pack.document.current_encounter
-    _notices(rule, ctx.encounter, ())  # as evaluate reads the launch encounter
     suggested = []
     for item, fired in fired_rules:
         cautions = tuple(name for name, expr in item.cautions.items() if ctx.eval(expr).value)

@@ -1,7 +1,9 @@
 """What the backtest does to spend less CPU gives what it gave before: the fact plan from
 the pack's ordered expressions (``PackPlan``) is the recursive walk's, the keep test of a
 concept is the keep test of its codes, visits pickle to themselves, and the ``--json``
-report written by orjson is ``json.dumps(..., indent=2)``'s text."""
+report written by orjson is ``json.dumps(..., indent=2)``'s text, and the replay's
+decisions (``evaluate.decisions``) are the comparable form of the full evaluation
+(``history.outcome``)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,18 @@ import pytest
 from benchmarks.population import write_population
 from smartapp.engine import Chart, Pack
 from smartapp.engine.chart import ChartItem, coded_in
+from smartapp.engine.evaluate import decisions, evaluate
 from smartapp.engine.fact_plan import ALWAYS, DEPENDS, NEVER, SELECTORS, FactPlan
 from smartapp.engine.fhir import coding_tuple
-from smartapp.engine.history import Replayed, Visit, split_by_patient
+from smartapp.engine.history import (
+    Outcome,
+    Replayed,
+    Suggested,
+    Visit,
+    ed_visits,
+    outcome,
+    split_by_patient,
+)
 from smartapp.engine.pack import AllOf, AnyOf, ConditionExpr, Not
 from smartapp.rulestools.backtest_input import read_ndjson_files
 from smartapp.rulestools.backtest_report import report_json
@@ -128,6 +139,32 @@ def test_the_ordered_plan_is_the_walk_on_a_population(
     for chart in synthea_charts:
         _same(chart, pack)
     assert any(FactPlan(chart, pack).silent for chart in synthea_charts)
+
+
+def _same_decisions(chart: Chart, pack: Pack) -> int:
+    """The replay's decisions at every moment of every ED visit are the comparable form of
+    the full evaluation there; how many moments were compared."""
+    visits, _skipped = ed_visits(chart, pack.document.current_encounter, [pack])
+    compared = 0
+    for visit in visits:
+        for time in visit.moments or (visit.time,):
+            view = chart.as_of(time, visit.key)
+            suggestions, withheld = decisions(view, time, pack, visit.key)
+            made = Outcome(tuple(Suggested(*s) for s in suggestions), withheld)
+            assert made == outcome(evaluate(view, time, pack, visit.key)), (visit.key, time)
+            compared += 1
+    return compared
+
+
+@pytest.mark.parametrize("name", SCENARIO_NAMES)
+def test_the_replays_decisions_are_the_evaluations(pack: Pack, name: str) -> None:
+    _same_decisions(scenario_chart(name), pack)
+
+
+def test_the_replays_decisions_are_the_evaluations_on_a_population(
+    pack: Pack, synthea_charts: list[Chart]
+) -> None:
+    assert sum(_same_decisions(chart, pack) for chart in synthea_charts) > 100
 
 
 @pytest.mark.parametrize(
