@@ -193,7 +193,7 @@ def _tag_streams(
         entry = lines[at + 1]
         offset = entries[entry]
         for line in mapped[offset : offset + entries[entry + 1]].split(b"\n"):
-            at = offset
+            line_at = offset  # (not `at`: the outer loop's index)
             offset += len(line) + 1
             try:  # the common line, as in _tag_groups
                 resource = loads(line)
@@ -205,9 +205,9 @@ def _tag_streams(
                 if rtype in _CHECKED:
                     raise KeyError
             except (ValueError, KeyError, TypeError):
-                place.checked(line, f"{prefix}{at}")
+                place.checked(line, f"{prefix}{line_at}")
                 continue
-            patient.add_read(resource, rtype, f"{rtype}/{rid}", line, subject, prefix, at)
+            patient.add_read(resource, rtype, f"{rtype}/{rid}", line, subject, prefix, line_at)
     patients = list(place.groups.values())
     for patient in patients:
         for _url, resource, where in shared:
