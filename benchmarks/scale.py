@@ -20,9 +20,10 @@ Figures (one function each; the last line printed is one JSON object with every 
 - verify: `verify` as `handoff audit verify` runs it (the generated log has no referral
   tables, so without the cross-check against them); floor: every row
   read (server-side cursor) and SHA-256 over its columns' text.
-- export: `handoff audit export`'s work as NDJSON and as CSV to a file, by every core as the
-  command runs it (`export_jobs`), and NDJSON in one process (`export_ndjson_one_process_*`);
-  floor: every row read and written as one tab-separated line, in one process; each of up to
+- export: `handoff audit export`'s work as NDJSON and as CSV to a file, by every core (up to
+  4) as the command runs it (`export_jobs`), and NDJSON in one process
+  (`export_ndjson_one_process_*`); floor: every row read and written as one tab-separated
+  line, in one process; each of up to
   `--repeat` (at most 3) runs times the floor and the exports back to back, each to a new file,
   the medians printed. `export_ndjson_cpu_to_floor_cpu_*`: the NDJSON export's CPU time (every
   process) to the floor's. `export_ndjson_bytes_s_*`: writing the NDJSON export's bytes alone
@@ -68,8 +69,8 @@ from sqlalchemy import create_engine, make_url, text  # noqa: E402
 from smartapp.audit import chain, fastrows  # noqa: E402
 from smartapp.audit import log as referral_log  # noqa: E402
 from smartapp.audit import rows as stored  # noqa: E402
-from smartapp.audit.export import write_export  # noqa: E402
-from smartapp.audit.export_jobs import default_jobs, write_export_jobs  # noqa: E402
+from smartapp.audit.export import write_export_of  # noqa: E402
+from smartapp.audit.export_jobs import default_jobs  # noqa: E402
 from smartapp.audit.models import LogEvent  # noqa: E402
 from smartapp.audit.verify import verify  # noqa: E402
 from smartapp.db import Database  # noqa: E402
@@ -79,7 +80,7 @@ from smartapp.staff.console.search import PAGE_SIZE, Search  # noqa: E402
 from smartapp.staff.dashboard.service import bring_up_to_date, program_dashboard  # noqa: E402
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-JOBS = default_jobs()  # `handoff audit export --jobs`' default: every core
+JOBS = default_jobs()  # `handoff audit export --jobs`' default: every core, up to 4
 AUDITOR = "urn:staff:bench-auditor"
 
 
@@ -243,11 +244,7 @@ def run_verify(bench: Bench) -> None:
 def run_export(bench: Bench, fmt: str, path: Path, jobs: int = 1) -> None:
     """`handoff audit export`'s work: in this process alone, or by `jobs` worker processes."""
     with path.open("w", encoding="utf-8", newline="") as out:
-        if jobs > 1:
-            result = write_export_jobs(bench.db, out, fmt, None, None, jobs=jobs)
-        else:
-            with bench.db.session() as session:
-                result = write_export(session, out, fmt, None, None)
+        result = write_export_of(bench.db, out, fmt, None, None, jobs=jobs)
     assert result.events >= bench.events
 
 
@@ -301,8 +298,8 @@ def remove(path: Path) -> None:
 
 
 #: The exports timed: (name, format, worker processes). `handoff audit export` uses every
-#: core (`ndjson`, `csv`: the issue's figures); `ndjson_one_process` is the same export made
-#: in this process alone, printed beside them.
+#: core, up to 4 (`ndjson`, `csv`: the issue's figures); `ndjson_one_process` is the same
+#: export made in this process alone, printed beside them.
 EXPORTS = (
     ("ndjson", "ndjson", JOBS),
     ("csv", "csv", JOBS),
@@ -402,7 +399,7 @@ def issue_keys(found: dict) -> dict:
     verify = [v for k, v in found.items() if k.startswith("verify_to_floor_")]
     export = [
         v for k, v in found.items() if re.match(r"export_(ndjson|csv)_to_floor_", k)
-    ]  # `handoff audit export` as it runs (every core); the one-process figures beside them
+    ]  # `handoff audit export` as it runs (its default jobs); the one-process figures beside
     if verify:
         keys["verify_to_floor"] = max(verify)
     if export:

@@ -276,6 +276,26 @@ def _csv_text(cells: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
+def write_export_of(
+    db: Database,
+    out: TextIO,
+    fmt: str,
+    start: datetime | None,
+    end: datetime | None,
+    where: Sequence[ColumnElement[bool]] = (),
+    keep: Callable[[Any], bool] | None = None,
+    jobs: int = 1,
+) -> ExportResult:
+    """`write_export` on `db`, not logged; `jobs` > 1: made by that many worker processes
+    (`export_jobs`; not with `keep`)."""
+    if jobs > 1 and keep is None:
+        from smartapp.audit.export_jobs import write_export_jobs
+
+        return write_export_jobs(db, out, fmt, start, end, where, jobs)
+    with db.session() as session:
+        return write_export(session, out, fmt, start, end, where, keep)
+
+
 def export(
     db: Database,
     out: TextIO,
@@ -292,14 +312,8 @@ def export(
 ) -> ExportResult:
     """Export, then log the export itself (who, what range and filter, how many, the output's
     sha256). `where`, `keep`: see `write_export`; `filter_description` says them in words.
-    `jobs` > 1: made by that many worker processes (`export_jobs`; not with `keep`)."""
-    if jobs > 1 and keep is None:
-        from smartapp.audit.export_jobs import write_export_jobs
-
-        result = write_export_jobs(db, out, fmt, start, end, where, jobs)
-    else:
-        with db.session() as session:
-            result = write_export(session, out, fmt, start, end, where, keep)
+    `jobs`: see `write_export_of`."""
+    result = write_export_of(db, out, fmt, start, end, where, keep, jobs)
     data: dict[str, Any] = {
         "from": format_time(start) if start else None,
         "to": format_time(end) if end else None,
