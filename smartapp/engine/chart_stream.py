@@ -123,6 +123,35 @@ class ChartStream:
                 if reference.__class__ is str:
                     self._owners.add(reference)
 
+    def add_unread(
+        self,
+        rtype: str,
+        key: str,
+        codes: tuple[tuple[str, str], ...],
+        raw: Any,
+        owners: tuple[str, ...],
+    ) -> bool:
+        """Leave out, without reading it, a resource whose reader took from its line only
+        its type and ``key`` (``rtype/id``, both non-empty strings), its ``code``'s
+        ``codes`` (as ``coding_tuple``) and the references of its ``subject`` and
+        ``patient`` (``owners``), as :meth:`add_read` would leave it out. False when this
+        stream must read it (a type always kept, a kept code, a key that came before,
+        an error before it): the caller parses it and calls :meth:`add_read`."""
+        keep = self._keep
+        if (
+            keep is None
+            or rtype in _ADDED
+            or self._reread is None
+            or self._error is not None
+            or key in self._keyed
+            or key in self._left
+            or keep(codes)
+        ):
+            return False
+        self._left[key] = raw
+        self._owners.update(owners)
+        return True
+
     def _same(self, earlier: Any, resource: dict[str, Any], raw: Any) -> bool:
         """Whether a second version of a left-out key has the first one's content."""
         if isinstance(earlier, dict):

@@ -266,6 +266,8 @@ def run_backtest(
                 if mode == EXACT:
                     raise
                 mode += 1
+            except ChartError as exc:  # a resource no chart can take (NDJSON: no id)
+                raise BacktestError(str(exc)) from None  # its message names file and line
         return collect(path, packs, outcomes, len(bundles), len(ndjson), used)
 
 

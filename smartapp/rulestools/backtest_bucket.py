@@ -14,10 +14,12 @@ from __future__ import annotations
 import mmap
 from array import array
 from collections.abc import Iterator
+from typing import Any, cast
 
 import orjson
 
 from smartapp.engine.chart import (
+    ALWAYS_KEPT,
     Chart,
     ChartError,
     ChartItem,
@@ -37,9 +39,17 @@ from smartapp.rulestools.backtest_ndjson import (
     index_path,
     tag_of,
 )
+from smartapp.rulestools.backtest_skim import (
+    SKIM_ERRORS,
+    codes_of_head,
+    owners_of_head,
+    read_head,
+)
 
-#: A bucket's chunks with lines in it: the mapped file, how its lines are named, entries.
-Tables = list[tuple[mmap.mmap, str, "array[int]"]]
+#: A bucket's chunks with lines in it: the mapped file, how its lines are named, entries,
+#: and whether its lines are skimmed first (``backtest_skim``: not a file of a type whose
+#: resources are always read).
+Tables = list[tuple[mmap.mmap, str, "array[int]", bool]]
 
 
 def _entries(pop: Population, chunk: int, bucket: int) -> array[int]:
@@ -63,7 +73,9 @@ def _bucket_tags(pop: Population, bucket: int) -> tuple[Tables, dict[int, list[i
             continue
         table = len(tables)
         mapped = mapped_file(pop.data[chunk.file])
-        tables.append((mapped, f"{pop.paths[chunk.file]}:@", entries))
+        path = pop.paths[chunk.file]
+        skim = path.name.split(".")[0] not in _READ_TYPES
+        tables.append((mapped, f"{path}:@", entries, skim))
         for at in range(0, len(entries), ENTRY):
             tag = entries[at + 2]
             lines = order.get(tag)
@@ -152,7 +164,7 @@ def _tag_groups(
     by_ref = place.by_ref
     loads = orjson.loads
     for at in range(0, len(lines), 2):
-        mapped, prefix, entries = tables[lines[at]]
+        mapped, prefix, entries, _skim = tables[lines[at]]
         entry = lines[at + 1]
         offset = entries[entry]
         for line in mapped[offset : offset + entries[entry + 1]].split(b"\n"):
@@ -189,12 +201,33 @@ def _tag_streams(
     by_ref = place.by_ref
     loads = orjson.loads
     for at in range(0, len(lines), 2):
-        mapped, prefix, entries = tables[lines[at]]
+        mapped, prefix, entries, skim = tables[lines[at]]
         entry = lines[at + 1]
         offset = entries[entry]
         for line in mapped[offset : offset + entries[entry + 1]].split(b"\n"):
             line_at = offset  # (not `at`: the outer loop's index)
             offset += len(line) + 1
+            if skim and line.isascii():  # a line no rule may read, left out unparsed
+                try:
+                    head = read_head(line)
+                    subject = head.subject.reference  # type: ignore[union-attr]
+                    rtype, rid = head.resourceType, head.id
+                    if (
+                        rtype.__class__ is str
+                        and rid.__class__ is str
+                        and rid
+                        and rtype not in _CHECKED
+                        and by_ref[subject].add_unread(
+                            rtype,
+                            f"{rtype}/{rid}",
+                            codes_of_head(head),
+                            line,
+                            owners_of_head(head, subject),
+                        )
+                    ):
+                        continue
+                except SKIM_ERRORS:
+                    pass  # read in full, as every other line
             try:  # the common line, as in _tag_groups
                 resource = loads(line)
                 subject = resource["subject"]["reference"]
@@ -217,6 +250,8 @@ def _tag_streams(
 
 #: Resource types whose lines take the checked way (as ``ndjson_resource``, ``patient_of``).
 _CHECKED = frozenset({"", "Bundle", "Patient"})
+#: Types whose files' lines are parsed at once (a chart reads every one of them).
+_READ_TYPES = _CHECKED | ALWAYS_KEPT
 
 
 class _Placer:
@@ -257,13 +292,23 @@ class _Patient(ChartStream):
     __slots__ = ("first", "owner", "patient")
 
     def __init__(self, owner: str, keep: KeepCodes | None) -> None:
-        super().__init__(keep, orjson.loads)
+        super().__init__(keep, _reread)
         self.owner = owner
         self.first = ""
         self.patient = ""
 
     def source(self) -> str:
         return self.patient or self.first
+
+
+def _reread(line: bytes) -> dict[str, Any]:
+    """A left-out line read again (a second version of its key came). ChartError when
+    orjson refuses it: a skimmed line with a number too large for a float (see
+    ``backtest_skim``); the backtest then names the first malformed line."""
+    try:
+        return cast(dict[str, Any], orjson.loads(line))
+    except orjson.JSONDecodeError as exc:
+        raise ChartError(f"a resource read before is not valid JSON: {exc}") from exc
 
 
 class _StreamPlacer:
