@@ -1,6 +1,6 @@
 """The backtest at population scale: both engines on 10k and 100k patients of bulk NDJSON.
 
-    python benchmarks/population.py [--sizes 10000,100000] [--engines single,spark]
+    python benchmarks/population.py [--sizes 10000,100000] [--engines single,spark] [--repeat N]
 
 A population is the Synthea folder (``../shared/synthea``, 100 patients) converted to the
 bulk-export layout (one ``<Type>.ndjson`` per type the engine reads, references as
@@ -10,12 +10,14 @@ each in its own process (peak memory: the whole process tree's resident memory, 
 
 - the floor: reading and parsing every line (orjson), in one process, as ratios' divisor
   (``to_parse``: wall time; ``cpu_to_parse_cpu``: CPU time of every process, steadier
-  when other work shares the machine);
+  when other work shares the machine), measured before and after each engine's run and
+  averaged over the two (the machine's speed drifts);
 - ``handoff rules backtest --engine single`` (every core; the NDJSON grouped by patient
   through an index of byte offsets, each line parsed once) and ``--engine spark``
   (local[*]: every core);
 
-and prints visits/s, peak memory and the ratio to parsing of each. The last line is one JSON
+and prints visits/s, peak memory and the ratio to parsing of each (with ``--repeat N``, the
+median of N runs of each engine). The last line is one JSON
 object; :func:`figures` gives it to ``benchmarks/scale.py``
 (``backtest_to_parse``: the single engine at the largest size, ``spark_visits_per_s_100k``).
 """
@@ -182,37 +184,57 @@ print(n)
 """
 
 
-def run_size(patients: int, engines: list[str]) -> dict[str, Any]:
+def run_size(patients: int, engines: list[str], repeat: int = 1) -> dict[str, Any]:
+    """One size: each engine's run ``repeat`` times, each between two runs of the floor,
+    its ratios taken to their mean (this machine's speed drifts by half within minutes:
+    a floor measured once, minutes away, moved the ratio from 1.5 to 2.6 between two runs
+    of the same code); the median run of each engine is reported (of two, the better)."""
     folder = write_population(CACHE / str(patients), patients)
     size = sum(p.stat().st_size for p in folder.glob("*.ndjson"))
     print(f"{patients} patients: {size / 1e9:.2f} GB of NDJSON in {folder}", file=sys.stderr)
-    parse_s, parse_cpu, parse_mem, _ = measured([sys.executable, "-c", PARSE, str(folder)])
+    floor = [measured([sys.executable, "-c", PARSE, str(folder)])]
+    runs: dict[str, list[dict[str, Any]]] = {engine: [] for engine in engines}
+    for _ in range(repeat):
+        for engine in engines:
+            run = _engine_run(folder, engine)
+            floor.append(measured([sys.executable, "-c", PARSE, str(folder)]))
+            before, after = floor[-2], floor[-1]
+            parse_s, parse_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
+            run["to_parse"] = round(run["seconds"] / parse_s, 2)
+            run["cpu_to_parse_cpu"] = round(run["cpu_s"] / parse_cpu, 2)
+            print(f"  {engine}: {run}", file=sys.stderr)
+            runs[engine].append(run)
+    parse_s = sorted(f[0] for f in floor)[len(floor) // 2]
+    parse_cpu = sorted(f[1] for f in floor)[len(floor) // 2]
     row: dict[str, Any] = {"patients": patients, "bytes": size, "parse_s": round(parse_s, 1)}
-    row |= {"parse_cpu_s": round(parse_cpu, 1), "parse_peak_mb": parse_mem // 2**20}
-    handoff = str(Path(sys.executable).with_name("handoff"))
-    for engine in engines:
-        command = [handoff, "rules", "backtest", str(folder), "--json", "--progress"]
-        command += ["--engine", engine]
-        seconds, cpu, peak, out = measured(command)
-        report = json.loads(out)
-        row[engine] = {
-            "seconds": round(seconds, 1),
-            "cpu_s": round(cpu, 1),
-            "cpu_to_parse_cpu": round(cpu / parse_cpu, 2),
-            "cpu_ms_per_visit": round(1000 * cpu / max(report["visits"], 1), 2),
-            "visits": report["visits"],
-            "patients": report["patients"],
-            "visits_per_s": round(report["visits"] / seconds, 1),
-            "peak_mb": peak // 2**20,
-            "to_parse": round(seconds / parse_s, 2),
-        }
-        print(f"  {engine}: {row[engine]}", file=sys.stderr)
+    row |= {"parse_cpu_s": round(parse_cpu, 1), "parse_peak_mb": floor[0][2] // 2**20}
+    row["parse_runs_s"] = [round(f[0], 1) for f in floor]
+    for engine, found in runs.items():
+        found.sort(key=lambda run: run["to_parse"])
+        middle = found[(len(found) - 1) // 2]
+        row[engine] = middle | {"to_parse_runs": [r["to_parse"] for r in found]}
     return row
 
 
-def figures(sizes: tuple[int, ...] = (10_000, 100_000)) -> dict[str, Any]:
+def _engine_run(folder: Path, engine: str) -> dict[str, Any]:
+    handoff = str(Path(sys.executable).with_name("handoff"))
+    command = [handoff, "rules", "backtest", str(folder), "--json", "--progress"]
+    seconds, cpu, peak, out = measured([*command, "--engine", engine])
+    report = json.loads(out)
+    return {
+        "seconds": round(seconds, 1),
+        "cpu_s": round(cpu, 1),
+        "cpu_ms_per_visit": round(1000 * cpu / max(report["visits"], 1), 2),
+        "visits": report["visits"],
+        "patients": report["patients"],
+        "visits_per_s": round(report["visits"] / seconds, 1),
+        "peak_mb": peak // 2**20,
+    }
+
+
+def figures(sizes: tuple[int, ...] = (10_000, 100_000), repeat: int = 1) -> dict[str, Any]:
     """The population figures, for benchmarks/scale.py: its two keys and every row."""
-    rows = [run_size(n, ["single", "spark"]) for n in sizes]
+    rows = [run_size(n, ["single", "spark"], repeat) for n in sizes]
     largest = rows[-1]
     return {
         "backtest_to_parse": largest["single"]["to_parse"],
@@ -227,9 +249,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--engines", default="single,spark")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each engine (median)")
     args = parser.parse_args()
     engines = args.engines.split(",")
-    rows = [run_size(int(n), engines) for n in args.sizes.split(",")]
+    rows = [run_size(int(n), engines, args.repeat) for n in args.sizes.split(",")]
     print(json.dumps({"population": rows}))
 
 
