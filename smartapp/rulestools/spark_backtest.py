@@ -120,6 +120,11 @@ def _context(master: str) -> tuple[Any, bool]:
         conf.set("spark.driver.memory", os.environ.get("HANDOFF_SPARK_DRIVER_MEMORY", "2g"))
     sc = SparkContext(conf=conf)
     sc.setLogLevel("ERROR")
+    if master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
+        # PySpark starts its Python workers with PYSPARK_PYTHON, else `python3` on the PATH
+        # (spark.pyspark.python is read by spark-submit, not here): outside this environment,
+        # where Handoff's dependencies may be missing (msgspec, orjson: ModuleNotFoundError)
+        sc.pythonExec = sys.executable
     if not master.startswith("local"):
         sc.addPyFile(str(_package_zip()))  # the executors run this very engine code
     return sc, True

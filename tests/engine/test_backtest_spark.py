@@ -160,6 +160,7 @@ def spark() -> Iterator[Any]:
     conf.set("spark.pyspark.python", sys.executable)
     sc = pyspark.SparkContext(conf=conf)
     sc.setLogLevel("ERROR")
+    sc.pythonExec = sys.executable  # as run_spark_backtest's own context (see _context)
     yield sc
     sc.stop()
 
