@@ -77,7 +77,7 @@ def templates(src: Path = SYNTHEA) -> dict[str, list[str]]:
             if resource["resourceType"] not in TYPES:
                 continue
             text = orjson.dumps(resource).decode()
-            text = URN.sub(lambda m, keys=keys: keys.get(m.group(0), m.group(0)), text)
+            text = URN.sub(lambda m: keys.get(m.group(0), m.group(0)), text)  # noqa: B023 (used here)
             by_type[resource["resourceType"]].append(UUID.sub(lambda m: MARK + m.group(1), text))
     return dict(by_type)
 

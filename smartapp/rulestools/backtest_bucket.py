@@ -4,9 +4,10 @@ A bucket's lines are read at their offsets, parsed and checked, and grouped by t
 patient ``patient_of`` gives, in the order of the files and lines they came from, as
 ``split_by_patient`` groups them, so the charts and the report are the in-memory ones.
 Each patient's lines go straight into a :class:`~smartapp.engine.chart_stream.ChartStream`
-(what the packs' rules never read is left out as it is parsed), and its chart is what
-``charts_of`` would build from the same items: a patient whose chart names another
-patient is read again, as items, and split as ``charts_of`` splits it.
+(what the packs' rules never read is left out as it is read, most of it skimmed rather
+than parsed: ``backtest_skim``), and its chart is what ``charts_of`` would build from the
+same items: a patient whose chart names another patient is read again, as items, and
+split as ``charts_of`` splits it.
 """
 
 from __future__ import annotations
@@ -196,7 +197,9 @@ def _tag_streams(
     shared: list[ChartItem],
     keep: KeepCodes | None,
 ) -> list[_Patient]:
-    """``_tag_groups``, each patient's lines fed to its chart as they are parsed."""
+    """``_tag_groups``, each patient's lines fed to its chart as they are parsed; a line of
+    a file whose type a chart may leave out is skimmed first (``backtest_skim``), and left
+    out without being parsed when its chart would leave it out."""
     place = _StreamPlacer(tag, keep)
     by_ref = place.by_ref
     loads = orjson.loads
@@ -207,7 +210,7 @@ def _tag_streams(
         for line in mapped[offset : offset + entries[entry + 1]].split(b"\n"):
             line_at = offset  # (not `at`: the outer loop's index)
             offset += len(line) + 1
-            if skim and line.isascii():  # a line no rule may read, left out unparsed
+            if skim and line.isascii():  # most are lines no rule reads: left out unparsed
                 try:
                     head = read_head(line)
                     subject = head.subject.reference  # type: ignore[union-attr]

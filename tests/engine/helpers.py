@@ -76,6 +76,17 @@ SCT = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 
+def backtest_outcome(folder: Path, pack: Any, in_memory_bytes: int) -> Any:
+    """A backtest's report on one worker without what depends on the run, or its error's
+    message: NDJSON above ``in_memory_bytes`` is read by pass 2 (0: always), else in memory."""
+    from smartapp.rulestools.backtest import BacktestError, report, run_backtest
+
+    try:
+        return run_free(report(run_backtest(folder, [pack], 1, in_memory_bytes=in_memory_bytes)))
+    except BacktestError as exc:
+        return str(exc)
+
+
 def run_free(data: dict[str, Any]) -> dict[str, Any]:
     """A backtest report without what depends on the run: its workers and input path."""
     data.pop("workers")

@@ -17,10 +17,9 @@ from benchmarks.population import write_population
 from smartapp.engine import Pack
 from smartapp.engine.chart import coded_in
 from smartapp.engine.chart_stream import ChartStream
-from smartapp.rulestools.backtest import BacktestError, report, run_backtest
 from smartapp.rulestools.backtest_skim import codes_of_head, owners_of_head, read_head
 
-from .helpers import run_cli, run_free
+from .helpers import backtest_outcome, run_cli
 
 IN_MEMORY = 1 << 40  # the reference: every line parsed in full by orjson
 
@@ -29,13 +28,6 @@ IN_MEMORY = 1 << 40  # the reference: every line parsed in full by orjson
 def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Synthea folder as a bulk export, 20 patients."""
     return write_population(tmp_path_factory.mktemp("population") / "ndjson", 20)
-
-
-def _outcome(folder: Path, pack: Pack, in_memory_bytes: int) -> Any:
-    try:
-        return run_free(report(run_backtest(folder, [pack], 1, in_memory_bytes=in_memory_bytes)))
-    except BacktestError as exc:
-        return str(exc)
 
 
 @pytest.fixture
@@ -82,7 +74,7 @@ def _other_id_with(extra: bytes) -> Callable[[bytes], bytes]:
 def test_most_lines_of_a_population_are_skimmed_and_the_report_is_the_in_memory_one(
     population: Path, pack: Pack, skimmed: list[str]
 ) -> None:
-    assert _outcome(population, pack, 0) == _outcome(population, pack, IN_MEMORY)
+    assert backtest_outcome(population, pack, 0) == backtest_outcome(population, pack, IN_MEMORY)
     observations = (population / "Observation.ndjson").read_bytes().count(b"\n")
     assert len(skimmed) > observations // 2
     assert all(not key.startswith(("Encounter/", "Patient/")) for key in skimmed)
@@ -128,11 +120,11 @@ def test_most_lines_of_a_population_are_skimmed_and_the_report_is_the_in_memory_
         "same-key-other-content",
     ],
 )
-def test_a_line_skimming_does_not_take_gives_the_in_memory_outcome(
+def test_a_line_skimming_does_not_take_gives_the_in_memorybacktest_outcome(
     population: Path, pack: Pack, tmp_path: Path, name: str, edit: Callable[[bytes], bytes]
 ) -> None:
     folder = _with_text(population, tmp_path, name, edit)
-    assert _outcome(folder, pack, 0) == _outcome(folder, pack, IN_MEMORY)
+    assert backtest_outcome(folder, pack, 0) == backtest_outcome(folder, pack, IN_MEMORY)
 
 
 def test_a_number_too_large_for_a_float_in_an_unread_element_is_left_out_with_its_line(
@@ -141,9 +133,9 @@ def test_a_number_too_large_for_a_float_in_an_unread_element_is_left_out_with_it
     """orjson refuses ``1e999``; skimming skips it, and the resource is never read: the
     population's report is the one without that line (the in-memory reading stops)."""
     folder = _with_text(population, tmp_path, "Observation.ndjson", _other_id_with(b'"x":1e999'))
-    assert _outcome(folder, pack, 0) == _outcome(population, pack, 0)
+    assert backtest_outcome(folder, pack, 0) == backtest_outcome(population, pack, 0)
     assert any(key.endswith("-copy") for key in skimmed)
-    in_memory = _outcome(folder, pack, IN_MEMORY)
+    in_memory = backtest_outcome(folder, pack, IN_MEMORY)
     assert isinstance(in_memory, str) and "Observation.ndjson:2: not valid JSON" in in_memory
 
 
@@ -160,8 +152,8 @@ def test_a_second_version_of_a_key_whose_first_held_such_a_number_stops_the_back
     lines[0] = orjson.dumps(first)[:-1] + b',"x":1e999}'
     lines.insert(1, orjson.dumps({**first, "status": "amended"}))
     path.write_bytes(b"\n".join(lines) + b"\n")
-    found = _outcome(folder, pack, 0)
-    assert found == _outcome(folder, pack, IN_MEMORY)
+    found = backtest_outcome(folder, pack, 0)
+    assert found == backtest_outcome(folder, pack, IN_MEMORY)
     assert "Observation.ndjson:1: not valid JSON" in found
 
 

@@ -13,9 +13,8 @@ import pytest
 
 from benchmarks.population import write_population
 from smartapp.engine import Pack
-from smartapp.rulestools.backtest import BacktestError, report, run_backtest
 
-from .helpers import run_free
+from .helpers import backtest_outcome
 
 IN_MEMORY = 1 << 40  # the reference: the NDJSON read in memory, in one process
 
@@ -24,13 +23,6 @@ IN_MEMORY = 1 << 40  # the reference: the NDJSON read in memory, in one process
 def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Synthea folder as a bulk export, 30 patients."""
     return write_population(tmp_path_factory.mktemp("population") / "ndjson", 30)
-
-
-def _outcome(folder: Path, pack: Pack, in_memory_bytes: int) -> Any:
-    try:
-        return run_free(report(run_backtest(folder, [pack], 1, in_memory_bytes=in_memory_bytes)))
-    except BacktestError as exc:
-        return str(exc)
 
 
 def _with_line(population: Path, tmp_path: Path, change: Any) -> Path:
@@ -55,12 +47,12 @@ def _with_line(population: Path, tmp_path: Path, change: Any) -> Path:
     ],
     ids=["same-line", "same-content", "other-content", "another-patient", "names-two"],
 )
-def test_a_patients_lines_give_the_in_memory_outcome(
+def test_a_patients_lines_give_the_in_memorybacktest_outcome(
     population: Path, pack: Pack, tmp_path: Path, change: Any
 ) -> None:
     folder = _with_line(population, tmp_path, change)
-    assert _outcome(folder, pack, 0) == _outcome(folder, pack, IN_MEMORY)
+    assert backtest_outcome(folder, pack, 0) == backtest_outcome(folder, pack, IN_MEMORY)
 
 
 def test_the_population_gives_the_in_memory_report(population: Path, pack: Pack) -> None:
-    assert _outcome(population, pack, 0) == _outcome(population, pack, IN_MEMORY)
+    assert backtest_outcome(population, pack, 0) == backtest_outcome(population, pack, IN_MEMORY)
