@@ -11,8 +11,9 @@ element of an unexpected shape, nested too deep) is parsed in full, the usual wa
 
 One difference remains, on purpose: in an element this reader skips, a number too large
 for a float (``1e999``) is JSON here but refused by orjson. Such a resource, never read,
-is left out instead of stopping the backtest; read again (a second version of its key),
-it stops it as the usual reading would.
+is left out instead of stopping the backtest (the in-memory reading and Spark, which parse
+every line in full, stop at it); read again (a second version of its key), it stops it as
+the usual reading would.
 """
 
 from __future__ import annotations
