@@ -17,6 +17,7 @@ from benchmarks.population import write_population
 from smartapp.engine import Pack
 from smartapp.engine.chart import coded_in
 from smartapp.engine.chart_stream import ChartStream
+from smartapp.engine.fhir import coding_tuple
 from smartapp.rulestools.backtest_skim import codes_of_head, owners_of_head, read_head
 
 from .helpers import backtest_outcome, run_cli
@@ -182,3 +183,22 @@ def test_a_line_without_an_id_is_named_by_the_command_without_a_traceback(
     assert proc.returncode == 2, proc.stderr
     assert "Observation.ndjson:2: Observation has no id and no usable fullUrl" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        b"",
+        b',"code":null',
+        b',"code":{"text":"h"}',
+        b',"code":{"coding":[]}',
+        b',"code":{"coding":null}',
+        b',"code":{"coding":[{"system":"http://loinc.org","code":"8302-2"}]}',
+        b',"code":{"coding":[{"system":"http://loinc.org"}]}',
+        b',"code":{"coding":[{"system":1,"code":"8302-2"}]}',
+        b',"code":{"coding":[{"code":"x"},{"system":"s","code":"y"},{"system":"t","code":"z"}]}',
+    ],
+)
+def test_a_heads_codes_are_coding_tuple_of_its_code(code: bytes) -> None:
+    line = b'{"resourceType":"Observation","id":"o"' + code + b"}"
+    assert codes_of_head(read_head(line)) == coding_tuple(orjson.loads(line).get("code"))
