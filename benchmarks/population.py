@@ -192,12 +192,13 @@ def run_size(patients: int, engines: list[str], repeat: int = 1) -> dict[str, An
     folder = write_population(CACHE / str(patients), patients)
     size = sum(p.stat().st_size for p in folder.glob("*.ndjson"))
     print(f"{patients} patients: {size / 1e9:.2f} GB of NDJSON in {folder}", file=sys.stderr)
-    floor = [measured([sys.executable, "-c", PARSE, str(folder)])]
+    parse = [sys.executable, "-c", PARSE, str(folder)]
+    floor = [measured(parse)]
     runs: dict[str, list[dict[str, Any]]] = {engine: [] for engine in engines}
     for _ in range(repeat):
         for engine in engines:
             run = _engine_run(folder, engine)
-            floor.append(measured([sys.executable, "-c", PARSE, str(folder)]))
+            floor.append(measured(parse))
             before, after = floor[-2], floor[-1]
             parse_s, parse_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
             run["to_parse"] = round(run["seconds"] / parse_s, 2)

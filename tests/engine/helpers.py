@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,18 @@ def condition(cid: str, system: str, code: str, **extra: Any) -> dict[str, Any]:
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"
 SCT = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+
+
+def with_line(population: Path, tmp_path: Path, name: str, edit: Callable[[bytes], bytes]) -> Path:
+    """A copy of a population with, after the first line of its file ``name``, ``edit`` of
+    that line."""
+    folder = tmp_path / "changed"
+    shutil.copytree(population, folder)
+    path = folder / name
+    lines = path.read_bytes().splitlines()
+    lines.insert(1, edit(lines[0]))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return folder
 
 
 def backtest_outcome(folder: Path, pack: Any, in_memory_bytes: int) -> Any:

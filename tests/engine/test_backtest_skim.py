@@ -20,7 +20,7 @@ from smartapp.engine.chart_stream import ChartStream
 from smartapp.engine.fhir import coding_tuple
 from smartapp.rulestools.backtest_skim import codes_of_head, owners_of_head, read_head
 
-from .helpers import backtest_outcome, run_cli
+from .helpers import backtest_outcome, run_cli, with_line
 
 IN_MEMORY = 1 << 40  # the reference: every line parsed in full by orjson
 
@@ -45,17 +45,6 @@ def skimmed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     monkeypatch.setattr(ChartStream, "add_unread", counted)
     yield keys
-
-
-def _with_text(population: Path, tmp_path: Path, name: str, edit: Callable[[bytes], bytes]) -> Path:
-    """The population with, after the first line of ``name``, ``edit`` of that line."""
-    folder = tmp_path / "changed"
-    shutil.copytree(population, folder)
-    path = folder / name
-    lines = path.read_bytes().splitlines()
-    lines.insert(1, edit(lines[0]))
-    path.write_bytes(b"\n".join(lines) + b"\n")
-    return folder
 
 
 def _new_id(line: bytes) -> bytes:
@@ -124,7 +113,7 @@ def test_most_lines_of_a_population_are_skimmed_and_the_report_is_the_in_memory_
 def test_a_line_skimming_does_not_take_gives_the_in_memorybacktest_outcome(
     population: Path, pack: Pack, tmp_path: Path, name: str, edit: Callable[[bytes], bytes]
 ) -> None:
-    folder = _with_text(population, tmp_path, name, edit)
+    folder = with_line(population, tmp_path, name, edit)
     assert backtest_outcome(folder, pack, 0) == backtest_outcome(folder, pack, IN_MEMORY)
 
 
@@ -133,7 +122,7 @@ def test_a_number_too_large_for_a_float_in_an_unread_element_is_left_out_with_it
 ) -> None:
     """orjson refuses ``1e999``; skimming skips it, and the resource is never read: the
     population's report is the one without that line (the in-memory reading stops)."""
-    folder = _with_text(population, tmp_path, "Observation.ndjson", _other_id_with(b'"x":1e999'))
+    folder = with_line(population, tmp_path, "Observation.ndjson", _other_id_with(b'"x":1e999'))
     assert backtest_outcome(folder, pack, 0) == backtest_outcome(population, pack, 0)
     assert any(key.endswith("-copy") for key in skimmed)
     in_memory = backtest_outcome(folder, pack, IN_MEMORY)
@@ -178,7 +167,7 @@ def test_a_line_without_an_id_is_named_by_the_command_without_a_traceback(
 ) -> None:
     """A resource no chart can take (no id, no fullUrl in NDJSON) was a ChartError that
     left run_backtest as it was: the command printed a traceback."""
-    folder = _with_text(population, tmp_path, "Observation.ndjson", _other_id_with(b'"id":""'))
+    folder = with_line(population, tmp_path, "Observation.ndjson", _other_id_with(b'"id":""'))
     proc = run_cli("backtest", str(folder), "--workers", "2")
     assert proc.returncode == 2, proc.stderr
     assert "Observation.ndjson:2: Observation has no id and no usable fullUrl" in proc.stderr

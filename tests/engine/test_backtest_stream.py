@@ -4,7 +4,6 @@ in-memory reading's, whatever a patient's lines hold twice or whoever they name.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 from benchmarks.population import write_population
 from smartapp.engine import Pack
 
-from .helpers import backtest_outcome
+from .helpers import backtest_outcome, with_line
 
 IN_MEMORY = 1 << 40  # the reference: the NDJSON read in memory, in one process
 
@@ -27,13 +26,12 @@ def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _with_line(population: Path, tmp_path: Path, change: Any) -> Path:
     """The population with a line after the first Observation: ``change(first)``."""
-    folder = tmp_path / "changed"
-    shutil.copytree(population, folder)
-    path = folder / "Observation.ndjson"
-    lines = path.read_bytes().splitlines()
-    lines.insert(1, orjson.dumps(change(orjson.loads(lines[0]))))
-    path.write_bytes(b"\n".join(lines) + b"\n")
-    return folder
+    return with_line(
+        population,
+        tmp_path,
+        "Observation.ndjson",
+        lambda line: orjson.dumps(change(orjson.loads(line))),
+    )
 
 
 @pytest.mark.parametrize(
