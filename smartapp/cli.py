@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import yaml
 
+from smartapp import quick_exit
 from smartapp.config import INSTANCE_ENV, REPO_ROOT, resolve_instance_path
 
 DEMO_STAFF_SECRET = "handoff-staff-demo-secret"  # demo only: the sandbox's staff client
@@ -489,7 +490,13 @@ def main() -> None:
     _mount_rules()
     _mount_audit()
     _mount_partners()
-    cli(prog_name="handoff")
+    quick_exit.clear()
+    try:
+        cli(prog_name="handoff")
+    except SystemExit as exc:  # click ends every command with it, success too
+        if quick_exit.requested():
+            quick_exit.leave(exc.code)
+        raise
 
 
 if __name__ == "__main__":

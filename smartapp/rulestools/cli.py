@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 import click
 from pydantic import ValidationError
 
+from smartapp import quick_exit
 from smartapp.engine import (
     Chart,
     ChartError,
@@ -383,10 +384,10 @@ def backtest_command(
         no_gc,
         render_text,
         report,
+        report_text,
         run_backtest,
     )
     from smartapp.rulestools.backtest_progress import Progress
-    from smartapp.rulestools.backtest_report import report_json
 
     if engine == "single" and master is not None:
         _fail("error: --master is for --engine spark")
@@ -405,7 +406,8 @@ def backtest_command(
 
             result = run_spark_backtest(path, packs, master or DEFAULT_MASTER, **hooks)
         else:
-            result = run_backtest(path, packs, workers, **hooks)
+            # the report is all this command shows: each visit summed up where it is replayed
+            result = run_backtest(path, packs, workers, keep_visits=False, **hooks)
     except BacktestError as exc:
         if bar:
             bar.finish()
@@ -413,9 +415,14 @@ def backtest_command(
     if bar:
         bar.finish()
     with no_gc():  # the report is acyclic: the collector would only rescan it
-        data = report(result)
-        text = report_json(data) if as_json else render_text(data, time.perf_counter() - started)
+        if as_json:
+            text = report_text(result)
+        else:
+            text = render_text(report(result), time.perf_counter() - started)
     click.echo(text)
+    # A population's result is millions of objects: freeing them one by one, and the
+    # collector's last pass over them, took seconds after the report was out.
+    quick_exit.request()
 
 
 @rules.command("schema")

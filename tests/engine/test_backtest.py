@@ -365,7 +365,7 @@ def test_workers_2_equals_workers_1(charts: Path, tmp_path: Path, pack: Pack) ->
     assert a == b
 
 
-def _cows_pack(tmp_path: Path, threshold: int) -> Path:
+def cows_pack(tmp_path: Path, threshold: int) -> Path:
     """The default pack with another COWS threshold, beside the default value sets."""
     text = (RULES / "packs" / "default.yaml").read_text()
     assert "  cows_threshold: 8\n" in text
@@ -382,7 +382,7 @@ def _cows_pack(tmp_path: Path, threshold: int) -> Path:
 
 def test_compare_lists_exactly_the_visits_that_differ(charts: Path, tmp_path: Path) -> None:
     """COWS >= 5: a1 (COWS 6) becomes an ED induction; b3 (COWS 4) does not change."""
-    other = _cows_pack(tmp_path, 5)
+    other = cows_pack(tmp_path, 5)
     data = _cli_json(str(charts), "--compare", str(other))
     compare = data["compare"]
     assert compare["version"] == "2.0.0-cows5"
@@ -651,7 +651,7 @@ def test_an_open_visit_is_replayed_until_its_last_change(pack: Pack) -> None:
 def test_cows_threshold_change_shows_on_the_public_charts(tmp_path: Path, pack: Pack) -> None:
     """COWS 12 instead of 8: exactly the scenarios with a COWS of 8 to 11 this visit change
     from ED induction to home initiation, each from the moment the COWS was recorded."""
-    other = load_pack(_cows_pack(tmp_path, 12), RULES / "valuesets")
+    other = load_pack(cows_pack(tmp_path, 12), RULES / "valuesets")
     data = report(run_backtest(SCENARIOS, [pack, other], workers=1))
     diffs = data["compare"]["differences"]
     assert {d["visit"] for d in diffs} == {"P01-enc", "P08-enc", "P25-enc"}
@@ -684,7 +684,7 @@ def test_cows_threshold_change_on_synthea(tmp_path: Path, pack: Pack) -> None:
     """Synthea records no COWS: a threshold change alone changes nothing there. With a COWS
     of 10 added mid-visit to a Synthea opioid-abuse patient's ED visit (a fixture), COWS 11
     instead of 8 changes exactly that visit, from that moment."""
-    other = load_pack(_cows_pack(tmp_path, 11), RULES / "valuesets")
+    other = load_pack(cows_pack(tmp_path, 11), RULES / "valuesets")
     plain = report(run_backtest(SYNTHEA, [pack, other], workers=2))
     assert plain["compare"]["differences"] == []
     visit, path = _synthea_abuse_visit(pack)
