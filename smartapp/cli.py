@@ -490,13 +490,7 @@ def main() -> None:
     _mount_rules()
     _mount_audit()
     _mount_partners()
-    quick_exit.clear()
-    try:
-        cli(prog_name="handoff")
-    except SystemExit as exc:  # click ends every command with it, success too
-        if quick_exit.requested():
-            quick_exit.leave(exc.code)
-        raise
+    quick_exit.run(lambda: cli(prog_name="handoff"))
 
 
 if __name__ == "__main__":
