@@ -22,7 +22,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from gunicorn.glogging import Logger
+from gunicorn.glogging import Logger, SafeAtoms
 
 from smartapp.web.logs import JsonFormatter, redact_query
 
@@ -39,17 +39,48 @@ access_log_format = (
 QUERY_ATOMS = frozenset({"q", "{query_string}e"})
 
 
+class RedactedAtoms(SafeAtoms):
+    """The atoms of one access line, each made safe when the format names it: a query cut
+    (the query atoms: `…` outright), quotes escaped as gunicorn's SafeAtoms escapes them.
+    A request has some sixty atoms (every header and environ value) and a format names about
+    a dozen: cutting and escaping them all, then again in the access logger's filter
+    (smartapp.web.logs, which leaves a mapping that `redacts_on_read` alone), was a visible
+    part of serving a request."""
+
+    redacts_on_read = True
+
+    def __init__(self, atoms: dict) -> None:
+        dict.__init__(self, atoms)  # as they are: each is made safe when it is read
+
+    def __getitem__(self, key: str):
+        value = SafeAtoms.__getitem__(self, key)  # headers in any case; '-' when absent
+        if (key.lower() if key.startswith("{") else key) in QUERY_ATOMS:
+            return "…" if value else value
+        if isinstance(value, str):
+            return redact_query(value).replace('"', '\\"')
+        return value
+
+    # Whatever else reads the mapping (another filter or handler, logging's report of a line
+    # it could not format) sees the values as the format does.
+    def get(self, key: str, default=None):
+        return self[key] if key in self else default  # noqa: SIM401 (self.get is this)
+
+    def items(self):  # type: ignore[override]
+        return [(key, self[key]) for key in self]
+
+    def values(self):  # type: ignore[override]
+        return [self[key] for key in self]
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+    __str__ = __repr__
+
+
 class QueryRedactingLogger(Logger):
     """Gunicorn's logger whose access-log atoms carry no query string."""
 
-    def atoms(self, resp, req, environ, request_time) -> dict:
-        atoms = super().atoms(resp, req, environ, request_time)
-        return {
-            name: ("…" if value else value)
-            if name in QUERY_ATOMS
-            else (redact_query(value) if isinstance(value, str) else value)
-            for name, value in atoms.items()
-        }
+    atoms_wrapper_class = RedactedAtoms
 
     def setup(self, cfg) -> None:
         super().setup(cfg)

@@ -35,6 +35,8 @@ class RedactQueryStrings(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and record.args:
             record.args = tuple(redact_query(a) if isinstance(a, str) else a for a in record.args)
+        elif getattr(record.args, "redacts_on_read", False):
+            pass  # Handoff's gunicorn atoms (gunicorn_conf.RedactedAtoms) cut as they are read
         elif isinstance(record.args, MutableMapping) and record.args:
             # In place: gunicorn's mapping answers '-' for atoms a format names but lacks.
             for key, value in list(record.args.items()):
