@@ -65,10 +65,10 @@ class RedactedAtoms(SafeAtoms):
     def get(self, key: str, default=None):
         return self[key] if key in self else default  # noqa: SIM401 (self.get is this)
 
-    def items(self):  # type: ignore[override]
+    def items(self):
         return [(key, self[key]) for key in self]
 
-    def values(self):  # type: ignore[override]
+    def values(self):
         return [self[key] for key in self]
 
     def __repr__(self) -> str:
