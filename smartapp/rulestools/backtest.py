@@ -159,10 +159,15 @@ def _task(task: tuple[str, Any]) -> PatientOutcome:
     collector's first run would scan the whole parsed file, still alive."""
     with no_gc():
         out = _work(task)
-        if _SUMMARIZE[0]:
-            out.summaries = [summarize(r) for r in out.visits]
-            out.visits = []
-        return out
+        return summed_up(out) if _SUMMARIZE[0] else out
+
+
+def summed_up(out: PatientOutcome) -> PatientOutcome:
+    """``out`` with its visits replaced by their summaries (what the report needs of them,
+    ``backtest_summary``): made where they were replayed, sent in their place."""
+    out.summaries.extend(summarize(r) for r in out.visits)
+    out.visits = []
+    return out
 
 
 def _work(task: tuple[str, Any]) -> PatientOutcome:
@@ -292,12 +297,9 @@ def run_backtest(
                 mode += 1
             except ChartError as exc:  # a resource no chart can take (NDJSON: no id)
                 raise BacktestError(str(exc)) from None  # its message names file and line
-        found = collect(path, packs, outcomes, len(bundles), len(ndjson), used)
-        if not keep_visits:
-            found.summaries = sorted(
-                (s for o in outcomes for s in o.summaries), key=lambda s: s.order
-            )
-        return found
+        return collect(
+            path, packs, outcomes, len(bundles), len(ndjson), used, summarized=not keep_visits
+        )
 
 
 def _run_tasks(
@@ -366,13 +368,20 @@ def collect(
     bundle_files: int,
     ndjson_files: int,
     workers: int,
+    summarized: bool = False,
 ) -> Backtest:
-    """The backtest from every task's outcome, in whatever order they ended."""
+    """The backtest from every task's outcome, in whatever order they ended; ``summarized``:
+    only the visits' summaries are kept (``visits`` is empty), those the tasks sent and
+    those of any visit a task sent whole."""
     outcomes.sort(key=lambda o: o.source)  # workers finish in any order
     skipped_files = [(o.source, o.not_fhir) for o in outcomes if o.not_fhir]
     if len(skipped_files) == bundle_files and not ndjson_files:
         names = "; ".join(f"skipped {name} ({why})" for name, why in skipped_files)
         raise BacktestError(f"{path}: no FHIR bundles (*.json) or NDJSON files: {names}")
+    summaries = None
+    if summarized:
+        summaries = [s for o in outcomes for s in summed_up(o).summaries]
+        summaries.sort(key=lambda s: s.order)
     visits = [v for o in outcomes for v in o.visits]
     visits.sort(key=lambda r: (r.visit.time, r.patient or "", r.visit.key))
     return Backtest(
@@ -385,6 +394,7 @@ def collect(
         skipped=sum(o.skipped for o in outcomes),
         visits=visits,
         skipped_files=skipped_files,
+        summaries=summaries,
     )
 
 

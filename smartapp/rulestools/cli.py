@@ -404,7 +404,9 @@ def backtest_command(
         if engine == "spark":
             from smartapp.rulestools.spark_backtest import DEFAULT_MASTER, run_spark_backtest
 
-            result = run_spark_backtest(path, packs, master or DEFAULT_MASTER, **hooks)
+            result = run_spark_backtest(
+                path, packs, master or DEFAULT_MASTER, keep_visits=False, **hooks
+            )
         else:
             # the report is all this command shows: each visit summed up where it is replayed
             result = run_backtest(path, packs, workers, keep_visits=False, **hooks)

@@ -60,9 +60,11 @@ def run_spark_backtest(
     progress: Callable[[int], None] | None = None,
     on_tasks: OnTasks | None = None,
     partitions: int | None = None,
+    keep_visits: bool = True,
 ) -> Backtest:
     """Replay every ED visit under ``path`` on Spark; the same Backtest as run_backtest
-    (``workers``: Spark's default parallelism). Uses the active SparkContext if there is
+    (``workers``: Spark's default parallelism; without ``keep_visits``, the executors send
+    each visit's summary, not its timelines). Uses the active SparkContext if there is
     one (and leaves it running), else starts one on ``master`` and stops it at the end.
     Raises BacktestError naming the file (and line) on unreadable or malformed input."""
     packs = list(packs)
@@ -71,9 +73,10 @@ def run_spark_backtest(
     try:
         with _watch(sc, progress, on_tasks) as phase:
             shared = sc.broadcast(packs)
-            outcomes = _bundles(sc, bundles, shared, phase) if bundles else []
+            summarize = not keep_visits
+            outcomes = _bundles(sc, bundles, shared, phase, summarize) if bundles else []
             if ndjson:
-                outcomes += _ndjson(sc, ndjson, shared, phase, partitions)
+                outcomes += _ndjson(sc, ndjson, (shared, summarize), phase, partitions)
         errors = sorted(str(o.not_fhir) for o in outcomes if o.source == _ERROR)
         if errors:
             raise BacktestError(numbered(errors[0], ndjson))
@@ -85,7 +88,9 @@ def run_spark_backtest(
     finally:
         if started:
             sc.stop()
-    return collect(path, packs, outcomes, len(bundles), len(ndjson), workers)
+    return collect(
+        path, packs, outcomes, len(bundles), len(ndjson), workers, summarized=not keep_visits
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -196,20 +201,23 @@ def _watch(
 # the jobs (their functions run on the executors)
 
 
-def _bundles(sc: Any, bundles: list[Path], packs: Any, phase: Callable[[str], None]) -> list:
-    """One task per bundle file, largest first."""
+def _bundles(
+    sc: Any, bundles: list[Path], packs: Any, phase: Callable[[str], None], summarize: bool
+) -> list:
+    """One task per bundle file, largest first (``summarize``: each visit sent summed up)."""
     paths = [str(p) for p in sorted(bundles, key=lambda p: -p.stat().st_size)]
     slices = min(len(paths), sc.defaultParallelism * 4)
     phase("replaying ED visits of bundles")
-    return sc.parallelize(paths, slices).map(lambda p: _bundle(p, packs)).collect()
+    return sc.parallelize(paths, slices).map(lambda p: _bundle(p, packs, summarize)).collect()
 
 
-def _bundle(path: str, packs: Any) -> PatientOutcome:
+def _bundle(path: str, packs: Any, summarize: bool) -> PatientOutcome:
     _ensure(packs)
     try:
-        return backtest._task(("bundle", path))
+        out = backtest._task(("bundle", path))
     except BacktestError as exc:
         return PatientOutcome(source=_ERROR, not_fhir=str(exc))
+    return backtest.summed_up(out) if summarize else out
 
 
 _LOADED: dict[str, int] = {}
@@ -226,11 +234,13 @@ def _ensure(packs: Any) -> None:
 def _ndjson(
     sc: Any,
     paths: list[Path],
-    packs: Any,
+    given: tuple[Any, bool],
     phase: Callable[[str], None],
     partitions: int | None,
 ) -> list[PatientOutcome]:
-    """Key every line by its patient, shuffle whole patients together, check, replay."""
+    """Key every line by its patient, shuffle whole patients together, check, replay;
+    ``given``: the packs' broadcast, and whether each visit is sent summed up."""
+    packs, summarize = given
     phase("grouping NDJSON by patient")
     lines = [
         sc.newAPIHadoopFile(p.resolve().as_uri(), _TEXT, _OFFSET, _LINE).flatMap(_keyer(index))
@@ -255,7 +265,9 @@ def _ndjson(
             backtest._KEEP.clear()
     medications = sc.broadcast(sorted(r for s in summaries for r in s["shared"]))
     phase("replaying ED visits")
-    return shuffled.mapPartitions(lambda rows: _replay(rows, packs, medications, names)).collect()
+    return shuffled.mapPartitions(
+        lambda rows: _replay(rows, (packs, summarize), medications, names)
+    ).collect()
 
 
 def _keyer(index: int) -> Callable[[tuple[int, str]], list[tuple[str, Any]]]:
@@ -303,9 +315,11 @@ def _parsed(names: list[str], index: int, offset: int, line: str) -> ChartItem:
 
 
 def _replay(
-    rows: Iterable[tuple[str, Any]], packs: Any, medications: Any, names: list[str]
+    rows: Iterable[tuple[str, Any]], given: tuple[Any, bool], medications: Any, names: list[str]
 ) -> list[PatientOutcome]:
-    """A partition's patients, each chart in file and line order, replayed as one task."""
+    """A partition's patients, each chart in file and line order, replayed as one task
+    (``given``: the packs' broadcast, and whether each visit is sent summed up)."""
+    packs, summarize = given
     _ensure(packs)
     by_patient: dict[str, list[tuple[int, int, str]]] = {}
     for key, row in rows:
@@ -318,6 +332,7 @@ def _replay(
         groups.append([*(_parsed(names, *row) for row in found), *shared])
     try:
         with backtest.no_gc():
-            return [backtest._replay_groups(groups, backtest._KEEP[0])]
+            out = backtest._replay_groups(groups, backtest._KEEP[0])
+            return [backtest.summed_up(out) if summarize else out]
     except BacktestError as exc:
         return [PatientOutcome(source=_ERROR, not_fhir=str(exc))]

@@ -24,7 +24,7 @@ import pytest
 from benchmarks.population import write_population
 from smartapp.engine import Pack
 from smartapp.rulestools import backtest_ndjson
-from smartapp.rulestools.backtest import BacktestError, report, run_backtest
+from smartapp.rulestools.backtest import BacktestError, report, report_text, run_backtest
 from smartapp.rulestools.backtest_progress import Progress
 
 from .helpers import SYNTHEA, run_cli, run_free
@@ -183,6 +183,9 @@ def test_spark_gives_the_same_report_on_ndjson_and_gzip(
     assert sum(done) > 0
     folder = _gzipped(population, tmp_path / "gz")
     assert _same(run_spark_backtest(folder, [pack])) == expected
+    # the executors send each visit summed up, as the command line asks
+    summed = run_spark_backtest(population, [pack], keep_visits=False)
+    assert summed.visits == [] and summed.summaries and _same(summed) == expected
 
 
 @pytest.mark.slow
@@ -196,6 +199,9 @@ def test_spark_gives_the_same_report_on_bundles_with_a_compared_pack(
     single = _same(run_backtest(SYNTHEA, packs, workers=2))
     assert single["compare"]["differences"]
     assert _same(run_spark_backtest(SYNTHEA, packs)) == single
+    summed = run_spark_backtest(SYNTHEA, packs, keep_visits=False)
+    assert summed.visits == [] and _same(summed) == single
+    assert report_text(summed) == report_text(run_backtest(SYNTHEA, packs, workers=2))
 
 
 @pytest.mark.slow
