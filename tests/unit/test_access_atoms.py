@@ -11,13 +11,22 @@ from types import SimpleNamespace
 
 import pytest
 
-from smartapp.web.gunicorn_conf import RedactedAtoms
 from smartapp.web.logs import JsonFormatter, RedactQueryStrings
 
 SECRET = "code=CODE-d41d8cd98f00"
 
 
-def _atoms() -> RedactedAtoms:
+@pytest.fixture(autouse=True)
+def _metrics_folder_kept_out(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """gunicorn_conf, imported, sets PROMETHEUS_MULTIPROC_DIR where it is not set (for
+    gunicorn's workers): here it finds one set for the test and undone after, so the test
+    process's own metrics (tests/ops) stay in this process, not in files."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+
+def _atoms() -> dict:
+    from smartapp.web.gunicorn_conf import RedactedAtoms
+
     environ = {
         "REQUEST_METHOD": "GET",
         "RAW_URI": f"/callback?{SECRET}",
