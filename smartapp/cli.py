@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 import yaml
 
-from smartapp import quick_exit
 from smartapp.config import INSTANCE_ENV, REPO_ROOT, resolve_instance_path
 
 DEMO_STAFF_SECRET = "handoff-staff-demo-secret"  # demo only: the sandbox's staff client
@@ -490,7 +489,7 @@ def main() -> None:
     _mount_rules()
     _mount_audit()
     _mount_partners()
-    quick_exit.run(lambda: cli(prog_name="handoff"))
+    cli(prog_name="handoff")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ from typing import Any, NoReturn
 import click
 from pydantic import ValidationError
 
-from smartapp import quick_exit
 from smartapp.engine import (
     Chart,
     ChartError,
@@ -422,9 +421,6 @@ def backtest_command(
         else:
             text = render_text(report(result), time.perf_counter() - started)
     click.echo(text)
-    # A population's result is millions of objects: freeing them one by one, and the
-    # collector's last pass over them, took seconds after the report was out.
-    quick_exit.request()
 
 
 @rules.command("schema")

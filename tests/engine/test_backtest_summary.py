@@ -1,5 +1,4 @@
-"""The backtest's report made from each visit's summary (made where the visit was replayed),
-and the console script's quick exit after a backtest.
+"""The backtest's report made from each visit's summary (made where the visit was replayed).
 
 The command line's run keeps no replayed visit: its workers send each visit's summary, the
 report is counted from them and its JSON joins the entries they hold as text. These tests
@@ -10,8 +9,6 @@ the text to what the standard encoder writes for the whole report (the documente
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,7 @@ from smartapp.engine import Pack, load_pack
 from smartapp.rulestools.backtest import Backtest, report, report_text, run_backtest
 from smartapp.rulestools.backtest_summary import json_at, report_json
 
-from .helpers import REPO, RULES
+from .helpers import RULES
 from .test_backtest import cows_pack, write_bundles, write_ndjson
 
 
@@ -92,44 +89,3 @@ def test_json_at_a_depth_is_the_standard_encoders_text_there(value: object) -> N
         '{\n  "outer": {\n    "list": [\n      ' + inner + "\n    ]\n  }\n}"
     )
     assert report_json(value) == json.dumps(value, indent=2)
-
-
-_WATCHED = """
-import atexit, sys
-atexit.register(lambda: sys.stderr.write("TEARDOWN\\n"))
-sys.argv = ["handoff", *sys.argv[1:]]
-from smartapp.cli import main
-main()
-"""
-
-
-def _console(*args: str) -> subprocess.CompletedProcess[str]:
-    """The console script's `main` with an exit handler that says when it runs."""
-    return subprocess.run(
-        [sys.executable, "-c", _WATCHED, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def test_console_script_ends_without_teardown_after_a_backtest(tmp_path: Path, pack: Pack) -> None:
-    """The report is whole on a pipe (flushed), the status is 0, and the teardown (here: an
-    exit handler) is skipped; a command that does not ask, or fails, ends as usual."""
-    folder = write_bundles(tmp_path / "charts")
-    done = _console("rules", "backtest", str(folder), "--json", "--workers", "1")
-    assert done.returncode == 0, done.stderr
-    assert "TEARDOWN" not in done.stderr
-    data = json.loads(done.stdout)
-    data["workers"] = 1
-    assert data == report(run_backtest(folder, [pack], 1))
-    text = _console("rules", "backtest", str(folder), "--workers", "1")
-    assert text.returncode == 0 and "TEARDOWN" not in text.stderr
-    assert "patients 3 read, 3 with ED visits" in text.stdout
-    assert "visits   7 ED visits replayed" in text.stdout
-    failed = _console("rules", "backtest", str(tmp_path / "missing"))
-    assert failed.returncode == 2 and "TEARDOWN" in failed.stderr
-    other = _console("rules", "check")
-    assert other.returncode == 0, other.stderr
-    assert "TEARDOWN" in other.stderr
