@@ -65,7 +65,7 @@ from smartapp.rulestools.backtest_report import (
     report_text,
     withheld_difference,
 )
-from smartapp.rulestools.backtest_summary import VisitSummary, summarize
+from smartapp.rulestools.backtest_summary import VisitSummary, report_order, summarize
 
 __all__ = [
     "BUNDLE_SUFFIXES",
@@ -383,7 +383,7 @@ def collect(
         summaries = [s for o in outcomes for s in summed_up(o).summaries]
         summaries.sort(key=lambda s: s.order)
     visits = [v for o in outcomes for v in o.visits]
-    visits.sort(key=lambda r: (r.visit.time, r.patient or "", r.visit.key))
+    visits.sort(key=report_order)
     return Backtest(
         path=path,
         packs=packs,

@@ -14,6 +14,8 @@ import orjson
 
 from smartapp.engine import Pack
 from smartapp.rulestools.backtest_summary import (
+    DIFFERENCE_DEPTH,
+    PER_VISIT_DEPTH,
     Counted,
     During,
     VisitSummary,
@@ -39,10 +41,10 @@ __all__ = [
 
 def summaries(result: Backtest) -> list[VisitSummary]:
     """The visits' summaries in the report's order (replay time, patient, visit): as the
-    workers made them, else made from the replayed visits (and kept on ``result``)."""
+    workers made them, else made from the replayed visits (and kept on ``result``), which
+    ``collect`` put in that order already."""
     if result.summaries is None:
         result.summaries = [summarize(r) for r in result.visits]
-        result.summaries.sort(key=lambda s: s.order)
     return result.summaries
 
 
@@ -171,28 +173,29 @@ def report_text(result: Backtest) -> str:
     their summaries hold them (not read back and written again)."""
     text = report_json(_frame(result))
     visits = summaries(result)
-    text = _spliced(text, '\n  "per_visit": []', [v.entry for v in visits], 1)
+    text = _spliced(text, "per_visit", [v.entry for v in visits], PER_VISIT_DEPTH)
     if len(result.packs) > 1:
         found = [v.difference for v in visits if v.difference is not None]
-        text = _spliced(text, '\n    "differences": []', found, 2)
+        text = _spliced(text, "differences", found, DIFFERENCE_DEPTH)
     return text
 
 
-def _spliced(text: str, empty: str, entries: list[str], depth: int) -> str:
-    """``text`` with the empty list that ends ``empty`` (a member at ``depth``: its key at
-    the start of a line, quoted as only a key can be, so it is found once) holding
-    ``entries`` (JSON text written at their depth, one level deeper)."""
+def _spliced(text: str, key: str, entries: list[str], depth: int) -> str:
+    """``text`` with the empty list of member ``key`` holding ``entries`` (JSON text
+    written at ``depth``, the list's members' depth). The member is found once: its key at
+    the start of a line indented one level less, quoted as only a key can be."""
     if not entries:
         return text
-    at = text.index(empty) + len(empty) - 2
-    inner = "\n" + "  " * (depth + 1)
+    member = "\n" + "  " * (depth - 1) + f'"{key}": []'
+    at = text.index(member) + len(member) - 2
+    inner = "\n" + "  " * depth
     return (
         text[:at]
         + "["
         + inner
         + ("," + inner).join(entries)
         + "\n"
-        + "  " * depth
+        + "  " * (depth - 1)
         + "]"
         + text[at + 2 :]
     )

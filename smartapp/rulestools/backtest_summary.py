@@ -54,12 +54,17 @@ class VisitSummary(NamedTuple):
     difference: str | None  # its ``differences`` entry (two packs that differ), likewise
 
 
+def report_order(replayed: Replayed) -> tuple[datetime, str, str]:
+    """Where a visit comes in the report: by replay time, then patient, then visit key."""
+    return replayed.visit.time, replayed.patient or "", replayed.visit.key
+
+
 def summarize(replayed: Replayed) -> VisitSummary:
     """The summary of a replayed visit (pure)."""
     visit = replayed.visit
     found = first_difference(*replayed.timelines) if len(replayed.timelines) > 1 else None
     return VisitSummary(
-        order=(visit.time, replayed.patient or "", visit.key),
+        order=report_order(replayed),
         patient=replayed.patient,
         year=visit.time.year,
         at_replay=tuple(
