@@ -84,3 +84,28 @@ def test_a_line_as_logged_carries_no_query(fmt: str, capsys: pytest.CaptureFixtu
         assert "GET /callback?… HTTP/1.1" in written
     else:  # logging's report names the arguments: as read
         assert "Arguments: {" in written and "/callback?…" in written
+
+
+def test_a_worker_freezes_what_the_loaded_app_holds(tmp_path) -> None:
+    """gunicorn calls `post_worker_init` once the worker has loaded the app: the objects it
+    holds then leave the collector's view (gc.freeze), so full collections stop walking
+    them. Run in a child process: freezing this test process would change every test."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import gc\n"
+        "from gunicorn.config import Config\n"
+        "from smartapp.web import gunicorn_conf\n"
+        "config = Config()\n"
+        "config.set('post_worker_init', gunicorn_conf.post_worker_init)\n"  # gunicorn's check
+        "assert gc.get_freeze_count() == 0\n"
+        "config.post_worker_init(None)\n"
+        "print(gc.get_freeze_count())\n"
+    )
+    env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert int(run.stdout) > 10_000  # what the imports made (the app adds some 100k more)
