@@ -318,13 +318,15 @@ def sign(
     form: forms.SignForm,
     settings: ScreenSettings,
     now: datetime,
+    lease_for: str | None = None,
 ) -> SignResult:
     """Sign the decisions on what was shown for the launch (`context.shown`): check them,
     build the referral and its write plan, and submit it to the outbox (which logs the
     decision). A visit signed already (`existing`, read with the context; another window or
     launch, or a race the submit finds) is not signed again: the result says by whom, and
     which of these choices were not sent. Raises NothingShown when nothing was shown for the
-    launch yet."""
+    launch yet. `lease_for`: the caller delivers the new referral at once under this lease
+    owner (`outbox.submit`)."""
     shown = context.shown
     if not shown:
         raise NothingShown("Nothing was shown yet for this launch. Reload the page.")
@@ -339,7 +341,7 @@ def sign(
         return SignResult("invalid", choices, errors=errors)
     program = chosen_program(services, form)
     signed = signed_decision(services, context, shown, decisions, form.mode, program, now)
-    referral, created = submit(services, context, shown, signed, settings, decisions)
+    referral, created = submit(services, context, shown, signed, settings, decisions, lease_for)
     if not created:  # another window signed the visit between our check and our submit
         return after_signed(services, context, shown, referral, form, choices)
     if referral.status == "held":
@@ -432,8 +434,10 @@ def submit(
     signed: writeback.SignedReferral,
     settings: ScreenSettings,
     decisions: list[writeback.ItemDecision],
+    lease_for: str | None = None,
 ) -> tuple[Referral, bool]:
-    """Plan the referral's writes and store it in the outbox: (row, created)."""
+    """Plan the referral's writes and store it in the outbox: (row, created); `lease_for` as
+    `outbox.submit` takes it."""
     plan = write_plan(services, context, signed, settings.identifier_system)
     return outbox.submit(
         services.db,
@@ -445,6 +449,7 @@ def submit(
         user_ref=context.user_ref,
         decision=forms.decision_record(shown, signed.consult_mode, signed.program, decisions),
         plan=plan,
+        lease_for=lease_for,
     )
 
 

@@ -211,7 +211,9 @@ def sign(context_id: str):
         abort(400, description="Nothing was shown yet for this launch. Reload the page.")
     form = parse_form(request.form, shown)
     now = datetime.now(UTC)
-    result = service.sign(current_services(), context, existing, form, settings(), now)
+    # The new referral is stored with the delivery's lease taken (one transaction, not two).
+    owner = outbox.new_lease_owner()
+    result = service.sign(current_services(), context, existing, form, settings(), now, owner)
     if result.outcome == "invalid":
         return unsigned_page(context, shown, result.errors, result.choices), 422
     if result.outcome == "conflict":
@@ -220,18 +222,21 @@ def sign(context_id: str):
     if result.outcome == "signed" and referral is not None and referral.status == "queued":
         # Wait a bounded time for the write; a slow EHR gets "queued, writing" and the page
         # follows the delivery, which goes on beside the request (and in the outbox worker).
-        delivery = deliver_in_background(referral.id)
+        delivery = deliver_in_background(referral.id, leased_by=owner)
         delivery.join(current_app.config["SIGN_WAIT_SECONDS"])
         if delivery.is_alive():
             log.info("sign answered before the write landed: referral=%s", referral.id[:8])
     return redirect(url_for("screen.show", context_id=context.id))
 
 
-def deliver_in_background(referral_id: str, what: str = "sign") -> threading.Thread:
+def deliver_in_background(
+    referral_id: str, what: str = "sign", leased_by: str | None = None
+) -> threading.Thread:
     """Start the referral's first write in a thread of its own (under the outbox's lease, so
     no worker writes it at the same time), which logs under this request's id; if this process
     dies, the lease runs out and the outbox worker takes over. `what`: the step that wrote
-    (Sign, an amendment), for the thread's name and log line."""
+    (Sign, an amendment), for the thread's name and log line; `leased_by`: the lease's owner
+    where the row was stored with it taken (else the delivery claims it)."""
     # The app behind the proxy, for the thread (mypy types `current_app` as the Flask app
     # itself, not as the proxy that has this method).
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -239,7 +244,13 @@ def deliver_in_background(referral_id: str, what: str = "sign") -> threading.Thr
     def run() -> None:
         with app.app_context():
             try:
-                outbox.deliver(current_services().db, referral_id, client_for_referral)
+                outbox.deliver(
+                    current_services().db,
+                    referral_id,
+                    client_for_referral,
+                    owner=leased_by,
+                    leased=leased_by is not None,
+                )
             except Exception:  # it stays queued; the outbox worker retries it
                 log.exception("%s delivery crashed: referral=%s", what, referral_id[:8])
 

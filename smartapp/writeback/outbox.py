@@ -103,9 +103,12 @@ def submit(
     user_ref: str | None,
     decision: dict,
     plan: WritePlan | dict[str, Any],
+    lease_for: str | None = None,
 ) -> tuple[Referral, bool]:
     """Store the signed referral; returns (row, created). An existing row for the visit wins.
-    `plan` is typed or its stored form (both are checked by parsing)."""
+    `plan` is typed or its stored form (both are checked by parsing). `lease_for`: the owner
+    that delivers the row at once (`deliver(..., leased=True)`): a queued row is stored with
+    its lease taken, in the same transaction, instead of claimed by a second one."""
     try:
         with db.session() as session:
             referral = submit_in(
@@ -118,6 +121,7 @@ def submit(
                 user_ref=user_ref,
                 decision=decision,
                 plan=plan,
+                lease_for=lease_for,
             )
         return referral, True
     except IntegrityError:
@@ -138,11 +142,14 @@ def submit_in(
     user_ref: str | None,
     decision: dict,
     plan: WritePlan | dict[str, Any],
+    lease_for: str | None = None,
 ) -> Referral:
     """`submit` in the caller's unit of work (an amendment after Sign stores its new referral
     together with the amendment's log event): the row and its `decision` event, flushed (an
     IntegrityError for a visit key stored already)."""
     typed = as_plan(plan)
+    now = utcnow()
+    queued = typed.has_rest_writes
     referral = Referral(
         id=secrets.token_hex(16),
         visit_key=visit_key,
@@ -152,9 +159,12 @@ def submit_in(
         encounter_id=encounter_id,
         user_ref=user_ref,
         decision=decision,
-        status="queued" if typed.has_rest_writes else "held",
-        next_attempt_at=utcnow(),
+        status="queued" if queued else "held",
+        next_attempt_at=now,
     )
+    if lease_for is not None and queued:
+        referral.lease_owner = lease_for
+        referral.lease_until = now + LEASE
     store_plan(referral, typed)
     session.add(referral)
     session.flush()
@@ -255,6 +265,11 @@ def due(db: Database, now: datetime | None = None, limit: int = 20) -> list[str]
         return list(session.scalars(query))
 
 
+def new_lease_owner() -> str:
+    """A name for one delivery's lease."""
+    return secrets.token_hex(8)
+
+
 def claimed(
     db: Database, referral_id: str, owner: str, now: datetime | None = None
 ) -> Referral | None:
@@ -285,11 +300,20 @@ def deliver(
     client_for: ClientFor,
     owner: str | None = None,
     confirm_wait: float | None = None,
+    leased: bool = False,
 ) -> Referral | None:
     """One attempt at every pending write of the referral, under a lease. `confirm_wait`:
-    seconds a create that got no answer in time may still land (CONFIRM_WAIT_SECONDS)."""
-    owner = owner or secrets.token_hex(8)
-    referral = claimed(db, referral_id, owner)
+    seconds a create that got no answer in time may still land (CONFIRM_WAIT_SECONDS).
+    `leased`: `owner` took the lease when it stored the row (`submit(..., lease_for=owner)`),
+    so the row is read, not claimed (no write transaction of its own)."""
+    if leased and owner is None:
+        raise ValueError("a leased delivery names the lease's owner")
+    owner = owner or new_lease_owner()
+    if leased:
+        with db.engine.connect() as connection:
+            referral = rows.leased(connection, referral_id, owner)
+    else:
+        referral = claimed(db, referral_id, owner)
     if referral is None:
         return get(db, referral_id)  # somebody else is writing it, or it is done
     # The claimed row belongs to no session and is dropped after this attempt: its plan is

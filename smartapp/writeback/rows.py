@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, Update, bindparam, or_, select, update
+from sqlalchemy import Connection, Table, Update, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from smartapp.db import Referral
@@ -26,6 +26,12 @@ _CLAIM = (
     )
     .values(lease_owner=bindparam("claim_owner"), lease_until=bindparam("claim_until"))
     .returning(*_COLUMNS)
+)
+# A row its owner stored with the lease taken (Sign delivers what it stored: no claim needed).
+_LEASED = select(*_COLUMNS).where(
+    _COLUMNS.id == bindparam("leased_id"),
+    _COLUMNS.status == "queued",
+    _COLUMNS.lease_owner == bindparam("leased_owner"),
 )
 _READ_LOCKED = select(*_COLUMNS).where(_COLUMNS.id == bindparam("read_id")).with_for_update()
 # What an attempt's outcome writes (`next_attempt_at` too where it is retried later).
@@ -57,6 +63,13 @@ def claim(
         _CLAIM,
         {"claim_id": referral_id, "claim_now": now, "claim_owner": owner, "claim_until": until},
     ).first()
+    return Referral(**row._asdict()) if row is not None else None
+
+
+def leased(connection: Connection, referral_id: str, owner: str) -> Referral | None:
+    """The queued row whose lease `owner` holds, as `claim` gives it (a read: the lease was
+    taken when the row was stored); None where the row is not so."""
+    row = connection.execute(_LEASED, {"leased_id": referral_id, "leased_owner": owner}).first()
     return Referral(**row._asdict()) if row is not None else None
 
 

@@ -106,7 +106,7 @@ def db(tmp_path) -> Database:
     return database
 
 
-def submitted(db: Database, profile: str) -> str:
+def submitted(db: Database, profile: str, lease_for: str | None = None) -> str:
     plan = plan_writes(referral(), SETTINGS, profiles.profile(profile))
     row, _ = outbox.submit(
         db,
@@ -118,6 +118,7 @@ def submitted(db: Database, profile: str) -> str:
         user_ref="Practitioner/doc",
         decision={"decisions": [{"kind": "prc-consult", "accepted": True}]},
         plan=plan,
+        lease_for=lease_for,
     )
     return row.id
 
@@ -145,6 +146,51 @@ def test_fhir_rest_one_transaction_then_a_retry_creates_nothing(db):
     ]
     task = next(r for r in ehr.store.values() if r["resourceType"] == "Task")
     assert task["focus"]["reference"].startswith("urn:uuid:")  # the EHR resolves the bundle's
+
+
+def test_sign_stores_the_row_leased_and_only_its_owner_delivers_it(db):
+    """Sign stores the referral with the delivery's lease taken (one transaction): the
+    outbox worker does not see it as due, nobody else can claim it or deliver it as theirs,
+    and its owner delivers it without claiming."""
+    ehr = FakeEhr()
+    referral_id = submitted(db, "fhir-rest", lease_for="sign-owner")
+    stored = outbox.get(db, referral_id)
+    assert stored is not None and stored.status == "queued"
+    assert stored.lease_owner == "sign-owner" and stored.lease_until is not None
+    assert referral_id not in outbox.due(db)
+    assert outbox.claimed(db, referral_id, "worker") is None
+    client_for = lambda r, force_refresh=False: ehr  # noqa: E731
+    other = outbox.deliver(db, referral_id, client_for, owner="worker", leased=True)
+    assert other is not None and other.status == "queued" and ehr.calls == []
+    with pytest.raises(ValueError, match="owner"):
+        outbox.deliver(db, referral_id, client_for, leased=True)
+    row = outbox.deliver(db, referral_id, client_for, owner="sign-owner", leased=True)
+    assert row is not None and row.status == "written" and row.attempts == 1
+    assert row.lease_owner is None and ehr.calls == ["transaction"]
+    # written: its owner's delivery again finds nothing of its own to write
+    again = outbox.deliver(db, referral_id, client_for, owner="sign-owner", leased=True)
+    assert again is not None and again.status == "written" and ehr.calls == ["transaction"]
+
+
+def test_a_held_referral_is_stored_without_a_lease(db):
+    """Nothing to write to the EHR (a plan kept in Handoff): no lease is taken for it."""
+    plan = plan_writes(referral(), SETTINGS, profiles.profile("fhir-rest"))
+    kept = plan.to_json()
+    for op in kept["operations"]:
+        op["mode"] = "local"
+    row, _ = outbox.submit(
+        db,
+        visit_key="v-held",
+        context_id="c1",
+        iss="http://ehr.test/fhir",
+        patient_id="p1",
+        encounter_id="e1",
+        user_ref="Practitioner/doc",
+        decision={"decisions": []},
+        plan=kept,
+        lease_for="sign-owner",
+    )
+    assert row.status == "held" and row.lease_owner is None and row.lease_until is None
 
 
 def test_epic_searches_before_each_create_and_finds_what_landed(db):
