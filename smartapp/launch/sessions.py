@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from smartapp.db import LaunchContext
 from smartapp.fhir.client import FhirClient
@@ -126,13 +126,13 @@ _CREDENTIALS = select(
     LaunchContext.token_ciphertext,
     LaunchContext.token_endpoint,
     LaunchContext.access_expires_at,
-)
+).where(LaunchContext.id == bindparam("context_id"))
 
 
 def _stored_credentials(services, context_id: str) -> Credentials | None:
     """The context's credential columns as stored now (None for an unknown context)."""
-    with services.db.session() as db:
-        return db.execute(_CREDENTIALS.where(LaunchContext.id == context_id)).first()
+    with services.db.engine.connect() as connection:  # a read: no ORM unit of work
+        return connection.execute(_CREDENTIALS, {"context_id": context_id}).first()
 
 
 def _expired(context: Credentials, now: datetime) -> bool:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy import Connection, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from smartapp.catalog.codes import DEFAULT_TIMEZONE
@@ -230,10 +230,13 @@ _OPEN_COUNTS = (  # a community partner's handoff is in no coach's caseload
     .order_by(CoachHandoff.coach_ref, CoachHandoff.coach_name.is_(None))
     .order_by(CoachHandoff.coach_name)
 )
-_SEEN_SINCE = select(StaffSession).where(StaffSession.last_seen_at >= bindparam("since"))
+# Who was seen lately: the three columns `_on_shift` reads, not whole sessions.
+_SEEN_SINCE = select(StaffSession.user_ref, StaffSession.name, StaffSession.roles).where(
+    StaffSession.last_seen_at >= bindparam("since")
+)
 
 
-def _open_counts(session: Session) -> dict[str, tuple[str, int]]:
+def _open_counts(session: Session | Connection) -> dict[str, tuple[str, int]]:
     """`open_counts`, counted in the database (a row per coach and name), never by loading
     every open handoff: the physician's screen asks on every launch."""
     counts: dict[str, tuple[str, int]] = {}
@@ -253,10 +256,10 @@ def on_shift(
         return _on_shift(session, _settings(config), now or datetime.now(UTC))
 
 
-def _on_shift(session: Session, settings: Settings, now: datetime) -> list[Coach]:
+def _on_shift(session: Session | Connection, settings: Settings, now: datetime) -> list[Coach]:
     since = now - timedelta(minutes=settings.on_shift_minutes)
     found: dict[str, Coach] = {}
-    for row in session.scalars(_SEEN_SINCE, {"since": since}):
+    for row in session.execute(_SEEN_SINCE, {"since": since}):
         if "coach" in (row.roles or []):
             found.setdefault(row.user_ref, Coach(ref=row.user_ref, name=row.name))
     if settings.roster and in_coverage(settings, now):
@@ -270,9 +273,9 @@ def loads(
 ) -> list[Load]:
     """Every coach on shift or carrying open handoffs, with their open caseload and the cap."""
     settings = _settings(config)
-    with db.session() as session:  # one unit of work for both reads
-        counts = _open_counts(session)
-        shift = {c.ref: c for c in _on_shift(session, settings, now or datetime.now(UTC))}
+    with db.engine.connect() as connection:  # both reads in one transaction, no ORM session
+        counts = _open_counts(connection)
+        shift = {c.ref: c for c in _on_shift(connection, settings, now or datetime.now(UTC))}
     refs = set(counts) | set(shift)
     out = [
         Load(
