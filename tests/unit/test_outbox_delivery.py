@@ -108,6 +108,10 @@ def db(tmp_path) -> Database:
 
 def submitted(db: Database, profile: str, lease_for: str | None = None) -> str:
     plan = plan_writes(referral(), SETTINGS, profiles.profile(profile))
+    return submit_plan(db, plan, lease_for).id
+
+
+def submit_plan(db: Database, plan, lease_for: str | None = None):
     row, _ = outbox.submit(
         db,
         visit_key="v1",
@@ -120,7 +124,7 @@ def submitted(db: Database, profile: str, lease_for: str | None = None) -> str:
         plan=plan,
         lease_for=lease_for,
     )
-    return row.id
+    return row
 
 
 def deliver(db: Database, referral_id: str, ehr: FakeEhr):
@@ -178,18 +182,7 @@ def test_a_held_referral_is_stored_without_a_lease(db):
     kept = plan.to_json()
     for op in kept["operations"]:
         op["mode"] = "local"
-    row, _ = outbox.submit(
-        db,
-        visit_key="v-held",
-        context_id="c1",
-        iss="http://ehr.test/fhir",
-        patient_id="p1",
-        encounter_id="e1",
-        user_ref="Practitioner/doc",
-        decision={"decisions": []},
-        plan=kept,
-        lease_for="sign-owner",
-    )
+    row = submit_plan(db, kept, lease_for="sign-owner")
     assert row.status == "held" and row.lease_owner is None and row.lease_until is None
 
 
