@@ -214,8 +214,8 @@ def _ref_name(coach: Any) -> Coach:
 
 def open_counts(db: Database) -> dict[str, tuple[str, int]]:
     """Coach reference -> (display name, open handoffs: accepted or in progress)."""
-    with db.session() as session:
-        return _open_counts(session)
+    with db.engine.connect() as connection:  # a read: no ORM unit of work
+        return _open_counts(connection)
 
 
 # Built once: the physician's screen asks both on every launch (building them was most of
@@ -236,11 +236,11 @@ _SEEN_SINCE = select(StaffSession.user_ref, StaffSession.name, StaffSession.role
 )
 
 
-def _open_counts(session: Session | Connection) -> dict[str, tuple[str, int]]:
+def _open_counts(connection: Connection) -> dict[str, tuple[str, int]]:
     """`open_counts`, counted in the database (a row per coach and name), never by loading
     every open handoff: the physician's screen asks on every launch."""
     counts: dict[str, tuple[str, int]] = {}
-    for coach_ref, coach_name, held in session.execute(_OPEN_COUNTS):
+    for coach_ref, coach_name, held in connection.execute(_OPEN_COUNTS):
         ref = coach_ref or coach_name or "?"
         name, n = counts.get(ref, (coach_name or ref, 0))
         counts[ref] = (name, n + held)
@@ -252,14 +252,14 @@ def on_shift(
 ) -> list[Coach]:
     """Coaches on shift at `now`: seen in a staff session lately, and the roster's coaches
     during coverage hours (each once, by reference)."""
-    with db.session() as session:
-        return _on_shift(session, _settings(config), now or datetime.now(UTC))
+    with db.engine.connect() as connection:  # a read: no ORM unit of work
+        return _on_shift(connection, _settings(config), now or datetime.now(UTC))
 
 
-def _on_shift(session: Session | Connection, settings: Settings, now: datetime) -> list[Coach]:
+def _on_shift(connection: Connection, settings: Settings, now: datetime) -> list[Coach]:
     since = now - timedelta(minutes=settings.on_shift_minutes)
     found: dict[str, Coach] = {}
-    for row in session.execute(_SEEN_SINCE, {"since": since}):
+    for row in connection.execute(_SEEN_SINCE, {"since": since}):
         if "coach" in (row.roles or []):
             found.setdefault(row.user_ref, Coach(ref=row.user_ref, name=row.name))
     if settings.roster and in_coverage(settings, now):
