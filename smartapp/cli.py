@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from pathlib import Path
@@ -15,7 +16,29 @@ DEMO_STAFF_SECRET = "handoff-staff-demo-secret"  # demo only: the sandbox's staf
 DEMO_CONFIG_MARK = "# Written by `handoff demo`"
 
 
-@click.group()
+class _LazyGroup(click.Group):
+    """A group whose command groups of other packages are imported only when one of them
+    runs (or help lists them): `handoff rules backtest` then does not first import the
+    audit tools and SQLAlchemy, half of its start-up (0.5 of 1.05 s measured)."""
+
+    #: name -> "module:attribute" of the command group
+    lazy = {
+        "rules": "smartapp.rulestools.cli:rules",
+        "audit": "smartapp.audit.cli:audit",
+        "partners": "smartapp.partners.cli:partners",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, attribute = self.lazy[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup)
 @click.option(
     "--instance-path",
     type=click.Path(file_okay=False, path_type=Path),
@@ -40,12 +63,6 @@ def _app(use: str = "serve"):
     options = click.get_current_context().find_root().obj or {}
     settings = {"LOG_MIGRATIONS": True} if options.get("verbose") else None
     return create_app(settings, instance_path=options.get("instance_path"), use=use)
-
-
-def _mount_rules() -> None:
-    from smartapp.rulestools.cli import rules
-
-    cli.add_command(rules)
 
 
 @cli.command()
@@ -473,22 +490,7 @@ def backend_check(registration_id: str | None) -> None:
         raise SystemExit(1)
 
 
-def _mount_audit() -> None:
-    from smartapp.audit.cli import audit
-
-    cli.add_command(audit)
-
-
-def _mount_partners() -> None:
-    from smartapp.partners.cli import partners
-
-    cli.add_command(partners)
-
-
 def main() -> None:
-    _mount_rules()
-    _mount_audit()
-    _mount_partners()
     cli(prog_name="handoff")
 
 

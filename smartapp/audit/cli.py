@@ -1,6 +1,6 @@
 """`handoff audit`: verify the referral log, export it, hand auditors the public key.
 
-Mounted in `smartapp.cli` with `cli.add_command(audit)`; also runnable on its own:
+Named in `smartapp.cli`'s lazily imported command groups; also runnable on its own:
 `python -m smartapp.audit.cli verify ...`. `verify` with `--database-url` and `--public-key` needs
 nothing but the database and the public key (an auditor's machine); everything else reads the
 app's configuration (`create_app()`: DATABASE_URL, AUDIT_SIGNING_KEY, the instance folder).

@@ -35,14 +35,32 @@ CLINICAL_TIME_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Texts parsed already (a chart's times repeat: a visit's observations share its time;
+#: a backtest reads millions). Emptied when it reaches _PARSED_MAX entries.
+_PARSED: dict[str, datetime | None] = {}
+_PARSED_MAX = 1 << 16
+
+
 def parse_datetime(value: Any) -> datetime | None:
     """Parse a FHIR date, dateTime or instant into an aware datetime.
 
     Partial dates (``2026``, ``2026-11``) mean their first instant; a value with no time
     zone is read as UTC. Anything unparseable gives None (the resource then has no time).
     """
-    if not isinstance(value, str):
-        return None
+    if value.__class__ is not str:
+        return _parsed(value) if isinstance(value, str) else None
+    try:
+        return _PARSED[value]
+    except KeyError:
+        pass
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    found = _PARSED[value] = _parsed(value)
+    return found
+
+
+def _parsed(value: str) -> datetime | None:
+    """parse_datetime of a text, worked out."""
     if _FULL_DATETIME_RE.match(value):  # the common shape: the C parser, same result
         try:
             return datetime.fromisoformat(value)

@@ -69,3 +69,24 @@ def test_unparseable_birth_date_is_unknown() -> None:
 )
 def test_type_id_of(ref: str, expected: str | None) -> None:
     assert type_id_of(ref) == expected
+
+
+def test_parse_datetime_remembers_texts_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Texts are parsed once (a population repeats them) and the memory stays bounded:
+    each answer is what parsing gives, before and after the memory is emptied."""
+    from smartapp.engine import fhir
+
+    monkeypatch.setattr(fhir, "_PARSED", {})
+    monkeypatch.setattr(fhir, "_PARSED_MAX", 8)
+    texts = [f"2026-11-{day:02d}T10:00:00-05:00" for day in range(1, 21)] + ["2026-02-30", "x"]
+    for text in texts * 2:
+        assert parse_datetime(text) == fhir._parsed(text)
+        assert len(fhir._PARSED) <= 8
+    first = parse_datetime("2026-11-20T15:00:00Z")
+    assert parse_datetime("2026-11-20T15:00:00Z") is first  # remembered, not parsed again
+    assert parse_datetime("2026-02-30") is None and parse_datetime(20261120) is None
+
+    class Text(str):
+        pass
+
+    assert parse_datetime(Text("2026-11-20")) == datetime(2026, 11, 20, tzinfo=UTC)
