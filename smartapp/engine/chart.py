@@ -352,7 +352,7 @@ class Chart:
         if cached is not None and cached[0] is valueset:
             return cached[1]
         encounters = self.with_element("Encounter", "reasonCode")
-        hits = {c for c in self._all_reason_codings() if valueset.contains(*c)}
+        hits = {c for c in self.reason_codings() if valueset.contains(*c)}
         found = (
             tuple(e for e in encounters if not hits.isdisjoint(self.reason_codes(e.key)))
             if hits
@@ -361,15 +361,7 @@ class Chart:
         self._reason_members[id(valueset)] = (valueset, found)
         return found
 
-    def has_reason_in(self, valueset: ValueSetLike) -> bool:
-        """Whether :meth:`reason_members` of the value set has an encounter, without
-        listing them (the fact plan asks it of every chart for every condition)."""
-        cached = self._reason_members.get(id(valueset))
-        if cached is not None and cached[0] is valueset:
-            return bool(cached[1])
-        return any(valueset.contains(*c) for c in self._all_reason_codings())
-
-    def _all_reason_codings(self) -> frozenset[tuple[str, str]]:
+    def reason_codings(self) -> frozenset[tuple[str, str]]:
         """Every distinct reasonCode coding of the encounters (each distinct reason is
         tested once per value set)."""
         codings = self._reason_codings

@@ -59,7 +59,9 @@ class FactPlan:
         #: id(selector of a condition) -> whether some encounter's reasonCode is coded in
         #: one of its value sets (the reasons it can read as conditions)
         self.reasons: dict[int, bool] = {}
-        plan = pack_plan(pack)
+        plan = self._plan = pack_plan(pack)
+        #: the condition selectors' value sets some encounter's reasonCode is coded in
+        self._reason_sets: frozenset[str] | None = None
         states = plan.states(self)
         #: fact names false at every time on this chart
         self.never_facts = frozenset(n for n, slot in plan.facts if states[slot] == NEVER)
@@ -74,15 +76,16 @@ class FactPlan:
         )
         # the chart keeps its plan (Chart.derived): a plan keeping the chart would make a
         # cycle, which the backtest (its cyclic garbage collector off) would never free
-        del self._chart
+        del self._chart, self._plan, self._reason_sets
 
     def selector_state(self, kind: type, selector: Any, types: tuple[str, ...]) -> int:
         """A selector's state on the chart (its candidates and reasons kept)."""
         found = self._candidates(selector, types)
         self.candidates[id(selector)] = found
         if kind is ConditionExpr:
-            chart, valuesets = self._chart, self._pack.valuesets
-            reasons = any(chart.has_reason_in(valuesets[v]) for v in selector.valueset)
+            if self._reason_sets is None:
+                self._reason_sets = self._plan.reason_sets(self._chart.reason_codings())
+            reasons = not self._reason_sets.isdisjoint(selector.valueset)
             self.reasons[id(selector)] = reasons
             return DEPENDS if found or reasons else NEVER
         return DEPENDS if found else NEVER
@@ -97,6 +100,8 @@ class FactPlan:
         return tuple(found[k] for k in sorted(found))
 
 
+#: Reason codings a pack plan remembers the value sets of (a bound on its memory).
+_CODINGS_KEPT = 100_000
 #: Operations of a pack plan: a selector, any of, all of, not, anything else.
 _SELECTOR, _ANY, _ALL, _NOT, _OTHER = range(5)
 
@@ -113,6 +118,11 @@ class PackPlan:
         self._fact_slots: dict[str, int] = {}
         self._busy: set[str] = set()
         self._guard = object()  # a fact met again in its own walk: known only then
+        #: the condition selectors' value sets (a reasonCode reads as a condition), and for
+        #: each reason coding met, those of them it is in (reason_sets)
+        self._valuesets = pack.valuesets
+        self._reason_valuesets: frozenset[str] = frozenset()
+        self._coding_sets: dict[tuple[str, str], frozenset[str]] = {}
         self._depends = self._add(self._guard, _OTHER, None)
         for name in pack.facts:
             self._fact(name)
@@ -128,6 +138,12 @@ class PackPlan:
         roots.extend(withhold.when for withhold in withholds)
         for root in roots:
             self._node(root)
+        self._reason_valuesets = frozenset(
+            v
+            for op, arg in self.ops
+            if op == _SELECTOR and arg[0] is ConditionExpr
+            for v in arg[1].valueset
+        )
         #: (fact name, its slot); the slots of the rules' ``when``
         self.facts = list(self._fact_slots.items())
         self.whens = [self._node(rule.when) for rule in pack.rules]
@@ -135,6 +151,23 @@ class PackPlan:
         #: all are false at every time: ``_reads_nothing``)
         self.withhold_reads = [self._reads(w.when) for w in withholds]
         del self._busy, self._pack  # the plan does not keep its pack (see pack_plan)
+
+    def reason_sets(self, codings: frozenset[tuple[str, str]]) -> frozenset[str]:
+        """The condition selectors' value sets any of these reasonCode codings is in (each
+        coding tested once per pack: a population's reasons repeat)."""
+        found: set[str] = set()
+        memo = self._coding_sets
+        for coding in codings:
+            sets = memo.get(coding)
+            if sets is None:
+                system, code = coding
+                sets = frozenset(
+                    v for v in self._reason_valuesets if self._valuesets[v].contains(system, code)
+                )
+                if len(memo) < _CODINGS_KEPT:
+                    memo[coding] = sets
+            found |= sets
+        return frozenset(found)
 
     def _add(self, node: Any, op: int, arg: Any) -> int:
         slot = self._slots[id(node)] = len(self.ids)

@@ -18,7 +18,7 @@ from benchmarks.population import write_population
 from smartapp.engine import Chart, Pack
 from smartapp.engine.chart import ChartItem, coded_in
 from smartapp.engine.evaluate import decisions, evaluate
-from smartapp.engine.fact_plan import ALWAYS, DEPENDS, NEVER, SELECTORS, FactPlan
+from smartapp.engine.fact_plan import ALWAYS, DEPENDS, NEVER, SELECTORS, FactPlan, pack_plan
 from smartapp.engine.fhir import coding_tuple
 from smartapp.engine.history import (
     Outcome,
@@ -126,6 +126,11 @@ def _same(chart: Chart, pack: Pack) -> None:
     assert plan.never_facts == {n for n, s in walk.facts.items() if s == NEVER}
     assert plan.never == {i for i, s in walk.exprs.items() if s == NEVER}
     assert plan.silent == walk.silent
+    for _op, arg in pack_plan(pack).ops:  # the reasons each condition can read as conditions
+        if isinstance(arg, tuple) and arg and arg[0] is ConditionExpr:
+            selector = arg[1]
+            members = (chart.reason_members(pack.valuesets[v]) for v in selector.valueset)
+            assert plan.reasons[id(selector)] == any(members)
 
 
 @pytest.mark.parametrize("name", SCENARIO_NAMES)
