@@ -138,11 +138,15 @@ class PackPlan:
         roots.extend(withhold.when for withhold in withholds)
         for root in roots:
             self._node(root)
+        #: each selector expression's kind and selector, in plan order
+        self.selectors: list[tuple[type, Any]] = [
+            (arg[0], arg[1]) for op, arg in self.ops if op == _SELECTOR
+        ]
         self._reason_valuesets = frozenset(
             v
-            for op, arg in self.ops
-            if op == _SELECTOR and arg[0] is ConditionExpr
-            for v in arg[1].valueset
+            for kind, selector in self.selectors
+            if kind is ConditionExpr
+            for v in selector.valueset
         )
         #: (fact name, its slot); the slots of the rules' ``when``
         self.facts = list(self._fact_slots.items())

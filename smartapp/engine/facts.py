@@ -370,7 +370,7 @@ def _medication(ctx: FactContext, expr: MedicationExpr) -> Truth:
         if status_allows(sel.status_of(e.resource_type), _status(e.resource, "status"))
         and _intent_allows(sel, e)
         and ctx.timed(e, sel)
-        and _supply_allows(sel, e, ctx.now)
+        and supply_allows(sel, e, ctx.now)
     )
 
 
@@ -381,7 +381,7 @@ def _intent_allows(sel: MedicationSelector, entry: ChartEntry) -> bool:
     return status_allows(sel.intent, _status(entry.resource, "intent"))
 
 
-def _supply_allows(sel: MedicationSelector, entry: ChartEntry, now: datetime) -> bool:
+def supply_allows(sel: MedicationSelector, entry: ChartEntry, now: datetime) -> bool:
     """The selector's supply filters: covering *now*, or ended within the window."""
     if sel.supply_covers_now is not None and not supply_covers(entry, now, sel.supply_covers_now):
         return False

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from . import asof
-from .chart import MEDICATION_TYPES, Chart, ChartEntry, ChartItem, resource_key
+from . import asof, moment_guard
+from .chart import MEDICATION_TYPES, Chart, ChartItem, resource_key
 from .evaluate import Evaluation, decisions, evaluate, has_class
 from .fact_plan import fact_plan
 from .fhir import parse_datetime, reference_string, type_id_of
@@ -129,15 +129,8 @@ def change_times(chart: Chart, packs: Sequence[Pack] = ()) -> list[datetime]:
     as it was, so replaying at their times would only repeat an outcome).
     """
     if packs:
-        keys: dict[str, ChartEntry] = {}
-        for pack in packs:
-            for valueset in pack.valuesets.values():
-                keys.update((e.key, e) for e in chart.members(valueset))
-        for rtype in ("Patient", "Encounter"):
-            keys.update((e.key, e) for e in chart.of_type(rtype))
-        entries: Iterable[ChartEntry] = keys.values()
-    else:
-        entries = (e for e in chart.of_all() if e.resource_type in READ_TYPES)
+        return list(moment_guard.changes(chart, packs).times)
+    entries = (e for e in chart.of_all() if e.resource_type in READ_TYPES)
     times: set[datetime] = set()
     for entry in entries:
         for time in (chart.appears_at(entry.key), chart.changes_at(entry.key)):
@@ -213,7 +206,13 @@ def replay_moments(
     if _silent(chart, visit, packs):
         return tuple((Moment(moments[0], NOTHING),) for _ in packs)
     timelines: list[list[Moment]] = [[] for _ in packs]
+    evaluated: datetime | None = None  # the last moment evaluated
     for time in moments:
+        if evaluated is not None and moment_guard.unchanged(
+            chart, visit.key, packs, evaluated, time
+        ):
+            continue  # each outcome is the one at `evaluated`: the timelines go on as they are
+        evaluated = time
         view = chart.as_of(time, visit.key)
         for timeline, pack in zip(timelines, packs, strict=True):
             suggestions, withheld = decisions(view, time, pack, visit.key)
