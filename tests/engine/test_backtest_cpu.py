@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from benchmarks.population import write_population
 from smartapp.engine import Chart, Pack
-from smartapp.engine.chart import ChartItem, coded_in
+from smartapp.engine.chart import coded_in
 from smartapp.engine.evaluate import decisions, evaluate
 from smartapp.engine.fact_plan import ALWAYS, DEPENDS, NEVER, SELECTORS, FactPlan, pack_plan
 from smartapp.engine.fhir import coding_tuple
@@ -27,22 +26,11 @@ from smartapp.engine.history import (
     Visit,
     ed_visits,
     outcome,
-    split_by_patient,
 )
 from smartapp.engine.pack import AllOf, AnyOf, ConditionExpr, Not
-from smartapp.rulestools.backtest_input import read_ndjson_files
 from smartapp.rulestools.backtest_report import report_json
 
 from .helpers import SCENARIO_NAMES, scenario_chart
-
-
-@pytest.fixture(scope="module")
-def synthea_charts(tmp_path_factory: pytest.TempPathFactory) -> list[Chart]:
-    """The Synthea patients' charts as a bulk export reads them."""
-    folder = write_population(tmp_path_factory.mktemp("population") / "ndjson", 100)
-    items = read_ndjson_files(sorted(folder.glob("*.ndjson")))
-    groups: list[list[ChartItem]] = [g for k, g in split_by_patient(items).items() if k]
-    return [Chart.from_items(group) for group in groups]
 
 
 class _Walk:

@@ -10,26 +10,14 @@ from typing import Any
 
 import pytest
 
-from benchmarks.population import write_population
 from smartapp.engine import Chart, Pack
 from smartapp.engine import moment_guard as guard
-from smartapp.engine.chart import ChartItem
 from smartapp.engine.fact_plan import fact_plan, pack_plan
 from smartapp.engine.facts import supply_allows, supply_end
-from smartapp.engine.history import ed_visits, replay, split_by_patient
+from smartapp.engine.history import ed_visits, replay
 from smartapp.engine.pack import MedicationExpr
-from smartapp.rulestools.backtest_input import read_ndjson_files
 
 from .helpers import SCENARIO_NAMES, scenario_chart
-
-
-@pytest.fixture(scope="module")
-def population(tmp_path_factory: pytest.TempPathFactory) -> list[Chart]:
-    """The Synthea patients' charts, as a bulk export reads them."""
-    folder = write_population(tmp_path_factory.mktemp("population") / "ndjson", 100)
-    items = read_ndjson_files(sorted(folder.glob("*.ndjson")))
-    groups: list[list[ChartItem]] = [g for k, g in split_by_patient(items).items() if k]
-    return [Chart.from_items(group) for group in groups]
 
 
 def _replays(charts: list[Chart], pack: Pack, monkeypatch: pytest.MonkeyPatch) -> int:
@@ -61,9 +49,9 @@ def test_the_guarded_replay_is_the_full_one_on_the_scenarios(
 
 
 def test_the_guarded_replay_is_the_full_one_on_a_population(
-    pack: Pack, population: list[Chart], monkeypatch: pytest.MonkeyPatch
+    pack: Pack, synthea_charts: list[Chart], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert _replays(population, pack, monkeypatch) > 100  # most second moments are spared
+    assert _replays(synthea_charts, pack, monkeypatch) > 100  # most second moments are spared
 
 
 def _visit(chart: Chart, pack: Pack) -> str:
@@ -108,10 +96,10 @@ def test_a_resource_that_comes_is_a_reason_to_evaluate(pack: Pack) -> None:
 
 
 def test_the_visits_own_encounter_changing_is_no_reason(
-    pack: Pack, population: list[Chart]
+    pack: Pack, synthea_charts: list[Chart]
 ) -> None:
     """The encounter shows in progress at every moment of its visit, whatever its end."""
-    for chart in population:
+    for chart in synthea_charts:
         found = guard.changes(chart, [pack])
         for visit in ed_visits(chart, pack.document.current_encounter, [pack])[0]:
             ends = chart.changes_at(visit.key)
@@ -125,9 +113,9 @@ def test_the_visits_own_encounter_changing_is_no_reason(
 
 
 def test_a_supply_that_runs_out_is_a_reason_to_evaluate(
-    pack: Pack, population: list[Chart]
+    pack: Pack, synthea_charts: list[Chart]
 ) -> None:
-    charts = [scenario_chart(name) for name in SCENARIO_NAMES] + population
+    charts = [scenario_chart(name) for name in SCENARIO_NAMES] + synthea_charts
     for chart in charts:
         plan = fact_plan(chart, pack)
         for kind, selector in pack_plan(pack).selectors:
