@@ -16,6 +16,7 @@ its parts), so a chart's plan is one pass over that list, not a walk of the pack
 from __future__ import annotations
 
 import weakref
+from datetime import timedelta
 from typing import Any
 
 from .chart import Chart, ChartEntry
@@ -142,6 +143,16 @@ class PackPlan:
         self.selectors: list[tuple[type, Any]] = [
             (arg[0], arg[1]) for op, arg in self.ops if op == _SELECTOR
         ]
+        #: the selectors that read ``now`` (moment_guard): each with its ``within`` window,
+        #: whether it reads encounter reasons (a condition's), whether it has supply filters
+        self.now_reads: list[tuple[Any, timedelta | None, bool, bool]] = []
+        for kind, selector in self.selectors:
+            window = getattr(selector, "within", None)  # (an allergy's has none)
+            supply = kind is MedicationExpr and (
+                selector.supply_covers_now is not None or selector.supply_ended_within is not None
+            )
+            if window is not None or supply:
+                self.now_reads.append((selector, window, kind is ConditionExpr, supply))
         self._reason_valuesets = frozenset(
             v
             for kind, selector in self.selectors

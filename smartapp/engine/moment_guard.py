@@ -24,7 +24,7 @@ from . import asof
 from .chart import Chart, ChartEntry
 from .fact_plan import fact_plan, pack_plan
 from .facts import supply_allows
-from .pack import ConditionExpr, MedicationExpr, Pack
+from .pack import Pack
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,16 +90,15 @@ def unchanged(
     view: Chart | None = None
     for pack in packs:
         plan = fact_plan(chart, pack)
-        for kind, selector in pack_plan(pack).selectors:
+        for selector, window, reasons, supply in pack_plan(pack).now_reads:
             candidates = plan.candidates.get(id(selector), ())
-            window = getattr(selector, "within", None)  # (an allergy's has none)
             if window is not None:
                 entries = candidates
-                if kind is ConditionExpr:  # encounter reasons read as conditions
+                if reasons:  # a condition's: encounter reasons read as conditions
                     entries = entries + chart.with_element("Encounter", "reasonCode")
                 if not _same_windows(entries, window, earlier, later):
                     return False
-            if kind is MedicationExpr and candidates and _has_supply_filter(selector):
+            if supply and candidates:
                 view = view or chart.as_of(later, visit)  # the forms at both times
                 for entry in view.shown(candidates):
                     if supply_allows(selector, entry, earlier) != supply_allows(
@@ -121,10 +120,3 @@ def _same_windows(
         ):
             return False
     return True
-
-
-def _has_supply_filter(selector: object) -> bool:
-    return (
-        getattr(selector, "supply_covers_now", None) is not None
-        or getattr(selector, "supply_ended_within", None) is not None
-    )
