@@ -191,8 +191,9 @@ class FactContext:
         """
         if selector.this_visit or selector.not_this_visit:
             here = self.this_visit(entry) and not (history and self.in_any(entry, history))
+            # a selector's fields are its __dict__ (most have no prehospital: no exception)
             if selector.this_visit and not (
-                here or self.prehospital(entry, getattr(selector, "prehospital", None))
+                here or self.prehospital(entry, vars(selector).get("prehospital"))
             ):
                 return False
             if selector.not_this_visit and here:
