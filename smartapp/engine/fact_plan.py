@@ -122,7 +122,6 @@ class PackPlan:
         #: the condition selectors' value sets (a reasonCode reads as a condition), and for
         #: each reason coding met, those of them it is in (reason_sets)
         self._valuesets = pack.valuesets
-        self._reason_valuesets: frozenset[str] = frozenset()
         self._coding_sets: dict[tuple[str, str], frozenset[str]] = {}
         self._depends = self._add(self._guard, _OTHER, None)
         for name in pack.facts:
@@ -153,7 +152,7 @@ class PackPlan:
             )
             if window is not None or supply:
                 self.now_reads.append((selector, window, kind is ConditionExpr, supply))
-        self._reason_valuesets = frozenset(
+        self._reason_valuesets: frozenset[str] = frozenset(
             v
             for kind, selector in self.selectors
             if kind is ConditionExpr

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from . import asof, moment_guard
+from . import moment_guard
 from .chart import MEDICATION_TYPES, Chart, ChartItem, resource_key
 from .evaluate import Evaluation, decisions, evaluate, has_class
 from .fact_plan import fact_plan
@@ -130,13 +130,8 @@ def change_times(chart: Chart, packs: Sequence[Pack] = ()) -> list[datetime]:
     """
     if packs:
         return list(moment_guard.changes(chart, packs).times)
-    entries = (e for e in chart.of_all() if e.resource_type in READ_TYPES)
-    times: set[datetime] = set()
-    for entry in entries:
-        for time in (chart.appears_at(entry.key), chart.changes_at(entry.key)):
-            if time is not None and time != asof.UNDATED:
-                times.add(time)
-    return sorted(times)
+    read = (e.key for e in chart.of_all() if e.resource_type in READ_TYPES)
+    return moment_guard.changes_of(chart, read).times
 
 
 def ed_visits(

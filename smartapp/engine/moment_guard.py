@@ -16,7 +16,7 @@ again (:func:`unchanged`). Any new use of ``now`` by the facts must be added her
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -61,15 +61,21 @@ def _changes(chart: Chart, packs: tuple[Pack, ...]) -> Changes:
             read.update((e.key, e) for e in chart.members(valueset))
     for rtype in ("Patient", "Encounter"):
         read.update((e.key, e) for e in chart.of_type(rtype))
+    return changes_of(chart, read)
+
+
+def changes_of(chart: Chart, keys: Iterable[str]) -> Changes:
+    """When each of these resources entered the chart or took its recorded form (a
+    resource with no time, or undated, never does)."""
     at: dict[datetime, set[str]] = {}
-    for key in read:
+    for key in keys:
         for time in (chart.appears_at(key), chart.changes_at(key)):
             if time is not None and time != asof.UNDATED:
-                keys = at.get(time)
-                if keys is None:
+                found = at.get(time)
+                if found is None:
                     at[time] = {key}
                 else:
-                    keys.add(key)
+                    found.add(key)
     times = sorted(at)
     return Changes(times, [frozenset(at[t]) for t in times])
 
