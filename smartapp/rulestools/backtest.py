@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -381,7 +382,7 @@ def collect(
     summaries = None
     if summarized:
         summaries = [s for o in outcomes for s in summed_up(o).summaries]
-        summaries.sort(key=lambda s: s.order)
+        summaries.sort(key=attrgetter("order"))  # (not a lambda: called per visit)
     visits = [v for o in outcomes for v in o.visits]
     visits.sort(key=report_order)
     return Backtest(

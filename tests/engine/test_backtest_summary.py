@@ -9,13 +9,16 @@ the text to what the standard encoder writes for the whole report (the documente
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
+from random import Random
 
 import pytest
 
 from smartapp.engine import Pack, load_pack
 from smartapp.rulestools.backtest import Backtest, report, report_text, run_backtest
-from smartapp.rulestools.backtest_summary import json_at, report_json
+from smartapp.rulestools.backtest_report import pack_report
+from smartapp.rulestools.backtest_summary import VisitSummary, json_at, report_json
 
 from .helpers import RULES
 from .test_backtest import cows_pack, write_bundles, write_ndjson
@@ -89,3 +92,77 @@ def test_json_at_a_depth_is_the_standard_encoders_text_there(value: object) -> N
         '{\n  "outer": {\n    "list": [\n      ' + inner + "\n    ]\n  }\n}"
     )
     assert report_json(value) == json.dumps(value, indent=2)
+
+
+def _counted_one_by_one(pack: Pack, visits: list[VisitSummary]) -> dict[str, object]:
+    """The counts as the report made them before it counted alike visits together: visit
+    by visit, names entering each dict in the order the visits bring them."""
+
+    def zeroed() -> dict[str, dict[str, object]]:
+        return {
+            r.kind: {
+                "visits": 0,
+                "variants": {v.name: 0 for v in r.variants or ()},
+                "cautions": {c: 0 for c in r.cautions},
+            }
+            for r in pack.rules
+        }
+
+    def add(counts: dict, kind: str, variants: tuple, cautions: tuple) -> None:
+        found = counts.setdefault(kind, {"visits": 0, "variants": {}, "cautions": {}})
+        found["visits"] += 1
+        for name in variants:
+            found["variants"][name] = found["variants"].get(name, 0) + 1
+        for name in cautions:
+            found["cautions"][name] = found["cautions"].get(name, 0) + 1
+
+    overall, by_year, during, with_any, during_any = zeroed(), {}, zeroed(), 0, 0
+    for visit in visits:
+        year = by_year.setdefault(visit.year, {"visits_with_suggestions": 0, "counts": zeroed()})
+        for kind, variant, cautions in visit.at_replay[0]:
+            for counts in (overall, year["counts"]):
+                add(counts, kind, () if variant is None else (variant,), cautions)
+        with_any += bool(visit.at_replay[0])
+        year["visits_with_suggestions"] += bool(visit.at_replay[0])
+        during_any += bool(visit.during[0])
+        for kind, variants, cautions in visit.during[0]:
+            add(during, kind, variants, cautions)
+    return {
+        "visits_with_suggestions": with_any,
+        "counts": overall,
+        "by_year": {str(y): by_year[y] for y in sorted(by_year, key=str)},
+        "during": {"visits_with_suggestions": during_any, "counts": during},
+    }
+
+
+def test_alike_visits_counted_together_count_as_one_by_one(pack: Pack) -> None:
+    """The report counts each distinct outcome once, times its visits: the same figures,
+    and the same order of names (undeclared kinds, variants and cautions come in the order
+    the visits bring them, which the JSON keeps), as counting visit by visit."""
+    kinds = [rule.kind for rule in pack.rules] + ["undeclared-kind"]
+    random = Random(15)
+    outcomes = [()] + [
+        tuple(
+            (
+                kind,
+                random.choice([None, "v-new-a", "v-new-b"]),
+                tuple(random.sample(["c1", "c2"], 1)),
+            )
+            for kind in random.sample(kinds, random.randint(1, 2))
+        )
+        for _ in range(6)
+    ]
+    outcomes.append((("undeclared-kind", "v-new-c", ("c3",)), (kinds[0], "v-new-c", ())))
+    visits = []
+    for n in range(400):
+        found = random.choice(outcomes)
+        during = tuple((kind, (v,) if v else (), c) for kind, v, c in found)
+        time = datetime(2010 + random.randint(0, 12), 1, 1, tzinfo=UTC)
+        order = (time, f"p{n}", f"Encounter/e{n}")
+        visits.append(VisitSummary(order, f"p{n}", time.year, (found,), (during,), "{}", None))
+    result = Backtest(Path("x"), [pack], 0, 1, 1, 400, 0, [], summaries=visits)
+    made = pack_report(result, 0)
+    expected = _counted_one_by_one(pack, visits)
+    assert {k: made[k] for k in expected} == expected
+    assert "undeclared-kind" in made["counts"] and "v-new-b" in json.dumps(made)
+    assert json.dumps({k: made[k] for k in expected}) == json.dumps(expected)  # names' order
