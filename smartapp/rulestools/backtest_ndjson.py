@@ -71,8 +71,9 @@ SUBJECT = b'"subject":{"reference":"'
 PATIENT = b'"patient":{"reference":"'
 #: An index entry, a run of lines: offset, length (without the last newline), patient's tag.
 ENTRY = 3
-#: Bytes a run of lines naming the same patient is first extended by (then doubled, or
-#: halved down to RUN_MIN_BYTES when the line that far names another).
+#: Bytes a run of lines naming the same patient is first searched for its hint (then, in
+#: each chunk, the length of the run before: a file's runs are alike), doubled while the
+#: run reaches the window's end.
 RUN_PROBE_BYTES = 16 * 1024
 RUN_MIN_BYTES = 2 * 1024
 #: How pass 1 finds each line's patient: hints, runs of lines taken by their last line's
@@ -182,19 +183,19 @@ class _Indexer:
         self.rows = [array("q") for _ in range(buckets)]
         self.hints: dict[bytes, int] = {}  # reference -> its patient's tag, -1: none
         self.offset = 0
+        self.window = RUN_PROBE_BYTES  # a run's first window (_run_end)
 
     def feed(self, data: Any, pos: int = 0, size: int = -1) -> None:
         """Whole lines (the last one's newline may be missing: the end of the file):
         ``data[pos:size]`` (bytes, or a mapped file: no copy), at ``self.offset + pos``.
 
-        With RUNS, a line with a hint starts a run, extended by probes (the line that far
-        still names the patient: the run reaches it, and the probe doubles; else it
-        halves), so a file sorted by patient, as exports are, costs little per line. A
-        line in a run that names another patient is found out in pass 2 (Misplaced)."""
+        With RUNS, a line with a hint starts a run (``_run_end``), so a file sorted by
+        patient, as exports are, costs little per line. A line in a run that names another
+        patient is found out in pass 2 (Misplaced)."""
         rows, hints, buckets = self.rows, self.hints, self.buckets
         hinted, runs = self.mode != EXACT, self.mode == RUNS
         size, base = len(data) if size < 0 else size, self.offset
-        find, rfind = data.find, data.rfind
+        find = data.find
         while pos < size:
             end = find(b"\n", pos, size)
             if end < 0:
@@ -215,22 +216,34 @@ class _Indexer:
                     rows[tag % buckets].extend((base + pos, end - pos, tag))
                 pos = end + 1
                 continue
-            run, probe = end + 1, RUN_PROBE_BYTES
+            run = end + 1
             if runs and run < size:
-                hint = data[at : close + 1]
-                while probe >= RUN_MIN_BYTES:
-                    far = min(run + probe, size) - 1
-                    start = max(run, rfind(b"\n", run, far) + 1)
-                    stop = find(b"\n", far, size)
-                    if stop >= 0 and find(hint, start, stop) >= 0:
-                        run, probe = stop + 1, probe * 2
-                        if run >= size:
-                            break
-                    else:
-                        probe //= 2
+                run = self._run_end(data, data[at : close + 1], run, size)
+                self.window = max(RUN_MIN_BYTES, run - pos)
             rows[tag % buckets].extend((base + pos, min(run - 1, size) - pos, tag))
             pos = run
         self.offset = base + size
+
+    def _run_end(self, data: Any, hint: bytes, run: int, size: int) -> int:
+        """Where a run that reached ``run`` ends: after the last line holding ``hint`` in a
+        window of whole lines from ``run``, searched from the window's end back (one search
+        in C, which stops at the hint when the run goes on past the window: the window then
+        doubles). The lines before that last one are the run's, unread (pass 2 checks each).
+        """
+        window = self.window
+        find = data.find
+        while True:
+            far = find(b"\n", min(run + window, size), size) + 1 or size  # a line's end
+            last = data.rfind(hint, run, far)
+            if last < 0:
+                return run
+            stop = find(b"\n", last, size)
+            if stop < 0:  # the last line, without its newline
+                return size + 1
+            run = stop + 1
+            if run < far or run >= size:  # a whole line after it in the window: not its
+                return run
+            window *= 2
 
     def _hinted(self, ref: bytes) -> int:
         """The tag of the patient a reference names, -1 when it names none."""

@@ -215,3 +215,31 @@ def test_a_chart_error_names_file_and_line_as_in_memory(
         run_backtest(folder, [pack], workers=2, in_memory_bytes=0)
     assert "Condition.ndjson:4" in str(in_memory.value)
     assert str(on_disk.value) == str(in_memory.value)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_file_sorted_by_patient_is_one_run_a_patient(seed: int) -> None:
+    """Pass 1 on lines sorted by patient, runs of very different lengths one after the
+    other (1 to 400 lines; the first window is the run before's length): each patient's
+    lines are one run, from its first line to its last, whatever the run before."""
+    rng = random.Random(seed)
+    patients = [f"p{n}" for n in range(60)]
+    counts = [rng.choice([1, 2, 3, 40, 400]) for _ in patients]
+    data, expected = b"", []
+    for patient, count in zip(patients, counts, strict=True):
+        start = len(data)
+        for n in range(count):
+            line = {
+                "resourceType": "Observation",
+                "id": f"{patient}-{n}",
+                "subject": {"reference": f"Patient/{patient}"},
+                "note": "x" * rng.randint(0, 3000),
+            }
+            data += orjson.dumps(line) + b"\n"
+        tag = backtest_ndjson.tag_of(f"Patient/{patient}")
+        expected.append((start, len(data) - 1 - start, tag))
+    indexer = backtest_ndjson._Indexer(1, RUNS, backtest_ndjson.ChunkIndex(0))
+    indexer.feed(data[:-1])  # the last line without its newline, as at a file's end
+    found = indexer.rows[0].tolist()
+    runs = [tuple(found[i : i + 3]) for i in range(0, len(found), 3)]
+    assert runs == expected
