@@ -85,6 +85,12 @@ class CodedIn:
                 return True
         return False
 
+    def keeps_coding(self, system: str, code: str) -> bool:
+        """``self(((system, code),))``: one coding's answer, without making the tuple of
+        codes (a population's skimmed lines mostly have one coding)."""
+        found = self._memo.get((system, code))
+        return self._test((system, code)) if found is None else found
+
     def _test(self, coding: tuple[str, str]) -> bool:
         system, code = coding
         found = self._memo[coding] = any(vs.contains(system, code) for vs in self._sets)

@@ -123,33 +123,29 @@ class ChartStream:
                 if reference.__class__ is str:
                     self._owners.add(reference)
 
-    def add_unread(
-        self,
-        rtype: str,
-        key: str,
-        codes: tuple[tuple[str, str], ...],
-        raw: Any,
-        owners: tuple[str, ...],
-    ) -> bool:
+    def add_unread(self, rtype: str, key: str, raw: Any, subject: str, patient: Any) -> bool:
         """Leave out, without reading it, a resource whose reader took from its line only
-        its type and ``key`` (``rtype/id``, both non-empty strings), its ``code``'s
-        ``codes`` (as ``coding_tuple``) and the references of its ``subject`` and
-        ``patient`` (``owners``), as :meth:`add_read` would leave it out. False when this
-        stream must read it (a type always kept, a kept code, a key that came before,
-        an error before it): the caller parses it and calls :meth:`add_read`."""
-        keep = self._keep
+        its type and ``key`` (``rtype/id``, both non-empty strings), and the references of
+        its ``subject`` (a string) and ``patient`` (kept when a string), and found that
+        ``keep`` leaves its ``code`` out (:meth:`keeps_coding`, else ``keep`` of its codes),
+        as :meth:`add_read` would leave it out. False when this stream must read it (a type
+        always kept, a key that came before, an error before it, no ``keep`` or
+        ``reread``): the caller parses it and calls :meth:`add_read`."""
+        left = self._left
         if (
-            keep is None
-            or rtype in _ADDED
+            rtype in _ADDED
             or self._reread is None
+            or self._keep is None
             or self._error is not None
+            or key in left
             or key in self._keyed
-            or key in self._left
-            or keep(codes)
         ):
             return False
-        self._left[key] = raw
-        self._owners.update(owners)
+        left[key] = raw
+        owners = self._owners
+        owners.add(subject)
+        if patient.__class__ is str:
+            owners.add(patient)
         return True
 
     def _same(self, earlier: Any, resource: dict[str, Any], raw: Any) -> bool:

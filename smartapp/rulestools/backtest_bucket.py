@@ -43,7 +43,6 @@ from smartapp.rulestools.backtest_ndjson import (
 from smartapp.rulestools.backtest_skim import (
     SKIM_ERRORS,
     codes_of_head,
-    owners_of_head,
     read_head,
 )
 
@@ -203,8 +202,11 @@ def _tag_streams(
     place = _StreamPlacer(tag, keep)
     by_ref = place.by_ref
     loads = orjson.loads
+    # a coding's answer, memoised (CodedIn), asked without making the tuple of codes
+    keeps_coding = getattr(keep, "keeps_coding", None)
     for at in range(0, len(lines), 2):
         mapped, prefix, entries, skim = tables[lines[at]]
+        skim = skim and keep is not None
         entry = lines[at + 1]
         offset = entries[entry]
         for line in mapped[offset : offset + entries[entry + 1]].split(b"\n"):
@@ -220,15 +222,26 @@ def _tag_streams(
                         and rid.__class__ is str
                         and rid
                         and rtype not in _CHECKED
-                        and by_ref[subject].add_unread(
+                    ):
+                        coding = head.code.coding if head.code is not None else None
+                        if coding and len(coding) == 1 and keeps_coding is not None:
+                            system, code = coding[0].system, coding[0].code
+                            kept = (
+                                system.__class__ is str
+                                and code.__class__ is str
+                                and keeps_coding(system, code)
+                            )
+                        else:
+                            kept = keep(codes_of_head(head))  # type: ignore[misc]
+                        other = head.patient
+                        if not kept and by_ref[subject].add_unread(
                             rtype,
                             f"{rtype}/{rid}",
-                            codes_of_head(head),
                             line,
-                            owners_of_head(head, subject),
-                        )
-                    ):
-                        continue
+                            subject,
+                            None if other is None else other.reference,
+                        ):
+                            continue
                 except SKIM_ERRORS:
                     pass  # read in full, as every other line
             try:  # the common line, as in _tag_groups

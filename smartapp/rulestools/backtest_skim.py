@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["SKIM_ERRORS", "Head", "codes_of_head", "owners_of_head", "read_head"]
+__all__ = ["SKIM_ERRORS", "Head", "codes_of_head", "read_head"]
 
 
 class _Coding(msgspec.Struct, gc=False):
@@ -71,11 +71,3 @@ def codes_of_head(head: Head) -> tuple[tuple[str, str], ...]:
     return tuple(
         (c.system, c.code) for c in coding if c.system.__class__ is str and c.code.__class__ is str
     )
-
-
-def owners_of_head(head: Head, subject: str) -> tuple[str, ...]:
-    """The references of the resource's ``subject`` (``subject``) and ``patient``."""
-    patient = head.patient
-    if patient is not None and patient.reference.__class__ is str:
-        return (subject, patient.reference)
-    return (subject,)

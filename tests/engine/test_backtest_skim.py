@@ -18,7 +18,7 @@ from smartapp.engine import Pack
 from smartapp.engine.chart import coded_in
 from smartapp.engine.chart_stream import ChartStream
 from smartapp.engine.fhir import coding_tuple
-from smartapp.rulestools.backtest_skim import codes_of_head, owners_of_head, read_head
+from smartapp.rulestools.backtest_skim import codes_of_head, read_head
 
 from .helpers import backtest_outcome, run_cli, with_line
 
@@ -157,9 +157,10 @@ def test_a_heads_codes_and_owners_are_what_the_chart_reads(pack: Pack) -> None:
     head = read_head(line)
     assert (head.resourceType, head.id) == ("Observation", "o")
     assert codes_of_head(head) == (("http://loinc.org", "8302-2"),)
-    assert owners_of_head(head, "Patient/p") == ("Patient/p", "Patient/q")
+    assert (head.subject.reference, head.patient.reference) == ("Patient/p", "Patient/q")
     keep = coded_in(vs for vs in pack.valuesets.values())
     assert keep(codes_of_head(head)) is keep.concept(orjson.loads(line)["code"])
+    assert keep.keeps_coding("http://loinc.org", "8302-2") is keep(codes_of_head(head))
 
 
 def test_a_line_without_an_id_is_named_by_the_command_without_a_traceback(
