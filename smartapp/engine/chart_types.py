@@ -5,7 +5,7 @@ resources; ``chart_refs`` resolves references; ``chart_asof`` is the chart as it
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -54,10 +54,32 @@ class ChartEntry:
     time: datetime | None
     encounter: str | None  # key of the encounter it references; None if it names none
 
+    def __init__(
+        self,
+        key: str,
+        resource: dict[str, Any],
+        codes: tuple[tuple[str, str], ...],
+        time: datetime | None,
+        encounter: str | None,
+    ) -> None:
+        """The generated one, faster: a frozen dataclass's ``__init__`` sets each field
+        through ``object.__setattr__`` (about 1 us an entry, and a population's charts make
+        millions); the slots' own setters do it in C (about 0.6 us). Still frozen after."""
+        set_key, set_resource, set_codes, set_time, set_encounter = _SETTERS
+        set_key(self, key)
+        set_resource(self, resource)
+        set_codes(self, codes)
+        set_time(self, time)
+        set_encounter(self, encounter)
+
     @property
     def resource_type(self) -> str:
         """The resource's FHIR type."""
         return self.resource["resourceType"]
+
+
+#: The setters of ChartEntry's slots, in field order (its ``__init__``).
+_SETTERS = tuple(getattr(ChartEntry, f.name).__set__ for f in fields(ChartEntry))
 
 
 class ValueSetLike(Protocol):

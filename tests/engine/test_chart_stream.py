@@ -228,3 +228,22 @@ def test_a_visit_evaluate_cannot_read_fails_as_evaluated(
     visits, _ = ed_visits(chart, pack.document.current_encounter, [pack])
     with pytest.raises((TypeError, OverflowError)):
         replay(chart, [pack], visits)
+
+
+def test_a_chart_entry_made_by_its_own_init_is_the_frozen_dataclass_it_was() -> None:
+    """ChartEntry sets its slots itself (faster than a frozen dataclass's init): each
+    field in its place, still frozen, equal, copied and pickled as a dataclass is."""
+    import dataclasses
+    import pickle
+    from datetime import UTC, datetime
+
+    from smartapp.engine.chart_types import ChartEntry
+
+    time = datetime(2026, 1, 1, tzinfo=UTC)
+    entry = ChartEntry("Condition/c", {"resourceType": "Condition"}, (("s", "c"),), time, "E/1")
+    values = ("Condition/c", {"resourceType": "Condition"}, (("s", "c"),), time, "E/1")
+    assert tuple(getattr(entry, f.name) for f in dataclasses.fields(entry)) == values
+    assert entry == ChartEntry(*values) and pickle.loads(pickle.dumps(entry)) == entry
+    assert dataclasses.replace(entry, encounter=None).encounter is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.key = "Condition/other"  # type: ignore[misc]
