@@ -12,7 +12,7 @@ The chart's types live in ``chart_types``, input checks in ``chart_input``, refe
 from __future__ import annotations
 
 from collections import ChainMap, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -461,6 +461,17 @@ class Chart:
         """When a resource took its recorded form, if it had an earlier one (see
         asof.change_time; worked out once per chart, as :meth:`appears_at`)."""
         return self._past().change(self._entries[key])
+
+    def times_of(
+        self, keys: Iterable[str]
+    ) -> Iterator[tuple[str, datetime | None, datetime | None]]:
+        """Each key with :meth:`appears_at` and :meth:`changes_at` (one pass: the replay
+        asks them of every resource the packs read, once per chart)."""
+        past, entries = self._past(), self._entries
+        appears, change = past.appears, past.change
+        for key in keys:
+            entry = entries[key]
+            yield key, appears(entry), change(entry)
 
     def full_urls(self) -> dict[str, list[str]]:
         """The fullUrls each key was given in its bundle(s)."""

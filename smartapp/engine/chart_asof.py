@@ -3,7 +3,7 @@ indexes, with what the views of one chart share computed once (``History``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -165,6 +165,11 @@ class ChartAsOf(Chart):
 
     def changes_at(self, key: str) -> datetime | None:
         return self._base.changes_at(key)
+
+    def times_of(
+        self, keys: Iterable[str]
+    ) -> Iterator[tuple[str, datetime | None, datetime | None]]:
+        return self._base.times_of(keys)
 
     def full_urls(self) -> dict[str, list[str]]:
         keys = {e.key for e in self.of_all()}

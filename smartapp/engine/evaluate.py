@@ -300,11 +300,12 @@ def _start_order(entry: ChartEntry) -> tuple[bool, float, str]:
 def has_class(encounter: dict[str, Any], rule: CurrentEncounter) -> bool:
     """Encounter.class as an R4 Coding (or R5 list of CodeableConcepts) matches."""
     value = encounter.get("class")
-    wanted = (rule.class_.system, rule.class_.code)
-    if isinstance(value, dict) and "coding" not in value:
-        return (value.get("system"), value.get("code")) == wanted
+    wanted = rule.class_
+    if isinstance(value, dict) and "coding" not in value:  # the code first: it differs most
+        return value.get("code") == wanted.code and value.get("system") == wanted.system
     concepts = value if isinstance(value, list) else [value]
-    return any(c == wanted for concept in concepts for c in codings(concept))
+    pair = (wanted.system, wanted.code)
+    return any(c == pair for concept in concepts for c in codings(concept))
 
 
 def _suggestion(ctx: FactContext, rule: Rule, fired: Truth) -> Suggestion:

@@ -68,9 +68,10 @@ def changes_of(chart: Chart, keys: Iterable[str]) -> Changes:
     """When each of these resources entered the chart or took its recorded form (a
     resource with no time, or undated, never does)."""
     at: dict[datetime, set[str]] = {}
-    for key in keys:
-        for time in (chart.appears_at(key), chart.changes_at(key)):
-            if time is not None and time != asof.UNDATED:
+    undated = asof.UNDATED
+    for key, appears, change in chart.times_of(keys):
+        for time in (appears, change):
+            if time is not None and time != undated:
                 found = at.get(time)
                 if found is None:
                     at[time] = {key}

@@ -240,3 +240,17 @@ def test_replay_is_not_the_current_chart(pack: Pack) -> None:
 def test_cut_bundle_is_json() -> None:
     chart = Chart.from_bundle(bundle(PT, VISIT))
     assert json.loads(json.dumps(cut_bundle(chart, T, "v")))["type"] == "collection"
+
+
+def test_times_of_are_each_resources_appearance_and_change() -> None:
+    """``times_of`` (the replay's one pass) gives every key's ``appears_at`` and
+    ``changes_at``, on a full chart and on a view of it, on the Synthea charts."""
+    checked = 0
+    for _name, chart in _synthea_charts()[:20]:
+        keys = [e.key for e in chart.of_all()]
+        expected = [(k, chart.appears_at(k), chart.changes_at(k)) for k in keys]
+        assert list(chart.times_of(keys)) == expected
+        view = chart.as_of(T)
+        assert list(view.times_of(keys)) == expected
+        checked += sum(1 for _k, a, c in expected if a is not None and c is not None)
+    assert checked > 0  # resources that both appear and change at a time are among them
