@@ -17,7 +17,7 @@ import pytest
 
 from smartapp.engine import Pack, load_pack
 from smartapp.rulestools.backtest import Backtest, report, report_text, run_backtest
-from smartapp.rulestools.backtest_report import pack_report
+from smartapp.rulestools.backtest_report import _kind_counts, pack_report
 from smartapp.rulestools.backtest_summary import VisitSummary, json_at, report_json
 
 from .helpers import RULES
@@ -99,14 +99,7 @@ def _counted_one_by_one(pack: Pack, visits: list[VisitSummary]) -> dict[str, obj
     by visit, names entering each dict in the order the visits bring them."""
 
     def zeroed() -> dict[str, dict[str, object]]:
-        return {
-            r.kind: {
-                "visits": 0,
-                "variants": {v.name: 0 for v in r.variants or ()},
-                "cautions": {c: 0 for c in r.cautions},
-            }
-            for r in pack.rules
-        }
+        return _kind_counts(pack)  # (the zeroed counts are not what is tested)
 
     def add(counts: dict, kind: str, variants: tuple, cautions: tuple) -> None:
         found = counts.setdefault(kind, {"visits": 0, "variants": {}, "cautions": {}})
