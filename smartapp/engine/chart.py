@@ -11,7 +11,7 @@ The chart's types live in ``chart_types``, input checks in ``chart_input``, refe
 
 from __future__ import annotations
 
-from collections import ChainMap, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -243,7 +243,9 @@ class Chart:
         """The chart of keyed resources (each key's first version, in chart order), its
         references resolved. ``decided``: keys ``keep`` left out already (chart_stream),
         ``owners`` the references their ``subject`` and ``patient`` hold."""
-        resolver = Resolver(ChainMap(keyed, decided) if decided else keyed, aliases)
+        # the keys kept and left out are apart (chart_stream): one dict answers as a
+        # ChainMap would, in C (a ChainMap's membership test is a Python generator)
+        resolver = Resolver({**keyed, **decided} if decided else keyed, aliases)
         target = resolver.target
         timed = CLINICAL_TIME_FIELDS
         entries: dict[str, ChartEntry] = {}

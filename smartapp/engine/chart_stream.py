@@ -102,13 +102,13 @@ class ChartStream:
         ``subject.reference`` (a string); read at ``f"{prefix}{offset}"`` (its ``where``,
         made only when it is kept or named: most lines of a population are neither)."""
         keyed, left = self._keyed, self._left
-        if (
-            self._error is not None
-            or rtype in _ADDED
-            or key in keyed
-            or key in left
-            or self._concept is None
-        ):
+        if self._error is not None or key in keyed or key in left:
+            self.add(resource, f"{prefix}{offset}", raw)
+            return
+        if rtype in ALWAYS_KEPT:  # (an Encounter, most of the lines read) as add keeps it
+            keyed[key] = (resource, f"{prefix}{offset}")
+            return
+        if rtype in _ADDED or self._concept is None:
             self.add(resource, f"{prefix}{offset}", raw)
             return
         if self._concept(resource.get("code")):
