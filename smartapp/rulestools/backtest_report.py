@@ -61,15 +61,27 @@ def _kind_counts(pack: Pack) -> dict[str, dict[str, Any]]:
     }
 
 
+def _count(
+    counts: dict[str, dict[str, Any]],
+    kind_name: str,
+    variants: Iterable[str],
+    cautions: Iterable[str],
+    n: int,
+) -> None:
+    """Count ``n`` visits with this kind, each of these variants and cautions (the
+    kinds, variants and cautions not zeroed yet enter in the order they come)."""
+    kind = counts.setdefault(kind_name, {"visits": 0, "variants": {}, "cautions": {}})
+    kind["visits"] += n
+    for name in variants:
+        kind["variants"][name] = kind["variants"].get(name, 0) + n
+    for name in cautions:
+        kind["cautions"][name] = kind["cautions"].get(name, 0) + n
+
+
 def _add(counts: dict[str, dict[str, Any]], suggestions: Iterable[Counted], n: int = 1) -> None:
     """Count ``n`` visits with these suggestions (``n`` alike visits added at once)."""
     for kind_name, variant, cautions in suggestions:
-        kind = counts.setdefault(kind_name, {"visits": 0, "variants": {}, "cautions": {}})
-        kind["visits"] += n
-        if variant is not None:
-            kind["variants"][variant] = kind["variants"].get(variant, 0) + n
-        for caution in cautions:
-            kind["cautions"][caution] = kind["cautions"].get(caution, 0) + n
+        _count(counts, kind_name, () if variant is None else (variant,), cautions, n)
 
 
 def _during_counts(pack: Pack, visits: Iterable[tuple[During, ...]]) -> dict[str, Any]:
@@ -82,12 +94,7 @@ def _during_counts(pack: Pack, visits: Iterable[tuple[During, ...]]) -> dict[str
         if seen:
             with_any += n
         for kind, variants, cautions in seen:
-            found = counts.setdefault(kind, {"visits": 0, "variants": {}, "cautions": {}})
-            found["visits"] += n
-            for name in variants:
-                found["variants"][name] = found["variants"].get(name, 0) + n
-            for name in cautions:
-                found["cautions"][name] = found["cautions"].get(name, 0) + n
+            _count(counts, kind, variants, cautions, n)
     return {"visits_with_suggestions": with_any, "counts": counts}
 
 
