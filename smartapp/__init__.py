@@ -15,6 +15,7 @@ from flask import Flask
 from smartapp.config import DEMO_PUBLIC_URL, Defaults, resolve_instance_path
 from smartapp.startup import StartupError, inside, private_folder, write_new_private_file
 from smartapp.web.jsonprovider import FastJSONProvider
+from smartapp.web.templating import DictKeyFirstEnvironment
 
 # What a caller of create_app needs, from most to least.
 USES = (
@@ -42,6 +43,7 @@ def create_app(
         instance_relative_config=True,
     )
     app.json = FastJSONProvider(app)  # request bodies and jsonify through orjson
+    app.jinja_environment = DictKeyFirstEnvironment  # `a.b` on a dict: its key at once
     app.config.from_object(Defaults)
     app.config.from_pyfile("config.py", silent=True)
     app.config.from_prefixed_env("HANDOFF")
