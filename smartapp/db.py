@@ -257,6 +257,11 @@ class Database:
         )
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        # Reads on a server database run outside a transaction (no BEGIN and ROLLBACK round
+        # trips around each): see `read`. SQLite's driver begins no transaction for a SELECT.
+        self._reader = (
+            self.engine if sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         if sqlite:
             event.listen(self._factory, "before_flush", _writer_lock_first)
@@ -307,6 +312,14 @@ class Database:
 
         with self.engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
+
+    def read(self) -> Connection:
+        """A connection for reads only (use it as a context manager): on PostgreSQL in
+        autocommit, so a read costs its statements alone, not a BEGIN and a ROLLBACK besides
+        (about a fifth of a short read's CPU, and two round trips). Nothing is lost by it: at
+        READ COMMITTED, PostgreSQL's default, every statement sees its own snapshot inside a
+        transaction too. Never write through it (each statement would commit on its own)."""
+        return self._reader.connect()
 
     @contextmanager
     def session(self) -> Iterator[Session]:

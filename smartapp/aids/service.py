@@ -144,7 +144,7 @@ def visit_aids(db: Database, context: LaunchContext) -> VisitAids:
     """The visit's aid records (see VisitAids); nothing before the launch knows its visit."""
     if not context.encounter_id:
         return VisitAids([], {"cows": None, "dsm5": None})
-    with db.engine.connect() as connection:  # a read: no ORM unit of work (every screen)
+    with db.read() as connection:  # a read: no ORM unit of work (every screen)
         events = _visit_events(connection, context, COWS_EVENT, DSM5_EVENT)
     cows = [e for e in events if e.type == COWS_EVENT]
     dsm5 = [e for e in events if e.type == DSM5_EVENT]

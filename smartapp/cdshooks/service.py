@@ -127,7 +127,7 @@ def decided(services: Services, iss: str, patient_id: str, encounter_id: str | N
     values["iss"] = iss
     if encounter_id:
         values["encounter_id"] = encounter_id
-    with services.db.engine.connect() as connection:
+    with services.db.read() as connection:
         found = connection.execute(_DECIDED[bool(encounter_id)], values).first()
         return found is not None
 

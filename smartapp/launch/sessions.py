@@ -131,7 +131,7 @@ _CREDENTIALS = select(
 
 def _stored_credentials(services, context_id: str) -> Credentials | None:
     """The context's credential columns as stored now (None for an unknown context)."""
-    with services.db.engine.connect() as connection:  # a read: no ORM unit of work
+    with services.db.read() as connection:  # a read: no ORM unit of work
         return connection.execute(_CREDENTIALS, {"context_id": context_id}).first()
 
 

@@ -52,7 +52,7 @@ def head_revision() -> str | None:
 
 def database(services: Services) -> Check:
     try:
-        with services.db.engine.connect() as connection:
+        with services.db.read() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as exc:  # any driver error: the database is away
         return Check("database", False, f"not reachable ({type(exc).__name__})")

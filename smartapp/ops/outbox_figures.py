@@ -12,7 +12,7 @@ from smartapp.db import Database, Referral
 
 def queue_figures(db: Database, now: datetime | None = None) -> tuple[int, float]:
     """(queued referrals, seconds since the oldest was signed; 0 when none)."""
-    with db.engine.connect() as connection:
+    with db.read() as connection:
         count, oldest = connection.execute(
             select(func.count(), func.min(Referral.created_at)).where(Referral.status == "queued")
         ).one()

@@ -84,14 +84,14 @@ _CONTEXT = DetachedReader(LaunchContext, "id")
 
 def find_context(services: Services, context_id: str) -> LaunchContext | None:
     """The launch context (the caller checks that it belongs to the browser asking)."""
-    with services.db.engine.connect() as connection:
+    with services.db.read() as connection:
         return _CONTEXT.one(connection, id=context_id)
 
 
 def find_visit(services: Services, context_id: str) -> tuple[LaunchContext | None, Referral | None]:
     """The launch context and the referral signed for its visit (in this launch or an earlier
     one), on one connection (the caller checks that the context belongs to the browser)."""
-    with services.db.engine.connect() as connection:
+    with services.db.read() as connection:
         context = _CONTEXT.one(connection, id=context_id)
         if context is None:
             return None, None

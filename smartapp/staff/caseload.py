@@ -214,7 +214,7 @@ def _ref_name(coach: Any) -> Coach:
 
 def open_counts(db: Database) -> dict[str, tuple[str, int]]:
     """Coach reference -> (display name, open handoffs: accepted or in progress)."""
-    with db.engine.connect() as connection:  # a read: no ORM unit of work
+    with db.read() as connection:  # a read: no ORM unit of work
         return _open_counts(connection)
 
 
@@ -252,7 +252,7 @@ def on_shift(
 ) -> list[Coach]:
     """Coaches on shift at `now`: seen in a staff session lately, and the roster's coaches
     during coverage hours (each once, by reference)."""
-    with db.engine.connect() as connection:  # a read: no ORM unit of work
+    with db.read() as connection:  # a read: no ORM unit of work
         return _on_shift(connection, _settings(config), now or datetime.now(UTC))
 
 
@@ -273,7 +273,7 @@ def loads(
 ) -> list[Load]:
     """Every coach on shift or carrying open handoffs, with their open caseload and the cap."""
     settings = _settings(config)
-    with db.engine.connect() as connection:  # both reads in one transaction, no ORM session
+    with db.read() as connection:  # both reads on one connection, no ORM session
         counts = _open_counts(connection)
         shift = {c.ref: c for c in _on_shift(connection, settings, now or datetime.now(UTC))}
     refs = set(counts) | set(shift)

@@ -310,7 +310,7 @@ def deliver(
         raise ValueError("a leased delivery names the lease's owner")
     owner = owner or new_lease_owner()
     if leased:
-        with db.engine.connect() as connection:
+        with db.read() as connection:
             referral = rows.leased(connection, referral_id, owner)
     else:
         referral = claimed(db, referral_id, owner)
