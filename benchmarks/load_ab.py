@@ -25,10 +25,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.load_stack import SCENARIOS  # noqa: E402
+
 KEY = "handoff_cpu_ms_per_flow"
-#: The shared data beside this checkout; a worktree elsewhere is told where it is.
+#: The shared data load.py reads here; a worktree elsewhere is told where it is.
 SHARED_ENV = "HANDOFF_SHARED_DIR"
-SHARED = os.environ.get(SHARED_ENV) or str(REPO.parent / "shared")
+SHARED = str(SCENARIOS.parent)
 
 
 def load_run(tree: Path, load_args: Sequence[str]) -> dict:

@@ -316,7 +316,7 @@ class Database:
     def read(self) -> Connection:
         """A connection for reads only (use it as a context manager): on PostgreSQL in
         autocommit, so a read costs its statements alone, not a BEGIN and a ROLLBACK besides
-        (about a fifth of a short read's CPU, and two round trips). Nothing is lost by it: at
+        (about a quarter of a short read's CPU, and two round trips). Nothing is lost by it: at
         READ COMMITTED, PostgreSQL's default, every statement sees its own snapshot inside a
         transaction too. Never write through it (each statement would commit on its own)."""
         return self._reader.connect()

@@ -48,14 +48,15 @@ def test_a_postgresql_read_opens_no_transaction_and_hands_back_a_transactional_c
         database.engine.pool.dispose()  # one pooled connection, for both uses below
         with database.read() as connection:
             assert _count(connection) == 0
-            driver = connection.connection.driver_connection
+            read_driver = connection.connection.driver_connection
             # After its SELECT the connection is idle, not "idle in transaction".
-            assert driver.info.transaction_status == TransactionStatus.IDLE
+            assert read_driver.info.transaction_status == TransactionStatus.IDLE
         # The same pooled connection, back in a unit of work: a transaction again, so a
         # failing unit of work leaves nothing behind.
         with pytest.raises(RuntimeError), database.session() as session:
             session.execute(insert(PendingAuthorization), PENDING)
             driver = session.connection().connection.driver_connection
+            assert driver is read_driver
             assert driver.autocommit is False
             assert driver.info.transaction_status == TransactionStatus.INTRANS
             raise RuntimeError("the unit of work fails")
