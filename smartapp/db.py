@@ -7,11 +7,11 @@ SQLite by default; PostgreSQL when DATABASE_URL says so.
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -48,6 +48,26 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     pass
+
+
+#: session.info: a callable run with the session before each of its flushes, and so before
+#: its commit too (`smartapp.audit.chain` links the events appended to it there).
+BEFORE_FLUSH = "handoff.before_flush"
+
+
+class UnitOfWork(Session):
+    """The sessions `Database.session` gives: a flush (explicit, before a query, at commit)
+    first runs the session's `BEFORE_FLUSH` callable, even when no ORM object changed: the
+    referral log's events are inserted by Core there, not flushed as ORM objects (an ORM
+    flush of each cost more than linking and hashing it). At commit SQLAlchemy flushes only
+    a session with ORM changes; its `before_commit` event covers the others (the chain
+    listens to it)."""
+
+    def flush(self, objects: Sequence[Any] | None = None) -> None:
+        before = self.info.get(BEFORE_FLUSH)
+        if before is not None and not self._flushing:
+            before(self)
+        super().flush(objects)
 
 
 class PendingAuthorization(Base):
@@ -262,7 +282,7 @@ class Database:
         self._reader = (
             self.engine if sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
-        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        self._factory = sessionmaker(self.engine, class_=UnitOfWork, expire_on_commit=False)
         if sqlite:
             event.listen(self._factory, "before_flush", _writer_lock_first)
             event.listen(self._factory, "do_orm_execute", _writer_lock_first_for_dml)

@@ -1,9 +1,11 @@
 """Linking events into the chain, inside the caller's transaction, without ever forking it.
 
-`append` only adds the event to the caller's session. The link (seq, time, prev_hash, hash) is
-made in a `before_flush` hook, under the chain lock, right before the INSERT; the lock is held
-until that transaction ends (commit or rollback) and no longer. So an event commits with the
-change it records, or not at all, and the lock covers only flush + commit.
+`append` only notes the event on the caller's session. The link (seq, time, prev_hash, hash) is
+made when the session next flushes (explicitly, before a query, or at commit: `UnitOfWork`'s
+`BEFORE_FLUSH`, and `before_commit` for a session with nothing else to flush), under the chain
+lock, right before the INSERT (Core: the event is no ORM object of the session); the lock is
+held until that transaction ends (commit or rollback) and no longer. So an event commits with
+the change it records, or not at all, and the lock covers only flush + commit.
 
 The chain lock:
 - PostgreSQL: `pg_advisory_xact_lock(ADVISORY_KEY)` in the caller's transaction; it is released
@@ -41,13 +43,13 @@ from pathlib import Path
 
 from flask import Flask, current_app, has_app_context
 from sqlalchemy import Connection, Engine, event, func, insert, make_url, select, text
-from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
+from sqlalchemy.orm import Session, SessionTransaction
 
 from smartapp.audit import kept
 from smartapp.audit.canonical import GENESIS, checkpoint_payload, event_hash, sorted_data
 from smartapp.audit.models import LogCheckpoint, LogEvent
 from smartapp.audit.signing import DEFAULT_KEY_FILE, Signer, load_signer
-from smartapp.db import Database, utcnow
+from smartapp.db import BEFORE_FLUSH, Database, utcnow
 
 log = logging.getLogger("handoff.audit")
 
@@ -176,9 +178,11 @@ def _checkpointing(session: Session) -> Checkpointing | None:
 
 
 def add(session: Session, entry: LogEvent) -> None:
-    """Put an event in the caller's unit of work; it is linked when the session flushes."""
+    """Put an event in the caller's unit of work; it is linked when the session flushes
+    (`Database.session`'s sessions flush it before a query and at commit; any session links
+    it at commit). The entry stays outside the session: it is inserted by Core."""
     session.info.setdefault(_PENDING, []).append(entry)
-    session.add(entry)
+    session.info[BEFORE_FLUSH] = _link
 
 
 # -- the lock ---------------------------------------------------------------------------------
@@ -295,6 +299,7 @@ def _release(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is not None:
         return
     session.info.pop(_PENDING, None)
+    session.info.pop(BEFORE_FLUSH, None)
     session.info.pop(LINKED, None)  # counted after the commit, or rolled back
     held = session.info.pop(_HELD, None)
     if isinstance(held, _ProcessLock):
@@ -303,14 +308,11 @@ def _release(session: Session, transaction: SessionTransaction) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _forget_pending(session: Session) -> None:
-    """Rolled-back events were expunged with the rest; they must not be linked later. Those
-    inserted already (`_insert_linked`) are expunged too, as pending ones are: their rows are
-    gone with the rollback."""
+    """Rolled-back events must not be linked later, nor counted, nor their checkpoints kept:
+    their rows (those inserted already) are gone with the rollback."""
     session.info.pop(_PENDING, None)
     session.info.pop(_SIGNED, None)
-    for entry in session.info.pop(LINKED, ()):
-        if entry in session:
-            session.expunge(entry)
+    session.info.pop(LINKED, None)
 
 
 @event.listens_for(Session, "after_commit")
@@ -359,50 +361,46 @@ def read_head(session: Session) -> tuple[int, str, int]:
     return int(row[0]), row[1], int(row[2] or 0)
 
 
-@event.listens_for(Session, "before_flush")
-def _link(session: Session, _flush_context, _instances) -> None:
-    """Give each pending event its place in the chain, under the lock, just before the INSERT."""
-    pending = session.info.pop(_PENDING, None)
-    if not pending:
-        return
-    new = session.new
-    pending = [entry for entry in pending if entry in new]
-    if not pending:
-        return
-    _lock(session)
-    seq, head, last_checkpoint = read_head(session)
-    for entry in pending:
-        seq += 1
-        entry.seq = seq
-        entry.at = utcnow()
-        entry.prev_hash = head
-        entry.hash = head = event_hash(entry)
-    _insert_linked(session, pending)
-    checkpointing = _checkpointing(session)
-    if checkpointing and checkpointing.signer and seq - last_checkpoint >= checkpointing.every:
-        made = make_checkpoint(checkpointing.signer, seq, head, last_checkpoint)
-        session.add(made)
-        _remember_for_sink(session, checkpointing, made)
+@event.listens_for(Session, "before_commit")
+def _link_at_commit(session: Session) -> None:
+    """A session with nothing else to flush is not flushed at commit: its events are linked
+    here (a session that is flushed links them there first, and this finds none left)."""
+    if session.info.get(_PENDING):
+        _link(session)
 
 
 _INSERT_EVENTS = insert(LogEvent.__table__)  # type: ignore[arg-type]
 _COLUMNS = tuple(column.key for column in LogEvent.__table__.columns)
 
 
-def _insert_linked(session: Session, linked: list[LogEvent]) -> None:
-    """INSERT the linked events in one Core statement (every write appends at least one: an
-    ORM flush of each cost more than linking and hashing it), then attach them to the session
-    as the persistent rows they now are, so the flush does not insert them again and the
-    caller reads them as before. Noted for what counts events after the commit (`LINKED`)."""
-    rows = [{name: getattr(entry, name) for name in _COLUMNS} for entry in linked]
-    for row in rows:  # stored with its keys sorted: the hashed form's text (`sorted_data`)
-        row["data"] = sorted_data(row["data"])
-    session.execute(_INSERT_EVENTS, rows)
-    for entry in linked:
-        session.expunge(entry)
-        make_transient_to_detached(entry)
-        session.add(entry)
-    session.info.setdefault(LINKED, []).extend(linked)
+def _link(session: Session) -> None:
+    """Give each pending event its place in the chain, under the lock, and INSERT them in one
+    Core statement on the session's connection (every write appends at least one: as ORM
+    objects, the session's flush cost more than linking and hashing them). The entries the
+    caller holds get their seq, time and hashes; they are noted for what counts events after
+    the commit (`LINKED`). Due, a checkpoint is added to the session (flushed with it)."""
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    _lock(session)
+    seq, head, last_checkpoint = read_head(session)
+    rows = []
+    for entry in pending:
+        seq += 1
+        entry.seq = seq
+        entry.at = utcnow()
+        entry.prev_hash = head
+        entry.hash = head = event_hash(entry)
+        row = {name: getattr(entry, name) for name in _COLUMNS}
+        row["data"] = sorted_data(row["data"])  # stored with its keys sorted: the hashed text
+        rows.append(row)
+    session.connection().execute(_INSERT_EVENTS, rows)
+    session.info.setdefault(LINKED, []).extend(pending)
+    checkpointing = _checkpointing(session)
+    if checkpointing and checkpointing.signer and seq - last_checkpoint >= checkpointing.every:
+        made = make_checkpoint(checkpointing.signer, seq, head, last_checkpoint)
+        session.add(made)
+        _remember_for_sink(session, checkpointing, made)
 
 
 def make_checkpoint(signer: Signer, seq: int, hash_: str, prev_seq: int) -> LogCheckpoint:

@@ -129,6 +129,27 @@ def test_append_is_linked_at_flush_and_commits_with_the_change(sqlite_db):
     assert event.seq == 1 and len(event.hash) == 64
 
 
+def test_events_are_inserted_by_core_when_the_session_flushes(sqlite_db):
+    """Appended events are not ORM objects of the session: a query in the same unit of work
+    (autoflush) and an explicit flush link and insert them as an ORM flush did, and a unit of
+    work with nothing else to flush links them at its commit."""
+    with sqlite_db.session() as session:
+        first = referral_log.append(session, "launch", patient_id="p")
+        assert first not in session and not session.new
+        seen = session.scalars(select(LogEvent.seq).where(LogEvent.patient_id == "p")).all()
+        assert seen == [1] and first.seq == 1  # the query flushed it first
+        second = referral_log.append(session, "shown", patient_id="p")
+        session.flush()
+        assert second.seq == 2 and second.prev_hash == first.hash
+        third = referral_log.append(session, "decision", patient_id="p")
+    assert third.seq == 3 and third.prev_hash == second.hash
+    with sqlite_db.session() as session:
+        stored = session.scalars(select(LogEvent).order_by(LogEvent.seq)).all()
+        linked = [(e.seq, e.hash) for e in (first, second, third)]
+        assert [(e.seq, e.hash) for e in stored] == linked
+        assert all(e.hash == event_hash(e) for e in stored)
+
+
 def test_the_event_does_not_commit_without_its_change(sqlite_db):
     """A double Sign: the second unit of work fails on the visit's unique key after its
     'decision' event was already linked; the event goes with it and the chain has no gap."""

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.unit
 
 PACKAGE = Path(__file__).resolve().parents[2] / "smartapp"
 ON_CONNECTION = re.compile(r"\.connection\(\)\.execute\((\w+)")
-#: (module, statement) run on a session's connection: reads only.
-READS = {("audit/chain.py", "_HEAD")}
+#: (module, statement) run on a session's connection: reads only, and the referral log's own
+#: INSERT, which `chain._link` runs right after taking the writer lock itself (`_lock`).
+READS = {("audit/chain.py", "_HEAD"), ("audit/chain.py", "_INSERT_EVENTS")}
 
 
 def test_statements_on_a_sessions_connection_are_reads():
