@@ -50,8 +50,8 @@ class Base(DeclarativeBase):
     pass
 
 
-#: session.info: a callable run with the session before each of its flushes, and so before
-#: its commit too (`smartapp.audit.chain` links the events appended to it there).
+#: session.info: a callable run with the session before each of its flushes (a commit flushes
+#: only a session with ORM changes): `smartapp.audit.chain` links the events appended to it.
 BEFORE_FLUSH = "handoff.before_flush"
 
 
