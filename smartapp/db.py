@@ -65,7 +65,7 @@ class UnitOfWork(Session):
 
     def flush(self, objects: Sequence[Any] | None = None) -> None:
         before = self.info.get(BEFORE_FLUSH)
-        if before is not None and not self._flushing:
+        if before is not None:
             before(self)
         super().flush(objects)
 

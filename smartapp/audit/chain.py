@@ -361,24 +361,20 @@ def read_head(session: Session) -> tuple[int, str, int]:
     return int(row[0]), row[1], int(row[2] or 0)
 
 
-@event.listens_for(Session, "before_commit")
-def _link_at_commit(session: Session) -> None:
-    """A session with nothing else to flush is not flushed at commit: its events are linked
-    here (a session that is flushed links them there first, and this finds none left)."""
-    if session.info.get(_PENDING):
-        _link(session)
-
-
 _INSERT_EVENTS = insert(LogEvent.__table__)  # type: ignore[arg-type]
 _COLUMNS = tuple(column.key for column in LogEvent.__table__.columns)
 
 
+@event.listens_for(Session, "before_commit")
 def _link(session: Session) -> None:
     """Give each pending event its place in the chain, under the lock, and INSERT them in one
     Core statement on the session's connection (every write appends at least one: as ORM
     objects, the session's flush cost more than linking and hashing them). The entries the
     caller holds get their seq, time and hashes; they are noted for what counts events after
-    the commit (`LINKED`). Due, a checkpoint is added to the session (flushed with it)."""
+    the commit (`LINKED`). Due, a checkpoint is added to the session (flushed with it).
+
+    Run before each flush (`BEFORE_FLUSH`) and before commit: a session with nothing else
+    to flush is not flushed at commit; one that is finds its events linked here already."""
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return
