@@ -9,8 +9,9 @@ to the EHR land before the signed page, or in the background right after).
 Printed per level: errors (a failed step, an unexpected page, a referral not written),
 p50/p99 of a whole flow, throughput, and the CPU time per flow of Handoff's processes apart
 from the EHR's (user + system, /proc, before and after the level). The floor, measured in the
-same run: Handoff's CPU for as many requests to /healthz as a flow makes to Handoff (its
-HTTP serving cost alone); Handoff's figure is printed as a ratio to it too.
+same run before and after each level (their mean is the level's floor): Handoff's CPU for
+as many requests to /healthz as a flow makes to Handoff (its HTTP serving cost alone);
+Handoff's figure is printed as a ratio to it too.
 The last line is one JSON object: `load_errors_64`, `handoff_cpu_ms_per_flow` (at 64),
 per level figures and the floor. PostgreSQL: --database-url postgresql+psycopg://... (a
 fresh schema is made and dropped), or $HANDOFF_TEST_POSTGRES_URL with --postgres.
@@ -203,10 +204,15 @@ def measure(args: argparse.Namespace) -> dict:
                 patients = iter(stack.patients)
                 warm = [next(patients) for _ in range(WARM_UP)]
                 run_level(stack, 2, warm)
-                floor = floor_ms(stack)
+                floors = [floor_ms(stack)]
                 rows = []
                 for level, count in zip(levels, counts, strict=True):
                     row = run_level(stack, level, [next(patients) for _ in range(count)])
+                    # the floor on either side of the level (this machine's speed drifts
+                    # within minutes: one floor for every level moved the ratios by a third)
+                    floors.append(floor_ms(stack))
+                    floor = round((floors[-2] + floors[-1]) / 2, 2)
+                    row["floor_ms"] = floor
                     row["handoff_to_floor"] = round(row["handoff_cpu_ms_per_flow"] / floor, 1)
                     rows.append(row)
                     print_row(row)
@@ -215,7 +221,7 @@ def measure(args: argparse.Namespace) -> dict:
                 if args.server_log:
                     Path(args.server_log).write_bytes((folder / "servers.log").read_bytes())
     kind = "postgresql" if "postgresql" in url else "sqlite"
-    return {"database": kind, "floor_ms": floor, "levels": rows}
+    return {"database": kind, "floor_ms": statistics.median(floors), "levels": rows}
 
 
 def print_row(row: dict) -> None:
@@ -223,7 +229,7 @@ def print_row(row: dict) -> None:
         f"{row['concurrent']:>4} concurrent  {row['flows']:>4} flows  errors {row['errors']:>3}  "
         f"p50 {row['p50_ms']:>6} ms  p99 {row['p99_ms']:>6} ms  {row['flows_per_s']:>6} flows/s  "
         f"Handoff CPU {row['handoff_cpu_ms_per_flow']:>6} ms/flow "
-        f"({row['handoff_to_floor']}x floor)  "
+        f"({row['handoff_to_floor']}x floor of {row['floor_ms']} ms)  "
         f"EHR CPU {row['ehr_cpu_ms_per_flow']:>6} ms/flow"
         + (f"  [{', '.join(row['error_kinds'])}]" if row["error_kinds"] else ""),
         flush=True,
