@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.load import database  # noqa: E402
 from benchmarks.load_stack import (  # noqa: E402
+    HANDOFF_CONF,
     cpu_seconds,
     gunicorn,
     reserve_port,
@@ -160,7 +161,7 @@ def start(
     }
     (folder / "metrics").mkdir()
     log = (folder / "server.log").open("ab")  # noqa: SIM115 (the server's stderr)
-    command = gunicorn("benchmarks.cds_hooks:bench_app()", port, env, workers, threads, True)
+    command = gunicorn("benchmarks.cds_hooks:bench_app()", port, workers, threads, HANDOFF_CONF)
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         wait_until_up(process, f"{url}/")

@@ -97,11 +97,15 @@ def wait_until_up(process: subprocess.Popen, url: str, seconds: float = 60.0) ->
     raise SystemExit(f"the server for {url} did not start")
 
 
-def gunicorn(app: str, port: int, env: dict, workers: int, threads: int, conf: bool) -> list:
-    """The gunicorn command line (Handoff's production settings for Handoff)."""
+#: Handoff's production gunicorn settings.
+HANDOFF_CONF = "smartapp.web.gunicorn_conf"
+
+
+def gunicorn(app: str, port: int, workers: int, threads: int, conf: str | None) -> list:
+    """The gunicorn command line (`conf`: the settings module, for Handoff)."""
     command = [sys.executable, "-m", "gunicorn"]
     if conf:
-        command += ["-c", "python:smartapp.web.gunicorn_conf"]
+        command += ["-c", f"python:{conf}"]
     return command + [
         "--workers",
         str(workers),
@@ -143,8 +147,17 @@ class LoadStack:
                 process.kill()
 
 
-def start_stack(folder: Path, database_url: str, visits: int, workers: int, threads: int):
-    """Seed the sandbox once here, then serve it and Handoff under gunicorn."""
+def start_stack(
+    folder: Path,
+    database_url: str,
+    visits: int,
+    workers: int,
+    threads: int,
+    conf: str = HANDOFF_CONF,
+    extra_env: dict[str, str] | None = None,
+):
+    """Seed the sandbox once here, then serve it and Handoff under gunicorn (`conf`: Handoff's
+    settings module; `extra_env`: more of Handoff's environment)."""
     from smartapp.audit.signing import load_signer
     from smartapp.cli import demo_registration
     from smartapp.db import Database
@@ -184,26 +197,30 @@ def start_stack(folder: Path, database_url: str, visits: int, workers: int, thre
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
     base_env["PYTHONPATH"] = str(REPO)  # this tree's code, whatever the venv installed
     ehr_env = base_env | {ARGS_ENV: shlex.join(ehr_args)}
-    app_env = base_env | {
-        "DATABASE_URL": database_url,
-        "HANDOFF_PUBLIC_URL": app_url,
-        "HANDOFF_LAUNCH_DIR": str(launch_dir),
-        "HANDOFF_SECRET_KEY": secrets.token_urlsafe(32),
-        "HANDOFF_TOKEN_KEY": TokenCipher.new_key(),
-        "HANDOFF_AUDIT_SIGNING_KEY": str(key_path),
-        "HANDOFF_KEYS_DIR": str(folder / "keys"),
-        "HANDOFF_INSTANCE_PATH": str(folder / "instance"),
-        "PROMETHEUS_MULTIPROC_DIR": str(_fresh(folder / "metrics")),
-    }
+    app_env = (
+        base_env
+        | {
+            "DATABASE_URL": database_url,
+            "HANDOFF_PUBLIC_URL": app_url,
+            "HANDOFF_LAUNCH_DIR": str(launch_dir),
+            "HANDOFF_SECRET_KEY": secrets.token_urlsafe(32),
+            "HANDOFF_TOKEN_KEY": TokenCipher.new_key(),
+            "HANDOFF_AUDIT_SIGNING_KEY": str(key_path),
+            "HANDOFF_KEYS_DIR": str(folder / "keys"),
+            "HANDOFF_INSTANCE_PATH": str(folder / "instance"),
+            "PROMETHEUS_MULTIPROC_DIR": str(_fresh(folder / "metrics")),
+        }
+        | (extra_env or {})
+    )
     errors = (folder / "servers.log").open("ab")  # noqa: SIM115 (the servers' stderr)
     quiet = {"stdout": subprocess.DEVNULL, "stderr": errors}
     ehr = subprocess.Popen(
-        gunicorn("smartapp.sandbox.wsgi:app", ehr_port, ehr_env, workers, threads, False),
+        gunicorn("smartapp.sandbox.wsgi:app", ehr_port, workers, threads, None),
         env=ehr_env,
         **quiet,
     )
     app = subprocess.Popen(
-        gunicorn("smartapp.wsgi:app", app_port, app_env, workers, threads, True),
+        gunicorn("smartapp.wsgi:app", app_port, workers, threads, conf),
         env=app_env,
         **quiet,
     )
