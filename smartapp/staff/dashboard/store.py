@@ -15,12 +15,14 @@ longer says. Damaged rows are left out and counted, as before.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from smartapp.audit import beside
@@ -31,6 +33,7 @@ from smartapp.audit.models import (
     LogVisitSummary,
     LogVisitText,
 )
+from smartapp.db import Database
 from smartapp.staff.dashboard.columns import figure_row
 from smartapp.staff.dashboard.visits import LIFECYCLE_TYPES, Visit, VisitKey, _Joiner
 
@@ -45,6 +48,7 @@ DASHBOARD_TYPES = (
     *LIFECYCLE_TYPES,  # the handoff's outcomes (issue 11)
 )
 CHUNK = 5000
+log = logging.getLogger("handoff.dashboard")
 _TABLE: Table = LogVisitSummary.__table__  # type: ignore[assignment]
 # Each kept visit's figures as typed columns (`columns`), added up in SQL by `aggregate`.
 FIGURES: Table = LogVisitFigure.__table__  # type: ignore[assignment]
@@ -239,6 +243,22 @@ class _Referrals:
 
     def __setitem__(self, referral: str, visit: Visit) -> None:
         self.kept.name_referral(referral, visit)
+
+
+def refresh_statistics(db: Database) -> None:
+    """On PostgreSQL, VACUUM (ANALYZE) the kept tables after a large catch-up: their planner
+    statistics and visibility map follow their new size at once, not at autovacuum's next
+    pass (just after 100k events were joined, the page's SQL took 172 ms on estimates of 15
+    rows where there were 7,000, and 64 ms after it). SQLite's plans were the same either way.
+    A database that refuses it (a role that does not own the tables) keeps autovacuum's."""
+    if db.engine.dialect.name != "postgresql":
+        return
+    tables = ", ".join(table.name for table in (_TABLE, FIGURES, TEXTS))
+    try:
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql(f"VACUUM (ANALYZE) {tables}")
+    except DBAPIError as exc:
+        log.warning("the dashboard's tables were not analyzed: %s", exc.__class__.__name__)
 
 
 def bring_up_to_date(session: Session) -> int:
