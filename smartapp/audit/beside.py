@@ -23,18 +23,23 @@ from smartapp.db import Database
 #: Events taken into a summary per unit of work (the chain lock is held for each; appends go
 #: on between them), and read at a time within one.
 UNIT_EVENTS = 20_000
+#: A catch-up of more units than this (over 40,000 events: a log kept before the summary's
+#: tables, a long pause) grew the summary in bulk: its `refresh` runs after it.
+REFRESH_AFTER_UNITS = 2
 
 
 @dataclass(frozen=True)
 class Summary:
     """One summary kept beside the log: its `name` in `log_summary_state`, the event `types`
-    it reads, `clear` (deletes what it kept, before it is made again) and `add` (takes the
-    events after..upto of its types into it; returns how many damaged rows it left out)."""
+    it reads, `clear` (deletes what it kept, before it is made again), `add` (takes the
+    events after..upto of its types into it; returns how many damaged rows it left out) and
+    `refresh` (what its tables need after they grew in bulk, if anything)."""
 
     name: str
     types: tuple[str, ...]
     clear: Callable[[Session], None]
     add: Callable[[Session, int, int], int]
+    refresh: Callable[[Database], None] | None = None
 
 
 def catch_up(session: Session, summary: Summary, limit: int | None = None) -> tuple[bool, int]:
@@ -66,13 +71,22 @@ def catch_up(session: Session, summary: Summary, limit: int | None = None) -> tu
     return upto >= head, unreadable
 
 
-def bring_up_to_date(db: Database, summary: Summary, unit: int = UNIT_EVENTS) -> int:
+def bring_up_to_date(
+    db: Database,
+    summary: Summary,
+    unit: int = UNIT_EVENTS,
+    refresh_after: int = REFRESH_AFTER_UNITS,
+) -> int:
     """`catch_up` in units of work of their own of at most `unit` events, up to the log's
-    head; how many damaged rows the summary left out."""
-    done, unreadable = False, 0
+    head, then the summary's `refresh` after more than `refresh_after` units; how many
+    damaged rows the summary left out."""
+    done, unreadable, units = False, 0, 0
     while not done:
         with db.session() as session:
             done, unreadable = catch_up(session, summary, unit)
+        units += 1
+    if units > refresh_after and summary.refresh is not None:
+        summary.refresh(db)
     return unreadable
 
 

@@ -99,18 +99,21 @@ def test_a_generated_log_caught_up_in_small_units(db):
     from smartapp.staff.dashboard.service import bring_up_to_date
 
     scale_log.generate(db, 3000, sign=False)
+    from smartapp.audit import beside
+
     units = []
-    real = store.catch_up
+    real = beside.catch_up
 
-    def counted(session, limit=None):
+    def counted(session, summary, limit=None):
+        assert summary is store.SUMMARY
         units.append(limit)
-        return real(session, limit)
+        return real(session, summary, limit)
 
-    store.catch_up = counted  # type: ignore[assignment]
+    beside.catch_up = counted  # type: ignore[assignment]
     try:
         bring_up_to_date(db, unit=250)
     finally:
-        store.catch_up = real  # type: ignore[assignment]
+        beside.catch_up = real  # type: ignore[assignment]
     assert len(units) >= 3000 // 250  # one unit of work each
     with db.session() as session:
         counted_types = LogEvent.type.in_(store.DASHBOARD_TYPES)

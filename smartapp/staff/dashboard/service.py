@@ -11,6 +11,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from smartapp.audit import beside
 from smartapp.audit import rows as stored
 from smartapp.audit.models import LogEvent
 from smartapp.db import Database
@@ -94,26 +95,17 @@ def load_dashboard_events(session: Session, broken: list[int] | None = None) -> 
 
 # Events joined into the kept visits per unit of work (about a second on this machine).
 UNIT_EVENTS = 20_000
-# A catch-up of more units than this (over 40,000 events: a log kept before the dashboard's
-# tables, a long pause) is followed by fresh planner statistics for the kept tables
-# (`store.refresh_statistics`).
-REFRESH_AFTER_UNITS = 2
 
 
 def bring_up_to_date(
-    db: Database, unit: int = UNIT_EVENTS, refresh_after: int = REFRESH_AFTER_UNITS
+    db: Database, unit: int = UNIT_EVENTS, refresh_after: int = beside.REFRESH_AFTER_UNITS
 ) -> None:
     """Join the events appended since the last view into the kept visits, in units of work of
     their own of at most `unit` events: the chain lock they take is held only for each of
     them (appends go on between them), not while figures are made. After more than
-    `refresh_after` units, the kept tables' statistics are brought up to date too."""
-    done, units = False, 0
-    while not done:
-        with db.session() as session:
-            done, _ = store.catch_up(session, unit)
-        units += 1
-    if units > refresh_after:
-        store.refresh_statistics(db)
+    `refresh_after` units, the kept tables' statistics are brought up to date too
+    (`store.refresh_statistics`)."""
+    beside.bring_up_to_date(db, store.SUMMARY, unit, refresh_after)
 
 
 def program_dashboard(

@@ -250,7 +250,8 @@ def refresh_statistics(db: Database) -> None:
     statistics and visibility map follow their new size at once, not at autovacuum's next
     pass (just after 100k events were joined, the page's SQL took 172 ms on estimates of 15
     rows where there were 7,000, and 64 ms after it). SQLite's plans were the same either way.
-    A database that refuses it (a role that does not own the tables) keeps autovacuum's."""
+    A database that cannot run it keeps autovacuum's statistics (a warning here); a role that
+    does not own the tables gets PostgreSQL's own warning and skips them."""
     if db.engine.dialect.name != "postgresql":
         return
     tables = ", ".join(table.name for table in (_TABLE, FIGURES, TEXTS))
@@ -332,4 +333,4 @@ def kept_visits(session: Session, start: datetime | None, end: datetime | None) 
     return [load(text) for text in session.execute(query).scalars()]
 
 
-SUMMARY = beside.Summary(NAME, DASHBOARD_TYPES, _clear, _join)
+SUMMARY = beside.Summary(NAME, DASHBOARD_TYPES, _clear, _join, refresh_statistics)
