@@ -12,7 +12,7 @@ split as ``charts_of`` splits it.
 
 from __future__ import annotations
 
-import mmap
+import os
 from array import array
 from collections.abc import Iterator
 from typing import Any, cast
@@ -29,7 +29,7 @@ from smartapp.engine.chart import (
     resource_key,
 )
 from smartapp.engine.chart_stream import ChartStream
-from smartapp.rulestools.backtest_files import mapped_file
+from smartapp.rulestools.backtest_files import opened_file, read_at
 from smartapp.rulestools.backtest_input import BacktestError, charts_of, ndjson_resource
 from smartapp.rulestools.backtest_ndjson import (
     ENTRY,
@@ -46,20 +46,25 @@ from smartapp.rulestools.backtest_skim import (
     read_head,
 )
 
-#: A bucket's chunks with lines in it: the mapped file, how its lines are named, entries,
-#: and whether its lines are skimmed first (``backtest_skim``: not a file of a type whose
-#: resources are always read).
-Tables = list[tuple[mmap.mmap, str, "array[int]", bool]]
+#: A bucket's chunks with lines in it: the open data file (``read_at``), how its lines are
+#: named, entries, and whether its lines are skimmed first (``backtest_skim``: not a file of
+#: a type whose resources are always read).
+Tables = list[tuple[int, str, "array[int]", bool]]
 
 
 def _entries(pop: Population, chunk: int, bucket: int) -> array[int]:
     starts = pop.starts[chunk]
     first, end = starts[bucket], starts[bucket + 1]
     entries: array[int] = array("q")
-    if end > first:
-        with index_path(pop.folder, chunk).open("rb") as f:
-            f.seek(first * ENTRY_BYTES)
-            entries.fromfile(f, (end - first) * ENTRY)
+    if end > first:  # (os calls: a bucket reads a slice of most chunks' index files)
+        fd = os.open(index_path(pop.folder, chunk), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.pread(fd, (end - first) * ENTRY_BYTES, first * ENTRY_BYTES)
+        finally:
+            os.close(fd)
+        if len(data) != (end - first) * ENTRY_BYTES:
+            raise EOFError(f"{index_path(pop.folder, chunk)}: the index is shorter than written")
+        entries.frombytes(data)
     return entries
 
 
@@ -72,10 +77,10 @@ def _bucket_tags(pop: Population, bucket: int) -> tuple[Tables, dict[int, list[i
         if not entries:
             continue
         table = len(tables)
-        mapped = mapped_file(pop.data[chunk.file])
+        fd = opened_file(pop.data[chunk.file])
         path = pop.paths[chunk.file]
         skim = path.name.split(".")[0] not in _READ_TYPES
-        tables.append((mapped, f"{path}:@", entries, skim))
+        tables.append((fd, f"{path}:@", entries, skim))
         for at in range(0, len(entries), ENTRY):
             tag = entries[at + 2]
             lines = order.get(tag)
@@ -87,12 +92,6 @@ def _bucket_tags(pop: Population, bucket: int) -> tuple[Tables, dict[int, list[i
     return tables, order
 
 
-def _released(tables: Tables) -> None:
-    for mapped, *_ in tables:  # resident no longer (the page cache keeps the pages)
-        if not mapped.closed:  # a failed backtest may have unmapped them (release) first
-            mapped.madvise(mmap.MADV_DONTNEED)
-
-
 def bucket_groups(pop: Population, bucket: int) -> Iterator[list[ChartItem]]:
     """Pass 2: one bucket's patients (as ``split_by_patient`` groups them), each with the
     Medications about no patient, read and parsed a tag at a time (so a patient's
@@ -100,11 +99,8 @@ def bucket_groups(pop: Population, bucket: int) -> Iterator[list[ChartItem]]:
     stays in the processor's caches). BacktestError at a malformed line; Misplaced when
     a line is about a patient of another tag than its hint's."""
     tables, order = _bucket_tags(pop, bucket)
-    try:
-        for tag, lines in order.items():
-            yield from _tag_groups(tables, tag, lines, pop.shared).values()
-    finally:
-        _released(tables)
+    for tag, lines in order.items():
+        yield from _tag_groups(tables, tag, lines, pop.shared).values()
 
 
 class PatientCharts:
@@ -134,13 +130,10 @@ def bucket_charts(pop: Population, bucket: int, keep: KeepCodes | None) -> Itera
     a chart as its lines are parsed (the same charts, and errors, as ``charts_of`` of
     ``bucket_groups``; use each before taking the next)."""
     tables, order = _bucket_tags(pop, bucket)
-    try:
-        for tag, lines in order.items():
-            again = _Again(tables, tag, lines, pop.shared)
-            for stream in _tag_streams(tables, tag, lines, pop.shared, keep):
-                yield PatientCharts(stream, again, keep)
-    finally:
-        _released(tables)
+    for tag, lines in order.items():
+        again = _Again(tables, tag, lines, pop.shared)
+        for stream in _tag_streams(tables, tag, lines, pop.shared, keep):
+            yield PatientCharts(stream, again, keep)
 
 
 class _Again:
@@ -164,10 +157,10 @@ def _tag_groups(
     by_ref = place.by_ref
     loads = orjson.loads
     for at in range(0, len(lines), 2):
-        mapped, prefix, entries, _skim = tables[lines[at]]
+        fd, prefix, entries, _skim = tables[lines[at]]
         entry = lines[at + 1]
         offset = entries[entry]
-        for line in mapped[offset : offset + entries[entry + 1]].split(b"\n"):
+        for line in read_at(fd, offset, entries[entry + 1]).split(b"\n"):
             where = f"{prefix}{offset}"
             offset += len(line) + 1
             # the common line, checked inline: a resource with a string id, not a
@@ -205,11 +198,11 @@ def _tag_streams(
     # a coding's answer, memoised (CodedIn), asked without making the tuple of codes
     keeps_coding = getattr(keep, "keeps_coding", None)
     for at in range(0, len(lines), 2):
-        mapped, prefix, entries, skim = tables[lines[at]]
+        fd, prefix, entries, skim = tables[lines[at]]
         skim = skim and keep is not None
         entry = lines[at + 1]
         offset = entries[entry]
-        for line in mapped[offset : offset + entries[entry + 1]].split(b"\n"):
+        for line in read_at(fd, offset, entries[entry + 1]).split(b"\n"):
             line_at = offset  # (not `at`: the outer loop's index)
             offset += len(line) + 1
             if skim and line.isascii():  # most are lines no rule reads: left out unparsed

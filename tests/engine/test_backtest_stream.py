@@ -54,3 +54,40 @@ def test_a_patients_lines_give_the_in_memorybacktest_outcome(
 
 def test_the_population_gives_the_in_memory_report(population: Path, pack: Pack) -> None:
     assert backtest_outcome(population, pack, 0) == backtest_outcome(population, pack, IN_MEMORY)
+
+
+def test_reading_a_bucket_maps_none_of_the_data_files(
+    population: Path, pack: Pack, tmp_path: Path
+) -> None:
+    """Pass 2 reads each patient's lines at their offsets (``read_at``), not from the files
+    mapped in memory: a mapped page stays resident in the worker until unmapped, and a
+    kernel that maps its page cache's large folios whole made a worker resident in up to
+    1.2 GB of the files for a bucket's few scattered lines (100k patients)."""
+    from smartapp.engine.chart import coded_in
+    from smartapp.rulestools import backtest_files
+    from smartapp.rulestools.backtest_bucket import bucket_charts
+    from smartapp.rulestools.backtest_ndjson import RUNS, run_indexing
+
+    def in_process(chunks: Any, work: Any) -> list[Any]:
+        return [work(chunk) for chunk in chunks]
+
+    def mapped_data() -> set[str]:
+        names = {p.name for p in population.glob("*.ndjson")}
+        with open("/proc/self/maps") as maps:
+            return {n for line in maps for n in names if line.rstrip().endswith(f"/{n}")}
+
+    paths = sorted(population.glob("*.ndjson"))
+    pop = run_indexing(tmp_path, paths, RUNS, in_process)
+    backtest_files.release()  # pass 1 maps its chunks (each read through, then released)
+    keep = coded_in(vs for vs in pack.valuesets.values())
+    seen = 0
+    try:
+        for bucket in pop.filled():
+            for patient in bucket_charts(pop, bucket, keep):
+                charts = list(patient.charts())
+                assert charts and charts[0].patient is not None
+                assert mapped_data() == set()  # while the bucket's lines are being read
+                seen += 1
+    finally:
+        backtest_files.release()
+    assert seen == len((population / "Patient.ndjson").read_bytes().splitlines())
