@@ -12,6 +12,11 @@ import pytest
 
 from benchmarks.population import write_population
 from smartapp.engine import Pack
+from smartapp.engine.chart import coded_in
+from smartapp.rulestools import backtest_files
+from smartapp.rulestools.backtest import _index_ndjson
+from smartapp.rulestools.backtest_bucket import bucket_charts
+from smartapp.rulestools.backtest_ndjson import RUNS
 
 from .helpers import backtest_outcome, with_line
 
@@ -63,13 +68,6 @@ def test_reading_a_bucket_maps_none_of_the_data_files(
     mapped in memory: a mapped page stays resident in the worker until unmapped, and a
     kernel that maps its page cache's large folios whole made a worker resident in up to
     1.2 GB of the files for a bucket's few scattered lines (100k patients)."""
-    from smartapp.engine.chart import coded_in
-    from smartapp.rulestools import backtest_files
-    from smartapp.rulestools.backtest_bucket import bucket_charts
-    from smartapp.rulestools.backtest_ndjson import RUNS, run_indexing
-
-    def in_process(chunks: Any, work: Any) -> list[Any]:
-        return [work(chunk) for chunk in chunks]
 
     def mapped_data() -> set[str]:
         names = {p.name for p in population.glob("*.ndjson")}
@@ -77,9 +75,9 @@ def test_reading_a_bucket_maps_none_of_the_data_files(
             return {n for line in maps for n in names if line.rstrip().endswith(f"/{n}")}
 
     paths = sorted(population.glob("*.ndjson"))
-    pop = run_indexing(tmp_path, paths, RUNS, in_process)
+    pop = _index_ndjson(paths, tmp_path, 1, RUNS, None, None)  # pass 1, in this process
     backtest_files.release()  # pass 1 maps its chunks (each read through, then released)
-    keep = coded_in(vs for vs in pack.valuesets.values())
+    keep = coded_in(pack.valuesets.values())
     seen = 0
     try:
         for bucket in pop.filled():

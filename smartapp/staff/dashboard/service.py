@@ -93,12 +93,8 @@ def load_dashboard_events(session: Session, broken: list[int] | None = None) -> 
         }
 
 
-# Events joined into the kept visits per unit of work (about a second on this machine).
-UNIT_EVENTS = 20_000
-
-
 def bring_up_to_date(
-    db: Database, unit: int = UNIT_EVENTS, refresh_after: int = beside.REFRESH_AFTER_UNITS
+    db: Database, unit: int = beside.UNIT_EVENTS, refresh_after: int = beside.REFRESH_AFTER_UNITS
 ) -> None:
     """Join the events appended since the last view into the kept visits, in units of work of
     their own of at most `unit` events: the chain lock they take is held only for each of

@@ -265,13 +265,7 @@ def refresh_statistics(db: Database) -> None:
 def bring_up_to_date(session: Session) -> int:
     """Join the events appended since the last view into the kept visits (all of them again
     when a log row was changed); returns how many damaged rows were left out."""
-    return catch_up(session)[1]
-
-
-def catch_up(session: Session, limit: int | None = None) -> tuple[bool, int]:
-    """`bring_up_to_date`, at most `limit` events in this unit of work (`audit.beside`);
-    (whether the kept visits reach the log's head, damaged rows left out)."""
-    return beside.catch_up(session, SUMMARY, limit)
+    return beside.catch_up(session, SUMMARY)[1]
 
 
 def _clear(session: Session) -> None:
