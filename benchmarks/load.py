@@ -237,17 +237,22 @@ def print_row(row: dict) -> None:
 
 
 def figures(result: dict) -> dict:
-    """The keys benchmarks/scale.py reports: errors and Handoff CPU per flow at 64."""
+    """The keys benchmarks/scale.py reports: errors and Handoff CPU per flow at 64, with
+    that level's floor and the ratio to it (the machine's speed moves the CPU figure by
+    more than a third within a day; the ratio moves far less)."""
     top = max(result["levels"], key=lambda r: r["concurrent"])
     return {
         "load_errors_64": top["errors"] if top["concurrent"] == 64 else None,
         "handoff_cpu_ms_per_flow": top["handoff_cpu_ms_per_flow"],
+        "handoff_cpu_floor_ms": top["floor_ms"],
+        "handoff_cpu_to_floor": top["handoff_to_floor"],
     }
 
 
 def scale_keys(argv: list[str] | None = None) -> dict:
-    """The two keys benchmarks/scale.py prints (`load_errors_64`, `handoff_cpu_ms_per_flow`),
-    from a run with `argv` (default: every level, SQLite); the table is printed on the way."""
+    """The keys benchmarks/scale.py prints (`load_errors_64`, `handoff_cpu_ms_per_flow`, the
+    floor and ratio beside), from a run with `argv` (default: every level, SQLite; add
+    `--database-url` for PostgreSQL); the table is printed on the way."""
     return figures(measure(parse(argv)))
 
 
