@@ -414,10 +414,8 @@ def issue_keys(found: dict) -> dict:
     # SQLite and PostgreSQL), each database's figures beside under their own keys
     for key in ("load_errors_64", "handoff_cpu_ms_per_flow"):
         measured = [found[f"{key}{db}"] for db in LOAD_DATABASES if f"{key}{db}" in found]
-        if measured and None not in measured:
-            keys[key] = max(measured)
-        elif measured:
-            keys[key] = None  # a run whose top level was not 64
+        if measured:  # None: a run whose top level was not 64
+            keys[key] = None if None in measured else max(measured)
     return keys
 
 
