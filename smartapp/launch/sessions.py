@@ -209,11 +209,14 @@ def newest_context_for_visit(
         return db.scalars(query).first()
 
 
-def client_for_referral(services, referral, force_refresh: bool = False) -> FhirClient:
+def client_for_referral(
+    services, referral, force_refresh: bool = False, loaded: LaunchContext | None = None
+) -> FhirClient:
     """Credentials for a referral's writes: its own launch, else the newest launch of the same
     visit (each refreshed as usual), else Handoff's backend services token at that EHR
     (launch/backend.py). Where the registration gives no backend access (or the EHR refuses
-    it), the write waits, queued and visible, and CredentialsUnavailable says for what."""
+    it), the write waits, queued and visible, and CredentialsUnavailable says for what.
+    `loaded`: a launch context the caller read in this request (`client_for`)."""
     from smartapp.writeback.outbox import CredentialsUnavailable
 
     def candidates() -> Iterator[str | None]:
@@ -230,7 +233,7 @@ def client_for_referral(services, referral, force_refresh: bool = False) -> Fhir
             continue
         tried.add(context_id)
         try:
-            return client_for(services, context_id, force_refresh=force_refresh)
+            return client_for(services, context_id, force_refresh=force_refresh, loaded=loaded)
         except SessionEnded as ended:
             launch_refused = launch_refused or ended.rejected_now
             continue

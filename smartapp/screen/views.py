@@ -8,6 +8,7 @@ in the referral log.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from datetime import UTC, datetime
@@ -222,7 +223,7 @@ def sign(context_id: str):
     if result.outcome == "signed" and referral is not None and referral.status == "queued":
         # Wait a bounded time for the write; a slow EHR gets "queued, writing" and the page
         # follows the delivery, which goes on beside the request (and in the outbox worker).
-        delivery = deliver_in_background(referral.id, leased_by=owner)
+        delivery = deliver_in_background(referral.id, leased_by=owner, loaded=context)
         delivery.join(current_app.config["SIGN_WAIT_SECONDS"])
         if delivery.is_alive():
             log.info("sign answered before the write landed: referral=%s", referral.id[:8])
@@ -230,13 +231,17 @@ def sign(context_id: str):
 
 
 def deliver_in_background(
-    referral_id: str, what: str = "sign", leased_by: str | None = None
+    referral_id: str,
+    what: str = "sign",
+    leased_by: str | None = None,
+    loaded: service.LaunchContext | None = None,
 ) -> threading.Thread:
     """Start the referral's first write in a thread of its own (under the outbox's lease, so
     no worker writes it at the same time), which logs under this request's id; if this process
     dies, the lease runs out and the outbox worker takes over. `what`: the step that wrote
     (Sign, an amendment), for the thread's name and log line; `leased_by`: the lease's owner
-    where the row was stored with it taken (else the delivery claims it)."""
+    where the row was stored with it taken (else the delivery claims it); `loaded`: the launch
+    context this request read, whose token the write uses while it is live (not read again)."""
     # The app behind the proxy, for the thread (mypy types `current_app` as the Flask app
     # itself, not as the proxy that has this method).
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -247,7 +252,7 @@ def deliver_in_background(
                 outbox.deliver(
                     current_services().db,
                     referral_id,
-                    client_for_referral,
+                    functools.partial(client_for_referral, loaded=loaded),
                     owner=leased_by,
                     leased=leased_by is not None,
                 )
@@ -267,6 +272,8 @@ def status(context_id: str):
     return jsonify(status=referral.status, attempts=referral.attempts, writing=is_writing(referral))
 
 
-def client_for_referral(referral, force_refresh: bool = False):
+def client_for_referral(
+    referral, force_refresh: bool = False, loaded: service.LaunchContext | None = None
+):
     """Credentials for a referral's writes (see sessions.client_for_referral)."""
-    return sessions.client_for_referral(current_services(), referral, force_refresh)
+    return sessions.client_for_referral(current_services(), referral, force_refresh, loaded)

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import update
 
 from smartapp.audit import log as referral_log
-from smartapp.db import Database, LaunchContext, Referral
+from smartapp.db import Database, DetachedReader, LaunchContext, Referral
 from smartapp.fhir.errors import FhirError
 from smartapp.launch import client as smart
 from smartapp.launch import sessions, store
@@ -163,6 +163,65 @@ def test_a_writes_credentials_come_from_the_stored_launch(db, monkeypatch):
         id="r1", context_id=context_id, iss=ISS, patient_id="p1", encounter_id="e1"
     )
     assert sessions.client_for_referral(services, mine).access_token == "at-1"
+
+
+def test_a_write_signed_in_this_request_uses_the_launch_it_read(db, monkeypatch):
+    """Sign hands the delivery the launch context it read: its live token is used without
+    reading the launch again; an expired one, or another launch's, sends it to the row."""
+    services = services_for(db)
+    context_id = open_launch(services)
+    with db.read() as connection:
+        loaded = DetachedReader(LaunchContext, "id").one(connection, id=context_id)
+    assert loaded is not None
+    reads: list[str] = []
+    stored = sessions._stored_credentials
+
+    def counted(services, context_id):
+        reads.append(context_id)
+        return stored(services, context_id)
+
+    monkeypatch.setattr(sessions, "_stored_credentials", counted)
+    mine = SimpleNamespace(
+        id="r1", context_id=context_id, iss=ISS, patient_id="p1", encounter_id="e1"
+    )
+    assert sessions.client_for_referral(services, mine, loaded=loaded).access_token == "at-1"
+    assert reads == []
+    another = SimpleNamespace(id="another-launch")
+    assert sessions.client_for_referral(services, mine, loaded=another).access_token == "at-1"
+    assert reads == [context_id]
+    loaded.access_expires_at = datetime.now(UTC) - timedelta(seconds=1)  # as this copy has it
+    assert sessions.client_for_referral(services, mine, loaded=loaded).access_token == "at-1"
+    assert reads == [context_id, context_id]  # the row as stored decides, not the copy
+
+
+def test_an_append_on_postgresql_takes_the_lock_and_reads_the_head_in_one_round_trip(db):
+    """The chain lock and the head: one query of two statements (PostgreSQL), the lock first;
+    the head it reads is read_head's. SQLite keeps its file lock and its own read."""
+    from sqlalchemy import event
+
+    from smartapp.audit import chain
+
+    with db.session() as session:
+        referral_log.append(session, "launch", iss=ISS, patient_id="p1")
+    executed: list[str] = []
+
+    def note(_conn, _cursor, statement, *_args):
+        executed.append(statement.split()[0].upper())
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        with db.session() as session:
+            head = chain.lock_and_read_head(session)
+            assert head == chain.read_head(session)
+            assert head[0] == 1 and len(head[1]) == 64
+            assert session.info.get(chain._HELD)
+            assert chain.lock_and_read_head(session) == head  # held: the head alone
+    finally:
+        event.remove(db.engine, "before_cursor_execute", note)
+    if db.engine.dialect.name == "postgresql":  # the lock and the first head: no Core statement
+        assert executed == ["SELECT", "SELECT"]
+    else:  # BEGIN IMMEDIATE under the file lock, then each head read by Core
+        assert executed == ["BEGIN", "SELECT", "SELECT", "SELECT"]
 
 
 def test_a_kept_key_set_is_imported_once():
