@@ -206,9 +206,11 @@ class _Lines:
 
 
 class _Sink:
-    """Where the export's blocks go: SHA-256 over them and written to `out`, by a thread of its
-    own (hashing and file writes let go of the GIL, so they run beside the making of the next
-    lines; one block waits at most, so memory stays at a few blocks).
+    """Where the export's blocks go: SHA-256 over them and written to `out`, each by a thread
+    of its own (hashing and file writes let go of the GIL, so they run beside the making of
+    the next lines and beside each other: where the disk is slow, the writes alone bound the
+    export, not the writes and the hashing one after the other; few blocks wait, so memory
+    stays at a few blocks).
 
     To a UTF-8 text file (`io.TextIOWrapper`, where lines end in "\\n": not Windows) the bytes
     go to its binary buffer as they are, unencoded and undecoded; to anything else as text.
@@ -220,22 +222,27 @@ class _Sink:
         if self.binary is not None:
             out.flush()  # what the caller wrote first goes first
         self.digest = hashlib.sha256()
-        self.blocks: queue.Queue[Block | None] = queue.Queue(maxsize=1)
+        self.blocks: queue.Queue[Block | None] = queue.Queue(maxsize=1)  # to be written
+        self.unhashed: queue.Queue[Block | None] = queue.Queue(maxsize=2)  # to be hashed
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="audit-export-sink", daemon=True)
-        self.thread.start()
+        self.threads = [
+            threading.Thread(target=self._write, name="audit-export-sink", daemon=True),
+            threading.Thread(target=self._hash, name="audit-export-hash", daemon=True),
+        ]
+        for thread in self.threads:
+            thread.start()
 
     def put(self, block: Block) -> None:
         if self.error is not None:
             raise self.error
+        self.unhashed.put(block)
         self.blocks.put(block)
 
-    def _run(self) -> None:
+    def _write(self) -> None:
         while (block := self.blocks.get()) is not None:
             if self.error is not None:
                 continue  # drained, so that `put` never blocks for ever
             try:
-                self.digest.update(block)
                 if self.binary is not None:
                     self.binary.write(block)
                 else:
@@ -243,10 +250,17 @@ class _Sink:
             except BaseException as exc:  # handed to the exporting thread
                 self.error = exc
 
+    def _hash(self) -> None:
+        """The blocks in the order they were put (one thread: SHA-256 is sequential)."""
+        while (block := self.unhashed.get()) is not None:
+            self.digest.update(block)
+
     def close(self, raising: bool = True) -> str:
         """Wait for the blocks to be written; the SHA-256 of everything written."""
+        self.unhashed.put(None)
         self.blocks.put(None)
-        self.thread.join()
+        for thread in self.threads:
+            thread.join()
         if self.error is not None and raising:
             raise self.error
         return self.digest.hexdigest()
