@@ -359,7 +359,8 @@ def read_head(session: Session) -> tuple[int, str, int]:
     return _head_of(session.connection().execute(_HEAD).first())
 
 
-def _head_of(row) -> tuple[int, str, int]:
+def _head_of(row: Any) -> tuple[int, str, int]:
+    """A head row (seq, hash, last checkpoint seq) as numbers; the genesis for no row."""
     if row is None:
         return 0, GENESIS, 0
     return int(row[0]), row[1], int(row[2] or 0)
