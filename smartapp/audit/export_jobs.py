@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import ColumnElement, func, select
 
-from smartapp.audit.export import ExportResult, _Lines
+from smartapp.audit.export import ExportResult, _Lines, write_export
 from smartapp.audit.fastrows import in_range, rows
 from smartapp.audit.models import LogEvent
 from smartapp.db import Database
@@ -38,6 +38,13 @@ from smartapp.db import Database
 #: Events per part: a part's lines (about 3.4 kB an event as NDJSON) are held in memory by
 #: its worker and by this process until written.
 PART_EVENTS = 10_000
+
+#: Parts a worker must have to pay for itself; with fewer, fewer workers (one: this process
+#: alone, no fork). Forking, each worker's own connection, this process waiting for the first
+#: part and the workers waiting while it writes the last cost about 0.3 s, which a small
+#: export does not win back (benchmarks/scale.py, 2 cores, SQLite, as ratios to the floor:
+#: 100k events 3.03x by two workers, 2.55x alone; 1M events 2.52x by two, 2.98x alone).
+MIN_PARTS_PER_JOB = 10
 
 # What the workers export, set before they are forked (inherited, never pickled: the `where`
 # conditions are SQL expressions).
@@ -67,7 +74,8 @@ def write_export_jobs(
     where: Sequence[ColumnElement[bool]] = (),
     jobs: int = 2,
 ) -> ExportResult:
-    """`export.write_export` (without `keep`) made by `jobs` worker processes."""
+    """`export.write_export` (without `keep`) made by up to `jobs` worker processes: as many as
+    have `MIN_PARTS_PER_JOB` parts each, or this process alone."""
     if fmt not in ("ndjson", "csv"):
         raise ValueError(f"unknown export format {fmt!r}")
     span = select(func.min(LogEvent.seq), func.max(LogEvent.seq))
@@ -78,6 +86,10 @@ def write_export_jobs(
         return _Lines(out, fmt).close()
     starts = range(low, high + 1, PART_EVENTS)
     parts = [(first, min(first + PART_EVENTS, high + 1)) for first in starts]
+    jobs = min(jobs, len(parts) // MIN_PARTS_PER_JOB)
+    if jobs <= 1:
+        with db.session() as session:
+            return write_export(session, out, fmt, start, end, where)
     _JOB.update(url=db.url, engine=db.engine, fmt=fmt, where=tuple(where), start=start, end=end)
     context = multiprocessing.get_context("fork")
     with (

@@ -274,6 +274,7 @@ def test_an_export_made_by_worker_processes_is_the_same(db, tmp_path, monkeypatc
     from smartapp.audit.export import export
 
     monkeypatch.setattr(export_jobs, "PART_EVENTS", 97)  # many parts, uneven
+    monkeypatch.setattr(export_jobs, "MIN_PARTS_PER_JOB", 1)  # workers even for 8 parts
     a_log(db)
     with db.engine.begin() as connection:  # a damaged row: its time is not a time
         connection.exec_driver_sql("UPDATE log_event SET at = 'garbage' WHERE seq = 300")
@@ -294,6 +295,32 @@ def test_an_export_made_by_worker_processes_is_the_same(db, tmp_path, monkeypatc
         logged = export(db, out, fmt="ndjson", start=None, end=None, user="os:ann", jobs=3)
     assert logged.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert logged.events == 752 and logged.broken == (300,)
+
+
+def test_an_export_too_small_for_workers_is_made_by_this_process_alone(db, monkeypatch):
+    """Below `MIN_PARTS_PER_JOB` parts a worker, fewer workers: none at all for a small log
+    (no fork, no pool), the same bytes and result; at the threshold, workers again."""
+    from smartapp.audit import export_jobs
+
+    monkeypatch.setattr(export_jobs, "PART_EVENTS", 97)
+    a_log(db)  # 753 events: 8 parts
+    pools: list[int] = []
+    real_pool = export_jobs.ProcessPoolExecutor
+
+    def counted_pool(jobs: int, **options):
+        pools.append(jobs)
+        return real_pool(jobs, **options)
+
+    monkeypatch.setattr(export_jobs, "ProcessPoolExecutor", counted_pool)
+    alone = io.StringIO()
+    with db.session() as session:
+        one = write_export(session, alone, "ndjson", None, None)
+    for minimum, expected in ((5, []), (4, [2]), (2, [2, 4])):
+        monkeypatch.setattr(export_jobs, "MIN_PARTS_PER_JOB", minimum)
+        out = io.StringIO()
+        made = export_jobs.write_export_jobs(db, out, "ndjson", None, None, jobs=4)
+        assert out.getvalue() == alone.getvalue() and made == one and made.events == 753
+        assert pools == expected, minimum
 
 
 def test_the_parts_wait_in_shared_memory_only_where_it_has_room(monkeypatch):

@@ -104,6 +104,7 @@ def test_an_export_made_by_worker_processes_is_the_same(pg, signer, monkeypatch)
     from smartapp.audit import export_jobs
 
     monkeypatch.setattr(export_jobs, "PART_EVENTS", 37)
+    monkeypatch.setattr(export_jobs, "MIN_PARTS_PER_JOB", 1)
     fill(pg, 250)
     with pg.session() as session:  # a pooled connection the workers inherit
         assert verify(session, [signer.public_key], 10).ok
