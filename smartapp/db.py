@@ -342,6 +342,20 @@ class Database:
         return self._reader.connect()
 
     @contextmanager
+    def statement(self) -> Iterator[Connection | Session]:
+        """Where one statement that writes runs, committed on its own (use it as a context
+        manager, and run that one statement alone). On PostgreSQL a connection in autocommit:
+        a lone statement is atomic by itself, so the BEGIN and COMMIT round trips around it
+        (and an ORM unit of work) are spared. On SQLite a unit of work as `session` gives, so
+        the statement takes the referral log's writer lock first (`_writer_lock_first`)."""
+        if self._reader is self.engine:  # SQLite
+            with self.session() as session:
+                yield session
+        else:
+            with self._reader.connect() as connection:
+                yield connection
+
+    @contextmanager
     def session(self) -> Iterator[Session]:
         session = self._factory()
         try:

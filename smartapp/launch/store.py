@@ -34,8 +34,8 @@ def remember_authorization(
     browser_id: str,
 ) -> None:
     """Keep an authorization request in flight until its callback, bound to this browser
-    (one INSERT; nothing reads the row back here)."""
-    with services.db.session() as db:
+    (one INSERT, committed on its own; nothing reads the row back here)."""
+    with services.db.statement() as db:
         db.execute(
             _REMEMBER,
             {
@@ -58,7 +58,7 @@ def take_authorization(services: Services, state: str) -> PendingAuthorization |
     that belongs to no session."""
     if not state:
         return None
-    with services.db.session() as db:
+    with services.db.statement() as db:
         row = db.execute(_TAKE, {"take_state": state}).first()
     return PendingAuthorization(**row._asdict()) if row is not None else None
 

@@ -223,7 +223,10 @@ def sign(context_id: str):
     if result.outcome == "signed" and referral is not None and referral.status == "queued":
         # Wait a bounded time for the write; a slow EHR gets "queued, writing" and the page
         # follows the delivery, which goes on beside the request (and in the outbox worker).
-        delivery = deliver_in_background(referral.id, leased_by=owner, loaded=context)
+        # The row as stored is handed to the delivery (not read again); not used here after.
+        delivery = deliver_in_background(
+            referral.id, leased_by=owner, loaded=context, stored=referral
+        )
         delivery.join(current_app.config["SIGN_WAIT_SECONDS"])
         if delivery.is_alive():
             log.info("sign answered before the write landed: referral=%s", referral.id[:8])
@@ -235,13 +238,15 @@ def deliver_in_background(
     what: str = "sign",
     leased_by: str | None = None,
     loaded: service.LaunchContext | None = None,
+    stored: service.Referral | None = None,
 ) -> threading.Thread:
     """Start the referral's first write in a thread of its own (under the outbox's lease, so
     no worker writes it at the same time), which logs under this request's id; if this process
     dies, the lease runs out and the outbox worker takes over. `what`: the step that wrote
     (Sign, an amendment), for the thread's name and log line; `leased_by`: the lease's owner
     where the row was stored with it taken (else the delivery claims it); `loaded`: the launch
-    context this request read, whose token the write uses while it is live (not read again)."""
+    context this request read, whose token the write uses while it is live (not read again);
+    `stored`: the row as it was stored with the lease, handed over (`outbox.deliver`)."""
     # The app behind the proxy, for the thread (mypy types `current_app` as the Flask app
     # itself, not as the proxy that has this method).
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -255,6 +260,7 @@ def deliver_in_background(
                     functools.partial(client_for_referral, loaded=loaded),
                     owner=leased_by,
                     leased=leased_by is not None,
+                    stored=stored,
                 )
             except Exception:  # it stays queued; the outbox worker retries it
                 log.exception("%s delivery crashed: referral=%s", what, referral_id[:8])

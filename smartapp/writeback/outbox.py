@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, or_, select
@@ -301,15 +301,20 @@ def deliver(
     owner: str | None = None,
     confirm_wait: float | None = None,
     leased: bool = False,
+    stored: Referral | None = None,
 ) -> Referral | None:
     """One attempt at every pending write of the referral, under a lease. `confirm_wait`:
     seconds a create that got no answer in time may still land (CONFIRM_WAIT_SECONDS).
     `leased`: `owner` took the lease when it stored the row (`submit(..., lease_for=owner)`),
-    so the row is read, not claimed (no write transaction of its own)."""
+    so the row is read, not claimed (no write transaction of its own). `stored`: that row
+    as `submit` gave it, handed over (the caller uses it no more): taken as it is while its
+    lease is live, which no other owner can claim, instead of read again."""
     if leased and owner is None:
         raise ValueError("a leased delivery names the lease's owner")
     owner = owner or new_lease_owner()
-    if leased:
+    if leased and stored is not None and _holds_live_lease(stored, referral_id, owner):
+        referral: Referral | None = stored
+    elif leased:
         with db.read() as connection:
             referral = rows.leased(connection, referral_id, owner)
     else:
@@ -323,6 +328,19 @@ def deliver(
     actors = _pending_actors(plan)
     error = _attempt(plan, referral, client_for, wait)
     return _record_attempt(db, referral_id, owner, plan, error, actors)
+
+
+def _holds_live_lease(stored: Referral, referral_id: str, owner: str) -> bool:
+    """Whether `stored` is the queued row `referral_id` whose lease `owner` holds, live now
+    (a lease runs out only after LEASE: until then no one else can claim the row)."""
+    until = stored.lease_until
+    return (
+        stored.id == referral_id
+        and stored.status == "queued"
+        and stored.lease_owner == owner
+        and until is not None
+        and (until if until.tzinfo else until.replace(tzinfo=UTC)) > utcnow()
+    )
 
 
 def _pending_actors(plan: WritePlan) -> list[Actor]:

@@ -75,6 +75,41 @@ def test_a_pending_authorization_is_taken_once(db):
     assert store.take_authorization(services, "unknown") is None
 
 
+def test_a_lone_write_commits_by_itself_on_postgresql_and_takes_the_writer_lock_on_sqlite(db):
+    """Remembering and taking a pending authorization are one statement each: on PostgreSQL
+    run in autocommit (no BEGIN and COMMIT round trips), on SQLite in a unit of work that
+    takes the referral log's writer lock first (BEGIN IMMEDIATE). Either way each is
+    committed when the block ends, and a failing one leaves nothing."""
+    from sqlalchemy import event
+    from sqlalchemy.exc import IntegrityError
+
+    services = services_for(db)
+    executed: list[tuple[str, bool | None]] = []
+
+    def note(conn, _cursor, statement, *_args):
+        driver = conn.connection.driver_connection
+        executed.append((statement.split()[0].upper(), getattr(driver, "autocommit", None)))
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        remember(services, "state-2")
+        with db.read() as connection:  # committed: another connection sees it
+            count = connection.exec_driver_sql("SELECT count(*) FROM pending_authorization")
+            assert count.scalar() == 1
+        assert store.take_authorization(services, "state-2") is not None
+    finally:
+        event.remove(db.engine, "before_cursor_execute", note)
+    if db.engine.dialect.name == "postgresql":
+        assert executed == [("INSERT", True), ("SELECT", True), ("DELETE", True)]
+    else:
+        assert [name for name, _ in executed] == ["BEGIN", "INSERT", "SELECT", "BEGIN", "DELETE"]
+    remember(services, "state-3")
+    with pytest.raises(IntegrityError):  # the same state twice: refused, nothing half-done
+        remember(services, "state-3")
+    assert store.take_authorization(services, "state-3") is not None
+    assert store.take_authorization(services, "state-3") is None
+
+
 def open_launch(services, encounter: str | None = "e1", patient: str = "p1") -> str:
     pending = SimpleNamespace(iss=ISS, token_endpoint=f"{ISS}/token")
     token = {"access_token": "at-1", "patient": patient, "scope": "launch", "expires_in": 3600}

@@ -5,10 +5,12 @@ update queued while a delivery is under way kept."""
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import update
 
-from smartapp.db import Database
+from smartapp.db import Database, Referral
 from smartapp.fhir.errors import FhirError
 from smartapp.writeback import outbox, profiles
 from smartapp.writeback.plan import Method, Status
@@ -174,6 +176,65 @@ def test_sign_stores_the_row_leased_and_only_its_owner_delivers_it(db):
     # written: its owner's delivery again finds nothing of its own to write
     again = outbox.deliver(db, referral_id, client_for, owner="sign-owner", leased=True)
     assert again is not None and again.status == "written" and ehr.calls == ["transaction"]
+
+
+def test_the_row_sign_stored_is_delivered_as_handed_over_while_its_lease_is_live(db, monkeypatch):
+    """Sign hands its delivery the row it stored with the lease taken: used as it is, not
+    read again, while that lease is live (then no one else can claim the row); a row whose
+    lease ran out, or another owner's, is read again, and is then not this owner's to write."""
+    from smartapp.writeback import rows
+
+    ehr = FakeEhr()
+    client_for = lambda r, force_refresh=False: ehr  # noqa: E731
+    reads: list[str] = []
+    real_read = rows.leased
+
+    def counted(connection, referral_id: str, owner: str):
+        reads.append(owner)
+        return real_read(connection, referral_id, owner)
+
+    monkeypatch.setattr(rows, "leased", counted)
+
+    def stored(visit: str):
+        plan = plan_writes(referral(), SETTINGS, profiles.profile("fhir-rest"))
+        row, _ = outbox.submit(
+            db,
+            visit_key=visit,
+            context_id="c1",
+            iss="http://ehr.test/fhir",
+            patient_id="p1",
+            encounter_id=visit,
+            user_ref="Practitioner/doc",
+            decision={"decisions": [{"kind": "prc-consult", "accepted": True}]},
+            plan=plan,
+            lease_for="sign-owner",
+        )
+        return row
+
+    live = stored("v1")
+    assert live.lease_until is not None
+    live.lease_until = live.lease_until.replace(tzinfo=None)  # as SQLite gives times back
+    done = outbox.deliver(db, live.id, client_for, owner="sign-owner", leased=True, stored=live)
+    assert done is not None and done.status == "written" and done.attempts == 1
+    assert reads == [] and ehr.calls == ["transaction"]
+
+    ran_out = stored("v2")
+    ran_out.lease_until = datetime.now(UTC) - timedelta(seconds=1)
+    with db.session() as session:  # meanwhile the outbox worker took the lease
+        session.execute(update(Referral).where(Referral.id == ran_out.id).values(lease_owner="w"))
+    kept = outbox.deliver(
+        db, ran_out.id, client_for, owner="sign-owner", leased=True, stored=ran_out
+    )
+    assert reads == ["sign-owner"] and ehr.calls == ["transaction"]  # nothing written
+    assert kept is not None and kept.status == "queued" and kept.lease_owner == "w"
+
+    other = stored("v3")
+    other.lease_owner = "someone-else"  # not this owner's lease: read, then written as stored
+    written = outbox.deliver(
+        db, other.id, client_for, owner="sign-owner", leased=True, stored=other
+    )
+    assert reads == ["sign-owner", "sign-owner"]
+    assert written is not None and written.status == "written"
 
 
 def test_a_held_referral_is_stored_without_a_lease(db):
