@@ -21,7 +21,8 @@ Figures (one function each; the last line printed is one JSON object with every 
   tables, so without the cross-check against them); floor: every row
   read (server-side cursor) and SHA-256 over its columns' text.
 - export: `handoff audit export`'s work as NDJSON and as CSV to a file, by every core (up to
-  4) as the command runs it (`export_jobs`), and NDJSON in one process
+  4, fewer for a small log: `export_jobs_*` is how many processes made it) as the command
+  runs it (`export_jobs`), and NDJSON in one process
   (`export_ndjson_one_process_*`); floor: every row read and written as one tab-separated
   line, in one process; each of up to
   `--repeat` (at most 3) runs times the floor and the exports back to back, each to a new file,
@@ -73,7 +74,7 @@ from smartapp.audit import chain, fastrows  # noqa: E402
 from smartapp.audit import log as referral_log  # noqa: E402
 from smartapp.audit import rows as stored  # noqa: E402
 from smartapp.audit.export import write_export_of  # noqa: E402
-from smartapp.audit.export_jobs import default_jobs  # noqa: E402
+from smartapp.audit.export_jobs import default_jobs, workers_for  # noqa: E402
 from smartapp.audit.models import LogEvent  # noqa: E402
 from smartapp.audit.verify import verify  # noqa: E402
 from smartapp.db import Database  # noqa: E402
@@ -341,7 +342,7 @@ def figure_export(bench: Bench, work: Path, repeat: int) -> dict:
     found = {
         f"export_floor_s_{bench.label}": round(statistics.median(floors), 2),
         f"export_ndjson_bytes_s_{bench.label}": round(write_only or 0.0, 2),
-        f"export_jobs_{bench.label}": JOBS,
+        f"export_jobs_{bench.label}": workers_for(bench.events, JOBS),
         f"export_ndjson_cpu_to_floor_cpu_{bench.label}": round(statistics.median(cpu_ratios), 2),
     }
     for name, _, _ in EXPORTS:

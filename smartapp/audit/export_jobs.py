@@ -65,6 +65,13 @@ def default_jobs() -> int:
     return max(1, min(cores, MAX_DEFAULT_JOBS))
 
 
+def workers_for(events: int, jobs: int) -> int:
+    """The processes an export of a range of `events` sequence numbers is made by, of at most
+    `jobs`: as many as have MIN_PARTS_PER_JOB parts each; 1 is this process alone."""
+    parts = -(-events // PART_EVENTS)
+    return max(1, min(jobs, parts // MIN_PARTS_PER_JOB))
+
+
 def write_export_jobs(
     db: Database,
     out: TextIO,
@@ -86,8 +93,8 @@ def write_export_jobs(
         return _Lines(out, fmt).close()
     starts = range(low, high + 1, PART_EVENTS)
     parts = [(first, min(first + PART_EVENTS, high + 1)) for first in starts]
-    jobs = min(jobs, len(parts) // MIN_PARTS_PER_JOB)
-    if jobs <= 1:
+    jobs = workers_for(high - low + 1, jobs)
+    if jobs == 1:
         with db.session() as session:
             return write_export(session, out, fmt, start, end, where)
     _JOB.update(url=db.url, engine=db.engine, fmt=fmt, where=tuple(where), start=start, end=end)

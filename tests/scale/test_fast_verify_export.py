@@ -323,6 +323,16 @@ def test_an_export_too_small_for_workers_is_made_by_this_process_alone(db, monke
         assert pools == expected, minimum
 
 
+def test_an_export_gets_a_worker_per_hundred_thousand_events():
+    """With the shipped sizes (parts of 10,000 events, 10 parts a worker): a log of 100k
+    events is exported by this process alone, 1M by every core (up to the jobs asked)."""
+    from smartapp.audit.export_jobs import workers_for
+
+    sizes = (0, 100_000, 190_000, 200_000, 1_000_000)
+    assert [workers_for(n, 4) for n in sizes] == [1, 1, 1, 2, 4]
+    assert workers_for(1_000_000, 2) == 2 and workers_for(1_000_000, 1) == 1
+
+
 def test_the_parts_wait_in_shared_memory_only_where_it_has_room(monkeypatch):
     """A container's /dev/shm (often 64 MB) cannot hold the parts that wait at once: they go
     to the temporary folder then, as they do where there is no /dev/shm."""
