@@ -46,6 +46,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def stored_utc(moment: datetime) -> datetime:
+    """A stored time as UTC: SQLite gives it back without its zone (PostgreSQL with it)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -343,11 +348,10 @@ class Database:
 
     @contextmanager
     def statement(self) -> Iterator[Connection | Session]:
-        """Where one statement that writes runs, committed on its own (use it as a context
-        manager, and run that one statement alone). On PostgreSQL a connection in autocommit:
-        a lone statement is atomic by itself, so the BEGIN and COMMIT round trips around it
-        (and an ORM unit of work) are spared. On SQLite a unit of work as `session` gives, so
-        the statement takes the referral log's writer lock first (`_writer_lock_first`)."""
+        """Where one statement that writes runs, committed on its own (run that one alone): on
+        PostgreSQL a connection in autocommit (a lone statement is atomic: no BEGIN and COMMIT
+        round trips, no ORM unit of work); on SQLite a unit of work as `session` gives, so the
+        statement takes the referral log's writer lock first (`_writer_lock_first`)."""
         if self._reader is self.engine:  # SQLite
             with self.session() as session:
                 yield session

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import ColumnElement, func, select
 
-from smartapp.audit.export import ExportResult, _Lines, write_export
+from smartapp.audit.export import ExportResult, _Lines, write_export_of
 from smartapp.audit.fastrows import in_range, rows
 from smartapp.audit.models import LogEvent
 from smartapp.db import Database
@@ -91,12 +91,11 @@ def write_export_jobs(
         low, high = connection.execute(span).one()
     if low is None:
         return _Lines(out, fmt).close()
-    starts = range(low, high + 1, PART_EVENTS)
-    parts = [(first, min(first + PART_EVENTS, high + 1)) for first in starts]
     jobs = workers_for(high - low + 1, jobs)
     if jobs == 1:
-        with db.session() as session:
-            return write_export(session, out, fmt, start, end, where)
+        return write_export_of(db, out, fmt, start, end, where)
+    starts = range(low, high + 1, PART_EVENTS)
+    parts = [(first, min(first + PART_EVENTS, high + 1)) for first in starts]
     _JOB.update(url=db.url, engine=db.engine, fmt=fmt, where=tuple(where), start=start, end=end)
     context = multiprocessing.get_context("fork")
     with (

@@ -12,7 +12,7 @@ from sqlalchemy import Table, Update, bindparam, delete, insert, update
 from sqlalchemy.orm import Session
 
 from smartapp.audit import log as referral_log
-from smartapp.db import LaunchContext, PendingAuthorization, Referral
+from smartapp.db import LaunchContext, PendingAuthorization, Referral, stored_utc
 from smartapp.launch.client import AuthorizationRequest, SmartConfiguration, fhir_user_reference
 from smartapp.launch.registrations import Registration
 from smartapp.services import Services
@@ -63,14 +63,9 @@ def take_authorization(services: Services, state: str) -> PendingAuthorization |
     return PendingAuthorization(**row._asdict()) if row is not None else None
 
 
-def _aware(moment: datetime) -> datetime:
-    """A stored time as UTC (SQLite gives it back without its zone)."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def authorization_age(pending: PendingAuthorization, now: datetime) -> timedelta:
     """How long ago the authorization request was made."""
-    return now - _aware(pending.created_at)
+    return now - stored_utc(pending.created_at)
 
 
 def open_context(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
-from smartapp.db import Database, Referral
+from smartapp.db import Database, Referral, stored_utc
 
 
 def queue_figures(db: Database, now: datetime | None = None) -> tuple[int, float]:
@@ -18,6 +18,5 @@ def queue_figures(db: Database, now: datetime | None = None) -> tuple[int, float
         ).one()
     if not count or oldest is None:
         return 0, 0.0
-    if oldest.tzinfo is None:  # SQLite hands back naive UTC
-        oldest = oldest.replace(tzinfo=UTC)
-    return int(count), max(0.0, ((now or datetime.now(UTC)) - oldest).total_seconds())
+    age = (now or datetime.now(UTC)) - stored_utc(oldest)
+    return int(count), max(0.0, age.total_seconds())

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete
 
-from smartapp.db import Database, StaffSession, StaffSignIn
+from smartapp.db import Database, StaffSession, StaffSignIn, stored_utc
 
 
 @dataclass(frozen=True)
@@ -25,10 +25,6 @@ class Limits:
 
     idle: timedelta
     absolute: timedelta
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _row_id(token: str) -> str:
@@ -66,8 +62,8 @@ def find_session(
         row = session.get(StaffSession, _row_id(token))
         if row is None:
             return None
-        idle = now - _aware(row.last_seen_at) > limits.idle
-        old = now - _aware(row.created_at) > limits.absolute
+        idle = now - stored_utc(row.last_seen_at) > limits.idle
+        old = now - stored_utc(row.created_at) > limits.absolute
         if idle or old:
             session.delete(row)
             return None
@@ -93,7 +89,7 @@ class SignInStore:
         now = datetime.now(UTC)
         with self.database().session() as session:
             row = session.get(StaffSignIn, key)
-            if row is None or _aware(row.expires_at) < now:
+            if row is None or stored_utc(row.expires_at) < now:
                 return None
             return row.data
 

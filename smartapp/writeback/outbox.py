@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, or_, select
@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from smartapp.audit import log as referral_log
-from smartapp.db import Database, DetachedReader, Referral, utcnow
+from smartapp.db import Database, DetachedReader, Referral, stored_utc, utcnow
 from smartapp.fhir.client import FhirClient, FhirError
 from smartapp.writeback import rows, writers
 from smartapp.writeback.actor import Actor
@@ -339,7 +339,7 @@ def _holds_live_lease(stored: Referral, referral_id: str, owner: str) -> bool:
         and stored.status == "queued"
         and stored.lease_owner == owner
         and until is not None
-        and (until if until.tzinfo else until.replace(tzinfo=UTC)) > utcnow()
+        and stored_utc(until) > utcnow()
     )
 
 
