@@ -63,6 +63,7 @@ from smartapp.rulestools.backtest_report import (
     pack_report,
     per_visit,
     report,
+    report_parts,
     report_text,
     withheld_difference,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "read_ndjson_files",
     "render_text",
     "report",
+    "report_parts",
     "report_text",
     "run_backtest",
     "withheld_difference",

@@ -7,7 +7,7 @@ with each visit's entry as its summary holds it."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -183,24 +183,42 @@ def report(result: Backtest) -> dict[str, Any]:
 def report_text(result: Backtest) -> str:
     """``report_json(report(result))``, the same text, with each visit's entries written as
     their summaries hold them (not read back and written again)."""
+    return "".join(report_parts(result))
+
+
+#: Entries joined into one part of :func:`report_parts` (a part of about a megabyte).
+PART_ENTRIES = 4096
+
+
+def report_parts(result: Backtest) -> Iterator[str]:
+    """:func:`report_text` in parts, in order, for a writer: the report of a population
+    (about 100 MB at 100k patients) is never one string, so it is not copied whole by a
+    join, by the command line's echo (which adds the newline to a copy) or by encoding."""
     text = report_json(_frame(result))
     visits = summaries(result)
-    text = _spliced(text, "per_visit", [v.entry for v in visits], PER_VISIT_DEPTH)
+    lists = [(_list_at(text, "per_visit", PER_VISIT_DEPTH), [v.entry for v in visits])]
     if len(result.packs) > 1:
         found = [v.difference for v in visits if v.difference is not None]
-        text = _spliced(text, "differences", found, DIFFERENCE_DEPTH)
-    return text
+        lists.append((_list_at(text, "differences", DIFFERENCE_DEPTH), found))
+    start = 0
+    for (at, depth), entries in sorted(lists, key=lambda found: found[0][0]):
+        if not entries:
+            continue
+        yield text[start:at]
+        inner = "\n" + "  " * depth
+        between = "," + inner
+        yield "[" + inner
+        for first in range(0, len(entries), PART_ENTRIES):
+            part = between.join(entries[first : first + PART_ENTRIES])
+            yield part if first == 0 else between + part
+        yield "\n" + "  " * (depth - 1) + "]"
+        start = at + 2  # past the frame's "[]"
+    yield text[start:]
 
 
-def _spliced(text: str, key: str, entries: list[str], depth: int) -> str:
-    """``text`` with the empty list of member ``key`` holding ``entries`` (JSON text
-    written at ``depth``, the list's members' depth). The member is found once: its key at
-    the start of a line indented one level less, quoted as only a key can be."""
-    if not entries:
-        return text
+def _list_at(text: str, key: str, depth: int) -> tuple[int, int]:
+    """Where the frame's empty list of member ``key`` is (its ``[]``) and its members'
+    depth. The member is found once: its key at the start of a line indented one level
+    less, quoted as only a key can be."""
     member = "\n" + "  " * (depth - 1) + f'"{key}": []'
-    at = text.index(member) + len(member) - 2
-    inner = "\n" + "  " * depth
-    # one join: each ``+`` would copy the whole text (on 100k patients, 100 MB a copy)
-    close = "\n" + "  " * (depth - 1) + "]"
-    return "".join((text[:at], "[", inner, ("," + inner).join(entries), close, text[at + 2 :]))
+    return text.index(member) + len(member) - 2, depth

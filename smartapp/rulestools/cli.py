@@ -383,7 +383,7 @@ def backtest_command(
         no_gc,
         render_text,
         report,
-        report_text,
+        report_parts,
         run_backtest,
     )
     from smartapp.rulestools.backtest_progress import Progress
@@ -416,10 +416,13 @@ def backtest_command(
     if bar:
         bar.finish()
     with no_gc():  # the report is acyclic: the collector would only rescan it
-        if as_json:
-            text = report_text(result)
-        else:
-            text = render_text(report(result), time.perf_counter() - started)
+        if as_json:  # in parts, as click.echo would write the whole text and its newline
+            for part in report_parts(result):
+                sys.stdout.write(part)
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            return
+        text = render_text(report(result), time.perf_counter() - started)
     click.echo(text)
 
 

@@ -16,11 +16,18 @@ from random import Random
 import pytest
 
 from smartapp.engine import Pack, load_pack
-from smartapp.rulestools.backtest import Backtest, report, report_text, run_backtest
+from smartapp.rulestools import backtest_report
+from smartapp.rulestools.backtest import (
+    Backtest,
+    report,
+    report_parts,
+    report_text,
+    run_backtest,
+)
 from smartapp.rulestools.backtest_report import _kind_counts, pack_report
 from smartapp.rulestools.backtest_summary import VisitSummary, json_at, report_json
 
-from .helpers import RULES
+from .helpers import RULES, run_cli
 from .test_backtest import cows_pack, write_bundles, write_ndjson
 
 
@@ -47,6 +54,33 @@ def test_summaries_report_what_the_replayed_visits_report(
     text = report_text(summed)
     assert text == report_text(kept) == json.dumps(expected, indent=2)
     assert json.loads(text) == expected
+
+
+@pytest.mark.parametrize("part_entries", [1, 3, 14, 15])
+def test_the_report_in_parts_is_the_report_text_whatever_the_parts_size(
+    tmp_path: Path, pack: Pack, part_entries: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command line writes the report in parts (``report_parts``): the lists' entries
+    joined a part at a time, the separators between parts as between entries."""
+    folder = write_bundles(tmp_path / "charts")
+    write_ndjson(folder / "more")
+    other = load_pack(cows_pack(tmp_path, 5), RULES / "valuesets")
+    kept, summed = _both(folder, [pack, other], 1, 1 << 30)
+    monkeypatch.setattr(backtest_report, "PART_ENTRIES", part_entries)
+    parts = list(report_parts(summed))
+    assert "".join(parts) == json.dumps(report(kept), indent=2)
+    # the frame's three pieces; each list's opening, its entries' parts and its closing
+    chunks = -(-14 // part_entries) + -(-2 // part_entries)
+    assert len(parts) == 3 + 4 + chunks
+
+
+def test_the_command_writes_the_report_in_parts_with_a_newline(tmp_path: Path) -> None:
+    folder = write_bundles(tmp_path / "charts")
+    proc = run_cli("backtest", str(folder), "--json", "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.endswith("}\n") and not proc.stdout.endswith("\n\n")
+    found = json.loads(proc.stdout)
+    assert found["visits"] == len(found["per_visit"]) == 7
 
 
 def test_text_outside_ascii_is_the_standard_encoders(tmp_path: Path, pack: Pack) -> None:
