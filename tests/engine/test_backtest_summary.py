@@ -9,6 +9,8 @@ the text to what the standard encoder writes for the whole report (the documente
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from random import Random
@@ -27,7 +29,7 @@ from smartapp.rulestools.backtest import (
 from smartapp.rulestools.backtest_report import _kind_counts, pack_report
 from smartapp.rulestools.backtest_summary import VisitSummary, json_at, report_json
 
-from .helpers import RULES, run_cli
+from .helpers import REPO, RULES, SYNTHEA, run_cli
 from .test_backtest import cows_pack, write_bundles, write_ndjson
 
 
@@ -81,6 +83,25 @@ def test_the_command_writes_the_report_in_parts_with_a_newline(tmp_path: Path) -
     assert proc.stdout.endswith("}\n") and not proc.stdout.endswith("\n\n")
     found = json.loads(proc.stdout)
     assert found["visits"] == len(found["per_visit"]) == 7
+
+
+def test_a_reader_that_stops_early_ends_the_command_without_a_traceback() -> None:
+    """``... --json | head``: the reader closes the pipe while the report (more than a pipe's
+    buffer: the Synthea folder's 100 patients) is being written; the command ends with
+    status 1 and no traceback (click's standalone mode answers EPIPE)."""
+    command = [sys.executable, "-m", "smartapp.rulestools.cli", "backtest", str(SYNTHEA)]
+    proc = subprocess.Popen(
+        [*command, "--json", "--workers", "1"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(100).startswith(b"{")
+    proc.stdout.close()
+    errors = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in errors and "Exception ignored" not in errors, errors
 
 
 def test_text_outside_ascii_is_the_standard_encoders(tmp_path: Path, pack: Pack) -> None:
