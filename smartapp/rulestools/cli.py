@@ -416,7 +416,7 @@ def backtest_command(
     if bar:
         bar.finish()
     with no_gc():  # the report is acyclic: the collector would only rescan it
-        if as_json:  # in parts, as click.echo would write the whole text and its newline
+        if as_json:  # in parts: click.echo would copy the whole text to add its newline
             for part in report_parts(result):
                 sys.stdout.write(part)
             sys.stdout.write("\n")
