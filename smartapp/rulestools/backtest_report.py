@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -196,12 +196,14 @@ def report_parts(result: Backtest) -> Iterator[str]:
     join, by the command line's echo (which adds the newline to a copy) or by encoding."""
     text = report_json(_frame(result))
     visits = summaries(result)
-    lists = [(_list_at(text, "per_visit", PER_VISIT_DEPTH), [v.entry for v in visits])]
+    depth = PER_VISIT_DEPTH
+    lists = [(_list_at(text, "per_visit", depth), depth, [v.entry for v in visits])]
     if len(result.packs) > 1:
         found = [v.difference for v in visits if v.difference is not None]
-        lists.append((_list_at(text, "differences", DIFFERENCE_DEPTH), found))
+        depth = DIFFERENCE_DEPTH
+        lists.append((_list_at(text, "differences", depth), depth, found))
     start = 0
-    for (at, depth), entries in sorted(lists, key=lambda found: found[0][0]):
+    for at, depth, entries in sorted(lists, key=itemgetter(0)):  # in the text's order
         if not entries:
             continue
         yield text[start:at]
@@ -216,9 +218,9 @@ def report_parts(result: Backtest) -> Iterator[str]:
     yield text[start:]
 
 
-def _list_at(text: str, key: str, depth: int) -> tuple[int, int]:
-    """Where the frame's empty list of member ``key`` is (its ``[]``) and its members'
-    depth. The member is found once: its key at the start of a line indented one level
-    less, quoted as only a key can be."""
+def _list_at(text: str, key: str, depth: int) -> int:
+    """Where the frame's empty list of member ``key`` (its members at ``depth``) is: the
+    index of its ``[]``. The member is found once: its key at the start of a line indented
+    one level less, quoted as only a key can be."""
     member = "\n" + "  " * (depth - 1) + f'"{key}": []'
-    return text.index(member) + len(member) - 2, depth
+    return text.index(member) + len(member) - 2
