@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -22,19 +22,16 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
-    bindparam,
     create_engine,
     event,
     inspect,
     make_url,
-    select,
     text,
 )
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
     Session,
-    make_transient_to_detached,
     mapped_column,
     sessionmaker,
 )
@@ -113,6 +110,9 @@ class LaunchContext(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # What the screen showed last (the suggestions as JSON), so a signature refers to it.
     shown: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # The visit's key (writeback.referral.referral_key of iss, encounter or patient, "visit"),
+    # kept as the encounter is: the launch and its visit's referral are read by one join.
+    visit_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Referral(Base):
@@ -370,33 +370,6 @@ class Database:
             raise
         finally:
             session.close()
-
-
-M = TypeVar("M", bound="Base")
-
-
-class DetachedReader(Generic[M]):
-    """One row of a mapped class read by Core and given as a detached instance, all its
-    columns loaded: what `session.get` and a query give after the session ends
-    (`expire_on_commit` off), for about half the CPU. Every screen, Sign and signed page
-    reads its launch and its visit's referral so. Built once, with the keys it selects by."""
-
-    def __init__(self, model: type[M], *by: str) -> None:
-        attributes = list(inspect(model).column_attrs)
-        self.model = model
-        self.keys = tuple(attribute.key for attribute in attributes)
-        self.statement = select(*(attribute.columns[0] for attribute in attributes)).where(
-            *(inspect(model).columns[key] == bindparam(key) for key in by)
-        )
-
-    def one(self, connection: Connection, **by: object) -> M | None:
-        """The instance whose columns `by` name have these values, or None."""
-        row = connection.execute(self.statement, by).first()
-        if row is None:
-            return None
-        instance = self.model(**dict(zip(self.keys, row, strict=True)))
-        make_transient_to_detached(instance)  # as loaded: no pending change, its identity
-        return instance
 
 
 def alembic_config():

@@ -13,6 +13,7 @@ import logging
 from datetime import UTC, datetime
 
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
+from markupsafe import Markup
 
 from smartapp.aids import data, service
 from smartapp.screen.views import load_shown_context
@@ -41,7 +42,21 @@ def aids_helpers() -> dict:
             found[context.id] = service.recorded(current_services().db, context)
         return found[context.id]
 
-    return {"aids_data": settings, "aids_recorded": aids_recorded}
+    return {"aids_data": settings, "aids_recorded": aids_recorded, "cows_items": cows_items}
+
+
+def cows_items(scale: data.CowsScale) -> Markup:
+    """The COWS form's items (eleven questions, their answers and scores): the same on every
+    screen that offers the form, so rendered once per scale and app and kept (they were about
+    a third of rendering the screen). The scale is the one `data.cows_scale` keeps loaded."""
+    kept: dict[int, tuple[data.CowsScale, Markup]] = current_app.extensions.setdefault(
+        "handoff-cows-items", {}
+    )
+    found = kept.get(id(scale))
+    if found is None or found[0] is not scale:
+        template = current_app.jinja_env.get_template("aids/_cows_items.html")
+        found = kept[id(scale)] = (scale, Markup(template.render(scale=scale)))
+    return found[1]
 
 
 def refused(title: str, message: str, status: int):

@@ -16,6 +16,7 @@ from smartapp.db import LaunchContext, PendingAuthorization, Referral, stored_ut
 from smartapp.launch.client import AuthorizationRequest, SmartConfiguration, fhir_user_reference
 from smartapp.launch.registrations import Registration
 from smartapp.services import Services
+from smartapp.writeback.referral import referral_key
 
 # The launch's statements, built once: Core on the tables (no ORM unit of work, no statement
 # built per call); the values are bound per call.
@@ -68,6 +69,11 @@ def authorization_age(pending: PendingAuthorization, now: datetime) -> timedelta
     return now - stored_utc(pending.created_at)
 
 
+def visit_key(iss: str, encounter_id: str | None, patient_id: str) -> str:
+    """The key of the visit a launch is about: its referral's `visit_key`."""
+    return referral_key(iss, encounter_id, patient_id, "visit")
+
+
 def open_context(
     services: Services,
     pending: PendingAuthorization,
@@ -96,6 +102,7 @@ def open_context(
         if expires_in
         else None,
     }
+    values["visit_key"] = visit_key(values["iss"], values["encounter_id"], values["patient_id"])
     context = LaunchContext(**values)  # what the log event is about; the row goes in by Core
     with services.db.session() as db:
         db.execute(_OPEN, values)

@@ -15,17 +15,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import Update, bindparam, func, update
+from sqlalchemy import Update, bindparam, case, func, update
 
 from smartapp import threads
 from smartapp.aids import service as aids
 from smartapp.audit import log as referral_log
-from smartapp.db import DetachedReader, LaunchContext, Referral
+from smartapp.db import LaunchContext, Referral
+from smartapp.detached import DetachedJoinReader, DetachedReader
 from smartapp.engine import Chart, Pack, evaluate
 from smartapp.engine.readable import readable_chart
 from smartapp.fhir.client import ChartLimits, ChartRead, FhirClient, FhirError
 from smartapp.launch import client as smart
-from smartapp.launch import sessions, signer
+from smartapp.launch import sessions, signer, store
 from smartapp.screen import decisions as forms
 from smartapp.screen.programs import chosen_program
 from smartapp.screen.shown import (
@@ -78,8 +79,11 @@ class ScreenSettings:
 # the launch and its visit
 
 
-#: Every screen, Sign and signed page reads its launch (detached, as a session gives it).
+#: Every screen, Sign and signed page reads its launch (detached, as a session gives it) and
+#: the referral of its visit, in one statement: the launch keeps its visit's key.
 _CONTEXT = DetachedReader(LaunchContext, "id")
+_SAME_VISIT = Referral.visit_key == LaunchContext.visit_key
+_VISIT = DetachedJoinReader(LaunchContext, Referral, _SAME_VISIT, "id")
 
 
 def find_context(services: Services, context_id: str) -> LaunchContext | None:
@@ -92,14 +96,15 @@ def find_visit(services: Services, context_id: str) -> tuple[LaunchContext | Non
     """The launch context and the referral signed for its visit (in this launch or an earlier
     one), on one connection (the caller checks that the context belongs to the browser)."""
     with services.db.read() as connection:
-        context = _CONTEXT.one(connection, id=context_id)
-        if context is None:
-            return None, None
+        context, referral = _VISIT.one(connection, id=context_id)
+        if context is None or context.visit_key == visit_key(context):
+            return context, referral
+        # a launch stored before launches kept their visit's key (migration 0014)
         return context, outbox.visit_referral_read(connection, visit_key(context))
 
 
 def visit_key(context: LaunchContext) -> str:
-    return writeback.referral_key(context.iss, context.encounter_id, context.patient_id, "visit")
+    return store.visit_key(context.iss, context.encounter_id, context.patient_id)
 
 
 def signed_referral(services: Services, context: LaunchContext) -> Referral | None:
@@ -240,22 +245,14 @@ def present(
 
 
 def _side_reads(
-    services: Services,
-    settings: ScreenSettings,
-    context: LaunchContext,
-    now: datetime,
+    services: Services, settings: ScreenSettings, context: LaunchContext, now: datetime
 ) -> tuple[dict, aids.VisitAids]:
-    """What the screen reads beside the chart: the coach team's expectation and the visit's
-    aid records."""
-    return coach_expectation(services, settings, now), aids.visit_aids(services.db, context)
-
-
-def coach_expectation(services: Services, settings: ScreenSettings, now: datetime) -> dict:
-    """What the physician should expect of the coach team if they sign now (a coach is
-    available, or the handoff waits in the team queue, with the warm line): service
-    information from the caseload (`smartapp.staff.caseload`), not a clinical decision."""
+    """What the screen reads beside the chart: the visit's aid records, and what the physician
+    should expect of the coach team if they sign now (a coach is available, or the handoff
+    waits in the team queue, with the warm line): service information from the caseload
+    (`smartapp.staff.caseload`), not a clinical decision."""
     found = coach_caseload.expectation(services.db, settings.caseload, services.catalog, now)
-    return found.as_dict()
+    return found.as_dict(), aids.visit_aids(services.db, context)
 
 
 def _keep_shown(with_encounter: bool) -> Update:
@@ -263,6 +260,11 @@ def _keep_shown(with_encounter: bool) -> Update:
     values: dict[str, Any] = {"shown": bindparam("kept_shown", type_=LaunchContext.shown.type)}
     if with_encounter:  # a standalone launch's visit is the one the rules chose, if none yet
         values["encounter_id"] = func.coalesce(LaunchContext.encounter_id, bindparam("chosen"))
+        # and its key with it (SET reads the row as it was: the encounter before this UPDATE)
+        values["visit_key"] = case(
+            (LaunchContext.encounter_id.is_(None), bindparam("chosen_key")),
+            else_=LaunchContext.visit_key,
+        )
     return (
         update(LaunchContext)
         .where(LaunchContext.id == bindparam("kept_id"))
@@ -281,7 +283,9 @@ def record_shown(services: Services, context: LaunchContext, shown: dict) -> Non
     if chosen:
         # Standalone launch without an encounter: the visit the rules chose is this visit.
         params["chosen"] = chosen
+        params["chosen_key"] = store.visit_key(context.iss, chosen, context.patient_id)
         context.encounter_id = context.encounter_id or chosen
+        context.visit_key = visit_key(context)
     with services.db.session() as db:  # one UPDATE, no ORM object loaded
         found = db.execute(_KEEP_SHOWN[bool(chosen)], params)
         if not found.rowcount:  # type: ignore[attr-defined]

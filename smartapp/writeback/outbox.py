@@ -26,7 +26,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from smartapp.audit import log as referral_log
-from smartapp.db import Database, DetachedReader, Referral, stored_utc, utcnow
+from smartapp.db import Database, Referral, stored_utc, utcnow
+from smartapp.detached import DetachedReader
 from smartapp.fhir.client import FhirClient, FhirError
 from smartapp.writeback import rows, writers
 from smartapp.writeback.actor import Actor

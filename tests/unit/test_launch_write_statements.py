@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import update
 
 from smartapp.audit import log as referral_log
-from smartapp.db import Database, DetachedReader, LaunchContext, Referral
+from smartapp.db import Database, LaunchContext, Referral
+from smartapp.detached import DetachedReader
 from smartapp.fhir.errors import FhirError
 from smartapp.launch import client as smart
 from smartapp.launch import sessions, store
@@ -309,3 +310,82 @@ def test_an_attempt_is_recorded_on_the_row_under_its_lease_only(db):
     logged = attempts_logged(db)
     assert [(e["attempt"], e["outcome"]) for e in logged] == [(1, "queued"), (2, "written")]
     assert logged[-1]["written"] == done.written
+
+
+def statements_during(db: Database, call):
+    """`call()`'s result and the statements it sent."""
+    from sqlalchemy import event
+
+    sent: list[str] = []
+
+    def note(_conn, _cursor, statement, *_args):
+        sent.append(statement.split()[0].upper())
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        return call(), sent
+    finally:
+        event.remove(db.engine, "before_cursor_execute", note)
+
+
+def test_a_screen_reads_its_launch_and_its_visits_referral_in_one_statement(db):
+    """Every screen, Sign and signed page reads its launch and the referral signed for its
+    visit (in this launch or an earlier one) by one join on the visit key the launch keeps;
+    another visit's referral, the patient's own without an encounter, or another patient's,
+    is never the one found."""
+    from smartapp.screen import service as screen
+
+    services = services_for(db)
+    context_id = open_launch(services)  # encounter e1 of p1
+    submitted(db, store.visit_key(ISS, "e2", "p1"), encounter="e2")
+    submitted(db, store.visit_key(ISS, None, "p1"), encounter=None)
+    submitted(db, store.visit_key(ISS, None, "p2"), encounter=None, patient="p2")
+    (context, found), sent = statements_during(db, lambda: screen.find_visit(services, context_id))
+    assert context is not None and context.id == context_id and found is None
+    assert sent == ["SELECT"]
+    mine = submitted(db, store.visit_key(ISS, "e1", "p1"))
+    (context, found), sent = statements_during(db, lambda: screen.find_visit(services, context_id))
+    assert sent == ["SELECT"]
+    assert context is not None and found is not None
+    assert (found.id, found.encounter_id, context.visit_key) == (mine, "e1", found.visit_key)
+    assert found.plan["operations"] and found.decision == outbox.get(db, mine).decision
+    assert screen.find_visit(services, "not-a-launch") == (None, None)
+
+
+def test_a_standalone_launchs_key_follows_the_visit_the_rules_chose(db):
+    """A launch without an encounter is about the patient until the screen keeps the visit
+    the rules chose; from then on its key is that visit's, and so is the referral found."""
+    from smartapp.screen import service as screen
+
+    services = services_for(db)
+    context_id = open_launch(services, encounter=None)
+    by_patient = submitted(db, store.visit_key(ISS, None, "p1"), encounter=None)
+    chosen = submitted(db, store.visit_key(ISS, "e7", "p1"), encounter="e7")
+    context, found = screen.find_visit(services, context_id)
+    assert context is not None and found is not None and found.id == by_patient
+    shown = {"pack": {"id": "default"}, "encounter": {"id": "e7"}, "notices": []}
+    screen.record_shown(services, context, shown | {"suggestions": []})
+    assert (context.encounter_id, context.visit_key) == ("e7", store.visit_key(ISS, "e7", "p1"))
+    (context, found), sent = statements_during(db, lambda: screen.find_visit(services, context_id))
+    assert sent == ["SELECT"] and found is not None and found.id == chosen
+    assert context is not None and context.encounter_id == "e7"
+    # a launch that has its encounter keeps it, and its key, whatever a later screen chose
+    screen.record_shown(services, context, shown | {"encounter": {"id": "e9"}, "suggestions": []})
+    context, found = screen.find_visit(services, context_id)
+    assert context is not None and found is not None and found.id == chosen
+    assert context.visit_key == store.visit_key(ISS, "e7", "p1")
+
+
+def test_a_launch_kept_from_before_visit_keys_still_finds_its_visits_referral(db):
+    """A launch stored before migration 0014 has no visit key: read by the key computed as
+    before (two statements), it finds the same referral."""
+    from smartapp.screen import service as screen
+
+    services = services_for(db)
+    context_id = open_launch(services)
+    mine = submitted(db, store.visit_key(ISS, "e1", "p1"))
+    with db.session() as session:
+        session.execute(update(LaunchContext).values(visit_key=None))
+    (context, found), sent = statements_during(db, lambda: screen.find_visit(services, context_id))
+    assert context is not None and found is not None and found.id == mine
+    assert sent == ["SELECT", "SELECT"]
