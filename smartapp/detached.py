@@ -6,10 +6,11 @@ referral so (issue 15)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Connection, bindparam, inspect, select
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state
 
 from smartapp.db import Base
 
@@ -27,6 +28,7 @@ class DetachedReader(Generic[M]):
         attributes = list(inspect(model).column_attrs)
         self.model = model
         self.keys = tuple(attribute.key for attribute in attributes)
+        self._manager = inspect(model).class_manager
         self.statement = select(*(attribute.columns[0] for attribute in attributes)).where(
             *(inspect(model).columns[key] == bindparam(key) for key in by)
         )
@@ -37,9 +39,12 @@ class DetachedReader(Generic[M]):
         return None if row is None else self.detached(row)
 
     def detached(self, row: Sequence[Any]) -> M:
-        """The instance of a row of this reader's columns, as loaded."""
-        instance = self.model(**dict(zip(self.keys, row, strict=True)))
-        make_transient_to_detached(instance)  # as loaded: no pending change, its identity
+        """The instance of a row of this reader's columns, as loaded: made as the ORM's loader
+        makes one (no constructor, no attribute events: a third of the read's CPU), its
+        columns put in its state, then given its identity with no pending change."""
+        instance = cast(M, self._manager.new_instance())
+        instance_state(instance).dict.update(zip(self.keys, row, strict=True))
+        make_transient_to_detached(instance)
         return instance
 
 
