@@ -92,11 +92,6 @@ def parse(services: Services, client: CdsClient, service: HookService, body: Any
     return Call(request, context, registration.iss, registration.id)
 
 
-def visit_key(iss: str, encounter_id: str | None, patient_id: str) -> str:
-    """The visit's key, the same as the launch screen's (`screen.service.visit_key`)."""
-    return writeback.referral_key(iss, encounter_id, patient_id, "visit")
-
-
 def _decided_statement(with_encounter: bool) -> Any:
     """Whether a visit has a referral or a card override: built once per form (an encounter
     compared by value, or none: IS NULL), its values bound at execution."""
@@ -123,7 +118,7 @@ _KEEP_SHOWN = insert(LaunchContext.__table__)  # type: ignore[arg-type]
 def decided(services: Services, iss: str, patient_id: str, encounter_id: str | None) -> bool:
     """Signed in Handoff or accepted on a card (a referral), or overridden on a card: one
     query (the referral's unique key, the log's patient index), no unit of work."""
-    values = {"key": visit_key(iss, encounter_id, patient_id), "patient_id": patient_id}
+    values = {"key": writeback.visit_key(iss, encounter_id, patient_id), "patient_id": patient_id}
     values["iss"] = iss
     if encounter_id:
         values["encounter_id"] = encounter_id
@@ -197,7 +192,7 @@ def respond(
     card_id = str(uuid.uuid4())
     registration = services.registry.by_id(call.registration_id)
     assert registration is not None
-    key = visit_key(call.iss, encounter_id, ctx.patientId)
+    key = writeback.visit_key(call.iss, encounter_id, ctx.patientId)
     signed = accept_all(call, shown, encounter_id, now)
     orders = cards.draft_orders(
         shown, signed, registration.write, settings.screen.identifier_system

@@ -16,7 +16,7 @@ from smartapp.db import LaunchContext, PendingAuthorization, Referral, stored_ut
 from smartapp.launch.client import AuthorizationRequest, SmartConfiguration, fhir_user_reference
 from smartapp.launch.registrations import Registration
 from smartapp.services import Services
-from smartapp.writeback.referral import referral_key
+from smartapp.writeback.referral import visit_key
 
 # The launch's statements, built once: Core on the tables (no ORM unit of work, no statement
 # built per call); the values are bound per call.
@@ -67,11 +67,6 @@ def take_authorization(services: Services, state: str) -> PendingAuthorization |
 def authorization_age(pending: PendingAuthorization, now: datetime) -> timedelta:
     """How long ago the authorization request was made."""
     return now - stored_utc(pending.created_at)
-
-
-def visit_key(iss: str, encounter_id: str | None, patient_id: str) -> str:
-    """The key of the visit a launch is about: its referral's `visit_key`."""
-    return referral_key(iss, encounter_id, patient_id, "visit")
 
 
 def open_context(

@@ -26,7 +26,7 @@ from smartapp.engine import Chart, Pack, evaluate
 from smartapp.engine.readable import readable_chart
 from smartapp.fhir.client import ChartLimits, ChartRead, FhirClient, FhirError
 from smartapp.launch import client as smart
-from smartapp.launch import sessions, signer, store
+from smartapp.launch import sessions, signer
 from smartapp.screen import decisions as forms
 from smartapp.screen.programs import chosen_program
 from smartapp.screen.shown import (
@@ -104,7 +104,7 @@ def find_visit(services: Services, context_id: str) -> tuple[LaunchContext | Non
 
 
 def visit_key(context: LaunchContext) -> str:
-    return store.visit_key(context.iss, context.encounter_id, context.patient_id)
+    return writeback.visit_key(context.iss, context.encounter_id, context.patient_id)
 
 
 def signed_referral(services: Services, context: LaunchContext) -> Referral | None:
@@ -283,7 +283,7 @@ def record_shown(services: Services, context: LaunchContext, shown: dict) -> Non
     if chosen:
         # Standalone launch without an encounter: the visit the rules chose is this visit.
         params["chosen"] = chosen
-        params["chosen_key"] = store.visit_key(context.iss, chosen, context.patient_id)
+        params["chosen_key"] = writeback.visit_key(context.iss, chosen, context.patient_id)
         context.encounter_id = context.encounter_id or chosen
         context.visit_key = visit_key(context)
     with services.db.session() as db:  # one UPDATE, no ORM object loaded

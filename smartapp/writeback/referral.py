@@ -86,6 +86,12 @@ def referral_key(iss: str, encounter_id: str | None, patient_id: str, kind: str)
     return str(uuid.uuid5(REFERRAL_NAMESPACE, f"{iss}|{visit}|{kind}"))
 
 
+def visit_key(iss: str, encounter_id: str | None, patient_id: str) -> str:
+    """The key of one visit at one EHR: its referral's `visit_key`, kept on each launch of it
+    (the launch screen's, CDS Hooks' and the launch store's are this one)."""
+    return referral_key(iss, encounter_id, patient_id, "visit")
+
+
 def decision_for(referral: SignedReferral, kind: str) -> ItemDecision | None:
     return next((d for d in referral.decisions if d.kind == kind), None)
 

@@ -24,6 +24,7 @@ from smartapp.writeback.referral import (
     decision_for,
     referral_key,
     shown_for,
+    visit_key,
 )
 from smartapp.writeback.shapes import (
     ACT_CODE,
@@ -62,6 +63,7 @@ __all__ = [
     "security_labels",
     "transaction_bundle",
     "transaction_bundle_from_operations",
+    "visit_key",
 ]
 
 # Suggestions a site may have drafted as orders in the EHR (WriteSettings.draft_medications).

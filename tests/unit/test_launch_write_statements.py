@@ -23,6 +23,7 @@ from smartapp.launch.client import AuthorizationRequest, SmartConfiguration
 from smartapp.launch.tokens import TokenCipher
 from smartapp.writeback import outbox, profiles
 from smartapp.writeback.plan import WritePlan
+from smartapp.writeback.referral import visit_key
 from smartapp.writeback.resources import plan_writes
 from tests.pgschema import migrated
 from tests.unit.referrals import SETTINGS, referral
@@ -337,13 +338,13 @@ def test_a_screen_reads_its_launch_and_its_visits_referral_in_one_statement(db):
 
     services = services_for(db)
     context_id = open_launch(services)  # encounter e1 of p1
-    submitted(db, store.visit_key(ISS, "e2", "p1"), encounter="e2")
-    submitted(db, store.visit_key(ISS, None, "p1"), encounter=None)
-    submitted(db, store.visit_key(ISS, None, "p2"), encounter=None, patient="p2")
+    submitted(db, visit_key(ISS, "e2", "p1"), encounter="e2")
+    submitted(db, visit_key(ISS, None, "p1"), encounter=None)
+    submitted(db, visit_key(ISS, None, "p2"), encounter=None, patient="p2")
     (context, found), sent = statements_during(db, lambda: screen.find_visit(services, context_id))
     assert context is not None and context.id == context_id and found is None
     assert sent == ["SELECT"]
-    mine = submitted(db, store.visit_key(ISS, "e1", "p1"))
+    mine = submitted(db, visit_key(ISS, "e1", "p1"))
     (context, found), sent = statements_during(db, lambda: screen.find_visit(services, context_id))
     assert sent == ["SELECT"]
     assert context is not None and found is not None
@@ -359,13 +360,13 @@ def test_a_standalone_launchs_key_follows_the_visit_the_rules_chose(db):
 
     services = services_for(db)
     context_id = open_launch(services, encounter=None)
-    by_patient = submitted(db, store.visit_key(ISS, None, "p1"), encounter=None)
-    chosen = submitted(db, store.visit_key(ISS, "e7", "p1"), encounter="e7")
+    by_patient = submitted(db, visit_key(ISS, None, "p1"), encounter=None)
+    chosen = submitted(db, visit_key(ISS, "e7", "p1"), encounter="e7")
     context, found = screen.find_visit(services, context_id)
     assert context is not None and found is not None and found.id == by_patient
     shown = {"pack": {"id": "default"}, "encounter": {"id": "e7"}, "notices": []}
     screen.record_shown(services, context, shown | {"suggestions": []})
-    assert (context.encounter_id, context.visit_key) == ("e7", store.visit_key(ISS, "e7", "p1"))
+    assert (context.encounter_id, context.visit_key) == ("e7", visit_key(ISS, "e7", "p1"))
     (context, found), sent = statements_during(db, lambda: screen.find_visit(services, context_id))
     assert sent == ["SELECT"] and found is not None and found.id == chosen
     assert context is not None and context.encounter_id == "e7"
@@ -373,7 +374,7 @@ def test_a_standalone_launchs_key_follows_the_visit_the_rules_chose(db):
     screen.record_shown(services, context, shown | {"encounter": {"id": "e9"}, "suggestions": []})
     context, found = screen.find_visit(services, context_id)
     assert context is not None and found is not None and found.id == chosen
-    assert context.visit_key == store.visit_key(ISS, "e7", "p1")
+    assert context.visit_key == visit_key(ISS, "e7", "p1")
 
 
 def test_a_launch_kept_from_before_visit_keys_still_finds_its_visits_referral(db):
@@ -383,7 +384,7 @@ def test_a_launch_kept_from_before_visit_keys_still_finds_its_visits_referral(db
 
     services = services_for(db)
     context_id = open_launch(services)
-    mine = submitted(db, store.visit_key(ISS, "e1", "p1"))
+    mine = submitted(db, visit_key(ISS, "e1", "p1"))
     with db.session() as session:
         session.execute(update(LaunchContext).values(visit_key=None))
     (context, found), sent = statements_during(db, lambda: screen.find_visit(services, context_id))
