@@ -54,15 +54,11 @@ class DetachedJoinReader(Generic[M, N]):
     `joined` row that is not there. Built once, with the keys of `model` it selects by."""
 
     def __init__(self, model: type[M], joined: type[N], on: Any, *by: str) -> None:
-        self.left = DetachedReader(model)
+        self.left = DetachedReader(model, *by)
         self.right = DetachedReader(joined)
-        columns = [*self.left.statement.selected_columns, *self.right.statement.selected_columns]
-        self.statement = (
-            select(*columns)
-            .select_from(inspect(model).local_table)
-            .outerjoin(inspect(joined).local_table, on)
-            .where(*(inspect(model).columns[key] == bindparam(key) for key in by))
-        )
+        self.statement = self.left.statement.add_columns(
+            *self.right.statement.selected_columns
+        ).outerjoin_from(inspect(model).local_table, inspect(joined).local_table, on)
         self._split = len(self.left.keys)
         self._right_key = self.right.keys.index(inspect(joined).primary_key[0].key)
 

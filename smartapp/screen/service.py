@@ -97,10 +97,13 @@ def find_visit(services: Services, context_id: str) -> tuple[LaunchContext | Non
     one), on one connection (the caller checks that the context belongs to the browser)."""
     with services.db.read() as connection:
         context, referral = _VISIT.one(connection, id=context_id)
-        if context is None or context.visit_key == visit_key(context):
+        if context is None:
+            return None, None
+        key = visit_key(context)
+        if context.visit_key == key:
             return context, referral
         # a launch stored before launches kept their visit's key (migration 0014)
-        return context, outbox.visit_referral_read(connection, visit_key(context))
+        return context, outbox.visit_referral_read(connection, key)
 
 
 def visit_key(context: LaunchContext) -> str:
